@@ -1,0 +1,1 @@
+"""brokerd: a user-space syscall broker for Linux."""

@@ -1,0 +1,145 @@
+"""brokerctl: run a program under the broker (and, later, steer sessions).
+
+Errors in arguments or in starting the program are one line on stderr and a
+non-zero exit, never a traceback.  ``brokerctl run`` exits with the traced
+program's status (128+N when a signal N killed it), as a shell would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from brokerd.protocol.types import Cont, Kill, SkipFail
+
+PROG = "brokerctl"
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        raise UsageError(message)
+
+
+def _parse_trace(exprs: Sequence[str]) -> tuple[frozenset[str] | None, bool]:
+    """strace-like ``-e trace=a,b`` / ``-e signal=all``: (syscalls or None for all, signals?)."""
+    trace: frozenset[str] | None = None
+    signals = False
+    for expr in exprs:
+        key, sep, value = expr.partition("=")
+        if not sep:
+            key, value = "trace", expr
+        if key == "trace":
+            if value in ("all", "%all"):
+                trace = None
+            else:
+                names = frozenset(v for v in value.split(",") if v)
+                if not names:
+                    raise UsageError(f"-e {expr}: empty syscall list")
+                trace = names if trace is None else trace | names
+        elif key in ("signal", "signals"):
+            signals = value not in ("none", "!all", "")
+        else:
+            raise UsageError(f"-e {expr}: unknown qualifier {key!r} (use trace= or signal=)")
+    return trace, signals
+
+
+def _default_verdict(name: str) -> object:
+    return {"deny": SkipFail(errno.EPERM), "kill": Kill(), "allow": Cont()}[name]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Run and steer programs under the brokerd syscall broker.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    run = sub.add_parser("run", help="run a program under a stack of authorizers")
+    run.add_argument("-a", "--authorizer", action="append", default=[], metavar="CMD",
+                     help="an authorizer command (sh -c), spoken to over its stdin/stdout; repeat to stack")
+    run.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=LIST",
+                     help="what plain (no handshake) authorizers see: trace=openat,connect | signal=all")
+    run.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                     help="deadline for each answer; a late one gets the default verdict (default 5)")
+    run.add_argument("--default", choices=("deny", "kill", "allow"), default="deny",
+                     help="verdict when an authorizer fails, hangs or answers garbage (default deny = EPERM;"
+                          " allow is unsafe)")
+    run.add_argument("--strsize", type=int, default=64, metavar="N",
+                     help="bytes of each data buffer shown in events (default 64)")
+    run.add_argument("--audit", metavar="FILE", help="append one JSON line per decision to FILE ('-' = stderr)")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROG ARGS")
+    return p
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from brokerd.daemon.authorizer import spawn
+    from brokerd.tracer.shim import LaunchError, Shim
+
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UsageError("run: no program given (brokerctl run [OPTIONS] -- PROG ARGS)")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    trace, signals = _parse_trace(args.exprs)
+    default = _default_verdict(args.default)
+    audit = _audit_writer(args.audit) if args.audit else None
+    stack = [
+        spawn(cmd, timeout=args.timeout, default=default, trace=trace, signals=signals)
+        for cmd in args.authorizer
+    ]
+    shim = Shim(stack, strsize=args.strsize, audit=audit)
+    shim.handshake()
+    try:
+        shim.launch(argv)
+    except LaunchError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.status
+    return shim.run()
+
+
+def _audit_writer(path: str):
+    from brokerd.protocol import codec
+
+    f = sys.stderr if path == "-" else open(path, "a", buffering=1)  # noqa: SIM115
+
+    def write(rec) -> None:
+        ev = rec.event
+        f.write(json.dumps({
+            "time": time.time(),
+            "pid": ev.pid,
+            "tid": ev.tid,
+            "event": codec.format_event(ev).decode().rstrip("\n"),
+            "verdict": rec.verdict,
+            "by": rec.by,
+            "latency_us": round(rec.latency * 1e6, 1),
+        }) + "\n")
+
+    return write
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "run":
+            return cmd_run(args)
+        raise UsageError(f"unknown command {args.command}")
+    except UsageError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except OSError as e:
+        print(f"{PROG}: {e.strerror or e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

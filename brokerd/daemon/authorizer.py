@@ -1,0 +1,392 @@
+"""One authorizer as the broker sees it: a line connection with a queue of
+questions waiting for answers, deadlines, and a default verdict.
+
+The connection is driven from outside (the shim's epoll loop): it never blocks.
+Writes go to an output buffer flushed when the descriptor is writable; reads
+are split into lines by the protocol's LineBuffer and parsed by its codec.
+
+Every question gets exactly one answer through its callback: the
+authorizer's own, or its default when it answers late, answers garbage, hangs
+or dies.  A plain-mode authorizer (one that did not answer the greeting with
+``hello``) has its replies matched to questions strictly in order, so a
+question that timed out keeps its place and the late reply is read and
+dropped, never matched to the next question.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import shlex
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from brokerd.protocol import codec
+from brokerd.protocol.errors import ProtocolError
+from brokerd.protocol.linebuf import LineBuffer, TooLong
+from brokerd.protocol.types import (
+    Cont,
+    Deliver,
+    Error,
+    Fetch,
+    Hello,
+    Reply,
+    SetMem,
+    SignalEvent,
+    SkipFail,
+    SyscallEvent,
+    SysretEvent,
+)
+
+PROTOCOL_VERSION = 1
+DEFAULT_TIMEOUT = 5.0
+
+#: Called with the reply (the authorizer's, or a default one) and a reason
+#: string that is empty when the authorizer itself answered.
+Answer = Callable[[Reply, str], None]
+
+
+@dataclass(slots=True)
+class _Question:
+    id: int
+    deadline: float
+    answer: Answer | None  # None once answered by default (kept as a placeholder)
+    kind: type
+
+
+def default_reply(event: object, verdict: object) -> Reply:
+    """The safe answer to ``event`` when its authorizer cannot give one:
+    the authorizer's default verdict for a call, keep the result for a sysret,
+    deliver a signal as the kernel would."""
+    if isinstance(event, SyscallEvent):
+        return Reply(verdict)  # type: ignore[arg-type]
+    if isinstance(event, SignalEvent):
+        return Reply(Deliver())
+    return Reply(Cont())
+
+
+class Authorizer:
+    """The broker's side of one authorizer connection."""
+
+    def __init__(
+        self,
+        name: str,
+        rfd: int,
+        wfd: int,
+        *,
+        pid: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        default: object = SkipFail(_errno.EPERM),
+        trace: frozenset[str] | None = None,
+        signals: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.rfd = rfd
+        self.wfd = wfd
+        self.pid = pid
+        self.timeout = timeout
+        self.default = default
+        self.trace = trace  # None: every syscall
+        self.signals = signals
+        self.events: frozenset[str] = frozenset()
+        self.mode = "new"  # new -> greeting -> plain | hello ; dead
+        self.strsize: int | None = None
+        self.dead_reason = ""
+        self._log = log or (lambda msg: print(f"brokerd: {msg}", file=sys.stderr, flush=True))
+        self._lines = LineBuffer()
+        self._out = bytearray()
+        self._fifo: deque[_Question] = deque()
+        self._by_id: dict[int, _Question] = {}
+        self.answered = 0
+        self.defaulted = 0
+        os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
+
+    # -- subscriptions ----------------------------------------------------
+    def wants(self, name: str) -> bool:
+        """Subscribed to syscall ``name``?  A dead authorizer keeps its
+        subscriptions, so its calls keep getting its (deny) default."""
+        return self.trace is None or name in self.trace
+
+    # -- greeting / handshake --------------------------------------------
+    def greet(self, session: str, now: float) -> None:
+        """Send the broker's ``hello``; the reply decides plain or handshake mode."""
+        self.mode = "greeting"
+        hello = Hello((PROTOCOL_VERSION,), (("role", "broker"), ("session", session)))
+        self._send(codec.format_event(hello))
+        self._fifo.append(_Question(0, now + self.timeout, None, Hello))
+
+    def _on_greeting_reply(self, parsed: object) -> None:
+        self._fifo.popleft()
+        if isinstance(parsed, Hello) and parsed.get("role") == "authorizer":
+            if PROTOCOL_VERSION not in parsed.versions:
+                self._error("version", f"no common version (broker speaks {PROTOCOL_VERSION})")
+                self._die("no common protocol version")
+                return
+            self.mode = "hello"
+            self.name = parsed.get("name") or self.name
+            trace = parsed.get("trace")
+            if trace is not None and trace != "all":
+                self.trace = frozenset(t for t in trace.split(",") if t)
+            elif trace == "all":
+                self.trace = None
+            self.signals = parsed.get("signals", "no") in ("yes", "all", "1")
+            ev = parsed.get("events")
+            self.events = frozenset(ev.split(",")) if ev else frozenset()
+            size = parsed.get("strsize")
+            if size and size.isdigit():
+                self.strsize = int(size)
+            self._send(codec.format_event(Hello((PROTOCOL_VERSION,), (("role", "broker"),))))
+        else:
+            self.mode = "plain"
+
+    @property
+    def ready(self) -> bool:
+        return self.mode in ("plain", "hello", "dead")
+
+    # -- questions --------------------------------------------------------
+    def ask(self, event: SyscallEvent | SysretEvent | SignalEvent, answer: Answer, now: float) -> None:
+        """Send ``event``; ``answer`` is called exactly once, later (or now, if dead)."""
+        if self.mode == "dead":
+            self.defaulted += 1
+            answer(default_reply(event, self.default), f"authorizer {self.name} is gone ({self.dead_reason})")
+            return
+        q = _Question(event.id, now + self.timeout, answer, type(event))
+        self._fifo.append(q)
+        self._by_id[event.id] = q
+        self._send(codec.format_event(event))
+
+    def notify(self, line: bytes) -> None:
+        """Send a line that needs no answer (proc events) to a handshake authorizer."""
+        if self.mode == "hello":
+            self._send(line)
+
+    # -- I/O driven by the loop -------------------------------------------
+    def _send(self, data: bytes) -> None:
+        if self.mode == "dead":
+            return
+        if not self._out:
+            try:
+                n = os.write(self.wfd, data)
+            except BlockingIOError:
+                n = 0
+            except OSError as e:
+                self._die(f"write failed: {e.strerror}")
+                return
+            if n == len(data):
+                return
+            data = data[n:]
+        self._out += data
+
+    @property
+    def wants_write(self) -> bool:
+        return bool(self._out) and self.mode != "dead"
+
+    def on_writable(self) -> None:
+        try:
+            n = os.write(self.wfd, self._out)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self._die(f"write failed: {e.strerror}")
+            return
+        del self._out[:n]
+
+    def on_readable(self, now: float) -> None:
+        try:
+            data = os.read(self.rfd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self._die(f"read failed: {e.strerror}")
+            return
+        if not data:
+            self._die("closed its output (exited?)")
+            return
+        self._lines.feed(data)
+        for line in self._lines:
+            if self.mode == "dead":
+                return
+            self._on_line(line)
+
+    def _on_line(self, line: bytes | TooLong) -> None:
+        if isinstance(line, TooLong):
+            self._error("line-too-long", f"line of {line.length} bytes exceeds the limit")
+            self._default_head("line too long")
+            return
+        if self.mode == "greeting":
+            try:
+                parsed: object = codec.parse_reply(line)
+            except ProtocolError:
+                parsed = None
+            self._on_greeting_reply(parsed)
+            return
+        try:
+            parsed = codec.parse_reply(line)
+        except ProtocolError as e:
+            self._error(e.code, e.message)
+            self._default_head(f"bad line: {e.message}")
+            return
+        if isinstance(parsed, Reply):
+            self._on_reply(parsed)
+        elif isinstance(parsed, Error):
+            self._log(f"authorizer {self.name} says: error {parsed.code} {parsed.text}")
+        elif isinstance(parsed, Fetch):
+            self._error("unsupported", "fetch is not supported by this broker yet")
+        elif isinstance(parsed, Hello):
+            self._error("unexpected", "hello after the handshake")
+            self._default_head("unexpected hello")
+
+    def _on_reply(self, reply: Reply) -> None:
+        if reply.id is not None:
+            q = self._by_id.get(reply.id)
+            if q is None:
+                self._error("unknown-id", f"no question with id {reply.id} is waiting")
+                return
+        else:
+            if not self._fifo:
+                self._error("unexpected", "a reply with no question waiting")
+                return
+            q = self._fifo[0]
+        self._resolve(q, reply, "")
+
+    def _resolve(self, q: _Question, reply: Reply, reason: str) -> None:
+        """Answer ``q`` (unless it was already answered by default) and drop it."""
+        try:
+            self._fifo.remove(q)
+        except ValueError:
+            pass
+        self._by_id.pop(q.id, None)
+        if q.answer is not None:
+            ans, q.answer = q.answer, None
+            if reason:
+                self.defaulted += 1
+            else:
+                self.answered += 1
+            ans(reply, reason)
+
+    def _default_head(self, reason: str) -> None:
+        """A malformed line stands for the oldest question: it gets the default."""
+        while self._fifo:
+            q = self._fifo[0]
+            if q.answer is None:  # a placeholder of a timed-out question eats the line
+                self._fifo.popleft()
+                self._by_id.pop(q.id, None)
+                return
+            self._resolve(q, self._default_for(q), reason)
+            return
+
+    def _default_for(self, q: _Question) -> Reply:
+        if q.kind is SyscallEvent:
+            return Reply(self.default)  # type: ignore[arg-type]
+        if q.kind is SignalEvent:
+            return Reply(Deliver())
+        return Reply(Cont())
+
+    def report_error(self, code: str, text: str) -> None:
+        """Tell the authorizer (or, in plain mode, the log) what was wrong with its answer."""
+        self._error(code, text)
+
+    def _error(self, code: str, text: str) -> None:
+        if self.mode == "hello":
+            self._send(codec.format_event(Error(code, text)))
+        else:
+            self._log(f"authorizer {self.name}: {code}: {text}")
+
+    def _die(self, reason: str) -> None:
+        if self.mode == "dead":
+            return
+        was_greeting = self.mode == "greeting"
+        self.mode = "dead"
+        self.dead_reason = reason
+        self._log(f"authorizer {self.name} {reason}; its questions get the default verdict")
+        pending = [q for q in self._fifo if q.answer is not None]
+        self._fifo.clear()
+        self._by_id.clear()
+        for q in pending:
+            self._resolve(q, self._default_for(q), f"authorizer {self.name} {reason}")
+        if was_greeting:
+            self.mode = "dead"  # stays subscribed to what the operator set
+        self.close()
+
+    def kill(self, reason: str) -> None:
+        """Stop using this authorizer (e.g. the session ends)."""
+        self._die(reason)
+
+    def close(self) -> None:
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.rfd = self.wfd = -1
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    # -- deadlines ----------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        for q in self._fifo:
+            if q.answer is not None or self.mode == "greeting":
+                return q.deadline
+        return None
+
+    def expire(self, now: float) -> None:
+        """Give the default to every question whose deadline passed; keep its place."""
+        if self.mode == "greeting":
+            if self._fifo and self._fifo[0].deadline <= now:
+                self._log(f"authorizer {self.name} did not answer the greeting in {self.timeout:g}s")
+                self._die("did not answer the greeting")
+            return
+        for q in list(self._fifo):
+            if q.answer is not None and q.deadline <= now:
+                ans, q.answer = q.answer, None
+                self.defaulted += 1
+                self._by_id.pop(q.id, None)
+                ans(self._default_for(q), f"authorizer {self.name} did not answer within {self.timeout:g}s")
+
+
+def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None = None, **kw) -> Authorizer:
+    """Start ``command`` with ``sh -c`` and speak to it over its stdin/stdout.
+
+    It gets its own process group, so a Ctrl-C meant for the traced program
+    does not kill the policy, and an unblocked signal mask whatever the
+    broker's is.
+    """
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    actions = [
+        (os.POSIX_SPAWN_DUP2, to_r, 0),
+        (os.POSIX_SPAWN_DUP2, from_w, 1),
+    ]
+    pid = os.posix_spawn(
+        "/bin/sh",
+        ["sh", "-c", command],
+        env if env is not None else os.environ,
+        file_actions=actions,
+        setpgroup=0,
+        setsigmask=(),
+        setsigdef=(signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE),
+    )
+    os.close(to_r)
+    os.close(from_w)
+    label = name or shlex.split(command)[0].rsplit("/", 1)[-1] if command.strip() else "authorizer"
+    return Authorizer(label, from_r, to_w, pid=pid, **kw)
+
+
+def now() -> float:
+    return time.monotonic()
+
+
+def all_ready(authorizers: Iterable[Authorizer]) -> bool:
+    return all(a.ready for a in authorizers)
+
+
+__all__ = ["Authorizer", "spawn", "default_reply", "SetMem", "now", "all_ready"]

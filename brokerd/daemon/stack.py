@@ -1,0 +1,159 @@
+"""The walk of one event through a session's stack of authorizers (sans-IO).
+
+The shim (embedded broker) and the daemon both use these classes: they hold no
+sockets, only the rules of stacking:
+
+* an event goes through the stack in order, skipping authorizers that did not
+  subscribe to it; each sees the call as the ones before it left it, so
+  rewrites accumulate;
+* ``skip-fail``, ``skip-ok`` and ``kill`` end the walk (a denial anywhere wins);
+* ``step`` from any of them brings the result back through those that asked,
+  in reverse order, each able to replace it.
+
+A walk asks for one reply at a time (:meth:`EntryWalk.next`), is fed it
+(:meth:`EntryWalk.feed`), and ends with a :class:`Decision`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from brokerd.protocol.types import (
+    Call,
+    Cont,
+    Fail,
+    Kill,
+    Ok,
+    Result,
+    Rewrite,
+    SetMem,
+    SkipFail,
+    SkipOk,
+    Step,
+    SyscallEvent,
+    SysretEvent,
+)
+
+
+class VerdictError(ValueError):
+    """A reply that is well-formed but not allowed where it came (e.g. ``ok 1``
+    answering a syscall entry).  ``code`` is the protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+ENTRY_VERDICTS = (Cont, Step, Kill, SkipFail, SkipOk, Rewrite)
+
+
+@dataclass(slots=True)
+class Decision:
+    """Where an entry walk ended.
+
+    ``action`` is ``cont`` (run ``call``, maybe rewritten), ``skip-fail`` /
+    ``skip-ok`` (``value`` is the errno / return value), or ``kill``.
+    ``steppers`` are the stack positions that asked for the result, in stack
+    order; ``sets`` the memory edits to apply before the call, in order;
+    ``decided_by`` the stack position whose verdict ended the walk (None when
+    everyone said cont).
+    """
+
+    action: str
+    call: Call
+    value: int = 0
+    steppers: list[int] = field(default_factory=list)
+    sets: list[SetMem] = field(default_factory=list)
+    decided_by: int | None = None
+    rewritten: bool = False
+
+
+class EntryWalk:
+    """One syscall-entry event on its way through the stack."""
+
+    __slots__ = ("event", "_order", "_pos", "decision", "_call", "_steppers", "_sets", "_rewritten")
+
+    def __init__(self, event: SyscallEvent, order: Sequence[int]) -> None:
+        """``order`` lists the stack positions subscribed to this call, in stack order."""
+        self.event = event
+        self._order = order
+        self._pos = 0
+        self._call = event.call
+        self._steppers: list[int] = []
+        self._sets: list[SetMem] = []
+        self._rewritten = False
+        self.decision: Decision | None = None
+        if not order:
+            self.decision = Decision("cont", self._call)
+
+    def next(self) -> tuple[int, SyscallEvent] | None:
+        """The stack position to ask next and the event as it should see it."""
+        if self.decision is not None:
+            return None
+        ev = self.event if not self._rewritten else replace(self.event, call=self._call)
+        return self._order[self._pos], ev
+
+    def feed(self, verdict: object, sets: Sequence[SetMem] = ()) -> None:
+        """Take the current authorizer's verdict; raises VerdictError for one not
+        valid at syscall entry (the caller then feeds that authorizer's default)."""
+        if self.decision is not None:
+            raise RuntimeError("walk already decided")
+        if not isinstance(verdict, ENTRY_VERDICTS):
+            raise VerdictError("bad-verdict", f"{type(verdict).__name__.lower()} is not a verdict for a syscall entry")
+        who = self._order[self._pos]
+        self._sets.extend(sets)
+        if isinstance(verdict, SkipFail):
+            self._end(Decision("skip-fail", self._call, verdict.errno, decided_by=who))
+        elif isinstance(verdict, SkipOk):
+            self._end(Decision("skip-ok", self._call, verdict.value, decided_by=who))
+        elif isinstance(verdict, Kill):
+            self._end(Decision("kill", self._call, decided_by=who))
+        else:
+            if isinstance(verdict, Step):
+                self._steppers.append(who)
+            elif isinstance(verdict, Rewrite):
+                self._call = verdict.call
+                self._rewritten = True
+            self._pos += 1
+            if self._pos == len(self._order):
+                self._end(Decision("cont", self._call))
+
+    def _end(self, decision: Decision) -> None:
+        decision.steppers = self._steppers if decision.action == "cont" else []
+        decision.sets = self._sets
+        decision.rewritten = self._rewritten
+        self.decision = decision
+
+
+class ExitWalk:
+    """The result of a stepped call going back through those that asked, in reverse."""
+
+    __slots__ = ("event", "_order", "_pos", "result", "sets", "done")
+
+    def __init__(self, event: SysretEvent, steppers: Sequence[int]) -> None:
+        self.event = event
+        self._order = list(reversed(steppers))
+        self._pos = 0
+        self.result: Result = event.result
+        self.sets: list[SetMem] = []
+        self.done = not self._order
+
+    def next(self) -> tuple[int, SysretEvent] | None:
+        if self.done:
+            return None
+        ev = self.event if self.result == self.event.result else replace(self.event, result=self.result)
+        return self._order[self._pos], ev
+
+    def feed(self, verdict: object, sets: Sequence[SetMem] = ()) -> None:
+        if isinstance(verdict, Ok | Fail):
+            self.result = verdict
+        elif isinstance(verdict, Kill):
+            self.result = verdict  # type: ignore[assignment]
+            self.done = True
+            return
+        elif not isinstance(verdict, Cont):
+            raise VerdictError("bad-verdict", f"{type(verdict).__name__.lower()} is not a reply to a sysret")
+        self.sets.extend(sets)
+        self._pos += 1
+        self.done = self._pos == len(self._order)

@@ -1,0 +1,224 @@
+"""Raw ptrace, wait and process-memory calls through ctypes.
+
+python-ptrace gives us the x86_64 register structure (``user_regs_struct``),
+which we reuse.  Its ``ptrace()`` wrapper and debugger loop are not used on the
+hot path: they lack PTRACE_SEIZE, PTRACE_GET_SYSCALL_INFO, PTRACE_LISTEN and
+the EXITKILL option, and wrap every call in Python-level error juggling.  Here
+each request is one ctypes call with errno captured, raising OSError.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from ctypes import (
+    POINTER,
+    Structure,
+    Union,
+    addressof,
+    byref,
+    c_int,
+    c_long,
+    c_size_t,
+    c_ssize_t,
+    c_uint8,
+    c_uint32,
+    c_uint64,
+    c_ulong,
+    c_void_p,
+    sizeof,
+)
+
+from ptrace.binding.linux_struct import user_regs_struct as Regs  # noqa: F401 (re-exported)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_ptrace = _libc.ptrace
+_ptrace.argtypes = (c_long, c_int, c_void_p, c_void_p)
+_ptrace.restype = c_long
+
+# Requests
+PTRACE_TRACEME = 0
+PTRACE_PEEKDATA = 2
+PTRACE_CONT = 7
+PTRACE_KILL = 8
+PTRACE_GETREGS = 12
+PTRACE_SETREGS = 13
+PTRACE_DETACH = 17
+PTRACE_SYSCALL = 24
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETEVENTMSG = 0x4201
+PTRACE_GETSIGINFO = 0x4202
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_LISTEN = 0x4208
+PTRACE_GET_SYSCALL_INFO = 0x420E
+
+# Options
+O_TRACESYSGOOD = 0x1
+O_TRACEFORK = 0x2
+O_TRACEVFORK = 0x4
+O_TRACECLONE = 0x8
+O_TRACEEXEC = 0x10
+O_TRACEVFORKDONE = 0x20
+O_TRACEEXIT = 0x40
+O_TRACESECCOMP = 0x80
+O_EXITKILL = 0x100000
+
+# Events (status >> 16)
+EVENT_FORK = 1
+EVENT_VFORK = 2
+EVENT_CLONE = 3
+EVENT_EXEC = 4
+EVENT_VFORK_DONE = 5
+EVENT_EXIT = 6
+EVENT_SECCOMP = 7
+EVENT_STOP = 128
+
+# PTRACE_GET_SYSCALL_INFO ops
+INFO_NONE = 0
+INFO_ENTRY = 1
+INFO_EXIT = 2
+INFO_SECCOMP = 3
+
+WALL = 0x40000000  # __WALL: wait for threads and clones too
+WNOHANG = os.WNOHANG
+
+
+class _Entry(Structure):
+    _fields_ = (("nr", c_uint64), ("args", c_uint64 * 6))
+
+
+class _Exit(Structure):
+    _fields_ = (("rval", ctypes.c_int64), ("is_error", c_uint8))
+
+
+class _Seccomp(Structure):
+    _fields_ = (("nr", c_uint64), ("args", c_uint64 * 6), ("ret_data", c_uint32))
+
+
+class _InfoU(Union):
+    _fields_ = (("entry", _Entry), ("exit", _Exit), ("seccomp", _Seccomp))
+
+
+class SyscallInfo(Structure):
+    """struct ptrace_syscall_info (linux/ptrace.h)."""
+
+    _fields_ = (
+        ("op", c_uint8),
+        ("pad", c_uint8 * 3),
+        ("arch", c_uint32),
+        ("instruction_pointer", c_uint64),
+        ("stack_pointer", c_uint64),
+        ("u", _InfoU),
+    )
+
+
+class _IOVec(Structure):
+    _fields_ = (("base", c_void_p), ("len", c_size_t))
+
+
+_pvr = _libc.process_vm_readv
+_pvr.argtypes = (c_int, POINTER(_IOVec), c_ulong, POINTER(_IOVec), c_ulong, c_ulong)
+_pvr.restype = c_ssize_t
+_pvw = _libc.process_vm_writev
+_pvw.argtypes = _pvr.argtypes
+_pvw.restype = c_ssize_t
+
+
+def _fail(request: int, pid: int) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"ptrace({request:#x}, {pid}): {os.strerror(err)}")
+
+
+def ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
+    """One ptrace request; raises OSError (with errno) on failure."""
+    ret = _ptrace(request, pid, addr, data)
+    if ret == -1:
+        err = ctypes.get_errno()
+        if err:
+            raise OSError(err, f"ptrace({request:#x}, {pid}): {os.strerror(err)}")
+    return ret
+
+
+def seize(pid: int, options: int) -> None:
+    ptrace(PTRACE_SEIZE, pid, 0, options)
+
+
+def cont(pid: int, sig: int = 0) -> None:
+    if _ptrace(PTRACE_CONT, pid, 0, sig) == -1:
+        raise _fail(PTRACE_CONT, pid)
+
+
+def syscall(pid: int, sig: int = 0) -> None:
+    if _ptrace(PTRACE_SYSCALL, pid, 0, sig) == -1:
+        raise _fail(PTRACE_SYSCALL, pid)
+
+
+def listen(pid: int) -> None:
+    ptrace(PTRACE_LISTEN, pid, 0, 0)
+
+
+def interrupt(pid: int) -> None:
+    ptrace(PTRACE_INTERRUPT, pid, 0, 0)
+
+
+def detach(pid: int, sig: int = 0) -> None:
+    ptrace(PTRACE_DETACH, pid, 0, sig)
+
+
+def geteventmsg(pid: int) -> int:
+    msg = c_ulong()
+    ptrace(PTRACE_GETEVENTMSG, pid, 0, addressof(msg))
+    return msg.value
+
+
+def getsiginfo(pid: int) -> bytes:
+    buf = ctypes.create_string_buffer(128)
+    ptrace(PTRACE_GETSIGINFO, pid, 0, addressof(buf))
+    return buf.raw
+
+
+def getregs(pid: int, regs: Regs | None = None) -> Regs:
+    regs = regs if regs is not None else Regs()
+    if _ptrace(PTRACE_GETREGS, pid, 0, addressof(regs)) == -1:
+        raise _fail(PTRACE_GETREGS, pid)
+    return regs
+
+
+def setregs(pid: int, regs: Regs) -> None:
+    if _ptrace(PTRACE_SETREGS, pid, 0, addressof(regs)) == -1:
+        raise _fail(PTRACE_SETREGS, pid)
+
+
+_INFO_SIZE = sizeof(SyscallInfo)
+
+
+def get_syscall_info(pid: int, info: SyscallInfo) -> SyscallInfo:
+    """Fill ``info`` with what the tracee's current stop is about (entry, exit, seccomp)."""
+    if _ptrace(PTRACE_GET_SYSCALL_INFO, pid, _INFO_SIZE, addressof(info)) == -1:
+        raise _fail(PTRACE_GET_SYSCALL_INFO, pid)
+    return info
+
+
+def read_memory(pid: int, addr: int, size: int) -> bytes:
+    """Read up to ``size`` bytes at ``addr``; stops short at the first unmapped page."""
+    buf = ctypes.create_string_buffer(size)
+    local = _IOVec(addressof(buf), size)
+    remote = _IOVec(addr, size)
+    n = _pvr(pid, byref(local), 1, byref(remote), 1, 0)
+    if n < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"process_vm_readv({pid}, {addr:#x}, {size}): {os.strerror(err)}")
+    return buf.raw[:n]
+
+
+def write_memory(pid: int, addr: int, data: bytes) -> None:
+    """Write ``data`` at ``addr``.  Uses /proc/PID/mem, which (like ptrace
+    POKEDATA) may write pages the tracee mapped read-only."""
+    fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        n = os.pwrite(fd, data, addr)
+    finally:
+        os.close(fd)
+    if n != len(data):
+        raise OSError(5, f"short write to {pid} at {addr:#x}: {n} of {len(data)}")

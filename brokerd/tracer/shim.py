@@ -1,0 +1,807 @@
+"""The tracer shim: runs a program under ptrace and makes the kernel do what
+the authorizer stack decides.
+
+One thread does everything: a plain epoll loop waits on a signalfd for
+SIGCHLD (ptrace stops) and on every authorizer's descriptor.  A tracee
+waiting for its verdict is just a record in a table, so other tracees keep
+running and many decisions are in flight at once.  All ptrace requests come
+from this thread, as the kernel requires.
+
+Launched programs get a seccomp-bpf filter (see :mod:`.seccomp`) that stops
+only the calls some authorizer subscribed to (PTRACE_EVENT_SECCOMP); the
+tracee is then resumed with PTRACE_CONT, so a call that needs no result costs
+exactly one stop.  ``step`` resumes with PTRACE_SYSCALL to get the exit stop.
+
+Per-thread states (``_Thread.state``):
+
+* ``run``: running, or stopped only for an instant;
+* ``ask``: at a seccomp stop, the entry walk is waiting for authorizers;
+* ``step``: resumed to the syscall-exit stop of a call someone stepped;
+* ``ret``: at the exit stop, the exit walk is waiting for authorizers;
+* ``inject``: running an mmap we injected to get scratch memory; the call
+  it interrupted will run again and gets the decision already made (``replay``);
+* ``stopped``: in a group-stop (PTRACE_LISTEN), job control as without tracing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as E
+import os
+import select
+import shutil
+import signal
+import struct
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from brokerd.daemon.authorizer import Authorizer
+from brokerd.daemon.stack import Decision, EntryWalk, ExitWalk, VerdictError
+from brokerd.protocol import codec
+from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit
+from brokerd.protocol.args import decode_args, decode_result, encode_args
+from brokerd.protocol.types import (
+    Call,
+    Cont,
+    Deliver,
+    Fail,
+    Int,
+    Kill,
+    Ok,
+    ProcEvent,
+    Reply,
+    Rewrite,
+    SetMem,
+    SignalEvent,
+    Str,
+    Suppress,
+    SyscallEvent,
+    SysretEvent,
+)
+
+from . import ptrace as pt
+from . import seccomp
+
+OPTIONS = (
+    pt.O_TRACESYSGOOD
+    | pt.O_TRACEFORK
+    | pt.O_TRACEVFORK
+    | pt.O_TRACECLONE
+    | pt.O_TRACEEXEC
+    | pt.O_TRACESECCOMP
+    | pt.O_EXITKILL
+)
+SYSCALL_STOP = signal.SIGTRAP | 0x80
+STOP_SIGNALS = frozenset((signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU))
+MASK64 = (1 << 64) - 1
+ARG_REGS_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+ARG_REGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
+SCRATCH_SIZE = 1 << 16
+SYS_MMAP = {"x86_64": 9, "x32": 9 | seccomp.X32_SYSCALL_BIT, "i386": 192}  # i386: mmap2
+# Terminal signals the broker itself ignores while a program runs: they are
+# meant for the program (which shares the terminal's process group).
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+SI_USER = 0
+
+
+class LaunchError(Exception):
+    """The program could not be started; ``status`` is what a shell would exit with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Mem:
+    """Tracee memory for the argument decoder (process_vm_readv)."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def read(self, addr: int, size: int) -> bytes:
+        return pt.read_memory(self.pid, addr, size)
+
+    def read_cstr(self, addr: int, limit: int) -> tuple[bytes, bool]:
+        out = b""
+        while len(out) <= limit:
+            chunk = 4096 - ((addr + len(out)) & 4095)
+            data = pt.read_memory(self.pid, addr + len(out), min(chunk, limit + 1 - len(out)))
+            nul = data.find(b"\0")
+            if nul >= 0:
+                return out + data[:nul], True
+            out += data
+            if not data:
+                break
+        return out[:limit], False
+
+
+@dataclass(slots=True)
+class _Thread:
+    tid: int
+    tgid: int
+    state: str = "run"
+    startup: bool = True
+    abi: Abi | None = None
+    spec: SyscallSpec | None = None
+    raw: tuple[int, ...] = ()
+    event_id: int = 0
+    walk: EntryWalk | ExitWalk | None = None
+    decision: Decision | None = None
+    replay: Decision | None = None
+    saved_regs: pt.Regs | None = None
+    t0: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """What one decision was: passed to the shim's ``audit`` callback."""
+
+    event: SyscallEvent | SysretEvent | SignalEvent
+    verdict: str
+    by: str
+    latency: float
+    reason: str = ""
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _signalfd(signals: Sequence[int]) -> int:
+    """A non-blocking signalfd for ``signals`` (which the caller has blocked)."""
+    mask = 0
+    for s in signals:
+        mask |= 1 << (s - 1)
+    sigset = ctypes.create_string_buffer(struct.pack("=Q", mask) + bytes(120))
+    fd = _libc().signalfd(-1, sigset, 8, os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "signalfd")
+    return fd
+
+
+class Shim:
+    """One traced session: a program, its descendants and an authorizer stack."""
+
+    def __init__(
+        self,
+        stack: Sequence[Authorizer],
+        *,
+        strsize: int = 64,
+        session: str = "1",
+        audit: Callable[[AuditRecord], None] | None = None,
+        log: Callable[[str], None] | None = None,
+        greeting_timeout: float | None = None,
+    ) -> None:
+        self.stack = list(stack)
+        self.strsize = strsize
+        self.session = session
+        self.audit = audit
+        self._log = log or (lambda m: print(f"brokerd: {m}", file=sys.stderr, flush=True))
+        self.greeting_timeout = greeting_timeout
+        self.threads: dict[int, _Thread] = {}
+        self.main_pid = 0
+        self.main_status: int | None = None
+        self._next_id = 1
+        self._info = pt.SyscallInfo()
+        self._regs = pt.Regs()
+        self._order_cache: dict[str, tuple[int, ...]] = {}
+        self._signal_order: tuple[int, ...] = ()
+        self._scratch: dict[int, tuple[int, int]] = {}
+        self._mem = _Mem(0)
+        self._sfd = -1
+        self._ep: select.epoll | None = None
+        self._fds: dict[int, Authorizer] = {}
+        self._saved_dispositions: dict[int, object] = {}
+        self._old_mask: set[int] = set()
+        self.stats = {"stops": 0, "decisions": 0}
+
+    # ------------------------------------------------------------------
+    # set-up
+    # ------------------------------------------------------------------
+    def _setup_loop(self) -> None:
+        if self._ep is not None:
+            return
+        watched = (signal.SIGCHLD, *FORWARDED_SIGNALS, *TERMINAL_SIGNALS)
+        self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+        self._sfd = _signalfd(watched)
+        self._ep = select.epoll()
+        self._ep.register(self._sfd, select.EPOLLIN)
+        for a in self.stack:
+            self._fds[a.rfd] = a
+            self._ep.register(a.rfd, select.EPOLLIN)
+
+    def handshake(self) -> None:
+        """Greet every authorizer and wait for its first answer, which says
+        whether it speaks the handshake or is a plain line filter."""
+        self._setup_loop()
+        now = time.monotonic()
+        for a in self.stack:
+            if self.greeting_timeout is not None:
+                a.timeout, saved = self.greeting_timeout, a.timeout
+                a.greet(self.session, now)
+                a.timeout = saved
+            else:
+                a.greet(self.session, now)
+        while not all(a.ready for a in self.stack):
+            self._poll_once(reap=False)
+        self._signal_order = tuple(i for i, a in enumerate(self.stack) if a.signals)
+
+    def subscriptions(self) -> set[str] | None:
+        """The union of the stack's subscriptions (None: every syscall)."""
+        names: set[str] = set()
+        for a in self.stack:
+            if a.trace is None:
+                return None
+            names |= a.trace
+        return names
+
+    def build_filter(self) -> list[tuple[int, int, int, int]]:
+        """The launched session's seccomp mask: RET_TRACE for subscribed calls."""
+        names = self.subscriptions()
+        rules: dict[str, seccomp.AbiRules] = {}
+        for abi_name, abi in ABIS.items():
+            if names is None:
+                rules[abi_name] = seccomp.AbiRules({}, seccomp.RET_TRACE)
+            else:
+                acts = {abi.by_name[n].nr | abi.nr_bit: seccomp.RET_TRACE for n in names if n in abi.by_name}
+                rules[abi_name] = seccomp.AbiRules(acts, seccomp.RET_ALLOW)
+        if names is not None:
+            unknown = names - set(ABIS["x86_64"].by_name) - set(ABIS["i386"].by_name)
+            if unknown:
+                self._log(f"unknown syscall names in subscriptions ignored: {', '.join(sorted(unknown))}")
+        x32 = rules["x32"]
+        if names is None or x32.actions:
+            x32 = seccomp.AbiRules({**x32.actions, 0xFFFFFFFF: seccomp.RET_ALLOW}, x32.default)
+        return seccomp.compile_filter(rules["x86_64"], rules["i386"], x32)
+
+    # ------------------------------------------------------------------
+    # launch
+    # ------------------------------------------------------------------
+    def launch(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+        """Fork, let the tracer seize the child, install the filter, exec ``argv``."""
+        if not argv:
+            raise LaunchError(2, "no program given")
+        path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+        if path is None:
+            raise LaunchError(127, f"{argv[0]}: command not found")
+        insns = self.build_filter()
+        self._setup_loop()
+        env = dict(os.environ) if env is None else env
+        for s in TERMINAL_SIGNALS:
+            self._saved_dispositions[s] = signal.getsignal(s)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: becomes the traced program
+            try:
+                os.close(w)
+                os.read(r, 1)  # wait until we are seized
+                os.close(r)
+                for s, disp in self._saved_dispositions.items():
+                    signal.signal(s, signal.SIG_DFL if disp in (None, signal.default_int_handler) else disp)
+                signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
+                seccomp.install(insns)
+                os.execve(path, list(argv), env)
+            except OSError as e:
+                os.write(2, f"brokerctl: {argv[0]}: {e.strerror}\n".encode())
+                os._exit(126 if e.errno in (E.EACCES, E.ENOEXEC) else 127)
+            except BaseException:
+                os._exit(127)
+        os.close(r)
+        try:
+            pt.seize(pid, OPTIONS)
+        except OSError as e:
+            os.kill(pid, signal.SIGKILL)
+            os.close(w)
+            raise LaunchError(1, f"cannot trace the program: {e.strerror}") from e
+        self.main_pid = pid
+        self.threads[pid] = _Thread(pid, pid, startup=False)
+        os.write(w, b"go")
+        os.close(w)
+        return pid
+
+    # ------------------------------------------------------------------
+    # the loop
+    # ------------------------------------------------------------------
+    def run(self) -> int:
+        """Trace until every tracee is gone; returns the main program's status
+        the way a shell reports it (exit code, or 128+signal)."""
+        self._setup_loop()
+        self._reap()
+        while self.threads or self.main_status is None:
+            self._poll_once(reap=True)
+        for a in self.stack:
+            a.kill("session ended") if a.mode != "dead" else None
+        return self.exit_code()
+
+    def exit_code(self) -> int:
+        st = self.main_status or 0
+        if os.WIFEXITED(st):
+            return os.WEXITSTATUS(st)
+        if os.WIFSIGNALED(st):
+            return 128 + os.WTERMSIG(st)
+        return 1
+
+    def _poll_once(self, reap: bool) -> None:
+        assert self._ep is not None
+        deadline = None
+        for a in self.stack:
+            d = a.next_deadline()
+            if d is not None and (deadline is None or d < deadline):
+                deadline = d
+        timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        for fd, mask in self._ep.poll(timeout):
+            if fd == self._sfd:
+                self._on_signals(reap)
+                continue
+            a = self._fds.get(fd)
+            if a is None:
+                continue
+            now = time.monotonic()
+            if mask & select.EPOLLOUT:
+                a.on_writable()
+            if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                a.on_readable(now)
+            self._sync_fd(a, fd)
+        now = time.monotonic()
+        for a in self.stack:
+            if a.mode != "dead":
+                a.expire(now)
+            self._sync_fd(a, None)
+
+    def _sync_fd(self, a: Authorizer, fd: int | None) -> None:
+        """Keep epoll's view of an authorizer's descriptors current."""
+        assert self._ep is not None
+        if a.mode == "dead":
+            for k in [k for k, v in self._fds.items() if v is a]:
+                del self._fds[k]
+                try:
+                    self._ep.unregister(k)
+                except (OSError, ValueError):
+                    pass
+            return
+        want_out = a.wants_write
+        key = a.wfd
+        registered = key in self._fds and key != a.rfd
+        if want_out and not registered:
+            self._fds[key] = a
+            self._ep.register(key, select.EPOLLOUT)
+        elif not want_out and registered:
+            del self._fds[key]
+            self._ep.unregister(key)
+
+    def _on_signals(self, reap: bool) -> None:
+        while True:
+            try:
+                data = os.read(self._sfd, 128 * 16)
+            except BlockingIOError:
+                break
+            for off in range(0, len(data), 128):
+                signo, _err, code = struct.unpack_from("=Iii", data, off)
+                if signo in FORWARDED_SIGNALS or (signo in TERMINAL_SIGNALS and code == SI_USER):
+                    if self.main_pid and self.main_status is None:
+                        try:
+                            os.kill(self.main_pid, signo)
+                        except ProcessLookupError:
+                            pass
+        if reap:
+            self._reap()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                tid, status = os.waitpid(-1, pt.WNOHANG | pt.WALL)
+            except ChildProcessError:
+                return
+            if tid == 0:
+                return
+            self.stats["stops"] += 1
+            try:
+                self._on_status(tid, status)
+            except ProcessLookupError:
+                self._gone(tid)
+            except OSError as e:
+                if e.errno != E.ESRCH:
+                    raise
+                # the tracee was killed under us; its exit status comes later
+
+    # ------------------------------------------------------------------
+    # stops
+    # ------------------------------------------------------------------
+    def _thread(self, tid: int) -> _Thread:
+        t = self.threads.get(tid)
+        if t is None:
+            t = _Thread(tid, _tgid_of(tid))
+            self.threads[tid] = t
+        return t
+
+    def _on_status(self, tid: int, status: int) -> None:
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self._on_exit(tid, status)
+            return
+        if not os.WIFSTOPPED(status):
+            return
+        if tid not in self.threads and not self._is_tracee(tid):
+            return
+        t = self._thread(tid)
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        if event == pt.EVENT_SECCOMP:
+            self._on_seccomp(t)
+        elif sig == SYSCALL_STOP:
+            self._on_syscall_stop(t)
+        elif event in (pt.EVENT_FORK, pt.EVENT_VFORK, pt.EVENT_CLONE):
+            child = pt.geteventmsg(tid)
+            if child not in self.threads:
+                self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else _tgid_of(child))
+            kind = {pt.EVENT_FORK: "fork", pt.EVENT_VFORK: "vfork", pt.EVENT_CLONE: "clone"}[event]
+            self._proc_event(t, kind, (Int(child),))
+            pt.cont(tid)
+        elif event == pt.EVENT_EXEC:
+            self._on_exec(t)
+        elif event == pt.EVENT_STOP:
+            if t.startup or sig not in STOP_SIGNALS:
+                t.startup = False
+                pt.cont(tid)
+            else:
+                t.state = "stopped"
+                pt.listen(tid)
+        elif event:
+            pt.cont(tid)
+        else:
+            t.startup = False
+            self._on_signal(t, sig)
+
+    def _is_tracee(self, tid: int) -> bool:
+        """A stop from a tid we do not know yet: a new child whose first stop
+        came before its parent's fork event.  Authorizer processes never stop."""
+        return all(a.pid != tid for a in self.stack)
+
+    def _on_exit(self, tid: int, status: int) -> None:
+        t = self.threads.pop(tid, None)
+        self._scratch.pop(tid, None)
+        if t is None:
+            return
+        if tid == t.tgid:
+            if os.WIFEXITED(status):
+                self._proc_event(t, "exit", (Int(os.WEXITSTATUS(status)),))
+            else:
+                self._proc_event(t, "killed", (Int(os.WTERMSIG(status)),))
+        if tid == self.main_pid:
+            self.main_status = status
+
+    def _gone(self, tid: int) -> None:
+        t = self.threads.get(tid)
+        if t is not None:
+            t.walk = None
+            t.state = "run"
+
+    def _on_exec(self, t: _Thread) -> None:
+        former = pt.geteventmsg(t.tid)
+        if former != t.tid:  # exec from a non-leader thread: it takes the leader's tid
+            self.threads.pop(former, None)
+        for tid in [k for k in self._scratch if k == t.tid or k == former or _same_group(k, t.tgid, self.threads)]:
+            self._scratch.pop(tid, None)
+        self.threads[t.tid] = t
+        t.state = "run"
+        if any("exec" in a.events for a in self.stack):
+            try:
+                exe = os.readlink(f"/proc/{t.tid}/exe")
+            except OSError:
+                exe = ""
+            self._proc_event(t, "exec", (Str(os.fsencode(exe)),))
+        pt.cont(t.tid)
+
+    def _proc_event(self, t: _Thread, kind: str, args: tuple) -> None:
+        subscribers = [a for a in self.stack if kind in a.events or (kind == "killed" and "exit" in a.events)]
+        if not subscribers:
+            return
+        line = codec.format_event(ProcEvent(t.tgid, t.tid, kind, args))
+        for a in subscribers:
+            a.notify(line)
+
+    # ------------------------------------------------------------------
+    # syscall entry
+    # ------------------------------------------------------------------
+    def _on_seccomp(self, t: _Thread) -> None:
+        info = pt.get_syscall_info(t.tid, self._info)
+        if t.replay is not None:  # the call our injected mmap interrupted, back again
+            d, t.replay = t.replay, None
+            self._apply_entry(t, d)
+            return
+        nr = info.u.seccomp.nr
+        abi = abi_from_audit(info.arch, nr)
+        if abi is None:  # the filter kills unknown arches; never misread one
+            os.kill(t.tgid, signal.SIGKILL)
+            return
+        spec = abi.spec(nr & ~abi.nr_bit if abi.nr_bit else nr)
+        order = self._order(spec.name)
+        if not order:
+            pt.cont(t.tid)
+            return
+        raw = tuple(info.u.seccomp.args)
+        if abi.name == "i386":
+            raw = tuple(a & 0xFFFFFFFF for a in raw)
+        raw = raw[: len(spec.args)] + raw[len(spec.args):]
+        self._mem.pid = t.tid
+        try:
+            args = decode_args(spec, raw[: len(spec.args)], self._mem, strsize=self.strsize)
+        except OSError:
+            raise
+        ev_id = self._next_id
+        self._next_id += 1
+        ev = SyscallEvent(ev_id, t.tgid, t.tid, abi.name, Call(spec.name, args))
+        t.abi, t.spec, t.raw, t.event_id, t.state = abi, spec, raw, ev_id, "ask"
+        t.t0 = time.monotonic()
+        t.walk = EntryWalk(ev, order)
+        self._advance_entry(t, t.walk)
+
+    def _order(self, name: str) -> tuple[int, ...]:
+        order = self._order_cache.get(name)
+        if order is None:
+            order = tuple(i for i, a in enumerate(self.stack) if a.wants(name))
+            self._order_cache[name] = order
+        return order
+
+    def _advance_entry(self, t: _Thread, walk: EntryWalk) -> None:
+        nxt = walk.next()
+        if nxt is None:
+            assert walk.decision is not None
+            t.walk = None
+            self._record(walk.event, walk.decision, t)
+            self._apply_entry(t, walk.decision)
+            return
+        pos, ev = nxt
+        self.stack[pos].ask(ev, partial(self._on_entry_answer, t, walk, pos), time.monotonic())
+
+    def _on_entry_answer(self, t: _Thread, walk: EntryWalk, pos: int, reply: Reply, reason: str) -> None:
+        if t.walk is not walk or self.threads.get(t.tid) is not t:
+            return  # the tracee died meanwhile
+        a = self.stack[pos]
+        if reason:
+            self._log(f"{reason}: {a.name}'s default applies to {walk.event.call.name} (pid {t.tgid})")
+        verdict = reply.verdict
+        try:
+            self._check_rewrite(t, verdict)
+            walk.feed(verdict, reply.sets)
+        except VerdictError as e:
+            a.report_error(e.code, str(e))
+            walk.feed(a.default, ())
+        self._advance_entry(t, walk)
+
+    def _check_rewrite(self, t: _Thread, verdict: object) -> None:
+        if isinstance(verdict, Rewrite):
+            assert t.abi is not None
+            if verdict.call.name not in t.abi.by_name:
+                raise VerdictError("unknown-syscall", f"no syscall {verdict.call.name!r} in the {t.abi.name} ABI")
+            spec = t.abi.by_name[verdict.call.name]
+            if len(verdict.call.args) > len(spec.args) and len(verdict.call.args) > 6:
+                raise VerdictError("bad-value", f"{spec.name} takes {len(spec.args)} arguments")
+            try:
+                encode_args(spec, verdict.call.args, t.raw)
+            except ValueError as e:
+                raise VerdictError("bad-value", f"cannot encode {spec.name}: {e}") from e
+
+    def _record(self, event: object, d: Decision, t: _Thread) -> None:
+        self.stats["decisions"] += 1
+        if self.audit is None:
+            return
+        by = self.stack[d.decided_by].name if d.decided_by is not None else ""
+        verdict = d.action if d.action in ("cont", "kill") else f"{d.action} {d.value}"
+        if d.rewritten:
+            verdict += " (rewritten) " + codec.format_call(d.call)
+        self.audit(AuditRecord(event, verdict, by, time.monotonic() - t.t0))  # type: ignore[arg-type]
+
+    def _apply_entry(self, t: _Thread, d: Decision) -> None:
+        tid = t.tid
+        t.decision = d
+        for s in d.sets:
+            self._set_memory(t, s)
+        if d.action == "kill":
+            t.state = "run"
+            os.kill(t.tgid, signal.SIGKILL)
+            return
+        if d.action in ("skip-fail", "skip-ok"):
+            regs = pt.getregs(tid, self._regs)
+            regs.orig_rax = MASK64
+            regs.rax = (-d.value if d.action == "skip-fail" else d.value) & MASK64
+            pt.setregs(tid, regs)
+            t.state = "run"
+            pt.cont(tid)
+            return
+        if d.rewritten:
+            if not self._rewrite(t, d):
+                return  # scratch memory is being injected; the call comes back
+        if d.steppers:
+            t.state = "step"
+            pt.syscall(tid)
+        else:
+            t.state = "run"
+            pt.cont(tid)
+
+    def _rewrite(self, t: _Thread, d: Decision) -> bool:
+        assert t.abi is not None
+        spec = t.abi.by_name[d.call.name]
+        enc = encode_args(spec, d.call.args, t.raw)
+        regs = pt.getregs(t.tid, self._regs)
+        values = list(enc.regs)
+        if enc.blobs:
+            need = sum(len(b) + 16 for _, b in enc.blobs)
+            scratch = self._scratch.get(t.tid)
+            if scratch is None or scratch[1] < need:
+                self._inject_mmap(t, regs, max(SCRATCH_SIZE, need + 4095 & ~4095), d)
+                return False
+            addr = scratch[0]
+            for i, blob in enc.blobs:
+                pt.write_memory(t.tid, addr, blob)
+                values[i] = addr
+                addr += len(blob) + 15 & ~15
+        names = ARG_REGS_32 if t.abi.name == "i386" else ARG_REGS_64
+        for name, v in zip(names, values, strict=False):
+            setattr(regs, name, v & MASK64)
+        regs.orig_rax = spec.nr | t.abi.nr_bit
+        pt.setregs(t.tid, regs)
+        t.spec = spec
+        return True
+
+    def _inject_mmap(self, t: _Thread, regs: pt.Regs, size: int, d: Decision) -> None:
+        """Make the tracee mmap scratch memory for us: turn the stopped call into
+        an mmap, catch its exit, then rewind so the original call runs again."""
+        assert t.abi is not None
+        saved = pt.Regs()
+        ctypes.memmove(ctypes.addressof(saved), ctypes.addressof(regs), ctypes.sizeof(regs))
+        names = ARG_REGS_32 if t.abi.name == "i386" else ARG_REGS_64
+        for name, v in zip(names, (0, size, 3, 0x22, MASK64, 0), strict=True):  # RW, PRIVATE|ANON, fd -1
+            setattr(regs, name, v if t.abi.name != "i386" else v & 0xFFFFFFFF)
+        regs.orig_rax = SYS_MMAP[t.abi.name]
+        pt.setregs(t.tid, regs)
+        t.saved_regs = saved
+        t.replay = d
+        t.state = "inject"
+        self._inject_size = size
+        pt.syscall(t.tid)
+
+    def _set_memory(self, t: _Thread, s: SetMem) -> None:
+        if not 1 <= s.argn <= len(t.raw):
+            self._log(f"set {s.argn}: no such argument; ignored")
+            return
+        try:
+            pt.write_memory(t.tid, t.raw[s.argn - 1] + s.offset, s.data)
+        except OSError as e:
+            self._log(f"set {s.argn}: cannot write tracee memory: {e}")
+
+    # ------------------------------------------------------------------
+    # syscall exit (step, inject)
+    # ------------------------------------------------------------------
+    def _on_syscall_stop(self, t: _Thread) -> None:
+        info = pt.get_syscall_info(t.tid, self._info)
+        if info.op != pt.INFO_EXIT:
+            pt.cont(t.tid)  # an entry stop we did not ask for (should not happen when launched)
+            return
+        rval = info.u.exit.rval
+        if t.state == "inject":
+            self._after_inject(t, rval, bool(info.u.exit.is_error))
+            return
+        if t.state != "step" or t.decision is None or t.spec is None or t.abi is None:
+            pt.cont(t.tid)
+            return
+        result = decode_result(t.spec, rval)
+        ev = SysretEvent(t.event_id, t.tgid, t.tid, t.abi.name, t.spec.name, result)
+        t.state = "ret"
+        t.walk = ExitWalk(ev, t.decision.steppers)
+        self._advance_exit(t, t.walk)
+
+    def _after_inject(self, t: _Thread, rval: int, is_error: bool) -> None:
+        saved = t.saved_regs
+        assert saved is not None
+        t.saved_regs = None
+        if is_error:
+            self._log(f"could not map scratch memory in pid {t.tgid}: {os.strerror(-rval)}; the call fails")
+            saved.rax = (-E.ENOMEM) & MASK64
+            t.replay = None
+        else:
+            self._scratch[t.tid] = (rval & MASK64, self._inject_size)
+            saved.rip -= 2  # back onto the syscall instruction (syscall and int $0x80 are 2 bytes)
+            saved.rax = saved.orig_rax
+        t.state = "run"
+        pt.setregs(t.tid, saved)
+        pt.cont(t.tid)
+
+    def _advance_exit(self, t: _Thread, walk: ExitWalk) -> None:
+        nxt = walk.next()
+        if nxt is None:
+            t.walk = None
+            self._apply_exit(t, walk)
+            return
+        pos, ev = nxt
+        self.stack[pos].ask(ev, partial(self._on_exit_answer, t, walk, pos), time.monotonic())
+
+    def _on_exit_answer(self, t: _Thread, walk: ExitWalk, pos: int, reply: Reply, reason: str) -> None:
+        if t.walk is not walk or self.threads.get(t.tid) is not t:
+            return
+        if reason:
+            self._log(f"{reason}: the result of {walk.event.name} is kept (pid {t.tgid})")
+        try:
+            walk.feed(reply.verdict, reply.sets)
+        except VerdictError as e:
+            self.stack[pos].report_error(e.code, str(e))
+            walk.feed(Cont(), ())
+        self._advance_exit(t, walk)
+
+    def _apply_exit(self, t: _Thread, walk: ExitWalk) -> None:
+        result = walk.result
+        t.state = "run"
+        if isinstance(result, Kill):
+            os.kill(t.tgid, signal.SIGKILL)
+            return
+        for s in walk.sets:
+            self._set_memory(t, s)
+        if result != walk.event.result:
+            regs = pt.getregs(t.tid, self._regs)
+            if isinstance(result, Fail):
+                regs.rax = (-result.errno) & MASK64
+            elif isinstance(result, Ok):
+                regs.rax = result.value.value & MASK64
+            pt.setregs(t.tid, regs)
+        pt.cont(t.tid)
+
+    # ------------------------------------------------------------------
+    # signals
+    # ------------------------------------------------------------------
+    def _on_signal(self, t: _Thread, sig: int) -> None:
+        if not self._signal_order:
+            pt.cont(t.tid, sig)
+            return
+        ev_id = self._next_id
+        self._next_id += 1
+        ev = SignalEvent(ev_id, t.tgid, t.tid, sig)
+        t.state = "ask"
+        t.t0 = time.monotonic()
+        self._ask_signal(t, ev, 0, sig)
+
+    def _ask_signal(self, t: _Thread, ev: SignalEvent, i: int, sig: int) -> None:
+        if i == len(self._signal_order):
+            t.state = "run"
+            pt.cont(t.tid, sig)
+            return
+        pos = self._signal_order[i]
+        ev = ev if ev.signo == sig else SignalEvent(ev.id, ev.pid, ev.tid, sig)
+        marker = object()
+        t.walk = marker  # type: ignore[assignment]
+
+        def answer(reply: Reply, reason: str) -> None:
+            if t.walk is not marker or self.threads.get(t.tid) is not t:
+                return
+            v = reply.verdict
+            if isinstance(v, Kill):
+                t.state, t.walk = "run", None
+                os.kill(t.tgid, signal.SIGKILL)
+            elif isinstance(v, Suppress):
+                t.state, t.walk = "run", None
+                pt.cont(t.tid, 0)
+            else:
+                new = v.signo if isinstance(v, Deliver) and v.signo else sig
+                self._ask_signal(t, ev, i + 1, new)
+
+        self.stack[pos].ask(ev, answer, time.monotonic())
+
+
+def _tgid_of(tid: int) -> int:
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return tid
+
+
+def _same_group(tid: int, tgid: int, threads: dict[int, _Thread]) -> bool:
+    t = threads.get(tid)
+    return t is not None and t.tgid == tgid

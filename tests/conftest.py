@@ -1,0 +1,90 @@
+"""Shared fixtures: C tracee programs built with gcc, and helpers to run
+programs under `brokerctl run` with small authorizers written by the tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+PROGS = HERE / "progs"
+BUILD = HERE / "_build"
+BROKERCTL = [sys.executable, "-m", "brokerd.cli.main"]
+
+
+def _build(name: str, extra: tuple[str, ...] = ()) -> Path:
+    src = PROGS / f"{name}.c"
+    out = BUILD / (name + ("-" + "-".join(a.strip("-") for a in extra) if extra else ""))
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        BUILD.mkdir(exist_ok=True)
+        cc = shutil.which("gcc") or shutil.which("cc")
+        if cc is None:
+            pytest.fail("gcc is required to build the tracee programs (scripts/setup installs it)")
+        subprocess.run([cc, "-O1", "-Wall", "-o", str(out), str(src), "-lpthread", *extra], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cprog():
+    """cprog("calls") -> path of tests/progs/calls.c built with gcc."""
+    return _build
+
+
+@pytest.fixture
+def authz(tmp_path):
+    """authz(python_source) -> a command running that Python authorizer script."""
+    counter = iter(range(1000))
+
+    def make(source: str) -> str:
+        path = tmp_path / f"authz{next(counter)}.py"
+        path.write_text(textwrap.dedent(source))
+        return f"{sys.executable} -u {path}"
+
+    return make
+
+
+def brokerctl(*args: str, input: str | None = None, timeout: float = 60, env=None) -> subprocess.CompletedProcess:
+    """Run `brokerctl ARGS`, capturing output (text)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([*BROKERCTL, *args], capture_output=True, text=True, input=input, timeout=timeout, env=e)
+
+
+RULES_AUTHZ = r'''
+import fnmatch, sys
+rules = [r.split(" => ", 1) for r in sys.argv[1:]]
+first = True
+for line in sys.stdin:
+    line = line.rstrip("\n")
+    if first:
+        first = False
+        print("cont", flush=True)  # plain mode: any non-hello answer to the greeting
+        continue
+    verdict = "cont"
+    for pattern, v in rules:
+        if fnmatch.fnmatchcase(line, pattern):
+            verdict = v
+            break
+    print(verdict, flush=True)
+'''
+
+
+@pytest.fixture
+def rules(tmp_path):
+    """rules("GLOB => VERDICT", ...) -> a plain authorizer command: the first glob
+    matching the whole event line gives the verdict; otherwise cont."""
+    script = tmp_path / "rules_authz.py"
+    script.write_text(RULES_AUTHZ)
+
+    def make(*rs: str) -> str:
+        import shlex
+
+        return " ".join([shlex.quote(sys.executable), "-u", shlex.quote(str(script)), *map(shlex.quote, rs)])
+
+    return make
