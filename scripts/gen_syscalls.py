@@ -684,8 +684,9 @@ def validate_kinds(protos: dict[str, tuple[tuple[str, ...], str]]) -> None:
     sys.path.insert(0, str(REPO))
     try:
         from brokerd.protocol.args import check_kind
-    except ImportError:  # pragma: no cover - generator run outside the venv
-        print("warning: brokerd not importable, kinds not validated", file=sys.stderr)
+    except Exception as e:  # pragma: no cover - outside the venv, or tables broken
+        print(f"warning: brokerd.protocol.args not importable ({e}), kinds not validated",
+              file=sys.stderr)
         return
     for name, (args, _ret) in protos.items():
         for i, kind in enumerate(args):

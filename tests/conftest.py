@@ -57,8 +57,10 @@ def brokerctl(*args: str, input: str | None = None, timeout: float = 60, env=Non
 
 
 RULES_AUTHZ = r'''
-import fnmatch, sys
-rules = [r.split(" => ", 1) for r in sys.argv[1:]]
+import re, sys
+# Only "*" is a wildcard (event lines are full of [ ] and ?).
+rules = [(re.compile(".*".join(map(re.escape, p.split("*"))) + r"\Z", re.S), v)
+         for p, v in (r.split(" => ", 1) for r in sys.argv[1:])]
 first = True
 for line in sys.stdin:
     line = line.rstrip("\n")
@@ -68,7 +70,7 @@ for line in sys.stdin:
         continue
     verdict = "cont"
     for pattern, v in rules:
-        if fnmatch.fnmatchcase(line, pattern):
+        if pattern.match(line):
             verdict = v
             break
     print(verdict, flush=True)
@@ -77,8 +79,9 @@ for line in sys.stdin:
 
 @pytest.fixture
 def rules(tmp_path):
-    """rules("GLOB => VERDICT", ...) -> a plain authorizer command: the first glob
-    matching the whole event line gives the verdict; otherwise cont."""
+    """rules("PATTERN => VERDICT", ...) -> a plain authorizer command: the first
+    pattern ("*" matches anything) matching the whole event line gives the
+    verdict; otherwise cont."""
     script = tmp_path / "rules_authz.py"
     script.write_text(RULES_AUTHZ)
 

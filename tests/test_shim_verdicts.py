@@ -35,7 +35,7 @@ def test_skip_fail_by_name_and_number(cprog, rules):
 
 
 def test_skip_ok_write_does_not_happen(cprog, rules):
-    r = brokerctl("run", "-e", "trace=write", "-a", rules('*write 1, "secret*" => skip-ok 99'),
+    r = brokerctl("run", "-e", "trace=write", "-a", rules('*write 1, "secret"* => skip-ok 99'),
                   "--", str(cprog("calls")), "write:secret", "write:public\n")
     assert "secret" not in r.stdout
     assert "write ok 99" in r.stdout
@@ -96,3 +96,20 @@ def test_command_not_found():
     assert r.returncode == 127
     assert r.stderr.strip().startswith("brokerctl:")
     assert "Traceback" not in r.stderr
+
+
+def test_rewrite_execve_argv(rules):
+    # A rewritten argv array lands in scratch memory with its pointers relocated.
+    r = brokerctl("run", "-e", "trace=execve",
+                  "-a", rules('*execve "/bin/echo", ["/bin/echo", "one"]* => execve "/bin/echo", ["echo", "two", "three"], NULL'),
+                  "--", "/bin/echo", "one")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "two three\n"
+
+
+def test_rewrite_unknown_syscall_gets_default(cprog, rules):
+    r = brokerctl("run", "-e", "trace=openat",
+                  "-a", rules('*openat *"/etc/hostname"* => frobnicate 1, 2'),
+                  "--", str(cprog("opener")), "/etc/hostname")
+    assert r.stdout.strip() == "/etc/hostname EPERM"
+    assert "unknown-syscall" in r.stderr

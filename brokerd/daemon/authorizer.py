@@ -298,13 +298,14 @@ class Authorizer:
         else:
             self._log(f"authorizer {self.name}: {code}: {text}")
 
-    def _die(self, reason: str) -> None:
+    def _die(self, reason: str, quiet: bool = False) -> None:
         if self.mode == "dead":
             return
         was_greeting = self.mode == "greeting"
         self.mode = "dead"
         self.dead_reason = reason
-        self._log(f"authorizer {self.name} {reason}; its questions get the default verdict")
+        if not quiet:
+            self._log(f"authorizer {self.name} {reason}; its questions get the default verdict")
         pending = [q for q in self._fifo if q.answer is not None]
         self._fifo.clear()
         self._by_id.clear()
@@ -316,7 +317,7 @@ class Authorizer:
 
     def kill(self, reason: str) -> None:
         """Stop using this authorizer (e.g. the session ends)."""
-        self._die(reason)
+        self._die(reason, quiet=True)
 
     def close(self) -> None:
         for fd in (self.rfd, self.wfd):

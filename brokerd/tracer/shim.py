@@ -42,7 +42,7 @@ from brokerd.daemon.authorizer import Authorizer
 from brokerd.daemon.stack import Decision, EntryWalk, ExitWalk, VerdictError
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit
-from brokerd.protocol.args import decode_args, decode_result, encode_args
+from brokerd.protocol.args import Encoded, decode_args, decode_result, encode_args
 from brokerd.protocol.types import (
     Call,
     Cont,
@@ -159,7 +159,7 @@ def _signalfd(signals: Sequence[int]) -> int:
     for s in signals:
         mask |= 1 << (s - 1)
     sigset = ctypes.create_string_buffer(struct.pack("=Q", mask) + bytes(120))
-    fd = _libc().signalfd(-1, sigset, 8, os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = _libc().signalfd(-1, sigset, os.O_NONBLOCK | os.O_CLOEXEC)
     if fd < 0:
         raise OSError(ctypes.get_errno(), "signalfd")
     return fd
@@ -638,7 +638,7 @@ class Shim:
                 return False
             addr = scratch[0]
             for i, blob in enc.blobs:
-                pt.write_memory(t.tid, addr, blob)
+                pt.write_memory(t.tid, addr, _relocate(enc, i, blob, addr))
                 values[i] = addr
                 addr += len(blob) + 15 & ~15
         names = ARG_REGS_32 if t.abi.name == "i386" else ARG_REGS_64
@@ -789,6 +789,20 @@ class Shim:
                 self._ask_signal(t, ev, i + 1, new)
 
         self.stack[pos].ask(ev, answer, time.monotonic())
+
+
+def _relocate(enc: Encoded, index: int, blob: bytes, addr: int) -> bytes:
+    """Turn the blob-relative pointers of blob ``index`` (argv, iovec) into
+    addresses, now that the blob's place in the tracee is known."""
+    slots = [off for i, off in enc.relocs if i == index]
+    if not slots:
+        return blob
+    out = bytearray(blob)
+    size = enc.ptr_size
+    for off in slots:
+        rel = int.from_bytes(out[off : off + size], "little")
+        out[off : off + size] = (rel + addr).to_bytes(size, "little")
+    return bytes(out)
 
 
 def _tgid_of(tid: int) -> int:

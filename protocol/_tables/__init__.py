@@ -1,0 +1,1 @@
+"""Generated syscall tables (see scripts/gen_syscalls.py)."""

@@ -1,0 +1,110 @@
+"""Descendants, threads, exec, signals and failure of the shim itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import BROKERCTL, brokerctl
+
+
+def test_threads_are_traced(cprog, rules):
+    r = brokerctl("run", "-e", "trace=openat", "-a", rules('*openat *"/etc/hostname"* => skip-fail EACCES'),
+                  "--", str(cprog("calls")), "threads:8")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("thread-open fail EACCES") == 8
+
+
+def test_fork_children_are_traced(cprog, rules):
+    r = brokerctl("run", "-e", "trace=openat", "-a", rules('*openat *"/etc/hostname"* => skip-fail EACCES'),
+                  "--", str(cprog("calls")), "fork:3")
+    assert r.stdout.count("child-open fail EACCES") == 3
+    assert r.stdout.count("child exit 1") == 3
+
+
+def test_vfork_exec_is_traced(cprog, rules):
+    r = brokerctl("run", "-e", "trace=execve", "-a", rules('*execve "/bin/true"* => skip-fail EPERM'),
+                  "--", str(cprog("calls")), "vfork")
+    assert "vfork child exit 127" in r.stdout, r.stderr
+
+
+def test_shell_pipeline_descendants(rules, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("top secret\n")
+    r = brokerctl("run", "-e", "trace=openat", "-a", rules(f'*openat *"{secret}"* => skip-fail EACCES'),
+                  "--", "sh", "-c", f"cat {secret} | tr a-z A-Z; echo done")
+    assert "TOP SECRET" not in r.stdout
+    assert "Permission denied" in r.stderr
+    assert "done" in r.stdout
+
+
+def test_static_binary_exec(cprog, rules, tmp_path):
+    static = cprog("opener", ("-static",))
+    r = brokerctl("run", "-e", "trace=openat", "-a", rules('*openat *"/etc/hostname"* => skip-fail EACCES'),
+                  "--", "sh", "-c", f"{static} /etc/hostname")
+    assert r.stdout.strip() == "/etc/hostname EACCES"
+
+
+def test_shim_killed_tracee_dies(cprog, rules, tmp_path):
+    marker = tmp_path / "alive"
+    # A program that keeps writing to a file; once the broker is SIGKILLed it must die too.
+    script = f"while :; do date +%s%N > {marker}; sleep 0.05; done"
+    p = subprocess.Popen([*BROKERCTL, "run", "-e", "trace=openat", "-a", rules(), "--", "sh", "-c", script],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for _ in range(100):
+        if marker.exists():
+            break
+        time.sleep(0.05)
+    assert marker.exists()
+    tracees = _descendants(p.pid)
+    assert tracees
+    p.kill()
+    p.wait()
+    time.sleep(0.5)
+    for pid in tracees:
+        assert not _alive(pid), f"tracee {pid} survived the broker"
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    kids = [int(x) for x in out.split()]
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_sigstop_sigcont_job_control(cprog, rules):
+    # A traced program stopped with SIGSTOP really stops, and SIGCONT resumes it.
+    p = subprocess.Popen([*BROKERCTL, "run", "-a", rules(), "--", sys.executable, "-c",
+                          "import time,sys\nfor i in range(40):\n print(i, flush=True); time.sleep(0.05)"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = p.stdout.readline()
+    assert first.strip() == "0"
+    child = _descendants(p.pid)
+    py = [c for c in child if _alive(c)][0]
+    os.kill(py, signal.SIGSTOP)
+    time.sleep(0.3)
+    state = open(f"/proc/{py}/stat").read().split(") ")[1][0]
+    assert state in "tT", state
+    os.kill(py, signal.SIGCONT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert out.split()[-1] == "39"
+
+
+def test_signal_delivered_natively(cprog, rules):
+    # SIGTERM sent to the broker is forwarded; the program dies of it and the status says so.
+    p = subprocess.Popen([*BROKERCTL, "run", "-a", rules(), "--", "sleep", "30"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=10) == 128 + signal.SIGTERM
