@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -60,33 +61,40 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     run = sub.add_parser("run", help="run a program under a stack of authorizers")
-    run.add_argument("-a", "--authorizer", action="append", default=[], metavar="CMD",
-                     help="an authorizer command (sh -c), spoken to over its stdin/stdout; repeat to stack")
-    run.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=LIST",
-                     help="what plain (no handshake) authorizers see: trace=openat,connect | signal=all")
-    run.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
-                     help="deadline for each answer; a late one gets the default verdict (default 5)")
-    run.add_argument("--default", choices=("deny", "kill", "allow"), default="deny",
-                     help="verdict when an authorizer fails, hangs or answers garbage (default deny = EPERM;"
-                          " allow is unsafe)")
-    run.add_argument("--strsize", type=int, default=64, metavar="N",
-                     help="bytes of each data buffer shown in events (default 64)")
-    run.add_argument("--audit", metavar="FILE", help="append one JSON line per decision to FILE ('-' = stderr)")
+    _add_stack_options(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROG ARGS")
+
+    att = sub.add_parser("attach", help="attach to a running process and steer it")
+    att.add_argument("pid", metavar="PID", help="process to attach to (all its threads)")
+    att.add_argument("-f", "--follow", action="store_true", help="also follow children it creates from now on")
+    _add_stack_options(att)
     return p
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from brokerd.daemon.authorizer import spawn
-    from brokerd.tracer.shim import LaunchError, Shim
+def _add_stack_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--authorizer", action="append", default=[], metavar="CMD",
+                   help="an authorizer command (sh -c), spoken to over its stdin/stdout; repeat to stack")
+    p.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=LIST",
+                   help="what plain (no handshake) authorizers see: trace=openat,connect | signal=all")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="deadline for each answer; a late one gets the default verdict (default 5)")
+    p.add_argument("--default", choices=("deny", "kill", "allow"), default="deny",
+                   help="verdict when an authorizer fails, hangs or answers garbage (default deny = EPERM;"
+                        " allow is unsafe)")
+    p.add_argument("--strsize", type=int, default=64, metavar="N",
+                   help="bytes of each data buffer shown in events (default 64)")
+    p.add_argument("--audit", metavar="FILE", help="append one JSON line per decision to FILE ('-' = stderr)")
 
-    argv = list(args.argv)
-    if argv and argv[0] == "--":
-        argv = argv[1:]
-    if not argv:
-        raise UsageError("run: no program given (brokerctl run [OPTIONS] -- PROG ARGS)")
+
+def _make_shim(args: argparse.Namespace):
+    """The shim and its authorizer stack, from the options run and attach share."""
+    from brokerd.daemon.authorizer import spawn
+    from brokerd.tracer.shim import Shim
+
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
+    if args.strsize < 0:
+        raise UsageError("--strsize must not be negative")
     trace, signals = _parse_trace(args.exprs)
     default = _default_verdict(args.default)
     audit = _audit_writer(args.audit) if args.audit else None
@@ -96,12 +104,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     shim = Shim(stack, strsize=args.strsize, audit=audit)
     shim.handshake()
+    return shim
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from brokerd.tracer.shim import LaunchError
+
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UsageError("run: no program given (brokerctl run [OPTIONS] -- PROG ARGS)")
+    shim = _make_shim(args)
     try:
         shim.launch(argv)
     except LaunchError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.status
     return shim.run()
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from brokerd.tracer.shim import LaunchError
+
+    if not args.pid.isdigit() or int(args.pid) <= 0:
+        raise UsageError(f"attach: PID must be a positive number, not {args.pid!r}")
+    pid = int(args.pid)
+    if pid == os.getpid():
+        raise UsageError("attach: cannot attach to brokerctl itself")
+    shim = _make_shim(args)
+    try:
+        tids = shim.attach(pid, follow=args.follow)
+    except LaunchError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    print(f"{PROG}: attached to {pid} ({len(tids)} thread{'s' if len(tids) != 1 else ''}); "
+          "Ctrl-C detaches", file=sys.stderr)
+    shim.run()
+    print(f"{PROG}: detached from {pid}" if shim.detached_cleanly else f"{PROG}: {pid} has exited",
+          file=sys.stderr)
+    return 0
 
 
 def _audit_writer(path: str):
@@ -130,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "attach":
+            return cmd_attach(args)
         raise UsageError(f"unknown command {args.command}")
     except UsageError as e:
         print(f"{PROG}: {e}", file=sys.stderr)

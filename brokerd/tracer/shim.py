@@ -96,6 +96,30 @@ class LaunchError(Exception):
         self.status = status
 
 
+def attach_refusal(pid: int, err: OSError) -> str:
+    """Why PTRACE_SEIZE of ``pid`` failed, and what to do about it."""
+    if err.errno == E.ESRCH:
+        return f"no such process: {pid}"
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        status = {}
+    tracer = status.get("TracerPid", "0").strip()
+    if tracer not in ("0", ""):
+        return f"cannot attach to {pid}: it is already traced by pid {tracer} (detach that tracer first)"
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            scope = f.read().strip()
+    except OSError:
+        scope = ""
+    if scope and scope != "0" and os.geteuid() != 0:
+        return (f"cannot attach to {pid}: Yama ptrace_scope is {scope}; run as root or set "
+                "/proc/sys/kernel/yama/ptrace_scope to 0")
+    return (f"cannot attach to {pid}: {err.strerror} (you may only trace your own processes "
+            "unless you are root)")
+
+
 class _Mem:
     """Tracee memory for the argument decoder (process_vm_readv)."""
 
@@ -136,6 +160,7 @@ class _Thread:
     replay: Decision | None = None
     saved_regs: pt.Regs | None = None
     t0: float = 0.0
+    running: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +225,9 @@ class Shim:
         self._saved_dispositions: dict[int, object] = {}
         self._old_mask: set[int] = set()
         self.stats = {"stops": 0, "decisions": 0}
+        self.attached = False
+        self._detaching = False
+        self.detached_cleanly = False
 
     # ------------------------------------------------------------------
     # set-up
@@ -213,8 +241,9 @@ class Shim:
         self._ep = select.epoll()
         self._ep.register(self._sfd, select.EPOLLIN)
         for a in self.stack:
-            self._fds[a.rfd] = a
-            self._ep.register(a.rfd, select.EPOLLIN)
+            if a.rfd >= 0:
+                self._fds[a.rfd] = a
+                self._ep.register(a.rfd, select.EPOLLIN)
 
     def handshake(self) -> None:
         """Greet every authorizer and wait for its first answer, which says
@@ -306,6 +335,74 @@ class Shim:
         return pid
 
     # ------------------------------------------------------------------
+    # attach / detach
+    # ------------------------------------------------------------------
+    def attach(self, pid: int, follow: bool = False) -> list[int]:
+        """PTRACE_SEIZE every thread of ``pid`` (re-reading /proc/PID/task
+        until no new thread appears), then interrupt each so that syscall
+        stops begin.  New threads are always followed (a thread is the same
+        process); ``follow`` also follows children forked from now on."""
+        options = pt.O_TRACESYSGOOD | pt.O_TRACECLONE | pt.O_TRACEEXEC | pt.O_TRACESECCOMP | pt.O_EXITKILL
+        if follow:
+            options |= pt.O_TRACEFORK | pt.O_TRACEVFORK
+        self._setup_loop()
+        self.attached = True
+        seized: list[int] = []
+        while True:
+            try:
+                tids = {int(x) for x in os.listdir(f"/proc/{pid}/task")}
+            except FileNotFoundError:
+                if not seized:
+                    raise LaunchError(1, f"no such process: {pid}") from None
+                break
+            new = sorted(tids - set(seized))
+            if not new:
+                break
+            for tid in new:
+                try:
+                    pt.seize(tid, options)
+                except ProcessLookupError:
+                    continue
+                except OSError as e:
+                    if not seized:
+                        raise LaunchError(1, attach_refusal(pid, e)) from e
+                    continue
+                self.threads[tid] = _Thread(tid, pid, startup=False)
+                seized.append(tid)
+                pt.interrupt(tid)
+        self.main_pid = pid
+        self.main_status = 0  # do not wait for an exit status: end when detached or gone
+        return seized
+
+    def request_detach(self) -> None:
+        """Leave every tracee as it was: stopped tracees are released now,
+        running ones are interrupted and released at their next stop, with
+        any signal they were about to receive."""
+        if self._detaching:
+            return
+        self._detaching = True
+        self.detached_cleanly = True
+        for tid, t in list(self.threads.items()):
+            if t.running or t.state == "stopped":
+                # a running tracee, or one listening in a group-stop, must be
+                # brought to a ptrace-stop before it can be detached
+                try:
+                    pt.interrupt(tid)
+                except ProcessLookupError:
+                    self.threads.pop(tid, None)
+            elif t.state in ("ask", "ret", "run"):
+                self._detach_thread(tid, 0)
+
+    def _detach_thread(self, tid: int, sig: int) -> None:
+        t = self.threads.pop(tid, None)
+        if t is not None:
+            t.walk = None
+        try:
+            pt.detach(tid, sig)
+        except ProcessLookupError:
+            pass
+
+    # ------------------------------------------------------------------
     # the loop
     # ------------------------------------------------------------------
     def run(self) -> int:
@@ -383,7 +480,9 @@ class Shim:
                 break
             for off in range(0, len(data), 128):
                 signo, _err, code = struct.unpack_from("=Iii", data, off)
-                if signo in FORWARDED_SIGNALS or (signo in TERMINAL_SIGNALS and code == SI_USER):
+                if self.attached and signo != signal.SIGCHLD:
+                    self.request_detach()
+                elif signo in FORWARDED_SIGNALS or (signo in TERMINAL_SIGNALS and code == SI_USER):
                     if self.main_pid and self.main_status is None:
                         try:
                             os.kill(self.main_pid, signo)
@@ -429,8 +528,13 @@ class Shim:
         if tid not in self.threads and not self._is_tracee(tid):
             return
         t = self._thread(tid)
+        t.running = False
         sig = os.WSTOPSIG(status)
         event = status >> 16
+        if self._detaching and t.state in ("stopped", "run", "ask", "ret", "step") and event != pt.EVENT_STOP:
+            # leaving: a signal-delivery stop keeps its signal, anything else just goes on
+            self._detach_thread(tid, sig if not event and sig != SYSCALL_STOP else 0)
+            return
         if event == pt.EVENT_SECCOMP:
             self._on_seccomp(t)
         elif sig == SYSCALL_STOP:
@@ -441,21 +545,41 @@ class Shim:
                 self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else _tgid_of(child))
             kind = {pt.EVENT_FORK: "fork", pt.EVENT_VFORK: "vfork", pt.EVENT_CLONE: "clone"}[event]
             self._proc_event(t, kind, (Int(child),))
-            pt.cont(tid)
+            self._resume(tid)
         elif event == pt.EVENT_EXEC:
             self._on_exec(t)
         elif event == pt.EVENT_STOP:
             if t.startup or sig not in STOP_SIGNALS:
                 t.startup = False
-                pt.cont(tid)
+                self._resume(tid)
+            elif self._detaching:
+                self._detach_thread(tid, 0)
             else:
                 t.state = "stopped"
                 pt.listen(tid)
         elif event:
-            pt.cont(tid)
+            self._resume(tid)
         else:
             t.startup = False
             self._on_signal(t, sig)
+
+    def _resume(self, tid: int, sig: int = 0) -> None:
+        """Let a stopped tracee go on: PTRACE_CONT when launched (the filter
+        stops what matters), PTRACE_SYSCALL when attached, detach while detaching."""
+        t = self.threads.get(tid)
+        if t is not None:
+            t.running = True
+        if self._detaching:
+            self._detach_thread(tid, sig)
+        elif self.attached:
+            pt.syscall(tid, sig)
+        else:
+            pt.cont(tid, sig)
+
+    def _to_exit_stop(self, t: _Thread) -> None:
+        """Resume to the syscall-exit stop of the current call."""
+        t.running = True
+        pt.syscall(t.tid)
 
     def _is_tracee(self, tid: int) -> bool:
         """A stop from a tid we do not know yet: a new child whose first stop
@@ -495,7 +619,7 @@ class Shim:
             except OSError:
                 exe = ""
             self._proc_event(t, "exec", (Str(os.fsencode(exe)),))
-        pt.cont(t.tid)
+        self._resume(t.tid)
 
     def _proc_event(self, t: _Thread, kind: str, args: tuple) -> None:
         subscribers = [a for a in self.stack if kind in a.events or (kind == "killed" and "exit" in a.events)]
@@ -510,29 +634,34 @@ class Shim:
     # ------------------------------------------------------------------
     def _on_seccomp(self, t: _Thread) -> None:
         info = pt.get_syscall_info(t.tid, self._info)
+        if info.op != pt.INFO_SECCOMP:
+            self._resume(t.tid)
+            return
+        sc = info.u.seccomp
+        self._on_entry(t, info.arch, sc.nr, sc.args)
+
+    def _on_entry(self, t: _Thread, arch: int, nr: int, rawargs) -> None:
+        """A call at its entry (seccomp stop when launched, syscall-entry stop
+        when attached): decode it and start its walk through the stack."""
         if t.replay is not None:  # the call our injected mmap interrupted, back again
             d, t.replay = t.replay, None
             self._apply_entry(t, d)
             return
-        nr = info.u.seccomp.nr
-        abi = abi_from_audit(info.arch, nr)
+        abi = abi_from_audit(arch, nr)
         if abi is None:  # the filter kills unknown arches; never misread one
             os.kill(t.tgid, signal.SIGKILL)
             return
-        spec = abi.spec(nr & ~abi.nr_bit if abi.nr_bit else nr)
+        spec = abi.spec(nr)
         order = self._order(spec.name)
         if not order:
-            pt.cont(t.tid)
+            t.state = "run"
+            self._resume(t.tid)
             return
-        raw = tuple(info.u.seccomp.args)
+        raw = tuple(rawargs)
         if abi.name == "i386":
             raw = tuple(a & 0xFFFFFFFF for a in raw)
-        raw = raw[: len(spec.args)] + raw[len(spec.args):]
         self._mem.pid = t.tid
-        try:
-            args = decode_args(spec, raw[: len(spec.args)], self._mem, strsize=self.strsize)
-        except OSError:
-            raise
+        args = decode_args(spec, raw[: len(spec.args)], self._mem, strsize=self.strsize)
         ev_id = self._next_id
         self._next_id += 1
         ev = SyscallEvent(ev_id, t.tgid, t.tid, abi.name, Call(spec.name, args))
@@ -611,18 +740,22 @@ class Shim:
             regs.orig_rax = MASK64
             regs.rax = (-d.value if d.action == "skip-fail" else d.value) & MASK64
             pt.setregs(tid, regs)
-            t.state = "run"
-            pt.cont(tid)
+            if self.attached:
+                t.state = "skip"  # the exit stop comes; the value is set again there
+                self._to_exit_stop(t)
+            else:
+                t.state = "run"
+                self._resume(tid)
             return
         if d.rewritten:
             if not self._rewrite(t, d):
                 return  # scratch memory is being injected; the call comes back
         if d.steppers:
             t.state = "step"
-            pt.syscall(tid)
+            self._to_exit_stop(t)
         else:
             t.state = "run"
-            pt.cont(tid)
+            self._resume(tid)
 
     def _rewrite(self, t: _Thread, d: Decision) -> bool:
         assert t.abi is not None
@@ -664,7 +797,7 @@ class Shim:
         t.replay = d
         t.state = "inject"
         self._inject_size = size
-        pt.syscall(t.tid)
+        self._to_exit_stop(t)
 
     def _set_memory(self, t: _Thread, s: SetMem) -> None:
         if not 1 <= s.argn <= len(t.raw):
@@ -680,21 +813,41 @@ class Shim:
     # ------------------------------------------------------------------
     def _on_syscall_stop(self, t: _Thread) -> None:
         info = pt.get_syscall_info(t.tid, self._info)
+        if info.op == pt.INFO_ENTRY:
+            if t.state in ("inject", "step", "skip"):
+                self._resume(t.tid)  # cannot happen; never strand a tracee
+                return
+            self._on_entry(t, info.arch, info.u.entry.nr, info.u.entry.args)
+            return
         if info.op != pt.INFO_EXIT:
-            pt.cont(t.tid)  # an entry stop we did not ask for (should not happen when launched)
+            self._resume(t.tid)
             return
         rval = info.u.exit.rval
         if t.state == "inject":
             self._after_inject(t, rval, bool(info.u.exit.is_error))
             return
+        if t.state == "skip":
+            self._after_skip(t)
+            return
         if t.state != "step" or t.decision is None or t.spec is None or t.abi is None:
-            pt.cont(t.tid)
+            t.state = "run"
+            self._resume(t.tid)
             return
         result = decode_result(t.spec, rval)
         ev = SysretEvent(t.event_id, t.tgid, t.tid, t.abi.name, t.spec.name, result)
         t.state = "ret"
         t.walk = ExitWalk(ev, t.decision.steppers)
         self._advance_exit(t, t.walk)
+
+    def _after_skip(self, t: _Thread) -> None:
+        """Exit stop of a skipped call (attach mode): make sure the value stands."""
+        d = t.decision
+        t.state = "run"
+        if d is not None and d.action in ("skip-fail", "skip-ok"):
+            regs = pt.getregs(t.tid, self._regs)
+            regs.rax = (-d.value if d.action == "skip-fail" else d.value) & MASK64
+            pt.setregs(t.tid, regs)
+        self._resume(t.tid)
 
     def _after_inject(self, t: _Thread, rval: int, is_error: bool) -> None:
         saved = t.saved_regs
@@ -710,7 +863,7 @@ class Shim:
             saved.rax = saved.orig_rax
         t.state = "run"
         pt.setregs(t.tid, saved)
-        pt.cont(t.tid)
+        self._resume(t.tid)
 
     def _advance_exit(self, t: _Thread, walk: ExitWalk) -> None:
         nxt = walk.next()
@@ -748,14 +901,14 @@ class Shim:
             elif isinstance(result, Ok):
                 regs.rax = result.value.value & MASK64
             pt.setregs(t.tid, regs)
-        pt.cont(t.tid)
+        self._resume(t.tid)
 
     # ------------------------------------------------------------------
     # signals
     # ------------------------------------------------------------------
     def _on_signal(self, t: _Thread, sig: int) -> None:
         if not self._signal_order:
-            pt.cont(t.tid, sig)
+            self._resume(t.tid, sig)
             return
         ev_id = self._next_id
         self._next_id += 1
@@ -767,7 +920,7 @@ class Shim:
     def _ask_signal(self, t: _Thread, ev: SignalEvent, i: int, sig: int) -> None:
         if i == len(self._signal_order):
             t.state = "run"
-            pt.cont(t.tid, sig)
+            self._resume(t.tid, sig)
             return
         pos = self._signal_order[i]
         ev = ev if ev.signo == sig else SignalEvent(ev.id, ev.pid, ev.tid, sig)
@@ -783,7 +936,7 @@ class Shim:
                 os.kill(t.tgid, signal.SIGKILL)
             elif isinstance(v, Suppress):
                 t.state, t.walk = "run", None
-                pt.cont(t.tid, 0)
+                self._resume(t.tid, 0)
             else:
                 new = v.signo if isinstance(v, Deliver) and v.signo else sig
                 self._ask_signal(t, ev, i + 1, new)
