@@ -108,3 +108,38 @@ def test_signal_delivered_natively(cprog, rules):
     time.sleep(1.0)
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=10) == 128 + signal.SIGTERM
+
+
+def test_clone3_child_is_traced(cprog, rules):
+    r = brokerctl("run", "-e", "trace=openat", "-a", rules('*openat *"/etc/hostname"* => skip-fail EACCES'),
+                  "--", str(cprog("calls")), "clone3")
+    assert "clone3-child-open fail EACCES" in r.stdout, r.stdout + r.stderr
+
+
+def test_exec_from_non_leader_thread(cprog, rules):
+    # The exec'ing thread takes over the leader's tid; the new program is still traced.
+    r = brokerctl("run", "-e", "trace=execve,write", "-a", rules('*write 1, "hi* => write 1, "HI\\n", 3'),
+                  "--", str(cprog("calls")), "thread-exec:hi")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "HI\n"
+
+
+def test_eintr_and_restart_native(cprog, rules):
+    prog = str(cprog("calls"))
+    native = subprocess.run([prog, "eintr", "restart"], capture_output=True, text=True).stdout
+    assert native == "read fail EINTR\nread ok 1\n"
+    for trace in ("trace=read", "trace=all"):
+        r = brokerctl("run", "-e", trace, "-a", rules(), "--", prog, "eintr", "restart")
+        assert r.stdout == native, (trace, r.stderr)
+
+
+def test_i386_int80_uses_its_own_table(cprog, rules):
+    # eax=5 is open for i386 but fstat for x86_64: the event must say open, and be deniable.
+    r = brokerctl("run", "-e", "trace=open,fstat,getpid", "--audit", "-",
+                  "-a", rules('* i386 open "/etc/hostname"* => skip-fail EACCES'),
+                  "--", str(cprog("abi")))
+    assert r.returncode == 0, r.stderr
+    assert "i386-open -13" in r.stdout
+    assert "i386-getpid same" in r.stdout
+    assert 'i386 open \\"/etc/hostname\\"' in r.stderr  # the audit line shows the decoded call
+    assert "x86_64 fstat" not in r.stderr

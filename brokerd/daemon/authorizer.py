@@ -327,10 +327,13 @@ class Authorizer:
                 pass
         self.rfd = self.wfd = -1
         if self.pid:
+            # the whole process group: `sh -c` may have children holding our stderr
             try:
-                os.kill(self.pid, signal.SIGTERM)
+                os.killpg(self.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+            except PermissionError:
+                os.kill(self.pid, signal.SIGTERM)
 
     # -- deadlines ----------------------------------------------------------
     def next_deadline(self) -> float | None:

@@ -19,6 +19,14 @@ static void report(const char *what, long r) {
     fflush(stdout);
 }
 
+static void on_alarm(int sig) { (void)sig; }
+
+static void *thread_exec(void *arg) {
+    char *const av[] = {"echo", (char *)arg, NULL};
+    execv("/bin/echo", av);
+    return NULL;
+}
+
 static void *thread_open(void *arg) {
     int fd = open((const char *)arg, O_RDONLY);
     report("thread-open", fd < 0 ? -1 : 0);
@@ -68,6 +76,51 @@ int main(int argc, char **argv) {
             int st;
             waitpid(p, &st, 0);
             printf("vfork child exit %d\n", WEXITSTATUS(st));
+        } else if (!strcmp(a, "clone3")) {
+            struct { unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls; } ca;
+            memset(&ca, 0, sizeof ca);
+            ca.exit_signal = SIGCHLD;
+            long p = syscall(SYS_clone3, &ca, sizeof ca);
+            if (p == 0) {
+                int fd = open("/etc/hostname", O_RDONLY);
+                report("clone3-child-open", fd < 0 ? -1 : 0);
+                _exit(0);
+            }
+            int st;
+            waitpid(p, &st, 0);
+            printf("clone3 child exit %d\n", WEXITSTATUS(st));
+        } else if (!strncmp(a, "thread-exec:", 12)) {
+            pthread_t th;
+            pthread_create(&th, NULL, thread_exec, (void *)(a + 12));
+            pthread_join(th, NULL);
+            printf("not reached\n");
+        } else if (!strcmp(a, "eintr")) {
+            /* a blocking read interrupted by a signal whose handler has no SA_RESTART */
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_alarm;
+            sigaction(SIGALRM, &sa, NULL);
+            int p[2];
+            if (pipe(p)) return 3;
+            struct itimerval it = {{0, 0}, {0, 100000}};
+            setitimer(ITIMER_REAL, &it, NULL);
+            char c;
+            report("read", read(p[0], &c, 1));
+        } else if (!strcmp(a, "restart")) {
+            /* with SA_RESTART the read resumes after the handler and gets the byte a child writes later */
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_alarm;
+            sa.sa_flags = SA_RESTART;
+            sigaction(SIGALRM, &sa, NULL);
+            int p[2];
+            if (pipe(p)) return 3;
+            if (fork() == 0) { usleep(300000); if (write(p[1], "x", 1) != 1) _exit(1); _exit(0); }
+            struct itimerval it = {{0, 0}, {0, 100000}};
+            setitimer(ITIMER_REAL, &it, NULL);
+            char c;
+            report("read", read(p[0], &c, 1));
+            wait(NULL);
         } else if (!strncmp(a, "sleep:", 6)) {
             struct timespec ts = {0, atol(a + 6) * 1000000L};
             report("nanosleep", nanosleep(&ts, NULL));
