@@ -85,6 +85,9 @@ SYS_MMAP = {"x86_64": 9, "x32": 9 | seccomp.X32_SYSCALL_BIT, "i386": 192}  # i38
 # meant for the program (which shares the terminal's process group).
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# Job-control signals from the terminal: the broker does not stop on them
+# itself; it stops (so the shell sees the job stopped) once the program has.
+TTY_STOP_SIGNALS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 SI_USER = 0
 
 
@@ -228,6 +231,7 @@ class Shim:
         self.attached = False
         self._detaching = False
         self.detached_cleanly = False
+        self._tty_stop = False
 
     # ------------------------------------------------------------------
     # set-up
@@ -235,7 +239,7 @@ class Shim:
     def _setup_loop(self) -> None:
         if self._ep is not None:
             return
-        watched = (signal.SIGCHLD, *FORWARDED_SIGNALS, *TERMINAL_SIGNALS)
+        watched = (signal.SIGCHLD, *FORWARDED_SIGNALS, *TERMINAL_SIGNALS, *TTY_STOP_SIGNALS)
         self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
         self._sfd = _signalfd(watched)
         self._ep = select.epoll()
@@ -480,7 +484,11 @@ class Shim:
                 break
             for off in range(0, len(data), 128):
                 signo, _err, code = struct.unpack_from("=Iii", data, off)
-                if self.attached and signo != signal.SIGCHLD:
+                if signo in TTY_STOP_SIGNALS:
+                    # Ctrl-Z: the program got it too; follow it into the stop
+                    self._tty_stop = not self.attached
+                    self._maybe_stop_self()
+                elif self.attached and signo != signal.SIGCHLD:
                     self.request_detach()
                 elif signo in FORWARDED_SIGNALS or (signo in TERMINAL_SIGNALS and code == SI_USER):
                     if self.main_pid and self.main_status is None:
@@ -557,6 +565,7 @@ class Shim:
             else:
                 t.state = "stopped"
                 pt.listen(tid)
+                self._maybe_stop_self()
         elif event:
             self._resume(tid)
         else:
@@ -580,6 +589,17 @@ class Shim:
         """Resume to the syscall-exit stop of the current call."""
         t.running = True
         pt.syscall(t.tid)
+
+    def _maybe_stop_self(self) -> None:
+        """After a terminal stop request, stop the broker too once the main
+        program is stopped, so the shell reports the job stopped and ``fg``
+        (SIGCONT to the whole job) resumes both: job control as without tracing."""
+        if not self._tty_stop:
+            return
+        main = [t for t in self.threads.values() if t.tgid == self.main_pid]
+        if main and all(t.state == "stopped" for t in main):
+            self._tty_stop = False
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     def _is_tracee(self, tid: int) -> bool:
         """A stop from a tid we do not know yet: a new child whose first stop
