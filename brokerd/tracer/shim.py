@@ -56,6 +56,7 @@ from brokerd.protocol.types import (
     Rewrite,
     SetMem,
     SignalEvent,
+    SkipFail,
     Str,
     Suppress,
     SyscallEvent,
@@ -232,6 +233,8 @@ class Shim:
         self._detaching = False
         self.detached_cleanly = False
         self._tty_stop = False
+        self._readers: dict[int, Callable[[], None]] = {}
+        self.forced: SkipFail | None = None  # set by fail("deny")
 
     # ------------------------------------------------------------------
     # set-up
@@ -440,6 +443,10 @@ class Shim:
             if fd == self._sfd:
                 self._on_signals(reap)
                 continue
+            reader = self._readers.get(fd)
+            if reader is not None:
+                reader()
+                continue
             a = self._fds.get(fd)
             if a is None:
                 continue
@@ -456,7 +463,9 @@ class Shim:
             self._sync_fd(a, None)
 
     def _sync_fd(self, a: Authorizer, fd: int | None) -> None:
-        """Keep epoll's view of an authorizer's descriptors current."""
+        """Keep epoll's view of an authorizer's descriptors current: drop a
+        dead one, ask for EPOLLOUT only while it has output waiting.  A socket
+        authorizer reads and writes one descriptor; a spawned one has two."""
         assert self._ep is not None
         if a.mode == "dead":
             for k in [k for k, v in self._fds.items() if v is a]:
@@ -467,14 +476,53 @@ class Shim:
                     pass
             return
         want_out = a.wants_write
-        key = a.wfd
-        registered = key in self._fds and key != a.rfd
+        if a.wfd == a.rfd:
+            if want_out != getattr(a, "_epollout", False):
+                a._epollout = want_out  # type: ignore[attr-defined]
+                self._ep.modify(a.rfd, select.EPOLLIN | (select.EPOLLOUT if want_out else 0))
+            return
+        registered = a.wfd in self._fds
         if want_out and not registered:
-            self._fds[key] = a
-            self._ep.register(key, select.EPOLLOUT)
+            self._fds[a.wfd] = a
+            self._ep.register(a.wfd, select.EPOLLOUT)
         elif not want_out and registered:
-            del self._fds[key]
-            self._ep.unregister(key)
+            del self._fds[a.wfd]
+            self._ep.unregister(a.wfd)
+
+    # ------------------------------------------------------------------
+    # hooks for the daemon connection (brokerd.daemon.client)
+    # ------------------------------------------------------------------
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` from the loop whenever ``fd`` is readable."""
+        self._setup_loop()
+        assert self._ep is not None
+        self._readers[fd] = callback
+        self._ep.register(fd, select.EPOLLIN)
+
+    def remove_reader(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is not None and self._ep is not None:
+            try:
+                self._ep.unregister(fd)
+            except (OSError, ValueError):
+                pass
+
+    def kill_all(self) -> None:
+        """SIGKILL every traced process (``brokerctl kill``, failure mode kill)."""
+        for tgid in {t.tgid for t in self.threads.values()}:
+            try:
+                os.kill(tgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def fail(self, mode: str, why: str) -> None:
+        """The session lost something it cannot do without (the daemon):
+        ``kill`` the tracees (default), ``deny`` every subscribed call with
+        EPERM from now on, or ``allow`` (go on with the stack that is left)."""
+        self._log(f"{why}; failure mode {mode}")
+        if mode == "kill":
+            self.kill_all()
+        elif mode == "deny":
+            self.forced = SkipFail(E.EPERM)
 
     def _on_signals(self, reap: bool) -> None:
         while True:
@@ -673,6 +721,9 @@ class Shim:
             return
         spec = abi.spec(nr)
         order = self._order(spec.name)
+        if order and self.forced is not None:
+            self._apply_entry(t, Decision("skip-fail", Call(spec.name), self.forced.errno))
+            return
         if not order:
             t.state = "run"
             self._resume(t.tid)
