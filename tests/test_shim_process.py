@@ -143,3 +143,44 @@ def test_i386_int80_uses_its_own_table(cprog, rules):
     assert "i386-getpid same" in r.stdout
     assert 'i386 open \\"/etc/hostname\\"' in r.stderr  # the audit line shows the decoded call
     assert "x86_64 fstat" not in r.stderr
+
+
+HANDSHAKE_SPY = r'''
+import sys
+log = open(sys.argv[1], "a")
+sys.stdin.readline()
+print("hello 1 role=authorizer name=spy trace=openat,open events=exec caller=yes", flush=True)
+for line in sys.stdin:
+    log.write(line); log.flush()
+    if line.startswith("syscall"):
+        f = line.split()
+        deny = '"/etc/hostname"' in line
+        print(f[1], "skip-fail EACCES" if deny else "cont", flush=True)
+'''
+
+
+def test_exec_event_reports_elf_facts_and_caller(cprog, authz, tmp_path):
+    log = tmp_path / "log"
+    static = cprog("opener", ("-static",))
+    dynamic = cprog("opener")
+    spy = authz(HANDSHAKE_SPY) + f" {log}"
+    r = brokerctl("run", "-a", spy, "--", "sh", "-c", f"{dynamic} /etc/hostname; {static} /etc/hostname")
+    assert r.stdout.splitlines() == ["/etc/hostname EACCES"] * 2, r.stderr
+    lines = log.read_text().splitlines()
+    execs = [line for line in lines if line.startswith("proc ") and " exec " in line]
+    assert any(f'"{dynamic}", class=64, machine=EM_X86_64, interp="/lib64/ld-linux-x86-64.so.2"' in e for e in execs)
+    assert any(f'"{static}", class=64, machine=EM_X86_64, interp=""' in e for e in execs)
+    # the dynamic one opens through libc's wrapper; the caller note names it
+    opens = [line for line in lines if '"/etc/hostname"' in line and line.startswith("syscall")]
+    assert any('caller="libc.so.6:' in o for o in opens), opens
+
+
+def test_32bit_program_uses_i386_table(cprog, authz, tmp_path):
+    log = tmp_path / "log"
+    prog = cprog("opener", ("-m32",))
+    r = brokerctl("run", "-a", authz(HANDSHAKE_SPY) + f" {log}", "--", str(prog), "/etc/hostname", "/etc/os-release")
+    assert r.stdout.splitlines()[0] == "/etc/hostname EACCES", r.stderr
+    assert "/etc/os-release ok" in r.stdout
+    text = log.read_text()
+    assert "class=32, machine=EM_386" in text
+    assert ' i386 openat AT_FDCWD, "/etc/hostname"' in text or ' i386 open "/etc/hostname"' in text

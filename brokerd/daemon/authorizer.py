@@ -94,6 +94,7 @@ class Authorizer:
         self.trace = trace  # None: every syscall
         self.signals = signals
         self.events: frozenset[str] = frozenset()
+        self.caller = False  # wants the caller note (library:symbol+offset) on events
         self.mode = "new"  # new -> greeting -> plain | hello ; dead
         self.strsize: int | None = None
         self.dead_reason = ""
@@ -138,6 +139,7 @@ class Authorizer:
             self.signals = parsed.get("signals", "no") in ("yes", "all", "1")
             ev = parsed.get("events")
             self.events = frozenset(ev.split(",")) if ev else frozenset()
+            self.caller = parsed.get("caller", "no") in ("yes", "1")
             size = parsed.get("strsize")
             if size and size.isdigit():
                 self.strsize = int(size)

@@ -177,7 +177,7 @@ def compile_filter(
     prog.emit(_insn(_LD_W_ABS, 0, 0, _OFF_NR))
     x64 = prog.here()
     if i386 is not None:
-        i386_block = _tree(prog, _ranges(i386, 0, 0xFFFFFFFF), {})
+        _tree(prog, _ranges(i386, 0, 0xFFFFFFFF), {})
         prog.emit(_insn(_LD_W_ABS, 0, 0, _OFF_NR))
         i386_label = prog.here()
     else:

@@ -48,6 +48,7 @@ from brokerd.protocol.types import (
     Cont,
     Deliver,
     Fail,
+    Field,
     Int,
     Kill,
     Ok,
@@ -59,12 +60,14 @@ from brokerd.protocol.types import (
     SkipFail,
     Str,
     Suppress,
+    Sym,
     SyscallEvent,
     SysretEvent,
 )
 
 from . import ptrace as pt
 from . import seccomp
+from .elfinfo import Symbolizer, exec_facts
 
 OPTIONS = (
     pt.O_TRACESYSGOOD
@@ -206,6 +209,7 @@ class Shim:
         audit: Callable[[AuditRecord], None] | None = None,
         log: Callable[[str], None] | None = None,
         greeting_timeout: float | None = None,
+        caller: bool = False,
     ) -> None:
         self.stack = list(stack)
         self.strsize = strsize
@@ -214,6 +218,7 @@ class Shim:
         self._log = log or (lambda m: print(f"brokerd: {m}", file=sys.stderr, flush=True))
         self.greeting_timeout = greeting_timeout
         self.threads: dict[int, _Thread] = {}
+        self._symbolizer = Symbolizer() if caller else None
         self.main_pid = 0
         self.main_status: int | None = None
         self._next_id = 1
@@ -267,6 +272,8 @@ class Shim:
         while not all(a.ready for a in self.stack):
             self._poll_once(reap=False)
         self._signal_order = tuple(i for i, a in enumerate(self.stack) if a.signals)
+        if self._symbolizer is None and any(a.caller for a in self.stack):
+            self._symbolizer = Symbolizer()
 
     def subscriptions(self) -> set[str] | None:
         """The union of the stack's subscriptions (None: every syscall)."""
@@ -681,12 +688,10 @@ class Shim:
             self._scratch.pop(tid, None)
         self.threads[t.tid] = t
         t.state = "run"
+        if self._symbolizer is not None:
+            self._symbolizer.forget(t.tgid)
         if any("exec" in a.events for a in self.stack):
-            try:
-                exe = os.readlink(f"/proc/{t.tid}/exe")
-            except OSError:
-                exe = ""
-            self._proc_event(t, "exec", (Str(os.fsencode(exe)),))
+            self._proc_event(t, "exec", _exec_args(t.tid))
         self._resume(t.tid)
 
     def _proc_event(self, t: _Thread, kind: str, args: tuple) -> None:
@@ -706,9 +711,9 @@ class Shim:
             self._resume(t.tid)
             return
         sc = info.u.seccomp
-        self._on_entry(t, info.arch, sc.nr, sc.args)
+        self._on_entry(t, info.arch, sc.nr, sc.args, info.instruction_pointer)
 
-    def _on_entry(self, t: _Thread, arch: int, nr: int, rawargs) -> None:
+    def _on_entry(self, t: _Thread, arch: int, nr: int, rawargs, ip: int) -> None:
         """A call at its entry (seccomp stop when launched, syscall-entry stop
         when attached): decode it and start its walk through the stack."""
         if t.replay is not None:  # the call our injected mmap interrupted, back again
@@ -735,7 +740,8 @@ class Shim:
         args = decode_args(spec, raw[: len(spec.args)], self._mem, strsize=self.strsize)
         ev_id = self._next_id
         self._next_id += 1
-        ev = SyscallEvent(ev_id, t.tgid, t.tid, abi.name, Call(spec.name, args))
+        notes = (("caller", Str(self._symbolizer.caller(t.tgid, ip).encode())),) if self._symbolizer else ()
+        ev = SyscallEvent(ev_id, t.tgid, t.tid, abi.name, Call(spec.name, args), notes)
         t.abi, t.spec, t.raw, t.event_id, t.state = abi, spec, raw, ev_id, "ask"
         t.t0 = time.monotonic()
         t.walk = EntryWalk(ev, order)
@@ -888,7 +894,7 @@ class Shim:
             if t.state in ("inject", "step", "skip"):
                 self._resume(t.tid)  # cannot happen; never strand a tracee
                 return
-            self._on_entry(t, info.arch, info.u.entry.nr, info.u.entry.args)
+            self._on_entry(t, info.arch, info.u.entry.nr, info.u.entry.args, info.instruction_pointer)
             return
         if info.op != pt.INFO_EXIT:
             self._resume(t.tid)
@@ -1013,6 +1019,23 @@ class Shim:
                 self._ask_signal(t, ev, i + 1, new)
 
         self.stack[pos].ask(ev, answer, time.monotonic())
+
+
+def _exec_args(pid: int) -> tuple:
+    """The exec event's facts: path, then ELF class, machine and interpreter."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        exe = ""
+    args: list = [Str(os.fsencode(exe))]
+    facts = exec_facts(f"/proc/{pid}/exe")
+    if facts is not None:
+        args += [
+            Field("class", Int(facts.elfclass)),
+            Field("machine", Sym((facts.machine,))),
+            Field("interp", Str(os.fsencode(facts.interp))),
+        ]
+    return tuple(args)
 
 
 def _relocate(enc: Encoded, index: int, blob: bytes, addr: int) -> bytes:

@@ -1,0 +1,171 @@
+"""brokerctl's policy parts: ``--policy NAME[:ARGS]``, ``policy check|list``, ``replay``.
+
+``--policy`` turns a shipped policy's name into the authorizer command that
+runs it (``python -m brokerd.clients.policies.NAME ARGS``); ARGS are split on
+commas, each becoming one argument (``sandbox:/home/sandbox,--ro=/usr``).
+A spec ending in ``.toml`` (or ``file:PATH``) runs a declarative policy file,
+checked first so that its errors stop brokerctl before the program starts.
+
+Errors are raised as :class:`PolicyError` (one line; main prints it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+PROG = "brokerctl"
+
+
+class PolicyError(Exception):
+    """A usage error: one line, exit status 2."""
+
+
+def _policies() -> dict[str, tuple[str, str]]:
+    from brokerd.clients.policies import POLICIES
+
+    return POLICIES
+
+
+def policy_command(spec: str) -> str:
+    """``NAME[:ARG,ARG...]`` (or ``FILE.toml``) -> the authorizer command (for ``sh -c``)."""
+    name, _, rest = spec.partition(":")
+    if not name:
+        raise PolicyError(f"--policy {spec!r}: no policy name")
+    args = [a for a in rest.split(",") if a] if rest else []
+    if name.endswith(".toml") and not rest:
+        name, args = "file", [spec]
+    policies = _policies()
+    if name not in policies:
+        raise PolicyError(f"--policy {spec!r}: no policy {name!r} (one of {', '.join(sorted(policies))},"
+                          " or a .toml file)")
+    if name == "file":
+        if len(args) != 1:
+            raise PolicyError(f"--policy {spec!r}: give one policy file (file:PATH)")
+        _check_file(args[0])
+        args = [os.path.abspath(args[0])]
+    module = policies[name][0]
+    return shlex.join([sys.executable, "-m", module, *args])
+
+
+def _check_file(path: str) -> None:
+    from brokerd.clients.policies.rulefile import PolicyFileError, load
+
+    try:
+        load(path)
+    except PolicyFileError as e:
+        raise PolicyError(e.lines()[0] + (f" (and {len(e.errors) - 1} more: brokerctl policy check {path})"
+                                          if len(e.errors) > 1 else "")) from None
+
+
+# ---------------------------------------------------------------------------
+# subcommands
+# ---------------------------------------------------------------------------
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``policy`` and ``replay`` (each sets ``handler`` in the namespace)."""
+    pol = subparsers.add_parser("policy", help="check policy files, list shipped policies")
+    psub = pol.add_subparsers(dest="policy_command", metavar="ACTION", parser_class=type(pol))
+    psub.required = True
+    check = psub.add_parser("check", help="compile a TOML policy file and report errors with line numbers")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(handler=cmd_check)
+    lst = psub.add_parser("list", help="the policies --policy NAME can run")
+    lst.set_defaults(handler=cmd_list)
+    cmd = psub.add_parser("command", help="print the authorizer command a --policy spec runs")
+    cmd.add_argument("spec", metavar="NAME[:ARGS]")
+    cmd.set_defaults(handler=cmd_command)
+
+    rp = subparsers.add_parser("replay", help="run a recorded audit journal through a policy; list changed decisions")
+    rp.add_argument("journal", metavar="JOURNAL", help="JSON lines from `brokerctl run --audit` or the audit policy ('-' = stdin)")
+    rp.add_argument("-a", "--authorizer", action="append", default=[], metavar="CMD",
+                    help="an authorizer command (sh -c); repeat to stack")
+    rp.add_argument("--policy", action="append", default=[], metavar="NAME[:ARGS]",
+                    help="a shipped policy or a .toml file; placed before the -a ones")
+    rp.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=LIST",
+                    help="what plain (no handshake) authorizers see (default: every call)")
+    rp.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="deadline for each answer")
+    rp.add_argument("-q", "--quiet", action="store_true", help="no listing, only the exit status")
+    rp.set_defaults(handler=cmd_replay)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from brokerd.clients.policies.rulefile import PolicyFileError, load
+
+    status = 0
+    for path in args.files:
+        try:
+            pol = load(path)
+        except PolicyFileError as e:
+            for line in e.lines():
+                print(line, file=sys.stderr)
+            status = 1
+            continue
+        trace = "every syscall" if pol.trace == "all" else ", ".join(sorted(pol.trace)) or "no syscall"
+        print(f"{path}: ok: {len(pol.rules)} rule{'s' if len(pol.rules) != 1 else ''}, traces {trace}")
+    return status
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name, (_module, doc) in sorted(_policies().items()):
+        print(f"{name:10} {doc}")
+    return 0
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    print(policy_command(args.spec))
+    return 0
+
+
+def _trace(exprs: list[str]) -> frozenset[str] | None:
+    trace: frozenset[str] | None = None
+    for expr in exprs:
+        key, sep, value = expr.partition("=")
+        if not sep:
+            key, value = "trace", expr
+        if key != "trace":
+            raise PolicyError(f"-e {expr}: replay knows only trace=LIST")
+        if value in ("all", "%all"):
+            return None
+        names = frozenset(v for v in value.split(",") if v)
+        if not names:
+            raise PolicyError(f"-e {expr}: empty syscall list")
+        trace = names if trace is None else trace | names
+    return trace
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from brokerd.clients.replay import JournalError, PeerError, read_journal, replay
+
+    commands = [policy_command(p) for p in args.policy] + list(args.authorizer)
+    if not commands:
+        raise PolicyError("replay: give the policy to try (--authorizer CMD or --policy NAME)")
+    if args.timeout <= 0:
+        raise PolicyError("--timeout must be positive")
+    trace = _trace(args.exprs)
+    try:
+        if args.journal == "-":
+            entries = read_journal(sys.stdin)
+        else:
+            with open(args.journal, encoding="utf-8") as f:
+                entries = read_journal(f)
+    except JournalError as e:
+        print(f"{PROG}: {args.journal}: {e}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError:
+        print(f"{PROG}: {args.journal}: not UTF-8 text", file=sys.stderr)
+        return 2
+    try:
+        changes = replay(entries, commands, timeout=args.timeout, trace=trace)
+    except PeerError as e:
+        print(f"{PROG}: replay: {e}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        for c in changes:
+            print(c.describe())
+        print(f"{len(entries)} calls replayed, {len(changes)} decision{'s' if len(changes) != 1 else ''} changed",
+              file=sys.stderr)
+    return 1 if changes else 0
