@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from brokerd.cli.policy import PolicyError, add_subcommands, policy_command
 from brokerd.protocol.types import Cont, Kill, SkipFail
 
 PROG = "brokerctl"
@@ -67,13 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     att = sub.add_parser("attach", help="attach to a running process and steer it")
     att.add_argument("pid", metavar="PID", help="process to attach to (all its threads)")
     att.add_argument("-f", "--follow", action="store_true", help="also follow children it creates from now on")
+    att.add_argument("--ask", action="store_true",
+                     help="pause the calls -e trace= selects and ask at the terminal what to do")
+    att.add_argument("--caller", action="store_true", help="show the calling library:symbol+offset of each call")
+    att.add_argument("--save-policy", metavar="FILE",
+                     help="on exit, save the 'always' answers as a policy file (brokerctl run --policy FILE)")
+    att.add_argument("-q", "--quiet", action="store_true", help="do not show each call (still steer and summarise)")
     _add_stack_options(att)
+    add_subcommands(sub)
     return p
 
 
 def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--authorizer", action="append", default=[], metavar="CMD",
                    help="an authorizer command (sh -c), spoken to over its stdin/stdout; repeat to stack")
+    p.add_argument("--policy", action="append", default=[], metavar="NAME[:ARGS]",
+                   help="a shipped policy (brokerctl policy list) or a .toml file; stacked before the -a ones")
     p.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=LIST",
                    help="what plain (no handshake) authorizers see: trace=openat,connect | signal=all")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
@@ -86,8 +96,10 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audit", metavar="FILE", help="append one JSON line per decision to FILE ('-' = stderr)")
 
 
-def _make_shim(args: argparse.Namespace):
-    """The shim and its authorizer stack, from the options run and attach share."""
+def _make_shim(args: argparse.Namespace, operator=None):
+    """The shim and its authorizer stack, from the options run and attach share;
+    ``operator`` (attach's terminal) goes first in the stack, farthest from the
+    kernel, so every other policy still applies to what it allows."""
     from brokerd.daemon.authorizer import spawn
     from brokerd.tracer.shim import Shim
 
@@ -100,9 +112,18 @@ def _make_shim(args: argparse.Namespace):
     audit = _audit_writer(args.audit) if args.audit else None
     stack = [
         spawn(cmd, timeout=args.timeout, default=default, trace=trace, signals=signals)
-        for cmd in args.authorizer
+        for cmd in [*map(policy_command, args.policy), *args.authorizer]
     ]
-    shim = Shim(stack, strsize=args.strsize, audit=audit)
+    if operator is not None:
+        stack.insert(0, operator)
+        writer = audit
+
+        def audit(rec) -> None:
+            operator.on_decision(rec)
+            if writer is not None:
+                writer(rec)
+
+    shim = Shim(stack, strsize=args.strsize, audit=audit, caller=getattr(args, "caller", False))
     shim.handshake()
     return shim
 
@@ -125,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
+    from brokerd.cli.operator import Operator
     from brokerd.tracer.shim import LaunchError
 
     if not args.pid.isdigit() or int(args.pid) <= 0:
@@ -132,17 +154,29 @@ def cmd_attach(args: argparse.Namespace) -> int:
     pid = int(args.pid)
     if pid == os.getpid():
         raise UsageError("attach: cannot attach to brokerctl itself")
-    shim = _make_shim(args)
+    trace, _signals = _parse_trace(args.exprs)
+    if args.ask and trace is None:
+        raise UsageError("attach --ask: say which calls to ask about with -e trace=LIST (e.g. -e trace=openat)")
+    if args.ask and not os.isatty(0):
+        raise UsageError("attach --ask: standard input must be a terminal to answer on")
+    out = open(os.devnull, "w") if args.quiet else sys.stderr  # noqa: SIM115
+    operator = Operator(trace, out=out, ask=args.ask, tty=0)
+    shim = _make_shim(args, operator)
     try:
         tids = shim.attach(pid, follow=args.follow)
     except LaunchError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
     print(f"{PROG}: attached to {pid} ({len(tids)} thread{'s' if len(tids) != 1 else ''}); "
-          "Ctrl-C detaches", file=sys.stderr)
+          "Ctrl-C detaches", file=sys.stderr, flush=True)
     shim.run()
     print(f"{PROG}: detached from {pid}" if shim.detached_cleanly else f"{PROG}: {pid} has exited",
           file=sys.stderr)
+    print(operator.summary(), file=sys.stderr)
+    if args.save_policy:
+        with open(args.save_policy, "w") as f:
+            f.write(operator.policy_toml(pid))
+        print(f"{PROG}: {len(operator.rules)} rule(s) saved to {args.save_policy}", file=sys.stderr)
     return 0
 
 
@@ -174,8 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "attach":
             return cmd_attach(args)
+        if hasattr(args, "handler"):
+            return args.handler(args)
         raise UsageError(f"unknown command {args.command}")
-    except UsageError as e:
+    except (UsageError, PolicyError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

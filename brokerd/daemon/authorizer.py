@@ -158,10 +158,16 @@ class Authorizer:
             self.defaulted += 1
             answer(default_reply(event, self.default), f"authorizer {self.name} is gone ({self.dead_reason})")
             return
+        try:
+            line = codec.format_event(event)
+        except ProtocolError as e:  # e.g. longer than the line limit: never sent half
+            self.defaulted += 1
+            answer(default_reply(event, self.default), f"event cannot be sent to {self.name}: {e.message}")
+            return
         q = _Question(event.id, now + self.timeout, answer, type(event))
         self._fifo.append(q)
         self._by_id[event.id] = q
-        self._send(codec.format_event(event))
+        self._send(line)
 
     def notify(self, line: bytes) -> None:
         """Send a line that needs no answer (proc events) to a handshake authorizer."""
