@@ -45,7 +45,7 @@ def test_ask_deny_allow_save_detach_replay(tmux, cprog, tmp_path):  # noqa: F811
         # from now on the rules answer: the service goes on without prompts
         text = _wait(out, rf"{secret} EACCES\n(.*\n)*.*{secret} EACCES")
         assert f"{public} ok" in text
-        screen = tmux.wait_for(f"= -1 EACCES")
+        screen = tmux.wait_for("= -1 EACCES")
         tmux.send("C-c")
         screen = tmux.wait_for("rule(s) saved")
         assert "detached from" in screen

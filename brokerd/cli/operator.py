@@ -75,7 +75,7 @@ class Operator(LocalAuthorizer):
             if rule is not None:
                 answer(Reply(Step()) if rule.verdict == "allow" else _deny(rule.verdict), "")
                 if rule.verdict != "allow":
-                    self._show_denied(event, rule.verdict, "always")
+                    self._show_denied(event, rule.verdict, "an always-deny answer")
                 else:
                     self._started[event.id] = (time.monotonic(), _call_text(event))
             elif self.asking:
