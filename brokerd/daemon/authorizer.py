@@ -25,24 +25,29 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from brokerd.daemon.stack import NO_RULES, TRACE, parse_static
 from brokerd.protocol import codec
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.linebuf import LineBuffer, TooLong
 from brokerd.protocol.types import (
     Cont,
+    Data,
     Deliver,
     Error,
     Fetch,
     Hello,
+    Kill,
     Reply,
     SetMem,
     SignalEvent,
     SkipFail,
+    Str,
     SyscallEvent,
     SysretEvent,
 )
 
 PROTOCOL_VERSION = 1
+DEFAULTS = {"deny": SkipFail(_errno.EPERM), "kill": Kill(), "allow": Cont()}
 DEFAULT_TIMEOUT = 5.0
 
 #: Called with the reply (the authorizer's, or a default one) and a reason
@@ -95,6 +100,9 @@ class Authorizer:
         self.signals = signals
         self.events: frozenset[str] = frozenset()
         self.caller = False  # wants the caller note (library:symbol+offset) on events
+        self.static = NO_RULES  # answers it declared for whole syscalls (handshake)
+        #: set by the shim: (event id, argn, offset, length) -> bytes of a waiting call
+        self.on_fetch: Callable[[int, int, int, int], bytes] | None = None
         self.mode = "new"  # new -> greeting -> plain | hello ; dead
         self.strsize: int | None = None
         self.dead_reason = ""
@@ -110,9 +118,13 @@ class Authorizer:
 
     # -- subscriptions ----------------------------------------------------
     def wants(self, name: str) -> bool:
-        """Subscribed to syscall ``name``?  A dead authorizer keeps its
+        """Must it be asked about syscall ``name``?  A dead authorizer keeps its
         subscriptions, so its calls keep getting its (deny) default."""
-        return self.trace is None or name in self.trace
+        return self.static.action(name, self.trace is None or name in self.trace) == TRACE
+
+    def action(self, name: str) -> tuple[str, int]:
+        """Its answer for a whole syscall: allow, trace, deny(errno) or kill."""
+        return self.static.action(name, self.trace is None or name in self.trace)
 
     # -- greeting / handshake --------------------------------------------
     def greet(self, session: str, now: float) -> None:
@@ -138,8 +150,19 @@ class Authorizer:
                 self.trace = None
             self.signals = parsed.get("signals", "no") in ("yes", "all", "1")
             ev = parsed.get("events")
+            if ev == "all":
+                ev = "fork,vfork,clone,exec,exit,killed"
             self.events = frozenset(ev.split(",")) if ev else frozenset()
+            default = parsed.get("default")
+            if default in DEFAULTS:
+                self.default = DEFAULTS[default]
             self.caller = parsed.get("caller", "no") in ("yes", "1")
+            try:
+                self.static = parse_static(dict(parsed.attrs))
+            except ValueError as e:
+                self._error("bad-hello", str(e))
+                self._die(f"sent a bad handshake: {e}")
+                return
             size = parsed.get("strsize")
             if size and size.isdigit():
                 self.strsize = int(size)
@@ -245,10 +268,24 @@ class Authorizer:
         elif isinstance(parsed, Error):
             self._log(f"authorizer {self.name} says: error {parsed.code} {parsed.text}")
         elif isinstance(parsed, Fetch):
-            self._error("unsupported", "fetch is not supported by this broker yet")
+            self._on_fetch_line(parsed)
         elif isinstance(parsed, Hello):
             self._error("unexpected", "hello after the handshake")
             self._default_head("unexpected hello")
+
+    def _on_fetch_line(self, f: Fetch) -> None:
+        if self.on_fetch is None or self.mode != "hello":
+            self._error("unsupported", "fetch needs handshake mode")
+            return
+        if f.id not in self._by_id:
+            self._error("unknown-id", f"no question with id {f.id} is waiting")
+            return
+        try:
+            data = self.on_fetch(f.id, f.argn, f.offset, min(f.length, 16000))
+        except (LookupError, ValueError, OSError) as e:
+            self._error("bad-fetch", str(e))
+            return
+        self._send(codec.format_event(Data(f.id, f.argn, f.offset, Str(data))))
 
     def _on_reply(self, reply: Reply) -> None:
         if reply.id is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno as _errno
 from collections.abc import Callable
 
+from brokerd.daemon.stack import NO_RULES, StaticRules
 from brokerd.protocol.types import Reply, SkipFail
 
 Answer = Callable[[Reply, str], None]
@@ -23,6 +24,7 @@ class LocalAuthorizer:
     ready = True
     caller = False
     strsize = None
+    static: StaticRules = NO_RULES
 
     def __init__(self, name: str, trace: frozenset[str] | None = None, *, rfd: int = -1,
                  signals: bool = False, events: frozenset[str] = frozenset()) -> None:
@@ -37,6 +39,9 @@ class LocalAuthorizer:
 
     def wants(self, name: str) -> bool:
         return self.trace is None or name in self.trace
+
+    def action(self, name: str) -> tuple[str, int]:
+        return self.static.action(name, self.wants(name))
 
     def greet(self, session: str, now: float) -> None:
         pass

@@ -157,3 +157,82 @@ class ExitWalk:
         self.sets.extend(sets)
         self._pos += 1
         self.done = self._pos == len(self._order)
+
+
+# ---------------------------------------------------------------------------
+# Static rules: answers that need no argument, compiled into the kernel filter
+# ---------------------------------------------------------------------------
+
+ALLOW = ("allow", 0)
+TRACE = ("trace", 0)
+KILL = ("kill", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRules:
+    """What one authorizer declared in its handshake (``allow=``, ``deny=``,
+    ``kill=``, ``unknown=``): answers for whole syscalls, whatever the
+    arguments, that the broker may give without asking it."""
+
+    allow: frozenset[str] = frozenset()
+    deny: tuple[tuple[str, int], ...] = ()
+    kill: frozenset[str] = frozenset()
+    unknown: tuple[str, int] | None = None  # for every syscall it does not name
+
+    def action(self, name: str, subscribed: bool) -> tuple[str, int]:
+        """This authorizer's answer for ``name``: allow / trace / deny(errno) / kill."""
+        if name in self.kill:
+            return KILL
+        for n, e in self.deny:
+            if n == name:
+                return ("deny", e)
+        if name in self.allow:
+            return ALLOW
+        if subscribed:
+            return TRACE
+        return self.unknown or ALLOW
+
+    @property
+    def empty(self) -> bool:
+        return not (self.allow or self.deny or self.kill or self.unknown)
+
+
+NO_RULES = StaticRules()
+
+
+def combine(actions: Sequence[tuple[str, int]]) -> tuple[str, int]:
+    """The stack's answer from its members' answers, in stack order: a
+    denial or kill anywhere wins (the first one, as the walk would meet it);
+    else the call stops if anyone must decide; else it is allowed.  A rule
+    lower in the stack can therefore only narrow what the others allow."""
+    need_trace = False
+    for a in actions:
+        if a[0] in ("deny", "kill"):
+            return a
+        if a[0] == "trace":
+            need_trace = True
+    return TRACE if need_trace else ALLOW
+
+
+def parse_static(attrs: dict[str, str]) -> StaticRules:
+    """Static rules from handshake attributes; raises ValueError naming the
+    bad part (the broker answers ``error bad-hello``)."""
+    from brokerd.protocol.consts import errno_number
+
+    def names(key: str) -> list[str]:
+        return [n for n in attrs.get(key, "").split(",") if n]
+
+    deny: list[tuple[str, int]] = []
+    for item in names("deny"):
+        name, _, err = item.partition(":")
+        deny.append((name, errno_number(err) if err else 1))
+    unknown = None
+    if "unknown" in attrs:
+        word, _, err = attrs["unknown"].partition(":")
+        if word == "deny":
+            unknown = ("deny", errno_number(err) if err else 1)
+        elif word in ("kill", "allow", "trace"):
+            unknown = (word, 0)
+        else:
+            raise ValueError(f"unknown={attrs['unknown']!r}: expected allow, trace, kill or deny[:ERRNO]")
+    return StaticRules(frozenset(names("allow")), tuple(deny), frozenset(names("kill")), unknown)

@@ -39,10 +39,10 @@ from dataclasses import dataclass
 from functools import partial
 
 from brokerd.daemon.authorizer import Authorizer
-from brokerd.daemon.stack import Decision, EntryWalk, ExitWalk, VerdictError
+from brokerd.daemon.stack import Decision, EntryWalk, ExitWalk, VerdictError, combine
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit
-from brokerd.protocol.args import Encoded, decode_args, decode_result, encode_args
+from brokerd.protocol.args import Encoded, decode_args, decode_outbufs, decode_result, encode_args
 from brokerd.protocol.types import (
     Call,
     Cont,
@@ -225,6 +225,7 @@ class Shim:
         self._info = pt.SyscallInfo()
         self._regs = pt.Regs()
         self._order_cache: dict[str, tuple[int, ...]] = {}
+        self._action_cache: dict[str, tuple[str, int]] = {}
         self._signal_order: tuple[int, ...] = ()
         self._scratch: dict[int, tuple[int, int]] = {}
         self._mem = _Mem(0)
@@ -272,6 +273,11 @@ class Shim:
         while not all(a.ready for a in self.stack):
             self._poll_once(reap=False)
         self._signal_order = tuple(i for i, a in enumerate(self.stack) if a.signals)
+        if self.stack:  # one decode serves every authorizer: the largest prefix any wants
+            self.strsize = max(a.strsize if a.strsize is not None else self.strsize for a in self.stack)
+        for a in self.stack:
+            if hasattr(a, "on_fetch"):
+                a.on_fetch = self._fetch
         if self._symbolizer is None and any(a.caller for a in self.stack):
             self._symbolizer = Symbolizer()
 
@@ -284,22 +290,51 @@ class Shim:
             names |= a.trace
         return names
 
+    def stack_action(self, name: str) -> tuple[str, int]:
+        """What the whole stack does with syscall ``name`` before any argument
+        is seen: allow, trace, deny(errno) or kill (see stack.combine)."""
+        act = self._action_cache.get(name)
+        if act is None:
+            act = combine([a.action(name) for a in self.stack])
+            self._action_cache[name] = act
+        return act
+
     def build_filter(self) -> list[tuple[int, int, int, int]]:
-        """The launched session's seccomp mask: RET_TRACE for subscribed calls."""
-        names = self.subscriptions()
+        """The launched session's seccomp mask: RET_TRACE for calls someone
+        must decide, the stack's static answers (ALLOW, ERRNO, KILL_PROCESS)
+        for the rest, so those hold in the kernel whatever happens to us."""
+        kernel = {
+            "allow": lambda e: seccomp.RET_ALLOW,
+            "trace": lambda e: seccomp.RET_TRACE,
+            "deny": seccomp.ret_errno,
+            "kill": lambda e: seccomp.RET_KILL_PROCESS,
+        }
+        unknown = combine([a.static.unknown or (("trace", 0) if a.trace is None else ("allow", 0))
+                           for a in self.stack])
         rules: dict[str, seccomp.AbiRules] = {}
         for abi_name, abi in ABIS.items():
-            if names is None:
-                rules[abi_name] = seccomp.AbiRules({}, seccomp.RET_TRACE)
-            else:
-                acts = {abi.by_name[n].nr | abi.nr_bit: seccomp.RET_TRACE for n in names if n in abi.by_name}
-                rules[abi_name] = seccomp.AbiRules(acts, seccomp.RET_ALLOW)
+            default = kernel[unknown[0]](unknown[1])
+            acts = {}
+            for name, spec in abi.by_name.items():
+                what, err = self.stack_action(name)
+                action = kernel[what](err)
+                if action != default:
+                    acts[spec.nr | abi.nr_bit] = action
+            rules[abi_name] = seccomp.AbiRules(acts, default)
+        names = self.subscriptions()
         if names is not None:
-            unknown = names - set(ABIS["x86_64"].by_name) - set(ABIS["i386"].by_name)
-            if unknown:
-                self._log(f"unknown syscall names in subscriptions ignored: {', '.join(sorted(unknown))}")
+            known = set(ABIS["x86_64"].by_name) | set(ABIS["i386"].by_name)
+            unknown_names = names - known
+            for a in self.stack:
+                for n in a.static.allow | a.static.kill | {n for n, _ in a.static.deny}:
+                    if n not in known:
+                        unknown_names.add(n)
+            if unknown_names:
+                self._log(f"unknown syscall names ignored: {', '.join(sorted(unknown_names))}")
         x32 = rules["x32"]
-        if names is None or x32.actions:
+        if x32.default == seccomp.RET_ALLOW and not x32.actions:
+            x32 = None  # nobody cares about x32: the filter kills it
+        else:
             x32 = seccomp.AbiRules({**x32.actions, 0xFFFFFFFF: seccomp.RET_ALLOW}, x32.default)
         return seccomp.compile_filter(rules["x86_64"], rules["i386"], x32)
 
@@ -725,6 +760,15 @@ class Shim:
             os.kill(t.tgid, signal.SIGKILL)
             return
         spec = abi.spec(nr)
+        what, err = self.stack_action(spec.name)
+        if what != "trace":  # settled by static rules: no round trip (attach mode gets here)
+            if what == "allow":
+                t.state = "run"
+                self._resume(t.tid)
+            else:
+                t.raw = ()
+                self._apply_entry(t, Decision("skip-fail" if what == "deny" else "kill", Call(spec.name), err))
+            return
         order = self._order(spec.name)
         if order and self.forced is not None:
             self._apply_entry(t, Decision("skip-fail", Call(spec.name), self.forced.errno))
@@ -740,7 +784,9 @@ class Shim:
         args = decode_args(spec, raw[: len(spec.args)], self._mem, strsize=self.strsize)
         ev_id = self._next_id
         self._next_id += 1
-        notes = (("caller", Str(self._symbolizer.caller(t.tgid, ip).encode())),) if self._symbolizer else ()
+        notes = _path_notes(t.tid, spec, raw, args) if "path" in spec.args else ()
+        if self._symbolizer is not None:
+            notes += (("caller", Str(self._symbolizer.caller(t.tgid, ip).encode())),)
         ev = SyscallEvent(ev_id, t.tgid, t.tid, abi.name, Call(spec.name, args), notes)
         t.abi, t.spec, t.raw, t.event_id, t.state = abi, spec, raw, ev_id, "ask"
         t.t0 = time.monotonic()
@@ -876,6 +922,16 @@ class Shim:
         self._inject_size = size
         self._to_exit_stop(t)
 
+    def _fetch(self, event_id: int, argn: int, offset: int, length: int) -> bytes:
+        """More of a buffer argument of a call still waiting for its verdict
+        (the seed's 10 MB write: only what an authorizer asks for is copied)."""
+        for t in self.threads.values():
+            if t.event_id == event_id and t.state in ("ask", "ret"):
+                if not 1 <= argn <= len(t.raw):
+                    raise ValueError(f"argument {argn} does not exist")
+                return pt.read_memory(t.tid, t.raw[argn - 1] + offset, length)
+        raise LookupError(f"no call with id {event_id} is waiting")
+
     def _set_memory(self, t: _Thread, s: SetMem) -> None:
         if not 1 <= s.argn <= len(t.raw):
             self._log(f"set {s.argn}: no such argument; ignored")
@@ -911,7 +967,13 @@ class Shim:
             self._resume(t.tid)
             return
         result = decode_result(t.spec, rval)
-        ev = SysretEvent(t.event_id, t.tgid, t.tid, t.abi.name, t.spec.name, result)
+        self._mem.pid = t.tid
+        try:
+            outs = decode_outbufs(t.spec, t.raw, rval, self._mem, self.strsize)
+        except OSError:
+            outs = ()
+        notes = tuple((f"buf{i + 1}", v) for i, v in outs)
+        ev = SysretEvent(t.event_id, t.tgid, t.tid, t.abi.name, t.spec.name, result, notes)
         t.state = "ret"
         t.walk = ExitWalk(ev, t.decision.steppers)
         self._advance_exit(t, t.walk)
@@ -1019,6 +1081,31 @@ class Shim:
                 self._ask_signal(t, ev, i + 1, new)
 
         self.stack[pos].ask(ev, answer, time.monotonic())
+
+
+def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple) -> tuple:
+    """``pathN`` notes: each path argument made absolute against the caller's
+    cwd or dirfd, ``.`` and ``..`` folded lexically (symlinks not followed).
+    Advisory: the kernel resolves again when the call runs."""
+    notes = []
+    kinds = spec.args
+    for i, kind in enumerate(kinds):
+        if kind != "path" or i >= len(args):
+            continue
+        v = args[i]
+        if not isinstance(v, Str) or v.truncated or not v.data:
+            continue
+        path = v.data
+        if not path.startswith(b"/"):
+            base = f"/proc/{tid}/cwd"
+            if i > 0 and kinds[i - 1] == "dirfd" and (raw[i - 1] & 0xFFFFFFFF) != 0xFFFFFF9C:  # not AT_FDCWD
+                base = f"/proc/{tid}/fd/{raw[i - 1] & 0xFFFFFFFF}"
+            try:
+                path = os.fsencode(os.readlink(base)) + b"/" + path
+            except OSError:
+                continue
+        notes.append((f"path{i + 1}", Str(os.path.normpath(path).replace(b"//", b"/"))))
+    return tuple(notes)
 
 
 def _exec_args(pid: int) -> tuple:
