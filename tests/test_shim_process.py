@@ -110,12 +110,6 @@ def test_signal_delivered_natively(cprog, rules):
     assert p.wait(timeout=10) == 128 + signal.SIGTERM
 
 
-def test_clone3_child_is_traced(cprog, rules):
-    r = brokerctl("run", "-e", "trace=openat", "-a", rules('*openat *"/etc/hostname"* => skip-fail EACCES'),
-                  "--", str(cprog("calls")), "clone3")
-    assert "clone3-child-open fail EACCES" in r.stdout, r.stdout + r.stderr
-
-
 def test_exec_from_non_leader_thread(cprog, rules):
     # The exec'ing thread takes over the leader's tid; the new program is still traced.
     r = brokerctl("run", "-e", "trace=execve,write", "-a", rules('*write 1, "hi* => write 1, "HI\\n", 3'),

@@ -98,3 +98,33 @@ def test_unsubscribed_authorizer_is_not_asked(cprog, tmp_path):
     r = brokerctl("run", "-e", "trace=getppid", "-a", spy, "--", str(cprog("opener")), "/etc/hostname")
     assert r.returncode == 0
     assert "openat" not in log.read_text()
+
+
+def test_default_never_stops_a_program_from_exiting(cprog):
+    # an authorizer that never answers: every call gets the deny default,
+    # except exit_group, so the program still ends (and does not crash)
+    hang = "sh -c 'read -r greeting; echo cont; sleep 1000'"
+    r = brokerctl("run", "-e", "trace=exit_group,getppid", "--timeout", "0.3", "-a", hang,
+                  "--", str(cprog("calls")), "exit:4")
+    assert r.returncode == 4, r.stderr
+
+
+STEP_EXEC = r'''
+import sys
+sys.stdin.readline()
+print("hello 1 role=authorizer name=x trace=execve", flush=True)
+for line in sys.stdin:
+    if line.startswith("syscall"):
+        print(line.split()[1], "step", flush=True)
+    elif line.startswith("sysret"):
+        sys.stderr.write("SAW " + line)
+        print(line.split()[1], "cont", flush=True)
+'''
+
+
+def test_stepped_execve_reports_its_result(authz, cprog):
+    r = brokerctl("run", "-a", authz(STEP_EXEC), "--", "sh", "-c", f"exec {cprog('calls')} thread-exec:hi; true")
+    assert r.stdout == "hi\n", r.stderr
+    saw = [line for line in r.stderr.splitlines() if line.startswith("SAW")]
+    # the launch of sh, sh's exec, then the exec from a non-leader thread: all report ok 0
+    assert len(saw) == 3 and all(line.endswith("execve ok 0") for line in saw), r.stderr

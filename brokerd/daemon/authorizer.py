@@ -55,12 +55,18 @@ DEFAULT_TIMEOUT = 5.0
 Answer = Callable[[Reply, str], None]
 
 
+#: Calls a default verdict never denies: refusing them cannot protect
+#: anything and leaves the program unable to end (it would crash instead).
+NEVER_DENIED = frozenset({"exit", "exit_group", "rt_sigreturn", "sigreturn", "restart_syscall"})
+
+
 @dataclass(slots=True)
 class _Question:
     id: int
     deadline: float
     answer: Answer | None  # None once answered by default (kept as a placeholder)
     kind: type
+    name: str = ""
 
 
 def default_reply(event: object, verdict: object) -> Reply:
@@ -68,7 +74,7 @@ def default_reply(event: object, verdict: object) -> Reply:
     the authorizer's default verdict for a call, keep the result for a sysret,
     deliver a signal as the kernel would."""
     if isinstance(event, SyscallEvent):
-        return Reply(verdict)  # type: ignore[arg-type]
+        return Reply(Cont() if event.call.name in NEVER_DENIED else verdict)  # type: ignore[arg-type]
     if isinstance(event, SignalEvent):
         return Reply(Deliver())
     return Reply(Cont())
@@ -187,7 +193,8 @@ class Authorizer:
             self.defaulted += 1
             answer(default_reply(event, self.default), f"event cannot be sent to {self.name}: {e.message}")
             return
-        q = _Question(event.id, now + self.timeout, answer, type(event))
+        q = _Question(event.id, now + self.timeout, answer, type(event),
+                      event.call.name if isinstance(event, SyscallEvent) else "")
         self._fifo.append(q)
         self._by_id[event.id] = q
         self._send(line)
@@ -328,7 +335,7 @@ class Authorizer:
 
     def _default_for(self, q: _Question) -> Reply:
         if q.kind is SyscallEvent:
-            return Reply(self.default)  # type: ignore[arg-type]
+            return Reply(Cont() if q.name in NEVER_DENIED else self.default)  # type: ignore[arg-type]
         if q.kind is SignalEvent:
             return Reply(Deliver())
         return Reply(Cont())

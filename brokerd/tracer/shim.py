@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from brokerd.daemon.authorizer import Authorizer
-from brokerd.daemon.stack import Decision, EntryWalk, ExitWalk, VerdictError, combine
+from brokerd.daemon.stack import Decision, EntryWalk, ExitWalk, StaticRules, VerdictError, combine
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit
 from brokerd.protocol.args import Encoded, decode_args, decode_outbufs, decode_result, encode_args
@@ -84,6 +84,16 @@ MASK64 = (1 << 64) - 1
 ARG_REGS_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 ARG_REGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
 SCRATCH_SIZE = 1 << 16
+CLONE_UNTRACED = 0x00800000
+# The broker's own rules, below every authorizer: io_uring reaches files and
+# sockets with no syscall to judge, so it is denied unless the operator allows
+# it; clone3 keeps its flags in memory (racy to check), so it fails with
+# ENOSYS and libc falls back to clone, whose flags are in registers and lose
+# CLONE_UNTRACED; clone itself always stops for that.
+BROKER_RULES = StaticRules(
+    deny=(("io_uring_setup", E.EPERM), ("io_uring_enter", E.EPERM), ("io_uring_register", E.EPERM),
+          ("clone3", E.ENOSYS)))
+BROKER_RULES_IO_URING = StaticRules(deny=(("clone3", E.ENOSYS),))
 SYS_MMAP = {"x86_64": 9, "x32": 9 | seccomp.X32_SYSCALL_BIT, "i386": 192}  # i386: mmap2
 # Terminal signals the broker itself ignores while a program runs: they are
 # meant for the program (which shares the terminal's process group).
@@ -210,6 +220,7 @@ class Shim:
         log: Callable[[str], None] | None = None,
         greeting_timeout: float | None = None,
         caller: bool = False,
+        allow_io_uring: bool = False,
     ) -> None:
         self.stack = list(stack)
         self.strsize = strsize
@@ -226,6 +237,8 @@ class Shim:
         self._regs = pt.Regs()
         self._order_cache: dict[str, tuple[int, ...]] = {}
         self._action_cache: dict[str, tuple[str, int]] = {}
+        #: the broker's own rules, below every authorizer (docs/security.md)
+        self.internal = BROKER_RULES if not allow_io_uring else BROKER_RULES_IO_URING
         self._signal_order: tuple[int, ...] = ()
         self._scratch: dict[int, tuple[int, int]] = {}
         self._mem = _Mem(0)
@@ -295,7 +308,7 @@ class Shim:
         is seen: allow, trace, deny(errno) or kill (see stack.combine)."""
         act = self._action_cache.get(name)
         if act is None:
-            act = combine([a.action(name) for a in self.stack])
+            act = combine([a.action(name) for a in self.stack] + [self.internal.action(name, name == "clone")])
             self._action_cache[name] = act
         return act
 
@@ -717,17 +730,27 @@ class Shim:
 
     def _on_exec(self, t: _Thread) -> None:
         former = pt.geteventmsg(t.tid)
-        if former != t.tid:  # exec from a non-leader thread: it takes the leader's tid
-            self.threads.pop(former, None)
-        for tid in [k for k in self._scratch if k == t.tid or k == former or _same_group(k, t.tgid, self.threads)]:
+        if former != t.tid:
+            # exec from a non-leader thread: it takes over the leader's tid, and
+            # its record (maybe a stepped execve waiting for its result) with it
+            old = self.threads.pop(former, None)
+            self._scratch.pop(former, None)
+            if old is not None:
+                old.tid = t.tid
+                t = old
+        for tid in [k for k, v in self.threads.items() if v.tgid == t.tgid]:
             self._scratch.pop(tid, None)
+        self._scratch.pop(t.tid, None)
         self.threads[t.tid] = t
-        t.state = "run"
         if self._symbolizer is not None:
             self._symbolizer.forget(t.tgid)
         if any("exec" in a.events for a in self.stack):
             self._proc_event(t, "exec", _exec_args(t.tid))
-        self._resume(t.tid)
+        if t.state == "step":
+            self._to_exit_stop(t)  # a stepped execve: its result comes at the exit stop
+        else:
+            t.state = "run"
+            self._resume(t.tid)
 
     def _proc_event(self, t: _Thread, kind: str, args: tuple) -> None:
         subscribers = [a for a in self.stack if kind in a.events or (kind == "killed" and "exit" in a.events)]
@@ -760,6 +783,8 @@ class Shim:
             os.kill(t.tgid, signal.SIGKILL)
             return
         spec = abi.spec(nr)
+        if spec.name == "clone":
+            rawargs = self._strip_untraced(t, abi, rawargs)
         what, err = self.stack_action(spec.name)
         if what != "trace":  # settled by static rules: no round trip (attach mode gets here)
             if what == "allow":
@@ -792,6 +817,20 @@ class Shim:
         t.t0 = time.monotonic()
         t.walk = EntryWalk(ev, order)
         self._advance_entry(t, t.walk)
+
+    def _strip_untraced(self, t: _Thread, abi: Abi, rawargs):
+        """clone(CLONE_UNTRACED) would create a child no tracer follows: clear
+        the flag (it is in a register, so no other thread can race us)."""
+        flags = rawargs[0]
+        if not flags & CLONE_UNTRACED:
+            return rawargs
+        regs = pt.getregs(t.tid, self._regs)
+        if abi.name == "i386":
+            regs.rbx &= ~CLONE_UNTRACED
+        else:
+            regs.rdi &= ~CLONE_UNTRACED
+        pt.setregs(t.tid, regs)
+        return (flags & ~CLONE_UNTRACED, *tuple(rawargs)[1:])
 
     def _order(self, name: str) -> tuple[int, ...]:
         order = self._order_cache.get(name)
@@ -1150,6 +1189,3 @@ def _tgid_of(tid: int) -> int:
     return tid
 
 
-def _same_group(tid: int, tgid: int, threads: dict[int, _Thread]) -> bool:
-    t = threads.get(tid)
-    return t is not None and t.tgid == tgid

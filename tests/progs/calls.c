@@ -89,6 +89,30 @@ int main(int argc, char **argv) {
             int st;
             waitpid(p, &st, 0);
             printf("clone3 child exit %d\n", WEXITSTATUS(st));
+        } else if (!strcmp(a, "untraced")) {
+            /* clone(CLONE_UNTRACED): a child no tracer would follow */
+            long p = syscall(SYS_clone, 0x00800000L | SIGCHLD, 0L, 0L, 0L, 0L);
+            if (p == 0) {
+                int fd = open("/etc/hostname", O_RDONLY);
+                report("untraced-child-open", fd < 0 ? -1 : 0);
+                _exit(0);
+            }
+            int st;
+            waitpid(p, &st, 0);
+        } else if (!strcmp(a, "clone3-untraced")) {
+            struct { unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls; } ca;
+            memset(&ca, 0, sizeof ca);
+            ca.flags = 0x00800000ULL;
+            ca.exit_signal = SIGCHLD;
+            long p = syscall(SYS_clone3, &ca, sizeof ca);
+            if (p == 0) _exit(0);
+            if (p > 0) waitpid(p, NULL, 0);
+            report("clone3-untraced", p);
+        } else if (!strcmp(a, "io_uring")) {
+            char params[120];
+            memset(params, 0, sizeof params);
+            long fd = syscall(425 /* io_uring_setup */, 4, params);
+            report("io_uring_setup", fd < 0 ? -1 : 0);
         } else if (!strncmp(a, "thread-exec:", 12)) {
             pthread_t th;
             pthread_create(&th, NULL, thread_exec, (void *)(a + 12));

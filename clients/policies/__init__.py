@@ -1,0 +1,28 @@
+"""The policies that ship with brokerd.
+
+Each is a module runnable as an authorizer (``python3 -m
+brokerd.clients.policies.NAME ARGS``) and by name with ``brokerctl run
+--policy NAME[:ARG,ARG...]``.  See docs/policies.md.
+"""
+
+from __future__ import annotations
+
+#: --policy name -> (module, one-line description)
+POLICIES: dict[str, tuple[str, str]] = {
+    "sandbox": ("brokerd.clients.policies.sandbox",
+                "files only under the given directories; links denied; unknown syscalls ENOSYS"),
+    "readonly": ("brokerd.clients.policies.readonly",
+                 "every write to the file system fails with EROFS"),
+    "network": ("brokerd.clients.policies.network",
+                "connect/bind/sendto/sendmsg only to listed addresses (CIDR:PORT, unix:PATH)"),
+    "audit": ("brokerd.clients.policies.audit",
+              "allow everything, log every call and its result as JSON lines"),
+    "fakeid": ("brokerd.clients.policies.fakeid",
+               "getuid & co. report 0 (or the given uid,gid)"),
+    "timeshift": ("brokerd.clients.policies.timeshift",
+                  "clock_gettime/gettimeofday/time syscalls shifted by an offset"),
+    "strict": ("brokerd.clients.policies.strict",
+               "seccomp strict mode as a policy: read/write/exit only, anything else kills"),
+    "file": ("brokerd.clients.policies.rulefile",
+             "a declarative TOML policy file"),
+}

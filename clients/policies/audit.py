@@ -1,0 +1,88 @@
+"""Audit: allow everything, step every call, log call + result as JSON lines.
+
+    brokerctl run --policy audit:/tmp/audit.jsonl -- PROG
+    python3 -m brokerd.clients.policies.audit [--trace NAME,NAME] [FILE]
+    brokerctl run --policy audit:/tmp/audit.jsonl,--trace=openat+execve -- PROG   ('+' inside --policy)    (FILE '-' = stderr, the default)
+
+One line per call, written when its result is known (calls that never
+return - ``exit``, ``exit_group``, ``rt_sigreturn`` - when they start)::
+
+    {"time": 1718000000.1, "id": 7, "pid": 42, "tid": 42, "abi": "x86_64", "name": "openat",
+     "call": "openat AT_FDCWD, \\"/etc/hostname\\", O_RDONLY, 00",
+     "event": "syscall 7 42 42 x86_64 openat AT_FDCWD, ...", "verdict": "cont", "result": "ok 3"}
+
+plus ``{"proc": "fork|exec|exit|killed", ...}`` lines for process events.
+``event`` and ``verdict`` are the fields ``brokerctl run --audit`` writes,
+so ``brokerctl replay`` reads this journal too.  Stacked below other
+authorizers, it sees only what they let through (and logs the results they
+replaced).  Every call costs two round trips: use ``--trace`` to narrow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+
+from brokerd.clients.authorizer import Authorizer, Syscall, SysResult, cont, step
+from brokerd.protocol import codec
+from brokerd.protocol.types import ProcEvent
+
+NO_RETURN = frozenset({"exit", "exit_group", "rt_sigreturn", "sigreturn"})
+
+
+def build(argv: Sequence[str]) -> Authorizer:
+    p = argparse.ArgumentParser(prog="audit", description=__doc__.split("\n\n")[0])
+    p.add_argument("file", nargs="?", default="-", help="JSON lines file, appended to ('-' = stderr)")
+    p.add_argument("--trace", metavar="NAME,NAME", help="only these syscalls, ',' or '+' separated (default: all)")
+    a = p.parse_args(argv)
+    out = sys.stderr if a.file == "-" else open(a.file, "a", buffering=1)  # noqa: SIM115
+    trace = "all" if not a.trace else [n for n in re.split(r"[,+]", a.trace) if n]
+    az = Authorizer("audit", trace=trace, events=("fork", "vfork", "clone", "exec", "exit"))
+
+    def write(rec: dict) -> None:
+        out.write(json.dumps(rec) + "\n")
+        out.flush()
+
+    def record(call: Syscall, result: str | None) -> dict:
+        return {
+            "time": time.time(), "id": call.id, "pid": call.pid, "tid": call.tid, "abi": call.abi,
+            "name": call.name, "call": call.text(),
+            "event": codec.format_event(call.event).decode().rstrip("\n"),
+            "verdict": "cont", "result": result,
+        }
+
+    @az.on("*")
+    def entry(call: Syscall) -> object:
+        if call.name in NO_RETURN:
+            write(record(call, None))
+            return cont()
+        return step()
+
+    @az.on_result("*")
+    def result(ret: SysResult) -> object:
+        if ret.call is not None:
+            write(record(ret.call, ret.text()))
+        return cont()
+
+    @az.on_proc("fork", "vfork", "clone", "exec", "exit", "killed")
+    def proc(ev: ProcEvent) -> None:
+        write({"time": time.time(), "proc": ev.kind, "pid": ev.pid, "tid": ev.tid,
+               "event": codec.format_event(ev).decode().rstrip("\n")})
+
+    if trace != "all":
+        for n in trace:
+            az.on(n)(entry)
+            az.on_result(n)(result)
+    return az
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    build(sys.argv[1:] if argv is None else argv).main()
+
+
+if __name__ == "__main__":
+    main()

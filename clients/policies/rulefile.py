@@ -1,0 +1,493 @@
+"""Declarative policy files: TOML rules, compiled once at start.
+
+    brokerctl run --policy file:rules.toml -- PROG      (or --policy rules.toml)
+    brokerctl policy check rules.toml                   (errors with line numbers)
+    python3 -m brokerd.clients.policies.rulefile [--log] FILE
+
+The format (version 1; docs/policies.md has the full reference)::
+
+    name = "no-secrets"        # optional: shown in the broker's logs
+    default = "allow"          # allow | deny | kill | any entry verdict ("skip-fail ENOSYS")
+    deny_errno = "EPERM"       # what "deny" means (default EPERM)
+
+    [[rule]]
+    syscall = ["openat", "open"]   # names, or "*"
+    path = "/etc/shadow*"          # glob(s) on the resolved path arguments
+    verdict = "skip-fail EACCES"
+
+Rules are tried in order; the first that matches decides.  A rule matches
+when the syscall is listed and *every* matcher it has matches:
+
+``path`` / ``not_path``
+    glob or list of globs on the resolved paths (cwd, dirfd, ``..`` and
+    symlinks resolved; ``*`` ``?`` ``[..]`` within a component, ``**``
+    across ``/``, ``/dir/**`` also matches ``/dir``); ``path`` matches if any
+    path argument matches any glob, ``not_path`` excludes.  A path that cannot
+    be resolved counts as matching rules that deny and not those that allow.
+``raw_path``
+    glob(s) on the path exactly as the program passed it, shell-style
+    (fnmatch: ``*`` also crosses ``/``; ``[*]`` is a literal star).
+``flags``
+    flag name(s) (``"O_CREAT"``, ``"AT_REMOVEDIR"``): any of them set.
+``writes``
+    ``true``/``false``: an open-like call opens for writing (or not).
+``arg0`` .. ``arg5``
+    an integer (the argument's value) or a glob on its wire text
+    (``arg2 = "*O_CREAT*"``).
+``addr``
+    network rules as in the network policy (``"127.0.0.0/8:53"``,
+    ``"[::1]:443"``, ``"unix:/run/*.sock"``) on the sockaddr argument.
+
+and says what to do: ``verdict`` (``allow``, ``deny``, ``kill``, ``cont``,
+``step``, ``skip-fail ERRNO``, ``skip-ok VALUE`` or a rewritten call) and/or
+``result`` (``ok VALUE`` / ``fail ERRNO``: the call runs, its result is
+replaced), ``log = true`` prints each match on stderr.
+
+With ``default = "allow"`` the broker stops only the syscalls the rules name;
+any other default subscribes to every syscall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno as _errno
+import fnmatch
+import re
+import sys
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from brokerd.clients.authorizer import (
+    Authorizer,
+    Syscall,
+    SysResult,
+    cont,
+    opens_for_writing,
+    to_reply,
+)
+from brokerd.clients.policies.network import IpRule, UnixRule, glob_to_regex, parse_rule
+from brokerd.protocol import codec
+from brokerd.protocol.abi import ABIS
+from brokerd.protocol.args import FLAGSETS
+from brokerd.protocol.consts import errno_number
+from brokerd.protocol.errors import ProtocolError
+from brokerd.protocol.types import Cont, Fail, Kill, Ok, Reply, Rewrite, SkipFail, SkipOk, Step
+
+TOP_KEYS = {"name", "default", "deny_errno", "rule", "trace"}
+RULE_KEYS = {"syscall", "path", "not_path", "raw_path", "flags", "writes", "addr", "verdict", "result",
+             "log", "comment"} | {f"arg{i}" for i in range(6)}
+ENTRY_VERDICTS = (Cont, Step, Kill, SkipFail, SkipOk, Rewrite)
+KNOWN_SYSCALLS = frozenset(n for abi in ABIS.values() for n in abi.by_name)
+
+
+class PolicyFileError(Exception):
+    """Errors in a policy file: ``errors`` is a list of (line or None, message)."""
+
+    def __init__(self, path: str, errors: list[tuple[int | None, str]]) -> None:
+        self.path = path
+        self.errors = errors
+        super().__init__("; ".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [f"{self.path}:{line}: {msg}" if line else f"{self.path}: {msg}" for line, msg in self.errors]
+
+
+@dataclass
+class Rule:
+    index: int
+    line: int | None
+    syscalls: frozenset[str] | None  # None: any
+    verdict: Reply
+    result: Reply | None = None
+    path: list[re.Pattern[str]] = field(default_factory=list)
+    not_path: list[re.Pattern[str]] = field(default_factory=list)
+    raw_path: list[re.Pattern[str]] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    writes: bool | None = None
+    args: dict[int, int | re.Pattern[str]] = field(default_factory=dict)
+    addr: list[IpRule | UnixRule] = field(default_factory=list)
+    log: bool = False
+
+    @property
+    def denies(self) -> bool:
+        return isinstance(self.verdict.verdict, SkipFail | Kill)
+
+    def matches(self, call: Syscall) -> bool:
+        if self.syscalls is not None and call.name not in self.syscalls:
+            return False
+        if self.raw_path:
+            raws = [call.path(i) for i in call.path_args()]
+            if not any(r is not None and p.fullmatch(r) for r in raws for p in self.raw_path):
+                return False
+        if self.path or self.not_path:
+            resolved = [p for _, p in call.resolved_paths()]
+            unknown = any(p is None for p in resolved)
+            known = [p for p in resolved if p is not None]
+            if self.path and not (any(g.fullmatch(p) for p in known for g in self.path)
+                                  or (unknown and self.denies)):
+                return False
+            if self.not_path and (any(g.fullmatch(p) for p in known for g in self.not_path)
+                                  or (unknown and not self.denies)):
+                return False
+        if self.flags and not _has_any_flag(call, self.flags):
+            return False
+        if self.writes is not None:
+            fl = call.open_flags()
+            if fl is None or opens_for_writing(fl) != self.writes:
+                return False
+        for i, want in self.args.items():
+            v = call.arg(i)
+            if v is None:
+                return False
+            if isinstance(want, int):
+                try:
+                    if call.num(i) != want:
+                        return False
+                except ValueError:
+                    return False
+            elif not want.fullmatch(codec.format_value(v)):
+                return False
+        if self.addr and not _addr_matches(call, self.addr):
+            return False
+        return True
+
+
+def _has_any_flag(call: Syscall, names: list[str]) -> bool:
+    if call.spec is None:
+        return False
+    for n in names:
+        if n.startswith("O_") and call.open_flags() is not None:
+            fs = FLAGSETS["open_flags"]
+            bit = fs.names.get(n)
+            if bit is not None and _flag_set(call.open_flags() or 0, fs, n, bit):
+                return True
+            continue
+        for j, k in enumerate(call.spec.args):
+            fs = FLAGSETS.get(k.partition(":")[0])
+            if fs is not None and n in fs.names and j < len(call.args):
+                try:
+                    if _flag_set(call.num(j), fs, n, fs.names[n]):
+                        return True
+                except ValueError:
+                    pass
+    return False
+
+
+def _flag_set(value: int, fs: object, name: str, bit: int) -> bool:
+    if getattr(fs, "enum", None) is not None:
+        return value == bit
+    for mask, m in getattr(fs, "fields", ()):
+        if name in m.values():
+            return value & mask == bit
+    return bit != 0 and value & bit == bit
+
+
+def _addr_matches(call: Syscall, rules: list[IpRule | UnixRule]) -> bool:
+    sa = call.sockaddr()
+    if sa is None:
+        return False
+    if sa.family in ("AF_INET", "AF_INET6") and sa.host is not None and sa.port is not None:
+        return any(isinstance(r, IpRule) and r.matches(sa.host, sa.port) for r in rules)
+    if sa.family == "AF_UNIX" and sa.path is not None:
+        path = sa.path
+        if path and not path.startswith("@"):
+            base = "/" if path.startswith("/") else call.cwd()
+            if base is None:
+                return False
+            from brokerd.clients.authorizer import resolve_path
+
+            path = resolve_path(path, base, pid=None if call.replay else call.pid, tid=call.tid) or path
+        return any(isinstance(r, UnixRule) and r.matches(path) for r in rules)
+    return False
+
+
+@dataclass
+class Policy:
+    name: str
+    default: Reply
+    rules: list[Rule]
+    trace: str | frozenset[str]
+
+    def decide(self, call: Syscall) -> tuple[Rule | None, Reply]:
+        for r in self.rules:
+            if r.matches(call):
+                return r, r.verdict
+        return None, self.default
+
+
+# ---------------------------------------------------------------------------
+# Loading, with line numbers
+# ---------------------------------------------------------------------------
+
+_TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
+_HEADER = re.compile(r"\s*\[")
+_RULE_HEADER = re.compile(r"\s*\[\[\s*rule\s*\]\]")
+
+
+class _Lines:
+    """Where things are in the raw text (tomllib keeps no positions)."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.rule_starts = [i + 1 for i, ln in enumerate(self.lines) if _RULE_HEADER.match(ln)]
+        self.headers = [i + 1 for i, ln in enumerate(self.lines) if _HEADER.match(ln) and "=" not in ln.split("]")[0]]
+
+    def _span(self, start: int) -> range:
+        end = next((h for h in self.headers if h > start), len(self.lines) + 1)
+        return range(start, end)
+
+    def key(self, key: str, rule: int | None = None) -> int | None:
+        if rule is None:
+            span = range(1, (self.headers[0] if self.headers else len(self.lines) + 1))
+        elif rule < len(self.rule_starts):
+            span = self._span(self.rule_starts[rule])
+        else:
+            return None
+        pat = re.compile(rf"\s*(?:{re.escape(key)}|\"{re.escape(key)}\")\s*=")
+        for n in span:
+            if 1 <= n <= len(self.lines) and pat.match(self.lines[n - 1]):
+                return n
+        return self.rule(rule) if rule is not None else None
+
+    def rule(self, rule: int) -> int | None:
+        return self.rule_starts[rule] if rule < len(self.rule_starts) else None
+
+
+def _verdict(text: object, deny_errno: int, what: str) -> Reply:
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be a string")
+    t = text.strip()
+    alias = {"allow": "cont", "deny": f"skip-fail {deny_errno}", "kill": "kill"}.get(t, t)
+    try:
+        r = to_reply(alias)
+    except (ValueError, TypeError, ProtocolError) as e:
+        msg = e.message if isinstance(e, ProtocolError) else str(e)
+        raise ValueError(f"{what} {text!r} is not a verdict: {msg}") from None
+    if isinstance(r.verdict, Rewrite) and r.verdict.call.name not in KNOWN_SYSCALLS:
+        raise ValueError(f"{what} {text!r} is neither a verdict nor a call to rewrite to "
+                         "(allow, deny, kill, skip-fail ERRNO, skip-ok N, step, or NAME ARGS)")
+    return r
+
+
+def _globs(v: object, key: str, path: bool = True) -> list[re.Pattern[str]]:
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
+        raise ValueError(f"{key} must be a glob string or a non-empty list of them")
+    out = []
+    for g in items:
+        if path and not g.startswith(("/", "*")):
+            raise ValueError(f"{key} glob {g!r} must be absolute (resolved paths start with '/')")
+        out.append(re.compile(glob_to_regex(g) if path else fnmatch.translate(g), re.S))
+    return out
+
+
+def _text_glob(g: str) -> str:
+    """A glob on wire text: ``*`` matches anything (it has no components)."""
+    return ".*".join(re.escape(part).replace(r"\?", ".") for part in g.split("*"))
+
+
+def _compile_rule(k: int, raw: dict, deny_errno: int, lines: _Lines, errors: list[tuple[int | None, str]]) -> Rule | None:
+    def err(key: str | None, msg: str) -> None:
+        errors.append((lines.key(key, k) if key else lines.rule(k), f"rule {k + 1}: {msg}"))
+
+    for key in raw:
+        if key not in RULE_KEYS:
+            err(key, f"unknown key {key!r} (one of {', '.join(sorted(RULE_KEYS))})")
+    if "syscall" not in raw:
+        err(None, "no 'syscall' (a name, a list of names or \"*\")")
+        return None
+    names = raw["syscall"]
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        err("syscall", "'syscall' must be a name or a non-empty list of names")
+        return None
+    for n in names:
+        if n != "*" and n not in KNOWN_SYSCALLS:
+            err("syscall", f"unknown syscall {n!r}")
+    syscalls = None if "*" in names else frozenset(names)
+    specs = [s for abi in ABIS.values() for n in (syscalls or ()) if (s := abi.by_name.get(n))]
+    try:
+        verdict = _verdict(raw["verdict"], deny_errno, "verdict") if "verdict" in raw else None
+        if verdict is not None and not isinstance(verdict.verdict, ENTRY_VERDICTS):
+            err("verdict", f"verdict {raw['verdict']!r} is a reply to a result; use 'result ='")
+            return None
+    except ValueError as e:
+        err("verdict", str(e))
+        return None
+    result = None
+    if "result" in raw:
+        try:
+            result = _verdict(raw["result"], deny_errno, "result")
+        except ValueError as e:
+            err("result", str(e))
+            return None
+        if not isinstance(result.verdict, Ok | Fail):
+            err("result", f"result {raw['result']!r} must be 'ok VALUE' or 'fail ERRNO'")
+            return None
+        if verdict is not None and not isinstance(verdict.verdict, Cont | Step):
+            err("result", "a rule with a 'result' lets the call run: its verdict must be allow/cont/step")
+            return None
+        verdict = Reply(Step())
+    if verdict is None:
+        err(None, "no 'verdict' (or 'result')")
+        return None
+    rule = Rule(k, lines.rule(k), syscalls, verdict, result)
+    try:
+        for key in ("path", "not_path", "raw_path"):
+            if key in raw:
+                setattr(rule, key, _globs(raw[key], key, path=key != "raw_path"))
+    except (ValueError, re.error) as e:
+        err(key, str(e))
+    if "flags" in raw:
+        fl = raw["flags"]
+        fl = [fl] if isinstance(fl, str) else fl
+        if not isinstance(fl, list) or not fl or not all(isinstance(x, str) for x in fl):
+            err("flags", "'flags' must be a flag name or a list of them")
+        else:
+            kinds = {k2.partition(":")[0] for s in specs for k2 in s.args} | ({"open_flags"} if {"openat2", "creat"} & set(names) else set())
+            pool = [FLAGSETS[x] for x in kinds if x in FLAGSETS] if syscalls is not None else list(FLAGSETS.values())
+            for f in fl:
+                if not any(f in fs.names for fs in pool):
+                    err("flags", f"{f!r} is not a flag of {'/'.join(names)}")
+            rule.flags = fl
+    if "writes" in raw:
+        if not isinstance(raw["writes"], bool):
+            err("writes", "'writes' must be true or false")
+        else:
+            rule.writes = raw["writes"]
+    for i in range(6):
+        key = f"arg{i}"
+        if key not in raw:
+            continue
+        v = raw[key]
+        if specs and all(i >= len(s.args) for s in specs):
+            err(key, f"{'/'.join(names)} has no argument {i} (arguments are numbered from 0)")
+        if isinstance(v, bool) or not isinstance(v, int | str):
+            err(key, f"{key} must be an integer or a glob string")
+            continue
+        rule.args[i] = v if isinstance(v, int) else re.compile(_text_glob(v), re.S)
+    if "addr" in raw:
+        items = [raw["addr"]] if isinstance(raw["addr"], str) else raw["addr"]
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            err("addr", "'addr' must be a string or a list of strings")
+        else:
+            for a in items:
+                try:
+                    rule.addr.append(parse_rule(a))
+                except (ValueError, re.error) as e:
+                    err("addr", str(e))
+    if "log" in raw:
+        if not isinstance(raw["log"], bool):
+            err("log", "'log' must be true or false")
+        rule.log = bool(raw["log"])
+    return rule
+
+
+def loads(text: str, path: str = "<policy>") -> Policy:
+    """Compile a policy file's text; raises :class:`PolicyFileError` listing every error."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e)
+        m = _TOML_POS.search(msg)
+        line = int(m.group(1)) if m else (len(text.splitlines()) or None)
+        if m:
+            msg = msg[:m.start()] + f" (column {m.group(2)})"
+        raise PolicyFileError(path, [(line, f"TOML syntax: {msg}")]) from None
+    lines = _Lines(text)
+    errors: list[tuple[int | None, str]] = []
+    for key in data:
+        if key not in TOP_KEYS:
+            errors.append((lines.key(key), f"unknown key {key!r} (one of {', '.join(sorted(TOP_KEYS))})"))
+    deny_errno = _errno.EPERM
+    if "deny_errno" in data:
+        try:
+            v = data["deny_errno"]
+            deny_errno = v if isinstance(v, int) and not isinstance(v, bool) else errno_number(str(v))
+        except (ValueError, ProtocolError):
+            errors.append((lines.key("deny_errno"), f"deny_errno {data['deny_errno']!r} is not an errno"))
+    default_text = data.get("default", "allow")
+    try:
+        default = _verdict(default_text, deny_errno, "default")
+        if not isinstance(default.verdict, ENTRY_VERDICTS):
+            raise ValueError(f"default {default_text!r} is not a verdict for a syscall")
+    except ValueError as e:
+        errors.append((lines.key("default"), str(e)))
+        default = cont()
+    name = data.get("name", "policy-file")
+    if not isinstance(name, str) or not re.fullmatch(r"[\x21\x23-\x7e]+", name):
+        errors.append((lines.key("name"), "name must be one printable word"))
+        name = "policy-file"
+    raw_rules = data.get("rule", [])
+    if not isinstance(raw_rules, list) or not all(isinstance(r, dict) for r in raw_rules):
+        errors.append((lines.key("rule"), "'rule' must be an array of tables ([[rule]])"))
+        raw_rules = []
+    rules = [r for k, raw in enumerate(raw_rules) if (r := _compile_rule(k, raw, deny_errno, lines, errors))]
+    if errors:
+        raise PolicyFileError(path, sorted(errors, key=lambda e: e[0] or 0))
+    trace: str | frozenset[str]
+    if "trace" in data:
+        t = data["trace"]
+        trace = "all" if t == "all" else frozenset(t) if isinstance(t, list) else "all"
+    elif isinstance(default.verdict, Cont) and all(r.syscalls is not None for r in rules):
+        trace = frozenset(n for r in rules for n in r.syscalls or ())
+    else:
+        trace = "all"
+    return Policy(name, default, rules, trace)
+
+
+def load(path: str) -> Policy:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise PolicyFileError(path, [(None, e.strerror or str(e))]) from None
+    except UnicodeDecodeError:
+        raise PolicyFileError(path, [(None, "not UTF-8 text")]) from None
+    return loads(text, path)
+
+
+def build_from(policy: Policy, *, log: bool = False) -> Authorizer:
+    az = Authorizer(policy.name, trace=policy.trace)
+    stepped: dict[int, Rule] = {}
+
+    @az.on("*")
+    def judge(call: Syscall) -> object:
+        rule, verdict = policy.decide(call)
+        if rule is not None and (rule.log or log):
+            where = f"rule {rule.index + 1}" + (f" (line {rule.line})" if rule.line else "")
+            print(f"{policy.name}: {where}: pid {call.pid}: {call.text()} -> "
+                  f"{codec.format_reply(verdict).decode().strip()}", file=sys.stderr, flush=True)
+        if rule is not None and rule.result is not None:
+            stepped[call.id] = rule
+        return verdict
+
+    @az.on_result("*")
+    def result(ret: SysResult) -> object:
+        rule = stepped.pop(ret.id, None)
+        return rule.result if rule is not None and rule.result is not None else cont()
+
+    return az
+
+
+def build(argv: Sequence[str]) -> Authorizer:
+    p = argparse.ArgumentParser(prog="rulefile", description="a declarative TOML policy")
+    p.add_argument("file")
+    p.add_argument("--log", action="store_true", help="print every rule match on stderr")
+    a = p.parse_args(argv)
+    try:
+        policy = load(a.file)
+    except PolicyFileError as e:
+        for line in e.lines():
+            print(line, file=sys.stderr)
+        sys.exit(2)
+    return build_from(policy, log=a.log)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    build(sys.argv[1:] if argv is None else argv).main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Path sandbox: files may be opened only under the given directories.
+
+The seed's own example (2011): "sandboxed code should only be allowed to open
+files in /home/sandbox/, /lib/ and /usr/lib/", with link creation denied and
+syscalls opted in, so that calls added by new kernels are denied by default::
+
+    brokerctl run --policy sandbox:/home/sandbox,/lib,/usr/lib,--ro=/usr/bin -- PROG
+
+    python3 -m brokerd.clients.policies.sandbox [--ro DIR]... [--allow-syscall NAME]...
+                                                 [--errno EACCES] DIR...
+
+* ``DIR`` (positional): read and write below it; ``--ro DIR``: read, stat,
+  exec below it (a file works too: ``--ro /etc/ld.so.cache``).
+* Every path argument is judged after resolving the tracee's cwd
+  (``/proc/PID/cwd``), its dirfd (``/proc/PID/fd/N``), ``..`` and symlinks;
+  the directories themselves are resolved at start (``/lib`` -> ``/usr/lib``
+  on merged-/usr systems).  Outside them: ``EACCES`` (``--errno``).
+* A path that reaches no file but an open pipe or socket (``fstat`` as
+  ``newfstatat(1, "", AT_EMPTY_PATH)``, ``/proc/self/fd/N`` of a pipe) acts
+  on a descriptor already open and is allowed.
+* ``link``/``linkat``/``symlink``/``symlinkat``: always ``EPERM``.
+* Opt-in: the syscalls in :data:`SAFE` (memory, signals, I/O on open
+  descriptors, process control...) run unchecked, those in :data:`READ_PATH`
+  / :data:`WRITE_PATH` are path-checked; **every other syscall fails with
+  ENOSYS**, as on a kernel that lacks it (so libc falls back, e.g. clone3 ->
+  clone), including calls unknown to brokerd's tables.  ``--allow-syscall``
+  adds to the safe list.
+* ``ioctl(TIOCSTI)`` (typing into the terminal) and namespace flags in
+  ``clone``/``clone3`` are denied with EPERM.
+
+Limits: the path is read from tracee memory at syscall entry, so another
+thread (or process sharing the memory) can change it after the check, and a
+symlink created *outside* the sandbox can be swapped between check and use
+(TOCTOU, the seed's point); descriptors inherited from outside are not
+judged.  See docs/policies.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+from brokerd.clients.authorizer import (
+    Authorizer,
+    Syscall,
+    cont,
+    opens_for_writing,
+    path_under,
+    skip_fail,
+    to_reply,
+)
+from brokerd.protocol.types import Field, Struct, Sym
+
+#: Run without any check: they act on memory, signals, the process itself or
+#: descriptors that were judged when opened.
+SAFE = frozenset("""
+read write readv writev pread64 pwrite64 preadv pwritev preadv2 pwritev2 close close_range
+fstat fstat64 fstatfs fstatfs64 lseek _llseek getdents getdents64 dup dup2 dup3 fcntl fcntl64
+flock fsync fdatasync syncfs ftruncate ftruncate64 fallocate fadvise64 fadvise64_64 fchmod fchown
+fchown32 fchdir sendfile sendfile64 splice tee copy_file_range
+mmap mmap2 mprotect munmap brk madvise mremap msync mincore mlock mlock2 munlock mlockall munlockall
+rt_sigaction rt_sigprocmask rt_sigreturn sigreturn sigaltstack rt_sigsuspend rt_sigpending
+rt_sigtimedwait rt_sigtimedwait_time64 kill tkill tgkill pause alarm
+getpid getppid gettid getuid geteuid getgid getegid getuid32 geteuid32 getgid32 getegid32
+getresuid getresgid getresuid32 getresgid32 getgroups getgroups32 getpgrp getpgid getsid setpgid
+setsid getrlimit ugetrlimit prlimit64 getrusage times sysinfo uname umask getcwd getpriority
+arch_prctl set_thread_area get_thread_area set_tid_address set_robust_list get_robust_list rseq
+futex futex_time64 futex_waitv prctl membarrier getrandom
+clock_gettime clock_gettime64 clock_getres clock_getres_time64 clock_nanosleep
+clock_nanosleep_time64 nanosleep gettimeofday time
+sched_yield sched_getaffinity sched_setaffinity sched_getparam sched_getscheduler
+sched_get_priority_max sched_get_priority_min
+exit exit_group wait4 waitpid waitid clone clone3 fork vfork
+pipe pipe2 eventfd eventfd2 poll ppoll ppoll_time64 select _newselect pselect6 pselect6_time64
+epoll_create epoll_create1 epoll_ctl epoll_wait epoll_pwait epoll_pwait2
+timerfd_create timerfd_settime timerfd_gettime signalfd signalfd4 setitimer getitimer
+timer_create timer_settime timer_gettime timer_getoverrun timer_delete memfd_create ioctl
+""".split())
+
+#: Path-checked, reading.
+READ_PATH = frozenset("""
+stat lstat stat64 lstat64 newfstatat fstatat64 statx access faccessat faccessat2 readlink
+readlinkat getxattr lgetxattr listxattr llistxattr statfs statfs64 chdir execve execveat
+inotify_add_watch getxattrat listxattrat
+""".split())
+
+#: Path-checked, writing (so only below the read-write directories).
+WRITE_PATH = frozenset("""
+creat mkdir mkdirat rmdir unlink unlinkat rename renameat renameat2 chmod fchmodat fchmodat2
+chown chown32 lchown lchown32 fchownat truncate truncate64 utime utimes futimesat utimensat
+utimensat_time64 mknod mknodat setxattr lsetxattr removexattr lremovexattr setxattrat
+removexattrat
+""".split())
+
+OPEN = frozenset({"open", "openat", "openat2"})
+LINKS = frozenset({"link", "linkat", "symlink", "symlinkat"})
+TIOCSTI = 0x5412
+AT_EMPTY_PATH = 0x1000
+
+
+def _resolve_dir(d: str) -> str:
+    return os.path.realpath(os.path.abspath(d))
+
+
+def build(argv: Sequence[str]) -> Authorizer:
+    p = argparse.ArgumentParser(prog="sandbox", description=__doc__.split("\n\n")[0])
+    p.add_argument("dirs", nargs="*", metavar="DIR", help="read-write directories")
+    p.add_argument("--ro", action="append", default=[], metavar="DIR", help="read-only directory (or file)")
+    p.add_argument("--allow-syscall", action="append", default=[], metavar="NAME[+NAME]",
+                   help="run these syscalls unchecked too")
+    p.add_argument("--errno", default="EACCES", help="errno for paths outside (default EACCES)")
+    p.add_argument("--log", action="store_true", help="print every denial on stderr")
+    a = p.parse_args(argv)
+    rw = tuple(_resolve_dir(d) for d in a.dirs)
+    ro = rw + tuple(_resolve_dir(d) for d in a.ro)
+    safe = SAFE | {n for s in a.allow_syscall for n in re.split(r"[,+]", s) if n}
+    denial = skip_fail(a.errno)
+    az = Authorizer("sandbox", trace="all")
+
+    def judge(call: Syscall, indices: Sequence[int], writing: bool) -> object:
+        roots = rw if writing else ro
+        for i in indices:
+            if call.data(i) == b"" and call._at_flags() & AT_EMPTY_PATH:
+                continue  # fstatat(fd, "", AT_EMPTY_PATH): the descriptor, judged when opened
+            path = call.resolve_path(i)
+            if path is None:
+                return denial
+            if not path.startswith("/"):
+                continue  # pipe:[N], socket:[N]...: a descriptor already open, not a file
+            if not path_under(path, roots):
+                return denial
+        return cont_reply
+
+    @az.on("*")
+    def any_call(call: Syscall) -> object:
+        verdict = decide(call)
+        if a.log and verdict is not cont_reply:
+            print(f"sandbox: pid {call.pid}: {call.text()} -> {to_reply(verdict).verdict}", file=sys.stderr, flush=True)
+        return verdict
+
+    cont_reply = cont()
+
+    def decide(call: Syscall) -> object:
+        name = call.name
+        if name in OPEN:
+            flags = call.open_flags() or 0
+            return judge(call, call.path_args(), opens_for_writing(flags))
+        if name in LINKS:
+            return skip_fail(errno.EPERM)
+        if name in WRITE_PATH:
+            idx = call.path_args()
+            if not idx or call.data(idx[0]) is None and name.startswith("utimensat"):
+                return _fd_write(call, rw, denial)
+            return judge(call, idx, True)
+        if name in READ_PATH:
+            return judge(call, call.path_args(), False)
+        if name in safe:
+            if name == "ioctl" and call.num(1) & 0xFFFFFFFF == TIOCSTI:
+                return skip_fail(errno.EPERM)
+            if name in ("clone", "clone3") and _new_namespace(call):
+                return skip_fail(errno.EPERM)
+            return cont_reply
+        return skip_fail(errno.ENOSYS)
+
+    return az
+
+
+def _fd_write(call: Syscall, rw: Sequence[str], denial: object) -> object:
+    """utimensat(fd, NULL, ...): acts on the descriptor itself."""
+    target = call.fd_path(call.num(0))
+    if target is not None and (not target.startswith("/") or path_under(target, rw)):
+        return cont()
+    return denial
+
+
+def _new_namespace(call: Syscall) -> bool:
+    v = call.arg(0)
+    if isinstance(v, Struct):
+        v = next((f.value for f in v.fields if isinstance(f, Field) and f.name == "flags"), None)
+    return isinstance(v, Sym) and any(n.startswith("CLONE_NEW") for n in v.names)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    build(sys.argv[1:] if argv is None else argv).main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""Replay a recorded journal through authorizers and list the decisions that change.
+
+A journal is JSON lines with ``"event"`` (a ``syscall`` wire line) and
+``"verdict"`` (the decision taken then), as written by ``brokerctl run
+--audit FILE`` and by the audit policy (which adds ``"result"``).  Each
+recorded call is sent, as the broker would, through a stack of authorizer
+processes (started with ``sh -c``; the greeting says ``replay=yes`` so the
+client library does not look the long-gone process up in ``/proc``); their
+combined decision is compared with the recorded one.
+
+Stacking follows the broker: each authorizer subscribed to the call sees it
+as the ones before left it; ``skip-fail``/``skip-ok``/``kill`` end the walk;
+``step`` from any of them sends the recorded result (when the journal has one)
+back through them in reverse order, each able to replace it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from brokerd.protocol import codec
+from brokerd.protocol.consts import errno_name
+from brokerd.protocol.errors import ProtocolError
+from brokerd.protocol.linebuf import LineBuffer, TooLong
+from brokerd.protocol.types import (
+    Cont,
+    Fail,
+    Hello,
+    Kill,
+    Ok,
+    Reply,
+    Rewrite,
+    SkipFail,
+    SkipOk,
+    Step,
+    SyscallEvent,
+    SysretEvent,
+)
+
+
+class JournalError(Exception):
+    """A journal line that cannot be replayed: ``line`` is its number."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Entry:
+    line: int
+    event: SyscallEvent
+    verdict: str  # canonical text
+    result: Ok | Fail | None
+
+
+@dataclass(frozen=True)
+class Change:
+    entry: Entry
+    before: str
+    after: str
+
+    def describe(self) -> str:
+        ev = self.entry.event
+        return (f"line {self.entry.line}: pid {ev.pid} {codec.format_call(ev.call)}: "
+                f"{self.before} -> {self.after}")
+
+
+def canonical(verdict: object) -> str:
+    """A decision as text both sides can be compared by: ``cont``, ``kill``,
+    ``skip-fail EACCES``, ``skip-ok 0``, ``rewrite CALL``."""
+    if isinstance(verdict, Cont | Step):
+        return "cont"
+    if isinstance(verdict, Kill):
+        return "kill"
+    if isinstance(verdict, SkipFail):
+        return f"skip-fail {errno_name(verdict.errno)}"
+    if isinstance(verdict, SkipOk):
+        return f"skip-ok {verdict.value}"
+    if isinstance(verdict, Rewrite):
+        return "rewrite " + codec.format_call(verdict.call)
+    return type(verdict).__name__.lower()
+
+
+def _recorded_verdict(text: str) -> str:
+    """The journal's verdict (``skip-fail 13``, ``cont (rewritten) openat ...``) in canonical form."""
+    head, sep, call = text.partition(" (rewritten) ")
+    if sep:
+        return "rewrite " + codec.format_call(codec.parse_call(call))
+    r = codec.parse_reply(head)
+    if not isinstance(r, Reply):
+        raise ValueError(f"{text!r} is not a verdict")
+    return canonical(r.verdict)
+
+
+def _result_text(r: Ok | Fail | None) -> str:
+    if r is None:
+        return "?"
+    return f"ok {codec.format_value(r.value)}" if isinstance(r, Ok) else f"fail {errno_name(r.errno)}"
+
+
+def read_journal(lines: Iterator[str] | Sequence[str]) -> list[Entry]:
+    """Parse a journal; lines without a syscall event (proc, signal) are skipped."""
+    out: list[Entry] = []
+    for n, raw in enumerate(lines, 1):
+        raw = raw.strip()
+        if not raw:
+            continue
+        try:
+            rec = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise JournalError(n, f"not JSON: {e.msg}") from None
+        if not isinstance(rec, dict):
+            raise JournalError(n, "not a JSON object")
+        ev_text = rec.get("event")
+        if not isinstance(ev_text, str) or not ev_text.startswith("syscall "):
+            continue
+        try:
+            ev = codec.parse_event(ev_text)
+            verdict = _recorded_verdict(str(rec.get("verdict", "cont")))
+            result = None
+            if isinstance(rec.get("result"), str):
+                r = codec.parse_reply(rec["result"])
+                if isinstance(r, Reply) and isinstance(r.verdict, Ok | Fail):
+                    result = r.verdict
+        except (ProtocolError, ValueError) as e:
+            raise JournalError(n, getattr(e, "message", str(e))) from None
+        assert isinstance(ev, SyscallEvent)
+        out.append(Entry(n, ev, verdict, result))
+    return out
+
+
+class PeerError(Exception):
+    pass
+
+
+@dataclass
+class Peer:
+    """An authorizer process spoken to the way the broker does (blocking)."""
+
+    command: str
+    timeout: float = 5.0
+    trace: frozenset[str] | None = None  # None: every call
+    name: str = ""
+    mode: str = "new"
+    proc: subprocess.Popen | None = None
+    _buf: LineBuffer = field(default_factory=LineBuffer)
+    _lines: list[bytes] = field(default_factory=list)
+
+    def start(self, session: str = "replay") -> None:
+        self.proc = subprocess.Popen(["sh", "-c", self.command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     start_new_session=True)
+        self.name = self.name or self.command.split()[0].rsplit("/", 1)[-1]
+        self._send(codec.format_event(Hello((1,), (("role", "broker"), ("session", session), ("replay", "yes")))))
+        first = self._read_line()
+        try:
+            parsed = codec.parse_reply(first)
+        except ProtocolError:
+            parsed = None
+        if isinstance(parsed, Hello) and parsed.get("role") == "authorizer":
+            self.mode = "hello"
+            self.name = parsed.get("name") or self.name
+            t = parsed.get("trace")
+            self.trace = None if t in (None, "all") else frozenset(x for x in t.split(",") if x)
+            self._send(codec.format_event(Hello((1,), (("role", "broker"),))))
+        else:
+            self.mode = "plain"
+
+    def wants(self, name: str) -> bool:
+        return self.trace is None or name in self.trace
+
+    def ask(self, event: SyscallEvent | SysretEvent) -> Reply:
+        self._send(codec.format_event(event))
+        while True:
+            line = self._read_line()
+            try:
+                r = codec.parse_reply(line)
+            except ProtocolError as e:
+                raise PeerError(f"{self.name} answered {line[:60]!r}: {e.message}") from None
+            if isinstance(r, Reply):
+                if r.id is not None and r.id != event.id:
+                    raise PeerError(f"{self.name} answered id {r.id} while {event.id} was asked")
+                return r
+            # error/hello lines are not answers: keep reading
+
+    def _send(self, data: bytes) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise PeerError(f"{self.name or self.command} exited") from None
+
+    def _read_line(self) -> bytes:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + self.timeout
+        while not self._lines:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise PeerError(f"{self.name or self.command} did not answer within {self.timeout:g}s")
+            data = os.read(fd, 65536)
+            if not data:
+                raise PeerError(f"{self.name or self.command} closed its output (exited?)")
+            self._buf.feed(data)
+            for item in self._buf:
+                if isinstance(item, TooLong):
+                    raise PeerError(f"{self.name} sent an over-long line")
+                self._lines.append(item)
+        return self._lines.pop(0)
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def decide(peers: Sequence[Peer], entry: Entry) -> tuple[str, Ok | Fail | None]:
+    """The stack's decision for one recorded call, and the result it leaves
+    (the recorded one, maybe replaced by a stepper)."""
+    ev = entry.event
+    call = ev.call
+    steppers: list[Peer] = []
+    decision = "cont"
+    for p in peers:
+        if not p.wants(call.name):
+            continue
+        r = p.ask(SyscallEvent(ev.id, ev.pid, ev.tid, ev.abi, call, ev.notes))
+        v = r.verdict
+        if isinstance(v, SkipFail | SkipOk | Kill):
+            return canonical(v), None
+        if isinstance(v, Step):
+            steppers.append(p)
+        elif isinstance(v, Rewrite):
+            call = v.call
+            decision = canonical(v)
+        elif not isinstance(v, Cont):
+            raise PeerError(f"{p.name} answered {canonical(v)} to a syscall")
+    result = entry.result
+    if steppers and result is not None:
+        for p in reversed(steppers):
+            r = p.ask(SysretEvent(ev.id, ev.pid, ev.tid, ev.abi, call.name, result))
+            if isinstance(r.verdict, Ok | Fail):
+                result = r.verdict
+            elif isinstance(r.verdict, Kill):
+                return "kill", None
+    return decision, result
+
+
+def replay(entries: Sequence[Entry], commands: Sequence[str], *, timeout: float = 5.0,
+           trace: frozenset[str] | None = None) -> list[Change]:
+    """Run ``entries`` through authorizers ``commands``; the decisions that differ."""
+    peers = [Peer(c, timeout=timeout, trace=trace) for c in commands]
+    changes: list[Change] = []
+    try:
+        for p in peers:
+            p.start()
+        for e in entries:
+            after, result = decide(peers, e)
+            before = e.verdict
+            if after == "cont" and before == "cont" and e.result is not None and result != e.result:
+                changes.append(Change(e, f"cont, {_result_text(e.result)}", f"cont, {_result_text(result)}"))
+            elif after != before:
+                changes.append(Change(e, before, after))
+    finally:
+        for p in peers:
+            p.close()
+    return changes
