@@ -68,6 +68,8 @@ from brokerd.protocol.types import (
 from . import ptrace as pt
 from . import seccomp
 from .elfinfo import Symbolizer, exec_facts
+from .guard import GUARDED, Guard
+from .kernel import missing_features
 
 OPTIONS = (
     pt.O_TRACESYSGOOD
@@ -250,6 +252,7 @@ class Shim:
         self.stats = {"stops": 0, "decisions": 0}
         self.attached = False
         self._detaching = False
+        self.guard = Guard([os.getpid()], (a.pid for a in self.stack if a.pid))
         self.detached_cleanly = False
         self._tty_stop = False
         self._readers: dict[int, Callable[[], None]] = {}
@@ -261,6 +264,12 @@ class Shim:
     def _setup_loop(self) -> None:
         if self._ep is not None:
             return
+        problems = missing_features()
+        if problems:
+            raise LaunchError(1, "this kernel cannot run a brokerd session: " + "; ".join(problems))
+        # not dumpable: a traced program of the same user cannot ptrace the
+        # broker or read its memory through /proc (docs/security.md)
+        _libc().prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
         watched = (signal.SIGCHLD, *FORWARDED_SIGNALS, *TERMINAL_SIGNALS, *TTY_STOP_SIGNALS)
         self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
         self._sfd = _signalfd(watched)
@@ -286,6 +295,7 @@ class Shim:
         while not all(a.ready for a in self.stack):
             self._poll_once(reap=False)
         self._signal_order = tuple(i for i, a in enumerate(self.stack) if a.signals)
+        self.guard.protected_groups |= {a.pid for a in self.stack if a.pid}
         if self.stack:  # one decode serves every authorizer: the largest prefix any wants
             self.strsize = max(a.strsize if a.strsize is not None else self.strsize for a in self.stack)
         for a in self.stack:
@@ -308,7 +318,8 @@ class Shim:
         is seen: allow, trace, deny(errno) or kill (see stack.combine)."""
         act = self._action_cache.get(name)
         if act is None:
-            act = combine([a.action(name) for a in self.stack] + [self.internal.action(name, name == "clone")])
+            internal = self.internal.action(name, name == "clone" or name in GUARDED)
+            act = combine([a.action(name) for a in self.stack] + [internal])
             self._action_cache[name] = act
         return act
 
@@ -785,6 +796,16 @@ class Shim:
         spec = abi.spec(nr)
         if spec.name == "clone":
             rawargs = self._strip_untraced(t, abi, rawargs)
+        elif spec.name in GUARDED:
+            mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
+            verdict = self.guard.judge(spec.name, tuple(a & mask for a in rawargs), t.tid, t.tgid)
+            if verdict is not None:
+                what, value = verdict
+                t.raw = ()
+                self._log(f"pid {t.tgid}: {spec.name} aimed at the broker: "
+                          + ("denied" if what == "deny" else "sent to the rest of the group only"))
+                self._apply_entry(t, Decision("skip-fail" if what == "deny" else "skip-ok", Call(spec.name), value))
+                return
         what, err = self.stack_action(spec.name)
         if what != "trace":  # settled by static rules: no round trip (attach mode gets here)
             if what == "allow":
