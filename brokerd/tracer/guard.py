@@ -20,6 +20,8 @@ import errno as E
 import os
 from collections.abc import Iterable
 
+from .procfs import pgrp_and_ppid, tgid_of, uids_of
+
 GUARDED = frozenset({
     "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal",
     "ptrace", "process_vm_readv", "process_vm_writev",
@@ -31,38 +33,6 @@ PTRACE_TRACEME = 0
 def _s32(v: int) -> int:
     v &= 0xFFFFFFFF
     return v - (1 << 32) if v & 0x80000000 else v
-
-
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(tgid-or-pid's pgrp, ppid) from /proc; None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            rest = f.read().rsplit(b") ", 1)[1].split()
-        return int(rest[2]), int(rest[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _tgid(tid: int) -> int:
-    try:
-        with open(f"/proc/{tid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return tid
-
-
-def _uids(pid: int) -> tuple[int, ...]:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Uid:"):
-                    return tuple(int(x) for x in line.split()[1:4])
-    except OSError:
-        pass
-    return ()
 
 
 class Guard:
@@ -79,7 +49,7 @@ class Guard:
             return True
         if not self.protected_groups:
             return False
-        st = _stat(pid)
+        st = pgrp_and_ppid(pid)
         return st is not None and st[0] in self.protected_groups
 
     def judge(self, name: str, raw: tuple[int, ...], caller_tid: int, caller_tgid: int) -> tuple[str, int] | None:
@@ -91,14 +61,14 @@ class Guard:
                 return ("deny", E.EPERM) if self._is_protected(pid) else None
             return self._group_kill(pid, sig, caller_tgid)
         if name in ("tkill",):
-            return ("deny", E.EPERM) if self._is_protected(_tgid(_s32(raw[0]))) else None
+            return ("deny", E.EPERM) if self._is_protected(tgid_of(_s32(raw[0]))) else None
         if name in ("tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "process_vm_readv",
                     "process_vm_writev"):
             return ("deny", E.EPERM) if self._is_protected(_s32(raw[0])) else None
         if name == "ptrace":
             if raw[0] == PTRACE_TRACEME:
                 return None
-            return ("deny", E.EPERM) if self._is_protected(_tgid(_s32(raw[1]))) else None
+            return ("deny", E.EPERM) if self._is_protected(tgid_of(_s32(raw[1]))) else None
         if name == "pidfd_send_signal":
             target = _pidfd_target(caller_tid, _s32(raw[0]))
             return ("deny", E.EPERM) if target is not None and self._is_protected(target) else None
@@ -106,7 +76,7 @@ class Guard:
 
     def _group_kill(self, pid: int, sig: int, caller: int) -> tuple[str, int] | None:
         if pid == 0:
-            st = _stat(caller)
+            st = pgrp_and_ppid(caller)
             if st is None:
                 return None
             members = self._pgrp_members(st[0])
@@ -118,12 +88,12 @@ class Guard:
             return None
         if sig == 0:
             return None  # a probe: harmless, the kernel answers it
-        mine = _uids(caller)
+        mine = uids_of(caller)
         sent = 0
         for p in members:
             if self._is_protected(p):
                 continue
-            theirs = _uids(p)
+            theirs = uids_of(p)
             if mine and mine[1] != 0 and not ({mine[0], mine[1]} & {theirs[0], theirs[2]} if theirs else set()):
                 continue  # the caller itself could not signal it
             try:
@@ -137,7 +107,7 @@ class Guard:
     def _pgrp_members(pgrp: int) -> list[int]:
         out = []
         for p in _all_pids():
-            st = _stat(p)
+            st = pgrp_and_ppid(p)
             if st is not None and st[0] == pgrp:
                 out.append(p)
         return out

@@ -70,6 +70,7 @@ from . import seccomp
 from .elfinfo import Symbolizer, exec_facts
 from .guard import GUARDED, Guard
 from .kernel import missing_features
+from .procfs import tgid_of
 
 OPTIONS = (
     pt.O_TRACESYSGOOD
@@ -378,7 +379,12 @@ class Shim:
         for s in TERMINAL_SIGNALS:
             self._saved_dispositions[s] = signal.getsignal(s)
         r, w = os.pipe()
+        # the child must be dumpable for a non-root broker to seize it (the
+        # broker itself is not, see _setup_loop): dumpable only around fork
+        _libc().prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
         pid = os.fork()
+        if pid != 0:
+            _libc().prctl(4, 0, 0, 0, 0)
         if pid == 0:  # the child: becomes the traced program
             try:
                 os.close(w)
@@ -637,7 +643,7 @@ class Shim:
     def _thread(self, tid: int) -> _Thread:
         t = self.threads.get(tid)
         if t is None:
-            t = _Thread(tid, _tgid_of(tid))
+            t = _Thread(tid, tgid_of(tid))
             self.threads[tid] = t
         return t
 
@@ -664,7 +670,7 @@ class Shim:
         elif event in (pt.EVENT_FORK, pt.EVENT_VFORK, pt.EVENT_CLONE):
             child = pt.geteventmsg(tid)
             if child not in self.threads:
-                self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else _tgid_of(child))
+                self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else tgid_of(child))
             kind = {pt.EVENT_FORK: "fork", pt.EVENT_VFORK: "vfork", pt.EVENT_CLONE: "clone"}[event]
             self._proc_event(t, kind, (Int(child),))
             self._resume(tid)
@@ -1197,16 +1203,5 @@ def _relocate(enc: Encoded, index: int, blob: bytes, addr: int) -> bytes:
         rel = int.from_bytes(out[off : off + size], "little")
         out[off : off + size] = (rel + addr).to_bytes(size, "little")
     return bytes(out)
-
-
-def _tgid_of(tid: int) -> int:
-    try:
-        with open(f"/proc/{tid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return tid
 
 
