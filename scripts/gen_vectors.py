@@ -1,9 +1,10 @@
 """Generate protocol/vectors/*.jsonl from hand-written lines; meanings come from the codec and are reviewed by hand."""
-import json, sys
+import json
 from pathlib import Path
+
 # run with the project venv: .venv/bin/python scripts/gen_vectors.py (writes protocol/vectors/)
-from brokerd.protocol import codec, ProtocolError
-from brokerd.protocol.vectorjson import to_json, bytes_to_json
+from brokerd.protocol import ProtocolError, codec
+from brokerd.protocol.vectorjson import to_json
 
 PARSE = {"event": codec.parse_event, "reply": codec.parse_reply, "value": codec.parse_value, "call": codec.parse_call}
 def FMT(d, x):

@@ -178,3 +178,34 @@ def test_32bit_program_uses_i386_table(cprog, authz, tmp_path):
     text = log.read_text()
     assert "class=32, machine=EM_386" in text
     assert ' i386 openat AT_FDCWD, "/etc/hostname"' in text or ' i386 open "/etc/hostname"' in text
+
+
+SIGNAL_POLICY = r'''
+import sys
+sys.stdin.readline()
+print("hello 1 role=authorizer name=sig trace=getppid signals=yes", flush=True)
+for line in sys.stdin:
+    f = line.split()
+    if f[0] == "signal":
+        # suppress SIGUSR1, turn SIGUSR2 into SIGTERM, deliver the rest
+        print(f[1], {"SIGUSR1": "suppress", "SIGUSR2": "deliver SIGTERM"}.get(f[4], "deliver"), flush=True)
+    elif f[0] == "syscall":
+        print(f[1], "cont", flush=True)
+'''
+
+SIGNAL_PROG = (
+    "import os, signal, sys\n"
+    "signal.signal(signal.SIGUSR1, lambda *a: print('got USR1', flush=True))\n"
+    "signal.signal(signal.SIGHUP, lambda *a: print('got HUP', flush=True))\n"
+    "os.kill(os.getpid(), signal.SIGUSR1)\n"
+    "os.kill(os.getpid(), signal.SIGHUP)\n"
+    "print('after', flush=True)\n"
+    "os.kill(os.getpid(), signal.SIGUSR2)\n"
+    "print('not reached', flush=True)\n"
+)
+
+
+def test_signal_events_suppress_replace_deliver(authz):
+    r = brokerctl("run", "-a", authz(SIGNAL_POLICY), "--", sys.executable, "-c", SIGNAL_PROG)
+    assert r.stdout == "got HUP\nafter\n", r.stderr
+    assert r.returncode == 128 + signal.SIGTERM  # SIGUSR2 was replaced by SIGTERM

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from brokerd.cli.control import register as add_daemon_commands
 from brokerd.cli.policy import PolicyError, add_subcommands, policy_command
 from brokerd.protocol.types import Cont, Kill, SkipFail
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("-q", "--quiet", action="store_true", help="do not show each call (still steer and summarise)")
     _add_stack_options(att)
     add_subcommands(sub)
+    add_daemon_commands(sub)
     return p
 
 
@@ -94,6 +96,11 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strsize", type=int, default=64, metavar="N",
                    help="bytes of each data buffer shown in events (default 64)")
     p.add_argument("--audit", metavar="FILE", help="append one JSON line per decision to FILE ('-' = stderr)")
+    p.add_argument("--on-failure", choices=("kill", "deny", "allow"), default=None,
+                   help="if the brokerd daemon is lost: kill the program (default), deny every traced call,"
+                        " or allow (go on with the authorizers left)")
+    p.add_argument("--allow-io-uring", action="store_true",
+                   help="let the program use io_uring (denied by default: its I/O bypasses the broker)")
 
 
 def _make_shim(args: argparse.Namespace, operator=None):
@@ -110,6 +117,9 @@ def _make_shim(args: argparse.Namespace, operator=None):
     trace, signals = _parse_trace(args.exprs)
     default = _default_verdict(args.default)
     audit = _audit_writer(args.audit) if args.audit else None
+    from brokerd.daemon import client as daemon_client
+
+    daemon = daemon_client.from_args(args)  # None: no daemon, embedded
     stack = [
         spawn(cmd, timeout=args.timeout, default=default, trace=trace, signals=signals)
         for cmd in [*map(policy_command, args.policy), *args.authorizer]
@@ -123,7 +133,13 @@ def _make_shim(args: argparse.Namespace, operator=None):
             if writer is not None:
                 writer(rec)
 
-    shim = Shim(stack, strsize=args.strsize, audit=audit, caller=getattr(args, "caller", False))
+    if daemon is not None:
+        stack += daemon.authorizers  # after the -a ones: the owner's registered ones, then root's system ones
+    shim = Shim(stack, strsize=args.strsize, audit=audit, caller=getattr(args, "caller", False),
+                allow_io_uring=args.allow_io_uring)
+    if daemon is not None:
+        shim.session = str(daemon.id)
+        daemon.bind(shim)
     shim.handshake()
     return shim
 
@@ -138,11 +154,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("run: no program given (brokerctl run [OPTIONS] -- PROG ARGS)")
     shim = _make_shim(args)
     try:
-        shim.launch(argv)
+        pid = shim.launch(argv)
     except LaunchError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.status
-    return shim.run()
+    from brokerd.daemon import client as daemon_client
+
+    daemon_client.started(shim, pid)
+    return daemon_client.finish(shim, shim.run())
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -169,7 +188,9 @@ def cmd_attach(args: argparse.Namespace) -> int:
         return 1
     print(f"{PROG}: attached to {pid} ({len(tids)} thread{'s' if len(tids) != 1 else ''}); "
           "Ctrl-C detaches", file=sys.stderr, flush=True)
-    shim.run()
+    from brokerd.daemon import client as daemon_client
+
+    daemon_client.finish(shim, shim.run())
     print(f"{PROG}: detached from {pid}" if shim.detached_cleanly else f"{PROG}: {pid} has exited",
           file=sys.stderr)
     print(operator.summary(), file=sys.stderr)

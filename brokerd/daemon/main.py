@@ -52,8 +52,8 @@ def log(msg: str, level: int = 6) -> None:
     print(f"{_level_prefix(level)}{PROG}: {msg}", file=sys.stderr, flush=True)
 
 
-def default_config_path() -> str | None:
-    if os.geteuid() == 0:
+def default_config_path(system: bool) -> str | None:
+    if system:
         return SYSTEM_CONFIG
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return os.path.join(base, "brokerd", "brokerd.toml")
@@ -98,6 +98,11 @@ def load_config(path: str | None, explicit: bool, overrides: dict) -> Config:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="The brokerd daemon: registry of authorizers, sessions, "
                                 "access control and audit for the brokerd syscall broker.")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--system", dest="system", action="store_true", default=None,
+                      help="the machine's daemon: every user may connect (default when run as root)")
+    mode.add_argument("--user", dest="system", action="store_false",
+                      help="a user's own daemon: only its uid (and root) may connect (default for non-root)")
     p.add_argument("--socket", metavar="PATH",
                    help=f"listen here (default: {wire.SYSTEM_SOCKET} for root, $XDG_RUNTIME_DIR/brokerd.sock for a"
                         " user; ignored under socket activation)")
@@ -116,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _socket_access(cfg: Config, as_root: bool) -> tuple[int, int | None, str]:
+def _socket_access(cfg: Config, system: bool) -> tuple[int, int | None, str]:
     """(mode, gid or None, description) for the listening socket."""
-    if not as_root:
+    if not system:
         return (cfg.socket_mode if cfg.socket_mode is not None else 0o600), None, "owner only"
     name = cfg.socket_group if cfg.socket_group is not None else DEFAULT_GROUP
     try:
@@ -130,8 +135,8 @@ def _socket_access(cfg: Config, as_root: bool) -> tuple[int, int | None, str]:
     return (cfg.socket_mode if cfg.socket_mode is not None else 0o660), gid, f"group {name}"
 
 
-def apply_socket_access(path: str, cfg: Config) -> str:
-    mode, gid, what = _socket_access(cfg, os.geteuid() == 0)
+def apply_socket_access(path: str, cfg: Config, system: bool) -> str:
+    mode, gid, what = _socket_access(cfg, system)
     if gid is not None:
         os.chown(path, -1, gid)
     os.chmod(path, mode)
@@ -174,7 +179,8 @@ def bind_socket(path: str, cfg: Config) -> socket.socket:
 class Daemon:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.config_path = args.config or default_config_path()
+        self.system = args.system if args.system is not None else os.geteuid() == 0
+        self.config_path = args.config or default_config_path(self.system)
         self.config = self._load()
         self.socket_path: str | None = None
         self.activated = False
@@ -201,13 +207,13 @@ class Daemon:
             self.socket_path = sock.getsockname() or None
             log(f"socket activation: listening on {self.socket_path or 'fd 3'}")
             return sock
-        path = self.args.socket or wire.default_listen_path()
+        path = self.args.socket or (wire.SYSTEM_SOCKET if self.system else wire.user_socket())
         if not path:
             raise StartError("XDG_RUNTIME_DIR is not set: pass --socket PATH")
         sock = bind_socket(path, self.config)
         self.socket_path = path
         self._inode = os.stat(path).st_ino
-        log(f"listening on {apply_socket_access(path, self.config)}")
+        log(f"listening on {apply_socket_access(path, self.config, self.system)}")
         return sock
 
     def cleanup(self) -> None:
@@ -228,7 +234,7 @@ class Daemon:
             server.apply_config(cfg)
             if not self.activated and self.socket_path:
                 try:
-                    apply_socket_access(self.socket_path, cfg)
+                    apply_socket_access(self.socket_path, cfg, self.system)
                 except OSError as e:
                     log(f"cannot change the socket's access: {e.strerror}", 4)
             log(f"configuration reloaded from {self.config_path}")
@@ -237,7 +243,8 @@ class Daemon:
     async def main(self) -> None:
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             server = Server(self.config, self.listener, log=log,
-                            on_change=lambda: sdnotify.notify(f"STATUS={server.status()}"))
+                            on_change=lambda: sdnotify.notify(f"STATUS={server.status()}"),
+                            only_uid=None if self.system else os.geteuid())
             async with trio.open_nursery() as nursery:
                 await nursery.start(server.run)
                 sdnotify.notify("READY=1", f"STATUS={server.status()}", f"MAINPID={os.getpid()}")

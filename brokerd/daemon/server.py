@@ -23,7 +23,6 @@ Structure (every task has an owner):
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import socket
 import sys
@@ -129,14 +128,14 @@ class Conn:
 
 class Server:
     def __init__(self, config: Config, listener: socket.socket, *, log: Callable[[str], None] | None = None,
-                 on_change: Callable[[], None] | None = None, owner_uid: int | None = None) -> None:
+                 on_change: Callable[[], None] | None = None, only_uid: int | None = None) -> None:
         self.config = config
         self.listener = trio.socket.from_stdlib_socket(listener)
         self.registry = Registry()
         self.audit = AuditSink(self.log)
         self._log = log or (lambda m: print(f"brokerd: {m}", file=sys.stderr, flush=True))
         self._on_change = on_change or (lambda: None)
-        self.owner_uid = os.geteuid() if owner_uid is None else owner_uid
+        self.only_uid = only_uid  # a user's own daemon: only that uid (and root) may connect
         self._per_uid: dict[int, int] = {}
         self._nursery: trio.Nursery | None = None
         self.apply_config(config)
@@ -206,12 +205,6 @@ class Server:
             pass
 
     async def _serve(self, conn: Conn) -> None:
-        if self.owner_uid != 0 and conn.uid not in (0, self.owner_uid):
-            await self._refuse(conn, "permission", f"this is the brokerd of uid {self.owner_uid}")
-            return
-        if self._per_uid[conn.uid] > MAX_CONNECTIONS_PER_UID:
-            await self._refuse(conn, "busy", f"too many connections from uid {conn.uid}")
-            return
         with trio.move_on_after(HELLO_TIMEOUT) as cs:
             try:
                 line = await conn.readline()
@@ -222,6 +215,12 @@ class Server:
             await self._refuse(conn, "timeout", f"no hello within {HELLO_TIMEOUT:g}s")
             return
         if line is None:
+            return
+        if self.only_uid is not None and conn.uid not in (0, self.only_uid):
+            await self._refuse(conn, "permission", f"this is the brokerd of uid {self.only_uid}")
+            return
+        if self._per_uid[conn.uid] > MAX_CONNECTIONS_PER_UID:
+            await self._refuse(conn, "busy", f"too many connections from uid {conn.uid}")
             return
         try:
             hello = wire.parse_hello(line)

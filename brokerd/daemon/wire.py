@@ -44,12 +44,6 @@ def user_socket() -> str | None:
     return os.path.join(xdg, SOCKET_NAME) if xdg else None
 
 
-def default_listen_path() -> str | None:
-    """Where ``brokerd`` listens when not told: the system socket for root,
-    the user's runtime directory otherwise (None when that is unknown)."""
-    return SYSTEM_SOCKET if os.geteuid() == 0 else user_socket()
-
-
 def candidate_sockets() -> tuple[list[str], bool]:
     """Where a client looks for the daemon, and whether the user said so.
 

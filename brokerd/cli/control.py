@@ -1,0 +1,242 @@
+"""brokerctl's daemon commands: ``sessions``, ``authorizers``, ``detach ID``,
+``kill ID``, ``stats`` (one control request each) and ``serve`` (run an
+ordinary stdin/stdout authorizer as a daemon-registered one).
+
+Human output by default, ``--json`` for machines.  Exit status: 0 done,
+1 the daemon is unreachable or failed, 2 bad arguments, 3 no such session
+(another user's session is "no such session" too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import shlex
+import sys
+import time
+
+from brokerd.daemon import client
+from brokerd.protocol.errors import ProtocolError
+
+PROG = "brokerctl"
+EXIT_DAEMON = 1
+EXIT_USAGE = 2
+EXIT_NO_SESSION = 3
+
+
+def register(sub) -> None:
+    """Add the daemon commands to brokerctl's subparsers."""
+
+    def common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
+        p.add_argument("--socket", metavar="PATH",
+                       help="the daemon's socket (default: $BROKERD_SOCKET, then the user's and the system's)")
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
+
+    p = sub.add_parser("sessions", help="list the sessions of the brokerd daemon you may see")
+    common(p)
+    p.set_defaults(handler=cmd_sessions)
+    p = sub.add_parser("authorizers", help="list the authorizers registered with the brokerd daemon")
+    common(p)
+    p.set_defaults(handler=cmd_authorizers)
+    for verb, text in (("detach", "stop tracing a session (the program goes on untraced)"),
+                       ("kill", "kill a session's programs")):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("id", metavar="ID", help="session id (brokerctl sessions)")
+        common(p)
+        p.set_defaults(handler=cmd_steer, verb=verb)
+    p = sub.add_parser("stats", help="counters of the brokerd daemon")
+    common(p)
+    p.set_defaults(handler=cmd_stats)
+
+    p = sub.add_parser("serve", help="register an authorizer command with the brokerd daemon and run one"
+                       " instance per session on the session's socket")
+    p.add_argument("--name", help="name shown in logs and listings (default: the command's)")
+    p.add_argument("--scope", choices=("user", "system"), default="user",
+                   help="user: your sessions only (default); system: every session (root only)")
+    p.add_argument("--trace", metavar="LIST",
+                   help="calls a plain (no handshake) instance sees, e.g. openat,connect (default all)")
+    p.add_argument("--default", choices=("deny", "allow", "kill"), default=None,
+                   help="verdict when it fails, hangs or answers garbage (default deny)")
+    p.add_argument("--deadline", type=float, metavar="SECONDS",
+                   help="deadline for each answer (default: the daemon's)")
+    p.add_argument("--once", action="store_true", help="exit when the daemon goes away (default: reconnect)")
+    common(p, json_flag=False)
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD",
+                   help="the authorizer (sh -c), spoken to over its stdin/stdout = the session socket")
+    p.set_defaults(handler=cmd_serve)
+
+
+def _fail(msg: str, code: int) -> int:
+    print(f"{PROG}: {msg}", file=sys.stderr)
+    return code
+
+
+def _request(args: argparse.Namespace, request: str) -> tuple[object, int]:
+    try:
+        return client.control(request, path=args.socket), 0
+    except ProtocolError as e:
+        if e.code == "unknown-session":
+            return None, _fail(e.message, EXIT_NO_SESSION)
+        if e.code == "bad-request":
+            return None, _fail(e.message, EXIT_USAGE)
+        return None, _fail(f"the brokerd daemon refused: {e.code} {e.message}", EXIT_DAEMON)
+    except OSError as e:
+        return None, _fail(str(e), EXIT_DAEMON)
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _age(t: float) -> str:
+    s = max(0, int(time.time() - t))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
+                     for r in rows)
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    data, rc = _request(args, "sessions")
+    if rc:
+        return rc
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    if not data:
+        print("no sessions")
+        return 0
+    rows = [["ID", "USER", "BROKER", "PROGRAM", "MODE", "ON-FAILURE", "STATE", "AGE", "AUTHORIZERS", "COMMAND"]]
+    for s in data:
+        names = ",".join(a["name"] + ("" if a["alive"] else "(gone)") for a in s["authorizers"]) or "-"
+        rows.append([str(s["id"]), _user(s["uid"]), str(s["pid"]), str(s["target"] or "-"), s["mode"],
+                     s["failure"], s["state"], _age(s["started"]), names, shlex.join(s["argv"])])
+    print(_table(rows))
+    return 0
+
+
+def cmd_authorizers(args: argparse.Namespace) -> int:
+    data, rc = _request(args, "authorizers")
+    if rc:
+        return rc
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    if not data:
+        print("no authorizers registered")
+        return 0
+    rows = [["ID", "NAME", "SCOPE", "USER", "PID", "DEFAULT", "DEADLINE", "SESSIONS", "AGE", "TRACE"]]
+    for a in data:
+        rows.append([str(a["id"]), a["name"], a["scope"], _user(a["uid"]), str(a["pid"]), a["default"],
+                     f"{a['deadline']:g}s" if a["deadline"] else "-", str(a["sessions"]), _age(a["registered"]),
+                     a["trace"]])
+    print(_table(rows))
+    return 0
+
+
+def cmd_steer(args: argparse.Namespace) -> int:
+    if not args.id.isdigit():
+        return _fail(f"{args.verb}: session id must be a number, not {args.id!r}", EXIT_USAGE)
+    data, rc = _request(args, f"{args.verb} {int(args.id)}")
+    if rc:
+        return rc
+    if args.json:
+        print(json.dumps(data))
+    else:
+        print(f"session {data['id']}: {'detach' if args.verb == 'detach' else 'kill'} sent")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    data, rc = _request(args, "stats")
+    if rc:
+        return rc
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for k, v in data.items():
+        print(f"{k}: {v}")
+    return 0
+
+
+# ----------------------------------------------------------------------
+# serve
+# ----------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    import subprocess
+
+    argv = list(args.command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        return _fail("serve: no authorizer command given (brokerctl serve [OPTIONS] -- CMD)", EXIT_USAGE)
+    command = argv[0] if len(argv) == 1 else shlex.join(argv)
+    name = args.name or (shlex.split(command)[0].rsplit("/", 1)[-1] if command.strip() else "authorizer")
+    if args.deadline is not None and not args.deadline > 0:
+        return _fail("serve: --deadline must be positive", EXIT_USAGE)
+    children: set[int] = set()
+    backoff = 0.2
+    first = True
+    while True:
+        try:
+            reg = client.Registration(name, path=args.socket, scope=args.scope, trace=args.trace,
+                                      default=args.default, deadline=args.deadline)
+        except OSError as e:
+            if first or args.once:
+                return _fail(f"serve: {e}", EXIT_DAEMON)
+            _reap(children)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            continue
+        first = False
+        backoff = 0.2
+        print(f"{PROG}: serving {name!r} ({args.scope}) through the brokerd daemon at {reg.path}",
+              file=sys.stderr, flush=True)
+        while True:
+            try:
+                offer = reg.next_offer(timeout=1.0)
+            except TimeoutError:
+                _reap(children)
+                continue
+            if offer is None:
+                break
+            env = dict(os.environ, BROKERD_SESSION=str(offer.id), BROKERD_SESSION_UID=str(offer.uid),
+                       BROKERD_SESSION_PID=str(offer.pid))
+            try:
+                p = subprocess.Popen(["/bin/sh", "-c", command], stdin=offer.sock, stdout=offer.sock, env=env,
+                                     process_group=0)
+                children.add(p.pid)
+            except OSError as e:
+                print(f"{PROG}: serve: cannot start {command!r}: {e.strerror}", file=sys.stderr, flush=True)
+            finally:
+                offer.sock.close()
+            _reap(children)
+        reg.close()
+        if args.once:
+            print(f"{PROG}: serve: the brokerd daemon went away", file=sys.stderr)
+            return EXIT_DAEMON
+        print(f"{PROG}: serve: the brokerd daemon went away; reconnecting", file=sys.stderr, flush=True)
+
+
+def _reap(children: set[int]) -> None:
+    for pid in list(children):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            children.discard(pid)
+

@@ -1,0 +1,184 @@
+"""What happens when the daemon goes away under a session (its failure mode:
+kill, deny, allow), configuration reload on SIGHUP without dropping sessions,
+and brokerctl's control commands on bad input or no daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+
+import pytest
+from daemon_fixtures import Daemon, Served, popen_ctl, run_ctl, wait_for
+
+SPY = r'''
+import sys
+log = open(sys.argv[1], "a")
+sys.stdin.readline()
+print("cont", flush=True)
+for line in sys.stdin:
+    log.write(line); log.flush()
+    print("cont", flush=True)
+'''
+
+
+def _release(fifo) -> None:
+    """Let a program blocked opening ``fifo`` for reading go on (if alive)."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["kill", "deny", "allow"])
+def test_daemon_killed_applies_the_failure_mode(tmp_path, cprog, mode):
+    import sys
+
+    d = Daemon(tmp_path / "d")
+    spy = tmp_path / "spy.py"
+    spy.write_text(SPY)
+    seen = tmp_path / "seen"
+    served = Served(d, "spy", f"{sys.executable} -u {spy} {seen}", "--trace", "openat")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    p = popen_ctl("run", "--on-failure", mode, "--", str(cprog("opener")), str(fifo), "/etc/hostname",
+                  env=d.env)
+    try:
+        wait_for(lambda: seen.exists() and str(fifo) in seen.read_text(), what="the program to wait on the fifo")
+        [s] = d.query("sessions")
+        assert s["failure"] == mode
+        d.stop(signal.SIGKILL)
+        t0 = time.monotonic()
+        if mode == "kill":
+            out, err = p.communicate(timeout=30)
+            assert p.returncode == 128 + signal.SIGKILL, err
+            assert time.monotonic() - t0 < 5
+            assert "failure mode kill" in err
+        else:
+            time.sleep(0.2)  # let the shim notice the loss first
+            _release(fifo)
+            out, err = p.communicate(timeout=30)
+            assert p.returncode == 0, err
+            lines = out.splitlines()
+            if mode == "deny":
+                assert lines[-1] == "/etc/hostname EPERM", err
+            else:
+                assert lines[-1].startswith("/etc/hostname ok"), err
+                # the registered authorizer still decides: its socket never went through the daemon
+                assert "/etc/hostname" in seen.read_text()
+            assert f"failure mode {mode}" in err
+    finally:
+        _release(fifo)
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+        served.kill()
+        d.stop()
+
+
+def test_reload_on_sighup_keeps_sessions(tmp_path, cprog):
+    d = Daemon(tmp_path / "d")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    audit = tmp_path / "audit.jsonl"
+    p = popen_ctl("run", "-e", "trace=openat", "-a", "sh -c 'read g; echo cont; while read l; do echo cont; done'",
+                  "--", str(cprog("opener")), str(fifo), "/etc/hostname", env=d.env)
+    try:
+        [s] = wait_for(lambda: d.query("sessions"), what="the session")
+        assert s["failure"] == "kill"
+        d.config.write_text(f'audit_log = "{audit}"\ndefault_failure = "deny"\nauthorizer_deadline = 2.5\n')
+        d.proc.send_signal(signal.SIGHUP)
+        d.notify.wait("RELOADING=1")
+        d.notify.wait("READY=1")
+        # the session survived, and now sends its decisions to the new audit log
+        assert [x["id"] for x in d.query("sessions")] == [s["id"]]
+        time.sleep(0.1)
+        _release(fifo)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0 and "/etc/hostname ok" in out, err
+        wait_for(lambda: audit.exists() and "/etc/hostname" in audit.read_text(), what="audit after reload")
+        # new sessions get the new default failure mode
+        p2 = popen_ctl("run", "--", "sleep", "30", env=d.env)
+        [s2] = wait_for(lambda: d.query("sessions"), what="the second session")
+        assert s2["failure"] == "deny"
+        p2.kill()
+        p2.communicate()
+        # a broken file is refused and the old configuration stays
+        d.config.write_text("default_failure = 'sometimes'\n")
+        d.proc.send_signal(signal.SIGHUP)
+        d.notify.wait("READY=1")
+        wait_for(lambda: "reload failed" in d.logtext(), what="the reload error")
+        assert d.proc.poll() is None
+    finally:
+        _release(fifo)
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+        d.stop()
+
+
+def test_control_errors(tmp_path):
+    # no daemon
+    r = run_ctl("sessions", env={"BROKERD_SOCKET": str(tmp_path / "none.sock")})
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("brokerctl: cannot reach the brokerd daemon at ") and r.stderr.count("\n") == 1
+    r = run_ctl("stats", env={"BROKERD_SOCKET": "none"})
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no brokerd daemon" in r.stderr
+    d = Daemon(tmp_path / "d")
+    try:
+        for args, code, text in [
+            (("kill", "42"), 3, "brokerctl: no session 42\n"),
+            (("detach", "42"), 3, "brokerctl: no session 42\n"),
+            (("kill", "abc"), 2, "brokerctl: kill: session id must be a number, not 'abc'\n"),
+            (("detach",), 2, None),
+            (("sessions", "--bogus"), 2, None),
+        ]:
+            r = d.ctl(*args)
+            assert r.returncode == code, (args, r)
+            assert r.stderr.count("\n") == 1 and r.stderr.startswith("brokerctl: "), (args, r.stderr)
+            if text:
+                assert r.stderr == text
+        assert d.ctl("sessions").stdout == "no sessions\n"
+        assert d.ctl("authorizers").stdout == "no authorizers registered\n"
+        st = json.loads(d.ctl("stats", "--json").stdout)
+        assert st["sessions"] == 0 and st["uptime"] >= 0
+        # garbage on the socket: an error line, and the daemon carries on
+        for junk in (b"\x00\xff garbage\n", b"hello 7 role=tracer\n", b"hello 1 role=wizard\n", b"x" * 70000 + b"\n"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                c.settimeout(5)
+                c.connect(d.socket)
+                c.sendall(junk)
+                assert c.recv(4096).startswith(b"error "), junk[:20]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.settimeout(5)
+            c.connect(d.socket)
+            c.sendall(b"hello 1 role=control\nfrobnicate\nsessions\n")
+            f = c.makefile("rb")
+            assert f.readline().startswith(b"hello 1 role=broker")
+            assert f.readline().startswith(b"error unknown-command ")
+            assert f.readline() == b"ok []\n"
+        assert d.ctl("stats").returncode == 0
+    finally:
+        d.stop()
+
+
+def test_user_daemon_refuses_other_uids(tmp_path):
+    # a user's own daemon (--user) only talks to its uid and root; here the
+    # daemon is root's, so another uid is refused
+    from daemon_fixtures import shared_dir
+
+    if os.geteuid() != 0 or not os.path.exists("/usr/bin/python3.11"):
+        pytest.skip("needs root and a system python")
+    root = shared_dir(tmp_path)
+    d = Daemon(root / "d", user=True)
+    (root / "d").chmod(0o755)
+    try:
+        os.chmod(d.socket, 0o666)  # even if the socket were open to all
+        r = d.ctl("sessions", user=65534)
+        assert r.returncode == 1 and "refused: permission" in r.stderr, r.stderr
+        assert d.ctl("sessions").returncode == 0
+    finally:
+        d.stop()
+    assert not os.path.exists(d.socket)  # removed on exit
