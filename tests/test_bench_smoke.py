@@ -1,0 +1,71 @@
+"""Smoke test of the benchmark runner (bench/): it builds its workloads, runs
+the quickest configuration of one section and prints the expected table.
+Never asserts a time or a ratio: those depend on the machine."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_quick_micro_prints_table():
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is required to build the bench workloads (scripts/setup installs it)")
+    p = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "micro", "--rounds", "1", "--scale", "0.01"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout
+    assert out.startswith("Machine: ")
+    assert "### Syscall-heavy micro: 200 x getppid" in out
+    assert "### Syscall-heavy micro: 100 x openat+close" in out
+    rows = ["native", "brokerd (a) openat only", "brokerd (b) 60 common", "brokerd (c) everything",
+            "brokerd 4 stacked, openat", "brokerd awk, openat", "brokerd static rule, openat"]
+    if shutil.which("strace"):
+        rows += ["strace -f", "strace --seccomp-bpf openat"]
+    for row in rows:
+        assert re.search(rf"^\| {re.escape(row)} +\| [\d.]+ ms +\| [\d.]+x ", out, re.M), f"no row {row!r}:\n{out}"
+    assert "### Targets" in out
+    if shutil.which("strace"):
+        for target in ("unsubscribed calls (getppid)", "one decision vs strace", "4 stacked authorizers vs strace",
+                       "call settled by a static rule vs strace"):
+            assert re.search(rf"^\| {re.escape(target)}.*\| (PASS|MISS) +\|$", out, re.M), f"no target {target!r}"
+
+
+def test_bench_rejects_unknown_section():
+    p = subprocess.run([sys.executable, "-m", "bench", "--only", "nope"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 2
+    assert "unknown section" in p.stderr
+
+
+def test_profile_summary_categorises_stacks(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.runner import summarise_profile
+    finally:
+        sys.path.remove(str(ROOT))
+    shim = ROOT / "brokerd" / "tracer" / "shim.py"
+    lines = shim.read_text().splitlines()
+    poll = next(i for i, line in enumerate(lines, 1) if "self._ep.poll(" in line)
+    base = f"main (brokerd/cli/main.py:1);Shim.run ({shim}:1)"
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        f"{base};Shim._poll_once ({shim}:{poll}) 60\n"
+        f"{base};Shim._poll_once ({shim}:1);cont (brokerd/tracer/ptrace.py:148) 30\n"
+        f"{base};Shim._poll_once ({shim}:1);format_event (protocol/codec.py:1) 10\n"
+        "<module> (x.py:1) 5\n"
+    )
+    text = summarise_profile(raw)
+    assert "105 in all, 100 in the shim's loop: 40 busy" in text
+    assert re.search(r"60\.0% \|\s+—\s+epoll wait", text)
+    assert re.search(r"30\.0% \|\s+75\.0%\s+ptrace requests", text)
+    assert re.search(r"10\.0% \|\s+25\.0%\s+event formatting", text)
