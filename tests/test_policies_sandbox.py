@@ -79,3 +79,14 @@ def test_python_inside(box):
                   f"print(open('{box}/in.txt').read().strip())\n"
                   "try:\n open('/etc/hostname')\nexcept OSError as e: print(e.strerror)")
     assert r.stdout.splitlines() == ["inside", "Permission denied"], r.stderr
+
+
+def test_make_runs_inside_the_sandbox(tmp_path):
+    # make (as root) calls setresuid; identity calls must not be refused
+    (tmp_path / "Makefile").write_text("all:\n\techo built > out.txt\n")
+    from conftest import brokerctl
+
+    r = brokerctl("run", "--policy", f"sandbox:{tmp_path},--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/etc",
+                  "--", "make", "-s", "-C", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out.txt").read_text() == "built\n"

@@ -67,6 +67,8 @@ rt_sigaction rt_sigprocmask rt_sigreturn sigreturn sigaltstack rt_sigsuspend rt_
 rt_sigtimedwait rt_sigtimedwait_time64 kill tkill tgkill pause alarm
 getpid getppid gettid getuid geteuid getgid getegid getuid32 geteuid32 getgid32 getegid32
 getresuid getresgid getresuid32 getresgid32 getgroups getgroups32 getpgrp getpgid getsid setpgid
+setuid setgid setreuid setregid setresuid setresgid setfsuid setfsgid setgroups
+setuid32 setgid32 setreuid32 setregid32 setresuid32 setresgid32 setfsuid32 setfsgid32 setgroups32
 setsid getrlimit ugetrlimit prlimit64 getrusage times sysinfo uname umask getcwd getpriority
 arch_prctl set_thread_area get_thread_area set_tid_address set_robust_list get_robust_list rseq
 futex futex_time64 futex_waitv prctl membarrier getrandom
