@@ -111,3 +111,10 @@ def test_rewrite_unknown_syscall_gets_default(cprog, rules):
                   "--", str(cprog("opener")), "/etc/hostname")
     assert r.stdout.strip() == "/etc/hostname EPERM"
     assert "unknown-syscall" in r.stderr
+
+
+def test_cpu_pinning_reaches_the_program(rules):
+    r = brokerctl("run", "--cpu", "0", "-a", rules(), "--", "grep", "Cpus_allowed_list", "/proc/self/status")
+    assert r.stdout.split() == ["Cpus_allowed_list:", "0"], r.stderr
+    bad = brokerctl("run", "--cpu", "zero", "--", "true")
+    assert bad.returncode == 2 and "--cpu zero" in bad.stderr and "Traceback" not in bad.stderr

@@ -99,6 +99,9 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-failure", choices=("kill", "deny", "allow"), default=None,
                    help="if the brokerd daemon is lost: kill the program (default), deny every traced call,"
                         " or allow (go on with the authorizers left)")
+    p.add_argument("--cpu", metavar="LIST",
+                   help="pin the broker, its authorizers and the program to these CPUs (e.g. 0 or 0-1): "
+                        "a decision then needs no cross-CPU wake-up (docs/performance.md)")
     p.add_argument("--allow-io-uring", action="store_true",
                    help="let the program use io_uring (denied by default: its I/O bypasses the broker)")
 
@@ -116,6 +119,8 @@ def _make_shim(args: argparse.Namespace, operator=None):
         raise UsageError("--strsize must not be negative")
     trace, signals = _parse_trace(args.exprs)
     default = _default_verdict(args.default)
+    if args.cpu:
+        _pin(args.cpu)  # before anything is spawned: children inherit it
     audit = _audit_writer(args.audit) if args.audit else None
     from brokerd.daemon import client as daemon_client
 
@@ -142,6 +147,19 @@ def _make_shim(args: argparse.Namespace, operator=None):
         daemon.bind(shim)
     shim.handshake()
     return shim
+
+
+def _pin(spec: str) -> None:
+    cpus: set[int] = set()
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+        os.sched_setaffinity(0, cpus)
+    except ValueError:
+        raise UsageError(f"--cpu {spec}: expected CPU numbers like 0 or 0-1,3") from None
+    except OSError as e:
+        raise UsageError(f"--cpu {spec}: {e.strerror}") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
