@@ -711,22 +711,25 @@ def parse_event(line: bytes | str) -> Event:
 # ---------------------------------------------------------------------------
 
 
-def _sets(s: str, pos: int) -> tuple[SetMem, ...]:
-    """`` ; set ARGN[+OFF] "bytes"`` clauses from ``pos`` to the end."""
+def _clauses(s: str, pos: int) -> tuple[tuple[SetMem, ...], bool]:
+    """`` ; set ARGN[+OFF] "bytes"`` clauses from ``pos`` to the end, then an
+    optional final `` ; cache``."""
     n = len(s)
     out: list[SetMem] = []
     while True:
         pos = _SPACES.match(s, pos).end()
         if pos == n:
-            return tuple(out)
+            return tuple(out), False
         if s[pos] != ";":
             raise _err("syntax", f"unexpected {s[pos:pos + 20]!r} at column {pos + 1}")
         pos = _SPACES.match(s, pos + 1).end()
+        if s.startswith("cache", pos) and s[pos + 5:].strip() == "":
+            return tuple(out), True
         m = _SET.match(s, pos)
         if m is None:
             word = _VERB.match(s, pos).group()
             if word != "set":
-                raise _err("syntax", f"expected 'set' after ';' at column {pos + 1}")
+                raise _err("syntax", f"expected 'set' or a final 'cache' after ';' at column {pos + 1}")
             tok = _SP_TOKEN.match(s, pos + 3)
             if tok is None:
                 raise _err("syntax", "'set' without ARGN and data")
@@ -775,11 +778,11 @@ def _verdict(s: str, pos: int, verb: str, rid: int | None) -> Reply:
         p = _SPACES.match(s, end).end()
         if p == len(s) or s[p] == ";":
             v = _SIMPLE[verb]
-            return Reply(v, rid, _sets(s, p) if p < len(s) else ())
+            return Reply(v, rid, *_clauses(s, p)) if p < len(s) else Reply(v, rid)
         if verb != "kill":
             raise _err("syntax", f"'{verb}' takes no argument (column {p + 1})")
         call, p = _call_at(s, pos)
-        return Reply(Rewrite(call), rid, _sets(s, p) if p < len(s) else ())
+        return Reply(Rewrite(call), rid, *_clauses(s, p)) if p < len(s) else Reply(Rewrite(call), rid)
     if verb == "skip-fail" or verb == "fail":
         tok, p = _token(s, end, "errno")
         n = _errno(tok)
@@ -806,7 +809,9 @@ def _verdict(s: str, pos: int, verb: str, rid: int | None) -> Reply:
         verdict = Rewrite(call)
     else:
         raise _err("unknown-verb", f"unknown verdict {verb[:40]!r}")
-    return Reply(verdict, rid, _sets(s, p) if p < len(s) else ())  # type: ignore[arg-type]
+    if p < len(s):
+        return Reply(verdict, rid, *_clauses(s, p))  # type: ignore[arg-type]
+    return Reply(verdict, rid)  # type: ignore[arg-type]
 
 
 _SIMPLE = {"cont": Cont(), "step": Step(), "kill": Kill(), "suppress": Suppress()}
@@ -1180,7 +1185,7 @@ def format_reply(r: Reply | Fetch | Hello | Error) -> bytes:
 def _format_reply(r: Reply | Fetch | Hello | Error) -> bytes:
     t = type(r)
     if t is Reply:
-        if r.id is None and not r.sets:  # type: ignore[union-attr]
+        if r.id is None and not r.sets and not r.cache:  # type: ignore[union-attr]
             fast = _FAST_FORMAT.get(type(r.verdict))  # type: ignore[union-attr]
             if fast is not None:
                 return fast
@@ -1195,6 +1200,8 @@ def _format_reply(r: Reply | Fetch | Hello | Error) -> bytes:
             off = _u(sm.offset, 0, _U63, "OFFSET")
             where = f"{argn}+{off}" if off else str(argn)
             line += f" ; set {where} {quote(sm.data)}"
+        if r.cache:  # type: ignore[union-attr]
+            line += " ; cache"
         return (line + "\n").encode("ascii")
     if t is Fetch:
         line = (f"fetch {_u(r.id, 0, _U63, 'ID')} {_u(r.argn, 1, MAX_ARGN, 'ARGN')} "  # type: ignore[union-attr]

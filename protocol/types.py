@@ -311,9 +311,12 @@ Verdict = Cont | Step | Kill | SkipFail | SkipOk | Rewrite | Deliver | Suppress 
 class Reply:
     """One reply line: an optional request id, a verdict, and memory edits.
 
-    Wire: ``[ID ]VERDICT[ ; set ARGN[+OFF] "data"]...``
+    Wire: ``[ID ]VERDICT[ ; set ARGN[+OFF] "data"]...[ ; cache]``
     """
 
     verdict: Verdict
     id: int | None = None
     sets: tuple[SetMem, ...] = field(default=())
+    #: ``; cache``: this verdict holds for the same call again (same syscall,
+    #: same decoded arguments and resolved paths) for the rest of the session
+    cache: bool = False

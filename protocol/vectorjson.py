@@ -248,9 +248,12 @@ def to_json(obj: object) -> JSON:
         return {"type": "data", "id": obj.id, "argn": obj.argn, "offset": obj.offset,
                 "data": value_to_json(obj.data)}
     if t is Reply:
-        return {"type": "reply", "id": obj.id, "verdict": _verdict_to_json(obj.verdict),
-                "sets": [{"argn": s.argn, "offset": s.offset, "data": bytes_to_json(s.data)}
-                         for s in obj.sets]}
+        out = {"type": "reply", "id": obj.id, "verdict": _verdict_to_json(obj.verdict),
+               "sets": [{"argn": s.argn, "offset": s.offset, "data": bytes_to_json(s.data)}
+                        for s in obj.sets]}
+        if obj.cache:
+            out["cache"] = True
+        return out
     if t is Fetch:
         return {"type": "fetch", "id": obj.id, "argn": obj.argn, "offset": obj.offset,
                 "length": obj.length}
@@ -292,7 +295,8 @@ def from_json(d: JSON) -> object:
         rid = d.get("id")
         sets = tuple(SetMem(_int(s["argn"]), bytes_from_json(s["data"]), _int(s.get("offset", 0)))
                      for s in d.get("sets", []))
-        return Reply(_verdict_from_json(d["verdict"]), None if rid is None else _int(rid), sets)  # type: ignore[arg-type]
+        return Reply(_verdict_from_json(d["verdict"]), None if rid is None else _int(rid), sets,  # type: ignore[arg-type]
+                     bool(d.get("cache", False)))
     if kind == "fetch":
         return Fetch(_int(d["id"]), _int(d["argn"]), _int(d["offset"]), _int(d["length"]))
     if kind == "call":

@@ -88,6 +88,7 @@ ARG_REGS_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 ARG_REGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
 SCRATCH_SIZE = 1 << 16
 CLONE_UNTRACED = 0x00800000
+VERDICT_CACHE_SIZE = 4096
 # The broker's own rules, below every authorizer: io_uring reaches files and
 # sockets with no syscall to judge, so it is denied unless the operator allows
 # it; clone3 keeps its flags in memory (racy to check), so it fails with
@@ -240,6 +241,8 @@ class Shim:
         self._regs = pt.Regs()
         self._order_cache: dict[str, tuple[int, ...]] = {}
         self._action_cache: dict[str, tuple[str, int]] = {}
+        #: (stack position, abi, call, resolved paths) -> a reply marked `; cache`
+        self._vcache: dict[tuple, Reply] = {}
         #: the broker's own rules, below every authorizer (docs/security.md)
         self.internal = BROKER_RULES if not allow_io_uring else BROKER_RULES_IO_URING
         self._signal_order: tuple[int, ...] = ()
@@ -875,6 +878,13 @@ class Shim:
             self._apply_entry(t, walk.decision)
             return
         pos, ev = nxt
+        if self._vcache:
+            key = (pos, ev.abi, ev.call, _path_key(ev.notes))
+            hit = self._vcache.get(key)
+            if hit is not None:  # this authorizer said `; cache` for this very call before
+                walk.feed(hit.verdict, hit.sets)
+                self._advance_entry(t, walk)
+                return
         self.stack[pos].ask(ev, partial(self._on_entry_answer, t, walk, pos), time.monotonic())
 
     def _on_entry_answer(self, t: _Thread, walk: EntryWalk, pos: int, reply: Reply, reason: str) -> None:
@@ -886,7 +896,12 @@ class Shim:
         verdict = reply.verdict
         try:
             self._check_rewrite(t, verdict)
+            ev = walk.next()[1]  # the event as this authorizer saw it (the cache key)
             walk.feed(verdict, reply.sets)
+            if reply.cache and not reason:
+                if len(self._vcache) >= VERDICT_CACHE_SIZE:
+                    self._vcache.clear()
+                self._vcache[(pos, ev.abi, ev.call, _path_key(ev.notes))] = reply
         except VerdictError as e:
             a.report_error(e.code, str(e))
             walk.feed(a.default, ())
@@ -1172,6 +1187,11 @@ def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple) 
                 continue
         notes.append((f"path{i + 1}", Str(os.path.normpath(path).replace(b"//", b"/"))))
     return tuple(notes)
+
+
+def _path_key(notes: tuple) -> tuple:
+    """The part of an event's notes a cached verdict depends on: resolved paths."""
+    return tuple(n for n in notes if n[0].startswith("path")) if notes else ()
 
 
 def _exec_args(pid: int) -> tuple:
