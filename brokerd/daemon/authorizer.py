@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from brokerd.daemon.stack import NO_RULES, TRACE, parse_static
+from brokerd.daemon.stack import NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
 from brokerd.protocol import codec
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.linebuf import LineBuffer, TooLong
@@ -107,6 +107,7 @@ class Authorizer:
         self.events: frozenset[str] = frozenset()
         self.caller = False  # wants the caller note (library:symbol+offset) on events
         self.static = NO_RULES  # answers it declared for whole syscalls (handshake)
+        self.rules: tuple[ArgRule, ...] = ()  # argument rules the broker evaluates for it
         #: set by the shim: (event id, argn, offset, length) -> bytes of a waiting call
         self.on_fetch: Callable[[int, int, int, int], bytes] | None = None
         self.mode = "new"  # new -> greeting -> plain | hello ; dead
@@ -165,6 +166,7 @@ class Authorizer:
             self.caller = parsed.get("caller", "no") in ("yes", "1")
             try:
                 self.static = parse_static(dict(parsed.attrs))
+                self.rules = tuple(parse_arg_rule(v) for k, v in parsed.attrs if k == "rule")
             except ValueError as e:
                 self._error("bad-hello", str(e))
                 self._die(f"sent a bad handshake: {e}")

@@ -25,6 +25,7 @@ class LocalAuthorizer:
     caller = False
     strsize = None
     static: StaticRules = NO_RULES
+    rules: tuple = ()
 
     def __init__(self, name: str, trace: frozenset[str] | None = None, *, rfd: int = -1,
                  signals: bool = False, events: frozenset[str] = frozenset()) -> None:

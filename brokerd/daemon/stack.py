@@ -236,3 +236,88 @@ def parse_static(attrs: dict[str, str]) -> StaticRules:
         else:
             raise ValueError(f"unknown={attrs['unknown']!r}: expected allow, trace, kill or deny[:ERRNO]")
     return StaticRules(frozenset(names("allow")), tuple(deny), frozenset(names("kill")), unknown)
+
+
+# ---------------------------------------------------------------------------
+# Argument rules: simple checks the broker evaluates for an authorizer
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ArgRule:
+    """``rule="openat path2=/usr/lib/** => cont"`` from a handshake: when the
+    call and every matcher match, ``verdict`` is that authorizer's answer,
+    given by the broker with no round trip.  Matchers: ``pathN=GLOB`` (the
+    resolved path note), ``argN=VALUE`` (equality, symbols allowed),
+    ``argN&FLAGS`` / ``argN!&FLAGS`` (any of the flags set / none set)."""
+
+    name: str
+    matchers: tuple[tuple[str, int, object], ...]  # (op, argn, operand)
+    verdict: object
+    text: str
+
+    def matches(self, event: SyscallEvent, kinds: Sequence[str]) -> bool:
+        from brokerd.protocol.args import value_to_int
+
+        if event.call.name != self.name:
+            return False
+        args = event.call.args
+        for op, n, operand in self.matchers:
+            if op == "path":
+                path = next((v for k, v in event.notes if k == f"path{n}"), None)
+                if path is None or not operand.fullmatch(path.data.decode("utf-8", "surrogateescape")):  # type: ignore[attr-defined]
+                    return False
+                continue
+            if n > len(args):
+                return False
+            kind = kinds[n - 1] if n <= len(kinds) else "int"
+            try:
+                value = value_to_int(args[n - 1], kind)
+                want = operand if isinstance(operand, int) else value_to_int(operand, kind)  # type: ignore[arg-type]
+            except (ValueError, TypeError):
+                return False
+            if op == "eq" and value != want or op == "any" and not value & want or op == "none" and value & want:
+                return False
+        return True
+
+
+def parse_arg_rule(text: str) -> ArgRule:
+    """Parse one ``rule=`` handshake value; raises ValueError naming the problem."""
+    import re
+
+    from brokerd.globs import glob_to_regex
+    from brokerd.protocol import codec
+    from brokerd.protocol.errors import ProtocolError
+
+    head, sep, verdict_text = text.partition("=>")
+    words = head.split()
+    if not sep or not words:
+        raise ValueError(f"rule {text!r}: expected 'NAME [MATCHER...] => VERDICT'")
+    try:
+        reply = codec.parse_reply(verdict_text.strip())
+    except ProtocolError as e:
+        raise ValueError(f"rule {text!r}: bad verdict: {e.message}") from None
+    if not isinstance(getattr(reply, "verdict", None), ENTRY_VERDICTS):
+        raise ValueError(f"rule {text!r}: {verdict_text.strip()!r} is not a verdict for a syscall")
+    matchers: list[tuple[str, int, object]] = []
+    for m in words[1:]:
+        g = re.fullmatch(r"path([1-6])=(.+)", m)
+        if g:
+            matchers.append(("path", int(g[1]), re.compile(glob_to_regex(g[2]))))
+            continue
+        g = re.fullmatch(r"arg([1-6])(=|&|!&)(.+)", m)
+        if not g:
+            raise ValueError(f"rule {text!r}: bad matcher {m!r} (pathN=GLOB, argN=V, argN&FLAGS, argN!&FLAGS)")
+        try:
+            operand: object = codec.parse_value(g[3])
+        except ProtocolError as e:
+            raise ValueError(f"rule {text!r}: bad value in {m!r}: {e.message}") from None
+        matchers.append(({"=": "eq", "&": "any", "!&": "none"}[g[2]], int(g[1]), _operand(operand)))
+    return ArgRule(words[0], tuple(matchers), reply.verdict, text)  # type: ignore[union-attr]
+
+
+def _operand(v: object) -> object:
+    """Plain numbers are compared as they are; symbols resolve per argument kind."""
+    from brokerd.protocol.types import Int, Oct, Ptr
+
+    return v.value if isinstance(v, Int | Ptr | Oct) else v

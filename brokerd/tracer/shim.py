@@ -878,6 +878,14 @@ class Shim:
             self._apply_entry(t, walk.decision)
             return
         pos, ev = nxt
+        rules = self.stack[pos].rules
+        if rules:
+            kinds = t.abi.by_name[ev.call.name].args if t.abi and ev.call.name in t.abi.by_name else ()
+            rule = next((r for r in rules if r.matches(ev, kinds)), None)
+            if rule is not None:  # settled by the authorizer's own argument rule
+                walk.feed(rule.verdict, ())
+                self._advance_entry(t, walk)
+                return
         if self._vcache:
             key = (pos, ev.abi, ev.call, _path_key(ev.notes))
             hit = self._vcache.get(key)

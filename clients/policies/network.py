@@ -44,6 +44,8 @@ from brokerd.clients.authorizer import (
 )
 from brokerd.protocol.args import unpack_sockaddr
 
+from brokerd.globs import glob_to_regex  # noqa: F401  (re-exported: the rule files use it)
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -69,44 +71,6 @@ class UnixRule:
 
     def matches(self, path: str) -> bool:
         return self.pattern.fullmatch(path) is not None
-
-
-def glob_to_regex(glob: str) -> str:
-    """A path glob: ``*`` and ``?`` stay within a component, ``**`` crosses
-    ``/``, ``[...]`` as in the shell; ``/DIR/**`` also matches ``/DIR``."""
-    out = []
-    i = 0
-    n = len(glob)
-    while i < n:
-        c = glob[i]
-        if glob.startswith("/**", i) and i + 3 == n:
-            out.append("(?:/.*)?")
-            i += 3
-            continue
-        if c == "*":
-            if glob.startswith("**", i):
-                out.append(".*")
-                i += 2
-            else:
-                out.append("[^/]*")
-                i += 1
-            continue
-        if c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = glob.find("]", i + 2 if glob.startswith("[!", i) or glob.startswith("[]", i) else i + 1)
-            if j < 0:
-                raise ValueError(f"unclosed '[' in glob {glob!r}")
-            body = glob[i + 1:j]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            i = j + 1
-            continue
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
 
 
 _PORTS = re.compile(r"(\d+)(?:-(\d+))?\Z")
