@@ -215,7 +215,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     if args.save_policy:
         with open(args.save_policy, "w") as f:
             f.write(operator.policy_toml(pid))
-        print(f"{PROG}: {len(operator.rules)} rule(s) saved to {args.save_policy}", file=sys.stderr)
+        print(f"{PROG}: {len(operator.always)} rule(s) saved to {args.save_policy}", file=sys.stderr)
     return 0
 
 

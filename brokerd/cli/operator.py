@@ -63,7 +63,7 @@ class Operator(LocalAuthorizer):
         self.asking = ask
         self.tty = tty
         self.stats = {}
-        self.rules = []
+        self.always = []
         self._started: dict[int, tuple[float, str]] = {}
         self._queue: deque[tuple[SyscallEvent, Answer]] = deque()
         self._inbuf = b""
@@ -131,13 +131,13 @@ class Operator(LocalAuthorizer):
             reply = Reply(Step())
             self._started[event.id] = (time.monotonic(), _call_text(event))
         elif key == "A":
-            self.rules.append(_Rule(event.call.name, _path_of(event), "allow"))
+            self.always.append(_Rule(event.call.name, _path_of(event), "allow"))
             reply = Reply(Step())
             self._started[event.id] = (time.monotonic(), _call_text(event))
         elif key in ("d", "D"):
             verdict = f"skip-fail {errno_name(errno)}"
             if key == "D":
-                self.rules.append(_Rule(event.call.name, _path_of(event), verdict))
+                self.always.append(_Rule(event.call.name, _path_of(event), verdict))
             reply = Reply(SkipFail(errno))
             self._show_denied(event, verdict, "operator")
         elif key == "k":
@@ -158,7 +158,7 @@ class Operator(LocalAuthorizer):
 
     def _match(self, event: SyscallEvent) -> _Rule | None:
         path = _path_of(event)
-        for r in self.rules:
+        for r in self.always:
             if r.syscall == event.call.name and r.path == path:
                 return r
         return None
@@ -210,7 +210,7 @@ class Operator(LocalAuthorizer):
         """The "always" answers as a declarative policy file (docs/policies.md)."""
         out = [f"# saved by brokerctl attach --ask from pid {pid} on {time.strftime('%Y-%m-%d %H:%M:%S')}",
                'name = "attach-session"', 'default = "allow"', ""]
-        for r in self.rules:
+        for r in self.always:
             out.append("[[rule]]")
             out.append(f"syscall = {_toml_str(r.syscall)}")
             if r.path is not None:
