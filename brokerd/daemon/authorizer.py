@@ -20,9 +20,8 @@ import os
 import shlex
 import signal
 import sys
-import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from brokerd.daemon.stack import NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
@@ -38,7 +37,6 @@ from brokerd.protocol.types import (
     Hello,
     Kill,
     Reply,
-    SetMem,
     SignalEvent,
     SkipFail,
     Str,
@@ -69,15 +67,19 @@ class _Question:
     name: str = ""
 
 
-def default_reply(event: object, verdict: object) -> Reply:
-    """The safe answer to ``event`` when its authorizer cannot give one:
-    the authorizer's default verdict for a call, keep the result for a sysret,
-    deliver a signal as the kernel would."""
-    if isinstance(event, SyscallEvent):
-        return Reply(Cont() if event.call.name in NEVER_DENIED else verdict)  # type: ignore[arg-type]
-    if isinstance(event, SignalEvent):
+def default_reply(kind: type, name: str, verdict: object) -> Reply:
+    """The safe answer to an event of ``kind`` (about syscall ``name``) when
+    its authorizer cannot give one: the authorizer's default verdict for a
+    call, keep the result for a sysret, deliver a signal as the kernel would."""
+    if kind is SyscallEvent:
+        return Reply(Cont() if name in NEVER_DENIED else verdict)  # type: ignore[arg-type]
+    if kind is SignalEvent:
         return Reply(Deliver())
     return Reply(Cont())
+
+
+def _call_name(event: object) -> str:
+    return event.call.name if isinstance(event, SyscallEvent) else ""
 
 
 class Authorizer:
@@ -187,16 +189,17 @@ class Authorizer:
         """Send ``event``; ``answer`` is called exactly once, later (or now, if dead)."""
         if self.mode == "dead":
             self.defaulted += 1
-            answer(default_reply(event, self.default), f"authorizer {self.name} is gone ({self.dead_reason})")
+            answer(default_reply(type(event), _call_name(event), self.default),
+                   f"authorizer {self.name} is gone ({self.dead_reason})")
             return
         try:
             line = codec.format_event(event)
         except ProtocolError as e:  # e.g. longer than the line limit: never sent half
             self.defaulted += 1
-            answer(default_reply(event, self.default), f"event cannot be sent to {self.name}: {e.message}")
+            answer(default_reply(type(event), _call_name(event), self.default),
+                   f"event cannot be sent to {self.name}: {e.message}")
             return
-        q = _Question(event.id, now + self.timeout, answer, type(event),
-                      event.call.name if isinstance(event, SyscallEvent) else "")
+        q = _Question(event.id, now + self.timeout, answer, type(event), _call_name(event))
         self._fifo.append(q)
         self._by_id[event.id] = q
         self._send(line)
@@ -336,11 +339,7 @@ class Authorizer:
             return
 
     def _default_for(self, q: _Question) -> Reply:
-        if q.kind is SyscallEvent:
-            return Reply(Cont() if q.name in NEVER_DENIED else self.default)  # type: ignore[arg-type]
-        if q.kind is SignalEvent:
-            return Reply(Deliver())
-        return Reply(Cont())
+        return default_reply(q.kind, q.name, self.default)
 
     def report_error(self, code: str, text: str) -> None:
         """Tell the authorizer (or, in plain mode, the log) what was wrong with its answer."""
@@ -439,12 +438,4 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
     return Authorizer(label, from_r, to_w, pid=pid, **kw)
 
 
-def now() -> float:
-    return time.monotonic()
-
-
-def all_ready(authorizers: Iterable[Authorizer]) -> bool:
-    return all(a.ready for a in authorizers)
-
-
-__all__ = ["Authorizer", "spawn", "default_reply", "SetMem", "now", "all_ready"]
+__all__ = ["Authorizer", "spawn", "default_reply"]
