@@ -83,6 +83,11 @@ def test_users_cannot_see_or_steer_each_other(world):
         assert r.returncode == 3, r
         assert r.stderr.strip() == f"brokerctl: no session {s1['id']}"
     assert p1.poll() is None  # untouched
+    # its owner may not detach a launched program either: it would keep its
+    # seccomp filter untraced (ENOSYS); the refusal says what to do instead
+    r = d.ctl("detach", str(s1["id"]), user=U1)
+    assert r.returncode != 0 and "use kill" in r.stderr, r
+    assert p1.poll() is None
 
     # authorizers: a user sees their own and the system ones; root all
     assert sorted(a["name"] for a in d.query("authorizers", user=U1)) == ["sysspy"]

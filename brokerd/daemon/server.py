@@ -457,6 +457,11 @@ class Server:
             return out
         if verb in ("detach", "kill"):
             s = r.session_for(uid, rest)
+            if verb == "detach" and s.mode == "run":
+                # a launched program carries the session's seccomp filter for
+                # life: untraced, its brokered calls would fail with ENOSYS
+                raise Refused("not-allowed", f"session {s.id} was started by brokerctl run: it cannot run "
+                              "untraced (its seccomp filter stays); use kill, or let it finish")
             try:
                 await s.handle.send(verb.encode() + b"\n")  # type: ignore[union-attr]
             except trio.TooSlowError:
