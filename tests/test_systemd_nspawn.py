@@ -64,15 +64,12 @@ def container(tmp_path_factory):
                        capture_output=True, text=True, timeout=600)
     if w.returncode != 0:
         pytest.fail(f"building the wheels failed:\n{w.stderr[-2000:]}")
-    r = _sh(root, "python3 -m venv /opt/brokerd"
-                  " && /opt/brokerd/bin/pip install -q --no-index --find-links /wheels brokerd"
-                  " && ln -sf /opt/brokerd/bin/brokerd /opt/brokerd/bin/brokerctl /usr/local/bin/")
+    # the documented install script, as an administrator would run it
+    r = _sh(root, "/src/scripts/install-system --wheels /wheels")
     if r.returncode != 0:
         pytest.fail(f"installing brokerd in the container failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
     units = root / "etc/systemd/system"
-    for unit in ("brokerd.socket", "brokerd.service", "brokerd-authorizer@.service"):
-        shutil.copy(ROOT / "systemd" / unit, units / unit)
-    (units / "sockets.target.wants").mkdir(exist_ok=True)
+    (units / "sockets.target.wants").mkdir(exist_ok=True)  # systemctl enable brokerd.socket, offline
     os.symlink("/etc/systemd/system/brokerd.socket", units / "sockets.target.wants/brokerd.socket")
     (root / "etc/brokerd/authorizers").mkdir(parents=True, exist_ok=True)
     (root / "etc/brokerd/authorizers/no-shadow.env").write_text(
