@@ -79,3 +79,34 @@ def test_kernel_enforces_compiled_errno_rule():
     out = os.read(r, 100).decode()
     os.waitpid(pid, 0)
     assert out == f"-1 {errno.EACCES} True"
+
+
+def test_flag_test_leaf_checks_an_argument_in_the_kernel():
+    # mmap (9) fails with EPERM only when it asks for MAP_FIXED (0x10)
+    ft = sc.FlagTest(3, 0x10, sc.ret_errno(errno.EPERM), sc.RET_ALLOW)
+    insns = sc.compile_filter(sc.AbiRules({9: ft}))
+    assert sc.run(insns, 9, sc.AUDIT_ARCH_X86_64, (0, 4096, 3, 0x22)) == sc.RET_ALLOW
+    assert sc.run(insns, 9, sc.AUDIT_ARCH_X86_64, (0, 4096, 3, 0x32)) == sc.ret_errno(errno.EPERM)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            import mmap
+
+            sc.install(insns, no_new_privs=True)
+            m = mmap.mmap(-1, 4096)  # no MAP_FIXED: allowed
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.mmap.restype = ctypes.c_void_p
+            libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                  ctypes.c_long)
+            fixed = libc.mmap(0x200000000, 4096, 3, 0x32, -1, 0)
+            os.write(w, f"{len(m)} {fixed == ctypes.c_void_p(-1).value} {ctypes.get_errno()}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = os.read(r, 100).decode()
+    os.waitpid(pid, 0)
+    assert out == f"4096 True {errno.EPERM}"

@@ -38,6 +38,7 @@ _LD_W_ABS = 0x20
 _JMP_JA = 0x05
 _JMP_JEQ_K = 0x15
 _JMP_JGE_K = 0x35
+_JMP_JSET_K = 0x45
 _RET_K = 0x06
 
 _OFF_NR = 0
@@ -60,12 +61,24 @@ def trace(data: int = 0) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class FlagTest:
+    """An action that depends on one argument: ``hit`` when any bit of
+    ``mask`` is set in the low 32 bits of ``args[arg]``, else ``miss``
+    (e.g. trace mmap only when it asks for MAP_FIXED)."""
+
+    arg: int
+    mask: int
+    hit: int
+    miss: int
+
+
+@dataclass(frozen=True, slots=True)
 class AbiRules:
     """What the filter does for one ABI: ``actions`` maps syscall numbers (as
     seen in ``seccomp_data.nr``, the x32 bit included) to an action; every
     other number gets ``default``."""
 
-    actions: Mapping[int, int]
+    actions: Mapping[int, int | FlagTest]
     default: int = RET_ALLOW
 
 
@@ -145,6 +158,12 @@ def _tree(prog: _Program, runs: list[tuple[int, int, int]], leaves: dict[int, in
     """Emit a balanced search over ``runs`` (sorted, contiguous); returns its label."""
     if len(runs) == 1:
         action = runs[0][2]
+        if isinstance(action, FlagTest):
+            hit = _tree(prog, [(0, 0, action.hit)], leaves)
+            miss = _tree(prog, [(0, 0, action.miss)], leaves)
+            prog.cond(_JMP_JSET_K, action.mask, hit, miss)
+            # seccomp_data.args[i] (little-endian low word); the accumulator is reloaded per leaf
+            return prog.emit(_insn(_LD_W_ABS, 0, 0, 16 + 8 * action.arg))
         if action not in leaves or prog.dist(leaves[action]) > 255:
             leaves[action] = prog.ret(action)
         return leaves[action]
@@ -196,10 +215,11 @@ def pack(insns: list[tuple[int, int, int, int]]) -> bytes:
     return b"".join(struct.pack("=HBBI", *i) for i in insns)
 
 
-def run(insns: list[tuple[int, int, int, int]], nr: int, arch: int) -> int:
+def run(insns: list[tuple[int, int, int, int]], nr: int, arch: int, args: tuple[int, ...] = ()) -> int:
     """Interpret the filter for (nr, arch): used by tests to check the compiler
     against the table it was given, and by nothing on the hot path."""
-    data = struct.pack("=II", nr & 0xFFFFFFFF, arch) + bytes(56)
+    data = struct.pack("=IIQ", nr & 0xFFFFFFFF, arch, 0) + b"".join(
+        struct.pack("=Q", a & 0xFFFFFFFFFFFFFFFF) for a in (tuple(args) + (0,) * 6)[:6])
     pc = 0
     acc = 0
     while True:
@@ -213,6 +233,8 @@ def run(insns: list[tuple[int, int, int, int]], nr: int, arch: int) -> int:
             pc += 1 + (jt if acc == k else jf)
         elif code == _JMP_JGE_K:
             pc += 1 + (jt if acc >= k else jf)
+        elif code == _JMP_JSET_K:
+            pc += 1 + (jt if acc & k else jf)
         elif code == _RET_K:
             return k
         else:
