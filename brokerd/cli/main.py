@@ -102,6 +102,9 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu", metavar="LIST",
                    help="pin the broker, its authorizers and the program to these CPUs (e.g. 0 or 0-1): "
                         "a decision then needs no cross-CPU wake-up (docs/performance.md)")
+    p.add_argument("--no-stable-args", dest="stable_args", action="store_false",
+                   help="UNSAFE: let the kernel read judged paths from the program's own memory, where another "
+                        "thread may change them after the check (saves a copy per call; docs/security.md)")
     p.add_argument("--allow-io-uring", action="store_true",
                    help="let the program use io_uring (denied by default: its I/O bypasses the broker)")
 
@@ -141,7 +144,7 @@ def _make_shim(args: argparse.Namespace, operator=None):
     if daemon is not None:
         stack += daemon.authorizers  # after the -a ones: the owner's registered ones, then root's system ones
     shim = Shim(stack, strsize=args.strsize, audit=audit, caller=getattr(args, "caller", False),
-                allow_io_uring=args.allow_io_uring)
+                allow_io_uring=args.allow_io_uring, stable_args=args.stable_args)
     if daemon is not None:
         shim.session = str(daemon.id)
         daemon.bind(shim)

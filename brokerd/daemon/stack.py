@@ -67,6 +67,7 @@ class Decision:
     sets: list[SetMem] = field(default_factory=list)
     decided_by: int | None = None
     rewritten: bool = False
+    stabilize: bool = False  # copy the judged strings/paths into read-only scratch first
 
 
 class EntryWalk:

@@ -35,7 +35,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from brokerd.daemon.authorizer import Authorizer
@@ -71,6 +71,7 @@ from .elfinfo import Symbolizer, exec_facts
 from .guard import GUARDED, Guard
 from .kernel import missing_features
 from .procfs import tgid_of
+from .scratch import MFD_ALLOW_SEALING, MFD_CLOEXEC, REGION_SIZE, Region, adopt
 
 OPTIONS = (
     pt.O_TRACESYSGOOD
@@ -86,7 +87,6 @@ STOP_SIGNALS = frozenset((signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal
 MASK64 = (1 << 64) - 1
 ARG_REGS_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 ARG_REGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
-SCRATCH_SIZE = 1 << 16
 CLONE_UNTRACED = 0x00800000
 VERDICT_CACHE_SIZE = 4096
 # The broker's own rules, below every authorizer: io_uring reaches files and
@@ -99,6 +99,16 @@ BROKER_RULES = StaticRules(
           ("clone3", E.ENOSYS)))
 BROKER_RULES_IO_URING = StaticRules(deny=(("clone3", E.ENOSYS),))
 SYS_MMAP = {"x86_64": 9, "x32": 9 | seccomp.X32_SYSCALL_BIT, "i386": 192}  # i386: mmap2
+SYS_MEMFD_CREATE = {"x86_64": 319, "x32": 319 | seccomp.X32_SYSCALL_BIT, "i386": 356}
+SYS_CLOSE = {"x86_64": 3, "x32": 3 | seccomp.X32_SYSCALL_BIT, "i386": 6}
+MAP_FIXED = 0x10
+MREMAP_FIXED = 2
+SHM_REMAP = 0o40000
+#: calls that could replace or move the read-only scratch region; denied over it
+REGION_CALLS = frozenset({"munmap", "mremap", "mmap", "mmap2", "shmat", "remap_file_pages"})
+#: argument kinds whose judged bytes are copied into the region before the call runs
+STABLE_KINDS = frozenset({"path", "str"})
+REGION_CALLS_ALWAYS = frozenset({"munmap", "mremap", "shmat", "remap_file_pages"})  # mmap: only with MAP_FIXED
 # Terminal signals the broker itself ignores while a program runs: they are
 # meant for the program (which shares the terminal's process group).
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
@@ -180,6 +190,9 @@ class _Thread:
     decision: Decision | None = None
     replay: Decision | None = None
     saved_regs: pt.Regs | None = None
+    inject: list = field(default_factory=list)  # steps of a running injection
+    inject_fd: int = -1
+    saved_view: object = None  # the shim's mapping of a scratch region being set up
     t0: float = 0.0
     running: bool = True
 
@@ -225,6 +238,7 @@ class Shim:
         greeting_timeout: float | None = None,
         caller: bool = False,
         allow_io_uring: bool = False,
+        stable_args: bool = True,
     ) -> None:
         self.stack = list(stack)
         self.strsize = strsize
@@ -246,7 +260,8 @@ class Shim:
         #: the broker's own rules, below every authorizer (docs/security.md)
         self.internal = BROKER_RULES if not allow_io_uring else BROKER_RULES_IO_URING
         self._signal_order: tuple[int, ...] = ()
-        self._scratch: dict[int, tuple[int, int]] = {}
+        self._regions: dict[int, Region] = {}  # tgid -> its read-only scratch region
+        self.stable_args = stable_args
         self._mem = _Mem(0)
         self._sfd = -1
         self._ep: select.epoll | None = None
@@ -322,7 +337,7 @@ class Shim:
         is seen: allow, trace, deny(errno) or kill (see stack.combine)."""
         act = self._action_cache.get(name)
         if act is None:
-            internal = self.internal.action(name, name == "clone" or name in GUARDED)
+            internal = self.internal.action(name, name == "clone" or name in GUARDED or name in REGION_CALLS_ALWAYS)
             act = combine([a.action(name) for a in self.stack] + [internal])
             self._action_cache[name] = act
         return act
@@ -346,6 +361,11 @@ class Shim:
             for name, spec in abi.by_name.items():
                 what, err = self.stack_action(name)
                 action = kernel[what](err)
+                if action == seccomp.RET_ALLOW and name in ("mmap", "mmap2") and spec.args[3:4] == ("mmap_flags",):
+                    # a MAP_FIXED mapping could replace the scratch region: it stops (and is checked)
+                    action = seccomp.FlagTest(3, MAP_FIXED, seccomp.RET_TRACE, seccomp.RET_ALLOW)
+                elif action == seccomp.RET_ALLOW and name in ("mmap", "mmap2"):
+                    action = seccomp.RET_TRACE  # i386's old mmap passes its flags in memory
                 if action != default:
                     acts[spec.nr | abi.nr_bit] = action
             rules[abi_name] = seccomp.AbiRules(acts, default)
@@ -674,6 +694,9 @@ class Shim:
             child = pt.geteventmsg(tid)
             if child not in self.threads:
                 self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else tgid_of(child))
+            ctgid = self.threads[child].tgid
+            if ctgid != t.tgid and t.tgid in self._regions:
+                self._regions[ctgid] = self._regions[t.tgid]  # the shared mapping is inherited
             kind = {pt.EVENT_FORK: "fork", pt.EVENT_VFORK: "vfork", pt.EVENT_CLONE: "clone"}[event]
             self._proc_event(t, kind, (Int(child),))
             self._resume(tid)
@@ -731,9 +754,13 @@ class Shim:
 
     def _on_exit(self, tid: int, status: int) -> None:
         t = self.threads.pop(tid, None)
-        self._scratch.pop(tid, None)
         if t is None:
             return
+        region = self._regions.get(t.tgid)
+        if region is not None:
+            region.release(tid)
+            if tid == t.tgid:
+                del self._regions[t.tgid]
         if tid == t.tgid:
             if os.WIFEXITED(status):
                 self._proc_event(t, "exit", (Int(os.WEXITSTATUS(status)),))
@@ -754,13 +781,10 @@ class Shim:
             # exec from a non-leader thread: it takes over the leader's tid, and
             # its record (maybe a stepped execve waiting for its result) with it
             old = self.threads.pop(former, None)
-            self._scratch.pop(former, None)
             if old is not None:
                 old.tid = t.tid
                 t = old
-        for tid in [k for k, v in self.threads.items() if v.tgid == t.tgid]:
-            self._scratch.pop(tid, None)
-        self._scratch.pop(t.tid, None)
+        self._regions.pop(t.tgid, None)  # a new address space: the old mapping is gone
         self.threads[t.tid] = t
         if self._symbolizer is not None:
             self._symbolizer.forget(t.tgid)
@@ -784,6 +808,9 @@ class Shim:
     # syscall entry
     # ------------------------------------------------------------------
     def _on_seccomp(self, t: _Thread) -> None:
+        if t.state == "inject":  # one of our injected calls meets the filter: let it run
+            self._to_exit_stop(t)
+            return
         info = pt.get_syscall_info(t.tid, self._info)
         if info.op != pt.INFO_SECCOMP:
             self._resume(t.tid)
@@ -805,7 +832,14 @@ class Shim:
         spec = abi.spec(nr)
         if spec.name == "clone":
             rawargs = self._strip_untraced(t, abi, rawargs)
-        elif spec.name in GUARDED:
+        elif spec.name in REGION_CALLS and t.tgid in self._regions:
+            mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
+            if self._hits_region(t, spec.name, tuple(a & mask for a in rawargs)):
+                t.raw = ()
+                self._log(f"pid {t.tgid}: {spec.name} over the broker's read-only scratch memory: denied")
+                self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
+                return
+        if spec.name in GUARDED:
             mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
             verdict = self.guard.judge(spec.name, tuple(a & mask for a in rawargs), t.tid, t.tgid)
             if verdict is not None:
@@ -848,6 +882,19 @@ class Shim:
         t.walk = EntryWalk(ev, order)
         self._advance_entry(t, t.walk)
 
+    def _hits_region(self, t: _Thread, name: str, a: tuple[int, ...]) -> bool:
+        """Would this call unmap, move or replace (part of) the scratch region?"""
+        r = self._regions[t.tgid]
+        if name == "munmap" or name == "remap_file_pages":
+            return r.covers(a[0], a[1])
+        if name == "mremap":
+            return r.covers(a[0], a[1]) or bool(a[3] & MREMAP_FIXED) and r.covers(a[4], a[2])
+        if name in ("mmap", "mmap2"):
+            return bool(a[3] & MAP_FIXED) and r.covers(a[0], a[1])
+        if name == "shmat":
+            return bool(a[2] & SHM_REMAP) and a[1] < r.addr + r.size
+        return False
+
     def _strip_untraced(self, t: _Thread, abi: Abi, rawargs):
         """clone(CLONE_UNTRACED) would create a child no tracer follows: clear
         the flag (it is in a register, so no other thread can race us)."""
@@ -874,8 +921,12 @@ class Shim:
         if nxt is None:
             assert walk.decision is not None
             t.walk = None
-            self._record(walk.event, walk.decision, t)
-            self._apply_entry(t, walk.decision)
+            d = walk.decision
+            self._record(walk.event, d, t)
+            if self.stable_args and d.action == "cont" and not d.rewritten and t.spec is not None and any(
+                    k in STABLE_KINDS for k in t.spec.args):
+                d.stabilize = True
+            self._apply_entry(t, d)
             return
         pos, ev = nxt
         rules = self.stack[pos].rules
@@ -959,7 +1010,7 @@ class Shim:
                 t.state = "run"
                 self._resume(tid)
             return
-        if d.rewritten:
+        if d.rewritten or d.stabilize:
             if not self._rewrite(t, d):
                 return  # scratch memory is being injected; the call comes back
         if d.steppers:
@@ -970,22 +1021,44 @@ class Shim:
             self._resume(tid)
 
     def _rewrite(self, t: _Thread, d: Decision) -> bool:
+        """Put the decided call in the registers, its memory arguments in the
+        read-only scratch region.  For a call that was only judged
+        (``d.stabilize``), just its strings and paths are copied there, so the
+        kernel reads exactly what the authorizers saw."""
         assert t.abi is not None
         spec = t.abi.by_name[d.call.name]
-        enc = encode_args(spec, d.call.args, t.raw)
+        if d.rewritten:
+            enc = encode_args(spec, d.call.args, t.raw)
+            values = list(enc.regs)
+            blobs = list(enc.blobs)
+        else:  # judged strings go as they were shown (NUL-terminated), the rest stays
+            enc = None
+            values = list(t.raw) + [0] * (6 - len(t.raw))
+            judged = [(i, v) for i, (k, v) in enumerate(zip(spec.args, d.call.args, strict=False))
+                      if k in STABLE_KINDS and type(v) is Str]
+            if any(v.total is not None for _, v in judged):
+                # longer than PATH_MAX: only a prefix was judged; the kernel would refuse it anyway
+                regs = pt.getregs(t.tid, self._regs)
+                regs.orig_rax = MASK64
+                regs.rax = (-E.ENAMETOOLONG) & MASK64
+                pt.setregs(t.tid, regs)
+                d.action, d.value = "skip-fail", E.ENAMETOOLONG
+                return True
+            blobs = [(i, v.data + b"\0") for i, v in judged]
+            if not blobs:
+                return True
         regs = pt.getregs(t.tid, self._regs)
-        values = list(enc.regs)
-        if enc.blobs:
-            need = sum(len(b) + 16 for _, b in enc.blobs)
-            scratch = self._scratch.get(t.tid)
-            if scratch is None or scratch[1] < need:
-                self._inject_mmap(t, regs, max(SCRATCH_SIZE, need + 4095 & ~4095), d)
+        if blobs:
+            region = self._regions.get(t.tgid)
+            if region is None:
+                self._inject_region(t, regs, d)
                 return False
-            addr = scratch[0]
-            for i, blob in enc.blobs:
-                pt.write_memory(t.tid, addr, _relocate(enc, i, blob, addr))
+            addrs = region.reserve(t.tid, [len(b) for _, b in blobs])
+            if addrs is None:
+                raise OSError(E.E2BIG, "arguments too large for the scratch slot")
+            for (i, blob), addr in zip(blobs, addrs, strict=True):
+                region.write(addr, _relocate(enc, i, blob, addr) if enc is not None else blob)
                 values[i] = addr
-                addr += len(blob) + 15 & ~15
         names = ARG_REGS_32 if t.abi.name == "i386" else ARG_REGS_64
         for name, v in zip(names, values, strict=False):
             setattr(regs, name, v & MASK64)
@@ -994,22 +1067,91 @@ class Shim:
         t.spec = spec
         return True
 
-    def _inject_mmap(self, t: _Thread, regs: pt.Regs, size: int, d: Decision) -> None:
-        """Make the tracee mmap scratch memory for us: turn the stopped call into
-        an mmap, catch its exit, then rewind so the original call runs again."""
+    # -- injection: a few syscalls the tracee makes on the shim's behalf --------
+    def _inject_region(self, t: _Thread, regs: pt.Regs, d: Decision) -> None:
+        """Create the scratch region in the tracee: memfd_create (the shim
+        takes and seals it), mmap it read-only and shared, close the fd; then
+        rewind so the interrupted call runs again and gets decision ``d``."""
         assert t.abi is not None
         saved = pt.Regs()
         ctypes.memmove(ctypes.addressof(saved), ctypes.addressof(regs), ctypes.sizeof(regs))
-        names = ARG_REGS_32 if t.abi.name == "i386" else ARG_REGS_64
-        for name, v in zip(names, (0, size, 3, 0x22, MASK64, 0), strict=True):  # RW, PRIVATE|ANON, fd -1
-            setattr(regs, name, v if t.abi.name != "i386" else v & 0xFFFFFFFF)
-        regs.orig_rax = SYS_MMAP[t.abi.name]
-        pt.setregs(t.tid, regs)
         t.saved_regs = saved
         t.replay = d
         t.state = "inject"
-        self._inject_size = size
+        # the memfd's name, briefly on the stack well below the red zone
+        name_at = (saved.rsp - 4096) & ~15
+        pt.write_memory(t.tid, name_at, b"brokerd-scratch\0")
+        t.inject = [self._injected_memfd, self._injected_mmap, self._injected_close]
+        self._set_call(t, regs, SYS_MEMFD_CREATE[t.abi.name], (name_at, MFD_CLOEXEC | MFD_ALLOW_SEALING))
         self._to_exit_stop(t)
+
+    def _set_call(self, t: _Thread, regs: pt.Regs, nr: int, args: tuple[int, ...]) -> None:
+        assert t.abi is not None
+        names = ARG_REGS_32 if t.abi.name == "i386" else ARG_REGS_64
+        mask = 0xFFFFFFFF if t.abi.name == "i386" else MASK64
+        for name, v in zip(names, args, strict=False):
+            setattr(regs, name, v & mask)
+        regs.orig_rax = nr
+        pt.setregs(t.tid, regs)
+
+    def _next_call(self, t: _Thread, nr: int, args: tuple[int, ...]) -> None:
+        """From an exit stop: run one more syscall at the same instruction."""
+        assert t.saved_regs is not None
+        regs = pt.Regs()
+        ctypes.memmove(ctypes.addressof(regs), ctypes.addressof(t.saved_regs), ctypes.sizeof(regs))
+        regs.rip -= 2  # syscall and int $0x80 are both 2 bytes
+        regs.rax = nr
+        self._set_call(t, regs, nr, args)
+        self._to_exit_stop(t)
+
+    def _injected_memfd(self, t: _Thread, rval: int, failed: bool) -> None:
+        if failed:
+            self._inject_failed(t, f"memfd_create: {os.strerror(-rval)}")
+            return
+        t.inject_fd = rval
+        try:
+            fd, view = adopt(t.tgid, rval)
+        except OSError as e:
+            self._inject_failed(t, f"cannot take the scratch memfd: {e.strerror}")
+            return
+        os.close(fd)  # the shim's mapping keeps the memory alive
+        t.saved_view = view
+        assert t.abi is not None
+        self._next_call(t, SYS_MMAP[t.abi.name], (0, REGION_SIZE, 1, 1, rval, 0))  # PROT_READ, MAP_SHARED
+
+    def _injected_mmap(self, t: _Thread, rval: int, failed: bool) -> None:
+        view = t.saved_view
+        if failed:
+            view.close()
+            self._inject_failed(t, f"mmap of the scratch region: {os.strerror(-rval)}")
+            return
+        self._regions[t.tgid] = Region(rval & (0xFFFFFFFF if t.abi and t.abi.name == "i386" else MASK64), view)
+        assert t.abi is not None
+        self._next_call(t, SYS_CLOSE[t.abi.name], (t.inject_fd,))
+
+    def _injected_close(self, t: _Thread, rval: int, failed: bool) -> None:
+        saved = t.saved_regs
+        assert saved is not None
+        t.saved_regs = None
+        saved.rip -= 2  # back onto the interrupted call, which stops again and gets its decision
+        saved.rax = saved.orig_rax
+        t.state = "run"
+        pt.setregs(t.tid, saved)
+        self._resume(t.tid)
+
+    def _inject_failed(self, t: _Thread, why: str) -> None:
+        """No scratch memory: the interrupted call fails (EPERM) rather than
+        run with arguments the broker could not make stable."""
+        saved = t.saved_regs
+        assert saved is not None
+        self._log(f"pid {t.tgid}: {why}; the call fails with EPERM")
+        t.saved_regs = None
+        t.replay = None
+        t.inject = []
+        saved.rax = (-E.EPERM) & MASK64
+        t.state = "run"
+        pt.setregs(t.tid, saved)
+        self._resume(t.tid)
 
     def _fetch(self, event_id: int, argn: int, offset: int, length: int) -> bytes:
         """More of a buffer argument of a call still waiting for its verdict
@@ -1036,7 +1178,10 @@ class Shim:
     def _on_syscall_stop(self, t: _Thread) -> None:
         info = pt.get_syscall_info(t.tid, self._info)
         if info.op == pt.INFO_ENTRY:
-            if t.state in ("inject", "step", "skip"):
+            if t.state == "inject":
+                self._to_exit_stop(t)  # one of our injected calls: on to its exit
+                return
+            if t.state in ("step", "skip"):
                 self._resume(t.tid)  # cannot happen; never strand a tracee
                 return
             self._on_entry(t, info.arch, info.u.entry.nr, info.u.entry.args, info.instruction_pointer)
@@ -1046,7 +1191,8 @@ class Shim:
             return
         rval = info.u.exit.rval
         if t.state == "inject":
-            self._after_inject(t, rval, bool(info.u.exit.is_error))
+            step = t.inject.pop(0)
+            step(t, rval, bool(info.u.exit.is_error))
             return
         if t.state == "skip":
             self._after_skip(t)
@@ -1075,22 +1221,6 @@ class Shim:
             regs = pt.getregs(t.tid, self._regs)
             regs.rax = (-d.value if d.action == "skip-fail" else d.value) & MASK64
             pt.setregs(t.tid, regs)
-        self._resume(t.tid)
-
-    def _after_inject(self, t: _Thread, rval: int, is_error: bool) -> None:
-        saved = t.saved_regs
-        assert saved is not None
-        t.saved_regs = None
-        if is_error:
-            self._log(f"could not map scratch memory in pid {t.tgid}: {os.strerror(-rval)}; the call fails")
-            saved.rax = (-E.ENOMEM) & MASK64
-            t.replay = None
-        else:
-            self._scratch[t.tid] = (rval & MASK64, self._inject_size)
-            saved.rip -= 2  # back onto the syscall instruction (syscall and int $0x80 are 2 bytes)
-            saved.rax = saved.orig_rax
-        t.state = "run"
-        pt.setregs(t.tid, saved)
         self._resume(t.tid)
 
     def _advance_exit(self, t: _Thread, walk: ExitWalk) -> None:
@@ -1135,6 +1265,10 @@ class Shim:
     # signals
     # ------------------------------------------------------------------
     def _on_signal(self, t: _Thread, sig: int) -> None:
+        if t.state == "inject":  # mid-injection: deliver as is, keep catching our calls' exits
+            t.running = True
+            pt.syscall(t.tid, sig)
+            return
         if not self._signal_order:
             self._resume(t.tid, sig)
             return

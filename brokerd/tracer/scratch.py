@@ -1,0 +1,106 @@
+"""Scratch memory the shim owns inside a tracee, which the tracee cannot write.
+
+Rewritten arguments, and copies of the pointer arguments an authorizer
+judged (paths, strings, sockaddrs), are placed here and the registers are
+pointed at them, so the kernel uses exactly the bytes that were judged: no
+other thread or process sharing memory can change them after the check (the
+seed's 2011 TOCTOU point).
+
+The region is a memfd created in the tracee (an injected ``memfd_create``),
+pulled into the shim with ``pidfd_getfd``, mapped read-write *in the shim*,
+then sealed (``F_SEAL_FUTURE_WRITE|SHRINK|GROW|SEAL``) before the tracee maps
+it ``PROT_READ, MAP_SHARED``.  Because of the seal the kernel refuses the
+tracee ``mprotect(PROT_WRITE)`` on it, ``write()`` through any descriptor of
+it, and ``/proc/self/mem`` writes (FOLL_FORCE does not write through a
+read-only shared mapping).  What is left, replacing or moving the mapping
+(``munmap``, ``mremap``, ``mmap(MAP_FIXED)``, ``shmat(SHM_REMAP)``,
+``remap_file_pages``), the shim denies for ranges that touch it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import mmap
+import os
+from dataclasses import dataclass, field
+
+REGION_SIZE = 4 << 20
+SLOT_SIZE = 16 << 10
+F_ADD_SEALS = 1033
+F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_FUTURE_WRITE = 1, 2, 4, 16
+SYS_pidfd_getfd = 438
+MFD_CLOEXEC, MFD_ALLOW_SEALING = 1, 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+@dataclass
+class Region:
+    """One sealed memfd mapped at ``addr`` in every process that shares it
+    (a forked child inherits the mapping), with a slot per thread."""
+
+    addr: int
+    view: mmap.mmap
+    size: int = REGION_SIZE
+    slots: dict[int, int] = field(default_factory=dict)  # tid -> offset
+    free: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.free and not self.slots:
+            self.free = list(range(self.size - SLOT_SIZE, -1, -SLOT_SIZE))
+
+    def covers(self, start: int, length: int) -> bool:
+        """Does [start, start+length) touch the region?"""
+        length = max(length, 1)
+        return start < self.addr + self.size and self.addr < start + length
+
+    def reserve(self, tid: int, sizes: list[int]) -> list[int] | None:
+        """Addresses (in the tracee) for blobs of ``sizes`` in the thread's
+        slot, or None if they do not fit or no slot is free."""
+        off = self.slots.get(tid)
+        if off is None:
+            if not self.free:
+                return None
+            off = self.free.pop()
+            self.slots[tid] = off
+        addrs = []
+        pos = off
+        for n in sizes:
+            if pos + n > off + SLOT_SIZE:
+                return None
+            addrs.append(self.addr + pos)
+            pos = (pos + n + 15) & ~15
+        return addrs
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Write through the shim's own writable mapping (the tracee's is read-only)."""
+        off = addr - self.addr
+        self.view[off:off + len(data)] = data
+
+    def release(self, tid: int) -> None:
+        off = self.slots.pop(tid, None)
+        if off is not None:
+            self.free.append(off)
+
+
+def adopt(tgid: int, remote_fd: int) -> tuple[int, mmap.mmap]:
+    """Take the tracee's memfd into the shim, size it, map it writable here,
+    seal it.  Returns the shim's descriptor (the caller closes it) and the view."""
+    pidfd = os.pidfd_open(tgid)
+    try:
+        fd = _libc.syscall(SYS_pidfd_getfd, pidfd, remote_fd, 0)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"pidfd_getfd: {os.strerror(err)}")
+    finally:
+        os.close(pidfd)
+    try:
+        os.ftruncate(fd, REGION_SIZE)
+        view = mmap.mmap(fd, REGION_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd, view
