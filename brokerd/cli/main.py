@@ -105,6 +105,9 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-stable-args", dest="stable_args", action="store_false",
                    help="UNSAFE: let the kernel read judged paths from the program's own memory, where another "
                         "thread may change them after the check (saves a copy per call; docs/security.md)")
+    p.add_argument("--backend", choices=("auto", "ptrace", "notify"), default="auto",
+                   help="run: ptrace, or seccomp user notification (no ptrace: cheaper, debuggable; only for stacks"
+                        " that declare verdicts=cont,skip-fail,skip-ok and judge no memory arguments); auto picks")
     p.add_argument("--allow-io-uring", action="store_true",
                    help="let the program use io_uring (denied by default: its I/O bypasses the broker)")
 
@@ -174,6 +177,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not argv:
         raise UsageError("run: no program given (brokerctl run [OPTIONS] -- PROG ARGS)")
     shim = _make_shim(args)
+    from brokerd.tracer.notify import choose_backend
+
+    shim = choose_backend(shim, args.backend, lambda m: print(f"{PROG}: {m}", file=sys.stderr))
     try:
         pid = shim.launch(argv)
     except LaunchError as e:

@@ -110,6 +110,7 @@ class Authorizer:
         self.caller = False  # wants the caller note (library:symbol+offset) on events
         self.static = NO_RULES  # answers it declared for whole syscalls (handshake)
         self.rules: tuple[ArgRule, ...] = ()  # argument rules the broker evaluates for it
+        self.verdicts: frozenset[str] | None = None  # the only verdicts it promises to give
         #: set by the shim: (event id, argn, offset, length) -> bytes of a waiting call
         self.on_fetch: Callable[[int, int, int, int], bytes] | None = None
         self.mode = "new"  # new -> greeting -> plain | hello ; dead
@@ -166,6 +167,8 @@ class Authorizer:
             if default in DEFAULTS:
                 self.default = DEFAULTS[default]
             self.caller = parsed.get("caller", "no") in ("yes", "1")
+            promised = parsed.get("verdicts")
+            self.verdicts = frozenset(v for v in promised.split(",") if v) if promised else None
             try:
                 self.static = parse_static(dict(parsed.attrs))
                 self.rules = tuple(parse_arg_rule(v) for k, v in parsed.attrs if k == "rule")

@@ -26,6 +26,7 @@ class LocalAuthorizer:
     strsize = None
     static: StaticRules = NO_RULES
     rules: tuple = ()
+    verdicts = None
 
     def __init__(self, name: str, trace: frozenset[str] | None = None, *, rfd: int = -1,
                  signals: bool = False, events: frozenset[str] = frozenset()) -> None:

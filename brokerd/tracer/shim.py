@@ -227,6 +227,8 @@ def _signalfd(signals: Sequence[int]) -> int:
 class Shim:
     """One traced session: a program, its descendants and an authorizer stack."""
 
+    backend = "ptrace"
+
     def __init__(
         self,
         stack: Sequence[Authorizer],
@@ -261,6 +263,8 @@ class Shim:
         self.internal = BROKER_RULES if not allow_io_uring else BROKER_RULES_IO_URING
         self._signal_order: tuple[int, ...] = ()
         self._regions: dict[int, Region] = {}  # tgid -> its read-only scratch region
+        #: calls that always stop for the broker's own checks (clone flags, the guard, the region)
+        self.internal_trace = frozenset({"clone"}) | GUARDED | REGION_CALLS_ALWAYS
         self.stable_args = stable_args
         self._mem = _Mem(0)
         self._sfd = -1
@@ -337,18 +341,19 @@ class Shim:
         is seen: allow, trace, deny(errno) or kill (see stack.combine)."""
         act = self._action_cache.get(name)
         if act is None:
-            internal = self.internal.action(name, name == "clone" or name in GUARDED or name in REGION_CALLS_ALWAYS)
+            internal = self.internal.action(name, name in self.internal_trace)
             act = combine([a.action(name) for a in self.stack] + [internal])
             self._action_cache[name] = act
         return act
 
-    def build_filter(self) -> list[tuple[int, int, int, int]]:
-        """The launched session's seccomp mask: RET_TRACE for calls someone
-        must decide, the stack's static answers (ALLOW, ERRNO, KILL_PROCESS)
-        for the rest, so those hold in the kernel whatever happens to us."""
+    def build_filter(self, stop: int = seccomp.RET_TRACE, guard_region: bool = True) -> list[tuple[int, int, int, int]]:
+        """The launched session's seccomp mask: ``stop`` (RET_TRACE, or
+        RET_USER_NOTIF for the notification backend) for calls someone must
+        decide, the stack's static answers (ALLOW, ERRNO, KILL_PROCESS) for
+        the rest, so those hold in the kernel whatever happens to us."""
         kernel = {
             "allow": lambda e: seccomp.RET_ALLOW,
-            "trace": lambda e: seccomp.RET_TRACE,
+            "trace": lambda e: stop,
             "deny": seccomp.ret_errno,
             "kill": lambda e: seccomp.RET_KILL_PROCESS,
         }
@@ -361,11 +366,13 @@ class Shim:
             for name, spec in abi.by_name.items():
                 what, err = self.stack_action(name)
                 action = kernel[what](err)
-                if action == seccomp.RET_ALLOW and name in ("mmap", "mmap2") and spec.args[3:4] == ("mmap_flags",):
+                if not guard_region or action != seccomp.RET_ALLOW or name not in ("mmap", "mmap2"):
+                    pass
+                elif spec.args[3:4] == ("mmap_flags",):
                     # a MAP_FIXED mapping could replace the scratch region: it stops (and is checked)
                     action = seccomp.FlagTest(3, MAP_FIXED, seccomp.RET_TRACE, seccomp.RET_ALLOW)
-                elif action == seccomp.RET_ALLOW and name in ("mmap", "mmap2"):
-                    action = seccomp.RET_TRACE  # i386's old mmap passes its flags in memory
+                else:
+                    action = stop  # i386's old mmap passes its flags in memory
                 if action != default:
                     acts[spec.nr | abi.nr_bit] = action
             rules[abi_name] = seccomp.AbiRules(acts, default)
@@ -830,7 +837,7 @@ class Shim:
             os.kill(t.tgid, signal.SIGKILL)
             return
         spec = abi.spec(nr)
-        if spec.name == "clone":
+        if spec.name == "clone" and self.backend == "ptrace":
             rawargs = self._strip_untraced(t, abi, rawargs)
         elif spec.name in REGION_CALLS and t.tgid in self._regions:
             mask = 0xFFFFFFFF if abi.name == "i386" else MASK64

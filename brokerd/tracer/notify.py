@@ -1,0 +1,306 @@
+"""The seccomp user-notification backend: the same stack and protocol as the
+ptrace shim, without ptrace.
+
+For a launched session whose authorizers only ever answer ``cont``,
+``skip-fail`` or ``skip-ok`` (they say so in the handshake:
+``verdicts=cont,skip-fail,skip-ok``), the filter returns
+``SECCOMP_RET_USER_NOTIF`` instead of ``RET_TRACE``.  The kernel parks the
+calling thread and hands the call to the broker through a listener
+descriptor; the broker answers with ``SECCOMP_IOCTL_NOTIF_SEND``: continue,
+or fail with an errno, or return a value.  One notification costs a fraction
+of a ptrace stop, ``SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`` (Linux 6.6+) keeps
+the wake-up on the same CPU, and the program stays free to be debugged with
+gdb or strace.
+
+Limits, by design of the kernel interface: no ``step``, rewrites or ``set``;
+and ``SECCOMP_USER_NOTIF_FLAG_CONTINUE`` lets the kernel re-read the
+arguments from user memory, so a path judged here can be changed by another
+thread before the kernel uses it (seccomp_unotify(2)).  The automatic
+backend choice therefore keeps sessions that judge path, string or sockaddr
+arguments on ptrace, where they are made stable; ``--backend notify`` forces
+this one and says so.  If the broker dies, the listener closes: calls that
+needed an answer fail with ENOSYS, and static rules stay in the kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as E
+import fcntl
+import os
+import select
+import signal
+import struct
+import time
+from collections.abc import Sequence
+
+from brokerd.daemon.stack import Decision
+from brokerd.protocol.abi import abi_from_audit
+
+from . import seccomp
+from .shim import TERMINAL_SIGNALS, LaunchError, Shim, _libc, _Thread
+
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
+SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
+IOCTL_RECV = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)
+IOCTL_SEND = 0xC0182101  # _IOWR('!', 1, struct seccomp_notif_resp)
+IOCTL_ID_VALID = 0x40082102  # _IOW('!', 2, __u64)
+IOCTL_SET_FLAGS = 0x40082104  # _IOW('!', 4, __u64)
+NOTIF = struct.Struct("=QIIiIQ6Q")  # id, pid, flags, nr, arch, ip, args[6]
+RESP = struct.Struct("=QqiI")  # id, val, error, flags
+#: kinds whose judgement the kernel would re-read from tracee memory
+UNSTABLE_KINDS = ("path", "str", "sockaddr", "inbuf", "argv", "envp", "open_how", "clone_args")
+NOTIFY_VERDICTS = frozenset({"cont", "skip-fail", "skip-ok"})
+
+
+def stack_allows_notify(shim: Shim) -> tuple[bool, str]:
+    """Whether a session may use this backend, and why not if it may not."""
+    from brokerd.protocol.abi import ABIS
+
+    for a in shim.stack:
+        declared = getattr(a, "verdicts", None)
+        if not declared or not set(declared) <= NOTIFY_VERDICTS:
+            return False, f"authorizer {a.name} did not declare verdicts=cont,skip-fail,skip-ok"
+        if a.signals or a.events:
+            return False, f"authorizer {a.name} wants signal or process events"
+        if a.rules:
+            return False, f"authorizer {a.name} has argument rules"
+    names = shim.subscriptions()
+    specs = ABIS["x86_64"].by_name
+    judged = specs.keys() if names is None else names
+    for n in judged:
+        spec = specs.get(n)
+        if spec is not None and shim.stack_action(n)[0] == "trace" and any(
+                k.split(":")[0] in UNSTABLE_KINDS for k in spec.args):
+            return False, f"{n} has memory arguments the kernel would re-read (seccomp_unotify(2))"
+    return True, ""
+
+
+class NotifyShim(Shim):
+    """A launched session served through a seccomp listener, not ptrace."""
+
+    backend = "notify"
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self._become_notify()
+
+    def _become_notify(self) -> None:
+        # nothing to strip or guard by register: the broker is not a tracer here,
+        # but kill/ptrace of the broker is still judged (with deny answers)
+        from .guard import GUARDED
+
+        self.internal_trace = GUARDED
+        self._action_cache.clear()
+        self._listener = -1
+        self._recv = ctypes.create_string_buffer(NOTIF.size)
+        self._pending: dict[int, int] = {}  # tid -> notification id
+
+    def _maybe_stop_self(self) -> None:
+        # not a tracer: Ctrl-Z stopped the program itself; follow it at once
+        if self._tty_stop:
+            self._tty_stop = False
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    def launch(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+        import shutil
+
+        if not argv:
+            raise LaunchError(2, "no program given")
+        path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+        if path is None:
+            raise LaunchError(127, f"{argv[0]}: command not found")
+        insns = self.build_filter(stop=seccomp.RET_USER_NOTIF, guard_region=False)
+        self._setup_loop()
+        env = dict(os.environ) if env is None else env
+        for s in TERMINAL_SIGNALS:
+            self._saved_dispositions[s] = signal.getsignal(s)
+        r, w = os.pipe()
+        _libc().prctl(4, 1, 0, 0, 0)  # dumpable across fork, so pidfd_getfd may take the listener
+        pid = os.fork()
+        if pid != 0:
+            _libc().prctl(4, 0, 0, 0, 0)
+        if pid == 0:
+            try:
+                os.close(w)
+                for s, disp in self._saved_dispositions.items():
+                    signal.signal(s, signal.SIG_DFL if disp in (None, signal.default_int_handler) else disp)
+                signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
+                fd = seccomp.install(insns, flags=SECCOMP_FILTER_FLAG_NEW_LISTENER)
+                os.read(r, 1)  # until the broker holds the listener (this read may itself be notified)
+                os.close(fd)
+                os.close(r)
+                os.execve(path, list(argv), env)
+            except OSError as e:
+                os.write(2, f"brokerctl: {argv[0]}: {e.strerror}\n".encode())
+                os._exit(126 if e.errno in (E.EACCES, E.ENOEXEC) else 127)
+            except BaseException:
+                os._exit(127)
+        os.close(r)
+        try:
+            self._listener = _take_listener(pid)
+        except OSError as e:
+            os.kill(pid, signal.SIGKILL)
+            os.close(w)
+            raise LaunchError(1, f"cannot take the seccomp listener: {e.strerror}") from e
+        try:  # wake the parked thread on the CPU that answers (Linux 6.6+)
+            fcntl.ioctl(self._listener, IOCTL_SET_FLAGS, struct.pack("=Q", SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP))
+        except OSError:
+            pass
+        self._listener_poll = select.poll()
+        self._listener_poll.register(self._listener, select.POLLIN)
+        self.add_reader(self._listener, self._on_notify)
+        self.main_pid = pid
+        self.threads[pid] = _Thread(pid, pid, startup=False)
+        os.write(w, b"go")
+        os.close(w)
+        return pid
+
+    # -- the program's processes are its children, not tracees ---------------
+    def _on_status(self, tid: int, status: int) -> None:
+        if tid == self.main_pid and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
+            self.main_status = status
+            self.threads.pop(tid, None)
+            self._pending.pop(tid, None)
+
+    def _on_notify(self) -> None:
+        # RECV blocks whatever O_NONBLOCK says: take one, and more only while poll says so
+        poller = self._listener_poll
+        while True:
+            ready = poller.poll(0)
+            if not ready:
+                return
+            if not ready[0][1] & select.POLLIN:  # HUP: no process uses the filter any more
+                self.remove_reader(self._listener)
+                return
+            ctypes.memset(self._recv, 0, NOTIF.size)
+            try:
+                fcntl.ioctl(self._listener, IOCTL_RECV, self._recv)
+            except OSError as e:
+                if e.errno in (E.ENOENT, E.EINTR):  # the caller went away meanwhile
+                    continue
+                return
+            nid, tid, _flags, nr, arch, ip, *args = NOTIF.unpack(self._recv.raw)
+            t = self.threads.get(tid)
+            if t is None:
+                t = _Thread(tid, _tgid(tid), startup=False)
+                self.threads[tid] = t
+            self._pending[tid] = nid
+            t.state = "ask"
+            abi = abi_from_audit(arch, nr & 0xFFFFFFFF)
+            if abi is None:
+                self._send(t, 0, -E.ENOSYS, 0)
+                continue
+            self._on_entry(t, arch, nr & 0xFFFFFFFF, args, ip)
+
+    def _id_valid(self, nid: int) -> bool:
+        try:
+            fcntl.ioctl(self._listener, IOCTL_ID_VALID, struct.pack("=Q", nid))
+            return True
+        except OSError:
+            return False
+
+    def _send(self, t: _Thread, val: int, error: int, flags: int) -> None:
+        nid = self._pending.pop(t.tid, None)
+        t.state = "run"
+        if t.tid != self.main_pid:
+            self.threads.pop(t.tid, None)
+        if nid is None:
+            return
+        try:
+            fcntl.ioctl(self._listener, IOCTL_SEND, RESP.pack(nid, val, error, flags))
+        except OSError:
+            pass  # the caller died (ENOENT) or was interrupted by a signal: nothing to answer
+
+    # -- the stack's decisions, applied through the listener ------------------
+    def _resume(self, tid: int, sig: int = 0) -> None:
+        t = self.threads.get(tid)
+        if t is not None:
+            self._send(t, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+
+    def _apply_entry(self, t: _Thread, d: Decision) -> None:
+        t.decision = d
+        if d.action == "kill":
+            self._send(t, 0, -E.EPERM, 0)
+            os.kill(t.tgid, signal.SIGKILL)
+        elif d.action == "skip-fail":
+            self._send(t, 0, -d.value, 0)
+        elif d.action == "skip-ok":
+            self._send(t, d.value, 0, 0)
+        elif d.rewritten or d.steppers or d.sets:
+            # promised away in the handshake; a fail-safe answer, never a silent allow
+            self._log(f"pid {t.tgid}: {d.call.name}: step, rewrite and set need the ptrace backend; denied")
+            self._send(t, 0, -E.EPERM, 0)
+        else:
+            self._send(t, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+
+    def _check_rewrite(self, t: _Thread, verdict: object) -> None:
+        from brokerd.daemon.stack import VerdictError
+        from brokerd.protocol.types import Rewrite, Step
+
+        if isinstance(verdict, Rewrite | Step):
+            raise VerdictError("not-allowed", "this session uses the seccomp-notify backend: no step or rewrite")
+
+    def run(self) -> int:
+        code = super().run()
+        if self._listener >= 0:
+            os.close(self._listener)
+        return code
+
+
+def choose_backend(shim: Shim, want: str, log) -> Shim:
+    """After the handshake: keep ptrace, or turn the shim into a NotifyShim.
+    ``want`` is auto (notify when the stack allows it and the kernel has
+    SECCOMP_USER_NOTIF_FLAG_CONTINUE, 5.5+), ptrace or notify (forced)."""
+    if want == "ptrace":
+        return shim
+    ok, why = stack_allows_notify(shim)
+    if want == "auto":
+        from .kernel import _version
+
+        if not ok or _version() < (5, 5):
+            return shim
+    elif not ok:
+        log(f"--backend notify although {why}: such decisions are advisory on this backend")
+    shim.__class__ = NotifyShim
+    shim._become_notify()  # type: ignore[attr-defined]
+    return shim
+
+
+def _tgid(tid: int) -> int:
+    from .procfs import tgid_of
+
+    return tgid_of(tid)
+
+
+def _take_listener(pid: int, timeout: float = 10.0) -> int:
+    """The child's seccomp listener, copied into the broker with pidfd_getfd
+    as soon as it appears in /proc/PID/fd."""
+    from .scratch import SYS_pidfd_getfd
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    pidfd = os.pidfd_open(pid)
+    try:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except FileNotFoundError:
+                raise OSError(E.ESRCH, "the program died before its filter was installed") from None
+            for fd in fds:
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if "seccomp notify" in target:
+                    got = libc.syscall(SYS_pidfd_getfd, pidfd, int(fd), 0)
+                    if got < 0:
+                        err = ctypes.get_errno()
+                        raise OSError(err, os.strerror(err))
+                    return got
+            time.sleep(0.0005)
+        raise OSError(E.ETIMEDOUT, "the program's seccomp listener did not appear")
+    finally:
+        os.close(pidfd)

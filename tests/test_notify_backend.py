@@ -1,0 +1,102 @@
+"""The seccomp user-notification backend: the same verdicts without ptrace,
+chosen automatically when the stack allows it, debuggable with strace, and
+static rules that hold in the kernel when the broker is SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import BROKERCTL, brokerctl
+
+NOTIFY_AUTHZ = r'''
+import sys
+trace, kill, extra = sys.argv[1], sys.argv[2], " ".join(sys.argv[3:])
+sys.stdin.readline()
+print(f"hello 1 role=authorizer name=nf trace={trace} verdicts=cont,skip-fail,skip-ok {extra}", flush=True)
+answers = {"getppid": "skip-ok 4242", "getuid": "skip-fail EACCES", kill: "kill"}
+for line in sys.stdin:
+    if line.startswith("syscall"):
+        f = line.split()
+        print(f[1], answers.get(f[5], "cont"), flush=True)
+'''
+
+
+@pytest.mark.parametrize("backend", ["notify", "ptrace"])
+def test_same_verdicts_on_both_backends(authz, cprog, backend):
+    cmd = authz(NOTIFY_AUTHZ) + " getppid,getpid,getuid -"
+    r = brokerctl("run", "--backend", backend, "-a", cmd, "--", str(cprog("calls")), "getppid", "getpid", "exit:5")
+    assert r.returncode == 5, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "getppid ok 4242"
+    assert lines[1].startswith("getpid ok ")
+    r = brokerctl("run", "--backend", backend, "-a", authz(NOTIFY_AUTHZ) + " getppid getppid",
+                  "--", str(cprog("calls")), "write:before\n", "getppid", "write:after\n")
+    assert r.stdout == "before\nwrite ok 7\n" and r.returncode == 128 + signal.SIGKILL
+
+
+def _tracer_of(cmd: str, authz_cmd: str, *opts: str) -> str:
+    r = brokerctl("run", *opts, "-a", authz_cmd, "--", "sh", "-c", "grep TracerPid /proc/self/status")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()[-1]
+
+
+def test_auto_picks_notify_only_when_the_stack_allows(authz, rules):
+    declared = authz(NOTIFY_AUTHZ) + " getppid -"
+    assert _tracer_of("", declared) == "0"  # notify: no tracer at all
+    assert _tracer_of("", declared, "--backend", "ptrace") != "0"
+    assert _tracer_of("", rules()) != "0"  # a plain authorizer may answer anything: ptrace
+    # openat's path would be re-read by the kernel after the decision: ptrace keeps it stable
+    assert _tracer_of("", authz(NOTIFY_AUTHZ) + " openat -") != "0"
+
+
+def test_program_under_notify_can_be_straced(authz, tmp_path):
+    out = tmp_path / "strace.out"
+    p = subprocess.Popen([*BROKERCTL, "run", "--backend", "notify", "-a", authz(NOTIFY_AUTHZ) + " getppid -",
+                          "--", "sh", "-c", "while :; do sleep 0.05; done"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        time.sleep(0.8)
+        sh = int(subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout.split()[0])
+        s = subprocess.run(["timeout", "-s", "INT", "1", "strace", "-f", "-o", str(out), "-p", str(sh)],
+                           capture_output=True, text=True)
+        assert "Operation not permitted" not in s.stderr, s.stderr
+        assert "wait4" in out.read_text() or "clone" in out.read_text()
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def test_static_rules_hold_when_the_broker_is_killed(authz, tmp_path):
+    # notify backend: no EXITKILL, so the program outlives a SIGKILLed broker;
+    # the kernel still denies what the static rules deny
+    target = tmp_path / "made"
+    log = tmp_path / "log"
+    script = f"while :; do mkdir {target} 2>&1 | cut -d: -f3 >> {log}; sleep 0.05; done"
+    p = subprocess.Popen([*BROKERCTL, "run", "--backend", "notify", "-a",
+                          authz(NOTIFY_AUTHZ) + " getppid - deny=mkdir:EACCES,mkdirat:EACCES", "--", "sh", "-c", script],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        time.sleep(0.8)
+        sh = int(subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout.split()[0])
+        p.kill()
+        p.wait()
+        n = len(log.read_text().splitlines())
+        time.sleep(0.8)
+        lines = log.read_text().splitlines()
+        assert len(lines) > n + 3, "the program should go on running"
+        assert all(line.strip() == "Permission denied" for line in lines), set(lines)
+        assert not target.exists()
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        subprocess.run(["pkill", "-KILL", "-P", str(sh)], capture_output=True)
+        try:
+            os.kill(sh, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
