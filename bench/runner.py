@@ -230,11 +230,20 @@ class Bench:
                 Cmd("brokerd (b) 60 common", brokerctl("-e", "trace=" + ",".join(COMMON60), "-a", pa, "--", *argv)),
                 Cmd("brokerd (c) everything", brokerctl("-a", pa, "--", *argv)),
             ]
+            if prog == "getppid":
+                # one decision per getppid, by the same kind of authorizer, on each backend
+                fast = py_authz("fast.py") + " notify"
+                cmds += [
+                    Cmd("brokerd getppid decided, ptrace", brokerctl("--backend", "ptrace", "-a", fast, "--", *argv)),
+                    Cmd("brokerd getppid decided, notify", brokerctl("--backend", "notify", "-a", fast, "--", *argv)),
+                ]
             if prog == "openat":
                 cmds += [
                     Cmd("brokerd 4 stacked, openat", brokerctl("-e", "trace=openat", *["-a", pa] * 4, "--", *argv)),
                     Cmd("brokerd awk, openat", brokerctl("-e", "trace=openat", "-a", awk_authz(), "--", *argv)),
                     Cmd("brokerd static rule, openat", brokerctl("-a", py_authz("static.py"), "--", *argv)),
+                    Cmd("brokerd argument rule, openat", brokerctl("-a", py_authz("fast.py") + " rule", "--", *argv)),
+                    Cmd("brokerd cached verdict, openat", brokerctl("-a", py_authz("fast.py") + " cache", "--", *argv)),
                 ]
             if self.strace:
                 cmds += [

@@ -28,7 +28,9 @@ def test_bench_quick_micro_prints_table():
     assert "### Syscall-heavy micro: 200 x getppid" in out
     assert "### Syscall-heavy micro: 100 x openat+close" in out
     rows = ["native", "brokerd (a) openat only", "brokerd (b) 60 common", "brokerd (c) everything",
-            "brokerd 4 stacked, openat", "brokerd awk, openat", "brokerd static rule, openat"]
+            "brokerd 4 stacked, openat", "brokerd awk, openat", "brokerd static rule, openat",
+            "brokerd argument rule, openat", "brokerd cached verdict, openat",
+            "brokerd getppid decided, ptrace", "brokerd getppid decided, notify"]
     if shutil.which("strace"):
         rows += ["strace -f", "strace --seccomp-bpf openat"]
     for row in rows:
