@@ -255,11 +255,15 @@ def choose_backend(shim: Shim, want: str, log) -> Shim:
     SECCOMP_USER_NOTIF_FLAG_CONTINUE, 5.5+), ptrace or notify (forced)."""
     if want == "ptrace":
         return shim
-    ok, why = stack_allows_notify(shim)
-    if want == "auto":
-        from .kernel import _version
+    from .kernel import _version
 
-        if not ok or _version() < (5, 5):
+    ok, why = stack_allows_notify(shim)
+    if _version() < (5, 5):
+        if want == "notify":
+            log("this kernel lacks SECCOMP_USER_NOTIF_FLAG_CONTINUE (Linux 5.5+): using the ptrace backend")
+        return shim
+    if want == "auto":
+        if not ok:
             return shim
     elif not ok:
         log(f"--backend notify although {why}: such decisions are advisory on this backend")
