@@ -62,3 +62,46 @@ def test_path_longer_than_path_max_fails_as_natively(cprog):
     long = "/" + "x" * 5000
     r = brokerctl("run", "-e", "trace=openat", "-a", POLICY, "--", str(cprog("opener")), long)
     assert r.stdout.split()[-1] == "ENAMETOOLONG", r.stdout[-200:] + r.stderr
+
+
+RESOLVING = r'''
+import os, sys
+bad = sys.argv[1]
+sys.stdin.readline()
+print("hello 1 role=authorizer name=resolver trace=openat,open", flush=True)
+for line in sys.stdin:
+    if not line.startswith("syscall"):
+        continue
+    f = line.split()
+    # judge the object, not the spelling: the broker's resolution (realN), or
+    # (with --no-stable-args, where there is none) follow the symlink now
+    if ' real2="' in line:
+        real = line.split(' real2="')[1].split('"')[0]
+    else:
+        real = os.path.realpath(line.split('"')[1])
+    print(f[1], "skip-fail EACCES" if real == bad else "cont", flush=True)
+'''
+
+
+def _swap(cprog, authz, tmp_path, *opts):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_text("good\n")
+    bad.write_text("bad\n")
+    d = tmp_path / "d"
+    d.mkdir()
+    r = brokerctl("run", *opts, "-a", authz(RESOLVING) + f" {bad}", "--", str(cprog("symswap")), str(d), "3000",
+                  str(good), str(bad))
+    assert r.returncode == 0, r.stderr
+    words = r.stdout.split()
+    return dict(zip(words[::2], map(int, words[1::2]), strict=True))
+
+
+def test_swapped_symlink_never_wins(cprog, authz, tmp_path):
+    c = _swap(cprog, authz, tmp_path)
+    assert c["bad"] == 0, c
+    assert c["good"] > 0 and c["denied"] > 0
+
+
+def test_swapped_symlink_wins_without_the_check(cprog, authz, tmp_path):
+    c = _swap(cprog, authz, tmp_path, "--no-stable-args")
+    assert c["bad"] > 0, c  # the attack is real: the test above can fail

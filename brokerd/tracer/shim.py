@@ -108,6 +108,10 @@ SHM_REMAP = 0o40000
 REGION_CALLS = frozenset({"munmap", "mremap", "mmap", "mmap2", "shmat", "remap_file_pages"})
 #: argument kinds whose judged bytes are copied into the region before the call runs
 STABLE_KINDS = frozenset({"path", "str"})
+#: open-like calls whose opened object is checked against the judged path at the exit stop
+#: (name -> (path argument index, flags argument index or None))
+OPEN_CALLS = {"open": (0, 1), "openat": (1, 2), "openat2": (1, None), "creat": (0, None)}
+O_CREAT, O_TMPFILE_BIT = 0o100, 0o20000000
 REGION_CALLS_ALWAYS = frozenset({"munmap", "mremap", "shmat", "remap_file_pages"})  # mmap: only with MAP_FIXED
 # Terminal signals the broker itself ignores while a program runs: they are
 # meant for the program (which shares the terminal's process group).
@@ -193,6 +197,7 @@ class _Thread:
     inject: list = field(default_factory=list)  # steps of a running injection
     inject_fd: int = -1
     saved_view: object = None  # the shim's mapping of a scratch region being set up
+    verify: tuple | None = None  # what an open must have opened: ("inode"|"parent", dev, ino)
     t0: float = 0.0
     running: bool = True
 
@@ -881,6 +886,11 @@ class Shim:
         ev_id = self._next_id
         self._next_id += 1
         notes = _path_notes(t.tid, spec, raw, args) if "path" in spec.args else ()
+        t.verify = None
+        if self.stable_args and spec.name in OPEN_CALLS and notes:
+            t.verify, real = self._expected_object(t, spec, raw, notes)
+            if real is not None:
+                notes += ((f"real{OPEN_CALLS[spec.name][0] + 1}", Str(real)),)
         if self._symbolizer is not None:
             notes += (("caller", Str(self._symbolizer.caller(t.tgid, ip).encode())),)
         ev = SyscallEvent(ev_id, t.tgid, t.tid, abi.name, Call(spec.name, args), notes)
@@ -888,6 +898,83 @@ class Shim:
         t.t0 = time.monotonic()
         t.walk = EntryWalk(ev, order)
         self._advance_entry(t, t.walk)
+
+    def _expected_object(self, t: _Thread, spec: SyscallSpec, raw: tuple, notes: tuple) -> tuple:
+        """Resolve the path of an open as the tracee would, once, before anyone
+        judges it: (what the open must turn out to have opened, the real path
+        for the ``realN`` note).  Checked again at the exit stop, so a symlink
+        swapped after this snapshot cannot make the kernel open something else.
+        The expectation is the inode it names, or for a file it may create,
+        the directory it would be created in."""
+        pidx, fidx = OPEN_CALLS[spec.name]
+        path = next((v for k, v in notes if k == f"path{pidx + 1}"), None)
+        if path is None:
+            return None, None
+        flags = raw[fidx] if fidx is not None and fidx < len(raw) else O_CREAT
+        if spec.name == "openat2":
+            try:
+                flags = int.from_bytes(pt.read_memory(t.tid, raw[2], 8), "little")
+            except OSError:
+                return None, None
+        if flags & O_TMPFILE_BIT == O_TMPFILE_BIT:
+            return None, None
+        p = path.data
+        for self_link, real in ((b"/proc/self", b"/proc/%d" % t.tgid),
+                                (b"/proc/thread-self", b"/proc/%d/task/%d" % (t.tgid, t.tid))):
+            if p == self_link or p.startswith(self_link + b"/"):
+                p = real + p[len(self_link):]
+        root = os.fsencode(f"/proc/{t.tid}/root")
+        real = _real(root, root + p)  # one resolution: the note and the expectation agree
+        if real is None:
+            return None, None
+        where = root + real if real != b"/" else root
+        try:
+            st = os.stat(where, follow_symlinks=False)
+            return ("inode", st.st_dev, st.st_ino), real
+        except FileNotFoundError:
+            if not flags & O_CREAT:
+                return None, None
+        except OSError:
+            return None, None
+        try:
+            st = os.stat(os.path.dirname(where), follow_symlinks=False)
+        except OSError:
+            return None, None
+        return ("parent", st.st_dev, st.st_ino), real
+
+    def _opened_expected(self, t: _Thread, fd: int, expect: tuple) -> bool:
+        try:
+            if expect[0] == "inode":
+                st = os.stat(f"/proc/{t.tid}/fd/{fd}")
+            else:
+                link = os.readlink(f"/proc/{t.tid}/fd/{fd}")
+                if link.endswith(" (deleted)"):
+                    link = link[: -len(" (deleted)")]
+                st = os.stat(f"/proc/{t.tid}/root" + os.path.dirname(link))
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == expect[1:]
+
+    def _undo_open(self, t: _Thread, fd: int) -> None:
+        """Close the descriptor the open returned (in the tracee) and make the
+        call fail with EACCES instead."""
+        assert t.abi is not None
+        regs = pt.getregs(t.tid, self._regs)
+        saved = pt.Regs()
+        ctypes.memmove(ctypes.addressof(saved), ctypes.addressof(regs), ctypes.sizeof(regs))
+        t.saved_regs = saved
+        t.state = "inject"
+        t.inject = [self._undone]
+        self._next_call(t, SYS_CLOSE[t.abi.name], (fd,))
+
+    def _undone(self, t: _Thread, rval: int, failed: bool) -> None:
+        saved = t.saved_regs
+        assert saved is not None
+        t.saved_regs = None
+        saved.rax = (-E.EACCES) & MASK64
+        t.state = "run"
+        pt.setregs(t.tid, saved)
+        self._resume(t.tid)
 
     def _hits_region(self, t: _Thread, name: str, a: tuple[int, ...]) -> bool:
         """Would this call unmap, move or replace (part of) the scratch region?"""
@@ -933,6 +1020,8 @@ class Shim:
             if self.stable_args and d.action == "cont" and not d.rewritten and t.spec is not None and any(
                     k in STABLE_KINDS for k in t.spec.args):
                 d.stabilize = True
+            if d.action != "cont" or d.rewritten:  # a rewritten path is the authorizer's own choice
+                t.verify = None
             self._apply_entry(t, d)
             return
         pos, ev = nxt
@@ -1022,6 +1111,9 @@ class Shim:
                 return  # scratch memory is being injected; the call comes back
         if d.steppers:
             t.state = "step"
+            self._to_exit_stop(t)
+        elif t.verify is not None and d.action == "cont":
+            t.state = "verify"
             self._to_exit_stop(t)
         else:
             t.state = "run"
@@ -1204,6 +1296,17 @@ class Shim:
         if t.state == "skip":
             self._after_skip(t)
             return
+        if t.verify is not None and t.state in ("verify", "step"):
+            expect, t.verify = t.verify, None
+            if rval >= 0 and not self._opened_expected(t, rval, expect):
+                self._log(f"pid {t.tgid}: {t.spec.name if t.spec else 'open'} opened another object than the one "
+                          "judged (a path component changed in between): closed, EACCES")
+                self._undo_open(t, rval)
+                return
+            if t.state == "verify":
+                t.state = "run"
+                self._resume(t.tid)
+                return
         if t.state != "step" or t.decision is None or t.spec is None or t.abi is None:
             t.state = "run"
             self._resume(t.tid)
@@ -1336,6 +1439,16 @@ def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple) 
                 continue
         notes.append((f"path{i + 1}", Str(os.path.normpath(path).replace(b"//", b"/"))))
     return tuple(notes)
+
+
+def _real(root: bytes, where: bytes) -> bytes | None:
+    """realpath of ``where`` (under /proc/TID/root), as the tracee sees it."""
+    real = os.path.realpath(where)
+    if real.startswith(root):  # not a chroot escape: the shim shares the tracee's root
+        return real[len(root):] or b"/"
+    if root.endswith(b"/root") and os.path.realpath(root) == b"/":
+        return real
+    return None
 
 
 def _path_key(notes: tuple) -> tuple:

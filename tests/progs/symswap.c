@@ -1,0 +1,47 @@
+/* A symlink swapped on disk between the broker's check and the kernel's open:
+ * one thread keeps replacing DIR/link (-> good, then -> bad) while the main
+ * thread opens DIR/link argv[2] times and counts what it really got (by the
+ * first byte of the content). */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char link_path[4096], tmp_path[4096];
+static const char *good, *bad;
+
+static void *swapper(void *arg) {
+    (void)arg;
+    for (;;) {
+        unlink(tmp_path);
+        if (symlink(good, tmp_path) == 0) rename(tmp_path, link_path);
+        unlink(tmp_path);
+        if (symlink(bad, tmp_path) == 0) rename(tmp_path, link_path);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 5) return 2;
+    snprintf(link_path, sizeof link_path, "%s/link", argv[1]);
+    snprintf(tmp_path, sizeof tmp_path, "%s/tmp", argv[1]);
+    good = argv[3];
+    bad = argv[4];
+    symlink(good, link_path);
+    long n = atol(argv[2]);
+    pthread_t th;
+    pthread_create(&th, NULL, swapper, NULL);
+    long g = 0, b = 0, denied = 0;
+    for (long i = 0; i < n; i++) {
+        int fd = open(link_path, O_RDONLY);
+        if (fd < 0) { denied++; continue; }
+        char c = 0;
+        if (read(fd, &c, 1) == 1) { if (c == 'g') g++; else if (c == 'b') b++; }
+        close(fd);
+    }
+    printf("good %ld bad %ld denied %ld\n", g, b, denied);
+    return 0;
+}
