@@ -105,3 +105,17 @@ def test_swapped_symlink_never_wins(cprog, authz, tmp_path):
 def test_swapped_symlink_wins_without_the_check(cprog, authz, tmp_path):
     c = _swap(cprog, authz, tmp_path, "--no-stable-args")
     assert c["bad"] > 0, c  # the attack is real: the test above can fail
+
+
+SOCK_POLICY = 'while read -r l; do case "$l" in *:4444}*) echo "skip-fail EACCES";; *) echo cont;; esac; done'
+
+
+@pytest.mark.parametrize("opts,wins", [((), False), (("--no-stable-args",), True)])
+def test_flipped_sockaddr(cprog, opts, wins):
+    # the port of a judged connect() flipped by another thread (UDP: no server needed)
+    r = brokerctl("run", *opts, "-e", "trace=connect", "-a", SOCK_POLICY, "--", str(cprog("sockflip")),
+                  "3000", "3333", "4444")
+    words = r.stdout.split()
+    c = dict(zip(words[::2], map(int, words[1::2]), strict=True))
+    assert (c["bad"] > 0) == wins, c
+    assert c["denied"] > 0

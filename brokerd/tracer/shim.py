@@ -59,6 +59,7 @@ from brokerd.protocol.types import (
     SignalEvent,
     SkipFail,
     Str,
+    Struct,
     Suppress,
     Sym,
     SyscallEvent,
@@ -107,6 +108,7 @@ SHM_REMAP = 0o40000
 #: calls that could replace or move the read-only scratch region; denied over it
 REGION_CALLS = frozenset({"munmap", "mremap", "mmap", "mmap2", "shmat", "remap_file_pages"})
 #: argument kinds whose judged bytes are copied into the region before the call runs
+#: (sockaddr:N arguments too, packed again from the judged value)
 STABLE_KINDS = frozenset({"path", "str"})
 #: open-like calls whose opened object is checked against the judged path at the exit stop
 #: (name -> (path argument index, flags argument index or None))
@@ -1018,7 +1020,7 @@ class Shim:
             d = walk.decision
             self._record(walk.event, d, t)
             if self.stable_args and d.action == "cont" and not d.rewritten and t.spec is not None and any(
-                    k in STABLE_KINDS for k in t.spec.args):
+                    k in STABLE_KINDS or k.startswith("sockaddr:") for k in t.spec.args):
                 d.stabilize = True
             if d.action != "cont" or d.rewritten:  # a rewritten path is the authorizer's own choice
                 t.verify = None
@@ -1144,6 +1146,16 @@ class Shim:
                 d.action, d.value = "skip-fail", E.ENAMETOOLONG
                 return True
             blobs = [(i, v.data + b"\0") for i, v in judged]
+            socks = [i for i, k in enumerate(spec.args[: len(d.call.args)]) if k.startswith("sockaddr:")
+                     and type(d.call.args[i]) is Struct]
+            if socks:  # the judged address, packed again, with its own length
+                enc = encode_args(spec, d.call.args, t.raw)
+                for i, b in enc.blobs:
+                    if i in socks:
+                        blobs.append((i, b))
+                        n = int(spec.args[i].split(":")[1])
+                        values[n] = enc.regs[n]
+                enc = None
             if not blobs:
                 return True
         regs = pt.getregs(t.tid, self._regs)
