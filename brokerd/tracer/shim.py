@@ -112,7 +112,8 @@ REGION_CALLS = frozenset({"munmap", "mremap", "mmap", "mmap2", "shmat", "remap_f
 STABLE_KINDS = frozenset({"path", "str"})
 #: open-like calls whose opened object is checked against the judged path at the exit stop
 #: (name -> (path argument index, flags argument index or None))
-OPEN_CALLS = {"open": (0, 1), "openat": (1, 2), "openat2": (1, None), "creat": (0, None)}
+OPEN_CALLS = {"open": (0, 1), "openat": (1, 2), "openat2": (1, None), "creat": (0, None),
+              "execve": (0, -1), "execveat": (1, -1)}  # -1: an exec, checked against /proc/PID/exe
 O_CREAT, O_TMPFILE_BIT = 0o100, 0o20000000
 REGION_CALLS_ALWAYS = frozenset({"munmap", "mremap", "shmat", "remap_file_pages"})  # mmap: only with MAP_FIXED
 # Terminal signals the broker itself ignores while a program runs: they are
@@ -804,8 +805,8 @@ class Shim:
             self._symbolizer.forget(t.tgid)
         if any("exec" in a.events for a in self.stack):
             self._proc_event(t, "exec", _exec_args(t.tid))
-        if t.state == "step":
-            self._to_exit_stop(t)  # a stepped execve: its result comes at the exit stop
+        if t.state in ("step", "verify"):
+            self._to_exit_stop(t)  # a stepped or checked execve: its result comes at the exit stop
         else:
             t.state = "run"
             self._resume(t.tid)
@@ -912,7 +913,8 @@ class Shim:
         path = next((v for k, v in notes if k == f"path{pidx + 1}"), None)
         if path is None:
             return None, None
-        flags = raw[fidx] if fidx is not None and fidx < len(raw) else O_CREAT
+        exec_ = fidx == -1
+        flags = 0 if exec_ else raw[fidx] if fidx is not None and fidx < len(raw) else O_CREAT
         if spec.name == "openat2":
             try:
                 flags = int.from_bytes(pt.read_memory(t.tid, raw[2], 8), "little")
@@ -932,6 +934,11 @@ class Shim:
         where = root + real if real != b"/" else root
         try:
             st = os.stat(where, follow_symlinks=False)
+            if exec_:
+                # an ELF runs as itself (/proc/PID/exe); a #! script runs its interpreter: unverifiable
+                with open(where, "rb") as f:
+                    elf = f.read(4) == b"\x7fELF"
+                return (("exe", st.st_dev, st.st_ino) if elf else None), real
             return ("inode", st.st_dev, st.st_ino), real
         except FileNotFoundError:
             if not flags & O_CREAT:
@@ -946,7 +953,9 @@ class Shim:
 
     def _opened_expected(self, t: _Thread, fd: int, expect: tuple) -> bool:
         try:
-            if expect[0] == "inode":
+            if expect[0] == "exe":
+                st = os.stat(f"/proc/{t.tid}/exe")
+            elif expect[0] == "inode":
                 st = os.stat(f"/proc/{t.tid}/fd/{fd}")
             else:
                 link = os.readlink(f"/proc/{t.tid}/fd/{fd}")
@@ -1311,7 +1320,13 @@ class Shim:
         if t.verify is not None and t.state in ("verify", "step"):
             expect, t.verify = t.verify, None
             if rval >= 0 and not self._opened_expected(t, rval, expect):
-                self._log(f"pid {t.tgid}: {t.spec.name if t.spec else 'open'} opened another object than the one "
+                what = t.spec.name if t.spec else "open"
+                if expect[0] == "exe":  # an exec cannot be undone: the process must not go on
+                    self._log(f"pid {t.tgid}: {what} ran another program than the one judged "
+                              "(a path component changed in between): killed")
+                    os.kill(t.tgid, signal.SIGKILL)
+                    return
+                self._log(f"pid {t.tgid}: {what} opened another object than the one "
                           "judged (a path component changed in between): closed, EACCES")
                 self._undo_open(t, rval)
                 return
