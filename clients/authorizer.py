@@ -560,6 +560,7 @@ class Syscall:
         up for the tracee: relative to its cwd or to the ``dirfd`` argument,
         ``..`` and symlinks resolved (the last component unless the call does
         not follow it: lstat, unlink, O_NOFOLLOW, AT_SYMLINK_NOFOLLOW...).
+        For opens and execs the broker's ``realN`` note is used as it is.
         ``""`` with ``AT_EMPTY_PATH`` is the dirfd itself.  A result that does
         not start with ``/`` is no file (``pipe:[12]``, ``socket:[3]``,
         ``anon_inode:[eventfd]``): a descriptor already open.  None when it
@@ -571,6 +572,13 @@ class Syscall:
         p = os.fsdecode(raw)
         if follow is None:
             follow = self._follows(i)
+        if follow:
+            # the broker's own resolution (open/exec calls): it checks, when the
+            # call ends, that the kernel used this very object, so judging it is
+            # safe from symlinks swapped meanwhile (docs/security.md)
+            real = next((v for k, v in self.event.notes if k == f"real{i + 1}"), None)
+            if isinstance(real, Str) and not real.truncated:
+                return os.fsdecode(real.data)
         pid = None if self.replay else self.pid
         if p.startswith("/"):
             return resolve_path(p, "/", pid=pid, tid=self.tid, follow=follow)
