@@ -38,7 +38,7 @@ from brokerd.daemon.stack import Decision
 from brokerd.protocol.abi import abi_from_audit
 
 from . import seccomp
-from .shim import TERMINAL_SIGNALS, LaunchError, Shim, _libc, _Thread
+from .shim import LaunchError, Shim, _Thread
 
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
 SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
@@ -104,45 +104,19 @@ class NotifyShim(Shim):
             os.kill(os.getpid(), signal.SIGSTOP)
 
     def launch(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
-        import shutil
-
-        if not argv:
-            raise LaunchError(2, "no program given")
-        path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
-        if path is None:
-            raise LaunchError(127, f"{argv[0]}: command not found")
         insns = self.build_filter(stop=seccomp.RET_USER_NOTIF, guard_region=False)
-        self._setup_loop()
-        env = dict(os.environ) if env is None else env
-        for s in TERMINAL_SIGNALS:
-            self._saved_dispositions[s] = signal.getsignal(s)
-        r, w = os.pipe()
-        _libc().prctl(4, 1, 0, 0, 0)  # dumpable across fork, so pidfd_getfd may take the listener
-        pid = os.fork()
-        if pid != 0:
-            _libc().prctl(4, 0, 0, 0, 0)
-        if pid == 0:
-            try:
-                os.close(w)
-                for s, disp in self._saved_dispositions.items():
-                    signal.signal(s, signal.SIG_DFL if disp in (None, signal.default_int_handler) else disp)
-                signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
-                fd = seccomp.install(insns, flags=SECCOMP_FILTER_FLAG_NEW_LISTENER)
-                os.read(r, 1)  # until the broker holds the listener (this read may itself be notified)
-                os.close(fd)
-                os.close(r)
-                os.execve(path, list(argv), env)
-            except OSError as e:
-                os.write(2, f"brokerctl: {argv[0]}: {e.strerror}\n".encode())
-                os._exit(126 if e.errno in (E.EACCES, E.ENOEXEC) else 127)
-            except BaseException:
-                os._exit(127)
-        os.close(r)
+
+        def prepare(go: int) -> None:
+            fd = seccomp.install(insns, flags=SECCOMP_FILTER_FLAG_NEW_LISTENER)
+            os.read(go, 1)  # until the broker holds the listener (this read may itself be notified)
+            os.close(fd)
+
+        pid, go = self._spawn(argv, env, prepare)
         try:
             self._listener = _take_listener(pid)
         except OSError as e:
             os.kill(pid, signal.SIGKILL)
-            os.close(w)
+            os.close(go)
             raise LaunchError(1, f"cannot take the seccomp listener: {e.strerror}") from e
         try:  # wake the parked thread on the CPU that answers (Linux 6.6+)
             fcntl.ioctl(self._listener, IOCTL_SET_FLAGS, struct.pack("=Q", SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP))
@@ -151,10 +125,7 @@ class NotifyShim(Shim):
         self._listener_poll = select.poll()
         self._listener_poll.register(self._listener, select.POLLIN)
         self.add_reader(self._listener, self._on_notify)
-        self.main_pid = pid
-        self.threads[pid] = _Thread(pid, pid, startup=False)
-        os.write(w, b"go")
-        os.close(w)
+        self._started(pid, go)
         return pid
 
     # -- the program's processes are its children, not tracees ---------------

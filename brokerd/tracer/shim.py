@@ -406,32 +406,52 @@ class Shim:
     # ------------------------------------------------------------------
     def launch(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
         """Fork, let the tracer seize the child, install the filter, exec ``argv``."""
+        insns = self.build_filter()
+
+        def prepare(go: int) -> None:
+            os.read(go, 1)  # wait until we are seized
+            seccomp.install(insns)
+
+        pid, go = self._spawn(argv, env, prepare)
+        try:
+            pt.seize(pid, OPTIONS)
+        except OSError as e:
+            os.kill(pid, signal.SIGKILL)
+            os.close(go)
+            raise LaunchError(1, f"cannot trace the program: {e.strerror}") from e
+        self._started(pid, go)
+        return pid
+
+    def _spawn(self, argv: Sequence[str], env: dict[str, str] | None,
+               prepare: Callable[[int], None]) -> tuple[int, int]:
+        """Fork the program.  The child restores the signal state the broker
+        changed, runs ``prepare(go)`` (wait on the pipe ``go`` for the broker,
+        install the filter: the order is the backend's) and execs.  Returns the
+        pid and the pipe's write end, for :meth:`_started`."""
         if not argv:
             raise LaunchError(2, "no program given")
         path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
         if path is None:
             raise LaunchError(127, f"{argv[0]}: command not found")
-        insns = self.build_filter()
         self._setup_loop()
         env = dict(os.environ) if env is None else env
         for s in TERMINAL_SIGNALS:
             self._saved_dispositions[s] = signal.getsignal(s)
         r, w = os.pipe()
-        # the child must be dumpable for a non-root broker to seize it (the
-        # broker itself is not, see _setup_loop): dumpable only around fork
+        # the child must be dumpable for a non-root broker to seize it or take
+        # its listener (the broker itself is not, see _setup_loop)
         _libc().prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
         pid = os.fork()
         if pid != 0:
             _libc().prctl(4, 0, 0, 0, 0)
-        if pid == 0:  # the child: becomes the traced program
+        if pid == 0:  # the child: becomes the program
             try:
                 os.close(w)
-                os.read(r, 1)  # wait until we are seized
-                os.close(r)
                 for s, disp in self._saved_dispositions.items():
                     signal.signal(s, signal.SIG_DFL if disp in (None, signal.default_int_handler) else disp)
                 signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
-                seccomp.install(insns)
+                prepare(r)
+                os.close(r)
                 os.execve(path, list(argv), env)
             except OSError as e:
                 os.write(2, f"brokerctl: {argv[0]}: {e.strerror}\n".encode())
@@ -439,17 +459,14 @@ class Shim:
             except BaseException:
                 os._exit(127)
         os.close(r)
-        try:
-            pt.seize(pid, OPTIONS)
-        except OSError as e:
-            os.kill(pid, signal.SIGKILL)
-            os.close(w)
-            raise LaunchError(1, f"cannot trace the program: {e.strerror}") from e
+        return pid, w
+
+    def _started(self, pid: int, go: int) -> None:
+        """The broker holds the program: record it and let it exec."""
         self.main_pid = pid
         self.threads[pid] = _Thread(pid, pid, startup=False)
-        os.write(w, b"go")
-        os.close(w)
-        return pid
+        os.write(go, b"go")
+        os.close(go)
 
     # ------------------------------------------------------------------
     # attach / detach
