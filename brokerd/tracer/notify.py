@@ -193,8 +193,9 @@ class NotifyShim(Shim):
     def _apply_entry(self, t: _Thread, d: Decision) -> None:
         t.decision = d
         if d.action == "kill":
-            self._send(t, 0, -E.EPERM, 0)
+            # the fatal signal first: the parked thread must never see the answer run
             os.kill(t.tgid, signal.SIGKILL)
+            self._send(t, 0, -E.EPERM, 0)
         elif d.action == "skip-fail":
             self._send(t, 0, -d.value, 0)
         elif d.action == "skip-ok":
