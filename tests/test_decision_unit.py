@@ -34,8 +34,8 @@ from brokerd.protocol.types import (
     SysretEvent,
 )
 
-from brokerd.daemon.authorizer import Authorizer
-from brokerd.daemon.stack import (
+from brokerd.decision.authorizer import Authorizer
+from brokerd.decision.stack import (
     ALLOW,
     KILL,
     TRACE,
