@@ -15,7 +15,6 @@ dropped, never matched to the next question.
 
 from __future__ import annotations
 
-import errno as _errno
 import os
 import shlex
 import signal
@@ -24,38 +23,26 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from brokerd.decision.stack import NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
+from brokerd.decision.defaults import DEFAULT_VERDICTS, DENY, default_reply
+from brokerd.decision.member import Answer
+from brokerd.decision.rules import NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
 from brokerd.protocol import codec
+from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.linebuf import LineBuffer, TooLong
 from brokerd.protocol.types import (
-    Cont,
     Data,
-    Deliver,
     Error,
     Fetch,
     Hello,
-    Kill,
     Reply,
     SignalEvent,
-    SkipFail,
     Str,
     SyscallEvent,
     SysretEvent,
 )
 
-PROTOCOL_VERSION = 1
-DEFAULTS = {"deny": SkipFail(_errno.EPERM), "kill": Kill(), "allow": Cont()}
 DEFAULT_TIMEOUT = 5.0
-
-#: Called with the reply (the authorizer's, or a default one) and a reason
-#: string that is empty when the authorizer itself answered.
-Answer = Callable[[Reply, str], None]
-
-
-#: Calls a default verdict never denies: refusing them cannot protect
-#: anything and leaves the program unable to end (it would crash instead).
-NEVER_DENIED = frozenset({"exit", "exit_group", "rt_sigreturn", "sigreturn", "restart_syscall"})
 
 
 @dataclass(slots=True)
@@ -65,17 +52,6 @@ class _Question:
     answer: Answer | None  # None once answered by default (kept as a placeholder)
     kind: type
     name: str = ""
-
-
-def default_reply(kind: type, name: str, verdict: object) -> Reply:
-    """The safe answer to an event of ``kind`` (about syscall ``name``) when
-    its authorizer cannot give one: the authorizer's default verdict for a
-    call, keep the result for a sysret, deliver a signal as the kernel would."""
-    if kind is SyscallEvent:
-        return Reply(Cont() if name in NEVER_DENIED else verdict)  # type: ignore[arg-type]
-    if kind is SignalEvent:
-        return Reply(Deliver())
-    return Reply(Cont())
 
 
 def _call_name(event: object) -> str:
@@ -93,7 +69,7 @@ class Authorizer:
         *,
         pid: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        default: object = SkipFail(_errno.EPERM),
+        default: object = DENY,
         trace: frozenset[str] | None = None,
         signals: bool = False,
         log: Callable[[str], None] | None = None,
@@ -140,15 +116,15 @@ class Authorizer:
     def greet(self, session: str, now: float) -> None:
         """Send the broker's ``hello``; the reply decides plain or handshake mode."""
         self.mode = "greeting"
-        hello = Hello((PROTOCOL_VERSION,), (("role", "broker"), ("session", session)))
+        hello = Hello((VERSION,), (("role", "broker"), ("session", session)))
         self._send(codec.format_event(hello))
         self._fifo.append(_Question(0, now + self.timeout, None, Hello))
 
     def _on_greeting_reply(self, parsed: object) -> None:
         self._fifo.popleft()
         if isinstance(parsed, Hello) and parsed.get("role") == "authorizer":
-            if PROTOCOL_VERSION not in parsed.versions:
-                self._error("version", f"no common version (broker speaks {PROTOCOL_VERSION})")
+            if VERSION not in parsed.versions:
+                self._error("version", f"no common version (broker speaks {VERSION})")
                 self._die("no common protocol version")
                 return
             self.mode = "hello"
@@ -164,8 +140,8 @@ class Authorizer:
                 ev = "fork,vfork,clone,exec,exit,killed"
             self.events = frozenset(ev.split(",")) if ev else frozenset()
             default = parsed.get("default")
-            if default in DEFAULTS:
-                self.default = DEFAULTS[default]
+            if default in DEFAULT_VERDICTS:
+                self.default = DEFAULT_VERDICTS[default]
             self.caller = parsed.get("caller", "no") in ("yes", "1")
             promised = parsed.get("verdicts")
             self.verdicts = frozenset(v for v in promised.split(",") if v) if promised else None
@@ -179,7 +155,7 @@ class Authorizer:
             size = parsed.get("strsize")
             if size and size.isdigit():
                 self.strsize = int(size)
-            self._send(codec.format_event(Hello((PROTOCOL_VERSION,), (("role", "broker"),))))
+            self._send(codec.format_event(Hello((VERSION,), (("role", "broker"),))))
         else:
             self.mode = "plain"
 
@@ -441,4 +417,4 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
     return Authorizer(label, from_r, to_w, pid=pid, **kw)
 
 
-__all__ = ["Authorizer", "spawn", "default_reply"]
+__all__ = ["Authorizer", "spawn"]
