@@ -119,7 +119,7 @@ def _make_shim(args: argparse.Namespace, operator=None):
     """The shim and its authorizer stack, from the options run and attach share;
     ``operator`` (attach's terminal) goes first in the stack, farthest from the
     kernel, so every other policy still applies to what it allows."""
-    from brokerd.daemon.authorizer import spawn
+    from brokerd.decision.authorizer import spawn
     from brokerd.tracer.shim import Shim
 
     if args.timeout <= 0:
