@@ -464,13 +464,46 @@ def _ev(n: int, name: str = "openat") -> SyscallEvent:
     return SyscallEvent(n, 100, 100, "x86_64", Call(name))
 
 
-def test_garbage_gets_the_default_and_an_error_line(conn):
-    c = conn()
+def test_garbage_in_plain_mode_answers_the_oldest_with_the_default(conn):
+    c = conn("plain")
     c.ask(_ev(1))
     c.say("this is not a reply")
     assert c.answers == [(Reply(SkipFail(errno.EPERM)), c.answers[0][1])]
     assert c.answers[0][1].startswith("bad line")
-    assert any(line.startswith("error ") for line in c.sent())
+    assert any(m.startswith("authorizer t: bad-value") for m in c.log)  # plain mode: errors go to the log
+
+
+def test_stray_reply_without_id_answers_nothing_in_handshake_mode(conn):
+    c = conn()
+    c.ask(_ev(1))
+    c.ask(_ev(2))
+    c.say("cont")
+    assert c.answers == []
+    assert any(line.startswith("error missing-id") for line in c.sent())
+    assert c.a.next_deadline() is not None  # still open, deadline and all
+    c.say("2 skip-fail EACCES")
+    c.say("1 cont")
+    assert c.answers == [(Reply(SkipFail(errno.EACCES), 2), ""), (Reply(Cont(), 1), "")]
+
+
+def test_garbage_in_handshake_mode_defaults_only_the_question_it_names(conn):
+    c = conn(attrs="default=allow")
+    c.ask(_ev(1))
+    c.say("debug: still thinking")  # no ID: answers nothing (default=allow would let it through)
+    c.say("hello 1 role=authorizer")  # a second hello: refused, answers nothing
+    assert c.answers == []
+    c.say("1 skip-fail NOTANERRNO")  # names question 1: garbled, so 1 gets the default
+    assert c.answers == [(Reply(Cont()), c.answers[0][1])] and c.answers[0][1].startswith("bad line")
+    assert sum(line.startswith("error ") for line in c.sent()) == 3
+
+
+def test_timed_out_question_leaves_no_placeholder_in_handshake_mode(conn):
+    c = conn(timeout=1.0)
+    for n in range(1, 4):
+        c.ask(_ev(n), now=0.0)
+    c.a.expire(2.0)
+    assert len(c.answers) == 3 and c.a.next_deadline() is None
+    assert not c.a._fifo and not c.a._by_id  # nothing kept that only a stray line could clear
 
 
 def test_late_reply_is_dropped_and_never_answers_the_next_question_plain(conn):

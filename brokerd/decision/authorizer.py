@@ -10,7 +10,10 @@ authorizer's own, or its default when it answers late, answers garbage, hangs
 or dies.  A plain-mode authorizer (one that did not answer the greeting with
 ``hello``) has its replies matched to questions strictly in order, so a
 question that timed out keeps its place and the late reply is read and
-dropped, never matched to the next question.
+dropped, never matched to the next question.  A handshake-mode authorizer's
+replies must carry the event's ID: a line without one (a stray debug print,
+an injected ``cont``) is refused with ``error missing-id`` and answers
+nothing.
 """
 
 from __future__ import annotations
@@ -63,6 +66,12 @@ class _Question:
     answer: Answer | None  # None once answered by default (kept as a placeholder)
     kind: type
     name: str = ""
+
+
+def _leading_id(line: bytes) -> int | None:
+    """The ID prefix of a line that did not parse, if it has one."""
+    head = line.split(b" ", 1)[0]
+    return int(head) if head.isdigit() and len(head) <= 19 else None
 
 
 def _call_name(event: object) -> str:
@@ -262,7 +271,7 @@ class Authorizer:
                 self._die("answered the greeting with an over-long line")
                 return
             self._error("line-too-long", f"line of {line.length} bytes exceeds the limit")
-            self._default_head("line too long")
+            self._unusable(None, "line too long")
             return
         if self.mode == "greeting":
             try:
@@ -275,7 +284,7 @@ class Authorizer:
             parsed = codec.parse_reply(line)
         except ProtocolError as e:
             self._error(e.code, e.message)
-            self._default_head(f"bad line: {e.message}")
+            self._unusable(_leading_id(line), f"bad line: {e.message}")
             return
         if isinstance(parsed, Reply):
             self._on_reply(parsed)
@@ -285,7 +294,7 @@ class Authorizer:
             self._on_fetch_line(parsed)
         elif isinstance(parsed, Hello):
             self._error("unexpected", "hello after the handshake")
-            self._default_head("unexpected hello")
+            self._unusable(None, "unexpected hello")
 
     def _on_fetch_line(self, f: Fetch) -> None:
         if self.on_fetch is None or self.mode != "hello":
@@ -307,6 +316,11 @@ class Authorizer:
             if q is None:
                 self._error("unknown-id", f"no question with id {reply.id} is waiting")
                 return
+        elif self.mode == "hello":
+            # A stray line (a debug print, an injected `cont`) must never pass
+            # for the answer to whatever question is open (issue #16 item 6).
+            self._error("missing-id", "a reply in handshake mode starts with the ID of the event it answers; ignored")
+            return
         else:
             if not self._fifo:
                 self._error("unexpected", "a reply with no question waiting")
@@ -328,6 +342,17 @@ class Authorizer:
             else:
                 self.answered += 1
             ans(reply, reason)
+
+    def _unusable(self, qid: int | None, reason: str) -> None:
+        """A line that cannot be used as an answer.  In plain mode it stands
+        for the oldest question (replies are matched in order, by design),
+        which gets the default.  In handshake mode only the question its ID
+        prefix names gets the default; a line naming no open question
+        answers nothing (that question waits for its reply or deadline)."""
+        if self.mode != "hello":
+            self._default_head(reason)
+        elif qid is not None and (q := self._by_id.get(qid)) is not None:
+            self._resolve(q, self._default_for(q), reason)
 
     def _default_head(self, reason: str) -> None:
         """A malformed line stands for the oldest question: it gets the default."""
@@ -420,7 +445,9 @@ class Authorizer:
         return None
 
     def expire(self, now: float) -> None:
-        """Give the default to every question whose deadline passed; keep its place."""
+        """Give the default to every question whose deadline passed.  In plain
+        mode it keeps its place, so that its late reply is read and dropped;
+        in handshake mode it is gone (a late reply names an ID not open)."""
         if self.mode == "greeting":
             if self._fifo and self._fifo[0].deadline <= now:
                 self._log(f"authorizer {self.name} did not answer the greeting in {self.greeting_timeout:g}s")
@@ -431,6 +458,8 @@ class Authorizer:
                 ans, q.answer = q.answer, None
                 self.defaulted += 1
                 self._by_id.pop(q.id, None)
+                if self.mode == "hello":
+                    self._fifo.remove(q)
                 ans(self._default_for(q), f"authorizer {self.name} did not answer within {self.timeout:g}s")
 
 
