@@ -4,7 +4,7 @@ trio: the shim is a hand-written epoll loop, the hot path).
 * :func:`open_session` is the shim's side (``brokerctl run``/``attach``): it
   connects, says ``hello 1 role=tracer``, asks for a session and receives one
   descriptor per registered authorizer, each turned into an
-  :class:`~brokerd.daemon.authorizer.Authorizer` (``rfd == wfd``) that goes
+  :class:`~brokerd.decision.authorizer.Authorizer` (``rfd == wfd``) that goes
   after the ``-a`` ones in the stack.  :meth:`DaemonSession.bind` then hooks
   the daemon connection into the shim's loop (audit records out; ``detach``,
   ``kill``, ``audit on|off`` in; the session's failure mode when the daemon is
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from brokerd.protocol import codec
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.linebuf import LineBuffer, PartialLine, TooLong
+from brokerd.protocol.selection import TraceError, parse_trace
 from brokerd.protocol.types import Cont, Kill, SignalEvent, SkipFail, SyscallEvent, SysretEvent
 
 from . import wire
@@ -190,7 +191,7 @@ class DaemonSession:
 
     def __init__(self, sock: socket.socket, lines: _Lines, path: str, info: dict, fds: list[int],
                  log: Callable[[str], None] | None = None) -> None:
-        from brokerd.daemon.authorizer import Authorizer
+        from brokerd.decision.authorizer import Authorizer
 
         self.sock = sock
         self.path = path
@@ -215,7 +216,7 @@ class DaemonSession:
                 str(entry.get("name", "authorizer")), fd, fd,
                 timeout=float(entry.get("deadline") or 5.0),
                 default=_verdict(str(entry.get("default", "deny"))),
-                trace=None if trace in (None, "", "all") else frozenset(t for t in trace.split(",") if t),
+                trace=_selection(trace),
                 log=self._log,
             ))
         sock.setblocking(False)
@@ -458,3 +459,15 @@ def from_args(args) -> DaemonSession | None:
         argv = argv[1:]
     target = int(args.pid) if mode == "attach" and str(getattr(args, "pid", "")).isdigit() else 0
     return open_session(mode=mode, argv=argv, target=target, failure=getattr(args, "on_failure", None))
+
+
+def _selection(trace: object) -> frozenset[str] | None:
+    """A registered authorizer's ``trace=`` (checked by the daemon at
+    registration); one the tables cannot resolve selects every call: such an
+    authorizer is asked about everything rather than about nothing."""
+    if trace in (None, ""):
+        return None
+    try:
+        return parse_trace(str(trace))
+    except TraceError:
+        return None
