@@ -38,10 +38,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from brokerd.decision.authorizer import Authorizer
+from brokerd.decision.authorizer import KILL_GRACE, NEVER_DENIED, Authorizer
 from brokerd.decision.stack import Decision, EntryWalk, ExitWalk, StaticRules, VerdictError, combine
 from brokerd.protocol import codec
-from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit
+from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit, names_in
 from brokerd.protocol.args import Encoded, decode_args, decode_outbufs, decode_result, encode_args
 from brokerd.protocol.types import (
     Call,
@@ -101,14 +101,15 @@ BROKER_RULES = StaticRules(
     deny=(("io_uring_setup", E.EPERM), ("io_uring_enter", E.EPERM), ("io_uring_register", E.EPERM),
           ("clone3", E.ENOSYS)))
 BROKER_RULES_IO_URING = StaticRules(deny=(("clone3", E.ENOSYS),))
-SYS_MMAP = {"x86_64": 9, "x32": 9 | seccomp.X32_SYSCALL_BIT, "i386": 192}  # i386: mmap2
-SYS_MEMFD_CREATE = {"x86_64": 319, "x32": 319 | seccomp.X32_SYSCALL_BIT, "i386": 356}
-SYS_CLOSE = {"x86_64": 3, "x32": 3 | seccomp.X32_SYSCALL_BIT, "i386": 6}
+# numbers of the calls the shim injects, from the tables (i386 maps with mmap2)
+SYS_MMAP = {n: a.nr("mmap2" if n == "i386" else "mmap") for n, a in ABIS.items()}
+SYS_MEMFD_CREATE = {n: a.nr("memfd_create") for n, a in ABIS.items()}
+SYS_CLOSE = {n: a.nr("close") for n, a in ABIS.items()}
 MAP_FIXED = 0x10
 MREMAP_FIXED = 2
 SHM_REMAP = 0o40000
 #: calls that could replace or move the read-only scratch region; denied over it
-REGION_CALLS = frozenset({"munmap", "mremap", "mmap", "mmap2", "shmat", "remap_file_pages"})
+REGION_CALLS = names_in("remap")
 #: argument kinds whose judged bytes are copied into the region before the call runs
 #: (sockaddr:N arguments too, packed again from the judged value)
 STABLE_KINDS = frozenset({"path", "str"})
@@ -345,11 +346,8 @@ class Shim:
         now = time.monotonic()
         for a in self.stack:
             if self.greeting_timeout is not None:
-                a.timeout, saved = self.greeting_timeout, a.timeout
-                a.greet(self.session, now)
-                a.timeout = saved
-            else:
-                a.greet(self.session, now)
+                a.greeting_timeout = self.greeting_timeout
+            a.greet(self.session, now)
         while not all(a.ready for a in self.stack):
             self._poll_once(reap=False)
         self._signal_order = tuple(i for i, a in enumerate(self.stack) if a.signals)
@@ -605,6 +603,9 @@ class Shim:
             self._poll_once(reap=True)
         for a in self.stack:
             a.kill("session ended") if a.mode != "dead" else None
+        deadline = time.monotonic() + KILL_GRACE
+        for a in self.stack:
+            a.reap(deadline)
         return self.exit_code()
 
     def exit_code(self) -> int:
@@ -740,14 +741,38 @@ class Shim:
             if tid == 0:
                 return
             self.stats["stops"] += 1
-            try:
-                self._on_status(tid, status)
-            except ProcessLookupError:
-                self._gone(tid)
-            except OSError as e:
-                if e.errno != E.ESRCH:
-                    raise
-                # the tracee was killed under us; its exit status comes later
+            self._on_tracee(tid, self._on_status, tid, status)
+
+    def _on_tracee(self, tid: int, fn: Callable[..., None], *args: object) -> None:
+        """Run ``fn(*args)``, which works on tracee ``tid`` (ptrace requests,
+        /proc reads, its memory).  Every entry from the loop into per-tracee
+        work goes through here (a stop, an authorizer's answer), because a
+        tracee may be gone at any moment: SIGKILL from outside, the OOM
+        killer, a sibling thread's exit_group or execve.  A gone tracee is
+        forgotten quietly (its exit status comes later); any other failure
+        on a live one kills its process rather than leave it stopped for ever
+        or running unjudged (fail closed), and never ends the session."""
+        try:
+            fn(*args)
+        except (OSError, ValueError, OverflowError) as e:
+            t = self.threads.get(tid)
+            if not (isinstance(e, OSError) and e.errno == E.ESRCH) and self._alive(tid):
+                tgid = t.tgid if t is not None else tid
+                self._log(f"pid {tgid}: cannot handle its stop ({e}): killed")
+                try:
+                    os.kill(tgid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self._gone(tid)
+
+    @staticmethod
+    def _alive(tid: int) -> bool:
+        """Is ``tid`` still in a ptrace-stop (so still ours to resume)?"""
+        try:
+            pt.geteventmsg(tid)
+        except OSError:
+            return False
+        return True
 
     # ------------------------------------------------------------------
     # stops
@@ -961,7 +986,7 @@ class Shim:
                 self._apply_entry(t, Decision("skip-fail" if what == "deny" else "kill", Call(spec.name), err))
             return
         order = self._order(spec.name)
-        if order and self.forced is not None:
+        if order and self.forced is not None and spec.name not in NEVER_DENIED:
             self._apply_entry(t, Decision("skip-fail", Call(spec.name), self.forced.errno))
             return
         if not order:
@@ -1142,7 +1167,7 @@ class Shim:
                 walk.feed(hit.verdict, hit.sets)
                 self._advance_entry(t, walk)
                 return
-        self.stack[pos].ask(ev, partial(self._on_entry_answer, t, walk, pos), time.monotonic())
+        self.stack[pos].ask(ev, partial(self._answered, t, partial(self._on_entry_answer, t, walk, pos)), time.monotonic())
 
     def _on_entry_answer(self, t: _Thread, walk: EntryWalk, pos: int, reply: Reply, reason: str) -> None:
         if t.walk is not walk or self.threads.get(t.tid) is not t:
@@ -1153,6 +1178,7 @@ class Shim:
         verdict = reply.verdict
         try:
             self._check_rewrite(t, verdict)
+            self._check_sets(t, reply.sets)
             ev = walk.next()[1]  # the event as this authorizer saw it (the cache key)
             walk.feed(verdict, reply.sets)
             if reply.cache and not reason:
@@ -1176,6 +1202,17 @@ class Shim:
                 encode_args(spec, verdict.call.args, t.raw)
             except ValueError as e:
                 raise VerdictError("bad-value", f"cannot encode {spec.name}: {e}") from e
+
+    def _check_sets(self, t: _Thread, sets: Sequence[SetMem]) -> None:
+        """A `set` must name an argument of the call and land inside the
+        address space; grammar-valid offsets can be any size."""
+        for s in sets:
+            if not 1 <= s.argn <= len(t.raw):
+                raise VerdictError("bad-value", f"set {s.argn}: the call has no argument {s.argn}")
+            addr = t.raw[s.argn - 1] + s.offset
+            limit = 0xFFFFFFFF if t.abi is not None and t.abi.name == "i386" else MASK64 >> 1
+            if s.offset < 0 or addr + len(s.data) > limit:
+                raise VerdictError("bad-value", f"set {s.argn}+{s.offset}: outside the address space")
 
     def _record(self, event: object, d: Decision, t: _Thread) -> None:
         self.stats["decisions"] += 1
@@ -1470,7 +1507,7 @@ class Shim:
             self._apply_exit(t, walk)
             return
         pos, ev = nxt
-        self.stack[pos].ask(ev, partial(self._on_exit_answer, t, walk, pos), time.monotonic())
+        self.stack[pos].ask(ev, partial(self._answered, t, partial(self._on_exit_answer, t, walk, pos)), time.monotonic())
 
     def _on_exit_answer(self, t: _Thread, walk: ExitWalk, pos: int, reply: Reply, reason: str) -> None:
         if t.walk is not walk or self.threads.get(t.tid) is not t:
@@ -1478,6 +1515,7 @@ class Shim:
         if reason:
             self._log(f"{reason}: the result of {walk.event.name} is kept (pid {t.tgid})")
         try:
+            self._check_sets(t, reply.sets)
             walk.feed(reply.verdict, reply.sets)
         except VerdictError as e:
             self.stack[pos].report_error(e.code, str(e))
@@ -1543,7 +1581,11 @@ class Shim:
                 new = v.signo if isinstance(v, Deliver) and v.signo else sig
                 self._ask_signal(t, ev, i + 1, new)
 
-        self.stack[pos].ask(ev, answer, time.monotonic())
+        self.stack[pos].ask(ev, partial(self._answered, t, answer), time.monotonic())
+
+    def _answered(self, t: _Thread, fn: Callable[..., None], *args: object) -> None:
+        """An authorizer's answer (or its default) about tracee ``t``."""
+        self._on_tracee(t.tid, fn, *args)
 
 
 def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple) -> tuple:
