@@ -1,17 +1,25 @@
 """The broker protects itself: whatever the policy says, a traced program may
 not signal, stop, ptrace or read the memory of the shim or its authorizers.
 
-The calls that name another process (kill and friends, ptrace,
-process_vm_readv/writev, pidfd_open, pidfd_send_signal) always stop (they are
-rare), and are judged here before any authorizer sees them:
+The calls that name another process (the tables' ``process-access`` class:
+kill and friends, ptrace, process_vm_readv/writev, pidfd_open, pidfd_getfd,
+pidfd_send_signal, process_madvise, process_mrelease, kcmp) always stop
+(they are rare), and are judged here before any authorizer sees them:
 
-* aimed at a protected process: EPERM;
-* aimed at a whole process group (``kill(0, sig)``, ``kill(-pgrp, sig)``) or
-  at everything (``kill(-1, sig)``) that includes a protected process: the
-  call is skipped and the signal sent by the shim to every other member the
-  caller could signal itself, so ``kill -STOP 0`` stops the program's job but
-  not its broker;
+* aimed at a protected process (any of its ``pid`` arguments, or the process
+  behind its pidfd): EPERM;
+* aimed at a whole process group (``kill(0, sig)``, ``kill(-pgrp, sig)``,
+  the ``signal-group`` class) that includes a protected process: the call
+  is skipped and the signal sent by the shim to every other member the
+  caller could signal itself, so ``kill -STOP 0`` stops the program's job
+  but not its broker;
+* aimed at everything (``kill(-1, sig)``, which always includes the
+  broker): EPERM.  Emulating it would signal every process the caller may
+  signal (as root, the machine) before any policy saw the call;
 * anything else goes on to the authorizers like any other call.
+
+Which argument names the target is read from the argument kinds of the
+tables, not from a list of names here.
 """
 
 from __future__ import annotations
@@ -19,14 +27,37 @@ from __future__ import annotations
 import errno as E
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
+
+from brokerd.protocol.abi import ABIS, names_in
 
 from .procfs import pgrp_and_ppid, tgid_of, uids_of
 
-GUARDED = frozenset({
-    "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal",
-    "ptrace", "process_vm_readv", "process_vm_writev",
-})
+GUARDED = names_in("process-access")
+_GROUP = names_in("signal-group")
 
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a guarded call names its target: ``pid`` argument indices, or a
+    pidfd in argument 0; whether the first kind is a ptrace request."""
+
+    pids: tuple[int, ...]
+    pidfd: bool
+    ptrace: bool
+
+
+def _targets() -> dict[str, _Target]:
+    out: dict[str, _Target] = {}
+    for abi in ABIS.values():
+        for name in GUARDED & abi.by_name.keys():
+            kinds = abi.by_name[name].args
+            out.setdefault(name, _Target(tuple(i for i, k in enumerate(kinds) if k == "pid"),
+                                         kinds[:1] == ("fd",), kinds[:1] == ("ptrace_request",)))
+    return out
+
+
+_TARGETS = _targets()
 PTRACE_TRACEME = 0
 
 
@@ -55,24 +86,20 @@ class Guard:
     def judge(self, name: str, raw: tuple[int, ...], caller_tid: int, caller_tgid: int) -> tuple[str, int] | None:
         """``("deny", errno)``, ``("emulated", 0)`` (the shim already signalled
         the group; the call returns 0) or None (not the broker's business)."""
-        if name == "kill":
-            pid, sig = _s32(raw[0]), _s32(raw[1])
-            if pid > 0:
-                return ("deny", E.EPERM) if self._is_protected(pid) else None
-            return self._group_kill(pid, sig, caller_tgid)
-        if name in ("tkill",):
-            return ("deny", E.EPERM) if self._is_protected(tgid_of(_s32(raw[0]))) else None
-        if name in ("tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "process_vm_readv",
-                    "process_vm_writev"):
-            return ("deny", E.EPERM) if self._is_protected(_s32(raw[0])) else None
-        if name == "ptrace":
-            if raw[0] == PTRACE_TRACEME:
-                return None
-            return ("deny", E.EPERM) if self._is_protected(tgid_of(_s32(raw[1]))) else None
-        if name == "pidfd_send_signal":
-            target = _pidfd_target(caller_tid, _s32(raw[0]))
-            return ("deny", E.EPERM) if target is not None and self._is_protected(target) else None
-        return None
+        target = _TARGETS.get(name)
+        if target is None:
+            return None
+        if target.ptrace and raw[0] == PTRACE_TRACEME:
+            return None  # names no other process
+        pids = [_s32(raw[i]) for i in target.pids if i < len(raw)]
+        if name in _GROUP and pids and pids[0] <= 0:
+            return self._group_kill(pids[0], _s32(raw[1]), caller_tgid)
+        if not pids and target.pidfd:
+            pidfd = _pidfd_target(caller_tid, _s32(raw[0]))
+            pids = [pidfd] if pidfd is not None else []
+        # a thread id names its process too (tkill, tgkill, ptrace): tgid_of
+        hit = any(p > 0 and (self._is_protected(p) or self._is_protected(tgid_of(p))) for p in pids)
+        return ("deny", E.EPERM) if hit else None
 
     def _group_kill(self, pid: int, sig: int, caller: int) -> tuple[str, int] | None:
         if pid == 0:
@@ -81,7 +108,10 @@ class Guard:
                 return None
             members = self._pgrp_members(st[0])
         elif pid == -1:
-            members = [p for p in _all_pids() if p != caller and p != 1]
+            # kill(-1): every process the caller may signal (as root: the
+            # whole machine).  Emulating it here would send it before any
+            # policy saw the call, so a sandbox could not refuse it: refused.
+            return None if sig == 0 else ("deny", E.EPERM)
         else:
             members = self._pgrp_members(-pid)
         if not any(self._is_protected(p) for p in members):
