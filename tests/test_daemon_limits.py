@@ -261,3 +261,24 @@ def test_hostile_audit_json_does_not_end_the_daemon(world):
     wait_for(read_past, what="the daemon to read past the hostile lines")
     assert sorted(s["uid"] for s in d.query("sessions")) == [U2, U1]
     other.sendall(b"end 0\n")
+
+
+def test_an_authorizer_that_cannot_be_given_the_session_still_judges_it(world, cprog):
+    # root's system policy (trace getppid, default deny) stops reading its
+    # registration connection: the daemon cannot hand it a user's session.
+    # The session must not start without it: the shim gets a socket for it
+    # whose other end is closed, so its calls get its default (deny)
+    d = world.daemon()
+    prog = world.root / "calls"
+    prog.write_bytes(cprog("calls").read_bytes())
+    prog.chmod(0o755)
+    [reg] = world.connect(0, d, 1)
+    reg.sendall(b"hello 1 role=authorizer name=policy scope=system trace=getppid default=deny\n")
+    assert read_lines(reg)[0].startswith(b"hello 1 role=broker")
+    reg.shutdown(socket.SHUT_RD)  # the daemon's offers now fail (EPIPE)
+    r = run_ctl("run", "--", str(prog), "getppid", env=d.env, user=U1)
+    assert r.returncode == 0, r.stderr
+    # denied (-EPERM; glibc's getppid never sets errno), not "getppid ok PID"
+    assert r.stdout.startswith("getppid fail"), r
+    assert "policy's default applies to getppid" in r.stderr
+    assert "could not be given session" in d.logtext()

@@ -423,18 +423,21 @@ class Server:
                      " registry (its sessions see their sockets close and give its questions the default)")
             self._on_change()
 
-    async def _offer(self, reg: AuthorizerReg, s: SessionRec) -> socket.socket | None:
+    async def _offer(self, reg: AuthorizerReg, s: SessionRec) -> socket.socket:
         """Make the socketpair for ``reg`` in session ``s``; send it its end.
-        Returns the shim's end, or None if the authorizer did not take it."""
+        Returns the shim's end.  An authorizer that cannot take its end (gone,
+        not reading) still gets its place in the stack, as one that died at
+        once: the shim sees EOF and gives the calls it subscribed to its
+        default.  Leaving it out would run the session without that policy."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         line = "session " + str(s.id) + " " + wire.format_attrs(
             [("uid", str(s.uid)), ("pid", str(s.pid)), ("mode", s.mode), ("argv", shlex.join(s.argv))])
         try:
             await reg.handle.send(line.encode("ascii") + b"\n", fds=[theirs.fileno()])  # type: ignore[union-attr]
         except (*PEER_GONE, trio.TooSlowError) as e:
-            self.log(f"authorizer {reg.name!r} (id {reg.id}) could not be given session {s.id}: {e or 'too slow'}")
-            mine.close()
-            return None
+            self.log(f"authorizer {reg.name!r} (id {reg.id}) could not be given session {s.id}: "
+                     f"{e or 'too slow'}; its calls in that session get its default ({reg.default})")
+            return mine
         finally:
             theirs.close()
         reg.sessions_served += 1
@@ -492,10 +495,7 @@ class Server:
         try:
             stack = []
             for reg in self.registry.applicable(conn.uid):
-                end = await self._offer(reg, s)
-                if end is None:
-                    continue
-                ends.append(end)
+                ends.append(await self._offer(reg, s))
                 s.stack.append((reg.id, reg.name))
                 stack.append({
                     "id": reg.id, "name": reg.name, "scope": reg.scope, "uid": reg.uid,
