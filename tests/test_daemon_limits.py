@@ -282,3 +282,20 @@ def test_an_authorizer_that_cannot_be_given_the_session_still_judges_it(world, c
     assert r.stdout.startswith("getppid fail"), r
     assert "policy's default applies to getppid" in r.stderr
     assert "could not be given session" in d.logtext()
+
+
+def test_huge_numbers_from_peers_get_an_error_not_a_crash(world):
+    # int() of more than 4300 digits raises ValueError in Python 3.11: a
+    # control request or a shim line with one must get a clear error line
+    # (or be ignored), and the daemon goes on
+    d = world.daemon()
+    ctl, shim = world.connect(U1, d, 2)
+    huge = b"1" * 5000
+    ctl.sendall(b"hello 1 role=control\nkill " + huge + b"\nsessions\n")
+    hello, refused, listing = read_lines(ctl, 3)
+    assert refused.startswith(b"error bad-request session id must be a number"), refused
+    assert listing == b"ok []\n"
+    assert tracer_session(shim).startswith(b"ok ")
+    shim.sendall(b"pid " + huge + b"\nend -" + huge + b"\nerror audit-dropped " + huge + b" x\npid 7\n")
+    wait_for(lambda: [s["target"] for s in d.query("sessions")] == [7], what="the shim's later lines")
+    assert d.proc.poll() is None and "internal error" not in d.logtext()

@@ -473,8 +473,8 @@ class Server:
                 raise Refused("bad-request", "mode must be run or attach")
             if failure not in wire.FAILURE_MODES:
                 raise Refused("bad-request", "failure must be kill, deny or allow")
-            target = attrs.get("target", "0")
-            if not target.isdigit():
+            target = wire.number(attrs.get("target", "0"))
+            if target is None:
                 raise Refused("bad-request", "target must be a pid")
             try:
                 argv = shlex.split(attrs.get("argv", ""))
@@ -485,7 +485,7 @@ class Server:
             return
         try:
             s = self.registry.new_session(uid=conn.uid, gid=conn.gid, pid=conn.pid, mode=mode, failure=failure,
-                                          argv=argv, target=int(target), limits=self.ledger.limits)
+                                          argv=argv, target=target, limits=self.ledger.limits)
         except Refused as e:
             self._note_refusal(f"a session of pid {conn.pid}: {e.text}")
             await self._refuse(conn, e.code, e.text)
@@ -532,10 +532,10 @@ class Server:
             verb, rest = wire.split_verb(line)
             if verb == "audit":
                 self._audit(s, rest)
-            elif verb == "pid" and rest.isdigit():
-                s.target = int(rest)
+            elif verb == "pid":
+                s.target = wire.number(rest) or s.target
             elif verb == "end":
-                s.exit_status = int(rest) if rest.lstrip("-").isdigit() else None
+                s.exit_status = wire.number(rest, signed=True)
                 s.state = "ended"
             elif verb == "error":
                 self._shim_error(s, rest, said)
@@ -546,9 +546,9 @@ class Server:
         """An ``error`` line from a session's shim (the session owner's own
         process): logged marked with its uid, escaped, bounded, rate-limited."""
         code, _, rest = text.partition(" ")
-        n = rest.split(" ", 1)[0]
-        if code == "audit-dropped" and n.isdigit():
-            self.audit.note_dropped(s.uid, int(n))
+        n = wire.number(rest.split(" ", 1)[0])
+        if code == "audit-dropped" and n is not None:
+            self.audit.note_dropped(s.uid, n)
         if said.take():
             self.log(f"session {s.id} (uid {s.uid}, pid {s.pid}): its shim says: error {wire.printable(text)}"
                      f"{said.note()}")
