@@ -241,10 +241,12 @@ def test_authorizer_and_shim_error_lines_are_escaped_bounded_and_marked(world):
     [shim_line] = [line for line in lines if "its shim says" in line]
     assert f"(uid {U2}, pid " in shim_line and "\\x1b]0;owned\\x07" in shim_line
     assert d.query("stats")["audit_dropped_by_uid"] == {str(U2): 7}
-    # a name that would carry a newline into logs and listings is refused
-    [bad] = world.connect(U2, d, 1)
-    bad.sendall(b'hello 1 role=authorizer name="a\\nb"\n')
-    assert read_lines(bad)[0].startswith(b"error bad-hello name must be")
+    # a name or trace list that would carry control characters into logs and
+    # root's listings is refused
+    for attrs, key in ((b'name="a\\nb"', b"name"), (b'name=ok trace="openat\\x1b]0;x\\x07"', b"trace")):
+        [bad] = world.connect(U2, d, 1)
+        bad.sendall(b"hello 1 role=authorizer " + attrs + b"\n")
+        assert read_lines(bad)[0].startswith(b"error bad-hello " + key + b" must be"), attrs
 
 
 def test_hostile_audit_json_does_not_end_the_daemon(world):

@@ -56,12 +56,13 @@ RECV_SIZE = 16384
 OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 ACCEPT_TRANSIENT = (errno.ECONNABORTED, errno.EINTR, errno.EPROTO, errno.EPERM)
 ACCEPT_BACKOFF = (0.05, 1.0)  # first and longest pause after an accept failure
-NAME_MAX = 64
+# registration attributes that logs and listings show: their longest values
+SHOWN_ATTRS = {"name": 64, "trace": 8192, "events": 256, "signals": 16}
 
 
-def name_ok(name: str) -> bool:
-    """A registration name as logs and listings show it: no spaces, no control characters."""
-    return 0 < len(name) <= NAME_MAX and all("!" <= c <= "~" for c in name)
+def attr_ok(value: str, longest: int) -> bool:
+    """A value logs and root's terminal may show as is: printable ASCII."""
+    return 0 < len(value) <= longest and all(" " <= c <= "~" for c in value)
 
 
 _LIMITS = Limits()  # the defaults
@@ -364,9 +365,11 @@ class Server:
     # ------------------------------------------------------------------
     async def _authorizer(self, conn: Conn, hello) -> None:
         name = hello.get("name") or f"pid{conn.pid}"
-        if not name_ok(name):
-            await self._refuse(conn, "bad-hello", f"name must be 1-{NAME_MAX} printable ASCII characters, no spaces")
-            return
+        for key, longest in SHOWN_ATTRS.items():
+            value = name if key == "name" else hello.get(key)
+            if value is not None and not attr_ok(value, longest):
+                await self._refuse(conn, "bad-hello", f"{key} must be 1-{longest} printable ASCII characters")
+                return
         deadline = None
         try:
             if hello.get("deadline") is not None:
