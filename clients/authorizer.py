@@ -99,8 +99,6 @@ __all__ = [
     "suppress", "deny", "with_sets", "resolve_path", "to_reply", "opens_for_writing", "path_under",
 ]
 
-PROTOCOL_VERSION = 1
-
 # ---------------------------------------------------------------------------
 # Verdict helpers: each returns a protocol Reply (no id; the library adds it)
 # ---------------------------------------------------------------------------
@@ -833,7 +831,7 @@ class Authorizer:
         attrs.append(("signals", "yes" if self.handlers.signal else "no"))
         if self.strsize:
             attrs.append(("strsize", str(self.strsize)))
-        return Hello((PROTOCOL_VERSION,), tuple(attrs))
+        return Hello((codec.VERSION,), tuple(attrs))
 
     # -- serving ----------------------------------------------------------
     def session(self) -> Session:
@@ -1048,8 +1046,8 @@ class Session:
             self.broker = ev
             self.id = ev.get("session")
             self.replay = ev.get("replay") in ("yes", "1")
-            if PROTOCOL_VERSION not in ev.versions:
-                self.az._log(f"the broker offers protocol versions {ev.versions}; this library speaks {PROTOCOL_VERSION}")
+            if codec.VERSION not in ev.versions:
+                self.az._log(f"the broker offers protocol versions {ev.versions}; this library speaks {codec.VERSION}")
             self.mode = "hello"
             if self.az.handlers.hello is not None:
                 self.az.handlers.hello(self)
