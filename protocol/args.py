@@ -58,7 +58,7 @@ from .consts import MAX_ERRNO, SIGNAL_NAMES, SIGNALS
 from .types import Addr, Array, Fail, Field, Int, Oct, Ok, Ptr, Result, Str, Struct, Sym, Value
 
 __all__ = [
-    "FLAGSETS", "KINDS", "Encoded", "FlagSet", "Memory", "check_kind", "decode_args",
+    "FLAGSETS", "KINDS", "Encoded", "FlagSet", "Memory", "check_kind", "constant", "decode_args",
     "decode_outbufs", "decode_result", "encode_args", "format_flags", "pack_sockaddr",
     "unpack_sockaddr", "value_to_int",
 ]
@@ -471,6 +471,14 @@ def _global_names() -> dict[str, int]:
 
 
 _GLOBAL_NAMES = _global_names()
+
+
+def constant(name: str) -> int:
+    """The value of a flag or enum name (``O_CREAT``, ``AT_FDCWD``,
+    ``MAP_FIXED``, ``TIOCSTI``...): the flag sets here are the one home of
+    these numbers, so policies and the tracer take them from here instead
+    of writing their own copies.  KeyError if unknown or ambiguous."""
+    return _GLOBAL_NAMES[name]
 
 # ---------------------------------------------------------------------------
 # Kind vocabulary

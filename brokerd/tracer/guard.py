@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from brokerd.protocol.abi import ABIS, names_in
+from brokerd.protocol.args import constant
 
 from .procfs import pgrp_and_ppid, tgid_of, uids_of
 
@@ -76,7 +77,7 @@ OWNER_CALLS = frozenset({"fcntl", "fcntl64"})
 OWNER_CMD_BIT = 8
 #: /proc/PID entries that reach into a process (ptrace-mode access): memory, descriptors, secrets
 PROC_ENTRIES = frozenset({"mem", "fd", "map_files"})  # what a Landlock domain refuses too
-AT_FDCWD = -100
+AT_FDCWD = constant("AT_FDCWD")
 MAX_LINKS = 40
 
 
