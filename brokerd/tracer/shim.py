@@ -41,7 +41,7 @@ from functools import partial
 from brokerd.decision.authorizer import KILL_GRACE, NEVER_DENIED, Authorizer
 from brokerd.decision.stack import Decision, EntryWalk, ExitWalk, StaticRules, VerdictError, combine
 from brokerd.protocol import codec
-from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit
+from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit, names_in
 from brokerd.protocol.args import Encoded, decode_args, decode_outbufs, decode_result, encode_args
 from brokerd.protocol.types import (
     Call,
@@ -66,10 +66,10 @@ from brokerd.protocol.types import (
     SysretEvent,
 )
 
+from . import landlock, seccomp
 from . import ptrace as pt
-from . import seccomp
 from .elfinfo import Symbolizer, exec_facts
-from .guard import GUARDED, Guard
+from .guard import GUARDED, OWNER_CALLS, OWNER_CMD_BIT, PROC_OPEN_CALLS, Guard
 from .kernel import missing_features
 from .procfs import tgid_of
 from .resolve import resolve
@@ -100,15 +100,16 @@ BROKER_RULES = StaticRules(
     deny=(("io_uring_setup", E.EPERM), ("io_uring_enter", E.EPERM), ("io_uring_register", E.EPERM),
           ("clone3", E.ENOSYS)))
 BROKER_RULES_IO_URING = StaticRules(deny=(("clone3", E.ENOSYS),))
-SYS_MMAP = {"x86_64": 9, "x32": 9 | seccomp.X32_SYSCALL_BIT, "i386": 192}  # i386: mmap2
-SYS_MEMFD_CREATE = {"x86_64": 319, "x32": 319 | seccomp.X32_SYSCALL_BIT, "i386": 356}
-SYS_CLOSE = {"x86_64": 3, "x32": 3 | seccomp.X32_SYSCALL_BIT, "i386": 6}
+# numbers of the calls the shim injects, from the tables (i386 maps with mmap2)
+SYS_MMAP = {n: a.nr("mmap2" if n == "i386" else "mmap") for n, a in ABIS.items()}
+SYS_MEMFD_CREATE = {n: a.nr("memfd_create") for n, a in ABIS.items()}
+SYS_CLOSE = {n: a.nr("close") for n, a in ABIS.items()}
 MAP_FIXED = 0x10
 MAP_32BIT = 0x40
 MREMAP_FIXED = 2
 SHM_REMAP = 0o40000
 #: calls that could replace or move the read-only scratch region; denied over it
-REGION_CALLS = frozenset({"munmap", "mremap", "mmap", "mmap2", "shmat", "remap_file_pages"})
+REGION_CALLS = names_in("remap")
 #: argument kinds whose judged bytes are copied into the region before the call runs
 #: (sockaddr:N arguments too, packed again from the judged value)
 STABLE_KINDS = frozenset({"path", "str"})
@@ -203,8 +204,9 @@ class _Thread:
     inject_fd: int = -1
     saved_view: object = None  # the shim's mapping of a scratch region being set up
     verify: tuple | None = None  # what an open must have opened (see _expected_object)
-    undo_step: bool = False
-    map_flags: int = 0  # extra flags of the injected mmap of the scratch region  # an undone open was stepped: its sysret is still owed
+    undo_step: bool = False  # an undone open was stepped: its sysret is still owed
+    map_flags: int = 0  # extra flags of the injected mmap of the scratch region
+    guard_exit: bool = False  # the guard checks what this open opened (no Landlock wall)
     t0: float = 0.0
     running: bool = True
 
@@ -253,6 +255,7 @@ class Shim:
         caller: bool = False,
         allow_io_uring: bool = False,
         stable_args: bool = True,
+        use_landlock: bool = True,
     ) -> None:
         self.stack = list(stack)
         self.strsize = strsize
@@ -288,11 +291,31 @@ class Shim:
         self.stats = {"stops": 0, "decisions": 0}
         self.attached = False
         self._detaching = False
-        self.guard = Guard([os.getpid()], (a.pid for a in self.stack if a.pid))
+        self.guard = Guard([os.getpid()], (a.pid for a in self.stack if a.pid), self._in_session)
+        #: the Landlock domain every launched program gets (None: none; the guard's own checks stand in)
+        self.landlock_abi = landlock.abi_version() if use_landlock else 0
+        self.use_landlock = use_landlock
+        self.wall = landlock.wall(self.landlock_abi) if self.landlock_abi else None
+        self._guard_without_wall(self.wall is None, self.landlock_abi < landlock.ABI_SCOPE)
         self.detached_cleanly = False
         self._tty_stop = False
         self._readers: dict[int, Callable[[], None]] = {}
         self.forced: SkipFail | None = None  # set by fail("deny")
+
+    def _guard_without_wall(self, proc: bool, owner: bool) -> None:
+        """Where no Landlock domain keeps the program away from the broker's
+        processes (no Landlock, ``--no-landlock``, attach), the guard checks
+        opens of /proc/PID entries (every open stops); where no signal scope
+        does, it checks F_SETOWN (fcntl stops for its owner commands)."""
+        self.guard.proc_checks = proc
+        self.guard.owner_checks = owner
+        self._guarded = self.guard.calls()
+        # fcntl stops only for its owner commands (a flag test in the filter), not here
+        self.internal_trace = self.internal_trace | (PROC_OPEN_CALLS if proc else frozenset())
+        self._action_cache.clear()
+
+    def _in_session(self, tgid: int) -> bool:
+        return any(t.tgid == tgid for t in self.threads.values())
 
     # ------------------------------------------------------------------
     # set-up
@@ -383,6 +406,7 @@ class Shim:
                     action = seccomp.FlagTest(3, MAP_FIXED, seccomp.RET_TRACE, seccomp.RET_ALLOW)
                 else:
                     action = stop  # i386's old mmap passes its flags in memory
+                action = self._flag_rule(name, action, stop)
                 if action != default:
                     acts[spec.nr | abi.nr_bit] = action
             rules[abi_name] = seccomp.AbiRules(acts, default)
@@ -402,6 +426,19 @@ class Shim:
         else:
             x32 = seccomp.AbiRules({**x32.actions, 0xFFFFFFFF: seccomp.RET_ALLOW}, x32.default)
         return seccomp.compile_filter(rules["x86_64"], rules["i386"], x32)
+
+    def _flag_rule(self, name: str, action: int | seccomp.FlagTest, stop: int) -> int | seccomp.FlagTest:
+        """The filter's argument tests for the broker's own rules: a program's
+        own seccomp listener would see its calls before us (USER_NOTIF outranks
+        TRACE), so creating one fails with EBUSY, as when a listener exists;
+        without Landlock's signal scope, fcntl's owner commands stop for the guard."""
+        if not isinstance(action, int) or action not in (seccomp.RET_ALLOW, stop):
+            return action
+        if name == "seccomp":
+            return seccomp.FlagTest(1, seccomp.SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp.ret_errno(E.EBUSY), action)
+        if name in OWNER_CALLS and self.guard.owner_checks and action == seccomp.RET_ALLOW:
+            return seccomp.FlagTest(1, OWNER_CMD_BIT, stop, action)
+        return action
 
     # ------------------------------------------------------------------
     # launch
@@ -436,6 +473,9 @@ class Shim:
         if path is None:
             raise LaunchError(127, f"{argv[0]}: command not found")
         self._setup_loop()
+        if self.wall is None and self.use_landlock:
+            self._log("this kernel has no Landlock: the broker's own checks guard its processes "
+                      "(every open stops once more; docs/security.md)")
         env = dict(os.environ) if env is None else env
         for s in TERMINAL_SIGNALS:
             self._saved_dispositions[s] = signal.getsignal(s)
@@ -452,6 +492,13 @@ class Shim:
                 for s, disp in self._saved_dispositions.items():
                     signal.signal(s, signal.SIG_DFL if disp in (None, signal.default_int_handler) else disp)
                 signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
+                if self.wall is not None:
+                    try:
+                        landlock.restrict(self.wall)
+                    except OSError as e:  # fail closed: the program never runs outside the wall
+                        os.write(2, f"brokerctl: cannot apply the Landlock wall: {e.strerror} "
+                                    "(--no-landlock runs without it)\n".encode())
+                        os._exit(127)
                 prepare(r)
                 os.close(r)
                 os.execve(path, list(argv), env)
@@ -483,6 +530,9 @@ class Shim:
             options |= pt.O_TRACEFORK | pt.O_TRACEVFORK
         self._setup_loop()
         self.attached = True
+        # no domain can be given to a running process: the guard's own checks, for the broker's processes
+        self.guard.only_protected = True
+        self._guard_without_wall(True, True)
         seized: list[int] = []
         while True:
             try:
@@ -903,16 +953,19 @@ class Shim:
                 self._log(f"pid {t.tgid}: {spec.name} over the broker's read-only scratch memory: denied")
                 self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
                 return
-        if spec.name in GUARDED:
+        t.guard_exit = False
+        if spec.name in self._guarded:
             mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
             verdict = self.guard.judge(spec.name, tuple(a & mask for a in rawargs), t.tid, t.tgid)
             if verdict is not None:
                 what, value = verdict
                 t.raw = ()
-                self._log(f"pid {t.tgid}: {spec.name} aimed at the broker: "
+                target = "a process outside the session" if spec.name in PROC_OPEN_CALLS else "the broker"
+                self._log(f"pid {t.tgid}: {spec.name} aimed at {target}: "
                           + ("denied" if what == "deny" else "sent to the rest of the group only"))
                 self._apply_entry(t, Decision("skip-fail" if what == "deny" else "skip-ok", Call(spec.name), value))
                 return
+            t.guard_exit = spec.name in PROC_OPEN_CALLS  # what was opened is checked at the exit stop
         what, err = self.stack_action(spec.name)
         if what != "trace":  # settled by static rules: no round trip (attach mode gets here)
             if what == "allow":
@@ -927,6 +980,10 @@ class Shim:
             self._apply_entry(t, Decision("skip-fail", Call(spec.name), self.forced.errno))
             return
         if not order:
+            if t.guard_exit:
+                t.state = "verify"
+                self._to_exit_stop(t)
+                return
             t.state = "run"
             self._resume(t.tid)
             return
@@ -1197,7 +1254,7 @@ class Shim:
         if d.steppers:
             t.state = "step"
             self._to_exit_stop(t)
-        elif t.verify is not None and d.action == "cont":
+        elif (t.verify is not None or t.guard_exit) and d.action == "cont":
             t.state = "verify"
             self._to_exit_stop(t)
         else:
@@ -1422,6 +1479,18 @@ class Shim:
         if t.state == "skip":
             self._after_skip(t)
             return
+        if t.guard_exit and t.state in ("verify", "step"):
+            t.guard_exit = False
+            if rval >= 0 and not self.guard.opened_ok(t.tid, t.tgid, rval):
+                t.verify = None
+                self._log(f"pid {t.tgid}: {t.spec.name if t.spec else 'open'} reached into a process outside "
+                          "the session: closed, EACCES")
+                self._undo_open(t, rval)
+                return
+            if t.state == "verify" and t.verify is None:
+                t.state = "run"
+                self._resume(t.tid)
+                return
         if t.verify is not None and t.state in ("verify", "step"):
             expect, t.verify = t.verify, None
             if rval >= 0 and not self._opened_expected(t, rval, expect):
