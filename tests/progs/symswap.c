@@ -19,10 +19,12 @@ static int absent;
 static void *swapper(void *arg) {
     (void)arg;
     for (;;) {
-        if (absent) {
+        if (absent) {  /* present and absent for a while each: about one decision's time */
             unlink(tmp_path);
             if (symlink(bad, tmp_path) == 0) rename(tmp_path, link_path);
+            for (volatile int k = 0; k < 20000; k++) {}
             unlink(link_path);
+            for (volatile int k = 0; k < 20000; k++) {}
             continue;
         }
         unlink(tmp_path);
