@@ -10,13 +10,17 @@ Access rules (docs/daemon.md, "Access control"):
 * a ``scope=user`` registration serves only sessions of the uid that made it,
   so one user's events never reach another user's authorizer;
 * a user sees their own registrations and the system ones (those watch their
-  sessions too); root sees all.
+  sessions too); root sees all;
+* a uid holds at most ``Limits.sessions`` sessions at once (each one makes
+  every system authorizer start a process, typically as root).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+
+from .quota import Limits
 
 SCOPES = ("user", "system")
 
@@ -92,7 +96,8 @@ class Registry:
         self.started = time.time()
         self.counters = {
             "sessions_total": 0, "authorizers_total": 0, "authorizers_lost": 0,
-            "audit_records": 0, "audit_dropped": 0, "connections": 0, "refused": 0,
+            "audit_records": 0, "connections": 0, "refused": 0,
+            "connections_open": 0, "accept_failures": 0, "sessions_refused": 0,
         }
 
     # -- authorizers --------------------------------------------------------
@@ -125,7 +130,16 @@ class Registry:
         return [r for r in regs if r.uid == uid or r.scope == "system"]
 
     # -- sessions -----------------------------------------------------------
-    def new_session(self, **kw) -> SessionRec:
+    def new_session(self, *, limits: Limits | None = None, **kw) -> SessionRec:
+        """Record a session of ``kw["uid"]``; Refused (``busy``) when that uid
+        already holds its limit of sessions."""
+        uid = kw["uid"]
+        if limits is not None and limits.sessions:
+            held = sum(1 for s in self.sessions.values() if s.uid == uid)
+            if limits.over(uid, held + 1, limits.sessions):
+                self.counters["sessions_refused"] += 1
+                raise Refused("busy", f"uid {uid} already has {held} sessions open (the limit is "
+                              f"{limits.sessions}: max_sessions_per_uid)")
         s = SessionRec(self._next_session, **kw)
         self._next_session += 1
         self.sessions[s.id] = s

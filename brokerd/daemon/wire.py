@@ -104,6 +104,26 @@ def ok_line(obj: object) -> bytes:
     return b"ok " + json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
 
 
+LOG_TEXT = 300  # characters of a peer's text a log line carries at most
+
+
+def printable(text: str | bytes, limit: int = LOG_TEXT) -> str:
+    """A peer's text made safe for root's log and the journal: one line of
+    printable ASCII (anything else, and backslash, as ``\\xNN``), at most
+    ``limit`` characters of it, then ``...(N more)``.  Peers are other users'
+    processes: their text must not forge log lines, priorities (``<0>``
+    after a newline) or terminal control sequences, nor fill the log."""
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    out = []
+    for i, c in enumerate(text):
+        if i >= limit:
+            out.append(f"...({len(text) - limit} more)")
+            break
+        out.append(c if " " <= c <= "~" and c != "\\" else f"\\x{ord(c):02x}" if ord(c) < 256 else "?")
+    return "".join(out)
+
+
 def error_line(code: str, text: str) -> bytes:
     text = "".join(c if " " <= c <= "~" else "?" for c in text)
     return f"error {code} {text}".rstrip(" ").encode("ascii") + b"\n"

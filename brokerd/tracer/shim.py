@@ -73,7 +73,7 @@ from .guard import GUARDED, OWNER_CALLS, OWNER_CMD_BIT, PROC_OPEN_CALLS, Guard
 from .kernel import missing_features
 from .procfs import tgid_of
 from .resolve import resolve
-from .scratch import MFD_ALLOW_SEALING, MFD_CLOEXEC, REGION_SIZE, Region, adopt
+from .scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, REGION_SIZE, Region, adopt
 
 OPTIONS = (
     pt.O_TRACESYSGOOD
@@ -90,6 +90,8 @@ MASK64 = (1 << 64) - 1
 ARG_REGS_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 ARG_REGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
 CLONE_UNTRACED = 0x00800000
+#: sendmsg's 4th argument register (unused by the call) carries the listener hand-over's nonce
+HANDOFF_ARG = 3
 VERDICT_CACHE_SIZE = 4096
 # The broker's own rules, below every authorizer: io_uring reaches files and
 # sockets with no syscall to judge, so it is denied unless the operator allows
@@ -127,6 +129,9 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 # itself; it stops (so the shell sees the job stopped) once the program has.
 TTY_STOP_SIGNALS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 SI_USER = 0
+#: the data of the broker's own SECCOMP_RET_TRACE: a stop with other data comes
+#: from a filter the program installed itself (natively, with no tracer, ENOSYS)
+TRACE_MARK = 0xB70C
 
 
 class LaunchError(Exception):
@@ -379,7 +384,8 @@ class Shim:
             self._action_cache[name] = act
         return act
 
-    def build_filter(self, stop: int = seccomp.RET_TRACE, guard_region: bool = True) -> list[tuple[int, int, int, int]]:
+    def build_filter(self, stop: int = seccomp.trace(TRACE_MARK), guard_region: bool = True,
+                     handoff: int | None = None) -> list[tuple[int, int, int, int]]:
         """The launched session's seccomp mask: ``stop`` (RET_TRACE, or
         RET_USER_NOTIF for the notification backend) for calls someone must
         decide, the stack's static answers (ALLOW, ERRNO, KILL_PROCESS) for
@@ -403,10 +409,12 @@ class Shim:
                     pass
                 elif spec.args[3:4] == ("mmap_flags",):
                     # a MAP_FIXED mapping could replace the scratch region: it stops (and is checked)
-                    action = seccomp.FlagTest(3, MAP_FIXED, seccomp.RET_TRACE, seccomp.RET_ALLOW)
+                    action = seccomp.FlagTest(3, MAP_FIXED, stop, seccomp.RET_ALLOW)
                 else:
                     action = stop  # i386's old mmap passes its flags in memory
                 action = self._flag_rule(name, action, stop)
+                if handoff is not None and name == "sendmsg" and isinstance(action, int):
+                    action = seccomp.ArgEquals(HANDOFF_ARG, handoff, seccomp.RET_ALLOW, action)
                 if action != default:
                     acts[spec.nr | abi.nr_bit] = action
             rules[abi_name] = seccomp.AbiRules(acts, default)
@@ -474,8 +482,8 @@ class Shim:
             raise LaunchError(127, f"{argv[0]}: command not found")
         self._setup_loop()
         if self.wall is None and self.use_landlock:
-            self._log("this kernel has no Landlock: the broker's own checks guard its processes "
-                      "(every open stops once more; docs/security.md)")
+            self._log("no Landlock here (not in this kernel, or refused by a seccomp profile): the broker's "
+                      "own checks guard its processes instead (every open stops once more; docs/security.md)")
         env = dict(os.environ) if env is None else env
         for s in TERMINAL_SIGNALS:
             self._saved_dispositions[s] = signal.getsignal(s)
@@ -925,6 +933,16 @@ class Shim:
         if t.state == "inject":  # one of our injected calls meets the filter: let it run
             self._to_exit_stop(t)
             return
+        if pt.geteventmsg(t.tid) != TRACE_MARK:
+            # the program's own RET_TRACE rule (newer filters' data wins): no
+            # tracer of its own, so ENOSYS as natively, and nobody judges a call that never runs
+            regs = pt.getregs(t.tid, self._regs)
+            regs.orig_rax = MASK64
+            regs.rax = (-E.ENOSYS) & MASK64
+            pt.setregs(t.tid, regs)
+            t.state = "run"
+            self._resume(t.tid)
+            return
         info = pt.get_syscall_info(t.tid, self._info)
         if info.op != pt.INFO_SECCOMP:
             self._resume(t.tid)
@@ -1350,7 +1368,7 @@ class Shim:
         t.state = "inject"
         # the memfd's name, briefly on the stack well below the red zone
         name_at = (saved.rsp - 4096) & ~15
-        pt.write_memory(t.tid, name_at, b"brokerd-scratch\0")
+        pt.write_memory(t.tid, name_at, MEMFD_NAME.encode() + b"\0")
         t.inject = [self._injected_memfd, self._injected_mmap, self._injected_close]
         self._set_call(t, regs, SYS_MEMFD_CREATE[t.abi.name], (name_at, MFD_CLOEXEC | MFD_ALLOW_SEALING))
         self._to_exit_stop(t)
@@ -1380,7 +1398,7 @@ class Shim:
             return
         t.inject_fd = rval
         try:
-            fd, view = adopt(t.tgid, rval)
+            fd, view = adopt(t.tid, rval)
         except OSError as e:
             self._inject_failed(t, f"cannot take the scratch memfd: {e.strerror}")
             return
