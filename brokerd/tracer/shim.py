@@ -108,6 +108,12 @@ SYS_MEMFD_CREATE = {n: a.nr("memfd_create") for n, a in ABIS.items()}
 SYS_CLOSE = {n: a.nr("close") for n, a in ABIS.items()}
 MAP_FIXED = 0x10
 MAP_32BIT = 0x40
+# A userfaultfd that also handles faults taken by the kernel would freeze the
+# broker inside process_vm_readv on a page nobody fills (no timeout can fire
+# there): only UFFD_USER_MODE_ONLY ones may be created (others fail with
+# EPERM, as they do natively for unprivileged users); kernel reads of their
+# pages get EFAULT.  Checked in the filter and, when attached, at entry.
+UFFD_USER_MODE_ONLY = 1
 MREMAP_FIXED = 2
 SHM_REMAP = 0o40000
 #: calls that could replace or move the read-only scratch region; denied over it
@@ -444,6 +450,8 @@ class Shim:
             return action
         if name == "seccomp":
             return seccomp.FlagTest(1, seccomp.SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp.ret_errno(E.EBUSY), action)
+        if name == "userfaultfd":  # only the user-mode kind: see UFFD_USER_MODE_ONLY
+            return seccomp.FlagTest(0, UFFD_USER_MODE_ONLY, action, seccomp.ret_errno(E.EPERM))
         if name in OWNER_CALLS and self.guard.owner_checks and action == seccomp.RET_ALLOW:
             return seccomp.FlagTest(1, OWNER_CMD_BIT, stop, action)
         return action
@@ -972,6 +980,10 @@ class Shim:
                 self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
                 return
         t.guard_exit = False
+        if spec.name == "userfaultfd" and not rawargs[0] & UFFD_USER_MODE_ONLY:  # attach mode (no filter)
+            t.raw = ()
+            self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
+            return
         if spec.name in self._guarded:
             mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
             verdict = self.guard.judge(spec.name, tuple(a & mask for a in rawargs), t.tid, t.tgid)
