@@ -28,10 +28,10 @@ import socket
 import struct
 
 from brokerd.protocol import codec
+from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.types import Hello
 
-VERSION = 1
 SYSTEM_SOCKET = "/run/brokerd/brokerd.sock"
 SOCKET_NAME = "brokerd.sock"
 FAILURE_MODES = ("kill", "deny", "allow")
@@ -122,6 +122,16 @@ def printable(text: str | bytes, limit: int = LOG_TEXT) -> str:
             break
         out.append(c if " " <= c <= "~" and c != "\\" else f"\\x{ord(c):02x}" if ord(c) < 256 else "?")
     return "".join(out)
+
+
+def number(text: str, *, signed: bool = False) -> int | None:
+    """A peer's decimal number (ASCII digits, ``-`` if ``signed``, at most 18
+    digits), else None.  Never ``int()`` a peer's digits unchecked: past
+    4300 digits it raises ValueError."""
+    digits = text[1:] if signed and text.startswith("-") else text
+    if not (0 < len(digits) <= 18 and digits.isascii() and digits.isdigit()):
+        return None
+    return int(text)
 
 
 def error_line(code: str, text: str) -> bytes:
