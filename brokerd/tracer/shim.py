@@ -500,9 +500,12 @@ class Shim:
                 os.close(r)
                 os.execve(path, list(argv), env)
             except OSError as e:
-                os.write(2, f"brokerctl: {argv[0]}: {e.strerror}\n".encode())
-                os._exit(126 if e.errno in (E.EACCES, E.ENOEXEC) else 127)
-            except BaseException:
+                code = 126 if e.errno in (E.EACCES, E.ENOEXEC) else 127
+                try:  # the write itself may be denied (a policy that sees every call)
+                    os.write(2, f"brokerctl: {argv[0]}: {e.strerror}\n".encode())
+                finally:
+                    os._exit(code)
+            finally:  # whatever happened, the child never returns into the broker's code
                 os._exit(127)
         os.close(r)
         return pid, w
