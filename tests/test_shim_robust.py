@@ -222,3 +222,32 @@ def test_user_mode_userfaultfd_works_as_natively(cprog):
     r = brokerctl("run", "-e", "trace=openat", "-a", "while read l; do echo cont; done", "--",
                   str(cprog("uffd")), "user", timeout=30)
     assert r.stdout == native.stdout == "open EFAULT\n", r.stderr
+
+
+KILL_THEN_ANSWER = r'''
+import os, signal, sys
+slow = sys.argv[1]
+print("hello 1 role=authorizer name=killer trace=openat", flush=True)
+for line in sys.stdin:
+    if not line.startswith("syscall "):
+        continue
+    w = line.split()
+    if slow in line:
+        os.kill(int(w[2]), signal.SIGKILL)  # as `timeout -s KILL` would, while the question is out
+    print(w[1], "cont", flush=True)
+'''
+
+
+def test_tracee_killed_just_before_its_answer(authz, tmp_path, cprog):
+    """Item 1: SIGKILL from outside, then the answer at once: the answer
+    meets a thread that is no longer stopped (ESRCH).  The session reports
+    the program killed (137), no traceback."""
+    slow = tmp_path / "slow"
+    slow.write_text("x")
+    statuses = set()
+    for _ in range(5):
+        r = brokerctl("run", "-a", authz(KILL_THEN_ANSWER) + f" {slow}", "--", str(cprog("opener")), str(slow),
+                      timeout=60)
+        _no_traceback(r)
+        statuses.add(r.returncode)
+    assert statuses == {137}, r.stderr
