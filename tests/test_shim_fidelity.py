@@ -6,8 +6,10 @@ without its fix."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
+import pytest
 from conftest import brokerctl
 
 ALLOW_ALL = r'''
@@ -96,3 +98,29 @@ def test_many_live_threads_with_a_judged_call(cprog):
                   str(cprog("vanish")), "threads", "300", "/etc/hostname", timeout=180)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "all joined\n"
+
+
+CPYTHON = "/usr/bin/python3.11"
+CPYTHON_MODULES = ("test_os", "test_subprocess", "test_tempfile", "test_pathlib", "test_shutil")
+
+
+def _regrtest_summary(out: str) -> tuple[str, str]:
+    """unittest's own summary of a `python -m test MODULE -v` run: ("Ran N tests", "OK (skipped=K)")."""
+    lines = out.splitlines()
+    ran = next((ln.split(" in ")[0] for ln in lines if ln.startswith("Ran ") and " tests" in ln), "")
+    verdict = next((ln for ln in lines if ln.startswith(("OK", "FAILED"))), "")
+    return ran, verdict
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/usr/lib/python3.11/test/test_os.py") or not os.path.exists(CPYTHON),
+                    reason="needs Debian's python3.11 and libpython3.11-testsuite (scripts/setup installs them)")
+@pytest.mark.parametrize("module", CPYTHON_MODULES)
+def test_cpython_regression_module_as_natively(authz, module, tmp_path):
+    """Item 11: CPython's own regression module gives the same result under
+    an allow-all authorizer that sees every call as natively."""
+    argv = [CPYTHON, "-m", "test", module, "-v"]
+    native = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    traced = brokerctl("run", "--timeout", "60", "-a", authz(ALLOW_ALL), "--", *argv, timeout=1800)
+    assert traced.returncode == native.returncode, traced.stdout[-3000:] + traced.stderr[-3000:]
+    assert _regrtest_summary(traced.stdout + traced.stderr) == _regrtest_summary(native.stdout + native.stderr)
