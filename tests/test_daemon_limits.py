@@ -342,3 +342,4 @@ def test_limits_are_configurable_apply_to_root_on_request_and_reload(world):
     wait_for(lambda: "max_sessions_per_uid must not be negative" in d.logtext(), what="the refused reload")
     [e] = world.connect(0, d, 1)
     assert tracer_session(e).startswith(b"error busy uid 0 already has 2 sessions open")
+
