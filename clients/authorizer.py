@@ -334,6 +334,7 @@ _NOT_LOOKED_UP = frozenset({("symlink", 0), ("symlinkat", 0)})
 _O_NOFOLLOW, _O_CREAT, _O_EXCL = constant("O_NOFOLLOW"), constant("O_CREAT"), constant("O_EXCL")
 _AT_SYMLINK_NOFOLLOW, _AT_SYMLINK_FOLLOW = constant("AT_SYMLINK_NOFOLLOW"), constant("AT_SYMLINK_FOLLOW")
 _AT_EMPTY_PATH, _AT_FDCWD = constant("AT_EMPTY_PATH"), constant("AT_FDCWD")
+_MAGIC_LINK = re.compile(r"/proc/\d+(?:/task/\d+)?/(?:fd/\d+|cwd|root|exe)\Z")  # the broker's realN for them
 O_ACCMODE = constant("O_WRONLY") | constant("O_RDWR")
 #: __O_TMPFILE: O_TMPFILE without its O_DIRECTORY bit
 O_TMPFILE_BIT = constant("O_TMPFILE") & ~constant("O_DIRECTORY")
@@ -625,7 +626,10 @@ class Syscall:
             # safe from symlinks swapped meanwhile (docs/security.md)
             real = next((v for k, v in self.event.notes if k == f"real{i + 1}"), None)
             if isinstance(real, Str) and not real.truncated:
-                return os.fsdecode(real.data)
+                p = os.fsdecode(real.data)
+                if not _MAGIC_LINK.match(p):
+                    return p
+                # the program's own descriptor (/dev/stdin -> /proc/PID/fd/0): its target, below
         pid = None if self.replay else self.pid
         if p.startswith("/"):
             return resolve_path(p, "/", pid=pid, tid=self.tid, follow=follow)
