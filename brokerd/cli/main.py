@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 
 from brokerd.cli.control import register as add_daemon_commands
+from brokerd.cli.learn import LearnError
+from brokerd.cli.learn import register as add_learn_command
 from brokerd.cli.policy import PolicyError, add_subcommands, policy_command
 from brokerd.protocol.selection import TraceError, parse_traces
 from brokerd.protocol.types import Cont, Kill, SkipFail
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("-q", "--quiet", action="store_true", help="do not show each call (still steer and summarise)")
     _add_stack_options(att)
     add_subcommands(sub)
+    add_learn_command(sub)
     add_daemon_commands(sub)
     return p
 
@@ -266,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "handler"):
             return args.handler(args)
         raise UsageError(f"unknown command {args.command}")
-    except (UsageError, PolicyError) as e:
+    except (UsageError, PolicyError, LearnError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
