@@ -19,7 +19,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TextIO
 
-from brokerd.decision.local import Answer, LocalAuthorizer
+from brokerd.decision.local import LocalAuthorizer
+from brokerd.decision.member import Answer
 from brokerd.protocol import codec
 from brokerd.protocol.consts import errno_name, errno_number, signal_name
 from brokerd.protocol.types import (

@@ -28,10 +28,10 @@ import socket
 import struct
 
 from brokerd.protocol import codec
+from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.types import Hello
 
-VERSION = 1
 SYSTEM_SOCKET = "/run/brokerd/brokerd.sock"
 SOCKET_NAME = "brokerd.sock"
 FAILURE_MODES = ("kill", "deny", "allow")

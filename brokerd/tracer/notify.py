@@ -69,7 +69,7 @@ def stack_allows_notify(shim: Shim) -> tuple[bool, str]:
             return False, f"authorizer {a.name} wants signal or process events"
         if a.rules:
             return False, f"authorizer {a.name} has argument rules"
-    names = shim.subscriptions()
+    names = shim.stack.subscriptions()
     specs = ABIS["x86_64"].by_name
     judged = specs.keys() if names is None else names
     for n in judged:

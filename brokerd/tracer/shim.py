@@ -38,8 +38,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from brokerd.decision.authorizer import KILL_GRACE, NEVER_DENIED, Authorizer
-from brokerd.decision.stack import Decision, EntryWalk, ExitWalk, StaticRules, VerdictError, combine
+from brokerd.decision.audit import AuditRecord
+from brokerd.decision.authorizer import KILL_GRACE
+from brokerd.decision.defaults import NEVER_DENIED
+from brokerd.decision.member import Member
+from brokerd.decision.rules import StaticRules
+from brokerd.decision.stack import Decision, EntryWalk, ExitWalk, Stack, VerdictError
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit, names_in
 from brokerd.protocol.args import Encoded, decode_args, decode_outbufs, decode_result, encode_args
@@ -91,7 +95,6 @@ ARG_REGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
 CLONE_UNTRACED = 0x00800000
 #: sendmsg's 4th argument register (unused by the call) carries the listener hand-over's nonce
 HANDOFF_ARG = 3
-VERDICT_CACHE_SIZE = 4096
 # The broker's own rules, below every authorizer: io_uring reaches files and
 # sockets with no syscall to judge, so it is denied unless the operator allows
 # it; clone3 keeps its flags in memory (racy to check), so it fails with
@@ -212,17 +215,6 @@ class _Thread:
     running: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """What one decision was: passed to the shim's ``audit`` callback."""
-
-    event: SyscallEvent | SysretEvent | SignalEvent
-    verdict: str
-    by: str
-    latency: float
-    reason: str = ""
-
-
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
@@ -246,7 +238,7 @@ class Shim:
 
     def __init__(
         self,
-        stack: Sequence[Authorizer],
+        stack: Sequence[Member],
         *,
         strsize: int = 64,
         session: str = "1",
@@ -258,7 +250,7 @@ class Shim:
         stable_args: bool = True,
         use_landlock: bool = True,
     ) -> None:
-        self.stack = list(stack)
+        self.stack = Stack(stack)
         self.strsize = strsize
         self.session = session
         self.audit = audit
@@ -271,10 +263,7 @@ class Shim:
         self._next_id = 1
         self._info = pt.SyscallInfo()
         self._regs = pt.Regs()
-        self._order_cache: dict[str, tuple[int, ...]] = {}
         self._action_cache: dict[str, tuple[str, int]] = {}
-        #: (stack position, abi, call, resolved paths) -> a reply marked `; cache`
-        self._vcache: dict[tuple, Reply] = {}
         #: the broker's own rules, below every authorizer (docs/security.md)
         self.internal = BROKER_RULES if not allow_io_uring else BROKER_RULES_IO_URING
         self._signal_order: tuple[int, ...] = ()
@@ -285,7 +274,7 @@ class Shim:
         self._mem = _Mem(0)
         self._sfd = -1
         self._ep: select.epoll | None = None
-        self._fds: dict[int, Authorizer] = {}
+        self._fds: dict[int, Member] = {}
         self._saved_dispositions: dict[int, object] = {}
         self._old_mask: set[int] = set()
         self.stats = {"stops": 0, "decisions": 0}
@@ -350,7 +339,8 @@ class Shim:
             a.greet(self.session, now)
         while not all(a.ready for a in self.stack):
             self._poll_once(reap=False)
-        self._signal_order = tuple(i for i, a in enumerate(self.stack) if a.signals)
+        self.stack.forget()  # subscriptions are known now
+        self._signal_order = self.stack.signal_order()
         self.guard.protected_groups |= {a.pid for a in self.stack if a.pid}
         if self.stack:  # one decode serves every authorizer: the largest prefix any wants
             self.strsize = max(a.strsize if a.strsize is not None else self.strsize for a in self.stack)
@@ -360,22 +350,14 @@ class Shim:
         if self._symbolizer is None and any(a.caller for a in self.stack):
             self._symbolizer = Symbolizer()
 
-    def subscriptions(self) -> set[str] | None:
-        """The union of the stack's subscriptions (None: every syscall)."""
-        names: set[str] = set()
-        for a in self.stack:
-            if a.trace is None:
-                return None
-            names |= a.trace
-        return names
-
     def stack_action(self, name: str) -> tuple[str, int]:
         """What the whole stack does with syscall ``name`` before any argument
-        is seen: allow, trace, deny(errno) or kill (see stack.combine)."""
+        is seen: allow, trace, deny(errno) or kill, the broker's own rules
+        last (see decision.rules.combine)."""
         act = self._action_cache.get(name)
         if act is None:
             internal = self.internal.action(name, name in self.internal_trace)
-            act = combine([a.action(name) for a in self.stack] + [internal])
+            act = self.stack.action(name, internal)
             self._action_cache[name] = act
         return act
 
@@ -391,8 +373,7 @@ class Shim:
             "deny": seccomp.ret_errno,
             "kill": lambda e: seccomp.RET_KILL_PROCESS,
         }
-        unknown = combine([a.static.unknown or (("trace", 0) if a.trace is None else ("allow", 0))
-                           for a in self.stack])
+        unknown = self.stack.unknown()
         rules: dict[str, seccomp.AbiRules] = {}
         for abi_name, abi in ABIS.items():
             default = kernel[unknown[0]](unknown[1])
@@ -413,7 +394,7 @@ class Shim:
                 if action != default:
                     acts[spec.nr | abi.nr_bit] = action
             rules[abi_name] = seccomp.AbiRules(acts, default)
-        names = self.subscriptions()
+        names = self.stack.subscriptions()
         if names is not None:
             known = set(ABIS["x86_64"].by_name) | set(ABIS["i386"].by_name)
             unknown_names = names - known
@@ -647,7 +628,7 @@ class Shim:
                 a.expire(now)
             self._sync_fd(a, None)
 
-    def _sync_fd(self, a: Authorizer, fd: int | None) -> None:
+    def _sync_fd(self, a: Member, fd: int | None) -> None:
         """Keep epoll's view of an authorizer's descriptors current: drop a
         dead one, ask for EPOLLOUT only while it has output waiting.  A socket
         authorizer reads and writes one descriptor; a spawned one has two."""
@@ -985,7 +966,7 @@ class Shim:
                 t.raw = ()
                 self._apply_entry(t, Decision("skip-fail" if what == "deny" else "kill", Call(spec.name), err))
             return
-        order = self._order(spec.name)
+        order = self.stack.order(spec.name)
         if order and self.forced is not None and spec.name not in NEVER_DENIED:
             self._apply_entry(t, Decision("skip-fail", Call(spec.name), self.forced.errno))
             return
@@ -1130,13 +1111,6 @@ class Shim:
         pt.setregs(t.tid, regs)
         return (flags & ~CLONE_UNTRACED, *tuple(rawargs)[1:])
 
-    def _order(self, name: str) -> tuple[int, ...]:
-        order = self._order_cache.get(name)
-        if order is None:
-            order = tuple(i for i, a in enumerate(self.stack) if a.wants(name))
-            self._order_cache[name] = order
-        return order
-
     def _advance_entry(self, t: _Thread, walk: EntryWalk) -> None:
         nxt = walk.next()
         if nxt is None:
@@ -1152,21 +1126,11 @@ class Shim:
             self._apply_entry(t, d)
             return
         pos, ev = nxt
-        rules = self.stack[pos].rules
-        if rules:
-            kinds = t.abi.by_name[ev.call.name].args if t.abi and ev.call.name in t.abi.by_name else ()
-            rule = next((r for r in rules if r.matches(ev, kinds)), None)
-            if rule is not None:  # settled by the authorizer's own argument rule
-                walk.feed(rule.verdict, ())
-                self._advance_entry(t, walk)
-                return
-        if self._vcache:
-            key = (pos, ev.abi, ev.call, _path_key(ev.notes))
-            hit = self._vcache.get(key)
-            if hit is not None:  # this authorizer said `; cache` for this very call before
-                walk.feed(hit.verdict, hit.sets)
-                self._advance_entry(t, walk)
-                return
+        known = self.stack.known_answer(pos, ev, t.abi)
+        if known is not None:  # its own argument rule, or its cached verdict for this very call
+            walk.feed(known.verdict, known.sets)
+            self._advance_entry(t, walk)
+            return
         self.stack[pos].ask(ev, partial(self._answered, t, partial(self._on_entry_answer, t, walk, pos)), time.monotonic())
 
     def _on_entry_answer(self, t: _Thread, walk: EntryWalk, pos: int, reply: Reply, reason: str) -> None:
@@ -1181,10 +1145,8 @@ class Shim:
             self._check_sets(t, reply.sets)
             ev = walk.next()[1]  # the event as this authorizer saw it (the cache key)
             walk.feed(verdict, reply.sets)
-            if reply.cache and not reason:
-                if len(self._vcache) >= VERDICT_CACHE_SIZE:
-                    self._vcache.clear()
-                self._vcache[(pos, ev.abi, ev.call, _path_key(ev.notes))] = reply
+            if not reason:
+                self.stack.remember(pos, ev, reply)
         except VerdictError as e:
             a.report_error(e.code, str(e))
             walk.feed(a.default, ())
@@ -1621,11 +1583,6 @@ def _real(root: bytes, where: bytes) -> bytes | None:
     if root.endswith(b"/root") and os.path.realpath(root) == b"/":
         return real
     return None
-
-
-def _path_key(notes: tuple) -> tuple:
-    """The part of an event's notes a cached verdict depends on: resolved paths."""
-    return tuple(n for n in notes if n[0].startswith("path")) if notes else ()
 
 
 def _exec_args(pid: int) -> tuple:
