@@ -220,7 +220,7 @@ def observe(lines: Sequence[str], *, command: str = "", cwd: str | None = None) 
             use = Use(kind, {call.name}, {who} - {""}, ok)
             if ok and call.name in ("mkdir", "mkdirat"):
                 use.made_dir = True
-            elif ok and call.name in OPEN + ("creat",) and kind == "write":
+            elif ok and (call.name in OPEN or call.name == "creat") and kind == "write":
                 use.created = True
             elif ok and call.name in ("unlink", "unlinkat", "rmdir"):
                 use.removed = True
