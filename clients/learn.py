@@ -200,32 +200,41 @@ def observe(lines: Sequence[str], *, command: str = "", cwd: str | None = None) 
                 except ValueError:
                     pass
         call = Syscall(entry.event)
-        who = prog.get(call.pid, "")
-        ok = not isinstance(entry.result, Fail)
-        if call.name in NET_CALLS and (ep := endpoint(call)):
-            obs.use(obs.net, ep, Use("read", {call.name}, {who} - {""}, ok))
-            continue
-        if not call.path_args():
-            obs.calls.setdefault(call.name, set()).update({who} - {""})
-            continue
-        kind = _kind(call)
+        resolved = {}
         for i in call.path_args():
-            if _on_fd(call, i):
-                obs.on_fds.add(call.name)  # a descriptor opened before: judged when it was opened
-                continue
             real = next((v for k, v in entry.event.notes if k == f"real{i + 1}"), None)
-            if not isinstance(real, Str):
-                obs.unresolved.add(call.name)
-                continue
-            use = Use(kind, {call.name}, {who} - {""}, ok)
-            if ok and call.name in ("mkdir", "mkdirat"):
-                use.made_dir = True
-            elif ok and (call.name in OPEN or call.name == "creat") and kind == "write":
-                use.created = True
-            elif ok and call.name in ("unlink", "unlinkat", "rmdir"):
-                use.removed = True
-            obs.use(obs.paths, as_glob(os.fsdecode(real.data)), use)
+            resolved[i] = os.fsdecode(real.data) if isinstance(real, Str) else None
+        note(obs, call, resolved, ok=not isinstance(entry.result, Fail), who=prog.get(call.pid, ""))
     return obs
+
+
+def note(obs: Observed, call: Syscall, resolved: dict[int, str | None], *, ok: bool, who: str) -> None:
+    """Add one call to ``obs``: its name, or its paths (``resolved``: by
+    argument index, None when unknown) by kind, or its address."""
+    progs = {who} - {""}
+    if call.name in NET_CALLS and (ep := endpoint(call)):
+        obs.use(obs.net, ep, Use("read", {call.name}, progs, ok))
+        return
+    if not call.path_args():
+        obs.calls.setdefault(call.name, set()).update(progs)
+        return
+    kind = _kind(call)
+    for i in call.path_args():
+        if _on_fd(call, i):
+            obs.on_fds.add(call.name)  # a descriptor opened before: judged when it was opened
+            continue
+        path = resolved.get(i)
+        if path is None:
+            obs.unresolved.add(call.name)
+            continue
+        use = Use(kind, {call.name}, progs, ok)
+        if ok and call.name in ("mkdir", "mkdirat"):
+            use.made_dir = True
+        elif ok and (call.name in OPEN or call.name == "creat") and kind == "write":
+            use.created = True
+        elif ok and call.name in ("unlink", "unlinkat", "rmdir"):
+            use.removed = True
+        obs.use(obs.paths, as_glob(path), use)
 
 
 # ---------------------------------------------------------------------------

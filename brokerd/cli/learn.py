@@ -111,14 +111,18 @@ def _learn(args: argparse.Namespace, argv: list[str]) -> int:
             raise LearnError(f"--merge {args.output}: {e}") from None
     text = learn.render(learn.plan(obs))
     _check_text(text)
-    tmp = args.output + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, args.output)
+    _write(args.output, text)
     n = text.count("[[rule]]")
     print(f"{PROG}: {n} rules written to {args.output}" + (f" (the program exited {status})" if status else ""),
           file=sys.stderr)
     return status
+
+
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def _check_text(text: str) -> None:
@@ -170,3 +174,54 @@ def _check(policy: str, argv: list[str], journal_path: str | None, timeout: floa
     print(f"{PROG}: {len(entries)} calls checked against {policy}, {len(changes)} would be denied"
           + (f" (the program exited {status})" if status else ""), file=sys.stderr)
     return 1 if changes else status
+
+
+class AskSession:
+    """``attach --ask --learned POLICY.toml``: the learned policy answers what
+    it allows, the operator is asked only about what it would deny, and the
+    operator's "always allow" answers are learned into the file on exit."""
+
+    def __init__(self, path: str) -> None:
+        from brokerd.clients import learn
+        from brokerd.clients.policies.rulefile import PolicyFileError, load
+
+        self.path = path
+        try:
+            learn.parse("\n".join(_read(path)) + "\n")
+            self.policy = load(path)
+        except (learn.NotLearned, PolicyFileError) as e:
+            raise LearnError(f"--learned {path}: {e}") from None
+        self.added = learn.Observed()
+        self.count = 0
+
+    def allows(self, event: object) -> bool:
+        """Would the learned policy let this call run?"""
+        from brokerd.clients.authorizer import Syscall
+        from brokerd.protocol.types import Kill, SkipFail
+
+        _rule, reply = self.policy.decide(Syscall(event))
+        return not isinstance(reply.verdict, SkipFail | Kill)
+
+    def add(self, event: object) -> None:
+        """An "always allow" answer: learn the call as the run would have."""
+        from brokerd.clients import learn
+        from brokerd.clients.authorizer import Syscall
+
+        call = Syscall(event)
+        learn.note(self.added, call, dict(call.resolved_paths()), ok=True, who="operator")
+        self.count += 1
+
+    def save(self) -> int:
+        """Merge the answers into the file (re-read: it may have been merged
+        meanwhile); how many answers were added."""
+        from brokerd.clients import learn
+
+        if not self.count:
+            return 0
+        obs = learn.parse("\n".join(_read(self.path)) + "\n")
+        obs.merge(self.added)
+        obs.runs.add("brokerctl attach --ask (operator answers)")
+        text = learn.render(learn.plan(obs))
+        _check_text(text)
+        _write(self.path, text)
+        return self.count
