@@ -180,3 +180,10 @@ def test_attached_program_cannot_reach_the_attaching_broker(cprog, tmp_path):
         att.wait(timeout=20)
         if svc.poll() is None:
             svc.kill()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_listing_outside_descriptors_stays_allowed(mode):
+    # the wall refuses opening another process's descriptors, not listing them (ls, lsof-like tools)
+    r = brokerctl("run", *mode, "--", "sh", "-c", "ls /proc/1/fd >/dev/null && echo listed")
+    assert r.stdout == "listed\n", r.stderr

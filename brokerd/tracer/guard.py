@@ -75,7 +75,10 @@ OWNER_CALLS = frozenset({"fcntl", "fcntl64"})
 #: the bit the filter tests to stop only fcntl's owner commands (F_SETOWN 8, F_SETOWN_EX 15)
 OWNER_CMD_BIT = 8
 #: /proc/PID entries that reach into a process (ptrace-mode access): memory, descriptors, secrets
-PROC_ENTRIES = frozenset({"mem", "fd", "map_files"})  # what a Landlock domain refuses too
+#: /proc/PID entries a Landlock domain keeps from outside processes: ``mem`` itself, and what
+#: lies beneath ``fd/`` and ``map_files/`` (listing those directories stays allowed, as with the wall)
+PROC_FILES = frozenset({"mem"})
+PROC_DIRS = frozenset({"fd", "map_files"})
 AT_FDCWD = -100
 MAX_LINKS = 40
 
@@ -207,7 +210,7 @@ class Guard:
         except OSError:
             return True  # gone: nothing left to protect
         m = _PROC_PATH.match(link)
-        if m and m.group(3) in PROC_ENTRIES:
+        if m and m.group(3) in PROC_FILES:
             return not self._outside(int(m.group(2) or m.group(1)))
         if link.startswith("pipe:["):
             return self._held_in_session(link, tid, tgid, fd)
@@ -323,7 +326,8 @@ def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes) -> tuple[int, st
     """(PID, entry) when ``path``, resolved as thread ``tid`` would resolve it
     (its root, cwd or ``dirfd``; ``/proc/self``, ``/proc/thread-self`` and
     symlinks followed), goes through ``/proc/PID/ENTRY`` (or
-    ``/proc/PID/task/TID/ENTRY``, reported as TID) with ENTRY in PROC_ENTRIES."""
+    ``/proc/PID/task/TID/ENTRY``, reported as TID): ``mem``, or anything beneath
+    ``fd/`` or ``map_files/``."""
     root = f"/proc/{tid}/root"
     if path.startswith(b"/"):
         cur = ""
@@ -348,7 +352,7 @@ def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes) -> tuple[int, st
         elif cur == "/proc/thread-self":
             cur = f"/proc/{tgid}/task/{tid}"
         m = _PROC_PATH.fullmatch(cur)
-        if m and m.group(3) in PROC_ENTRIES:
+        if m and (m.group(3) in PROC_FILES or m.group(3) in PROC_DIRS and todo):
             return int(m.group(2) or m.group(1)), m.group(3)
         try:
             target = os.readlink(root + cur) if stat.S_ISLNK(os.lstat(root + cur).st_mode) else None
