@@ -41,15 +41,22 @@ from __future__ import annotations
 
 import errno as E
 import os
-import re
-import stat
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from brokerd.protocol.abi import ABIS, names_in
 
-from .procfs import pgrp_and_ppid, tgid_of, uids_of
+from .procfs import (
+    AT_FDCWD,
+    PROC_FILES,
+    PROC_PATH,
+    holds,
+    pgrp_and_ppid,
+    proc_entry_of,
+    tgid_of,
+    uids_of,
+)
 
 GUARDED = names_in("process-access")
 _GROUP = names_in("signal-group")
@@ -74,13 +81,6 @@ F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP = 0, 1, 2
 OWNER_CALLS = frozenset({"fcntl", "fcntl64"})
 #: the bit the filter tests to stop only fcntl's owner commands (F_SETOWN 8, F_SETOWN_EX 15)
 OWNER_CMD_BIT = 8
-#: /proc/PID entries that reach into a process (ptrace-mode access): memory, descriptors, secrets
-#: /proc/PID entries a Landlock domain keeps from outside processes: ``mem`` itself, and what
-#: lies beneath ``fd/`` and ``map_files/`` (listing those directories stays allowed, as with the wall)
-PROC_FILES = frozenset({"mem"})
-PROC_DIRS = frozenset({"fd", "map_files"})
-AT_FDCWD = -100
-MAX_LINKS = 40
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ class Guard:
             link = os.readlink(f"/proc/{tid}/fd/{fd}")
         except OSError:
             return True  # gone: nothing left to protect
-        m = _PROC_PATH.match(link)
+        m = PROC_PATH.match(link)
         if m and m.group(3) in PROC_FILES:
             return not self._outside(int(m.group(2) or m.group(1)))
         if link.startswith("pipe:["):
@@ -221,10 +221,10 @@ class Guard:
         descriptor) or a process of the session; in attach mode, anyone but
         the broker's own processes."""
         if self.only_protected:
-            return not any(_holds(p, link) for p in self.protected)
-        if _holds(tgid, link, skip=fd):
+            return not any(holds(p, link) for p in self.protected)
+        if holds(tgid, link, skip=fd):
             return True
-        return any(_holds(p, link) for p in _all_pids() if p != tgid and self.in_session(p))
+        return any(holds(p, link) for p in _all_pids() if p != tgid and self.in_session(p))
 
     def _group_kill(self, pid: int, sig: int, caller: int) -> tuple[str, int] | None:
         if pid == 0:
@@ -272,20 +272,6 @@ def _all_pids() -> list[int]:
     return [int(d) for d in os.listdir("/proc") if d.isdigit()]
 
 
-def _holds(pid: int, link: str, skip: int = -1) -> bool:
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for n in names:
-        try:
-            if int(n) != skip and os.readlink(f"/proc/{pid}/fd/{n}") == link:
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
-
-
 def _pidfd_target(tid: int, fd: int) -> int | None:
     """The process a pidfd, or a /proc/PID directory descriptor (which
     pidfd_send_signal accepts too), refers to."""
@@ -294,15 +280,12 @@ def _pidfd_target(tid: int, fd: int) -> int | None:
             for line in f:
                 if line.startswith(b"Pid:"):
                     return int(line.split()[1])
-        m = _PROC_PATH.match(os.readlink(f"/proc/{tid}/fd/{fd}") + "/")
+        m = PROC_PATH.match(os.readlink(f"/proc/{tid}/fd/{fd}") + "/")
         if m and not m.group(3):
             return int(m.group(1))
     except (OSError, ValueError):
         pass
     return None
-
-
-_PROC_PATH = re.compile(r"/proc/(\d+)/(?:task/(\d+)/)?([^/]*)")
 
 
 def _read(tid: int, addr: int, size: int) -> bytes:
@@ -320,49 +303,3 @@ def _read_cstr(tid: int, addr: int, limit: int = 4096) -> bytes:
             return out + chunk[:nul]
         out += chunk
     return out
-
-
-def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes) -> tuple[int, str] | None:
-    """(PID, entry) when ``path``, resolved as thread ``tid`` would resolve it
-    (its root, cwd or ``dirfd``; ``/proc/self``, ``/proc/thread-self`` and
-    symlinks followed), goes through ``/proc/PID/ENTRY`` (or
-    ``/proc/PID/task/TID/ENTRY``, reported as TID): ``mem``, or anything beneath
-    ``fd/`` or ``map_files/``."""
-    root = f"/proc/{tid}/root"
-    if path.startswith(b"/"):
-        cur = ""
-    else:
-        base = f"/proc/{tid}/cwd" if dirfd == AT_FDCWD else f"/proc/{tid}/fd/{dirfd}"
-        try:
-            cur = os.readlink(base).rstrip("/")
-        except OSError:
-            return None
-    todo = [c for c in os.fsdecode(path).split("/") if c][::-1]
-    links = 0
-    while todo:
-        comp = todo.pop()
-        if comp == ".":
-            continue
-        if comp == "..":
-            cur = cur.rsplit("/", 1)[0]
-            continue
-        cur = f"{cur}/{comp}"
-        if cur == "/proc/self":
-            cur = f"/proc/{tgid}"
-        elif cur == "/proc/thread-self":
-            cur = f"/proc/{tgid}/task/{tid}"
-        m = _PROC_PATH.fullmatch(cur)
-        if m and (m.group(3) in PROC_FILES or m.group(3) in PROC_DIRS and todo):
-            return int(m.group(2) or m.group(1)), m.group(3)
-        try:
-            target = os.readlink(root + cur) if stat.S_ISLNK(os.lstat(root + cur).st_mode) else None
-        except OSError:
-            target = None  # missing: the rest is taken as written
-        if target is None or target.startswith(("pipe:", "socket:", "anon_inode:")):
-            continue
-        links += 1
-        if links > MAX_LINKS:
-            return None
-        cur = cur.rsplit("/", 1)[0] if not target.startswith("/") else ""
-        todo.extend(c for c in target.split("/")[::-1] if c)
-    return None
