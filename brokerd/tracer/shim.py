@@ -1322,7 +1322,8 @@ class Shim:
         try:
             fd, view = adopt(t.tid, rval)
         except OSError as e:
-            self._inject_failed(t, f"cannot take the scratch memfd: {e.strerror}")
+            self._inject_failed(t, f"cannot take the scratch memfd ({e.strerror}; the broker needs its tracee's "
+                                   "/proc/PID/fd, and --no-stable-args would do without the region, unsafely)")
             return
         os.close(fd)  # the shim's mapping keeps the memory alive
         t.saved_view = view
