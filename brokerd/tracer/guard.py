@@ -60,6 +60,9 @@ from .procfs import (
 
 GUARDED = names_in("process-access")
 _GROUP = names_in("signal-group")
+_SIGNALS = names_in("signal-send")
+#: reach another process without ptrace-mode access, so a Landlock domain lets them through
+_NO_ACCESS_CHECK = frozenset({"pidfd_open", "process_mrelease"})
 
 
 def _open_args() -> dict[str, tuple[int | None, int]]:
@@ -126,19 +129,23 @@ class Guard:
         self.in_session = in_session
         self.proc_checks = False  # no Landlock domain: check /proc opens
         self.owner_checks = False  # no Landlock signal scope: check F_SETOWN
-        #: attach: only the broker's own processes count as outside (the program was not started in a wall)
-        self.only_protected = False
+        #: no domain, not by the user's choice: keep the program from every process outside
+        #: its session, as a domain would (else, --no-landlock and attach: the broker's own only)
+        self.emulate_domain = False
+        #: no signal scope, not by the user's choice: signals to outside refused, as the scope would
+        self.emulate_signals = False
 
     def calls(self) -> frozenset[str]:
         """The calls this guard judges at their entry."""
         return (GUARDED | (PROC_OPEN_CALLS if self.proc_checks else frozenset())
                 | (OWNER_CALLS if self.owner_checks else frozenset()))
 
-    def _outside(self, pid: int) -> bool:
-        """Would a Landlock domain around the session keep the program from ``pid``?"""
-        if self._is_protected(pid):
+    def _outside(self, pid: int, emulated: bool) -> bool:
+        """Is ``pid`` out of the program's reach: the broker's, or (where
+        the guard stands in for a Landlock domain or scope) outside the session?"""
+        if self._is_protected(pid) or self._is_protected(tgid_of(pid)):
             return True
-        return not self.only_protected and not self.in_session(tgid_of(pid))
+        return emulated and not self.in_session(tgid_of(pid))
 
     def _is_protected(self, pid: int) -> bool:
         if pid in self.protected:
@@ -170,23 +177,29 @@ class Guard:
         if not pids and target.pidfd:
             pidfd = _pidfd_target(caller_tid, _s32(raw[0]))
             pids = [pidfd] if pidfd is not None else []
-        # a thread id names its process too (tkill, tgkill, ptrace): tgid_of
-        hit = any(p > 0 and (self._is_protected(p) or self._is_protected(tgid_of(p))) for p in pids)
+        emulated = (self.emulate_signals if name in _SIGNALS
+                    else self.emulate_domain and name not in _NO_ACCESS_CHECK)
+        # a thread id names its process too (tkill, tgkill, ptrace): _outside looks at both
+        hit = any(p > 0 and self._outside(p, emulated) for p in pids)
         return ("deny", E.EPERM) if hit else None
 
     def _judge_owner(self, raw: tuple[int, ...], tid: int) -> tuple[str, int] | None:
         cmd, arg = _s32(raw[1]), raw[2]
         if cmd == F_SETOWN:
             who = _s32(arg)
-            hit = self._is_protected(who) if who > 0 else -who in self.protected_groups if who < 0 else False
+            kind = F_OWNER_PID if who >= 0 else F_OWNER_PGRP
+            who = abs(who)
         elif cmd == F_SETOWN_EX:
             try:  # struct f_owner_ex {int type; pid_t pid;}
                 kind, who = struct.unpack("=ii", _read(tid, arg, 8))
             except (OSError, struct.error):
                 return None  # the kernel answers EFAULT itself
-            hit = (who in self.protected_groups) if kind == F_OWNER_PGRP else self._is_protected(tgid_of(who))
         else:
             return None
+        if who <= 0:
+            return None
+        members = self._pgrp_members(who) if kind == F_OWNER_PGRP else [who]
+        hit = any(self._outside(p, self.emulate_signals) for p in members)
         return ("deny", E.EPERM) if hit else None
 
     def _judge_open(self, name: str, raw: tuple[int, ...], tid: int, tgid: int) -> tuple[str, int] | None:
@@ -197,7 +210,7 @@ class Guard:
             return None  # the kernel answers EFAULT itself
         dirfd = _s32(raw[dirfd_at]) if dirfd_at is not None else AT_FDCWD
         hit = proc_entry_of(tid, tgid, dirfd, path)
-        if hit is not None and self._outside(hit[0]):
+        if hit is not None and self._outside(hit[0], self.emulate_domain):
             return ("deny", E.EACCES)
         return None
 
@@ -211,16 +224,16 @@ class Guard:
             return True  # gone: nothing left to protect
         m = PROC_PATH.match(link)
         if m and m.group(3) in PROC_FILES:
-            return not self._outside(int(m.group(2) or m.group(1)))
+            return not self._outside(int(m.group(2) or m.group(1)), self.emulate_domain)
         if link.startswith("pipe:["):
             return self._held_in_session(link, tid, tgid, fd)
         return True
 
     def _held_in_session(self, link: str, tid: int, tgid: int, fd: int) -> bool:
         """Does a process that may hold this pipe hold it: the caller (another
-        descriptor) or a process of the session; in attach mode, anyone but
-        the broker's own processes."""
-        if self.only_protected:
+        descriptor) or a process of the session; where the guard does not
+        stand in for a domain (--no-landlock, attach), anyone but the broker's own processes."""
+        if not self.emulate_domain:
             return not any(holds(p, link) for p in self.protected)
         if holds(tgid, link, skip=fd):
             return True
@@ -239,14 +252,14 @@ class Guard:
             return None if sig == 0 else ("deny", E.EPERM)
         else:
             members = self._pgrp_members(-pid)
-        if not any(self._is_protected(p) for p in members):
+        if not any(self._outside(p, self.emulate_signals) for p in members):
             return None
         if sig == 0:
             return None  # a probe: harmless, the kernel answers it
         mine = uids_of(caller)
         sent = 0
         for p in members:
-            if self._is_protected(p):
+            if self._outside(p, self.emulate_signals):
                 continue
             theirs = uids_of(p)
             if mine and mine[1] != 0 and not ({mine[0], mine[1]} & {theirs[0], theirs[2]} if theirs else set()):
