@@ -620,8 +620,10 @@ class Syscall:
         p = os.fsdecode(raw)
         if follow is None:
             follow = self._follows(i)
-        if follow:
-            # the broker's own resolution (open/exec calls): it checks, when the
+        if follow or self.replay:
+            # the broker's own resolution (in replay: the journal's, made while
+            # the process lived, with the call's own follow rule; clients/replay.py).
+            # Open/exec calls: it checks, when the
             # call ends, that the kernel used this very object, so judging it is
             # safe from symlinks swapped meanwhile (docs/security.md)
             real = next((v for k, v in self.event.notes if k == f"real{i + 1}"), None)

@@ -307,19 +307,24 @@ class Shim:
         self.wall = landlock.wall(self.landlock_abi) if self.landlock_abi else None
         #: the authorizers' kernel layers, compiled after the handshake
         self.layer_plan = kernel_layers.Plan()
-        self._guard_without_wall(self.wall is None, self.landlock_abi < landlock.ABI_SCOPE)
+        self._guard_without_wall(self.wall is None, self.landlock_abi < landlock.ABI_SCOPE, emulate=use_landlock)
         self.detached_cleanly = False
         self._tty_stop = False
         self._readers: dict[int, Callable[[], None]] = {}
         self.forced: SkipFail | None = None  # set by fail("deny")
 
-    def _guard_without_wall(self, proc: bool, owner: bool) -> None:
+    def _guard_without_wall(self, proc: bool, owner: bool, emulate: bool) -> None:
         """Where no Landlock domain keeps the program away from the broker's
         processes (no Landlock, ``--no-landlock``, attach), the guard checks
         opens of /proc/PID entries (every open stops); where no signal scope
-        does, it checks F_SETOWN (fcntl stops for its owner commands)."""
+        does, it checks F_SETOWN (fcntl stops for its owner commands).  With
+        ``emulate`` (Landlock missing, not refused by the user) it keeps the
+        program from everything outside its session, as the domain would;
+        otherwise from the broker's own processes only."""
         self.guard.proc_checks = proc
         self.guard.owner_checks = owner
+        self.guard.emulate_domain = emulate and proc
+        self.guard.emulate_signals = emulate and owner
         self._guarded = self.guard.calls()
         # fcntl stops only for its owner commands (a flag test in the filter), not here
         self.internal_trace = self.internal_trace | (PROC_OPEN_CALLS if proc else frozenset())
@@ -573,8 +578,7 @@ class Shim:
         self._setup_loop()
         self.attached = True
         # no domain can be given to a running process: the guard's own checks, for the broker's processes
-        self.guard.only_protected = True
-        self._guard_without_wall(True, True)
+        self._guard_without_wall(True, True, emulate=False)
         self._no_layers("attach gives a running process no Landlock domain")
         seized: list[int] = []
         while True:
@@ -1420,7 +1424,8 @@ class Shim:
         try:
             fd, view = adopt(t.tid, rval)
         except OSError as e:
-            self._inject_failed(t, f"cannot take the scratch memfd: {e.strerror}")
+            self._inject_failed(t, f"cannot take the scratch memfd ({e.strerror}; the broker needs its tracee's "
+                                   "/proc/PID/fd, and --no-stable-args would do without the region, unsafely)")
             return
         os.close(fd)  # the shim's mapping keeps the memory alive
         t.saved_view = view
