@@ -16,6 +16,7 @@ import pwd
 import shlex
 import sys
 import time
+from typing import Any
 
 from brokerd.daemon import client
 from brokerd.protocol.errors import ProtocolError
@@ -76,7 +77,7 @@ def _fail(msg: str, code: int) -> int:
     return code
 
 
-def _request(args: argparse.Namespace, request: str) -> tuple[object, int]:
+def _request(args: argparse.Namespace, request: str) -> tuple[Any, int]:
     try:
         return client.control(request, path=args.socket), 0
     except ProtocolError as e:
@@ -223,7 +224,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             env = dict(os.environ, BROKERD_SESSION=str(offer.id), BROKERD_SESSION_UID=str(offer.uid),
                        BROKERD_SESSION_PID=str(offer.pid))
             try:
-                p = subprocess.Popen(["/bin/sh", "-c", command], stdin=offer.sock, stdout=offer.sock, env=env,
+                p = subprocess.Popen(["/bin/sh", "-c", command], stdin=offer.sock.fileno(), stdout=offer.sock.fileno(), env=env,
                                      process_group=0)
                 children.add(p.pid)
             except OSError as e:

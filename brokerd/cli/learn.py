@@ -21,6 +21,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+from brokerd.protocol.types import SyscallEvent
+
 PROG = "brokerctl"
 
 
@@ -194,7 +196,7 @@ class AskSession:
         self.added = learn.Observed()
         self.count = 0
 
-    def allows(self, event: object) -> bool:
+    def allows(self, event: SyscallEvent) -> bool:
         """Would the learned policy let this call run?"""
         from brokerd.clients.authorizer import Syscall
         from brokerd.protocol.types import Kill, SkipFail
@@ -202,7 +204,7 @@ class AskSession:
         _rule, reply = self.policy.decide(Syscall(event))
         return not isinstance(reply.verdict, SkipFail | Kill)
 
-    def add(self, event: object) -> None:
+    def add(self, event: SyscallEvent) -> None:
         """An "always allow" answer: learn the call as the run would have."""
         from brokerd.clients import learn
         from brokerd.clients.authorizer import Syscall

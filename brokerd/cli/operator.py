@@ -17,7 +17,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from brokerd.decision.local import LocalAuthorizer
 from brokerd.decision.member import Answer
@@ -36,6 +36,9 @@ from brokerd.protocol.types import (
     SyscallEvent,
     SysretEvent,
 )
+
+if TYPE_CHECKING:  # not imported at run time: learn imports this module's users
+    from brokerd.cli.learn import AskSession
 
 PROMPT = "[a]llow [d]eny [A]lways allow [D]always deny [s]tep [k]ill (d ERRNO to choose): "
 
@@ -58,7 +61,7 @@ class Operator(LocalAuthorizer):
     """The terminal's authorizer: shows calls, asks about some, keeps stats and rules."""
 
     def __init__(self, trace: frozenset[str] | None, *, out: TextIO = sys.stderr, ask: bool = False,
-                 tty: int = -1, start: object = None) -> None:
+                 tty: int = -1, start: AskSession | None = None) -> None:
         super().__init__("operator", trace, rfd=tty if ask else -1)
         #: a learned policy to start from (brokerd.cli.learn.AskSession): what
         #: it allows is not asked about; "always allow" answers are added to it
@@ -66,8 +69,8 @@ class Operator(LocalAuthorizer):
         self.out = out
         self.asking = ask
         self.tty = tty
-        self.stats = {}
-        self.always = []
+        self.stats: dict[str, _Stat] = {}
+        self.always: list[_Rule] = []
         self._started: dict[int, tuple[float, str]] = {}
         self._queue: deque[tuple[SyscallEvent, Answer]] = deque()
         self._inbuf = b""

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from brokerd.decision.defaults import default_verdict
 from brokerd.protocol import codec
@@ -218,7 +219,7 @@ class DaemonSession:
         self._early = [x for x in lines._lines if isinstance(x, bytes)]
         self._out = bytearray()
         self.dropped = 0
-        self.shim = None
+        self.shim: Any = None  # the Shim (not imported: brokerd.tracer.shim imports this module)
         self._local_audit: Callable | None = None
         self.lost = False
         self.killed = False

@@ -25,6 +25,7 @@ import sys
 import tomllib
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import trio
 
@@ -34,7 +35,7 @@ from .server import Config, Server
 PROG = "brokerd"
 SYSTEM_CONFIG = "/etc/brokerd/brokerd.toml"
 DEFAULT_GROUP = "brokerd"
-CONFIG_KEYS = {
+CONFIG_KEYS: dict[str, Any] = {  # key -> type or tuple of types
     "socket_group": str, "socket_mode": (str, int), "audit_log": str, "audit_journal": bool,
     "journal_socket": str, "default_failure": str, "authorizer_deadline": (int, float),
     "max_connections_per_uid": int, "max_sessions_per_uid": int, "max_partial_bytes_per_uid": int,

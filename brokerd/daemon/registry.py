@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import wire
 from .quota import Limits
@@ -50,7 +51,7 @@ class AuthorizerReg:
     deadline: float | None = None  # seconds; None: the daemon's
     registered: float = field(default_factory=time.time)
     sessions_served: int = 0
-    handle: object = None  # the server's connection object
+    handle: Any = None  # the server's connection object (a Conn; not imported here)
 
     def info(self) -> dict:
         return {
@@ -75,7 +76,7 @@ class SessionRec:
     audit_records: int = 0
     state: str = "running"  # running | detaching | killing | ended
     exit_status: int | None = None
-    handle: object = None
+    handle: Any = None  # the server's connection object
 
     def info(self, registry: Registry) -> dict:
         return {

@@ -178,7 +178,7 @@ class Conn:
 
 class Server:
     def __init__(self, config: Config, listener: socket.socket, *, log: Callable[[str], None] | None = None,
-                 on_change: Callable[[], None] | None = None, only_uid: int | None = None) -> None:
+                 on_change: Callable[[], object] | None = None, only_uid: int | None = None) -> None:
         self.config = config
         self.listener = trio.socket.from_stdlib_socket(listener)
         self.registry = Registry()
@@ -210,7 +210,7 @@ class Server:
 
     async def _tell_session(self, s: SessionRec, line: bytes) -> None:
         try:
-            await s.handle.send(line)  # type: ignore[union-attr]
+            await s.handle.send(line)
         except (*PEER_GONE, trio.TooSlowError):
             pass
 
@@ -436,7 +436,7 @@ class Server:
         line = "session " + str(s.id) + " " + wire.format_attrs(
             [("uid", str(s.uid)), ("pid", str(s.pid)), ("mode", s.mode), ("argv", shlex.join(s.argv))])
         try:
-            await reg.handle.send(line.encode("ascii") + b"\n", fds=[theirs.fileno()])  # type: ignore[union-attr]
+            await reg.handle.send(line.encode("ascii") + b"\n", fds=[theirs.fileno()])
         except (*PEER_GONE, trio.TooSlowError) as e:
             self.log(f"authorizer {reg.name!r} (id {reg.id}) could not be given session {s.id}: "
                      f"{e or 'too slow'}; its calls in that session get its default ({reg.default})")
@@ -507,17 +507,17 @@ class Server:
                 })
             answer = {"id": s.id, "authorizers": len(stack), "stack": stack, "failure": failure,
                       "audit": self.audit.enabled}
-            await conn.send(wire.ok_line(answer), fds=[e.fileno() for e in ends])
-            for e in ends:
-                e.close()
+            await conn.send(wire.ok_line(answer), fds=[end.fileno() for end in ends])
+            for end in ends:
+                end.close()
             ends = []
             self.log(f"session {s.id} started: uid {s.uid}, pid {s.pid}, {mode}, failure {failure}, "
                      f"{len(stack)} registered authorizer(s): {wire.printable(shlex.join(s.argv), 200)}")
             self._on_change()
             await self._session_loop(conn, s)
         finally:
-            for e in ends:
-                e.close()
+            for end in ends:
+                end.close()
             self.registry.end_session(s)
             self.log(f"session {s.id} ended" + (f" (status {s.exit_status})" if s.exit_status is not None else
                                                " (its broker went away)"))
@@ -614,7 +614,7 @@ class Server:
                 raise Refused("not-allowed", f"session {s.id} was started by brokerctl run: it cannot run "
                               "untraced (its seccomp filter stays); use kill, or let it finish")
             try:
-                await s.handle.send(verb.encode() + b"\n")  # type: ignore[union-attr]
+                await s.handle.send(verb.encode() + b"\n")
             except trio.TooSlowError:
                 raise Refused("timeout", f"session {s.id}'s broker did not take the command") from None
             except PEER_GONE:

@@ -26,6 +26,7 @@ import json
 import os
 import socket
 import struct
+from typing import Any
 
 from brokerd.protocol import codec
 from brokerd.protocol.codec import VERSION
@@ -145,7 +146,7 @@ def split_verb(line: bytes) -> tuple[str, str]:
     return verb, rest.strip(" ")
 
 
-def parse_answer(line: bytes) -> object:
+def parse_answer(line: bytes) -> Any:
     """``ok JSON`` -> the object; ``error CODE text`` -> (code, text) raised as ProtocolError."""
     verb, rest = split_verb(line)
     if verb == "ok":

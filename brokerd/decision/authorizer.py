@@ -35,7 +35,7 @@ from brokerd.protocol import codec
 from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.layers import LayerSpec, parse_layer
-from brokerd.protocol.linebuf import LineBuffer, TooLong
+from brokerd.protocol.linebuf import LineBuffer, PartialLine, TooLong
 from brokerd.protocol.selection import TraceError, parse_trace, unknown_names
 from brokerd.protocol.types import (
     Data,
@@ -270,6 +270,7 @@ class Authorizer:
         for line in self._lines:
             if self.mode == "dead":
                 return
+            assert not isinstance(line, PartialLine)  # only after eof(), never called here
             self._on_line(line)
 
     def _on_line(self, line: bytes | TooLong) -> None:
@@ -418,6 +419,8 @@ class Authorizer:
 
     def _signal(self, sig: int) -> None:
         # the whole process group: `sh -c` may have children holding our stderr
+        if self.pid is None:
+            return
         try:
             os.killpg(self.pid, sig)
         except ProcessLookupError:

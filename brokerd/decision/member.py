@@ -30,6 +30,7 @@ class Member(Protocol):
     wfd: int
     mode: str  # "plain" | "hello" | "dead" once ready ("new", "greeting" before)
     timeout: float  # seconds a question may wait for its answer
+    greeting_timeout: float  # seconds its greeting may take
     default: object  # its default verdict for a syscall entry
     trace: frozenset[str] | None  # calls it subscribed to (None: all)
     signals: bool  # wants signal events
@@ -81,3 +82,7 @@ class Member(Protocol):
     def report_error(self, code: str, text: str) -> None: ...
 
     def kill(self, reason: str) -> None: ...
+
+    def reap(self, deadline: float) -> None:
+        """Wait until ``deadline`` for its process to end, then SIGKILL it."""
+        ...

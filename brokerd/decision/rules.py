@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from brokerd.protocol.types import Cont, Kill, Rewrite, SkipFail, SkipOk, Step, SyscallEvent
+from brokerd.protocol.types import Cont, Kill, Rewrite, SkipFail, SkipOk, Step, Str, SyscallEvent
 
 #: The verdicts that may answer a syscall entry (a rule's verdict must be one).
 ENTRY_VERDICTS = (Cont, Step, Kill, SkipFail, SkipOk, Rewrite)
@@ -112,7 +113,7 @@ class ArgRule:
     ``argN&FLAGS`` / ``argN!&FLAGS`` (any of the flags set / none set)."""
 
     name: str
-    matchers: tuple[tuple[str, int, object], ...]  # (op, argn, operand)
+    matchers: tuple[tuple[str, int, Any], ...]  # (op, argn, operand: a compiled glob or a value)
     verdict: object
     text: str
 
@@ -125,7 +126,7 @@ class ArgRule:
         for op, n, operand in self.matchers:
             if op == "path":
                 path = next((v for k, v in event.notes if k == f"path{n}"), None)
-                if path is None or not operand.fullmatch(path.data.decode("utf-8", "surrogateescape")):  # type: ignore[attr-defined]
+                if not isinstance(path, Str) or not operand.fullmatch(path.data.decode("utf-8", "surrogateescape")):
                     return False
                 continue
             if n > len(args):
@@ -133,7 +134,7 @@ class ArgRule:
             kind = kinds[n - 1] if n <= len(kinds) else "int"
             try:
                 value = value_to_int(args[n - 1], kind)
-                want = operand if isinstance(operand, int) else value_to_int(operand, kind)  # type: ignore[arg-type]
+                want = operand if isinstance(operand, int) else value_to_int(operand, kind)
             except (ValueError, TypeError):
                 return False
             if op == "eq" and value != want or op == "any" and not value & want or op == "none" and value & want:

@@ -187,7 +187,7 @@ class Stack(Sequence[Member]):
         self._orders: dict[str, tuple[int, ...]] = {}
         self.cache = VerdictCache()
 
-    def __getitem__(self, pos):  # type: ignore[override]
+    def __getitem__(self, pos):
         return self._members[pos]
 
     def __len__(self) -> int:

@@ -84,13 +84,17 @@ class ArgEquals:
     miss: int
 
 
+#: what the filter does for one number: a return value, or a test on an argument
+Action = int | FlagTest | ArgEquals
+
+
 @dataclass(frozen=True, slots=True)
 class AbiRules:
     """What the filter does for one ABI: ``actions`` maps syscall numbers (as
     seen in ``seccomp_data.nr``, the x32 bit included) to an action; every
     other number gets ``default``."""
 
-    actions: Mapping[int, int | FlagTest | ArgEquals]
+    actions: Mapping[int, Action]
     default: int = RET_ALLOW
 
 
@@ -145,9 +149,9 @@ class _Program:
         return list(reversed(self.rev))
 
 
-def _ranges(rules: AbiRules, lo: int, hi: int) -> list[tuple[int, int, int]]:
+def _ranges(rules: AbiRules, lo: int, hi: int) -> list[tuple[int, int, Action]]:
     """Cover [lo, hi] with maximal (start, end, action) runs, default filling gaps."""
-    runs: list[tuple[int, int, int]] = []
+    runs: list[tuple[int, int, Action]] = []
     cur = lo
     for nr in sorted(n for n in rules.actions if lo <= n <= hi):
         action = rules.actions[nr]
@@ -157,7 +161,7 @@ def _ranges(rules: AbiRules, lo: int, hi: int) -> list[tuple[int, int, int]]:
         cur = nr + 1
     if cur <= hi:
         runs.append((cur, hi, rules.default))
-    merged: list[tuple[int, int, int]] = []
+    merged: list[tuple[int, int, Action]] = []
     for start, end, action in runs:
         if merged and merged[-1][2] == action and merged[-1][1] + 1 == start:
             merged[-1] = (merged[-1][0], end, action)
@@ -166,7 +170,7 @@ def _ranges(rules: AbiRules, lo: int, hi: int) -> list[tuple[int, int, int]]:
     return merged
 
 
-def _tree(prog: _Program, runs: list[tuple[int, int, int]], leaves: dict[int, int]) -> int:
+def _tree(prog: _Program, runs: list[tuple[int, int, Action]], leaves: dict[int, int]) -> int:
     """Emit a balanced search over ``runs`` (sorted, contiguous); returns its label."""
     if len(runs) == 1:
         action = runs[0][2]

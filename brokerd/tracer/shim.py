@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import errno as E
+import mmap
 import os
 import select
 import shutil
@@ -37,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from brokerd.decision.audit import AuditRecord
 from brokerd.decision.authorizer import KILL_GRACE
@@ -225,7 +227,7 @@ class _Thread:
     saved_regs: pt.Regs | None = None
     inject: list = field(default_factory=list)  # steps of a running injection
     inject_fd: int = -1
-    saved_view: object = None  # the shim's mapping of a scratch region being set up
+    saved_view: mmap.mmap | None = None  # the shim's mapping of a scratch region being set up
     verify: tuple | None = None  # what an open must have opened (see _expected_object)
     undo_step: bool = False  # an undone open was stepped: its sysret is still owed
     map_flags: int = 0  # extra flags of the injected mmap of the scratch region
@@ -295,7 +297,7 @@ class Shim:
         self._sfd = -1
         self._ep: select.epoll | None = None
         self._fds: dict[int, Member] = {}
-        self._saved_dispositions: dict[int, object] = {}
+        self._saved_dispositions: dict[signal.Signals, Any] = {}
         self._old_mask: set[int] = set()
         self.stats = {"stops": 0, "decisions": 0}
         self.attached = False
@@ -426,10 +428,10 @@ class Shim:
         rules: dict[str, seccomp.AbiRules] = {}
         for abi_name, abi in ABIS.items():
             default = kernel[unknown[0]](unknown[1])
-            acts = {}
+            acts: dict[int, seccomp.Action] = {}
             for name, spec in abi.by_name.items():
                 what, err = self.stack_action(name)
-                action = kernel[what](err)
+                action: seccomp.Action = kernel[what](err)
                 if not guard_region or action != seccomp.RET_ALLOW or name not in ("mmap", "mmap2"):
                     pass
                 elif spec.args[3:4] == ("mmap_flags",):
@@ -453,14 +455,13 @@ class Shim:
                         unknown_names.add(n)
             if unknown_names:
                 self._log(f"unknown syscall names ignored: {', '.join(sorted(unknown_names))}")
-        x32 = rules["x32"]
-        if x32.default == seccomp.RET_ALLOW and not x32.actions:
-            x32 = None  # nobody cares about x32: the filter kills it
-        else:
-            x32 = seccomp.AbiRules({**x32.actions, 0xFFFFFFFF: seccomp.RET_ALLOW}, x32.default)
+        x32_rules = rules["x32"]
+        x32: seccomp.AbiRules | None = None  # nobody cares about x32: the filter kills it
+        if x32_rules.default != seccomp.RET_ALLOW or x32_rules.actions:
+            x32 = seccomp.AbiRules({**x32_rules.actions, 0xFFFFFFFF: seccomp.RET_ALLOW}, x32_rules.default)
         return seccomp.compile_filter(rules["x86_64"], rules["i386"], x32)
 
-    def _flag_rule(self, name: str, action: int | seccomp.FlagTest, stop: int) -> int | seccomp.FlagTest:
+    def _flag_rule(self, name: str, action: seccomp.Action, stop: int) -> seccomp.Action:
         """The filter's argument tests for the broker's own rules: a program's
         own seccomp listener would see its calls before us (USER_NOTIF outranks
         TRACE), so creating one fails with EBUSY, as when a listener exists;
@@ -676,15 +677,15 @@ class Shim:
             if reader is not None:
                 reader()
                 continue
-            a = self._fds.get(fd)
-            if a is None:
+            member = self._fds.get(fd)
+            if member is None:
                 continue
             now = time.monotonic()
             if mask & select.EPOLLOUT:
-                a.on_writable()
+                member.on_writable()
             if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
-                a.on_readable(now)
-            self._sync_fd(a, fd)
+                member.on_readable(now)
+            self._sync_fd(member, fd)
         now = time.monotonic()
         for a in self.stack:
             if a.mode != "dead":
@@ -1105,12 +1106,13 @@ class Shim:
             parent = None
             if r.parent is not None:
                 try:
-                    st = os.stat(root + r.parent)
-                    parent = (st.st_dev, st.st_ino)
+                    pst = os.stat(root + r.parent)
+                    parent = (pst.st_dev, pst.st_ino)
                 except OSError:
                     pass
             return ("absent-exe" if exec_ else "absent", parent, root + r.path), r.path
         st = r.st
+        assert st is not None  # it exists: resolve() gives its lstat
         if exec_:
             # an ELF runs as itself (/proc/PID/exe); a #! script runs its interpreter: unverifiable
             try:
@@ -1226,7 +1228,9 @@ class Shim:
         try:
             self._check_rewrite(t, verdict)
             self._check_sets(t, reply.sets)
-            ev = walk.next()[1]  # the event as this authorizer saw it (the cache key)
+            step = walk.next()
+            assert step is not None  # the walk is waiting for this very answer
+            ev = step[1]  # the event as this authorizer saw it (the cache key)
             walk.feed(verdict, reply.sets)
             if not reason:
                 self.stack.remember(pos, ev, reply)
@@ -1442,6 +1446,7 @@ class Shim:
 
     def _injected_mmap(self, t: _Thread, rval: int, failed: bool) -> None:
         view = t.saved_view
+        assert view is not None
         if failed and t.map_flags:  # no room below 2 GiB: anywhere will do for 64-bit calls
             t.inject.insert(0, self._injected_mmap)
             self._map_region(t, 0)
