@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 from conftest import brokerctl
@@ -72,6 +73,16 @@ def test_opath_nofollow_of_a_symlink(authz, tmp_path):
     native, traced = _both(authz, ["python3", "-c", code])
     assert traced.returncode == native.returncode == 0, traced.stderr
     assert traced.stdout == native.stdout
+
+
+def test_open_in_a_removed_working_directory(authz, tmp_path):
+    """Item 9: open(".") in a working directory that was removed works
+    natively; its path cannot be resolved, so it is not checked either."""
+    gone = tmp_path / "gone"
+    script = (f"mkdir {gone} && cd {gone} && rmdir {gone} && "
+              f"{sys.executable} -c 'import os; os.open(\".\", os.O_RDONLY); print(\"ok\")'")
+    native, traced = _both(authz, ["sh", "-c", script])
+    assert traced.stdout == native.stdout == "ok\n", traced.stderr
 
 
 def test_i386_call_reaches_its_stable_copy(cprog, rules):
