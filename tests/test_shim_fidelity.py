@@ -149,8 +149,6 @@ runpy.run_module("brokerd.cli.main", run_name="__main__")
 def test_calls_wait_for_a_free_scratch_slot(cprog):
     """Item 2: when every slot is held by a live thread, a judged call waits
     for one (a thread that ends gives its slot back); it is never killed."""
-    import sys
-
     r = subprocess.run([sys.executable, "-c", SMALL_REGION, "run", "-e", "trace=openat", "-a",
                         "while read l; do echo cont; done", "--", str(cprog("vanish")), "burst", "40",
                         "/etc/hostname"], capture_output=True, text=True, timeout=120)
