@@ -305,11 +305,12 @@ def _collapses(obs: Observed) -> list[tuple[str, str, str]]:
         if not any(_under(p, root[:-3]) for _, root, _ in out if root.endswith("/**")):
             name = _generalise(p.rsplit("/", 1)[1]) if obs.paths[p].removed else p.rsplit("/", 1)[1]
             out.append(("write", f"{_parent(p).rstrip('/')}/{name}/**", "a directory the program created"))
-    for p, u in sorted(obs.paths.items()):
-        if u.created and u.removed and not p.endswith("/**"):
-            g = f"{_parent(p).rstrip('/')}/{_generalise(p.rsplit('/', 1)[1])}"
-            if not _covered(p, out, "write"):
-                out.append(("write", g, "temporary files the program created and removed"))
+    temps = sorted({f"{_parent(p).rstrip('/')}/{_generalise(p.rsplit('/', 1)[1])}"
+                    for p, u in obs.paths.items()
+                    if u.created and u.removed and not p.endswith("/**") and not _covered(p, out, "write")})
+    for g in temps:  # the widest patterns only, whatever order the random names came in
+        if not any(o != g and re.fullmatch(glob_to_regex(o), g, re.S) for o in temps):
+            out.append(("write", g, "temporary files the program created and removed"))
     for root in SYSTEM_TREES:
         if any(_under(p, root) and u.kind == "read" for p, u in obs.paths.items()):
             out.append(("read", root + "/**", "the system's programs and libraries, read-only"))
