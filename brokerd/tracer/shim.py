@@ -212,6 +212,9 @@ class _Thread:
     saved_view: object = None  # the shim's mapping of a scratch region being set up
     verify: tuple | None = None  # what an open must have opened: ("inode"|"parent", dev, ino)
     guard_exit: bool = False  # the guard checks what this open opened (no Landlock wall)
+    #: it exec'd: a fork event arriving late must not hand it its parent's scratch region
+    #: (an execve nobody stops, e.g. one a kernel layer settles, can win that race)
+    execed: bool = False
     t0: float = 0.0
     running: bool = True
 
@@ -825,7 +828,7 @@ class Shim:
             if child not in self.threads:
                 self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else tgid_of(child))
             ctgid = self.threads[child].tgid
-            if ctgid != t.tgid and t.tgid in self._regions:
+            if ctgid != t.tgid and t.tgid in self._regions and not self.threads[child].execed:
                 self._regions[ctgid] = self._regions[t.tgid]  # the shared mapping is inherited
             kind = {pt.EVENT_FORK: "fork", pt.EVENT_VFORK: "vfork", pt.EVENT_CLONE: "clone"}[event]
             self._proc_event(t, kind, (Int(child),))
@@ -915,6 +918,7 @@ class Shim:
                 old.tid = t.tid
                 t = old
         self._regions.pop(t.tgid, None)  # a new address space: the old mapping is gone
+        t.execed = True
         self.threads[t.tid] = t
         if self._symbolizer is not None:
             self._symbolizer.forget(t.tgid)

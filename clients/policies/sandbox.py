@@ -64,13 +64,14 @@ from brokerd.clients.authorizer import (
     Authorizer,
     Syscall,
     cont,
+    kernel_layer,
     opens_for_writing,
     path_under,
     skip_fail,
     to_reply,
     tracer_of,
 )
-from brokerd.protocol.abi import names_in
+from brokerd.protocol.abi import all_names, names_in
 from brokerd.protocol.types import Field, Struct, Sym
 
 #: Run without any check: they act on memory, signals, the process itself or
@@ -116,6 +117,31 @@ AT_EMPTY_PATH = 0x1000
 NODE_TYPES = frozenset({stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, 0})
 
 
+#: metadata look-ups (stat, access, readlink, chdir, xattrs...): outside the
+#: box they fail with ENOENT, as if absent (gcc probes include directories
+#: that may not exist: a missing one is normal, an EACCES one fatal), except on
+#: the way in: the box's own ancestors (git and sqlite lstat them) are allowed
+METADATA = READ_PATH - {"execve", "execveat"}
+#: calls of SAFE that still need a look at their arguments
+CHECKED_SAFE = frozenset({"ioctl", "clone", "clone3"})
+#: what the kernel layer must not settle: link creation (always EPERM here),
+#: device nodes, and the descriptor forms judged by the descriptor's file
+KEEP_PER_CALL = "!%link,%mknod,ftruncate,ftruncate64"
+
+
+def _ancestor(path: str, roots: Sequence[str]) -> bool:
+    """Is ``path`` a directory on the way to one of ``roots``?"""
+    prefix = path.rstrip("/") + "/"
+    return any(r.startswith(prefix) for r in roots)
+
+
+def _layer(rw: Sequence[str], ro: Sequence[str]):
+    """The same box in the kernel: everything beneath the read-write
+    directories, read and execute beneath the read-only ones, nothing else."""
+    return kernel_layer([("all", d) for d in rw] + [("read,execute", d) for d in ro],
+                        fs_handled="all", settle=KEEP_PER_CALL)
+
+
 def _resolve_dir(d: str) -> str:
     return os.path.realpath(os.path.abspath(d))
 
@@ -130,10 +156,17 @@ def build(argv: Sequence[str]) -> Authorizer:
     p.add_argument("--log", action="store_true", help="print every denial on stderr")
     a = p.parse_args(argv)
     rw = tuple(_resolve_dir(d) for d in a.dirs)
-    ro = rw + tuple(_resolve_dir(d) for d in a.ro)
+    ro_only = tuple(_resolve_dir(d) for d in a.ro)
+    ro = rw + ro_only
     safe = SAFE | {n for s in a.allow_syscall for n in re.split(r"[,+]", s) if n}
     denial = skip_fail(a.errno)
-    az = Authorizer("sandbox", trace="all")
+    hidden = skip_fail(errno.ENOENT)
+    # calls that need no look run without a stop (static allow); calls it
+    # names nowhere fail with ENOSYS in the kernel filter; the layer settles
+    # opens, exec, mkdir, unlink, rename... where the kernel has Landlock
+    traced = OPEN | LINKS | MKNOD | READ_PATH | WRITE_PATH | FD_WRITE | SIGNALS | CHECKED_SAFE
+    az = Authorizer("sandbox", trace=traced, allow=(safe - traced) & all_names(), unknown="deny:ENOSYS",
+                    layer=_layer(rw, ro_only))
 
     def judge(call: Syscall, indices: Sequence[int], writing: bool) -> object:
         roots = rw if writing else ro
@@ -146,6 +179,10 @@ def build(argv: Sequence[str]) -> Authorizer:
             if not path.startswith("/"):
                 continue  # pipe:[N], socket:[N]...: a descriptor already open, not a file
             if not path_under(path, roots):
+                if not writing and call.name in METADATA:
+                    return cont_reply if _ancestor(path, roots) else hidden
+                if not writing and not os.path.lexists(path):
+                    return hidden  # what the kernel layer answers too: a missing file is missing
                 return denial
         return cont_reply
 
