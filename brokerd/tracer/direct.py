@@ -60,7 +60,9 @@ def exec_direct(shim: Shim, argv: Sequence[str], env: dict[str, str] | None = No
     for a in shim.stack:
         a.kill("the kernel enforces the whole policy")
     for a in shim.stack:
-        a.reap(time.monotonic() + 1.0)
+        reap = getattr(a, "reap", None)  # a process we started: make sure it is gone before we exec
+        if reap is not None:
+            reap(time.monotonic() + 1.0)
     print(f"brokerctl: {names}: enforced by the kernel alone (seccomp filter"
           f"{' and Landlock layers' if shim.layer_plan.layers else ''}); running {argv[0]} with no tracer",
           file=sys.stderr, flush=True)
