@@ -41,6 +41,9 @@ def handshake(command: str, timeout: float = 30.0) -> Authorizer:
 def where(a: Authorizer, name: str, rule_names: frozenset[str]) -> str:
     """Where syscall ``name`` is decided for this authorizer alone."""
     what, err = a.action(name)
+    layer = getattr(a, "layer", None)
+    if name in a.settled and layer is not None and name in layer.unjudged:
+        return "unjudged while the layer is in force (no stop)"
     if name in a.settled:
         return "Landlock layer (kernel, no stop)"
     if what == "allow":

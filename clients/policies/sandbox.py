@@ -136,11 +136,19 @@ def _ancestor(path: str, roots: Sequence[str]) -> bool:
     return any(r.startswith(prefix) for r in roots)
 
 
-def _layer(rw: Sequence[str], ro: Sequence[str]):
+#: with the layer in force, these run unasked (``--hide-outside`` keeps them
+#: per call): the layer guards contents, and a build makes tens of thousands
+#: of them (gcc's realpath: one readlink per path component)
+LOOKUPS = names_in("stat") | names_in("lstat") | names_in("fstat") | names_in("statfs") | frozenset({
+    "newfstatat", "fstatat64", "statx", "access", "faccessat", "faccessat2", "readlink", "readlinkat",
+    "getxattr", "lgetxattr", "listxattr", "llistxattr", "getxattrat", "listxattrat"}) & all_names()
+
+
+def _layer(rw: Sequence[str], ro: Sequence[str], hide_outside: bool):
     """The same box in the kernel: everything beneath the read-write
     directories, read and execute beneath the read-only ones, nothing else."""
     return kernel_layer([("all", d) for d in rw] + [("read,execute", d) for d in ro],
-                        fs_handled="all", settle=KEEP_PER_CALL)
+                        fs_handled="all", settle=KEEP_PER_CALL, unjudged=() if hide_outside else sorted(LOOKUPS))
 
 
 def _resolve_dir(d: str) -> str:
@@ -155,6 +163,8 @@ def build(argv: Sequence[str]) -> Authorizer:
                    help="run these syscalls unchecked too")
     p.add_argument("--errno", default="EACCES", help="errno for paths outside (default EACCES)")
     p.add_argument("--log", action="store_true", help="print every denial on stderr")
+    p.add_argument("--hide-outside", action="store_true",
+                   help="with Landlock too, judge metadata look-ups per call (ENOENT outside; slower)")
     a = p.parse_args(argv)
     rw = tuple(_resolve_dir(d) for d in a.dirs)
     ro_only = tuple(_resolve_dir(d) for d in a.ro)
@@ -167,7 +177,7 @@ def build(argv: Sequence[str]) -> Authorizer:
     # opens, exec, mkdir, unlink, rename... where the kernel has Landlock
     traced = OPEN | LINKS | MKNOD | READ_PATH | WRITE_PATH | FD_WRITE | SIGNALS | CHECKED_SAFE
     az = Authorizer("sandbox", trace=traced, allow=(safe - traced) & all_names(), unknown="deny:ENOSYS",
-                    layer=_layer(rw, ro_only))
+                    layer=_layer(rw, ro_only, a.hide_outside))
 
     def judge(call: Syscall, indices: Sequence[int], writing: bool) -> object:
         roots = rw if writing else ro
