@@ -77,7 +77,7 @@ from brokerd.protocol.types import (
     SysretEvent,
 )
 
-from . import landlock, seccomp
+from . import landlock, scratch, seccomp
 from . import layers as kernel_layers
 from . import ptrace as pt
 from .elfinfo import Symbolizer, exec_facts
@@ -85,7 +85,7 @@ from .guard import GUARDED, OWNER_CALLS, OWNER_CMD_BIT, PROC_OPEN_CALLS, Guard
 from .kernel import missing_features
 from .procfs import tgid_of
 from .resolve import resolve
-from .scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, REGION_SIZE, Region, adopt
+from .scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, Region, adopt
 
 OPTIONS = (
     pt.O_TRACESYSGOOD
@@ -1442,7 +1442,7 @@ class Shim:
         are within reach of 32-bit pointers (``int $0x80`` calls)."""
         assert t.abi is not None
         t.map_flags = low
-        self._next_call(t, SYS_MMAP[t.abi.name], (0, REGION_SIZE, 1, 1 | low, t.inject_fd, 0))
+        self._next_call(t, SYS_MMAP[t.abi.name], (0, scratch.REGION_SIZE, 1, 1 | low, t.inject_fd, 0))
 
     def _injected_mmap(self, t: _Thread, rval: int, failed: bool) -> None:
         view = t.saved_view
@@ -1702,9 +1702,12 @@ def _absolute(tid: int, kinds: tuple[str, ...], raw: tuple[int, ...], i: int, pa
     if i > 0 and kinds[i - 1] == "dirfd" and (raw[i - 1] & 0xFFFFFFFF) != 0xFFFFFF9C:  # not AT_FDCWD
         base = f"/proc/{tid}/fd/{raw[i - 1] & 0xFFFFFFFF}"
     try:
-        return os.fsencode(os.readlink(base)) + b"/" + path
+        where = os.fsencode(os.readlink(base))
     except OSError:
         return None
+    if where.endswith(b" (deleted)") or not where.startswith(b"/"):
+        return None  # a removed directory (or no directory): no path leads there
+    return where + b"/" + path
 
 
 def _exec_args(pid: int) -> tuple:
