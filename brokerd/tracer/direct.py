@@ -78,4 +78,3 @@ def exec_direct(shim: Shim, argv: Sequence[str], env: dict[str, str] | None = No
     except OSError as e:
         print(f"brokerctl: {argv[0]}: {e.strerror}", file=sys.stderr, flush=True)
         os._exit(126 if e.errno in (13, 8) else 127)
-    return 127  # not reached
