@@ -20,9 +20,35 @@ def test_clone_untraced_child_is_still_traced(cprog, rules):
     assert r.stdout == "untraced-child-open fail EACCES\n", r.stderr
 
 
-def test_clone3_fails_with_enosys_so_libc_falls_back(cprog, rules):
+def _clone3_native(prog: str, *actions: str) -> str:
+    return subprocess.run([prog, *actions], capture_output=True, text=True, timeout=60).stdout
+
+
+def test_clone3_runs_like_native_and_its_children_stay_traced(cprog, rules):
+    prog = str(cprog("clone3"))
+    # allowed: the same output as natively, bad sizes and pointers included
+    acts = ("plain", "untraced", "badsize", "spawn")
+    r = brokerctl("run", "-a", rules(), "--", prog, *acts)
+    assert r.stdout == _clone3_native(prog, *acts), r.stderr
+    # a child made by clone3, with or without CLONE_UNTRACED, is still judged
+    for sub in (("-e", "trace=openat"), ()):
+        r = brokerctl("run", *sub, "-a", rules(DENY_HOST), "--", prog, "plain", "untraced", "spawn")
+        assert r.stdout.splitlines() == ["plain: clone3 ok, child open EACCES", "untraced: clone3 ok, child open EACCES",
+                                         "spawned", "posix_spawn ok, exit 0", "thread-open fail EACCES"], r.stderr
+
+
+def test_clone3_flags_flipped_by_another_thread_do_not_untrace(cprog, rules):
+    # the kernel reads the shim's read-only copy, not the struct the flipping thread writes
+    prog = str(cprog("clone3"))
+    assert _clone3_native(prog, "flip:200") == "flip: 200 of 200 children made, 200 opened, 0 denied by the policy\n"
+    r = brokerctl("run", "-e", "trace=openat", "-a", rules(DENY_HOST), "--", prog, "flip:200")
+    assert r.stdout == "flip: 200 of 200 children made, 0 opened, 200 denied by the policy\n", r.stderr
+
+
+def test_clone3_without_stable_args_fails_with_enosys_so_libc_falls_back(cprog, rules):
     prog = str(cprog("calls"))
-    r = brokerctl("run", "-e", "trace=openat", "-a", rules(DENY_HOST), "--", prog, "clone3-untraced", "threads:2", "fork:1")
+    r = brokerctl("run", "--no-stable-args", "-e", "trace=openat", "-a", rules(DENY_HOST), "--",
+                  prog, "clone3-untraced", "threads:2", "fork:1")
     lines = r.stdout.splitlines()
     assert lines[0] == "clone3-untraced fail ENOSYS"
     # threads and fork still work (glibc uses clone when clone3 says ENOSYS) and stay traced
