@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from brokerd.cli.authorizers import Starter, StartError
 from brokerd.cli.control import register as add_daemon_commands
 from brokerd.cli.policy import PolicyError, add_subcommands, policy_command
 from brokerd.protocol.types import Cont, Kill, SkipFail
@@ -116,7 +117,6 @@ def _make_shim(args: argparse.Namespace, operator=None):
     """The shim and its authorizer stack, from the options run and attach share;
     ``operator`` (attach's terminal) goes first in the stack, farthest from the
     kernel, so every other policy still applies to what it allows."""
-    from brokerd.daemon.authorizer import spawn
     from brokerd.tracer.shim import Shim
 
     if args.timeout <= 0:
@@ -131,8 +131,9 @@ def _make_shim(args: argparse.Namespace, operator=None):
     from brokerd.daemon import client as daemon_client
 
     daemon = daemon_client.from_args(args)  # None: no daemon, embedded
+    starter = Starter()
     stack = [
-        spawn(cmd, timeout=args.timeout, default=default, trace=trace, signals=signals)
+        starter.spawn(cmd, timeout=args.timeout, default=default, trace=trace, signals=signals)
         for cmd in [*map(policy_command, args.policy), *args.authorizer]
     ]
     if operator is not None:
@@ -151,8 +152,14 @@ def _make_shim(args: argparse.Namespace, operator=None):
     if daemon is not None:
         shim.session = str(daemon.id)
         daemon.bind(shim)
+    starter.watch(shim.add_reader, shim.remove_reader)
     shim.handshake()
-    return shim
+    try:
+        starter.check(args.timeout)
+    except StartError:
+        daemon_client.finish(shim, 1)
+        raise
+    return shim, starter
 
 
 def _pin(spec: str) -> None:
@@ -176,7 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         raise UsageError("run: no program given (brokerctl run [OPTIONS] -- PROG ARGS)")
-    shim = _make_shim(args)
+    shim, starter = _make_shim(args)
     from brokerd.tracer.notify import choose_backend
 
     shim = choose_backend(shim, args.backend, lambda m: print(f"{PROG}: {m}", file=sys.stderr))
@@ -188,7 +195,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from brokerd.daemon import client as daemon_client
 
     daemon_client.started(shim, pid)
-    return daemon_client.finish(shim, shim.run())
+    status = shim.run()
+    starter.close()
+    return daemon_client.finish(shim, status)
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -207,7 +216,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
         raise UsageError("attach --ask: standard input must be a terminal to answer on")
     out = open(os.devnull, "w") if args.quiet else sys.stderr  # noqa: SIM115
     operator = Operator(trace, out=out, ask=args.ask, tty=0)
-    shim = _make_shim(args, operator)
+    shim, starter = _make_shim(args, operator)
     try:
         tids = shim.attach(pid, follow=args.follow)
     except LaunchError as e:
@@ -218,6 +227,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     from brokerd.daemon import client as daemon_client
 
     daemon_client.finish(shim, shim.run())
+    starter.close()
     print(f"{PROG}: detached from {pid}" if shim.detached_cleanly else f"{PROG}: {pid} has exited",
           file=sys.stderr)
     print(operator.summary(), file=sys.stderr)
@@ -262,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, PolicyError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
+    except StartError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except OSError as e:

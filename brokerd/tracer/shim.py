@@ -25,6 +25,7 @@ Per-thread states (``_Thread.state``):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno as E
 import os
@@ -444,7 +445,8 @@ class Shim:
         pid = os.fork()
         if pid != 0:
             _libc().prctl(4, 0, 0, 0, 0)
-        if pid == 0:  # the child: becomes the program
+        if pid == 0:  # the child: becomes the program, or exits; never returns into the broker's code
+            status = 127
             try:
                 os.close(w)
                 for s, disp in self._saved_dispositions.items():
@@ -454,10 +456,11 @@ class Shim:
                 os.close(r)
                 os.execve(path, list(argv), env)
             except OSError as e:
-                os.write(2, f"brokerctl: {argv[0]}: {e.strerror}\n".encode())
-                os._exit(126 if e.errno in (E.EACCES, E.ENOEXEC) else 127)
-            except BaseException:
-                os._exit(127)
+                status = 126 if e.errno in (E.EACCES, E.ENOEXEC) else 127
+                with contextlib.suppress(BaseException):  # the filter may deny this write too
+                    os.write(2, f"brokerctl: {argv[0]}: {e.strerror}\n".encode())
+            finally:
+                os._exit(status)
         os.close(r)
         return pid, w
 
