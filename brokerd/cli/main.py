@@ -11,12 +11,14 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
 
 from brokerd.cli.authorizers import Starter, StartError
 from brokerd.cli.control import register as add_daemon_commands
+from brokerd.cli.output import say
 from brokerd.cli.policy import PolicyError, add_subcommands, policy_command
 from brokerd.protocol.types import Cont, Kill, SkipFail
 
@@ -76,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--save-policy", metavar="FILE",
                      help="on exit, save the 'always' answers as a policy file (brokerctl run --policy FILE)")
     att.add_argument("-q", "--quiet", action="store_true", help="do not show each call (still steer and summarise)")
+    att.add_argument("--on-exit", choices=("kill", "detach"), default=None,
+                     help="what happens to PID if brokerctl dies or is told to stop (SIGTERM, SIGHUP, its output"
+                          " closed, kill -9): kill it (default with -a/--policy/--ask: fail closed) or detach and"
+                          " leave it running untraced (default when only watching). Ctrl-C always detaches")
     _add_stack_options(att)
     add_subcommands(sub)
     add_daemon_commands(sub)
@@ -217,25 +223,55 @@ def cmd_attach(args: argparse.Namespace) -> int:
     out = open(os.devnull, "w") if args.quiet else sys.stderr  # noqa: SIM115
     operator = Operator(trace, out=out, ask=args.ask, tty=0)
     shim, starter = _make_shim(args, operator)
+    enforcing = args.ask or len(shim.stack) > 1  # anyone but the watching operator decides
+    on_exit = args.on_exit or ("kill" if enforcing else "detach")
+    if not enforcing:
+        _watch_only(shim)
+    shim.on_leave = on_exit
+    operator.on_output_lost = lambda: signal.raise_signal(signal.SIGHUP)  # handled by the loop: leave
     try:
-        tids = shim.attach(pid, follow=args.follow)
+        tids = shim.attach(pid, follow=args.follow, exit_kill=on_exit == "kill")
     except LaunchError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
-    print(f"{PROG}: attached to {pid} ({len(tids)} thread{'s' if len(tids) != 1 else ''}); "
-          "Ctrl-C detaches", file=sys.stderr, flush=True)
+    fate = "killed" if on_exit == "kill" else "left running, untraced"
+    _say(f"{PROG}: attached to {pid} ({len(tids)} thread{'s' if len(tids) != 1 else ''}); "
+         f"Ctrl-C detaches; if brokerctl dies, {pid} is {fate} (--on-exit)")
     from brokerd.daemon import client as daemon_client
 
-    daemon_client.finish(shim, shim.run())
+    status = daemon_client.finish(shim, shim.run())
     starter.close()
-    print(f"{PROG}: detached from {pid}" if shim.detached_cleanly else f"{PROG}: {pid} has exited",
-          file=sys.stderr)
-    print(operator.summary(), file=sys.stderr)
+    if shim.detached_cleanly:
+        _say(f"{PROG}: detached from {pid}")
+    else:
+        _say(f"{PROG}: {pid} has exited ({_status_text(shim.main_status or 0)})")
+    _say(operator.summary())
     if args.save_policy:
         with open(args.save_policy, "w") as f:
             f.write(operator.policy_toml(pid))
-        print(f"{PROG}: {len(operator.always)} rule(s) saved to {args.save_policy}", file=sys.stderr)
-    return 0
+        _say(f"{PROG}: {len(operator.always)} rule(s) saved to {args.save_policy}")
+    return 0 if shim.detached_cleanly else status
+
+
+def _watch_only(shim) -> None:
+    """Nothing to enforce: change nothing in the watched program (no scratch
+    memory injected, io_uring not denied), as strace -p would."""
+    from brokerd.tracer.shim import BROKER_RULES_IO_URING
+
+    shim.stable_args = False
+    shim.internal = BROKER_RULES_IO_URING
+    shim._action_cache.clear()
+
+
+def _status_text(status: int) -> str:
+    """A wait status as a person reads it."""
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.strsignal(os.WTERMSIG(status)) or os.WTERMSIG(status)}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+def _say(text: str) -> None:
+    say(sys.stderr, text)
 
 
 def _audit_writer(path: str):

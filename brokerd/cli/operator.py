@@ -16,9 +16,11 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from brokerd.cli.output import say
 from brokerd.daemon.local import Answer, LocalAuthorizer
 from brokerd.protocol import codec
 from brokerd.protocol.consts import errno_name, errno_number, signal_name
@@ -67,6 +69,9 @@ class Operator(LocalAuthorizer):
         self._started: dict[int, tuple[float, str]] = {}
         self._queue: deque[tuple[SyscallEvent, Answer]] = deque()
         self._inbuf = b""
+        self.output_lost = False
+        #: called once when the output's reader is gone (``| head``)
+        self.on_output_lost: Callable[[], None] = lambda: None
 
     # -- the stack interface --------------------------------------------
     def ask(self, event, answer: Answer, now: float) -> None:
@@ -89,7 +94,7 @@ class Operator(LocalAuthorizer):
             self._show_result(event)
             answer(Reply(Cont()), "")
         elif isinstance(event, SignalEvent):
-            print(f"[pid {event.tid}] --- {signal_name(event.signo)} ---", file=self.out, flush=True)
+            self._say(f"[pid {event.tid}] --- {signal_name(event.signo)} ---")
             answer(Reply(Deliver()), "")
         else:
             answer(Reply(Cont()), "")
@@ -124,7 +129,7 @@ class Operator(LocalAuthorizer):
         try:
             errno = errno_number(arg) if arg else _errno.EPERM
         except ValueError:
-            print(f"unknown errno {arg!r}", file=self.out, flush=True)
+            self._say(f"unknown errno {arg!r}")
             self._prompt()
             return
         if key in ("a", "s", ""):
@@ -143,7 +148,7 @@ class Operator(LocalAuthorizer):
         elif key == "k":
             reply = Reply(Kill())
         else:
-            print(f"? {text!r}: answer a, d, A, D, s or k", file=self.out, flush=True)
+            self._say(f"? {text!r}: answer a, d, A, D, s or k")
             self._prompt()
             return
         self._queue.popleft()
@@ -154,7 +159,7 @@ class Operator(LocalAuthorizer):
     def _prompt(self) -> None:
         event, _ = self._queue[0]
         waiting = f" ({len(self._queue) - 1} more waiting)" if len(self._queue) > 1 else ""
-        print(f"[pid {event.tid}] {_call_text(event)} ?{waiting}\n{PROMPT}", end="", file=self.out, flush=True)
+        self._say(f"[pid {event.tid}] {_call_text(event)} ?{waiting}\n{PROMPT}", end="")
 
     def _match(self, event: SyscallEvent) -> _Rule | None:
         path = _path_of(event)
@@ -164,6 +169,11 @@ class Operator(LocalAuthorizer):
         return None
 
     # -- output -------------------------------------------------------------
+    def _say(self, text: str, end: str = "\n") -> None:
+        if not say(self.out, text, end) and not self.output_lost:
+            self.output_lost = True
+            self.on_output_lost()
+
     def _show_result(self, event: SysretEvent) -> None:
         t0, text = self._started.pop(event.id, (time.monotonic(), event.name + "(...)"))
         dt = time.monotonic() - t0
@@ -175,7 +185,7 @@ class Operator(LocalAuthorizer):
             res = f"-1 {errno_name(event.result.errno)} ({os.strerror(event.result.errno)})"
         else:
             res = codec.format_value(event.result.value)
-        print(f"[pid {event.tid}] {text} = {res} <{dt:.6f}>", file=self.out, flush=True)
+        self._say(f"[pid {event.tid}] {text} = {res} <{dt:.6f}>")
 
     def _show_denied(self, event: SyscallEvent, verdict: str, by: str) -> None:
         st = self.stats.setdefault(event.call.name, _Stat())
@@ -189,7 +199,7 @@ class Operator(LocalAuthorizer):
             res = words[1]
         else:
             res = "?"
-        print(f"[pid {event.tid}] {_call_text(event)} = {res} (by {by or 'policy'})", file=self.out, flush=True)
+        self._say(f"[pid {event.tid}] {_call_text(event)} = {res} (by {by or 'policy'})")
 
     def summary(self) -> str:
         """A per-syscall table like ``strace -c``: calls, errors, time."""
