@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from brokerd.daemon.authorizer import Authorizer
+    from brokerd.decision.authorizer import Authorizer
 
 #: how long to wait for a dead authorizer's exit status (it closed its output)
 REAP_WAIT = 2.0
@@ -64,7 +64,7 @@ class Starter:
             self._held_log.append(message)
 
     def spawn(self, command: str, **kw) -> Authorizer:
-        from brokerd.daemon.authorizer import spawn  # not needed by --help & co.
+        from brokerd.decision.authorizer import spawn  # not needed by --help & co.
 
         r, w = os.pipe()
         try:

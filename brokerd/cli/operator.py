@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from brokerd.cli.output import say
-from brokerd.daemon.local import Answer, LocalAuthorizer
+from brokerd.decision.local import Answer, LocalAuthorizer
 from brokerd.protocol import codec
 from brokerd.protocol.consts import errno_name, errno_number, signal_name
 from brokerd.protocol.types import (

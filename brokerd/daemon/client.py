@@ -4,7 +4,7 @@ trio: the shim is a hand-written epoll loop, the hot path).
 * :func:`open_session` is the shim's side (``brokerctl run``/``attach``): it
   connects, says ``hello 1 role=tracer``, asks for a session and receives one
   descriptor per registered authorizer, each turned into an
-  :class:`~brokerd.daemon.authorizer.Authorizer` (``rfd == wfd``) that goes
+  :class:`~brokerd.decision.authorizer.Authorizer` (``rfd == wfd``) that goes
   after the ``-a`` ones in the stack.  :meth:`DaemonSession.bind` then hooks
   the daemon connection into the shim's loop (audit records out; ``detach``,
   ``kill``, ``audit on|off`` in; the session's failure mode when the daemon is
@@ -190,7 +190,7 @@ class DaemonSession:
 
     def __init__(self, sock: socket.socket, lines: _Lines, path: str, info: dict, fds: list[int],
                  log: Callable[[str], None] | None = None) -> None:
-        from brokerd.daemon.authorizer import Authorizer
+        from brokerd.decision.authorizer import Authorizer
 
         self.sock = sock
         self.path = path

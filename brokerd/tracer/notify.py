@@ -34,7 +34,7 @@ import struct
 import time
 from collections.abc import Sequence
 
-from brokerd.daemon.stack import Decision
+from brokerd.decision.stack import Decision
 from brokerd.protocol.abi import abi_from_audit
 
 from . import seccomp
@@ -208,7 +208,7 @@ class NotifyShim(Shim):
             self._send(t, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
 
     def _check_rewrite(self, t: _Thread, verdict: object) -> None:
-        from brokerd.daemon.stack import VerdictError
+        from brokerd.decision.stack import VerdictError
         from brokerd.protocol.types import Rewrite, Step
 
         if isinstance(verdict, Rewrite | Step):

@@ -39,8 +39,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from brokerd.daemon.authorizer import Authorizer
-from brokerd.daemon.stack import Decision, EntryWalk, ExitWalk, StaticRules, VerdictError, combine
+from brokerd.decision.authorizer import Authorizer
+from brokerd.decision.stack import Decision, EntryWalk, ExitWalk, StaticRules, VerdictError, combine
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit
 from brokerd.protocol.args import Encoded, decode_args, decode_outbufs, decode_result, encode_args

@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno as _errno
 from collections.abc import Callable
 
-from brokerd.daemon.stack import NO_RULES, StaticRules
+from brokerd.decision.stack import NO_RULES, StaticRules
 from brokerd.protocol.types import Reply, SkipFail
 
 Answer = Callable[[Reply, str], None]

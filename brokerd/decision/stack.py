@@ -1,7 +1,7 @@
 """The walk of one event through a session's stack of authorizers (sans-IO).
 
-The shim (embedded broker) and the daemon both use these classes: they hold no
-sockets, only the rules of stacking:
+The tracer's shim drives these classes (the daemon never sits on the decision
+path); they hold no sockets, only the rules of stacking:
 
 * an event goes through the stack in order, skipping authorizers that did not
   subscribe to it; each sees the call as the ones before it left it, so

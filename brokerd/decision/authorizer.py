@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from brokerd.daemon.stack import NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
+from brokerd.decision.stack import NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
 from brokerd.protocol import codec
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.linebuf import LineBuffer, TooLong

@@ -1,0 +1,445 @@
+"""The decision path without a tracee: the stack walks, static and argument
+rules, the verdict cache's key, and one authorizer connection's default
+verdicts, driven directly (sans-IO; the connection over a real pipe pair).
+
+These pin the rules the end-to-end tests (test_stack.py, test_static_rules.py,
+test_arg_rules.py, test_verdict_cache.py) check through real programs, so a
+change to the walk shows up here first, naming the rule it broke."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+from brokerd.protocol import codec
+from brokerd.protocol.types import (
+    Call,
+    Cont,
+    Deliver,
+    Fail,
+    Int,
+    Kill,
+    Ok,
+    Reply,
+    Rewrite,
+    SetMem,
+    SignalEvent,
+    SkipFail,
+    SkipOk,
+    Step,
+    Str,
+    Sym,
+    SyscallEvent,
+    SysretEvent,
+)
+
+from brokerd.decision.authorizer import Authorizer
+from brokerd.decision.stack import (
+    ALLOW,
+    KILL,
+    TRACE,
+    EntryWalk,
+    ExitWalk,
+    StaticRules,
+    VerdictError,
+    combine,
+    parse_arg_rule,
+    parse_static,
+)
+from brokerd.tracer.shim import _path_key
+
+OPEN = Call("openat", (Sym(("AT_FDCWD",)), Str(b"/etc/hostname"), Sym(("O_RDONLY",))))
+OPEN_KINDS = ("dirfd", "path", "open_flags", "mode")
+
+
+def _open_event(path: bytes = b"/etc/hostname", flags: str = "O_RDONLY", notes=None) -> SyscallEvent:
+    call = Call("openat", (Sym(("AT_FDCWD",)), Str(path), Sym(tuple(flags.split("|")))))
+    if notes is None:
+        notes = (("path2", Str(path)),)
+    return SyscallEvent(7, 100, 100, "x86_64", call, notes)
+
+
+def _run_entry(walk: EntryWalk, verdicts: dict[int, object]) -> list[tuple[int, SyscallEvent]]:
+    """Feed each asked position its verdict; return who was asked with what."""
+    asked = []
+    while (nxt := walk.next()) is not None:
+        asked.append(nxt)
+        walk.feed(verdicts.get(nxt[0], Cont()))
+    return asked
+
+
+# -- the entry walk ------------------------------------------------------------
+
+
+def test_nobody_subscribed_decides_cont_at_once():
+    walk = EntryWalk(_open_event(), ())
+    assert walk.next() is None
+    assert walk.decision is not None and walk.decision.action == "cont"
+    assert walk.decision.decided_by is None
+
+
+def test_entry_walk_asks_in_stack_order_only_the_subscribed():
+    walk = EntryWalk(_open_event(), (0, 2, 5))
+    asked = _run_entry(walk, {})
+    assert [pos for pos, _ in asked] == [0, 2, 5]
+    assert walk.decision.action == "cont" and not walk.decision.rewritten
+
+
+def test_rewrites_accumulate_each_sees_the_previous_result():
+    first = Call("openat", (Sym(("AT_FDCWD",)), Str(b"/tmp/a"), Sym(("O_RDONLY",))))
+    second = Call("openat", (Sym(("AT_FDCWD",)), Str(b"/tmp/b"), Sym(("O_RDONLY",))))
+    walk = EntryWalk(_open_event(), (0, 1, 2))
+    asked = _run_entry(walk, {0: Rewrite(first), 1: Rewrite(second)})
+    assert asked[0][1].call == _open_event().call
+    assert asked[1][1].call == first
+    assert asked[2][1].call == second
+    assert asked[2][1].id == 7 and asked[2][1].notes == _open_event().notes  # only the call changes
+    assert walk.decision.action == "cont" and walk.decision.call == second and walk.decision.rewritten
+
+
+@pytest.mark.parametrize(
+    ("verdict", "action", "value"),
+    [(SkipFail(errno.EACCES), "skip-fail", errno.EACCES), (SkipOk(3), "skip-ok", 3), (Kill(), "kill", 0)],
+)
+def test_denial_anywhere_wins_and_ends_the_walk(verdict, action, value):
+    walk = EntryWalk(_open_event(), (0, 1, 2))
+    asked = _run_entry(walk, {0: Step(), 1: verdict})
+    assert [pos for pos, _ in asked] == [0, 1]  # 2 is never asked
+    d = walk.decision
+    assert (d.action, d.value, d.decided_by) == (action, value, 1)
+    assert d.steppers == []  # a call that does not run has no result to bring back
+
+
+def test_steppers_are_kept_in_stack_order_when_the_call_runs():
+    walk = EntryWalk(_open_event(), (0, 1, 3))
+    _run_entry(walk, {0: Step(), 3: Step()})
+    assert walk.decision.action == "cont" and walk.decision.steppers == [0, 3]
+
+
+def test_memory_edits_accumulate_in_order_even_when_denied_later():
+    walk = EntryWalk(_open_event(), (0, 1))
+    walk.feed(Cont(), (SetMem(2, b"/a"),))
+    walk.feed(SkipFail(errno.EPERM), (SetMem(2, b"/b"),))
+    assert walk.decision.sets == [SetMem(2, b"/a"), SetMem(2, b"/b")]
+
+
+@pytest.mark.parametrize("verdict", [Ok(Int(1)), Fail(errno.EPERM), Deliver(), "cont", None])
+def test_a_verdict_not_valid_at_entry_is_refused_and_the_walk_waits(verdict):
+    walk = EntryWalk(_open_event(), (0, 1))
+    with pytest.raises(VerdictError) as e:
+        walk.feed(verdict)
+    assert e.value.code == "bad-verdict"
+    assert walk.next()[0] == 0  # still this authorizer's turn: the caller feeds its default
+    walk.feed(SkipFail(errno.EPERM))
+    assert walk.decision.action == "skip-fail" and walk.decision.decided_by == 0
+
+
+def test_feeding_a_decided_walk_is_a_bug():
+    walk = EntryWalk(_open_event(), (0,))
+    walk.feed(Cont())
+    with pytest.raises(RuntimeError):
+        walk.feed(Cont())
+
+
+# -- the exit walk -------------------------------------------------------------
+
+
+def _sysret(result=None) -> SysretEvent:
+    return SysretEvent(7, 100, 100, "x86_64", "getppid", result or Ok(Int(1)))
+
+
+def test_results_flow_back_in_reverse_each_seeing_the_last_replacement():
+    walk = ExitWalk(_sysret(), [0, 2])
+    pos, ev = walk.next()
+    assert pos == 2 and ev.result == Ok(Int(1))  # nearest the kernel first
+    walk.feed(Ok(Int(1000)))
+    pos, ev = walk.next()
+    assert pos == 0 and ev.result == Ok(Int(1000))
+    walk.feed(Cont())
+    assert walk.done and walk.next() is None and walk.result == Ok(Int(1000))
+
+
+def test_exit_walk_without_steppers_is_done():
+    walk = ExitWalk(_sysret(), [])
+    assert walk.done and walk.next() is None and walk.result == Ok(Int(1))
+
+
+def test_kill_at_exit_ends_the_walk():
+    walk = ExitWalk(_sysret(), [0, 1])
+    walk.feed(Kill())
+    assert walk.done and isinstance(walk.result, Kill)
+
+
+def test_a_failure_can_replace_success_and_sets_accumulate():
+    walk = ExitWalk(_sysret(), [0, 1])
+    walk.feed(Fail(errno.EIO), (SetMem(1, b"x"),))
+    walk.feed(Cont(), (SetMem(1, b"y"),))
+    assert walk.result == Fail(errno.EIO) and walk.sets == [SetMem(1, b"x"), SetMem(1, b"y")]
+
+
+@pytest.mark.parametrize("verdict", [Step(), SkipFail(1), Rewrite(OPEN), Deliver()])
+def test_a_verdict_not_valid_at_exit_is_refused(verdict):
+    walk = ExitWalk(_sysret(), [0])
+    with pytest.raises(VerdictError):
+        walk.feed(verdict)
+    assert not walk.done and walk.result == Ok(Int(1))
+
+
+# -- static rules --------------------------------------------------------------
+
+
+def test_static_precedence_kill_deny_allow_then_subscription():
+    rules = StaticRules(
+        allow=frozenset({"read", "openat"}),
+        deny=(("openat", errno.EACCES), ("mknod", errno.EPERM)),
+        kill=frozenset({"ptrace", "mknod"}),
+    )
+    assert rules.action("ptrace", True) == KILL
+    assert rules.action("mknod", False) == KILL  # kill outranks deny
+    assert rules.action("openat", True) == ("deny", errno.EACCES)  # deny outranks allow
+    assert rules.action("read", True) == ALLOW  # allowed even though subscribed
+    assert rules.action("write", True) == TRACE
+    assert rules.action("write", False) == ALLOW
+
+
+def test_unknown_applies_only_to_calls_named_nowhere():
+    rules = StaticRules(allow=frozenset({"read"}), unknown=("deny", errno.ENOSYS))
+    assert rules.action("read", False) == ALLOW
+    assert rules.action("getppid", True) == TRACE
+    assert rules.action("getpid", False) == ("deny", errno.ENOSYS)
+
+
+def test_combine_denial_first_met_wins_else_trace_else_allow():
+    assert combine([ALLOW, TRACE, ("deny", 13), KILL]) == ("deny", 13)
+    assert combine([KILL, ("deny", 13)]) == KILL
+    assert combine([ALLOW, TRACE, ALLOW]) == TRACE
+    assert combine([ALLOW, ALLOW]) == ALLOW
+    assert combine([]) == ALLOW
+
+
+def test_combine_only_narrows_whatever_the_order():
+    allow = StaticRules(allow=frozenset({"openat"}))
+    deny = StaticRules(deny=(("openat", errno.EACCES),))
+    for stack in ((allow, deny), (deny, allow)):
+        assert combine([r.action("openat", True) for r in stack]) == ("deny", errno.EACCES)
+
+
+def test_parse_static_names_errnos_and_defaults():
+    rules = parse_static({"allow": "read,close", "deny": "openat:EACCES,mknod", "kill": "ptrace",
+                          "unknown": "deny:ENOSYS"})
+    assert rules.allow == frozenset({"read", "close"})
+    assert rules.deny == (("openat", errno.EACCES), ("mknod", errno.EPERM))  # no errno: EPERM
+    assert rules.kill == frozenset({"ptrace"})
+    assert rules.unknown == ("deny", errno.ENOSYS)
+    assert parse_static({}).empty
+    assert parse_static({"unknown": "trace"}).unknown == TRACE
+
+
+@pytest.mark.parametrize("attrs", [{"unknown": "maybe"}, {"deny": "openat:ENOTANERRNO"}])
+def test_parse_static_refuses_bad_values(attrs):
+    with pytest.raises(ValueError):
+        parse_static(attrs)
+
+
+# -- argument rules ------------------------------------------------------------
+
+
+def test_path_rule_matches_the_resolved_path_note_by_glob():
+    rule = parse_arg_rule("openat path2=/usr/lib/** => cont")
+    assert rule.verdict == Cont()
+    assert rule.matches(_open_event(b"/usr/lib/x/libc.so"), OPEN_KINDS)
+    assert not rule.matches(_open_event(b"/usr/libexec/x"), OPEN_KINDS)
+    # the note, not the argument's spelling, is what counts
+    relative = _open_event(b"libc.so", notes=(("path2", Str(b"/usr/lib/libc.so")),))
+    assert rule.matches(relative, OPEN_KINDS)
+    assert not rule.matches(_open_event(b"/usr/lib/x", notes=()), OPEN_KINDS)  # no note: no match
+
+
+def test_flag_rules_any_and_none():
+    any_w = parse_arg_rule("openat arg3&O_WRONLY|O_RDWR => skip-fail EROFS")
+    assert any_w.verdict == SkipFail(errno.EROFS)
+    assert any_w.matches(_open_event(flags="O_WRONLY|O_CREAT"), OPEN_KINDS)
+    assert any_w.matches(_open_event(flags="O_RDWR"), OPEN_KINDS)
+    assert not any_w.matches(_open_event(flags="O_RDONLY|O_CLOEXEC"), OPEN_KINDS)
+    none_w = parse_arg_rule("openat arg3!&O_WRONLY|O_RDWR => cont")
+    assert none_w.matches(_open_event(flags="O_RDONLY|O_CLOEXEC"), OPEN_KINDS)
+    assert not none_w.matches(_open_event(flags="O_RDWR"), OPEN_KINDS)
+
+
+def test_equality_rule_and_other_calls_never_match():
+    rule = parse_arg_rule("openat arg3=O_RDONLY => skip-fail EACCES")
+    assert rule.matches(_open_event(flags="O_RDONLY"), OPEN_KINDS)
+    assert not rule.matches(_open_event(flags="O_RDONLY|O_CLOEXEC"), OPEN_KINDS)
+    other = SyscallEvent(1, 1, 1, "x86_64", Call("open", (Str(b"/etc/hostname"), Sym(("O_RDONLY",)))))
+    assert not rule.matches(other, ("path", "open_flags"))
+    short = SyscallEvent(1, 1, 1, "x86_64", Call("openat", (Int(3),)))
+    assert not rule.matches(short, OPEN_KINDS)  # a missing argument never matches
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("openat path2=/x", "expected 'NAME"),
+        ("=> cont", "expected 'NAME"),
+        ("openat arg9&O_WRONLY => cont", "bad matcher 'arg9&O_WRONLY'"),
+        ("openat path2=/x => ok 1", "is not a verdict for a syscall"),
+        ("openat path2=/x => skip-fail ENOTANERRNO", "bad verdict"),
+        ("openat arg3=\"unterminated => cont", "bad value"),
+    ],
+)
+def test_bad_rules_are_refused_naming_the_problem(text, problem):
+    with pytest.raises(ValueError) as e:
+        parse_arg_rule(text)
+    assert problem in str(e.value)
+
+
+# -- the verdict cache's key ---------------------------------------------------
+
+
+def test_cache_key_is_the_resolved_paths_only():
+    ev = _open_event(notes=(("path2", Str(b"/a/f")), ("caller", Str(b"libc:open+4")), ("real2", Str(b"/a/f"))))
+    assert _path_key(ev.notes) == (("path2", Str(b"/a/f")),)
+    assert _path_key(()) == ()
+
+
+def test_same_spelling_elsewhere_has_another_key():
+    a = _open_event(b"f", notes=(("path2", Str(b"/a/f")),))
+    b = _open_event(b"f", notes=(("path2", Str(b"/b/f")),))
+    assert a.call == b.call and _path_key(a.notes) != _path_key(b.notes)
+
+
+# -- one authorizer connection: default verdicts on bad and late replies -------
+
+
+class Conn:
+    """A real Authorizer over two pipes; the test plays the authorizer."""
+
+    def __init__(self, mode: str = "hello", timeout: float = 5.0, attrs: str = "", **kw) -> None:
+        to_r, self.to_w = os.pipe()  # the test writes the authorizer's lines here
+        self.from_r, from_w = os.pipe()  # and reads what the broker sent here
+        self.log: list[str] = []
+        self.a = Authorizer("t", to_r, from_w, timeout=timeout, log=self.log.append, **kw)
+        self.answers: list[tuple[Reply, str]] = []
+        self.a.greet("1", 0.0)
+        self.sent()
+        if mode == "hello":
+            self.say(f"hello 1 role=authorizer name=t {attrs}".strip())
+            self.sent()
+        else:
+            self.say("cont")  # a plain filter answers the greeting like any line
+        assert self.a.mode == mode
+
+    def say(self, line: str, now: float = 0.0) -> None:
+        os.write(self.to_w, line.encode() + b"\n")
+        self.a.on_readable(now)
+
+    def sent(self) -> list[str]:
+        try:
+            return os.read(self.from_r, 65536).decode().splitlines()
+        except BlockingIOError:
+            return []
+
+    def ask(self, ev, now: float = 0.0) -> None:
+        self.a.ask(ev, lambda reply, reason: self.answers.append((reply, reason)), now)
+
+    def close(self) -> None:
+        self.a.kill("test over")
+        for fd in (self.to_w, self.from_r):
+            os.close(fd)
+
+
+@pytest.fixture
+def conn():
+    made: list[Conn] = []
+
+    def make(*args, **kw) -> Conn:
+        c = Conn(*args, **kw)
+        os.set_blocking(c.from_r, False)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def _ev(n: int, name: str = "openat") -> SyscallEvent:
+    return SyscallEvent(n, 100, 100, "x86_64", Call(name))
+
+
+def test_garbage_gets_the_default_and_an_error_line(conn):
+    c = conn()
+    c.ask(_ev(1))
+    c.say("this is not a reply")
+    assert c.answers == [(Reply(SkipFail(errno.EPERM)), c.answers[0][1])]
+    assert c.answers[0][1].startswith("bad line")
+    assert any(line.startswith("error ") for line in c.sent())
+
+
+def test_late_reply_is_dropped_and_never_answers_the_next_question_plain(conn):
+    c = conn("plain", timeout=1.0)
+    c.ask(_ev(1), now=0.0)
+    assert c.a.next_deadline() == 1.0
+    c.a.expire(1.5)
+    assert c.answers == [(Reply(SkipFail(errno.EPERM)), "authorizer t did not answer within 1s")]
+    c.ask(_ev(2), now=2.0)
+    c.say("cont", now=2.1)  # the late answer to question 1: kept in order, dropped
+    assert len(c.answers) == 1
+    c.say("skip-fail EACCES", now=2.2)
+    assert c.answers[1] == (Reply(SkipFail(errno.EACCES)), "")
+
+
+def test_late_reply_by_id_is_refused_in_hello_mode(conn):
+    c = conn(timeout=1.0)
+    c.ask(_ev(1), now=0.0)
+    c.a.expire(2.0)
+    c.ask(_ev(2), now=2.0)
+    c.say("1 cont")
+    assert len(c.answers) == 1
+    assert any("unknown-id" in line for line in c.sent())
+    c.say("2 cont")
+    assert c.answers[1] == (Reply(Cont(), 2), "")
+
+
+def test_default_never_denies_exit_and_keeps_results_and_signals(conn):
+    c = conn(timeout=1.0)
+    c.ask(_ev(1, "exit_group"))
+    c.ask(SysretEvent(2, 100, 100, "x86_64", "read", Ok(Int(3))))
+    c.ask(SignalEvent(3, 100, 100, 15))
+    c.ask(_ev(4, "openat"))
+    c.a.expire(5.0)
+    assert [r.verdict for r, _ in c.answers] == [Cont(), Cont(), Deliver(), SkipFail(errno.EPERM)]
+
+
+@pytest.mark.parametrize(("word", "verdict"), [("kill", Kill()), ("allow", Cont()), ("deny", SkipFail(errno.EPERM))])
+def test_handshake_default_word_sets_the_default(conn, word, verdict):
+    c = conn(timeout=1.0, default=SkipFail(errno.EIO), attrs=f"default={word}")
+    c.ask(_ev(1))
+    c.a.expire(2.0)
+    assert c.answers[0][0] == Reply(verdict)
+
+
+def test_operator_default_holds_without_a_default_word(conn):
+    c = conn(timeout=1.0, default=SkipFail(errno.EIO))
+    c.ask(_ev(1))
+    c.a.expire(2.0)
+    assert c.answers[0][0] == Reply(SkipFail(errno.EIO))
+
+
+def test_dead_authorizer_answers_with_its_default_at_once(conn):
+    c = conn()
+    c.ask(_ev(1))
+    os.close(c.to_w)
+    c.a.on_readable(0.0)  # end of file: it exited
+    c.to_w = os.open("/dev/null", os.O_WRONLY)  # keep close() simple
+    assert c.answers[0][0] == Reply(SkipFail(errno.EPERM)) and "closed its output" in c.answers[0][1]
+    c.ask(_ev(2))
+    assert c.answers[1][0] == Reply(SkipFail(errno.EPERM)) and "is gone" in c.answers[1][1]
+
+
+def test_format_of_sent_event_is_the_codec_line(conn):
+    c = conn()
+    ev = _open_event()
+    c.ask(ev)
+    assert c.sent() == [codec.format_event(ev).decode().rstrip("\n")]
