@@ -1,29 +1,38 @@
-"""The x86 Linux syscall ABIs: numbers, names and argument kinds.
+"""The x86 Linux syscall ABIs: numbers, names, argument kinds and classes.
 
 A seccomp/ptrace stop tells the shim an audit arch and a number; this module
 turns them into a :class:`SyscallSpec` (name + argument kinds) that
 :mod:`brokerd.protocol.args` decodes with.  The data live in the generated
 modules ``protocol/_tables/{x86_64,i386,x32}.py`` (``scripts/gen_syscalls.py``:
 kernel uapi headers + a curated prototype table), complete for Linux 6.18.
+
+Each call also carries its *classes*: strace's (``file``, ``desc``,
+``network``, ``process``, ``signal``, ``ipc``, ``memory``, ``creds``,
+``clock``, ``stat``, ``lstat``, ``fstat``, ``statfs``, ``fstatfs``, ``pure``)
+and brokerd's own (``open``, ``fs-read``, ``fs-write``, ``fd-write``,
+``link``, ``mknod``, ``signal-send``, ``signal-group``, ``process-access``,
+``remap``), so policies, the guard and ``-e trace=%CLASS`` select calls by
+what they do instead of keeping their own lists (:func:`names_in`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from functools import cache
+from types import MappingProxyType, ModuleType
 
 from ._tables import i386 as _t_i386
 from ._tables import x32 as _t_x32
 from ._tables import x86_64 as _t_x86_64
 
-__all__ = ["ABIS", "AUDIT_ARCH_I386", "AUDIT_ARCH_X86_64", "X32_SYSCALL_BIT", "Abi",
-           "SyscallSpec", "abi_from_audit"]
+__all__ = ["ABIS", "AUDIT_ARCH_I386", "AUDIT_ARCH_X86_64", "CLASSES", "X32_SYSCALL_BIT", "Abi",
+           "SyscallSpec", "abi_from_audit", "all_names", "names_in"]
 
-AUDIT_ARCH_X86_64 = 0xC000003E
-AUDIT_ARCH_I386 = 0x40000003
+AUDIT_ARCH_X86_64: int = _t_x86_64.AUDIT_ARCH
+AUDIT_ARCH_I386: int = _t_i386.AUDIT_ARCH
 #: x32 calls arrive with AUDIT_ARCH_X86_64 and this bit set in the number.
-X32_SYSCALL_BIT = 0x40000000
+X32_SYSCALL_BIT: int = _t_x32.NR_BIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +50,7 @@ class SyscallSpec:
     args: tuple[str, ...]
     ret: str = "int"
     abi: str = "x86_64"
+    classes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,11 @@ class Abi:
     nr_bit: int
     by_nr: Mapping[int, SyscallSpec]
     by_name: Mapping[str, SyscallSpec]
+    #: register width in bits (i386: 32; x32 passes 64-bit registers)
+    reg_bits: int = 64
+    #: pointer and time_t sizes in tracee memory
+    ptr_bytes: int = 8
+    time_bytes: int = 8
     _unknown: dict[int, SyscallSpec] = field(default_factory=dict, repr=False, compare=False)
 
     def spec(self, nr: int) -> SyscallSpec:
@@ -71,18 +86,49 @@ class Abi:
         return s
 
 
-def _make(name: str, audit_arch: int, nr_bit: int,
-          rows: tuple[tuple[int, str, tuple[str, ...], str], ...]) -> Abi:
-    by_nr = {nr: SyscallSpec(n, nr, args, ret, name) for nr, n, args, ret in rows}
+    @property
+    def reg_mask(self) -> int:
+        """All ones over one register of this ABI (what a raw argument holds)."""
+        return (1 << self.reg_bits) - 1
+
+    def nr(self, name: str) -> int:
+        """The number to put in the syscall register for ``name`` (x32: with its bit)."""
+        return self.by_name[name].nr
+
+    def names_in(self, cls: str) -> frozenset[str]:
+        """The calls of this ABI in class ``cls`` (empty if nothing is)."""
+        return frozenset(n for n, s in self.by_name.items() if cls in s.classes)
+
+
+def _make(table: ModuleType) -> Abi:
+    name = table.ABI
+    by_nr = {nr: SyscallSpec(n, nr, args, ret, name, frozenset(classes))
+             for nr, n, args, ret, classes in table.SYSCALLS}
     by_name = {s.name: s for s in by_nr.values()}
-    return Abi(name, audit_arch, nr_bit, MappingProxyType(by_nr), MappingProxyType(by_name))
+    return Abi(name, table.AUDIT_ARCH, table.NR_BIT, MappingProxyType(by_nr),
+               MappingProxyType(by_name), table.REG_BITS, table.PTR_BYTES, table.TIME_BYTES)
 
 
-ABIS: dict[str, Abi] = {
-    "x86_64": _make("x86_64", AUDIT_ARCH_X86_64, 0, _t_x86_64.SYSCALLS),
-    "i386": _make("i386", AUDIT_ARCH_I386, 0, _t_i386.SYSCALLS),
-    "x32": _make("x32", AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, _t_x32.SYSCALLS),
-}
+ABIS: dict[str, Abi] = {t.ABI: _make(t) for t in (_t_x86_64, _t_i386, _t_x32)}
+
+#: Every class some call belongs to, sorted.
+CLASSES: tuple[str, ...] = tuple(sorted({c for abi in ABIS.values() for s in abi.by_nr.values()
+                                         for c in s.classes}))
+
+
+@cache
+def names_in(cls: str) -> frozenset[str]:
+    """The calls in class ``cls`` on any ABI (the names policies match on);
+    KeyError for a class no call has (a typo in a policy fails at import)."""
+    if cls not in CLASSES:
+        raise KeyError(f"no syscall class {cls!r} (known: {', '.join(CLASSES)})")
+    return frozenset().union(*(abi.names_in(cls) for abi in ABIS.values()))
+
+
+@cache
+def all_names() -> frozenset[str]:
+    """Every syscall name of every ABI."""
+    return frozenset(n for abi in ABIS.values() for n in abi.by_name)
 
 
 def abi_from_audit(arch: int, nr: int) -> Abi | None:

@@ -86,9 +86,7 @@ class _Widths:
 
 
 _WIDTHS: dict[str, _Widths] = {
-    "x86_64": _Widths((1 << 64) - 1, 8, 8),
-    "x32": _Widths((1 << 64) - 1, 4, 8),
-    "i386": _Widths((1 << 32) - 1, 4, 4),
+    name: _Widths(abi.reg_mask, abi.ptr_bytes, abi.time_bytes) for name, abi in ABIS.items()
 }
 _M32 = (1 << 32) - 1
 _M64 = (1 << 64) - 1

@@ -578,6 +578,98 @@ lookup_dcookie: ulong, ulong, ptr, ulong
 fanotify_mark: fd, hex, ulong, ulong, dirfd, path
 """
 
+# ---------------------------------------------------------------------------
+# Classes: strace's (``-e trace=%file`` ..., strace(1)) and brokerd's own,
+# which policies, the guard and the region check select calls by.  Where
+# strace defines a class by its arguments ("takes a file name", "a file
+# descriptor") it is derived from the argument kinds above; the others are
+# listed.  Names a class lists must exist on at least one ABI.
+# ---------------------------------------------------------------------------
+_TIME64 = "clock_gettime64 clock_settime64 clock_adjtime64 clock_getres_time64"
+
+LISTED_CLASSES: dict[str, str] = {
+    # -- strace's classes --------------------------------------------------
+    "network": """socket connect accept accept4 sendto recvfrom sendmsg recvmsg sendmmsg recvmmsg
+        recvmmsg_time64 shutdown bind listen getsockname getpeername socketpair setsockopt
+        getsockopt sendfile sendfile64 getpmsg putpmsg socketcall""",
+    "process": """clone clone3 fork vfork execve execveat exit exit_group wait4 waitpid waitid kill
+        tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo pidfd_send_signal""",
+    "signal": """rt_sigaction rt_sigprocmask rt_sigreturn rt_sigpending rt_sigtimedwait
+        rt_sigtimedwait_time64 rt_sigqueueinfo rt_tgsigqueueinfo rt_sigsuspend sigaltstack pause
+        kill tkill tgkill signalfd signalfd4 pidfd_send_signal signal sigaction sgetmask ssetmask
+        sigsuspend sigpending sigreturn sigprocmask""",
+    "ipc": """shmget shmat shmctl shmdt semget semop semctl semtimedop semtimedop_time64 msgget
+        msgsnd msgrcv msgctl ipc""",
+    "memory": """mmap mmap2 mprotect pkey_mprotect munmap brk mremap msync mincore madvise
+        process_madvise shmat shmdt mlock mlock2 munlock mlockall munlockall io_setup io_destroy
+        remap_file_pages mbind set_mempolicy get_mempolicy set_mempolicy_home_node migrate_pages
+        move_pages memfd_secret map_shadow_stack mseal""",
+    "creds": """getuid getgid geteuid getegid setuid setgid setreuid setregid setresuid setresgid
+        getresuid getresgid setfsuid setfsgid getgroups setgroups capget capset prctl getuid32
+        getgid32 geteuid32 getegid32 setuid32 setgid32 setreuid32 setregid32 setresuid32
+        setresgid32 getresuid32 getresgid32 setfsuid32 setfsgid32 getgroups32 setgroups32""",
+    "clock": f"""gettimeofday settimeofday time stime adjtimex clock_gettime clock_settime
+        clock_getres clock_adjtime {_TIME64}""",
+    "stat": "stat stat64 oldstat",
+    "lstat": "lstat lstat64 oldlstat",
+    "fstat": "fstat fstat64 oldfstat newfstatat fstatat64",
+    "statfs": "statfs statfs64",
+    "fstatfs": "fstatfs fstatfs64",
+    "pure": """getpid getppid getpgrp gettid getuid getgid geteuid getegid getuid32 getgid32
+        geteuid32 getegid32 sgetmask""",
+    # -- brokerd's classes (policies, the guard, the region check) ----------
+    # open a file by name (creat too: it is open(O_CREAT|O_WRONLY|O_TRUNC))
+    "open": "open openat openat2 creat",
+    # look at the file system by name and change nothing in it (exec: reads)
+    "fs-read": """stat lstat stat64 lstat64 oldstat oldlstat newfstatat fstatat64 statx access
+        faccessat faccessat2 readlink readlinkat getxattr lgetxattr listxattr llistxattr
+        getxattrat listxattrat statfs statfs64 chdir execve execveat inotify_add_watch
+        file_getattr""",
+    # change the file system at a name (open's writes are judged by its flags)
+    "fs-write": """creat mkdir mkdirat mknod mknodat rmdir unlink unlinkat rename renameat renameat2
+        link linkat symlink symlinkat chmod fchmodat fchmodat2 chown chown32 lchown lchown32
+        fchownat truncate truncate64 utime utimes futimesat utimensat utimensat_time64 setxattr
+        lsetxattr removexattr lremovexattr setxattrat removexattrat file_setattr""",
+    # change the file behind an open descriptor (mode, owner, size, attributes)
+    "fd-write": """fchmod fchown fchown32 ftruncate ftruncate64 fallocate fsetxattr
+        fremovexattr""",
+    # make a new name for an existing file (or a symlink to anything)
+    "link": "link linkat symlink symlinkat",
+    # create a file system node of any type, devices included
+    "mknod": "mknod mknodat",
+    # send a signal to a process or thread named by pid (or pidfd)
+    "signal-send": """kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo pidfd_send_signal""",
+    # a pid <= 0 means a process group or every process
+    "signal-group": "kill",
+    # reach into another process by pid or pidfd: signal, trace, read or
+    # write its memory, take its descriptors, compare or reap its resources
+    "process-access": """kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo pidfd_send_signal
+        ptrace process_vm_readv process_vm_writev pidfd_open pidfd_getfd process_madvise
+        process_mrelease kcmp""",
+    # may unmap, move or replace existing mappings (the scratch region's)
+    "remap": "munmap mremap mmap mmap2 shmat remap_file_pages",
+}
+
+#: strace's %desc counts select/poll (descriptor sets in memory) and the
+#: socket calls that copy between descriptors; not other network calls.
+DESC_EXTRA = "select _newselect pselect6 pselect6_time64 poll ppoll ppoll_time64 sendfile sendfile64"
+#: argument kinds that are (or hold) file descriptors
+FD_KINDS = ("fd", "dirfd", "pipefd")
+
+
+def classes_of(name: str, args: tuple[str, ...], ret: str,
+               listed: dict[str, frozenset[str]]) -> tuple[str, ...]:
+    """The sorted classes of one call: listed ones, then file/desc derived
+    from its argument kinds the way strace(1) defines them."""
+    out = {cls for cls, names in listed.items() if name in names}
+    if "path" in args or name == "getcwd":
+        out.add("file")
+    fd_like = ret == "fd" or any(a.partition(":")[0] in FD_KINDS for a in args)
+    if (fd_like and "network" not in out) or name in DESC_EXTRA.split():
+        out.add("desc")
+    return tuple(sorted(out))
+
+
 ABI_HEADERS = {"x86_64": "unistd_64.h", "i386": "unistd_32.h", "x32": "unistd_x32.h"}
 _LINE = re.compile(r"^([A-Za-z_0-9]+):\s*(.*?)\s*(?:->\s*(\w+))?$")
 _DEFINE = re.compile(r"^#define\s+__NR_(\w+)\s+(?:\(__X32_SYSCALL_BIT\s*\+\s*)?(\d+)\)?\s*$")
@@ -655,28 +747,52 @@ def header_version(headers: Path) -> str:
     return ".".join(m.groups()) if m else "unknown"
 
 
+#: Per-ABI facts: the AUDIT_ARCH seccomp and PTRACE_GET_SYSCALL_INFO report,
+#: the bit x32 numbers carry, register width, pointer and time_t sizes in
+#: tracee memory (x32: 64-bit registers, 32-bit pointers, 64-bit time_t).
+ABI_FACTS: dict[str, dict[str, int]] = {
+    "x86_64": {"AUDIT_ARCH": 0xC000003E, "NR_BIT": 0, "REG_BITS": 64, "PTR_BYTES": 8, "TIME_BYTES": 8},
+    "i386": {"AUDIT_ARCH": 0x40000003, "NR_BIT": 0, "REG_BITS": 32, "PTR_BYTES": 4, "TIME_BYTES": 4},
+    "x32": {"AUDIT_ARCH": 0xC000003E, "NR_BIT": X32_BIT, "REG_BITS": 64, "PTR_BYTES": 4, "TIME_BYTES": 8},
+}
+
+
 def render(abi: str, nrs: dict[str, int], protos: dict[str, tuple[tuple[str, ...], str]],
-           source: str, version: str) -> str:
+           source: str, version: str, listed: dict[str, frozenset[str]]) -> str:
     """The text of one generated table module."""
-    bit = X32_BIT if abi == "x32" else 0
+    bit = ABI_FACTS[abi]["NR_BIT"]
     rows = []
     for name, nr in sorted(nrs.items(), key=lambda kv: kv[1]):
         if name not in protos:
             raise SystemExit(f"{abi}: no prototype for {name} ({nr})")
         args, ret = protos[name]
-        rows.append(f"    ({(nr | bit):#x}, {name!r}, {args!r}, {ret!r}),\n" if bit
-                    else f"    ({nr}, {name!r}, {args!r}, {ret!r}),\n")
+        classes = classes_of(name, args, ret, listed)
+        number = f"{(nr | bit):#x}" if bit else str(nr)
+        rows.append(f"    ({number}, {name!r}, {args!r}, {ret!r}, {classes!r}),\n")
+    facts = "".join(f"{k} = {v:#x}\n" if k in ("AUDIT_ARCH", "NR_BIT") else f"{k} = {v}\n"
+                    for k, v in ABI_FACTS[abi].items())
     return (
         f'"""{abi} syscall table: GENERATED by scripts/gen_syscalls.py, do not edit.\n\n'
         f"Numbers: {source} (headers {version}), complete for Linux {TARGET_KERNEL}.\n"
-        f"Rows: (number, name, argument kinds, return kind).\n"
+        f"Rows: (number, name, argument kinds, return kind, classes).\n"
         '"""\n\n'
         f"ABI = {abi!r}\n"
-        f"KERNEL = {TARGET_KERNEL!r}\n\n"
+        f"KERNEL = {TARGET_KERNEL!r}\n"
+        + facts + "\n"
         "# fmt: off\n"
-        "SYSCALLS: tuple[tuple[int, str, tuple[str, ...], str], ...] = (\n"
+        "SYSCALLS: tuple[tuple[int, str, tuple[str, ...], str, tuple[str, ...]], ...] = (\n"
         + "".join(rows) + ")\n"
     )
+
+
+def listed_classes(protos: dict[str, tuple[tuple[str, ...], str]]) -> dict[str, frozenset[str]]:
+    """LISTED_CLASSES as sets; a listed name no ABI has is a typo: an error."""
+    out = {cls: frozenset(text.split()) for cls, text in LISTED_CLASSES.items()}
+    for cls, names in out.items():
+        unknown = sorted(names - protos.keys())
+        if unknown:
+            raise SystemExit(f"class {cls}: unknown syscalls {', '.join(unknown)}")
+    return out
 
 
 def validate_kinds(protos: dict[str, tuple[tuple[str, ...], str]]) -> None:
@@ -694,6 +810,11 @@ def validate_kinds(protos: dict[str, tuple[tuple[str, ...], str]]) -> None:
                 check_kind(kind, len(args))
             except ValueError as e:
                 raise SystemExit(f"{name} arg {i}: {e}") from None
+
+
+def _body(text: str) -> str:
+    """A table module without its docstring."""
+    return text.split('"""', 2)[-1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -719,16 +840,16 @@ def main(argv: list[str] | None = None) -> int:
         "x32": common,
         "i386": common | i386_only | overrides,
     }
+    listed = listed_classes(common | i386_only)
     tables, sources = numbers(ns.headers)
     version = header_version(ns.headers)
     changed = False
     for abi, nrs in tables.items():
-        text = render(abi, nrs, per_abi[abi], sources[abi], version)
+        text = render(abi, nrs, per_abi[abi], sources[abi], version, listed)
         path = ns.out / f"{abi}.py"
         old = path.read_text() if path.exists() else ""
-        # --check compares the rows only: the docstring names the header version used.
-        if (old.partition("SYSCALLS")[2] if ns.check else old) != (
-                text.partition("SYSCALLS")[2] if ns.check else text):
+        # --check skips the docstring: it names the header version used.
+        if (_body(old) if ns.check else old) != (_body(text) if ns.check else text):
             changed = True
             if ns.check:
                 print(f"{path} is out of date", file=sys.stderr)

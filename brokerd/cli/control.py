@@ -19,6 +19,7 @@ import time
 
 from brokerd.daemon import client
 from brokerd.protocol.errors import ProtocolError
+from brokerd.protocol.selection import TraceError, parse_trace
 
 PROG = "brokerctl"
 EXIT_DAEMON = 1
@@ -57,7 +58,8 @@ def register(sub) -> None:
     p.add_argument("--scope", choices=("user", "system"), default="user",
                    help="user: your sessions only (default); system: every session (root only)")
     p.add_argument("--trace", metavar="LIST",
-                   help="calls a plain (no handshake) instance sees, e.g. openat,connect (default all)")
+                   help="calls a plain (no handshake) instance sees, strace's -e trace= syntax, e.g."
+                        " openat,connect or %%file (default all)")
     p.add_argument("--default", choices=("deny", "allow", "kill"), default=None,
                    help="verdict when it fails, hangs or answers garbage (default deny)")
     p.add_argument("--deadline", type=float, metavar="SECONDS",
@@ -187,6 +189,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     name = args.name or (shlex.split(command)[0].rsplit("/", 1)[-1] if command.strip() else "authorizer")
     if args.deadline is not None and not args.deadline > 0:
         return _fail("serve: --deadline must be positive", EXIT_USAGE)
+    if args.trace is not None:
+        try:
+            parse_trace(args.trace)
+        except TraceError as e:
+            return _fail(f"serve: --trace: {e}", EXIT_USAGE)
     children: set[int] = set()
     backoff = 0.2
     first = True

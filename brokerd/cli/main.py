@@ -20,6 +20,7 @@ from brokerd.cli.authorizers import Starter, StartError
 from brokerd.cli.control import register as add_daemon_commands
 from brokerd.cli.output import say
 from brokerd.cli.policy import PolicyError, add_subcommands, policy_command
+from brokerd.protocol.selection import TraceError, parse_traces
 from brokerd.protocol.types import Cont, Kill, SkipFail
 
 PROG = "brokerctl"
@@ -35,26 +36,26 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parse_trace(exprs: Sequence[str]) -> tuple[frozenset[str] | None, bool]:
-    """strace-like ``-e trace=a,b`` / ``-e signal=all``: (syscalls or None for all, signals?)."""
-    trace: frozenset[str] | None = None
+    """strace's ``-e trace=EXPR`` (brokerd.protocol.selection: names, %classes,
+    /regex, !, all, none; the last one wins) and ``-e signal=all``:
+    (syscalls or None for all, signals?).  A selection naming nothing is a
+    usage error: a typo must never leave a policy unasked."""
+    traces: list[str] = []
     signals = False
     for expr in exprs:
         key, sep, value = expr.partition("=")
         if not sep:
             key, value = "trace", expr
-        if key == "trace":
-            if value in ("all", "%all"):
-                trace = None
-            else:
-                names = frozenset(v for v in value.split(",") if v)
-                if not names:
-                    raise UsageError(f"-e {expr}: empty syscall list")
-                trace = names if trace is None else trace | names
+        if key in ("trace", "t"):
+            traces.append(value)
         elif key in ("signal", "signals"):
             signals = value not in ("none", "!all", "")
         else:
             raise UsageError(f"-e {expr}: unknown qualifier {key!r} (use trace= or signal=)")
-    return trace, signals
+    try:
+        return parse_traces(traces), signals
+    except TraceError as e:
+        raise UsageError(f"-e trace=: {e}") from None
 
 
 def _default_verdict(name: str) -> object:
@@ -93,8 +94,10 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
                    help="an authorizer command (sh -c), spoken to over its stdin/stdout; repeat to stack")
     p.add_argument("--policy", action="append", default=[], metavar="NAME[:ARGS]",
                    help="a shipped policy (brokerctl policy list) or a .toml file; stacked before the -a ones")
-    p.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=LIST",
-                   help="what plain (no handshake) authorizers see: trace=openat,connect | signal=all")
+    p.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=EXPR",
+                   help="what plain (no handshake) authorizers see, strace's syntax: trace=openat,connect |"
+                        " trace=%%file,%%network | trace=!/^get | trace=none | signal=all (unknown names are"
+                        " an error)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="deadline for each answer; a late one gets the default verdict (default 5)")
     p.add_argument("--default", choices=("deny", "kill", "allow"), default="deny",

@@ -16,6 +16,8 @@ import os
 import shlex
 import sys
 
+from brokerd.protocol.selection import TraceError, parse_traces
+
 PROG = "brokerctl"
 
 
@@ -85,8 +87,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                     help="an authorizer command (sh -c); repeat to stack")
     rp.add_argument("--policy", action="append", default=[], metavar="NAME[:ARGS]",
                     help="a shipped policy or a .toml file; placed before the -a ones")
-    rp.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=LIST",
-                    help="what plain (no handshake) authorizers see (default: every call)")
+    rp.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=EXPR",
+                    help="what plain (no handshake) authorizers see, strace's syntax (default: every call)")
     rp.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="deadline for each answer")
     rp.add_argument("-q", "--quiet", action="store_true", help="no listing, only the exit status")
     rp.set_defaults(handler=cmd_replay)
@@ -121,20 +123,19 @@ def cmd_command(args: argparse.Namespace) -> int:
 
 
 def _trace(exprs: list[str]) -> frozenset[str] | None:
-    trace: frozenset[str] | None = None
+    """replay's ``-e trace=EXPR`` (strace's syntax, the last one wins)."""
+    traces = []
     for expr in exprs:
         key, sep, value = expr.partition("=")
         if not sep:
             key, value = "trace", expr
         if key != "trace":
-            raise PolicyError(f"-e {expr}: replay knows only trace=LIST")
-        if value in ("all", "%all"):
-            return None
-        names = frozenset(v for v in value.split(",") if v)
-        if not names:
-            raise PolicyError(f"-e {expr}: empty syscall list")
-        trace = names if trace is None else trace | names
-    return trace
+            raise PolicyError(f"-e {expr}: replay knows only trace=EXPR")
+        traces.append(value)
+    try:
+        return parse_traces(traces)
+    except TraceError as e:
+        raise PolicyError(f"-e trace=: {e}") from None
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

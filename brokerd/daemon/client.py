@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from brokerd.protocol import codec
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.linebuf import LineBuffer, PartialLine, TooLong
+from brokerd.protocol.selection import TraceError, parse_trace
 from brokerd.protocol.types import Cont, Kill, SignalEvent, SkipFail, SyscallEvent, SysretEvent
 
 from . import wire
@@ -215,7 +216,7 @@ class DaemonSession:
                 str(entry.get("name", "authorizer")), fd, fd,
                 timeout=float(entry.get("deadline") or 5.0),
                 default=_verdict(str(entry.get("default", "deny"))),
-                trace=None if trace in (None, "", "all") else frozenset(t for t in trace.split(",") if t),
+                trace=_selection(trace),
                 log=self._log,
             ))
         sock.setblocking(False)
@@ -458,3 +459,15 @@ def from_args(args) -> DaemonSession | None:
         argv = argv[1:]
     target = int(args.pid) if mode == "attach" and str(getattr(args, "pid", "")).isdigit() else 0
     return open_session(mode=mode, argv=argv, target=target, failure=getattr(args, "on_failure", None))
+
+
+def _selection(trace: object) -> frozenset[str] | None:
+    """A registered authorizer's ``trace=`` (checked by the daemon at
+    registration); one the tables cannot resolve selects every call: such an
+    authorizer is asked about everything rather than about nothing."""
+    if trace in (None, ""):
+        return None
+    try:
+        return parse_trace(str(trace))
+    except TraceError:
+        return None

@@ -35,6 +35,7 @@ import trio
 
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.linebuf import LineBuffer, PartialLine, TooLong
+from brokerd.protocol.selection import TraceError, parse_trace
 
 from . import wire
 from .auditlog import AuditSink
@@ -251,6 +252,11 @@ class Server:
                     raise ValueError
         except ValueError:
             await self._refuse(conn, "bad-hello", "deadline must be seconds, 0 < deadline <= 3600")
+            return
+        try:
+            parse_trace(hello.get("trace") or "all")
+        except TraceError as e:
+            await self._refuse(conn, "bad-hello", f"trace: {e}")
             return
         default = hello.get("default") or "deny"
         if default not in ("deny", "allow", "kill"):

@@ -28,6 +28,7 @@ from brokerd.decision.stack import NO_RULES, TRACE, ArgRule, parse_arg_rule, par
 from brokerd.protocol import codec
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.linebuf import LineBuffer, TooLong
+from brokerd.protocol.selection import TraceError, parse_trace, unknown_names
 from brokerd.protocol.types import (
     Cont,
     Data,
@@ -154,10 +155,13 @@ class Authorizer:
             self.mode = "hello"
             self.name = parsed.get("name") or self.name
             trace = parsed.get("trace")
-            if trace is not None and trace != "all":
-                self.trace = frozenset(t for t in trace.split(",") if t)
-            elif trace == "all":
-                self.trace = None
+            if trace is not None:
+                try:
+                    self.trace = parse_trace(trace)
+                except TraceError as e:  # fail closed: it keeps the -e selection, answered by default
+                    self._error("bad-hello", f"trace={trace}: {e}")
+                    self._die(f"sent a bad handshake: trace={trace}: {e}")
+                    return
             self.signals = parsed.get("signals", "no") in ("yes", "all", "1")
             ev = parsed.get("events")
             if ev == "all":
@@ -171,6 +175,7 @@ class Authorizer:
             self.verdicts = frozenset(v for v in promised.split(",") if v) if promised else None
             try:
                 self.static = parse_static(dict(parsed.attrs))
+                unknown_names(self.static.allow | self.static.kill | {n for n, _ in self.static.deny})
                 self.rules = tuple(parse_arg_rule(v) for k, v in parsed.attrs if k == "rule")
             except ValueError as e:
                 self._error("bad-hello", str(e))

@@ -19,6 +19,9 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+# the ABI facts live with the syscall tables (one home); re-exported here
+from brokerd.protocol.abi import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT
+
 # seccomp return actions
 RET_KILL_PROCESS = 0x80000000
 RET_KILL_THREAD = 0x00000000
@@ -29,9 +32,6 @@ RET_TRACE = 0x7FF00000
 RET_LOG = 0x7FFC0000
 RET_ALLOW = 0x7FFF0000
 
-AUDIT_ARCH_X86_64 = 0xC000003E
-AUDIT_ARCH_I386 = 0x40000003
-X32_SYSCALL_BIT = 0x40000000
 
 # BPF opcodes
 _LD_W_ABS = 0x20

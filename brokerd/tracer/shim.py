@@ -42,7 +42,7 @@ from functools import partial
 from brokerd.decision.authorizer import Authorizer
 from brokerd.decision.stack import Decision, EntryWalk, ExitWalk, StaticRules, VerdictError, combine
 from brokerd.protocol import codec
-from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit
+from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit, names_in
 from brokerd.protocol.args import Encoded, decode_args, decode_outbufs, decode_result, encode_args
 from brokerd.protocol.types import (
     Call,
@@ -100,14 +100,15 @@ BROKER_RULES = StaticRules(
     deny=(("io_uring_setup", E.EPERM), ("io_uring_enter", E.EPERM), ("io_uring_register", E.EPERM),
           ("clone3", E.ENOSYS)))
 BROKER_RULES_IO_URING = StaticRules(deny=(("clone3", E.ENOSYS),))
-SYS_MMAP = {"x86_64": 9, "x32": 9 | seccomp.X32_SYSCALL_BIT, "i386": 192}  # i386: mmap2
-SYS_MEMFD_CREATE = {"x86_64": 319, "x32": 319 | seccomp.X32_SYSCALL_BIT, "i386": 356}
-SYS_CLOSE = {"x86_64": 3, "x32": 3 | seccomp.X32_SYSCALL_BIT, "i386": 6}
+# numbers of the calls the shim injects, from the tables (i386 maps with mmap2)
+SYS_MMAP = {n: a.nr("mmap2" if n == "i386" else "mmap") for n, a in ABIS.items()}
+SYS_MEMFD_CREATE = {n: a.nr("memfd_create") for n, a in ABIS.items()}
+SYS_CLOSE = {n: a.nr("close") for n, a in ABIS.items()}
 MAP_FIXED = 0x10
 MREMAP_FIXED = 2
 SHM_REMAP = 0o40000
 #: calls that could replace or move the read-only scratch region; denied over it
-REGION_CALLS = frozenset({"munmap", "mremap", "mmap", "mmap2", "shmat", "remap_file_pages"})
+REGION_CALLS = names_in("remap")
 #: argument kinds whose judged bytes are copied into the region before the call runs
 #: (sockaddr:N arguments too, packed again from the judged value)
 STABLE_KINDS = frozenset({"path", "str"})
