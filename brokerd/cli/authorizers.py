@@ -131,6 +131,8 @@ class Starter:
         a = s.authorizer
         if a.dead_reason == "did not answer the greeting":
             return f"did not answer the greeting within {timeout:g}s{_buffering_hint(s.command)}"
+        if not a.dead_reason.startswith(("closed its output", "read failed", "write failed")):
+            return a.dead_reason  # the broker refused it, e.g. "sent a bad handshake: ..."
         status = _exit_status(a.pid) if a.pid else None
         said = _last_line(bytes(s.held))
         if status is None or (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM):
