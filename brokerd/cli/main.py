@@ -118,6 +118,9 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("auto", "ptrace", "notify"), default="auto",
                    help="run: ptrace, or seccomp user notification (no ptrace: cheaper, debuggable; only for stacks"
                         " that declare verdicts=cont,skip-fail,skip-ok and judge no memory arguments); auto picks")
+    p.add_argument("--no-landlock", dest="landlock", action="store_false",
+                   help="run: no Landlock domain around the program (it may then signal and ptrace processes"
+                        " outside its session); the broker's own, slower checks guard its processes instead")
     p.add_argument("--allow-io-uring", action="store_true",
                    help="let the program use io_uring (denied by default: its I/O bypasses the broker)")
 
@@ -157,7 +160,8 @@ def _make_shim(args: argparse.Namespace, operator=None):
     if daemon is not None:
         stack += daemon.authorizers  # after the -a ones: the owner's registered ones, then root's system ones
     shim = Shim(stack, strsize=args.strsize, audit=audit, caller=getattr(args, "caller", False),
-                allow_io_uring=args.allow_io_uring, stable_args=args.stable_args)
+                allow_io_uring=args.allow_io_uring, stable_args=args.stable_args,
+                use_landlock=args.landlock)
     if daemon is not None:
         shim.session = str(daemon.id)
         daemon.bind(shim)

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import select
 import shlex
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +50,14 @@ from brokerd.protocol.types import (
 PROTOCOL_VERSION = 1
 DEFAULTS = {"deny": SkipFail(_errno.EPERM), "kill": Kill(), "allow": Cont()}
 DEFAULT_TIMEOUT = 5.0
+#: the greeting gets at least this long: an interpreter may need a while to
+#: start on a loaded machine, whatever the per-question ``--timeout``
+GREETING_TIMEOUT = 30.0
+#: bytes of event lines waiting for an authorizer that stopped reading; past
+#: this it is treated as failed (16 lines of the maximal length)
+MAX_PENDING_OUT = 16 * 65536
+#: after SIGTERM, how long an authorizer process may take to exit before SIGKILL
+KILL_GRACE = 2.0
 
 #: Called with the reply (the authorizer's, or a default one) and a reason
 #: string that is empty when the authorizer itself answered.
@@ -114,6 +124,8 @@ class Authorizer:
         self.verdicts: frozenset[str] | None = None  # the only verdicts it promises to give
         #: set by the shim: (event id, argn, offset, length) -> bytes of a waiting call
         self.on_fetch: Callable[[int, int, int, int], bytes] | None = None
+        self.greeting_timeout = max(timeout, GREETING_TIMEOUT)
+        self.pidfd = -1  # set by spawn(): lets close() make sure the process ends
         self.mode = "new"  # new -> greeting -> plain | hello ; dead
         self.strsize: int | None = None
         self.dead_reason = ""
@@ -143,7 +155,7 @@ class Authorizer:
         self.mode = "greeting"
         hello = Hello((PROTOCOL_VERSION,), (("role", "broker"), ("session", session)))
         self._send(codec.format_event(hello))
-        self._fifo.append(_Question(0, now + self.timeout, None, Hello))
+        self._fifo.append(_Question(0, now + self.greeting_timeout, None, Hello))
 
     def _on_greeting_reply(self, parsed: object) -> None:
         self._fifo.popleft()
@@ -232,6 +244,9 @@ class Authorizer:
             if n == len(data):
                 return
             data = data[n:]
+        if len(self._out) + len(data) > MAX_PENDING_OUT:
+            self._die(f"stopped reading its input ({len(self._out)} bytes waiting)")
+            return
         self._out += data
 
     @property
@@ -267,6 +282,9 @@ class Authorizer:
 
     def _on_line(self, line: bytes | TooLong) -> None:
         if isinstance(line, TooLong):
+            if self.mode == "greeting":
+                self._die("answered the greeting with an over-long line")
+                return
             self._error("line-too-long", f"line of {line.length} bytes exceeds the limit")
             self._default_head("line too long")
             return
@@ -388,13 +406,35 @@ class Authorizer:
                 pass
         self.rfd = self.wfd = -1
         if self.pid:
-            # the whole process group: `sh -c` may have children holding our stderr
+            self._signal(signal.SIGTERM)
+
+    def _signal(self, sig: int) -> None:
+        # the whole process group: `sh -c` may have children holding our stderr
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
             try:
-                os.killpg(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
+                os.kill(self.pid, sig)
+            except OSError:
                 pass
-            except PermissionError:
-                os.kill(self.pid, signal.SIGTERM)
+
+    def reap(self, deadline: float) -> None:
+        """After :meth:`close`: wait (until ``deadline``, monotonic) for the
+        process to exit, then SIGKILL it and its group, so an authorizer
+        that ignores SIGTERM never outlives its session."""
+        if self.pidfd < 0:
+            return
+        fd, self.pidfd = self.pidfd, -1
+        try:
+            p = select.poll()
+            p.register(fd, select.POLLIN)
+            if not p.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                self._log(f"authorizer {self.name} ignored SIGTERM: killed")
+                self._signal(signal.SIGKILL)
+        finally:
+            os.close(fd)
 
     # -- deadlines ----------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -407,7 +447,7 @@ class Authorizer:
         """Give the default to every question whose deadline passed; keep its place."""
         if self.mode == "greeting":
             if self._fifo and self._fifo[0].deadline <= now:
-                self._log(f"authorizer {self.name} did not answer the greeting in {self.timeout:g}s")
+                self._log(f"authorizer {self.name} did not answer the greeting in {self.greeting_timeout:g}s")
                 self._die("did not answer the greeting")
             return
         for q in list(self._fifo):
@@ -448,7 +488,9 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
     os.close(to_r)
     os.close(from_w)
     label = name or shlex.split(command)[0].rsplit("/", 1)[-1] if command.strip() else "authorizer"
-    return Authorizer(label, from_r, to_w, pid=pid, **kw)
+    a = Authorizer(label, from_r, to_w, pid=pid, **kw)
+    a.pidfd = os.pidfd_open(pid)
+    return a
 
 
 __all__ = ["Authorizer", "spawn", "default_reply"]

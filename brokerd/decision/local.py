@@ -27,6 +27,7 @@ class LocalAuthorizer:
     static: StaticRules = NO_RULES
     rules: tuple = ()
     verdicts = None
+    greeting_timeout = 0.0
 
     def __init__(self, name: str, trace: frozenset[str] | None = None, *, rfd: int = -1,
                  signals: bool = False, events: frozenset[str] = frozenset()) -> None:
@@ -74,3 +75,6 @@ class LocalAuthorizer:
 
     def kill(self, reason: str) -> None:
         self.mode = "dead"
+
+    def reap(self, deadline: float) -> None:
+        pass

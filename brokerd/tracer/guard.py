@@ -12,20 +12,50 @@ rare), and are judged here before any authorizer sees them:
   caller could signal itself, so ``kill -STOP 0`` stops the program's job but
   not its broker;
 * anything else goes on to the authorizers like any other call.
+
+A launched session's Landlock domain (:mod:`.landlock`) already keeps the
+program away from every process outside it.  Where there is none (no
+Landlock, ``--no-landlock``, attach), the guard also checks the roads the
+domain would close:
+
+* opens through ``/proc/PID/{mem,fd/N,map_files/N}`` of a process outside the
+  session: refused at entry when the path (resolved as the program would,
+  ``/proc/self`` and symlinks included) leads there, and checked again at the
+  exit stop on what the kernel really opened (a ``/proc`` entry of such a
+  process, or an anonymous pipe no process of the session holds), which is
+  closed again and fails with EACCES;
+* ``F_SETOWN``/``F_SETOWN_EX`` naming a protected process (SIGIO to it),
+  where the kernel has no Landlock signal scope (ABI < 6).
 """
 
 from __future__ import annotations
 
 import errno as E
 import os
-from collections.abc import Iterable
+import re
+import stat
+import struct
+from collections.abc import Callable, Iterable
 
 from .procfs import pgrp_and_ppid, tgid_of, uids_of
 
 GUARDED = frozenset({
     "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal",
-    "ptrace", "process_vm_readv", "process_vm_writev",
+    "pidfd_getfd", "ptrace", "process_vm_readv", "process_vm_writev",
 })
+#: opens checked when no Landlock domain walls the session in: name -> (dirfd index or None, path index)
+PROC_OPENS = {"open": (None, 0), "creat": (None, 0), "openat": (0, 1), "openat2": (0, 1)}
+PROC_OPEN_CALLS = frozenset(PROC_OPENS)
+#: fcntl commands that choose who gets SIGIO (checked without Landlock's signal scope)
+F_SETOWN, F_SETOWN_EX = 8, 15
+F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP = 0, 1, 2
+OWNER_CALLS = frozenset({"fcntl", "fcntl64"})
+#: the bit the filter tests to stop only fcntl's owner commands (F_SETOWN 8, F_SETOWN_EX 15)
+OWNER_CMD_BIT = 8
+#: /proc/PID entries that reach into a process (ptrace-mode access): memory, descriptors, secrets
+PROC_ENTRIES = frozenset({"mem", "fd", "map_files"})  # what a Landlock domain refuses too
+AT_FDCWD = -100
+MAX_LINKS = 40
 
 PTRACE_TRACEME = 0
 
@@ -38,11 +68,29 @@ def _s32(v: int) -> int:
 class Guard:
     """Knows which processes are the broker's and judges calls aimed at them."""
 
-    def __init__(self, protected: Iterable[int], groups: Iterable[int] = ()) -> None:
+    def __init__(self, protected: Iterable[int], groups: Iterable[int] = (),
+                 in_session: Callable[[int], bool] = lambda pid: False) -> None:
         self.protected = set(protected)
         #: process groups that are wholly the broker's (each spawned authorizer
         #: leads its own, so its `sh -c` children are covered too)
         self.protected_groups = set(groups)
+        #: is this process one of the session's programs? (/proc opens of others are checked)
+        self.in_session = in_session
+        self.proc_checks = False  # no Landlock domain: check /proc opens
+        self.owner_checks = False  # no Landlock signal scope: check F_SETOWN
+        #: attach: only the broker's own processes count as outside (the program was not started in a wall)
+        self.only_protected = False
+
+    def calls(self) -> frozenset[str]:
+        """The calls this guard judges at their entry."""
+        return (GUARDED | (PROC_OPEN_CALLS if self.proc_checks else frozenset())
+                | (OWNER_CALLS if self.owner_checks else frozenset()))
+
+    def _outside(self, pid: int) -> bool:
+        """Would a Landlock domain around the session keep the program from ``pid``?"""
+        if self._is_protected(pid):
+            return True
+        return not self.only_protected and not self.in_session(tgid_of(pid))
 
     def _is_protected(self, pid: int) -> bool:
         if pid in self.protected:
@@ -69,10 +117,66 @@ class Guard:
             if raw[0] == PTRACE_TRACEME:
                 return None
             return ("deny", E.EPERM) if self._is_protected(tgid_of(_s32(raw[1]))) else None
-        if name == "pidfd_send_signal":
+        if name in ("pidfd_send_signal", "pidfd_getfd"):
             target = _pidfd_target(caller_tid, _s32(raw[0]))
             return ("deny", E.EPERM) if target is not None and self._is_protected(target) else None
+        if name in OWNER_CALLS:
+            return self._judge_owner(raw, caller_tid) if self.owner_checks else None
+        if name in PROC_OPENS:
+            return self._judge_open(name, raw, caller_tid, caller_tgid) if self.proc_checks else None
         return None
+
+    def _judge_owner(self, raw: tuple[int, ...], tid: int) -> tuple[str, int] | None:
+        cmd, arg = _s32(raw[1]), raw[2]
+        if cmd == F_SETOWN:
+            who = _s32(arg)
+            hit = self._is_protected(who) if who > 0 else -who in self.protected_groups if who < 0 else False
+        elif cmd == F_SETOWN_EX:
+            try:  # struct f_owner_ex {int type; pid_t pid;}
+                kind, who = struct.unpack("=ii", _read(tid, arg, 8))
+            except (OSError, struct.error):
+                return None  # the kernel answers EFAULT itself
+            hit = (who in self.protected_groups) if kind == F_OWNER_PGRP else self._is_protected(tgid_of(who))
+        else:
+            return None
+        return ("deny", E.EPERM) if hit else None
+
+    def _judge_open(self, name: str, raw: tuple[int, ...], tid: int, tgid: int) -> tuple[str, int] | None:
+        dirfd_at, path_at = PROC_OPENS[name]
+        try:
+            path = _read_cstr(tid, raw[path_at])
+        except OSError:
+            return None  # the kernel answers EFAULT itself
+        dirfd = _s32(raw[dirfd_at]) if dirfd_at is not None else AT_FDCWD
+        hit = proc_entry_of(tid, tgid, dirfd, path)
+        if hit is not None and self._outside(hit[0]):
+            return ("deny", E.EACCES)
+        return None
+
+    def opened_ok(self, tid: int, tgid: int, fd: int) -> bool:
+        """At the exit stop of a checked open: did the kernel open a /proc
+        entry of a process outside the session, or an anonymous pipe (only
+        reachable through /proc/PID/fd) that no process of the session holds?"""
+        try:
+            link = os.readlink(f"/proc/{tid}/fd/{fd}")
+        except OSError:
+            return True  # gone: nothing left to protect
+        m = _PROC_PATH.match(link)
+        if m and m.group(3) in PROC_ENTRIES:
+            return not self._outside(int(m.group(2) or m.group(1)))
+        if link.startswith("pipe:["):
+            return self._held_in_session(link, tid, tgid, fd)
+        return True
+
+    def _held_in_session(self, link: str, tid: int, tgid: int, fd: int) -> bool:
+        """Does a process that may hold this pipe hold it: the caller (another
+        descriptor) or a process of the session; in attach mode, anyone but
+        the broker's own processes."""
+        if self.only_protected:
+            return not any(_holds(p, link) for p in self.protected)
+        if _holds(tgid, link, skip=fd):
+            return True
+        return any(_holds(p, link) for p in _all_pids() if p != tgid and self.in_session(p))
 
     def _group_kill(self, pid: int, sig: int, caller: int) -> tuple[str, int] | None:
         if pid == 0:
@@ -117,12 +221,96 @@ def _all_pids() -> list[int]:
     return [int(d) for d in os.listdir("/proc") if d.isdigit()]
 
 
+def _holds(pid: int, link: str, skip: int = -1) -> bool:
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for n in names:
+        try:
+            if int(n) != skip and os.readlink(f"/proc/{pid}/fd/{n}") == link:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 def _pidfd_target(tid: int, fd: int) -> int | None:
+    """The process a pidfd, or a /proc/PID directory descriptor (which
+    pidfd_send_signal accepts too), refers to."""
     try:
         with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as f:
             for line in f:
                 if line.startswith(b"Pid:"):
                     return int(line.split()[1])
+        m = _PROC_PATH.match(os.readlink(f"/proc/{tid}/fd/{fd}") + "/")
+        if m and not m.group(3):
+            return int(m.group(1))
     except (OSError, ValueError):
         pass
+    return None
+
+
+_PROC_PATH = re.compile(r"/proc/(\d+)/(?:task/(\d+)/)?([^/]*)")
+
+
+def _read(tid: int, addr: int, size: int) -> bytes:
+    from .ptrace import read_memory
+
+    return read_memory(tid, addr, size)
+
+
+def _read_cstr(tid: int, addr: int, limit: int = 4096) -> bytes:
+    out = b""
+    while len(out) < limit:
+        chunk = _read(tid, addr + len(out), 256 - (addr + len(out)) % 256)
+        nul = chunk.find(b"\0")
+        if nul >= 0:
+            return out + chunk[:nul]
+        out += chunk
+    return out
+
+
+def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes) -> tuple[int, str] | None:
+    """(PID, entry) when ``path``, resolved as thread ``tid`` would resolve it
+    (its root, cwd or ``dirfd``; ``/proc/self``, ``/proc/thread-self`` and
+    symlinks followed), goes through ``/proc/PID/ENTRY`` (or
+    ``/proc/PID/task/TID/ENTRY``, reported as TID) with ENTRY in PROC_ENTRIES."""
+    root = f"/proc/{tid}/root"
+    if path.startswith(b"/"):
+        cur = ""
+    else:
+        base = f"/proc/{tid}/cwd" if dirfd == AT_FDCWD else f"/proc/{tid}/fd/{dirfd}"
+        try:
+            cur = os.readlink(base).rstrip("/")
+        except OSError:
+            return None
+    todo = [c for c in os.fsdecode(path).split("/") if c][::-1]
+    links = 0
+    while todo:
+        comp = todo.pop()
+        if comp == ".":
+            continue
+        if comp == "..":
+            cur = cur.rsplit("/", 1)[0]
+            continue
+        cur = f"{cur}/{comp}"
+        if cur == "/proc/self":
+            cur = f"/proc/{tgid}"
+        elif cur == "/proc/thread-self":
+            cur = f"/proc/{tgid}/task/{tid}"
+        m = _PROC_PATH.fullmatch(cur)
+        if m and m.group(3) in PROC_ENTRIES:
+            return int(m.group(2) or m.group(1)), m.group(3)
+        try:
+            target = os.readlink(root + cur) if stat.S_ISLNK(os.lstat(root + cur).st_mode) else None
+        except OSError:
+            target = None  # missing: the rest is taken as written
+        if target is None or target.startswith(("pipe:", "socket:", "anon_inode:")):
+            continue
+        links += 1
+        if links > MAX_LINKS:
+            return None
+        cur = cur.rsplit("/", 1)[0] if not target.startswith("/") else ""
+        todo.extend(c for c in target.split("/")[::-1] if c)
     return None

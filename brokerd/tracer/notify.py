@@ -58,6 +58,8 @@ def stack_allows_notify(shim: Shim) -> tuple[bool, str]:
     """Whether a session may use this backend, and why not if it may not."""
     from brokerd.protocol.abi import ABIS
 
+    if shim.guard.proc_checks:
+        return False, "there is no Landlock wall, and the broker's own open checks need ptrace's exit stop"
     for a in shim.stack:
         declared = getattr(a, "verdicts", None)
         if not declared or not set(declared) <= NOTIFY_VERDICTS:

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from brokerd.decision.authorizer import Authorizer
+from brokerd.decision.authorizer import KILL_GRACE, NEVER_DENIED, Authorizer
 from brokerd.decision.stack import Decision, EntryWalk, ExitWalk, StaticRules, VerdictError, combine
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit, names_in
@@ -67,10 +67,10 @@ from brokerd.protocol.types import (
     SysretEvent,
 )
 
+from . import landlock, seccomp
 from . import ptrace as pt
-from . import seccomp
 from .elfinfo import Symbolizer, exec_facts
-from .guard import GUARDED, Guard
+from .guard import GUARDED, OWNER_CALLS, OWNER_CMD_BIT, PROC_OPEN_CALLS, Guard
 from .kernel import missing_features
 from .procfs import tgid_of
 from .scratch import MFD_ALLOW_SEALING, MFD_CLOEXEC, REGION_SIZE, Region, adopt
@@ -203,6 +203,7 @@ class _Thread:
     inject_fd: int = -1
     saved_view: object = None  # the shim's mapping of a scratch region being set up
     verify: tuple | None = None  # what an open must have opened: ("inode"|"parent", dev, ino)
+    guard_exit: bool = False  # the guard checks what this open opened (no Landlock wall)
     t0: float = 0.0
     running: bool = True
 
@@ -251,6 +252,7 @@ class Shim:
         caller: bool = False,
         allow_io_uring: bool = False,
         stable_args: bool = True,
+        use_landlock: bool = True,
     ) -> None:
         self.stack = list(stack)
         self.strsize = strsize
@@ -287,11 +289,31 @@ class Shim:
         #: what SIGTERM/SIGHUP of the broker do to attached tracees: "detach" or "kill"
         self.on_leave = "detach"
         self._detaching = False
-        self.guard = Guard([os.getpid()], (a.pid for a in self.stack if a.pid))
+        self.guard = Guard([os.getpid()], (a.pid for a in self.stack if a.pid), self._in_session)
+        #: the Landlock domain every launched program gets (None: none; the guard's own checks stand in)
+        self.landlock_abi = landlock.abi_version() if use_landlock else 0
+        self.use_landlock = use_landlock
+        self.wall = landlock.wall(self.landlock_abi) if self.landlock_abi else None
+        self._guard_without_wall(self.wall is None, self.landlock_abi < landlock.ABI_SCOPE)
         self.detached_cleanly = False
         self._tty_stop = False
         self._readers: dict[int, Callable[[], None]] = {}
         self.forced: SkipFail | None = None  # set by fail("deny")
+
+    def _guard_without_wall(self, proc: bool, owner: bool) -> None:
+        """Where no Landlock domain keeps the program away from the broker's
+        processes (no Landlock, ``--no-landlock``, attach), the guard checks
+        opens of /proc/PID entries (every open stops); where no signal scope
+        does, it checks F_SETOWN (fcntl stops for its owner commands)."""
+        self.guard.proc_checks = proc
+        self.guard.owner_checks = owner
+        self._guarded = self.guard.calls()
+        # fcntl stops only for its owner commands (a flag test in the filter), not here
+        self.internal_trace = self.internal_trace | (PROC_OPEN_CALLS if proc else frozenset())
+        self._action_cache.clear()
+
+    def _in_session(self, tgid: int) -> bool:
+        return any(t.tgid == tgid for t in self.threads.values())
 
     # ------------------------------------------------------------------
     # set-up
@@ -322,11 +344,8 @@ class Shim:
         now = time.monotonic()
         for a in self.stack:
             if self.greeting_timeout is not None:
-                a.timeout, saved = self.greeting_timeout, a.timeout
-                a.greet(self.session, now)
-                a.timeout = saved
-            else:
-                a.greet(self.session, now)
+                a.greeting_timeout = self.greeting_timeout
+            a.greet(self.session, now)
         while not all(a.ready for a in self.stack):
             self._poll_once(reap=False)
         self._signal_order = tuple(i for i, a in enumerate(self.stack) if a.signals)
@@ -385,6 +404,7 @@ class Shim:
                     action = seccomp.FlagTest(3, MAP_FIXED, seccomp.RET_TRACE, seccomp.RET_ALLOW)
                 else:
                     action = stop  # i386's old mmap passes its flags in memory
+                action = self._flag_rule(name, action, stop)
                 if action != default:
                     acts[spec.nr | abi.nr_bit] = action
             rules[abi_name] = seccomp.AbiRules(acts, default)
@@ -404,6 +424,19 @@ class Shim:
         else:
             x32 = seccomp.AbiRules({**x32.actions, 0xFFFFFFFF: seccomp.RET_ALLOW}, x32.default)
         return seccomp.compile_filter(rules["x86_64"], rules["i386"], x32)
+
+    def _flag_rule(self, name: str, action: int | seccomp.FlagTest, stop: int) -> int | seccomp.FlagTest:
+        """The filter's argument tests for the broker's own rules: a program's
+        own seccomp listener would see its calls before us (USER_NOTIF outranks
+        TRACE), so creating one fails with EBUSY, as when a listener exists;
+        without Landlock's signal scope, fcntl's owner commands stop for the guard."""
+        if not isinstance(action, int) or action not in (seccomp.RET_ALLOW, stop):
+            return action
+        if name == "seccomp":
+            return seccomp.FlagTest(1, seccomp.SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp.ret_errno(E.EBUSY), action)
+        if name in OWNER_CALLS and self.guard.owner_checks and action == seccomp.RET_ALLOW:
+            return seccomp.FlagTest(1, OWNER_CMD_BIT, stop, action)
+        return action
 
     # ------------------------------------------------------------------
     # launch
@@ -438,6 +471,9 @@ class Shim:
         if path is None:
             raise LaunchError(127, f"{argv[0]}: command not found")
         self._setup_loop()
+        if self.wall is None and self.use_landlock:
+            self._log("this kernel has no Landlock: the broker's own checks guard its processes "
+                      "(every open stops once more; docs/security.md)")
         env = dict(os.environ) if env is None else env
         for s in TERMINAL_SIGNALS:
             self._saved_dispositions[s] = signal.getsignal(s)
@@ -455,6 +491,13 @@ class Shim:
                 for s, disp in self._saved_dispositions.items():
                     signal.signal(s, signal.SIG_DFL if disp in (None, signal.default_int_handler) else disp)
                 signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
+                if self.wall is not None:
+                    try:
+                        landlock.restrict(self.wall)
+                    except OSError as e:  # fail closed: the program never runs outside the wall
+                        os.write(2, f"brokerctl: cannot apply the Landlock wall: {e.strerror} "
+                                    "(--no-landlock runs without it)\n".encode())
+                        os._exit(127)
                 prepare(r)
                 os.close(r)
                 os.execve(path, list(argv), env)
@@ -492,6 +535,9 @@ class Shim:
             options |= pt.O_TRACEFORK | pt.O_TRACEVFORK
         self._setup_loop()
         self.attached = True
+        # no domain can be given to a running process: the guard's own checks, for the broker's processes
+        self.guard.only_protected = True
+        self._guard_without_wall(True, True)
         seized: list[int] = []
         while True:
             try:
@@ -567,6 +613,9 @@ class Shim:
             self._poll_once(reap=True)
         for a in self.stack:
             a.kill("session ended") if a.mode != "dead" else None
+        deadline = time.monotonic() + KILL_GRACE
+        for a in self.stack:
+            a.reap(deadline)
         return self.exit_code()
 
     def exit_code(self) -> int:
@@ -702,14 +751,38 @@ class Shim:
             if tid == 0:
                 return
             self.stats["stops"] += 1
-            try:
-                self._on_status(tid, status)
-            except ProcessLookupError:
-                self._gone(tid)
-            except OSError as e:
-                if e.errno != E.ESRCH:
-                    raise
-                # the tracee was killed under us; its exit status comes later
+            self._on_tracee(tid, self._on_status, tid, status)
+
+    def _on_tracee(self, tid: int, fn: Callable[..., None], *args: object) -> None:
+        """Run ``fn(*args)``, which works on tracee ``tid`` (ptrace requests,
+        /proc reads, its memory).  Every entry from the loop into per-tracee
+        work goes through here (a stop, an authorizer's answer), because a
+        tracee may be gone at any moment: SIGKILL from outside, the OOM
+        killer, a sibling thread's exit_group or execve.  A gone tracee is
+        forgotten quietly (its exit status comes later); any other failure
+        on a live one kills its process rather than leave it stopped for ever
+        or running unjudged (fail closed), and never ends the session."""
+        try:
+            fn(*args)
+        except (OSError, ValueError, OverflowError) as e:
+            t = self.threads.get(tid)
+            if not (isinstance(e, OSError) and e.errno == E.ESRCH) and self._alive(tid):
+                tgid = t.tgid if t is not None else tid
+                self._log(f"pid {tgid}: cannot handle its stop ({e}): killed")
+                try:
+                    os.kill(tgid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self._gone(tid)
+
+    @staticmethod
+    def _alive(tid: int) -> bool:
+        """Is ``tid`` still in a ptrace-stop (so still ours to resume)?"""
+        try:
+            pt.geteventmsg(tid)
+        except OSError:
+            return False
+        return True
 
     # ------------------------------------------------------------------
     # stops
@@ -890,16 +963,19 @@ class Shim:
                 self._log(f"pid {t.tgid}: {spec.name} over the broker's read-only scratch memory: denied")
                 self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
                 return
-        if spec.name in GUARDED:
+        t.guard_exit = False
+        if spec.name in self._guarded:
             mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
             verdict = self.guard.judge(spec.name, tuple(a & mask for a in rawargs), t.tid, t.tgid)
             if verdict is not None:
                 what, value = verdict
                 t.raw = ()
-                self._log(f"pid {t.tgid}: {spec.name} aimed at the broker: "
+                target = "a process outside the session" if spec.name in PROC_OPEN_CALLS else "the broker"
+                self._log(f"pid {t.tgid}: {spec.name} aimed at {target}: "
                           + ("denied" if what == "deny" else "sent to the rest of the group only"))
                 self._apply_entry(t, Decision("skip-fail" if what == "deny" else "skip-ok", Call(spec.name), value))
                 return
+            t.guard_exit = spec.name in PROC_OPEN_CALLS  # what was opened is checked at the exit stop
         what, err = self.stack_action(spec.name)
         if what != "trace":  # settled by static rules: no round trip (attach mode gets here)
             if what == "allow":
@@ -910,10 +986,14 @@ class Shim:
                 self._apply_entry(t, Decision("skip-fail" if what == "deny" else "kill", Call(spec.name), err))
             return
         order = self._order(spec.name)
-        if order and self.forced is not None:
+        if order and self.forced is not None and spec.name not in NEVER_DENIED:
             self._apply_entry(t, Decision("skip-fail", Call(spec.name), self.forced.errno))
             return
         if not order:
+            if t.guard_exit:
+                t.state = "verify"
+                self._to_exit_stop(t)
+                return
             t.state = "run"
             self._resume(t.tid)
             return
@@ -1087,7 +1167,7 @@ class Shim:
                 walk.feed(hit.verdict, hit.sets)
                 self._advance_entry(t, walk)
                 return
-        self.stack[pos].ask(ev, partial(self._on_entry_answer, t, walk, pos), time.monotonic())
+        self.stack[pos].ask(ev, partial(self._answered, t, partial(self._on_entry_answer, t, walk, pos)), time.monotonic())
 
     def _on_entry_answer(self, t: _Thread, walk: EntryWalk, pos: int, reply: Reply, reason: str) -> None:
         if t.walk is not walk or self.threads.get(t.tid) is not t:
@@ -1098,6 +1178,7 @@ class Shim:
         verdict = reply.verdict
         try:
             self._check_rewrite(t, verdict)
+            self._check_sets(t, reply.sets)
             ev = walk.next()[1]  # the event as this authorizer saw it (the cache key)
             walk.feed(verdict, reply.sets)
             if reply.cache and not reason:
@@ -1121,6 +1202,17 @@ class Shim:
                 encode_args(spec, verdict.call.args, t.raw)
             except ValueError as e:
                 raise VerdictError("bad-value", f"cannot encode {spec.name}: {e}") from e
+
+    def _check_sets(self, t: _Thread, sets: Sequence[SetMem]) -> None:
+        """A `set` must name an argument of the call and land inside the
+        address space; grammar-valid offsets can be any size."""
+        for s in sets:
+            if not 1 <= s.argn <= len(t.raw):
+                raise VerdictError("bad-value", f"set {s.argn}: the call has no argument {s.argn}")
+            addr = t.raw[s.argn - 1] + s.offset
+            limit = 0xFFFFFFFF if t.abi is not None and t.abi.name == "i386" else MASK64 >> 1
+            if s.offset < 0 or addr + len(s.data) > limit:
+                raise VerdictError("bad-value", f"set {s.argn}+{s.offset}: outside the address space")
 
     def _record(self, event: object, d: Decision, t: _Thread) -> None:
         self.stats["decisions"] += 1
@@ -1159,7 +1251,7 @@ class Shim:
         if d.steppers:
             t.state = "step"
             self._to_exit_stop(t)
-        elif t.verify is not None and d.action == "cont":
+        elif (t.verify is not None or t.guard_exit) and d.action == "cont":
             t.state = "verify"
             self._to_exit_stop(t)
         else:
@@ -1353,6 +1445,18 @@ class Shim:
         if t.state == "skip":
             self._after_skip(t)
             return
+        if t.guard_exit and t.state in ("verify", "step"):
+            t.guard_exit = False
+            if rval >= 0 and not self.guard.opened_ok(t.tid, t.tgid, rval):
+                t.verify = None
+                self._log(f"pid {t.tgid}: {t.spec.name if t.spec else 'open'} reached into a process outside "
+                          "the session: closed, EACCES")
+                self._undo_open(t, rval)
+                return
+            if t.state == "verify" and t.verify is None:
+                t.state = "run"
+                self._resume(t.tid)
+                return
         if t.verify is not None and t.state in ("verify", "step"):
             expect, t.verify = t.verify, None
             if rval >= 0 and not self._opened_expected(t, rval, expect):
@@ -1403,7 +1507,7 @@ class Shim:
             self._apply_exit(t, walk)
             return
         pos, ev = nxt
-        self.stack[pos].ask(ev, partial(self._on_exit_answer, t, walk, pos), time.monotonic())
+        self.stack[pos].ask(ev, partial(self._answered, t, partial(self._on_exit_answer, t, walk, pos)), time.monotonic())
 
     def _on_exit_answer(self, t: _Thread, walk: ExitWalk, pos: int, reply: Reply, reason: str) -> None:
         if t.walk is not walk or self.threads.get(t.tid) is not t:
@@ -1411,6 +1515,7 @@ class Shim:
         if reason:
             self._log(f"{reason}: the result of {walk.event.name} is kept (pid {t.tgid})")
         try:
+            self._check_sets(t, reply.sets)
             walk.feed(reply.verdict, reply.sets)
         except VerdictError as e:
             self.stack[pos].report_error(e.code, str(e))
@@ -1476,7 +1581,11 @@ class Shim:
                 new = v.signo if isinstance(v, Deliver) and v.signo else sig
                 self._ask_signal(t, ev, i + 1, new)
 
-        self.stack[pos].ask(ev, answer, time.monotonic())
+        self.stack[pos].ask(ev, partial(self._answered, t, answer), time.monotonic())
+
+    def _answered(self, t: _Thread, fn: Callable[..., None], *args: object) -> None:
+        """An authorizer's answer (or its default) about tracee ``t``."""
+        self._on_tracee(t.tid, fn, *args)
 
 
 def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple) -> tuple:

@@ -1,0 +1,155 @@
+"""Landlock bindings (ctypes): the kernel's own wall around a launched session.
+
+A Landlock domain, applied in the launched child before exec and inherited by
+everything it creates, keeps the traced program away from the broker's
+processes without a single stop:
+
+* ptrace-mode access to any process outside the domain is denied, so
+  ``/proc/PID/mem``, ``/proc/PID/fd/N``, ``/proc/PID/environ``, ptrace,
+  ``process_vm_*`` and ``pidfd_getfd`` of the shim or an authorizer fail with
+  EACCES/EPERM, whatever the uid (root included);
+* ABI 6's ``LANDLOCK_SCOPE_SIGNAL`` refuses signals to processes outside the
+  domain, by ``kill``, by pidfd, or by SIGIO through ``F_SETOWN``.
+
+A domain needs something it handles.  From ABI 6 the signal scope is enough;
+below, the wall handles one filesystem right (making block devices) and a rule
+allows it beneath ``/``, so nothing is narrowed but the domain exists.
+
+The module is written for more than the wall: :class:`Layer` carries handled
+rights, rules beneath paths, TCP port rules and scopes, so per-policy kernel
+layers (issue #12) are built and applied with the same :func:`restrict`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from dataclasses import dataclass, field
+
+SYS_landlock_create_ruleset = 444
+SYS_landlock_add_rule = 445
+SYS_landlock_restrict_self = 446
+CREATE_RULESET_VERSION = 1
+RULE_PATH_BENEATH = 1
+RULE_NET_PORT = 2
+PR_SET_NO_NEW_PRIVS = 38
+SYS_prctl = 157
+CAP_SYS_ADMIN = 21
+
+# filesystem rights, with the ABI that introduced each
+ACCESS_FS = {
+    "execute": (1 << 0, 1), "write_file": (1 << 1, 1), "read_file": (1 << 2, 1), "read_dir": (1 << 3, 1),
+    "remove_dir": (1 << 4, 1), "remove_file": (1 << 5, 1), "make_char": (1 << 6, 1), "make_dir": (1 << 7, 1),
+    "make_reg": (1 << 8, 1), "make_sock": (1 << 9, 1), "make_fifo": (1 << 10, 1), "make_block": (1 << 11, 1),
+    "make_sym": (1 << 12, 1), "refer": (1 << 13, 2), "truncate": (1 << 14, 3), "ioctl_dev": (1 << 15, 5),
+}
+ACCESS_NET = {"bind_tcp": (1 << 0, 4), "connect_tcp": (1 << 1, 4)}
+SCOPES = {"abstract_unix_socket": (1 << 0, 6), "signal": (1 << 1, 6)}
+#: the first ABI with each whole feature
+ABI_NET, ABI_SCOPE = 4, 6
+
+_ATTR = struct.Struct("=QQQ")  # handled_access_fs, handled_access_net, scoped
+_PATH_BENEATH = struct.Struct("=Qi")  # packed: allowed_access, parent_fd
+_NET_PORT = struct.Struct("=QQ")  # allowed_access, port
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class LandlockError(OSError):
+    """A Landlock call failed; the message names the call."""
+
+
+@dataclass(frozen=True, slots=True)
+class PathRule:
+    """Allow ``access`` (ACCESS_FS bits) beneath ``path``."""
+
+    path: str
+    access: int
+
+
+@dataclass(frozen=True, slots=True)
+class PortRule:
+    """Allow ``access`` (ACCESS_NET bits) on TCP ``port``."""
+
+    port: int
+    access: int
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One Landlock ruleset: what it handles (denied unless a rule allows it)
+    and the rules; applied with :func:`restrict`, which only ever narrows."""
+
+    handled_fs: int = 0
+    handled_net: int = 0
+    scoped: int = 0
+    paths: tuple[PathRule, ...] = field(default=())
+    ports: tuple[PortRule, ...] = field(default=())
+
+    def handles_anything(self) -> bool:
+        return bool(self.handled_fs or self.handled_net or self.scoped)
+
+
+def abi_version() -> int:
+    """The running kernel's Landlock ABI, 0 when it has none (not built,
+    disabled at boot, or a seccomp filter around us refuses the call)."""
+    v = _libc.syscall(SYS_landlock_create_ruleset, None, 0, CREATE_RULESET_VERSION)
+    return int(v) if v > 0 else 0
+
+
+def wall(abi: int) -> Layer:
+    """The broker's wall for ``abi`` (>= 1): a domain that narrows no file
+    access but cuts ptrace-mode access, and from ABI 6 signals, to outside."""
+    if abi >= ABI_SCOPE:
+        return Layer(scoped=SCOPES["signal"][0])
+    block = ACCESS_FS["make_block"][0]
+    return Layer(handled_fs=block, paths=(PathRule("/", block),))
+
+
+def _call(nr: int, what: str, *args) -> int:
+    ret = _libc.syscall(nr, *args)
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise LandlockError(err, f"{what}: {os.strerror(err)}")
+    return int(ret)
+
+
+def restrict(layer: Layer) -> None:
+    """Put the calling thread (and everything it execs or forks from now on)
+    in a new domain made of ``layer``.  Sets no_new_privs unless we may skip
+    it (CAP_SYS_ADMIN: root keeps setuid programs working)."""
+    if not layer.handles_anything():
+        raise ValueError("a Landlock layer must handle some access or scope")
+    attr = ctypes.create_string_buffer(_ATTR.pack(layer.handled_fs, layer.handled_net, layer.scoped))
+    size = _ATTR.size if layer.scoped else 16 if layer.handled_net else 8
+    rfd = _call(SYS_landlock_create_ruleset, "landlock_create_ruleset", attr, ctypes.c_size_t(size), 0)
+    try:
+        for rule in layer.paths:
+            pfd = os.open(rule.path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                buf = ctypes.create_string_buffer(_PATH_BENEATH.pack(rule.access, pfd))
+                _call(SYS_landlock_add_rule, f"landlock_add_rule({rule.path})", rfd, RULE_PATH_BENEATH, buf, 0)
+            finally:
+                os.close(pfd)
+        for port in layer.ports:
+            buf = ctypes.create_string_buffer(_NET_PORT.pack(port.access, port.port))
+            _call(SYS_landlock_add_rule, f"landlock_add_rule(port {port.port})", rfd, RULE_NET_PORT, buf, 0)
+        if not _has_cap_sys_admin():
+            _call(SYS_prctl, "prctl(PR_SET_NO_NEW_PRIVS)", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        _call(SYS_landlock_restrict_self, "landlock_restrict_self", rfd, 0)
+    finally:
+        os.close(rfd)
+
+
+def _has_cap_sys_admin() -> bool:
+    """Landlock (like seccomp) needs no_new_privs unless we hold CAP_SYS_ADMIN."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1)
+    except (OSError, ValueError):
+        pass
+    return False
