@@ -79,24 +79,35 @@ def test_static_rules_hold_when_the_broker_is_killed(authz, tmp_path):
     p = subprocess.Popen([*BROKERCTL, "run", "--backend", "notify", "-a",
                           authz(NOTIFY_AUTHZ) + " getppid - deny=mkdir:EACCES,mkdirat:EACCES", "--", "sh", "-c", script],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    sh = None
+
+    def lines() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
+
+    def wait(cond, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not cond():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.02)
+
     try:
-        time.sleep(0.8)
-        sh = int(subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout.split()[0])
+        wait(lambda: len(lines()) >= 2, "the program runs under the broker")
+        out = subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout
+        sh = int(out.split()[0])
         p.kill()
         p.wait()
-        n = len(log.read_text().splitlines())
-        time.sleep(0.8)
-        lines = log.read_text().splitlines()
-        assert len(lines) > n + 3, "the program should go on running"
-        assert all(line.strip() == "Permission denied" for line in lines), set(lines)
+        n = len(lines())
+        wait(lambda: len(lines()) > n + 3, "the program should go on running")
+        assert all(line.strip() == "Permission denied" for line in lines()), set(lines())
         assert not target.exists()
     finally:
         try:
             os.killpg(p.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        subprocess.run(["pkill", "-KILL", "-P", str(sh)], capture_output=True)
-        try:
-            os.kill(sh, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if sh is not None:
+            subprocess.run(["pkill", "-KILL", "-P", str(sh)], capture_output=True)
+            try:
+                os.kill(sh, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -90,3 +90,10 @@ def test_make_runs_inside_the_sandbox(tmp_path):
                   "--", "make", "-s", "-C", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out.txt").read_text() == "built\n"
+
+
+def test_a_sandbox_directory_that_does_not_exist_is_warned_about(tmp_path):
+    missing = tmp_path / "no-such-box"
+    r = brokerctl("run", "--policy", f"sandbox:{missing},{SYSTEM_RO},--ro=/usr/bin", "--", "true")
+    assert r.returncode == 0, r.stderr
+    assert f"sandbox: warning: {missing} does not exist" in r.stderr

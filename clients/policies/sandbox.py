@@ -117,6 +117,10 @@ def build(argv: Sequence[str]) -> Authorizer:
     p.add_argument("--errno", default="EACCES", help="errno for paths outside (default EACCES)")
     p.add_argument("--log", action="store_true", help="print every denial on stderr")
     a = p.parse_args(argv)
+    for d in (*a.dirs, *a.ro):
+        if not os.path.exists(d):  # a typo would silently deny everything below it
+            print(f"sandbox: warning: {d} does not exist (create it, or nothing can be opened there)",
+                  file=sys.stderr, flush=True)
     rw = tuple(_resolve_dir(d) for d in a.dirs)
     ro = rw + tuple(_resolve_dir(d) for d in a.ro)
     safe = SAFE | {n for s in a.allow_syscall for n in re.split(r"[,+]", s) if n}
