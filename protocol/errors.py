@@ -30,6 +30,7 @@ ERROR_CODES: dict[str, str] = {
     # --- semantic errors (sent by the broker about a well-formed line) ---
     "unknown-syscall": "a rewrite names a system call the broker does not know for this ABI",
     "unknown-id": "a reply or fetch names an ID that is not waiting for this authorizer",
+    "missing-id": "a reply in handshake mode has no ID prefix (it answers nothing)",
     "bad-verdict": "a verdict that does not fit the event (e.g. deliver for a syscall, ok before step)",
     "bad-fetch": "a fetch for an argument that is not a buffer, or a range the broker cannot read",
     "bad-hello": "a hello that is malformed or has an unacceptable attribute",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -98,7 +99,8 @@ class Notify:
 class Daemon:
     """``brokerd --socket PATH`` in a subprocess, ready when it says READY=1."""
 
-    def __init__(self, root: Path, *args: str, config: str = "", env: dict | None = None, user: bool = False) -> None:
+    def __init__(self, root: Path, *args: str, config: str = "", env: dict | None = None, user: bool = False,
+                 nofile: int | None = None) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.socket = str(root / "brokerd.sock")
@@ -112,7 +114,8 @@ class Daemon:
         self._logf = open(self.log, "w")  # noqa: SIM115
         cmd = [*BROKERD, "--system" if not user else "--user", "--socket", self.socket,
                "--config", str(self.config), *args]
-        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=e)
+        limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=e, preexec_fn=limit)
         try:
             self.notify.wait("READY=1")
         except AssertionError:
@@ -130,6 +133,13 @@ class Daemon:
         r = self.ctl(what, "--json", user=user)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
+
+    def rss(self) -> int:
+        """The daemon's resident memory, in bytes."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
 
     def logtext(self) -> str:
         self._logf.flush()
@@ -233,3 +243,85 @@ def shared_dir(tmp_path: Path) -> Path:
     d.chmod(0o755)
     (tmp_path / "shared").symlink_to(d)
     return d
+
+
+def connect_as(uid: int | None, path: str, n: int, timeout: float = 5.0) -> list[socket.socket | None]:
+    """``n`` connections to ``path`` made by a child process running as
+    ``uid`` (the daemon's SO_PEERCRED is the connecting process's), handed
+    back to us over SCM_RIGHTS; None for a connection that failed."""
+    mine, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            mine.close()
+            if uid is not None:
+                as_user(uid)()
+            for _ in range(n):
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.setblocking(False)
+                end = time.monotonic() + timeout
+                while True:
+                    try:
+                        c.connect(path)
+                        ok = True
+                    except BlockingIOError:  # the listen backlog is full: the daemon is behind
+                        if time.monotonic() < end:
+                            time.sleep(0.005)
+                            continue
+                        ok = False
+                    except OSError:
+                        ok = False
+                    break
+                if ok:
+                    c.setblocking(True)
+                    socket.send_fds(theirs, [b"+"], [c.fileno()])
+                else:
+                    theirs.sendall(b"-")
+                c.close()
+        finally:
+            os._exit(0)
+    theirs.close()
+    out: list[socket.socket | None] = []
+    with mine:
+        for _ in range(n):
+            msg, fds, _flags, _addr = socket.recv_fds(mine, 1, 1)
+            if not msg:
+                break
+            out.append(socket.socket(fileno=fds[0]) if fds else None)
+    os.waitpid(pid, 0)
+    return out
+
+
+def read_lines(sock: socket.socket, k: int = 1, timeout: float = 10.0) -> list[bytes]:
+    """The next ``k`` lines the daemon sends on ``sock`` (fewer if it closes
+    first or ``timeout`` passes)."""
+    sock.settimeout(timeout)
+    buf = b""
+    while buf.count(b"\n") < k:
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            break
+        buf += data
+    return [line + b"\n" for line in buf.split(b"\n")[:-1]][:k] or ([buf] if buf else [])
+
+
+def tracer_session(sock: socket.socket, argv: str = "prog") -> bytes:
+    """Greet as a shim and ask for a session: the daemon's answer line
+    (``ok ...`` or ``error ...``; b"" if it closed)."""
+    sock.sendall(b"hello 1 role=tracer pid=1\nsession mode=run argv=" + argv.encode() + b"\n")
+    got = read_lines(sock, 2)
+    if got and not got[0].startswith(b"hello "):
+        return got[0]
+    return got[1] if len(got) > 1 else b""
+
+
+def raise_nofile() -> None:
+    """Let this test process hold a few hundred connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

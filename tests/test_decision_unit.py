@@ -13,6 +13,7 @@ import os
 
 import pytest
 from brokerd.protocol import codec
+from brokerd.protocol.abi import ABIS
 from brokerd.protocol.types import (
     Call,
     Cont,
@@ -35,19 +36,18 @@ from brokerd.protocol.types import (
 )
 
 from brokerd.decision.authorizer import Authorizer
-from brokerd.decision.stack import (
+from brokerd.decision.cache import VerdictCache, cache_key
+from brokerd.decision.local import LocalAuthorizer
+from brokerd.decision.rules import (
     ALLOW,
     KILL,
     TRACE,
-    EntryWalk,
-    ExitWalk,
     StaticRules,
-    VerdictError,
     combine,
     parse_arg_rule,
     parse_static,
 )
-from brokerd.tracer.shim import _path_key
+from brokerd.decision.stack import EntryWalk, ExitWalk, Stack, VerdictError
 
 OPEN = Call("openat", (Sym(("AT_FDCWD",)), Str(b"/etc/hostname"), Sym(("O_RDONLY",))))
 OPEN_KINDS = ("dirfd", "path", "open_flags", "mode")
@@ -297,16 +297,112 @@ def test_bad_rules_are_refused_naming_the_problem(text, problem):
 # -- the verdict cache's key ---------------------------------------------------
 
 
-def test_cache_key_is_the_resolved_paths_only():
+def test_cache_key_is_position_abi_call_and_resolved_paths_only():
     ev = _open_event(notes=(("path2", Str(b"/a/f")), ("caller", Str(b"libc:open+4")), ("real2", Str(b"/a/f"))))
-    assert _path_key(ev.notes) == (("path2", Str(b"/a/f")),)
-    assert _path_key(()) == ()
+    assert cache_key(1, ev) == (1, "x86_64", ev.call, (("path2", Str(b"/a/f")),))
+    assert cache_key(0, _open_event(notes=()))[3] == ()
 
 
 def test_same_spelling_elsewhere_has_another_key():
     a = _open_event(b"f", notes=(("path2", Str(b"/a/f")),))
     b = _open_event(b"f", notes=(("path2", Str(b"/b/f")),))
-    assert a.call == b.call and _path_key(a.notes) != _path_key(b.notes)
+    assert a.call == b.call and cache_key(0, a) != cache_key(0, b)
+
+
+def test_cache_hits_only_the_same_call_by_the_same_member_and_stays_bounded():
+    cache = VerdictCache(size=2)
+    deny = Reply(SkipFail(errno.EACCES), cache=True)
+    cache.put(0, _open_event(), deny)
+    assert cache.get(0, _open_event()) == deny
+    assert cache.get(1, _open_event()) is None  # another member's answer is its own
+    assert cache.get(0, _open_event(flags="O_RDWR")) is None
+    cache.put(0, _open_event(b"/x"), deny)
+    cache.put(0, _open_event(b"/y"), deny)  # full: starts over
+    assert len(cache) == 1 and cache.get(0, _open_event()) is None
+
+
+# -- the Stack -----------------------------------------------------------------
+
+
+class Fixed(LocalAuthorizer):
+    """An in-process member answering every question with one verdict."""
+
+    def __init__(self, name, verdict=None, trace=None, static=None, rules=(), signals=False):
+        super().__init__(name, trace, signals=signals)
+        self.verdict = verdict if verdict is not None else Cont()
+        if static is not None:
+            self.static = static
+        self.rules = tuple(parse_arg_rule(r) for r in rules)
+        self.asked: list = []
+
+    def decide(self, event):
+        self.asked.append(event)
+        return Reply(self.verdict)
+
+
+def test_stack_order_asks_only_the_subscribed_and_the_statically_silent():
+    stack = Stack([
+        Fixed("all"),
+        Fixed("opens", trace=frozenset({"openat"})),
+        Fixed("allows", static=StaticRules(allow=frozenset({"openat"}))),
+        Fixed("signals", trace=frozenset(), signals=True),
+    ])
+    assert stack.order("openat") == (0, 1)
+    assert stack.order("read") == (0, 2)
+    assert stack.signal_order() == (3,)
+    assert stack.subscriptions() is None
+    assert Stack([Fixed("a", trace=frozenset({"read"})), Fixed("b", trace=frozenset({"openat"}))]).subscriptions() \
+        == {"read", "openat"}
+    assert len(stack) == 4 and stack[1].name == "opens" and [m.name for m in stack][0] == "all"
+
+
+def test_stack_action_narrows_and_the_brokers_own_rules_come_last():
+    deny = Fixed("d", trace=frozenset(), static=StaticRules(deny=(("mknod", errno.EPERM),)))
+    allow = Fixed("a", trace=frozenset(), static=StaticRules(allow=frozenset({"mknod", "read"})))
+    stack = Stack([allow, deny])
+    assert stack.action("mknod") == ("deny", errno.EPERM)
+    assert stack.action("read") == ALLOW
+    assert stack.action("read", KILL) == KILL  # the broker's own rule, below every member
+    assert stack.action("mknod", KILL) == ("deny", errno.EPERM)  # the first denial met wins
+    assert Stack([Fixed("t", trace=frozenset({"read"}))]).action("read") == TRACE
+
+
+def test_stack_unknown_call_is_traced_if_anyone_sees_all():
+    assert Stack([Fixed("all")]).unknown() == TRACE
+    assert Stack([Fixed("some", trace=frozenset({"read"}))]).unknown() == ALLOW
+    optin = Fixed("opt-in", trace=frozenset(), static=StaticRules(unknown=("deny", errno.ENOSYS)))
+    assert Stack([Fixed("all"), optin]).unknown() == ("deny", errno.ENOSYS)
+
+
+def test_known_answer_argument_rule_first_then_cache_else_ask():
+    member = Fixed("r", rules=("openat arg3&O_WRONLY|O_RDWR => skip-fail EROFS",))
+    stack = Stack([member])
+    abi = ABIS["x86_64"]
+    assert stack.known_answer(0, _open_event(flags="O_WRONLY"), abi) == Reply(SkipFail(errno.EROFS))
+    assert stack.known_answer(0, _open_event(), abi) is None  # no rule matched, nothing cached: ask
+    stack.remember(0, _open_event(), Reply(Cont(), 7))  # not marked cache: forgotten
+    assert stack.known_answer(0, _open_event(), abi) is None
+    stack.remember(0, _open_event(), Reply(SkipFail(errno.EACCES), 7, cache=True))
+    assert stack.known_answer(0, _open_event(), abi).verdict == SkipFail(errno.EACCES)
+    # the rule still wins over a cached answer for the same call
+    stack.remember(0, _open_event(flags="O_WRONLY"), Reply(Cont(), 8, cache=True))
+    assert stack.known_answer(0, _open_event(flags="O_WRONLY"), abi).verdict == SkipFail(errno.EROFS)
+
+
+def test_a_walk_driven_through_a_stack_of_members():
+    """The shim's loop in miniature: ask each member the walk names, feed its answer."""
+    first = Fixed("first", Rewrite(Call("openat", (Sym(("AT_FDCWD",)), Str(b"/tmp/x"), Sym(("O_RDONLY",))))))
+    second = Fixed("second", Step())
+    third = Fixed("third", SkipFail(errno.EACCES), trace=frozenset({"read"}))
+    stack = Stack([first, second, third])
+    ev = _open_event()
+    walk = EntryWalk(ev, stack.order("openat"))
+    while (nxt := walk.next()) is not None:
+        pos, seen = nxt
+        stack[pos].ask(seen, lambda reply, reason: walk.feed(reply.verdict, reply.sets), 0.0)
+    assert third.asked == []
+    assert second.asked[0].call.args[1] == Str(b"/tmp/x")
+    assert walk.decision.action == "cont" and walk.decision.steppers == [1]
 
 
 # -- one authorizer connection: default verdicts on bad and late replies -------
@@ -368,13 +464,46 @@ def _ev(n: int, name: str = "openat") -> SyscallEvent:
     return SyscallEvent(n, 100, 100, "x86_64", Call(name))
 
 
-def test_garbage_gets_the_default_and_an_error_line(conn):
-    c = conn()
+def test_garbage_in_plain_mode_answers_the_oldest_with_the_default(conn):
+    c = conn("plain")
     c.ask(_ev(1))
     c.say("this is not a reply")
     assert c.answers == [(Reply(SkipFail(errno.EPERM)), c.answers[0][1])]
     assert c.answers[0][1].startswith("bad line")
-    assert any(line.startswith("error ") for line in c.sent())
+    assert any(m.startswith("authorizer t: bad-value") for m in c.log)  # plain mode: errors go to the log
+
+
+def test_stray_reply_without_id_answers_nothing_in_handshake_mode(conn):
+    c = conn()
+    c.ask(_ev(1))
+    c.ask(_ev(2))
+    c.say("cont")
+    assert c.answers == []
+    assert any(line.startswith("error missing-id") for line in c.sent())
+    assert c.a.next_deadline() is not None  # still open, deadline and all
+    c.say("2 skip-fail EACCES")
+    c.say("1 cont")
+    assert c.answers == [(Reply(SkipFail(errno.EACCES), 2), ""), (Reply(Cont(), 1), "")]
+
+
+def test_garbage_in_handshake_mode_defaults_only_the_question_it_names(conn):
+    c = conn(attrs="default=allow")
+    c.ask(_ev(1))
+    c.say("debug: still thinking")  # no ID: answers nothing (default=allow would let it through)
+    c.say("hello 1 role=authorizer")  # a second hello: refused, answers nothing
+    assert c.answers == []
+    c.say("1 skip-fail NOTANERRNO")  # names question 1: garbled, so 1 gets the default
+    assert c.answers == [(Reply(Cont()), c.answers[0][1])] and c.answers[0][1].startswith("bad line")
+    assert sum(line.startswith("error ") for line in c.sent()) == 3
+
+
+def test_timed_out_question_leaves_no_placeholder_in_handshake_mode(conn):
+    c = conn(timeout=1.0)
+    for n in range(1, 4):
+        c.ask(_ev(n), now=0.0)
+    c.a.expire(2.0)
+    assert len(c.answers) == 3 and c.a.next_deadline() is None
+    assert not c.a._fifo and not c.a._by_id  # nothing kept that only a stray line could clear
 
 
 def test_late_reply_is_dropped_and_never_answers_the_next_question_plain(conn):

@@ -8,12 +8,10 @@ program's status (128+N when a signal N killed it), as a shell would.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 
 from brokerd.cli.argtypes import seconds
@@ -21,8 +19,8 @@ from brokerd.cli.authorizers import Starter, StartError
 from brokerd.cli.control import register as add_daemon_commands
 from brokerd.cli.output import say, silence
 from brokerd.cli.policy import PolicyError, add_subcommands, policy_command
+from brokerd.decision.defaults import default_verdict
 from brokerd.protocol.selection import TraceError, parse_traces
-from brokerd.protocol.types import Cont, Kill, SkipFail
 
 PROG = "brokerctl"
 
@@ -57,10 +55,6 @@ def _parse_trace(exprs: Sequence[str]) -> tuple[frozenset[str] | None, bool]:
         return parse_traces(traces), signals
     except TraceError as e:
         raise UsageError(f"-e trace=: {e}") from None
-
-
-def _default_verdict(name: str) -> object:
-    return {"deny": SkipFail(errno.EPERM), "kill": Kill(), "allow": Cont()}[name]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,7 +169,7 @@ def _make_shim(args: argparse.Namespace, operator=None):
     if args.strsize < 0:
         raise UsageError("--strsize must not be negative")
     trace, signals = _parse_trace(args.exprs)
-    default = _default_verdict(args.default)
+    default = default_verdict(args.default)
     if args.cpu:
         _pin(args.cpu)  # before anything is spawned: children inherit it
     audit = _audit_writer(args.audit) if args.audit else None
@@ -360,21 +354,10 @@ def _say(text: str) -> None:
 
 
 def _audit_writer(path: str):
-    from brokerd.protocol import codec
-
     f = sys.stderr if path == "-" else open(path, "a", buffering=1)  # noqa: SIM115
 
     def write(rec) -> None:
-        ev = rec.event
-        f.write(json.dumps({
-            "time": time.time(),
-            "pid": ev.pid,
-            "tid": ev.tid,
-            "event": codec.format_event(ev).decode().rstrip("\n"),
-            "verdict": rec.verdict,
-            "by": rec.by,
-            "latency_us": round(rec.latency * 1e6, 1),
-        }) + "\n")
+        f.write(json.dumps(rec.to_json()) + "\n")
 
     return write
 

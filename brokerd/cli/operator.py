@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from brokerd.cli.output import say
-from brokerd.decision.local import Answer, LocalAuthorizer
+from brokerd.decision.local import LocalAuthorizer
+from brokerd.decision.member import Answer
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS
 from brokerd.protocol.consts import errno_name, errno_number, signal_name

@@ -2,35 +2,72 @@
 the journal with structured fields.
 
 Records come from the shims (``audit JSON`` lines on their daemon
-connection) and are queued on a bounded trio channel; one writer task owns
-the file and the journal socket.  Nothing a shim sends can make the daemon
-block: a full queue drops the record and counts it (``stats``:
-``audit_dropped``).
+connection): :func:`record` keeps the fields a shim may claim, with their
+types, beside the ones the daemon knows (session, uid).  They are queued
+**per uid**, each uid within its quota of records and bytes
+(``quota.Limits``, root included), and one writer task takes them in turns
+from every uid's queue, so one user's flood drops that user's records only,
+never another's.  Nothing a shim sends can make the daemon block: a record
+over its uid's quota is dropped and counted per uid (``stats``), and one log
+line says how many when that uid's queue has drained (at most one per uid
+per ``DROP_LOG_PERIOD``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from collections import deque
 from collections.abc import Callable
 
 import trio
 
+from .quota import Limits
 from .sdnotify import JOURNAL_SOCKET, Journal
 
-QUEUE = 10000
-BATCH = 512
+TURN = 64  # records written from one uid's queue before the next uid's turn
+DROP_LOG_PERIOD = 10.0
+# what a shim may say about a decision, and the JSON types each field must have
+CLAIMED_FIELDS: dict[str, tuple[type, ...]] = {
+    "time": (int, float), "pid": (int,), "tid": (int,), "call": (str,), "event": (str,),
+    "verdict": (str,), "by": (str,), "latency_us": (int, float), "reason": (str,),
+}
+
+
+def record(session: int, uid: int, claimed: dict) -> dict:
+    """The audit record of one ``audit`` line: the daemon's own fields
+    (session, owner uid) and the claimed ones that have the right type."""
+    out: dict = {"time": round(time.time(), 6), "session": session, "uid": uid}
+    for key, kinds in CLAIMED_FIELDS.items():
+        v = claimed.get(key)
+        if isinstance(v, kinds) and not isinstance(v, bool):
+            out[key] = v
+    return out
 
 
 class AuditSink:
-    def __init__(self, log: Callable[[str], None]) -> None:
+    def __init__(self, log: Callable[[str], None], limits: Limits | None = None) -> None:
         self._log = log
-        self._send, self._recv = trio.open_memory_channel(QUEUE)
+        self.limits = limits or Limits()
+        self._queues: dict[int, deque[bytes]] = {}  # uid -> JSON lines waiting
+        self._held: dict[int, int] = {}  # uid -> bytes waiting
+        self._wake = trio.Event()
         self.path: str | None = None
         self._fd = -1
         self.journal: Journal | None = None
         self.written = 0
-        self.dropped = 0
+        self.write_failed = 0
+        self.dropped_by_uid: dict[int, int] = {}
+        self._unlogged: dict[int, int] = {}  # drops not yet reported in the log
+        self._logged_at: dict[int, float] = {}
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.dropped_by_uid.values()) + self.write_failed
+
+    def queued(self) -> dict[int, int]:
+        return {uid: len(q) for uid, q in self._queues.items()}
 
     @property
     def enabled(self) -> bool:
@@ -59,38 +96,74 @@ class AuditSink:
             else:
                 self._log(f"no journal socket at {journal_socket}; journal audit is off")
 
-    def submit(self, record: dict) -> None:
+    def submit(self, uid: int, rec: dict) -> bool:
+        """Queue ``rec`` (of ``uid``'s session) if ``uid`` is within its quota;
+        else drop and count it."""
         if not self.enabled:
-            return
-        try:
-            self._send.send_nowait(record)
-        except trio.WouldBlock:
-            self.dropped += 1
+            return False
+        line = (json.dumps(rec, separators=(", ", ": ")) + "\n").encode()
+        q = self._queues.get(uid)
+        n, held = (len(q), self._held[uid]) if q else (0, 0)
+        lim = self.limits
+        if (lim.audit_records and n + 1 > lim.audit_records) or (lim.audit_bytes and held + len(line) > lim.audit_bytes):
+            self.note_dropped(uid, 1)
+            return False
+        if q is None:
+            q = self._queues[uid] = deque()
+        q.append(line)
+        self._held[uid] = held + len(line)
+        self._wake.set()
+        return True
+
+    def note_dropped(self, uid: int, n: int) -> None:
+        """``n`` records of ``uid`` were lost (here, or in its shim's buffer)."""
+        self.dropped_by_uid[uid] = self.dropped_by_uid.get(uid, 0) + n
+        self._unlogged[uid] = self._unlogged.get(uid, 0) + n
 
     async def run(self) -> None:
-        async for rec in self._recv:
-            batch = [rec]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self._recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            self._write(batch)
-            await trio.sleep(0)
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()  # before draining: a submit meanwhile wakes the next round
+            while self._queues:
+                for uid in list(self._queues):
+                    self._write(self._take(uid))
+                await trio.sleep(0)
 
-    def _write(self, batch: list[dict]) -> None:
+    def _take(self, uid: int) -> list[bytes]:
+        """Up to TURN lines from ``uid``'s queue; a drained queue is forgotten
+        and its drops, if any, reported."""
+        q = self._queues[uid]
+        batch = [q.popleft() for _ in range(min(TURN, len(q)))]
+        self._held[uid] -= sum(map(len, batch))
+        if not q:
+            del self._queues[uid], self._held[uid]
+            self._report_drops(uid)
+        return batch
+
+    def _report_drops(self, uid: int) -> None:
+        n = self._unlogged.get(uid, 0)
+        now = time.monotonic()
+        if not n or now - self._logged_at.get(uid, -DROP_LOG_PERIOD) < DROP_LOG_PERIOD:
+            return
+        self._logged_at[uid] = now
+        del self._unlogged[uid]
+        lim = self.limits
+        self._log(f"audit: dropped {n} record(s) of uid {uid}: over its quota of {lim.audit_records} records / "
+                  f"{lim.audit_bytes} bytes queued (other uids' records are kept; brokerctl stats counts them)")
+
+    def _write(self, batch: list[bytes]) -> None:
         if self._fd >= 0:
-            data = "".join(json.dumps(r, separators=(", ", ": ")) + "\n" for r in batch).encode()
+            data = b"".join(batch)
             try:
                 while data:
                     n = os.write(self._fd, data)
                     data = data[n:]
             except OSError as e:
                 self._log(f"audit log {self.path}: write failed: {e.strerror}")
-                self.dropped += len(batch)
+                self.write_failed += len(batch)
         if self.journal is not None:
-            for r in batch:
-                self.journal.send(journal_fields(r))
+            for line in batch:
+                self.journal.send(journal_fields(json.loads(line)))
         self.written += len(batch)
 
     def close(self) -> None:

@@ -26,11 +26,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from brokerd.decision.defaults import default_verdict
 from brokerd.protocol import codec
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.linebuf import LineBuffer, PartialLine, TooLong
 from brokerd.protocol.selection import TraceError, parse_trace
-from brokerd.protocol.types import Cont, Kill, SignalEvent, SkipFail, SyscallEvent, SysretEvent
 
 from . import wire
 
@@ -42,10 +42,6 @@ UNREACHABLE = (errno.ENOENT, errno.ECONNREFUSED, errno.EACCES, errno.EPERM, errn
 class DaemonError(OSError):
     """The daemon cannot be used (unreachable when asked for explicitly, or it
     refused).  An OSError so that brokerctl reports it as one line, exit 1."""
-
-
-def _verdict(name: str) -> object:
-    return {"deny": SkipFail(errno.EPERM), "kill": Kill(), "allow": Cont()}.get(name, SkipFail(errno.EPERM))
 
 
 class _Lines:
@@ -215,7 +211,7 @@ class DaemonSession:
             self.authorizers.append(Authorizer(
                 str(entry.get("name", "authorizer")), fd, fd,
                 timeout=float(entry.get("deadline") or 5.0),
-                default=_verdict(str(entry.get("default", "deny"))),
+                default=default_verdict(str(entry.get("default", "deny"))),
                 trace=_selection(trace),
                 log=self._log,
             ))
@@ -243,21 +239,7 @@ class DaemonSession:
         self.send_audit(rec)
 
     def send_audit(self, rec) -> None:
-        ev = rec.event
-        if isinstance(ev, SyscallEvent):
-            call = ev.call.name
-        elif isinstance(ev, SysretEvent):
-            call = ev.name
-        elif isinstance(ev, SignalEvent):
-            call = "signal"
-        else:
-            call = type(ev).__name__
-        obj = {"time": round(time.time(), 6), "pid": ev.pid, "tid": ev.tid, "call": call,
-               "event": codec.format_event(ev).decode("ascii", "replace").rstrip("\n"),
-               "verdict": rec.verdict, "by": rec.by, "latency_us": round(rec.latency * 1e6, 1)}
-        if rec.reason:
-            obj["reason"] = rec.reason
-        line = b"audit " + json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
+        line = b"audit " + json.dumps(rec.to_json(), ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
         if len(self._out) + len(line) > AUDIT_BUFFER:
             self.dropped += 1
             return

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import grp
 import os
+import resource
 import signal
 import socket
 import stat
@@ -36,6 +37,8 @@ DEFAULT_GROUP = "brokerd"
 CONFIG_KEYS = {
     "socket_group": str, "socket_mode": (str, int), "audit_log": str, "audit_journal": bool,
     "journal_socket": str, "default_failure": str, "authorizer_deadline": (int, float),
+    "max_connections_per_uid": int, "max_sessions_per_uid": int, "max_partial_bytes_per_uid": int,
+    "audit_queue_per_uid": int, "audit_bytes_per_uid": int, "limit_root": bool,
 }
 
 
@@ -172,7 +175,7 @@ def bind_socket(path: str, cfg: Config) -> socket.socket:
         raise StartError(f"cannot listen on {path}: {e.strerror}") from None
     finally:
         os.umask(old)
-    sock.listen(128)
+    sock.listen(socket.SOMAXCONN)
     return sock
 
 
@@ -268,8 +271,18 @@ class Daemon:
             await trio.sleep(interval)
 
 
+def raise_nofile() -> None:
+    """Use the hard limit of descriptors (the unit's LimitNOFILE): every
+    connection holds one, and running out only pauses accept()."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    raise_nofile()
     try:
         daemon = Daemon(args)
     except StartError as e:

@@ -10,13 +10,18 @@ Access rules (docs/daemon.md, "Access control"):
 * a ``scope=user`` registration serves only sessions of the uid that made it,
   so one user's events never reach another user's authorizer;
 * a user sees their own registrations and the system ones (those watch their
-  sessions too); root sees all.
+  sessions too); root sees all;
+* a uid holds at most ``Limits.sessions`` sessions at once (each one makes
+  every system authorizer start a process, typically as root).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+
+from . import wire
+from .quota import Limits
 
 SCOPES = ("user", "system")
 
@@ -92,7 +97,8 @@ class Registry:
         self.started = time.time()
         self.counters = {
             "sessions_total": 0, "authorizers_total": 0, "authorizers_lost": 0,
-            "audit_records": 0, "audit_dropped": 0, "connections": 0, "refused": 0,
+            "audit_records": 0, "connections": 0, "refused": 0,
+            "connections_open": 0, "accept_failures": 0, "sessions_refused": 0,
         }
 
     # -- authorizers --------------------------------------------------------
@@ -125,7 +131,16 @@ class Registry:
         return [r for r in regs if r.uid == uid or r.scope == "system"]
 
     # -- sessions -----------------------------------------------------------
-    def new_session(self, **kw) -> SessionRec:
+    def new_session(self, *, limits: Limits | None = None, **kw) -> SessionRec:
+        """Record a session of ``kw["uid"]``; Refused (``busy``) when that uid
+        already holds its limit of sessions."""
+        uid = kw["uid"]
+        if limits is not None and limits.sessions:
+            held = sum(1 for s in self.sessions.values() if s.uid == uid)
+            if limits.over(uid, held + 1, limits.sessions):
+                self.counters["sessions_refused"] += 1
+                raise Refused("busy", f"uid {uid} already has {held} sessions open (the limit is "
+                              f"{limits.sessions}: max_sessions_per_uid)")
         s = SessionRec(self._next_session, **kw)
         self._next_session += 1
         self.sessions[s.id] = s
@@ -141,11 +156,12 @@ class Registry:
     def session_for(self, uid: int, text: str) -> SessionRec:
         """The session ``text`` names, if ``uid`` may steer it.  Another
         user's session is reported exactly like a missing one."""
-        if not text.isdigit():
+        n = wire.number(text)
+        if n is None:
             raise Refused("bad-request", f"session id must be a number, not {text[:40]!r}")
-        s = self.sessions.get(int(text))
+        s = self.sessions.get(n)
         if s is None or (uid != 0 and s.uid != uid):
-            raise Refused("unknown-session", f"no session {int(text)}")
+            raise Refused("unknown-session", f"no session {n}")
         return s
 
     def stats(self, uid: int) -> dict:

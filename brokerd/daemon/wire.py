@@ -28,10 +28,10 @@ import socket
 import struct
 
 from brokerd.protocol import codec
+from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.types import Hello
 
-VERSION = 1
 SYSTEM_SOCKET = "/run/brokerd/brokerd.sock"
 SOCKET_NAME = "brokerd.sock"
 FAILURE_MODES = ("kill", "deny", "allow")
@@ -102,6 +102,36 @@ def parse_hello(line: bytes) -> Hello:
 
 def ok_line(obj: object) -> bytes:
     return b"ok " + json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+LOG_TEXT = 300  # characters of a peer's text a log line carries at most
+
+
+def printable(text: str | bytes, limit: int = LOG_TEXT) -> str:
+    """A peer's text made safe for root's log and the journal: one line of
+    printable ASCII (anything else, and backslash, as ``\\xNN``), at most
+    ``limit`` characters of it, then ``...(N more)``.  Peers are other users'
+    processes: their text must not forge log lines, priorities (``<0>``
+    after a newline) or terminal control sequences, nor fill the log."""
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    out = []
+    for i, c in enumerate(text):
+        if i >= limit:
+            out.append(f"...({len(text) - limit} more)")
+            break
+        out.append(c if " " <= c <= "~" and c != "\\" else f"\\x{ord(c):02x}" if ord(c) < 256 else "?")
+    return "".join(out)
+
+
+def number(text: str, *, signed: bool = False) -> int | None:
+    """A peer's decimal number (ASCII digits, ``-`` if ``signed``, at most 18
+    digits), else None.  Never ``int()`` a peer's digits unchecked: past
+    4300 digits it raises ValueError."""
+    digits = text[1:] if signed and text.startswith("-") else text
+    if not (0 < len(digits) <= 18 and digits.isascii() and digits.isdigit()):
+        return None
+    return int(text)
 
 
 def error_line(code: str, text: str) -> bytes:

@@ -10,12 +10,14 @@ authorizer's own, or its default when it answers late, answers garbage, hangs
 or dies.  A plain-mode authorizer (one that did not answer the greeting with
 ``hello``) has its replies matched to questions strictly in order, so a
 question that timed out keeps its place and the late reply is read and
-dropped, never matched to the next question.
+dropped, never matched to the next question.  A handshake-mode authorizer's
+replies must carry the event's ID: a line without one (a stray debug print,
+an injected ``cont``) is refused with ``error missing-id`` and answers
+nothing.
 """
 
 from __future__ import annotations
 
-import errno as _errno
 import os
 import select
 import shlex
@@ -26,29 +28,26 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from brokerd.decision.stack import NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
+from brokerd.decision.defaults import DEFAULT_VERDICTS, DENY, default_reply
+from brokerd.decision.member import Answer
+from brokerd.decision.rules import NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
 from brokerd.protocol import codec
+from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.linebuf import LineBuffer, TooLong
 from brokerd.protocol.selection import TraceError, parse_trace, unknown_names
 from brokerd.protocol.types import (
-    Cont,
     Data,
-    Deliver,
     Error,
     Fetch,
     Hello,
-    Kill,
     Reply,
     SignalEvent,
-    SkipFail,
     Str,
     SyscallEvent,
     SysretEvent,
 )
 
-PROTOCOL_VERSION = 1
-DEFAULTS = {"deny": SkipFail(_errno.EPERM), "kill": Kill(), "allow": Cont()}
 DEFAULT_TIMEOUT = 5.0
 #: the greeting gets at least this long: an interpreter may need a while to
 #: start on a loaded machine, whatever the per-question ``--timeout``
@@ -58,15 +57,6 @@ GREETING_TIMEOUT = 30.0
 MAX_PENDING_OUT = 16 * 65536
 #: after SIGTERM, how long an authorizer process may take to exit before SIGKILL
 KILL_GRACE = 2.0
-
-#: Called with the reply (the authorizer's, or a default one) and a reason
-#: string that is empty when the authorizer itself answered.
-Answer = Callable[[Reply, str], None]
-
-
-#: Calls a default verdict never denies: refusing them cannot protect
-#: anything and leaves the program unable to end (it would crash instead).
-NEVER_DENIED = frozenset({"exit", "exit_group", "rt_sigreturn", "sigreturn", "restart_syscall"})
 
 
 @dataclass(slots=True)
@@ -78,15 +68,10 @@ class _Question:
     name: str = ""
 
 
-def default_reply(kind: type, name: str, verdict: object) -> Reply:
-    """The safe answer to an event of ``kind`` (about syscall ``name``) when
-    its authorizer cannot give one: the authorizer's default verdict for a
-    call, keep the result for a sysret, deliver a signal as the kernel would."""
-    if kind is SyscallEvent:
-        return Reply(Cont() if name in NEVER_DENIED else verdict)  # type: ignore[arg-type]
-    if kind is SignalEvent:
-        return Reply(Deliver())
-    return Reply(Cont())
+def _leading_id(line: bytes) -> int | None:
+    """The ID prefix of a line that did not parse, if it has one."""
+    head = line.split(b" ", 1)[0]
+    return int(head) if head.isdigit() and len(head) <= 19 else None
 
 
 def _call_name(event: object) -> str:
@@ -104,7 +89,7 @@ class Authorizer:
         *,
         pid: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        default: object = SkipFail(_errno.EPERM),
+        default: object = DENY,
         trace: frozenset[str] | None = None,
         signals: bool = False,
         log: Callable[[str], None] | None = None,
@@ -153,15 +138,15 @@ class Authorizer:
     def greet(self, session: str, now: float) -> None:
         """Send the broker's ``hello``; the reply decides plain or handshake mode."""
         self.mode = "greeting"
-        hello = Hello((PROTOCOL_VERSION,), (("role", "broker"), ("session", session)))
+        hello = Hello((VERSION,), (("role", "broker"), ("session", session)))
         self._send(codec.format_event(hello))
         self._fifo.append(_Question(0, now + self.greeting_timeout, None, Hello))
 
     def _on_greeting_reply(self, parsed: object) -> None:
         self._fifo.popleft()
         if isinstance(parsed, Hello) and parsed.get("role") == "authorizer":
-            if PROTOCOL_VERSION not in parsed.versions:
-                self._error("version", f"no common version (broker speaks {PROTOCOL_VERSION})")
+            if VERSION not in parsed.versions:
+                self._error("version", f"no common version (broker speaks {VERSION})")
                 self._die("no common protocol version")
                 return
             self.mode = "hello"
@@ -180,8 +165,8 @@ class Authorizer:
                 ev = "fork,vfork,clone,exec,exit,killed"
             self.events = frozenset(ev.split(",")) if ev else frozenset()
             default = parsed.get("default")
-            if default in DEFAULTS:
-                self.default = DEFAULTS[default]
+            if default in DEFAULT_VERDICTS:
+                self.default = DEFAULT_VERDICTS[default]
             self.caller = parsed.get("caller", "no") in ("yes", "1")
             promised = parsed.get("verdicts")
             self.verdicts = frozenset(v for v in promised.split(",") if v) if promised else None
@@ -196,7 +181,7 @@ class Authorizer:
             size = parsed.get("strsize")
             if size and size.isdigit():
                 self.strsize = int(size)
-            self._send(codec.format_event(Hello((PROTOCOL_VERSION,), (("role", "broker"),))))
+            self._send(codec.format_event(Hello((VERSION,), (("role", "broker"),))))
         else:
             self.mode = "plain"
 
@@ -286,7 +271,7 @@ class Authorizer:
                 self._die("answered the greeting with an over-long line")
                 return
             self._error("line-too-long", f"line of {line.length} bytes exceeds the limit")
-            self._default_head("line too long")
+            self._unusable(None, "line too long")
             return
         if self.mode == "greeting":
             try:
@@ -299,7 +284,7 @@ class Authorizer:
             parsed = codec.parse_reply(line)
         except ProtocolError as e:
             self._error(e.code, e.message)
-            self._default_head(f"bad line: {e.message}")
+            self._unusable(_leading_id(line), f"bad line: {e.message}")
             return
         if isinstance(parsed, Reply):
             self._on_reply(parsed)
@@ -309,7 +294,7 @@ class Authorizer:
             self._on_fetch_line(parsed)
         elif isinstance(parsed, Hello):
             self._error("unexpected", "hello after the handshake")
-            self._default_head("unexpected hello")
+            self._unusable(None, "unexpected hello")
 
     def _on_fetch_line(self, f: Fetch) -> None:
         if self.on_fetch is None or self.mode != "hello":
@@ -331,6 +316,11 @@ class Authorizer:
             if q is None:
                 self._error("unknown-id", f"no question with id {reply.id} is waiting")
                 return
+        elif self.mode == "hello":
+            # A stray line (a debug print, an injected `cont`) must never pass
+            # for the answer to whatever question is open (issue #16 item 6).
+            self._error("missing-id", "a reply in handshake mode starts with the ID of the event it answers; ignored")
+            return
         else:
             if not self._fifo:
                 self._error("unexpected", "a reply with no question waiting")
@@ -352,6 +342,17 @@ class Authorizer:
             else:
                 self.answered += 1
             ans(reply, reason)
+
+    def _unusable(self, qid: int | None, reason: str) -> None:
+        """A line that cannot be used as an answer.  In plain mode it stands
+        for the oldest question (replies are matched in order, by design),
+        which gets the default.  In handshake mode only the question its ID
+        prefix names gets the default; a line naming no open question
+        answers nothing (that question waits for its reply or deadline)."""
+        if self.mode != "hello":
+            self._default_head(reason)
+        elif qid is not None and (q := self._by_id.get(qid)) is not None:
+            self._resolve(q, self._default_for(q), reason)
 
     def _default_head(self, reason: str) -> None:
         """A malformed line stands for the oldest question: it gets the default."""
@@ -444,7 +445,9 @@ class Authorizer:
         return None
 
     def expire(self, now: float) -> None:
-        """Give the default to every question whose deadline passed; keep its place."""
+        """Give the default to every question whose deadline passed.  In plain
+        mode it keeps its place, so that its late reply is read and dropped;
+        in handshake mode it is gone (a late reply names an ID not open)."""
         if self.mode == "greeting":
             if self._fifo and self._fifo[0].deadline <= now:
                 self._log(f"authorizer {self.name} did not answer the greeting in {self.greeting_timeout:g}s")
@@ -455,6 +458,8 @@ class Authorizer:
                 ans, q.answer = q.answer, None
                 self.defaulted += 1
                 self._by_id.pop(q.id, None)
+                if self.mode == "hello":
+                    self._fifo.remove(q)
                 ans(self._default_for(q), f"authorizer {self.name} did not answer within {self.timeout:g}s")
 
 
@@ -493,4 +498,4 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
     return a
 
 
-__all__ = ["Authorizer", "spawn", "default_reply"]
+__all__ = ["Authorizer", "spawn"]

@@ -1,16 +1,14 @@
 """Authorizers that live inside the broker process (the operator at the
-terminal of ``brokerctl attach``): same interface as a connection, so the
-shim stacks them like any other, with no pipe in between."""
+terminal of ``brokerctl attach``): the same interface as a connection
+(:class:`~brokerd.decision.member.Member`), so the shim stacks them like any
+other, with no pipe in between."""
 
 from __future__ import annotations
 
-import errno as _errno
-from collections.abc import Callable
-
-from brokerd.decision.stack import NO_RULES, StaticRules
-from brokerd.protocol.types import Reply, SkipFail
-
-Answer = Callable[[Reply, str], None]
+from brokerd.decision.defaults import DENY
+from brokerd.decision.member import Answer
+from brokerd.decision.rules import NO_RULES, TRACE, ArgRule, StaticRules
+from brokerd.protocol.types import Reply
 
 
 class LocalAuthorizer:
@@ -18,15 +16,15 @@ class LocalAuthorizer:
     keep questions and answer later from :meth:`on_readable` (``rfd`` is then
     a descriptor the loop watches, e.g. the terminal)."""
 
-    pid = None
+    pid: int | None = None
     wfd = -1
     wants_write = False
     ready = True
     caller = False
-    strsize = None
+    strsize: int | None = None
     static: StaticRules = NO_RULES
-    rules: tuple = ()
-    verdicts = None
+    rules: tuple[ArgRule, ...] = ()
+    verdicts: frozenset[str] | None = None
     greeting_timeout = 0.0
 
     def __init__(self, name: str, trace: frozenset[str] | None = None, *, rfd: int = -1,
@@ -38,13 +36,14 @@ class LocalAuthorizer:
         self.events = events
         self.mode = "plain"
         self.timeout = float("inf")
-        self.default: object = SkipFail(_errno.EPERM)
+        self.default: object = DENY
 
     def wants(self, name: str) -> bool:
-        return self.trace is None or name in self.trace
+        """Asked about ``name`` unless its static rules settle it (as a connection)."""
+        return self.action(name) == TRACE
 
     def action(self, name: str) -> tuple[str, int]:
-        return self.static.action(name, self.wants(name))
+        return self.static.action(name, self.trace is None or name in self.trace)
 
     def greet(self, session: str, now: float) -> None:
         pass

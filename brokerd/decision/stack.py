@@ -11,20 +11,29 @@ path); they hold no sockets, only the rules of stacking:
   in reverse order, each able to replace it.
 
 A walk asks for one reply at a time (:meth:`EntryWalk.next`), is fed it
-(:meth:`EntryWalk.feed`), and ends with a :class:`Decision`.
+(:meth:`EntryWalk.feed`), and ends with a :class:`Decision`.  A
+:class:`Stack` holds the members in order and knows, per call, who must be
+asked, what the stack answers before any argument is seen, and which answers
+the broker may give for a member without asking it (its argument rules, its
+cached verdicts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
+from brokerd.decision.cache import VerdictCache
+from brokerd.decision.member import Member
+from brokerd.decision.rules import ALLOW, ENTRY_VERDICTS, TRACE, combine
 from brokerd.protocol.types import (
     Call,
     Cont,
     Fail,
     Kill,
     Ok,
+    Reply,
     Result,
     Rewrite,
     SetMem,
@@ -35,6 +44,9 @@ from brokerd.protocol.types import (
     SysretEvent,
 )
 
+if TYPE_CHECKING:
+    from brokerd.protocol.abi import Abi
+
 
 class VerdictError(ValueError):
     """A reply that is well-formed but not allowed where it came (e.g. ``ok 1``
@@ -44,8 +56,6 @@ class VerdictError(ValueError):
         super().__init__(message)
         self.code = code
 
-
-ENTRY_VERDICTS = (Cont, Step, Kill, SkipFail, SkipOk, Rewrite)
 
 
 @dataclass(slots=True)
@@ -160,165 +170,82 @@ class ExitWalk:
         self.done = self._pos == len(self._order)
 
 
-# ---------------------------------------------------------------------------
-# Static rules: answers that need no argument, compiled into the kernel filter
-# ---------------------------------------------------------------------------
+class Stack(Sequence[Member]):
+    """A session's authorizers in stack order: the first is farthest from the
+    kernel, the last nearest (the broker's own rules come after it).
 
-ALLOW = ("allow", 0)
-TRACE = ("trace", 0)
-KILL = ("kill", 0)
+    Per-call facts are cached by syscall name; they depend only on what the
+    members declared, so :meth:`forget` is called once their handshakes are
+    settled.  A dead member keeps its place and its subscriptions: its calls
+    keep getting its default verdict (fail closed).
+    """
 
+    __slots__ = ("_members", "_orders", "cache")
 
-@dataclass(frozen=True, slots=True)
-class StaticRules:
-    """What one authorizer declared in its handshake (``allow=``, ``deny=``,
-    ``kill=``, ``unknown=``): answers for whole syscalls, whatever the
-    arguments, that the broker may give without asking it."""
+    def __init__(self, members: Iterable[Member] = ()) -> None:
+        self._members: tuple[Member, ...] = tuple(members)
+        self._orders: dict[str, tuple[int, ...]] = {}
+        self.cache = VerdictCache()
 
-    allow: frozenset[str] = frozenset()
-    deny: tuple[tuple[str, int], ...] = ()
-    kill: frozenset[str] = frozenset()
-    unknown: tuple[str, int] | None = None  # for every syscall it does not name
+    def __getitem__(self, pos):  # type: ignore[override]
+        return self._members[pos]
 
-    def action(self, name: str, subscribed: bool) -> tuple[str, int]:
-        """This authorizer's answer for ``name``: allow / trace / deny(errno) / kill."""
-        if name in self.kill:
-            return KILL
-        for n, e in self.deny:
-            if n == name:
-                return ("deny", e)
-        if name in self.allow:
-            return ALLOW
-        if subscribed:
-            return TRACE
-        return self.unknown or ALLOW
+    def __len__(self) -> int:
+        return len(self._members)
 
-    @property
-    def empty(self) -> bool:
-        return not (self.allow or self.deny or self.kill or self.unknown)
+    def __iter__(self) -> Iterator[Member]:
+        return iter(self._members)
 
+    def forget(self) -> None:
+        """Drop the per-call facts (after the members' handshakes)."""
+        self._orders.clear()
 
-NO_RULES = StaticRules()
+    # -- who is asked, and what the stack answers before any argument ---------
+    def order(self, name: str) -> tuple[int, ...]:
+        """The positions that must be asked about syscall ``name``, in order."""
+        order = self._orders.get(name)
+        if order is None:
+            order = self._orders[name] = tuple(i for i, m in enumerate(self._members) if m.wants(name))
+        return order
 
+    def action(self, name: str, *below: tuple[str, int]) -> tuple[str, int]:
+        """The stack's answer for syscall ``name`` whatever its arguments
+        (allow, trace, deny(errno) or kill), with ``below`` (the broker's own
+        rules) after the last member: see :func:`~.rules.combine`."""
+        return combine([*(m.action(name) for m in self._members), *below])
 
-def combine(actions: Sequence[tuple[str, int]]) -> tuple[str, int]:
-    """The stack's answer from its members' answers, in stack order: a
-    denial or kill anywhere wins (the first one, as the walk would meet it);
-    else the call stops if anyone must decide; else it is allowed.  A rule
-    lower in the stack can therefore only narrow what the others allow."""
-    need_trace = False
-    for a in actions:
-        if a[0] in ("deny", "kill"):
-            return a
-        if a[0] == "trace":
-            need_trace = True
-    return TRACE if need_trace else ALLOW
+    def unknown(self) -> tuple[str, int]:
+        """The stack's answer for a call no table names (a newer kernel's)."""
+        return combine([m.static.unknown or (TRACE if m.trace is None else ALLOW) for m in self._members])
 
+    def subscriptions(self) -> set[str] | None:
+        """The union of the members' subscriptions (None: every syscall)."""
+        names: set[str] = set()
+        for m in self._members:
+            if m.trace is None:
+                return None
+            names |= m.trace
+        return names
 
-def parse_static(attrs: dict[str, str]) -> StaticRules:
-    """Static rules from handshake attributes; raises ValueError naming the
-    bad part (the broker answers ``error bad-hello``)."""
-    from brokerd.protocol.consts import errno_number
+    def signal_order(self) -> tuple[int, ...]:
+        """The positions asked about signals, in order."""
+        return tuple(i for i, m in enumerate(self._members) if m.signals)
 
-    def names(key: str) -> list[str]:
-        return [n for n in attrs.get(key, "").split(",") if n]
+    # -- answers given for a member without asking it ------------------------
+    def known_answer(self, pos: int, event: SyscallEvent, abi: Abi | None) -> Reply | None:
+        """The answer of member ``pos`` to ``event`` (as it would see it) that
+        the broker already knows: its first matching argument rule, else a
+        verdict it marked ``; cache`` for this very call.  None: ask it."""
+        rules = self._members[pos].rules
+        if rules:
+            spec = abi.by_name.get(event.call.name) if abi is not None else None
+            kinds = spec.args if spec is not None else ()
+            for rule in rules:
+                if rule.matches(event, kinds):
+                    return Reply(rule.verdict)  # type: ignore[arg-type]
+        return self.cache.get(pos, event)
 
-    deny: list[tuple[str, int]] = []
-    for item in names("deny"):
-        name, _, err = item.partition(":")
-        deny.append((name, errno_number(err) if err else 1))
-    unknown = None
-    if "unknown" in attrs:
-        word, _, err = attrs["unknown"].partition(":")
-        if word == "deny":
-            unknown = ("deny", errno_number(err) if err else 1)
-        elif word in ("kill", "allow", "trace"):
-            unknown = (word, 0)
-        else:
-            raise ValueError(f"unknown={attrs['unknown']!r}: expected allow, trace, kill or deny[:ERRNO]")
-    return StaticRules(frozenset(names("allow")), tuple(deny), frozenset(names("kill")), unknown)
-
-
-# ---------------------------------------------------------------------------
-# Argument rules: simple checks the broker evaluates for an authorizer
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ArgRule:
-    """``rule="openat path2=/usr/lib/** => cont"`` from a handshake: when the
-    call and every matcher match, ``verdict`` is that authorizer's answer,
-    given by the broker with no round trip.  Matchers: ``pathN=GLOB`` (the
-    resolved path note), ``argN=VALUE`` (equality, symbols allowed),
-    ``argN&FLAGS`` / ``argN!&FLAGS`` (any of the flags set / none set)."""
-
-    name: str
-    matchers: tuple[tuple[str, int, object], ...]  # (op, argn, operand)
-    verdict: object
-    text: str
-
-    def matches(self, event: SyscallEvent, kinds: Sequence[str]) -> bool:
-        from brokerd.protocol.args import value_to_int
-
-        if event.call.name != self.name:
-            return False
-        args = event.call.args
-        for op, n, operand in self.matchers:
-            if op == "path":
-                path = next((v for k, v in event.notes if k == f"path{n}"), None)
-                if path is None or not operand.fullmatch(path.data.decode("utf-8", "surrogateescape")):  # type: ignore[attr-defined]
-                    return False
-                continue
-            if n > len(args):
-                return False
-            kind = kinds[n - 1] if n <= len(kinds) else "int"
-            try:
-                value = value_to_int(args[n - 1], kind)
-                want = operand if isinstance(operand, int) else value_to_int(operand, kind)  # type: ignore[arg-type]
-            except (ValueError, TypeError):
-                return False
-            if op == "eq" and value != want or op == "any" and not value & want or op == "none" and value & want:
-                return False
-        return True
-
-
-def parse_arg_rule(text: str) -> ArgRule:
-    """Parse one ``rule=`` handshake value; raises ValueError naming the problem."""
-    import re
-
-    from brokerd.globs import glob_to_regex
-    from brokerd.protocol import codec
-    from brokerd.protocol.errors import ProtocolError
-
-    head, sep, verdict_text = text.partition("=>")
-    words = head.split()
-    if not sep or not words:
-        raise ValueError(f"rule {text!r}: expected 'NAME [MATCHER...] => VERDICT'")
-    try:
-        reply = codec.parse_reply(verdict_text.strip())
-    except ProtocolError as e:
-        raise ValueError(f"rule {text!r}: bad verdict: {e.message}") from None
-    if not isinstance(getattr(reply, "verdict", None), ENTRY_VERDICTS):
-        raise ValueError(f"rule {text!r}: {verdict_text.strip()!r} is not a verdict for a syscall")
-    matchers: list[tuple[str, int, object]] = []
-    for m in words[1:]:
-        g = re.fullmatch(r"path([1-6])=(.+)", m)
-        if g:
-            matchers.append(("path", int(g[1]), re.compile(glob_to_regex(g[2]))))
-            continue
-        g = re.fullmatch(r"arg([1-6])(=|&|!&)(.+)", m)
-        if not g:
-            raise ValueError(f"rule {text!r}: bad matcher {m!r} (pathN=GLOB, argN=V, argN&FLAGS, argN!&FLAGS)")
-        try:
-            operand: object = codec.parse_value(g[3])
-        except ProtocolError as e:
-            raise ValueError(f"rule {text!r}: bad value in {m!r}: {e.message}") from None
-        matchers.append(({"=": "eq", "&": "any", "!&": "none"}[g[2]], int(g[1]), _operand(operand)))
-    return ArgRule(words[0], tuple(matchers), reply.verdict, text)  # type: ignore[union-attr]
-
-
-def _operand(v: object) -> object:
-    """Plain numbers are compared as they are; symbols resolve per argument kind."""
-    from brokerd.protocol.types import Int, Oct, Ptr
-
-    return v.value if isinstance(v, Int | Ptr | Oct) else v
+    def remember(self, pos: int, event: SyscallEvent, reply: Reply) -> None:
+        """Member ``pos`` answered ``event``: keep the answer if it said ``; cache``."""
+        if reply.cache:
+            self.cache.put(pos, event, reply)

@@ -30,8 +30,8 @@ import fcntl
 import os
 import select
 import signal
+import socket
 import struct
-import time
 from collections.abc import Sequence
 
 from brokerd.decision.stack import Decision
@@ -52,6 +52,7 @@ RESP = struct.Struct("=QqiI")  # id, val, error, flags
 #: kinds whose judgement the kernel would re-read from tracee memory
 UNSTABLE_KINDS = ("path", "str", "sockaddr", "inbuf", "argv", "envp", "open_how", "clone_args")
 NOTIFY_VERDICTS = frozenset({"cont", "skip-fail", "skip-ok"})
+SYS_SENDMSG = 46
 
 
 def stack_allows_notify(shim: Shim) -> tuple[bool, str]:
@@ -68,7 +69,7 @@ def stack_allows_notify(shim: Shim) -> tuple[bool, str]:
             return False, f"authorizer {a.name} wants signal or process events"
         if a.rules:
             return False, f"authorizer {a.name} has argument rules"
-    names = shim.subscriptions()
+    names = shim.stack.subscriptions()
     specs = ABIS["x86_64"].by_name
     judged = specs.keys() if names is None else names
     for n in judged:
@@ -106,20 +107,28 @@ class NotifyShim(Shim):
             os.kill(os.getpid(), signal.SIGSTOP)
 
     def launch(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
-        insns = self.build_filter(stop=seccomp.RET_USER_NOTIF, guard_region=False)
+        nonce = int.from_bytes(os.urandom(8), "little") | 1
+        insns = self.build_filter(stop=seccomp.RET_USER_NOTIF, guard_region=False, handoff=nonce)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
         def prepare(go: int) -> None:
+            ours.close()
+            hand_over = _HandOver(theirs.fileno(), nonce)
             fd = seccomp.install(insns, flags=SECCOMP_FILTER_FLAG_NEW_LISTENER)
-            os.read(go, 1)  # until the broker holds the listener (this read may itself be notified)
+            hand_over.send(fd)  # the one call the filter lets through: nothing else may run before it
+            os.read(go, 1)  # until the broker is ready (this read may itself be notified)
             os.close(fd)
 
         pid, go = self._spawn(argv, env, prepare)
+        theirs.close()
         try:
-            self._listener = _take_listener(pid)
+            self._listener = _receive_listener(ours)
         except OSError as e:
             os.kill(pid, signal.SIGKILL)
             os.close(go)
-            raise LaunchError(1, f"cannot take the seccomp listener: {e.strerror}") from e
+            raise LaunchError(1, f"cannot take the seccomp listener: {e.strerror} (--backend ptrace needs none)") from e
+        finally:
+            ours.close()
         try:  # wake the parked thread on the CPU that answers (Linux 6.6+)
             fcntl.ioctl(self._listener, IOCTL_SET_FLAGS, struct.pack("=Q", SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP))
         except OSError:
@@ -252,33 +261,43 @@ def _tgid(tid: int) -> int:
     return tgid_of(tid)
 
 
-def _take_listener(pid: int, timeout: float = 10.0) -> int:
-    """The child's seccomp listener, copied into the broker with pidfd_getfd
-    as soon as it appears in /proc/PID/fd."""
-    from .scratch import SYS_pidfd_getfd
+class _HandOver:
+    """The launched child's sendmsg of its listener to the broker (SCM_RIGHTS
+    over a socketpair; no pidfd_getfd, which container profiles refuse).
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    pidfd = os.pidfd_open(pid)
+    Between installing the filter and this call the child may make no other
+    system call the filter could notify: the broker cannot answer before it
+    holds the listener.  So everything is built beforehand, and the filter lets
+    exactly this sendmsg through: its 4th argument register, which sendmsg
+    ignores, carries a 64-bit nonce the program never sees."""
+
+    def __init__(self, sock: int, nonce: int) -> None:
+        self.sock, self.nonce = sock, nonce
+        self.byte = ctypes.create_string_buffer(b"L", 1)
+        self.iov = ctypes.create_string_buffer(struct.pack("=QQ", ctypes.addressof(self.byte), 1), 16)
+        self.cmsg = ctypes.create_string_buffer(struct.pack("=QiiiI", 20, socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                            -1, 0), 24)
+        self.msg = ctypes.create_string_buffer(struct.pack(
+            "=QI4xQQQQi4x", 0, 0, ctypes.addressof(self.iov), 1, ctypes.addressof(self.cmsg), 24, 0), 56)
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.syscall.restype = ctypes.c_long
+        self.args = (ctypes.c_long(SYS_SENDMSG), ctypes.c_long(sock), ctypes.c_void_p(ctypes.addressof(self.msg)),
+                     ctypes.c_long(0), ctypes.c_ulong(nonce))
+
+    def send(self, fd: int) -> None:
+        struct.pack_into("=i", self.cmsg, 16, fd)
+        if self.libc.syscall(*self.args) < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"sendmsg of the seccomp listener: {os.strerror(err)}")
+
+
+def _receive_listener(sock: socket.socket, timeout: float = 10.0) -> int:
+    """The listener the child sends (see _HandOver)."""
+    sock.settimeout(timeout)
     try:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                fds = os.listdir(f"/proc/{pid}/fd")
-            except FileNotFoundError:
-                raise OSError(E.ESRCH, "the program died before its filter was installed") from None
-            for fd in fds:
-                try:
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                except OSError:
-                    continue
-                if "seccomp notify" in target:
-                    got = libc.syscall(SYS_pidfd_getfd, pidfd, int(fd), 0)
-                    if got < 0:
-                        err = ctypes.get_errno()
-                        raise OSError(err, os.strerror(err))
-                    return got
-            time.sleep(0.0005)
-        raise OSError(E.ETIMEDOUT, "the program's seccomp listener did not appear")
-    finally:
-        os.close(pidfd)
+        _msg, fds, _flags, _addr = socket.recv_fds(sock, 1, 1)
+    except TimeoutError:
+        raise OSError(E.ETIMEDOUT, "the program did not hand over its seccomp listener") from None
+    if not fds:
+        raise OSError(E.ESRCH, "the program died before its filter was installed")
+    return fds[0]

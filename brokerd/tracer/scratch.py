@@ -7,7 +7,8 @@ other thread or process sharing memory can change them after the check (the
 seed's 2011 TOCTOU point).
 
 The region is a memfd created in the tracee (an injected ``memfd_create``),
-pulled into the shim with ``pidfd_getfd``, mapped read-write *in the shim*,
+opened again by the shim through ``/proc/TID/fd/N`` (a tracer may; no
+``pidfd_getfd``, which container seccomp profiles refuse), mapped read-write *in the shim*,
 then sealed (``F_SEAL_FUTURE_WRITE|SHRINK|GROW|SEAL``) before the tracee maps
 it ``PROT_READ, MAP_SHARED``.  Because of the seal the kernel refuses the
 tracee ``mprotect(PROT_WRITE)`` on it, ``write()`` through any descriptor of
@@ -19,7 +20,7 @@ read-only shared mapping).  What is left, replacing or moving the mapping
 
 from __future__ import annotations
 
-import ctypes
+import errno as E
 import fcntl
 import mmap
 import os
@@ -29,11 +30,8 @@ REGION_SIZE = 4 << 20
 SLOT_SIZE = 16 << 10
 F_ADD_SEALS = 1033
 F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_FUTURE_WRITE = 1, 2, 4, 16
-SYS_pidfd_getfd = 438
 MFD_CLOEXEC, MFD_ALLOW_SEALING = 1, 2
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+MEMFD_NAME = "brokerd-scratch"
 
 
 @dataclass
@@ -85,18 +83,17 @@ class Region:
             self.free.append(off)
 
 
-def adopt(tgid: int, remote_fd: int) -> tuple[int, mmap.mmap]:
+def adopt(tid: int, remote_fd: int) -> tuple[int, mmap.mmap]:
     """Take the tracee's memfd into the shim, size it, map it writable here,
     seal it.  Returns the shim's descriptor (the caller closes it) and the view."""
-    pidfd = os.pidfd_open(tgid)
+    where = f"/proc/{tid}/fd/{remote_fd}"
     try:
-        fd = _libc.syscall(SYS_pidfd_getfd, pidfd, remote_fd, 0)
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"pidfd_getfd: {os.strerror(err)}")
-    finally:
-        os.close(pidfd)
+        fd = os.open(where, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise OSError(e.errno, f"open {where}: {e.strerror}") from None
     try:
+        if not os.readlink(where).startswith(f"/memfd:{MEMFD_NAME}") or os.fstat(fd).st_size:
+            raise OSError(E.EBADF, f"{where} is not the fresh memfd the shim asked for")
         os.ftruncate(fd, REGION_SIZE)
         view = mmap.mmap(fd, REGION_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL)

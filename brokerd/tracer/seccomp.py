@@ -73,12 +73,24 @@ class FlagTest:
 
 
 @dataclass(frozen=True, slots=True)
+class ArgEquals:
+    """An action that depends on one whole 64-bit argument: ``hit`` when
+    ``args[arg] == value``, else ``miss`` (the launched child's hand-over of
+    its listener carries a session nonce in an argument the call ignores)."""
+
+    arg: int
+    value: int
+    hit: int
+    miss: int
+
+
+@dataclass(frozen=True, slots=True)
 class AbiRules:
     """What the filter does for one ABI: ``actions`` maps syscall numbers (as
     seen in ``seccomp_data.nr``, the x32 bit included) to an action; every
     other number gets ``default``."""
 
-    actions: Mapping[int, int | FlagTest]
+    actions: Mapping[int, int | FlagTest | ArgEquals]
     default: int = RET_ALLOW
 
 
@@ -163,6 +175,13 @@ def _tree(prog: _Program, runs: list[tuple[int, int, int]], leaves: dict[int, in
             miss = _tree(prog, [(0, 0, action.miss)], leaves)
             prog.cond(_JMP_JSET_K, action.mask, hit, miss)
             # seccomp_data.args[i] (little-endian low word); the accumulator is reloaded per leaf
+            return prog.emit(_insn(_LD_W_ABS, 0, 0, 16 + 8 * action.arg))
+        if isinstance(action, ArgEquals):
+            hit = _tree(prog, [(0, 0, action.hit)], leaves)
+            miss = _tree(prog, [(0, 0, action.miss)], leaves)
+            prog.cond(_JMP_JEQ_K, action.value >> 32, hit, miss)
+            high = prog.emit(_insn(_LD_W_ABS, 0, 0, 16 + 8 * action.arg + 4))
+            prog.cond(_JMP_JEQ_K, action.value & 0xFFFFFFFF, high, miss)
             return prog.emit(_insn(_LD_W_ABS, 0, 0, 16 + 8 * action.arg))
         if action not in leaves or prog.dist(leaves[action]) > 255:
             leaves[action] = prog.ret(action)

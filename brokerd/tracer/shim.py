@@ -39,8 +39,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from brokerd.decision.authorizer import KILL_GRACE, NEVER_DENIED, Authorizer
-from brokerd.decision.stack import Decision, EntryWalk, ExitWalk, StaticRules, VerdictError, combine
+from brokerd.decision.audit import AuditRecord
+from brokerd.decision.authorizer import KILL_GRACE
+from brokerd.decision.defaults import NEVER_DENIED
+from brokerd.decision.member import Member
+from brokerd.decision.rules import StaticRules
+from brokerd.decision.stack import Decision, EntryWalk, ExitWalk, Stack, VerdictError
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit, names_in
 from brokerd.protocol.args import Encoded, decode_args, decode_outbufs, decode_result, encode_args
@@ -73,7 +77,7 @@ from .elfinfo import Symbolizer, exec_facts
 from .guard import GUARDED, OWNER_CALLS, OWNER_CMD_BIT, PROC_OPEN_CALLS, Guard
 from .kernel import missing_features
 from .procfs import tgid_of
-from .scratch import MFD_ALLOW_SEALING, MFD_CLOEXEC, REGION_SIZE, Region, adopt
+from .scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, REGION_SIZE, Region, adopt
 
 OPTIONS = (
     pt.O_TRACESYSGOOD
@@ -90,7 +94,8 @@ MASK64 = (1 << 64) - 1
 ARG_REGS_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 ARG_REGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
 CLONE_UNTRACED = 0x00800000
-VERDICT_CACHE_SIZE = 4096
+#: sendmsg's 4th argument register (unused by the call) carries the listener hand-over's nonce
+HANDOFF_ARG = 3
 # The broker's own rules, below every authorizer: io_uring reaches files and
 # sockets with no syscall to judge, so it is denied unless the operator allows
 # it; clone3 keeps its flags in memory (racy to check), so it fails with
@@ -126,6 +131,9 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 # itself; it stops (so the shell sees the job stopped) once the program has.
 TTY_STOP_SIGNALS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 SI_USER = 0
+#: the data of the broker's own SECCOMP_RET_TRACE: a stop with other data comes
+#: from a filter the program installed itself (natively, with no tracer, ENOSYS)
+TRACE_MARK = 0xB70C
 
 
 class LaunchError(Exception):
@@ -208,17 +216,6 @@ class _Thread:
     running: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """What one decision was: passed to the shim's ``audit`` callback."""
-
-    event: SyscallEvent | SysretEvent | SignalEvent
-    verdict: str
-    by: str
-    latency: float
-    reason: str = ""
-
-
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
@@ -242,7 +239,7 @@ class Shim:
 
     def __init__(
         self,
-        stack: Sequence[Authorizer],
+        stack: Sequence[Member],
         *,
         strsize: int = 64,
         session: str = "1",
@@ -254,7 +251,7 @@ class Shim:
         stable_args: bool = True,
         use_landlock: bool = True,
     ) -> None:
-        self.stack = list(stack)
+        self.stack = Stack(stack)
         self.strsize = strsize
         self.session = session
         self.audit = audit
@@ -267,10 +264,7 @@ class Shim:
         self._next_id = 1
         self._info = pt.SyscallInfo()
         self._regs = pt.Regs()
-        self._order_cache: dict[str, tuple[int, ...]] = {}
         self._action_cache: dict[str, tuple[str, int]] = {}
-        #: (stack position, abi, call, resolved paths) -> a reply marked `; cache`
-        self._vcache: dict[tuple, Reply] = {}
         #: the broker's own rules, below every authorizer (docs/security.md)
         self.internal = BROKER_RULES if not allow_io_uring else BROKER_RULES_IO_URING
         self._signal_order: tuple[int, ...] = ()
@@ -281,7 +275,7 @@ class Shim:
         self._mem = _Mem(0)
         self._sfd = -1
         self._ep: select.epoll | None = None
-        self._fds: dict[int, Authorizer] = {}
+        self._fds: dict[int, Member] = {}
         self._saved_dispositions: dict[int, object] = {}
         self._old_mask: set[int] = set()
         self.stats = {"stops": 0, "decisions": 0}
@@ -348,7 +342,8 @@ class Shim:
             a.greet(self.session, now)
         while not all(a.ready for a in self.stack):
             self._poll_once(reap=False)
-        self._signal_order = tuple(i for i, a in enumerate(self.stack) if a.signals)
+        self.stack.forget()  # subscriptions are known now
+        self._signal_order = self.stack.signal_order()
         self.guard.protected_groups |= {a.pid for a in self.stack if a.pid}
         if self.stack:  # one decode serves every authorizer: the largest prefix any wants
             self.strsize = max(a.strsize if a.strsize is not None else self.strsize for a in self.stack)
@@ -358,26 +353,19 @@ class Shim:
         if self._symbolizer is None and any(a.caller for a in self.stack):
             self._symbolizer = Symbolizer()
 
-    def subscriptions(self) -> set[str] | None:
-        """The union of the stack's subscriptions (None: every syscall)."""
-        names: set[str] = set()
-        for a in self.stack:
-            if a.trace is None:
-                return None
-            names |= a.trace
-        return names
-
     def stack_action(self, name: str) -> tuple[str, int]:
         """What the whole stack does with syscall ``name`` before any argument
-        is seen: allow, trace, deny(errno) or kill (see stack.combine)."""
+        is seen: allow, trace, deny(errno) or kill, the broker's own rules
+        last (see decision.rules.combine)."""
         act = self._action_cache.get(name)
         if act is None:
             internal = self.internal.action(name, name in self.internal_trace)
-            act = combine([a.action(name) for a in self.stack] + [internal])
+            act = self.stack.action(name, internal)
             self._action_cache[name] = act
         return act
 
-    def build_filter(self, stop: int = seccomp.RET_TRACE, guard_region: bool = True) -> list[tuple[int, int, int, int]]:
+    def build_filter(self, stop: int = seccomp.trace(TRACE_MARK), guard_region: bool = True,
+                     handoff: int | None = None) -> list[tuple[int, int, int, int]]:
         """The launched session's seccomp mask: ``stop`` (RET_TRACE, or
         RET_USER_NOTIF for the notification backend) for calls someone must
         decide, the stack's static answers (ALLOW, ERRNO, KILL_PROCESS) for
@@ -388,8 +376,7 @@ class Shim:
             "deny": seccomp.ret_errno,
             "kill": lambda e: seccomp.RET_KILL_PROCESS,
         }
-        unknown = combine([a.static.unknown or (("trace", 0) if a.trace is None else ("allow", 0))
-                           for a in self.stack])
+        unknown = self.stack.unknown()
         rules: dict[str, seccomp.AbiRules] = {}
         for abi_name, abi in ABIS.items():
             default = kernel[unknown[0]](unknown[1])
@@ -401,14 +388,16 @@ class Shim:
                     pass
                 elif spec.args[3:4] == ("mmap_flags",):
                     # a MAP_FIXED mapping could replace the scratch region: it stops (and is checked)
-                    action = seccomp.FlagTest(3, MAP_FIXED, seccomp.RET_TRACE, seccomp.RET_ALLOW)
+                    action = seccomp.FlagTest(3, MAP_FIXED, stop, seccomp.RET_ALLOW)
                 else:
                     action = stop  # i386's old mmap passes its flags in memory
                 action = self._flag_rule(name, action, stop)
+                if handoff is not None and name == "sendmsg" and isinstance(action, int):
+                    action = seccomp.ArgEquals(HANDOFF_ARG, handoff, seccomp.RET_ALLOW, action)
                 if action != default:
                     acts[spec.nr | abi.nr_bit] = action
             rules[abi_name] = seccomp.AbiRules(acts, default)
-        names = self.subscriptions()
+        names = self.stack.subscriptions()
         if names is not None:
             known = set(ABIS["x86_64"].by_name) | set(ABIS["i386"].by_name)
             unknown_names = names - known
@@ -472,8 +461,8 @@ class Shim:
             raise LaunchError(127, f"{argv[0]}: command not found")
         self._setup_loop()
         if self.wall is None and self.use_landlock:
-            self._log("this kernel has no Landlock: the broker's own checks guard its processes "
-                      "(every open stops once more; docs/security.md)")
+            self._log("no Landlock here (not in this kernel, or refused by a seccomp profile): the broker's "
+                      "own checks guard its processes instead (every open stops once more; docs/security.md)")
         env = dict(os.environ) if env is None else env
         for s in TERMINAL_SIGNALS:
             self._saved_dispositions[s] = signal.getsignal(s)
@@ -657,7 +646,7 @@ class Shim:
                 a.expire(now)
             self._sync_fd(a, None)
 
-    def _sync_fd(self, a: Authorizer, fd: int | None) -> None:
+    def _sync_fd(self, a: Member, fd: int | None) -> None:
         """Keep epoll's view of an authorizer's descriptors current: drop a
         dead one, ask for EPOLLOUT only while it has output waiting.  A socket
         authorizer reads and writes one descriptor; a spawned one has two."""
@@ -935,6 +924,16 @@ class Shim:
         if t.state == "inject":  # one of our injected calls meets the filter: let it run
             self._to_exit_stop(t)
             return
+        if pt.geteventmsg(t.tid) != TRACE_MARK:
+            # the program's own RET_TRACE rule (newer filters' data wins): no
+            # tracer of its own, so ENOSYS as natively, and nobody judges a call that never runs
+            regs = pt.getregs(t.tid, self._regs)
+            regs.orig_rax = MASK64
+            regs.rax = (-E.ENOSYS) & MASK64
+            pt.setregs(t.tid, regs)
+            t.state = "run"
+            self._resume(t.tid)
+            return
         info = pt.get_syscall_info(t.tid, self._info)
         if info.op != pt.INFO_SECCOMP:
             self._resume(t.tid)
@@ -985,7 +984,7 @@ class Shim:
                 t.raw = ()
                 self._apply_entry(t, Decision("skip-fail" if what == "deny" else "kill", Call(spec.name), err))
             return
-        order = self._order(spec.name)
+        order = self.stack.order(spec.name)
         if order and self.forced is not None and spec.name not in NEVER_DENIED:
             self._apply_entry(t, Decision("skip-fail", Call(spec.name), self.forced.errno))
             return
@@ -1130,13 +1129,6 @@ class Shim:
         pt.setregs(t.tid, regs)
         return (flags & ~CLONE_UNTRACED, *tuple(rawargs)[1:])
 
-    def _order(self, name: str) -> tuple[int, ...]:
-        order = self._order_cache.get(name)
-        if order is None:
-            order = tuple(i for i, a in enumerate(self.stack) if a.wants(name))
-            self._order_cache[name] = order
-        return order
-
     def _advance_entry(self, t: _Thread, walk: EntryWalk) -> None:
         nxt = walk.next()
         if nxt is None:
@@ -1152,21 +1144,11 @@ class Shim:
             self._apply_entry(t, d)
             return
         pos, ev = nxt
-        rules = self.stack[pos].rules
-        if rules:
-            kinds = t.abi.by_name[ev.call.name].args if t.abi and ev.call.name in t.abi.by_name else ()
-            rule = next((r for r in rules if r.matches(ev, kinds)), None)
-            if rule is not None:  # settled by the authorizer's own argument rule
-                walk.feed(rule.verdict, ())
-                self._advance_entry(t, walk)
-                return
-        if self._vcache:
-            key = (pos, ev.abi, ev.call, _path_key(ev.notes))
-            hit = self._vcache.get(key)
-            if hit is not None:  # this authorizer said `; cache` for this very call before
-                walk.feed(hit.verdict, hit.sets)
-                self._advance_entry(t, walk)
-                return
+        known = self.stack.known_answer(pos, ev, t.abi)
+        if known is not None:  # its own argument rule, or its cached verdict for this very call
+            walk.feed(known.verdict, known.sets)
+            self._advance_entry(t, walk)
+            return
         self.stack[pos].ask(ev, partial(self._answered, t, partial(self._on_entry_answer, t, walk, pos)), time.monotonic())
 
     def _on_entry_answer(self, t: _Thread, walk: EntryWalk, pos: int, reply: Reply, reason: str) -> None:
@@ -1181,10 +1163,8 @@ class Shim:
             self._check_sets(t, reply.sets)
             ev = walk.next()[1]  # the event as this authorizer saw it (the cache key)
             walk.feed(verdict, reply.sets)
-            if reply.cache and not reason:
-                if len(self._vcache) >= VERDICT_CACHE_SIZE:
-                    self._vcache.clear()
-                self._vcache[(pos, ev.abi, ev.call, _path_key(ev.notes))] = reply
+            if not reason:
+                self.stack.remember(pos, ev, reply)
         except VerdictError as e:
             a.report_error(e.code, str(e))
             walk.feed(a.default, ())
@@ -1328,7 +1308,7 @@ class Shim:
         t.state = "inject"
         # the memfd's name, briefly on the stack well below the red zone
         name_at = (saved.rsp - 4096) & ~15
-        pt.write_memory(t.tid, name_at, b"brokerd-scratch\0")
+        pt.write_memory(t.tid, name_at, MEMFD_NAME.encode() + b"\0")
         t.inject = [self._injected_memfd, self._injected_mmap, self._injected_close]
         self._set_call(t, regs, SYS_MEMFD_CREATE[t.abi.name], (name_at, MFD_CLOEXEC | MFD_ALLOW_SEALING))
         self._to_exit_stop(t)
@@ -1358,7 +1338,7 @@ class Shim:
             return
         t.inject_fd = rval
         try:
-            fd, view = adopt(t.tgid, rval)
+            fd, view = adopt(t.tid, rval)
         except OSError as e:
             self._inject_failed(t, f"cannot take the scratch memfd: {e.strerror}")
             return
@@ -1621,11 +1601,6 @@ def _real(root: bytes, where: bytes) -> bytes | None:
     if root.endswith(b"/root") and os.path.realpath(root) == b"/":
         return real
     return None
-
-
-def _path_key(notes: tuple) -> tuple:
-    """The part of an event's notes a cached verdict depends on: resolved paths."""
-    return tuple(n for n in notes if n[0].startswith("path")) if notes else ()
 
 
 def _exec_args(pid: int) -> tuple:

@@ -1,0 +1,38 @@
+"""The audit record of one decision, and its one JSON form (written by
+``brokerctl --audit`` and sent to the daemon's journal alike)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from brokerd.protocol import codec
+from brokerd.protocol.types import SignalEvent, SyscallEvent, SysretEvent
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """What one decision was: passed to the shim's ``audit`` callback."""
+
+    event: SyscallEvent | SysretEvent | SignalEvent
+    verdict: str
+    by: str  # the authorizer whose verdict ended the walk ("" when all said cont)
+    latency: float  # seconds from the stop to the decision
+    reason: str = ""  # why a default applied, when one did
+
+    def to_json(self) -> dict:
+        """The record as a JSON object: when (wall clock), who, which call,
+        the event line as the authorizers saw it, and the outcome."""
+        ev = self.event
+        if isinstance(ev, SyscallEvent):
+            call = ev.call.name
+        elif isinstance(ev, SysretEvent):
+            call = ev.name
+        else:
+            call = "signal"
+        obj = {"time": round(time.time(), 6), "pid": ev.pid, "tid": ev.tid, "call": call,
+               "event": codec.format_event(ev).decode("ascii", "replace").rstrip("\n"),
+               "verdict": self.verdict, "by": self.by, "latency_us": round(self.latency * 1e6, 1)}
+        if self.reason:
+            obj["reason"] = self.reason
+        return obj
