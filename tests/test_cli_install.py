@@ -31,6 +31,13 @@ def _as_nobody(*argv: str, input: str | None = None) -> subprocess.CompletedProc
 
 def test_installed_copy_works_for_every_user(tmp_path):
     d = shared_dir(tmp_path)
+    try:
+        _check_install(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _check_install(d: Path) -> None:
     system_python = d / "system-python"  # stands in for /usr/bin/python3
     subprocess.run([OTHER_PY, "-m", "venv", "--without-pip", str(system_python)], check=True)
     env = dict(os.environ, BROKERD_PREFIX=str(d / "opt"), BROKERD_BINDIR=str(d / "bin"),
@@ -38,7 +45,8 @@ def test_installed_copy_works_for_every_user(tmp_path):
     r = subprocess.run([str(ROOT / "scripts" / "install-system"), "--no-units"], env=env, capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "brokerctl and brokerd in" in r.stderr and "imports brokerd from" in r.stderr  # says what it did
+    said = r.stdout + r.stderr
+    assert "brokerctl and brokerd in" in said and "imports brokerd from" in said  # says what it did
     py = str(system_python / "bin" / "python")
 
     v = _as_nobody(str(d / "bin" / "brokerctl"), "--version")
