@@ -244,6 +244,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     shim, starter = _make_shim(args, operator)
     from brokerd.tracer.notify import choose_backend
 
+    if operator is not None and args.backend == "notify":
+        operator.without_results()
+
     shim = choose_backend(shim, args.backend, lambda m: print(f"{PROG}: {m}", file=sys.stderr))
     try:
         pid = shim.launch(argv)

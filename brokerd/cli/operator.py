@@ -87,6 +87,7 @@ class Operator(LocalAuthorizer):
         self._queue: deque[tuple[SyscallEvent, Answer]] = deque()
         self._inbuf = b""
         self.output_lost = False
+        self.results = True  # step each call to show its result (ptrace backend)
         #: called once when the output's reader is gone (``| head``)
         self.on_output_lost: Callable[[], None] = lambda: None
 
@@ -106,7 +107,7 @@ class Operator(LocalAuthorizer):
                     self._prompt()
             else:
                 self._started[event.id] = (time.monotonic(), self._text(event))
-                answer(Reply(Step()), "")
+                answer(Reply(Step() if self.results else Cont()), "")
         elif isinstance(event, SysretEvent):
             self._show_result(event)
             answer(Reply(Cont()), "")
@@ -117,11 +118,24 @@ class Operator(LocalAuthorizer):
             answer(Reply(Cont()), "")
 
     def on_decision(self, record) -> None:
-        """Audit hook: a call someone else denied or killed never reaches our sysret."""
+        """Audit hook: a call someone else denied or killed never reaches our sysret
+        (nor does any call when results cannot be seen)."""
         ev = record.event
-        if isinstance(ev, SyscallEvent) and ev.id in self._started and not record.verdict.startswith("cont"):
+        if not isinstance(ev, SyscallEvent) or ev.id not in self._started:
+            return
+        if not record.verdict.startswith("cont"):
             self._started.pop(ev.id)
             self._show_denied(ev, record.verdict, record.by)
+        elif not self.results:
+            _, text = self._started.pop(ev.id)
+            self.stats.setdefault(ev.call.name, _Stat()).calls += 1
+            self._line(f"{text} = ?")
+
+    def without_results(self) -> None:
+        """On the seccomp-notify backend a result cannot be seen (no step):
+        show each call as it is let through (``= ?``) and only ever say cont."""
+        self.results = False
+        self.verdicts = frozenset({"cont", "skip-fail", "skip-ok"})
 
     # -- terminal answers -------------------------------------------------
     def on_readable(self, now: float) -> None:
