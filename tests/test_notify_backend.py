@@ -53,14 +53,24 @@ def test_auto_picks_notify_only_when_the_stack_allows(authz, rules):
     assert _tracer_of("", authz(NOTIFY_AUTHZ) + " openat -") != "0"
 
 
+def _child_sh(p: subprocess.Popen, timeout: float = 60) -> int:
+    """The pid of brokerctl's program once it has exec'd sh (no fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout.split()
+        if out:
+            return int(out[0])
+        assert p.poll() is None and time.monotonic() < deadline, "the program did not start"
+        time.sleep(0.02)
+
+
 def test_program_under_notify_can_be_straced(authz, tmp_path):
     out = tmp_path / "strace.out"
     p = subprocess.Popen([*BROKERCTL, "run", "--backend", "notify", "-a", authz(NOTIFY_AUTHZ) + " getppid -",
                           "--", "sh", "-c", "while :; do sleep 0.05; done"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        time.sleep(0.8)
-        sh = int(subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout.split()[0])
+        sh = _child_sh(p)
         s = subprocess.run(["timeout", "-s", "INT", "1", "strace", "-f", "-o", str(out), "-p", str(sh)],
                            capture_output=True, text=True)
         assert "Operation not permitted" not in s.stderr, s.stderr
@@ -92,8 +102,7 @@ def test_static_rules_hold_when_the_broker_is_killed(authz, tmp_path):
 
     try:
         wait(lambda: len(lines()) >= 2, "the program runs under the broker")
-        out = subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout
-        sh = int(out.split()[0])
+        sh = _child_sh(p)
         p.kill()
         p.wait()
         n = len(lines())
