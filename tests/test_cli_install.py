@@ -61,5 +61,9 @@ def _check_install(d: Path) -> None:
     for generic in ("protocol", "clients", "trio"):
         n = _as_nobody(py, "-c", f"import {generic}")
         assert n.returncode != 0 and "ModuleNotFoundError" in n.stderr, generic
+    # as documented, from the checkout, whose own brokerd/ comes first on the path
+    c = subprocess.run([py, "-m", "brokerd.clients.policies.sandbox", "--help"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert c.returncode == 0 and "usage: sandbox" in c.stdout, c.stderr
     run = _as_nobody(str(d / "bin" / "brokerctl"), "run", "--policy", "readonly", "--", "cat", "/etc/hostname")
     assert run.returncode == 0 and run.stdout == Path("/etc/hostname").read_text(), run.stderr
