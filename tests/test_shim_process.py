@@ -105,7 +105,10 @@ def test_signal_delivered_natively(cprog, rules):
     # SIGTERM sent to the broker is forwarded; the program dies of it and the status says so.
     p = subprocess.Popen([*BROKERCTL, "run", "-a", rules(), "--", "sleep", "30"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(1.0)
+    deadline = time.monotonic() + 60  # until the program runs (brokerctl then handles SIGTERM): no fixed sleep
+    while not subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sleep"], capture_output=True).stdout:
+        assert p.poll() is None and time.monotonic() < deadline, "the program did not start"
+        time.sleep(0.02)
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=10) == 128 + signal.SIGTERM
 
