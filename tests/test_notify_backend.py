@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 from conftest import BROKERCTL, brokerctl
+from daemon_fixtures import wait_for
 
 NOTIFY_AUTHZ = r'''
 import sys
@@ -38,6 +38,15 @@ def test_same_verdicts_on_both_backends(authz, cprog, backend):
     assert r.stdout == "before\nwrite ok 7\n" and r.returncode == 128 + signal.SIGKILL
 
 
+def _child_sh(p: subprocess.Popen) -> int:
+    """The program (``sh``) brokerctl ``p`` launched, once it runs (a loaded machine starts slowly)."""
+    def find() -> int | None:
+        out = subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout.split()
+        assert p.poll() is None, p.communicate()[1]
+        return int(out[0]) if out else None
+    return wait_for(find, 30, "the launched program")
+
+
 def _tracer_of(cmd: str, authz_cmd: str, *opts: str) -> str:
     r = brokerctl("run", *opts, "-a", authz_cmd, "--", "sh", "-c", "grep TracerPid /proc/self/status")
     assert r.returncode == 0, r.stderr
@@ -51,17 +60,6 @@ def test_auto_picks_notify_only_when_the_stack_allows(authz, rules):
     assert _tracer_of("", rules()) != "0"  # a plain authorizer may answer anything: ptrace
     # openat's path would be re-read by the kernel after the decision: ptrace keeps it stable
     assert _tracer_of("", authz(NOTIFY_AUTHZ) + " openat -") != "0"
-
-
-def _child_sh(p: subprocess.Popen, timeout: float = 60) -> int:
-    """The pid of brokerctl's program once it has exec'd sh (no fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        out = subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout.split()
-        if out:
-            return int(out[0])
-        assert p.poll() is None and time.monotonic() < deadline, "the program did not start"
-        time.sleep(0.02)
 
 
 def test_program_under_notify_can_be_straced(authz, tmp_path):
@@ -89,32 +87,23 @@ def test_static_rules_hold_when_the_broker_is_killed(authz, tmp_path):
     p = subprocess.Popen([*BROKERCTL, "run", "--backend", "notify", "-a",
                           authz(NOTIFY_AUTHZ) + " getppid - deny=mkdir:EACCES,mkdirat:EACCES", "--", "sh", "-c", script],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    sh = None
-
-    def lines() -> list[str]:
-        return log.read_text().splitlines() if log.exists() else []
-
-    def wait(cond, what: str) -> None:
-        deadline = time.monotonic() + 60
-        while not cond():
-            assert time.monotonic() < deadline, what
-            time.sleep(0.02)
-
+    sh = 0
     try:
-        wait(lambda: len(lines()) >= 2, "the program runs under the broker")
         sh = _child_sh(p)
+        wait_for(lambda: log.exists() and log.read_text().count("\n") >= 2, 30, "the program's first denials")
         p.kill()
         p.wait()
-        n = len(lines())
-        wait(lambda: len(lines()) > n + 3, "the program should go on running")
-        assert all(line.strip() == "Permission denied" for line in lines()), set(lines())
+        n = len(log.read_text().splitlines())
+        wait_for(lambda: len(log.read_text().splitlines()) > n + 3, 30, "the program to go on without its broker")
+        lines = log.read_text().splitlines()
+        assert all(line.strip() == "Permission denied" for line in lines), set(lines)
         assert not target.exists()
     finally:
         try:
             os.killpg(p.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        if sh is not None:
+        if sh:
             subprocess.run(["pkill", "-KILL", "-P", str(sh)], capture_output=True)
             try:
                 os.kill(sh, signal.SIGKILL)

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from brokerd.cli.argtypes import seconds
 from brokerd.cli.authorizers import Starter, StartError
 from brokerd.cli.control import register as add_daemon_commands
+from brokerd.cli.learn import LearnError
+from brokerd.cli.learn import register as add_learn_command
 from brokerd.cli.output import say, silence
 from brokerd.cli.policy import PolicyError, add_subcommands, policy_command
 from brokerd.decision.defaults import default_verdict
@@ -86,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--caller", action="store_true", help="show the calling library:symbol+offset of each call")
     att.add_argument("--save-policy", metavar="FILE",
                      help="on exit, save the 'always' answers as a policy file (brokerctl run --policy FILE)")
+    att.add_argument("--learned", metavar="POLICY.toml",
+                     help="with --ask: start from a policy brokerctl learn wrote: ask only about what it would deny,"
+                          " and add the 'always allow' answers to it on exit")
     att.add_argument("-q", "--quiet", action="store_true", help="do not show each call (still steer and summarise)")
     att.add_argument("--on-exit", choices=("kill", "detach"), default=None,
                      help="what happens to PID if brokerctl dies or is told to stop (SIGTERM, SIGHUP, its output"
@@ -95,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_display_options(att)
     att.set_defaults(summary="both", times=True)
     add_subcommands(sub)
+    add_learn_command(sub)
     add_daemon_commands(sub)
     return p
 
@@ -302,9 +308,14 @@ def cmd_attach(args: argparse.Namespace) -> int:
         raise UsageError("attach --ask: say which calls to ask about with -e trace=LIST (e.g. -e trace=openat)")
     if args.ask and not os.isatty(0):
         raise UsageError("attach --ask: standard input must be a terminal to answer on")
+    if args.learned and not args.ask:
+        raise UsageError("attach --learned POLICY.toml needs --ask")
+    from brokerd.cli.learn import AskSession
+
+    start = AskSession(args.learned) if args.learned else None
     out = _output(args.output)
     display = Display(calls=not args.quiet, times=True, stamps=args.stamps, fd_paths=args.fd_paths)
-    operator = Operator(trace, out=out, ask=args.ask, tty=0, display=display)
+    operator = Operator(trace, out=out, ask=args.ask, tty=0, display=display, start=start)
     shim, starter = _make_shim(args, operator)
     enforcing = args.ask or len(shim.stack) > 1  # anyone but the watching operator decides
     on_exit = args.on_exit or ("kill" if enforcing else "detach")
@@ -333,6 +344,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
         with open(args.save_policy, "w") as f:
             f.write(operator.policy_toml(pid))
         _say(f"{PROG}: {len(operator.always)} rule(s) saved to {args.save_policy}")
+    if start is not None:
+        _say(f"{PROG}: {start.save()} answer(s) added to {args.learned}")
     return 0 if shim.detached_cleanly else status
 
 
@@ -381,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "handler"):
             return args.handler(args)
         raise UsageError(f"unknown command {args.command}")
-    except (UsageError, PolicyError) as e:
+    except (UsageError, PolicyError, LearnError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     except StartError as e:
