@@ -288,10 +288,12 @@ def _output(path: str | None):
 
 
 def _as_attach(args: argparse.Namespace) -> argparse.Namespace:
-    """run -p PID's options as attach's."""
-    return argparse.Namespace(**{**vars(args), "pid": args.attach_pid, "follow": bool(args.follow), "ask": False,
-                                 "caller": False, "save_policy": None, "quiet": args.summary == "only",
-                                 "on_exit": None})
+    """run -p PID's options as attach's: attach's defaults, then every
+    option the two share as given to run."""
+    attach = build_parser().parse_args(["attach", "--", args.attach_pid])
+    shared = {k: v for k, v in vars(args).items() if k in vars(attach) and k not in ("command", "follow")}
+    return argparse.Namespace(**{**vars(attach), **shared, "follow": bool(args.follow),
+                                 "quiet": args.summary == "only"})
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
