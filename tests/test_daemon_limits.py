@@ -343,3 +343,16 @@ def test_limits_are_configurable_apply_to_root_on_request_and_reload(world):
     [e] = world.connect(0, d, 1)
     assert tracer_session(e).startswith(b"error busy uid 0 already has 2 sessions open")
 
+
+
+def test_listings_never_print_another_users_control_characters(world):
+    """`brokerctl sessions` on root's terminal shows another user's command
+    line: its terminal escapes and newlines come out as \\xNN, never raw."""
+    d = world.daemon()
+    [shim] = world.connect(U2, d, 1)
+    assert tracer_session(shim, argv='"\\x1b]0;owned\\x07 prog\\nforged-row"').startswith(b"ok ")
+    [s] = wait_for(lambda: d.query("sessions"), what="the session")
+    assert "\x1b" in " ".join(s["argv"])  # the daemon kept the bytes; only the table escapes them
+    out = d.ctl("sessions").stdout
+    assert not any(c in out for c in "\x1b\x07"), repr(out)
+    assert len(out.splitlines()) == 2 and "\\x1b]0;owned\\x07" in out

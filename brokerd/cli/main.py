@@ -249,6 +249,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = _output(args.output)
         operator = Operator(_parse_trace(args.exprs)[0], out=out, display=display)
     shim, starter = _make_shim(args, operator)
+    if args.backend == "auto" and not _has_daemon(shim):
+        from brokerd.tracer import direct
+
+        if not direct.why_traced(shim):  # the kernel enforces all of it: no tracer, no broker left
+            try:
+                return direct.exec_direct(shim, argv)
+            except LaunchError as e:
+                print(f"{PROG}: {e}", file=sys.stderr)
+                return e.status
     from brokerd.tracer.notify import choose_backend
 
     if operator is not None and args.backend == "notify":
@@ -294,6 +303,11 @@ def _as_attach(args: argparse.Namespace) -> argparse.Namespace:
     shared = {k: v for k, v in vars(args).items() if k in vars(attach) and k not in ("command", "follow")}
     return argparse.Namespace(**{**vars(attach), **shared, "follow": bool(args.follow),
                                  "quiet": args.summary == "only"})
+
+
+def _has_daemon(shim) -> bool:
+    """Is the session registered with a daemon (it expects the session's end)?"""
+    return getattr(shim, "daemon_session", None) is not None
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
