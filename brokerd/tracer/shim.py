@@ -113,6 +113,8 @@ HANDOFF_ARG = 3
 # flags are in registers and lose CLONE_UNTRACED; clone itself always stops.
 IO_URING_DENIED = (("io_uring_setup", E.EPERM), ("io_uring_enter", E.EPERM), ("io_uring_register", E.EPERM))
 CLONE3_DENIED = (("clone3", E.ENOSYS),)
+#: a watch-only attach's rules (brokerctl): no region, so clone3 fails as without stable args
+BROKER_RULES_IO_URING = StaticRules(deny=CLONE3_DENIED)
 #: struct clone_args sizes the kernel accepts (CLONE_ARGS_SIZE_VER0 .. PAGE_SIZE);
 #: others fail in the kernel before any child exists, so they run unchanged
 CLONE_ARGS_SIZES = range(64, 4096 + 1)
