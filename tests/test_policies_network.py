@@ -10,6 +10,8 @@ import pytest
 from brokerd.clients.policies.network import parse_rule
 from conftest import brokerctl
 
+pytestmark = pytest.mark.usefixtures("policy_mode")  # each test in-process and as a process
+
 CLIENT = textwrap.dedent('''
     import errno, socket, sys
     port = int(sys.argv[1])

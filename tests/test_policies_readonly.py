@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 from conftest import brokerctl
 from test_clients_progs import progs  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("policy_mode")  # each test in-process and as a process
 
 
 def test_writes_fail_with_erofs_reads_work(tmp_path, progs):  # noqa: F811

@@ -10,6 +10,8 @@ import pytest
 from conftest import brokerctl
 from test_clients_progs import progs  # noqa: F401
 
+pytestmark = pytest.mark.usefixtures("policy_mode")  # each test in-process and as a process
+
 SYSTEM_RO = "--ro=/usr,--ro=/lib64,--ro=/etc/ld.so.cache"
 
 

@@ -16,7 +16,13 @@ from collections.abc import Sequence
 from brokerd.cli.control import register as add_daemon_commands
 from brokerd.cli.learn import LearnError
 from brokerd.cli.learn import register as add_learn_command
-from brokerd.cli.policy import PolicyError, add_subcommands, policy_command
+from brokerd.cli.policy import (
+    PolicyError,
+    add_subcommands,
+    policy_command,
+    policy_object,
+    python_object,
+)
 from brokerd.decision.defaults import default_verdict
 from brokerd.protocol.selection import TraceError, parse_traces
 
@@ -84,9 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--authorizer", action="append", default=[], metavar="CMD",
-                   help="an authorizer command (sh -c), spoken to over its stdin/stdout; repeat to stack")
+                   help="an authorizer command (sh -c), spoken to over its stdin/stdout, or py:MODULE:NAME, a"
+                        " brokerd.clients.authorizer.Authorizer run inside the broker; repeat to stack")
     p.add_argument("--policy", action="append", default=[], metavar="NAME[:ARGS]",
-                   help="a shipped policy (brokerctl policy list) or a .toml file; stacked before the -a ones")
+                   help="a shipped policy (brokerctl policy list) or a .toml file, run inside the broker's"
+                        " process; stacked before the -a ones")
+    p.add_argument("--policy-process", action="store_true",
+                   help="run each --policy in a process of its own (isolated from the broker; slower)")
     p.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=EXPR",
                    help="what plain (no handshake) authorizers see, strace's syntax: trace=openat,connect |"
                         " trace=%%file,%%network | trace=!/^get | trace=none | signal=all (unknown names are"
@@ -123,7 +133,6 @@ def _make_shim(args: argparse.Namespace, operator=None):
     """The shim and its authorizer stack, from the options run and attach share;
     ``operator`` (attach's terminal) goes first in the stack, farthest from the
     kernel, so every other policy still applies to what it allows."""
-    from brokerd.decision.authorizer import spawn
     from brokerd.tracer.shim import Shim
 
     if args.timeout <= 0:
@@ -138,10 +147,7 @@ def _make_shim(args: argparse.Namespace, operator=None):
     from brokerd.daemon import client as daemon_client
 
     daemon = daemon_client.from_args(args)  # None: no daemon, embedded
-    stack = [
-        spawn(cmd, timeout=args.timeout, default=default, trace=trace, signals=signals)
-        for cmd in [*map(policy_command, args.policy), *args.authorizer]
-    ]
+    stack = _members(args, trace, signals, default)
     if operator is not None:
         stack.insert(0, operator)
         writer = audit
@@ -161,6 +167,21 @@ def _make_shim(args: argparse.Namespace, operator=None):
         daemon.bind(shim)
     shim.handshake()
     return shim
+
+
+def _members(args: argparse.Namespace, trace, signals: bool, default: object) -> list:
+    """The --policy ones (in the broker's process unless --policy-process), then the -a ones
+    (``py:MODULE:NAME`` in-process, anything else a command)."""
+    from brokerd.decision.authorizer import spawn
+    from brokerd.decision.inproc import InProcess
+
+    kw = {"timeout": args.timeout, "default": default, "trace": trace, "signals": signals}
+    out = []
+    for spec in args.policy:
+        out.append(spawn(policy_command(spec), **kw) if args.policy_process else InProcess(policy_object(spec), **kw))
+    for cmd in args.authorizer:
+        out.append(InProcess(python_object(cmd), **kw) if cmd.startswith("py:") else spawn(cmd, **kw))
+    return out
 
 
 def _pin(spec: str) -> None:
