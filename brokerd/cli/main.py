@@ -173,14 +173,19 @@ def _members(args: argparse.Namespace, trace, signals: bool, default: object) ->
     """The --policy ones (in the broker's process unless --policy-process), then the -a ones
     (``py:MODULE:NAME`` in-process, anything else a command)."""
     from brokerd.decision.authorizer import spawn
-    from brokerd.decision.inproc import InProcess
 
     kw = {"timeout": args.timeout, "default": default, "trace": trace, "signals": signals}
+
+    def inproc(policy):  # imported only when used: the authorizer library costs start-up time
+        from brokerd.decision.inproc import InProcess
+
+        return InProcess(policy, **kw)
+
     out = []
     for spec in args.policy:
-        out.append(spawn(policy_command(spec), **kw) if args.policy_process else InProcess(policy_object(spec), **kw))
+        out.append(spawn(policy_command(spec), **kw) if args.policy_process else inproc(policy_object(spec)))
     for cmd in args.authorizer:
-        out.append(InProcess(python_object(cmd), **kw) if cmd.startswith("py:") else spawn(cmd, **kw))
+        out.append(inproc(python_object(cmd)) if cmd.startswith("py:") else spawn(cmd, **kw))
     return out
 
 
