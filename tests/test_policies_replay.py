@@ -70,4 +70,4 @@ def test_bad_journal_and_usage(tmp_path):
     r = brokerctl("replay", str(bad))
     assert r.returncode == 2 and "give the policy to try" in r.stderr
     r = brokerctl("replay", "/nonexistent", "-a", ALLOW_ALL)
-    assert r.returncode == 1 and r.stderr.strip() == "brokerctl: No such file or directory"
+    assert r.returncode == 1 and r.stderr.strip() == "brokerctl: /nonexistent: No such file or directory"

@@ -16,6 +16,7 @@ import os
 import shlex
 import sys
 
+from brokerd.cli.argtypes import seconds
 from brokerd.protocol.selection import TraceError, parse_traces
 
 PROG = "brokerctl"
@@ -138,7 +139,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                     help="a shipped policy or a .toml file; placed before the -a ones")
     rp.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=EXPR",
                     help="what plain (no handshake) authorizers see, strace's syntax (default: every call)")
-    rp.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="deadline for each answer")
+    rp.add_argument("--timeout", type=seconds, default=5.0, metavar="SECONDS", help="deadline for each answer")
     rp.add_argument("-q", "--quiet", action="store_true", help="no listing, only the exit status")
     rp.set_defaults(handler=cmd_replay)
 

@@ -476,8 +476,11 @@ def apply_hello(m, parsed: Hello) -> None:
         m.strsize = int(size)
 
 
-def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None = None, **kw) -> Authorizer:
-    """Start ``command`` with ``sh -c`` and speak to it over its stdin/stdout.
+def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None = None,
+          stderr: int | None = None, **kw) -> Authorizer:
+    """Start ``command`` with ``sh -c`` and speak to it over its stdin/stdout
+    (its stderr is ours, or ``stderr``: brokerctl reads it to say in one
+    line why an authorizer failed to start).
 
     It gets its own process group, so a Ctrl-C meant for the traced program
     does not kill the policy, and an unblocked signal mask whatever the
@@ -489,6 +492,8 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
         (os.POSIX_SPAWN_DUP2, to_r, 0),
         (os.POSIX_SPAWN_DUP2, from_w, 1),
     ]
+    if stderr is not None:
+        actions.append((os.POSIX_SPAWN_DUP2, stderr, 2))
     pid = os.posix_spawn(
         "/bin/sh",
         ["sh", "-c", command],

@@ -302,6 +302,8 @@ class Shim:
         self._old_mask: set[int] = set()
         self.stats = {"stops": 0, "decisions": 0}
         self.attached = False
+        #: what SIGTERM/SIGHUP of the broker do to attached tracees: "detach" or "kill"
+        self.on_leave = "detach"
         self._detaching = False
         self.guard = Guard([os.getpid()], (a.pid for a in self.stack if a.pid), self._in_session)
         #: the Landlock domain every launched program gets (None: none; the guard's own checks stand in)
@@ -570,12 +572,17 @@ class Shim:
     # ------------------------------------------------------------------
     # attach / detach
     # ------------------------------------------------------------------
-    def attach(self, pid: int, follow: bool = False) -> list[int]:
+    def attach(self, pid: int, follow: bool = False, exit_kill: bool = True) -> list[int]:
         """PTRACE_SEIZE every thread of ``pid`` (re-reading /proc/PID/task
         until no new thread appears), then interrupt each so that syscall
         stops begin.  New threads are always followed (a thread is the same
-        process); ``follow`` also follows children forked from now on."""
-        options = pt.O_TRACESYSGOOD | pt.O_TRACECLONE | pt.O_TRACEEXEC | pt.O_TRACESECCOMP | pt.O_EXITKILL
+        process); ``follow`` also follows children forked from now on.
+        ``exit_kill``: the kernel kills the tracees if the broker dies (an
+        enforcing attach fails closed); without it they go on untraced, as
+        after ``strace -p`` (a watch-only attach must never harm)."""
+        options = pt.O_TRACESYSGOOD | pt.O_TRACECLONE | pt.O_TRACEEXEC | pt.O_TRACESECCOMP
+        if exit_kill:
+            options |= pt.O_EXITKILL
         if follow:
             options |= pt.O_TRACEFORK | pt.O_TRACEVFORK
         self._setup_loop()
@@ -628,6 +635,14 @@ class Shim:
                     self.threads.pop(tid, None)
             elif t.state in ("ask", "ret", "run", "slotwait"):
                 self._detach_thread(tid, 0)
+
+    def leave(self, dying: bool) -> None:
+        """The attached broker is going away: the operator's Ctrl-C detaches;
+        dying (SIGTERM, SIGHUP, its output lost) does what ``on_leave`` says."""
+        if dying and self.on_leave == "kill":
+            self.kill_all()
+        else:
+            self.request_detach()
 
     def _detach_thread(self, tid: int, sig: int) -> None:
         t = self.threads.pop(tid, None)
@@ -769,7 +784,7 @@ class Shim:
                     self._tty_stop = not self.attached
                     self._maybe_stop_self()
                 elif self.attached and signo != signal.SIGCHLD:
-                    self.request_detach()
+                    self.leave(signo in FORWARDED_SIGNALS)
                 elif signo in FORWARDED_SIGNALS or (signo in TERMINAL_SIGNALS and code == SI_USER):
                     if self.main_pid and self.main_status is None:
                         try:
