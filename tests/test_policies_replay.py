@@ -7,6 +7,8 @@ import json
 import pytest
 from conftest import brokerctl
 
+pytestmark = pytest.mark.usefixtures("policy_mode")  # each test in-process and as a process
+
 ALLOW_ALL = "sed -u s/.*/cont/"  # a plain authorizer that allows everything (and sees everything)
 
 

@@ -20,7 +20,13 @@ from brokerd.cli.control import register as add_daemon_commands
 from brokerd.cli.learn import LearnError
 from brokerd.cli.learn import register as add_learn_command
 from brokerd.cli.output import say, silence
-from brokerd.cli.policy import PolicyError, add_subcommands, policy_command
+from brokerd.cli.policy import (
+    PolicyError,
+    add_subcommands,
+    policy_command,
+    policy_object,
+    python_object,
+)
 from brokerd.decision.defaults import default_verdict
 from brokerd.protocol.selection import TraceError, parse_traces
 
@@ -127,9 +133,13 @@ def _add_stack_options(p: argparse.ArgumentParser, launch: bool) -> None:
     """The options run and attach share; ``launch``: also those only a
     launched program has (backend, CPU pinning, Landlock)."""
     p.add_argument("-a", "--authorizer", action="append", default=[], metavar="CMD",
-                   help="an authorizer command (sh -c), spoken to over its stdin/stdout; repeat to stack")
+                   help="an authorizer command (sh -c), spoken to over its stdin/stdout, or py:MODULE:NAME, a"
+                        " brokerd.clients.authorizer.Authorizer run inside the broker; repeat to stack")
     p.add_argument("--policy", action="append", default=[], metavar="NAME[:ARGS]",
-                   help="a shipped policy (brokerctl policy list) or a .toml file; stacked before the -a ones")
+                   help="a shipped policy (brokerctl policy list) or a .toml file, run inside the broker's"
+                        " process; stacked before the -a ones")
+    p.add_argument("--policy-process", action="store_true",
+                   help="run each --policy in a process of its own (isolated from the broker; slower)")
     p.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=EXPR",
                    help="what plain (no handshake) authorizers see, strace's syntax: trace=openat,connect |"
                         " trace=%%file,%%network | trace=!/^get | trace=none | signal=all (unknown names are"
@@ -184,10 +194,7 @@ def _make_shim(args: argparse.Namespace, operator=None):
 
     daemon = daemon_client.from_args(args)  # None: no daemon, embedded
     starter = Starter()
-    stack = [
-        starter.spawn(cmd, timeout=args.timeout, default=default, trace=trace, signals=signals)
-        for cmd in [*map(policy_command, args.policy), *args.authorizer]
-    ]
+    stack = _members(args, trace, signals, default, starter.spawn)
     if operator is not None:
         stack.insert(0, operator)
         writer = audit
@@ -213,6 +220,24 @@ def _make_shim(args: argparse.Namespace, operator=None):
         daemon_client.finish(shim, 1)
         raise
     return shim, starter
+
+
+def _members(args: argparse.Namespace, trace, signals: bool, default: object, spawn) -> list:
+    """The --policy ones (in the broker's process unless --policy-process), then the -a ones
+    (``py:MODULE:NAME`` in-process, anything else a command ``spawn`` starts)."""
+    kw = {"timeout": args.timeout, "default": default, "trace": trace, "signals": signals}
+
+    def inproc(policy):  # imported only when used: the authorizer library costs start-up time
+        from brokerd.decision.inproc import InProcess
+
+        return InProcess(policy, **kw)
+
+    out = []
+    for spec in args.policy:
+        out.append(spawn(policy_command(spec), **kw) if args.policy_process else inproc(policy_object(spec)))
+    for cmd in args.authorizer:
+        out.append(inproc(python_object(cmd)) if cmd.startswith("py:") else spawn(cmd, **kw))
+    return out
 
 
 def _pin(spec: str) -> None:
