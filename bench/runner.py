@@ -240,6 +240,11 @@ class Bench:
             if prog == "openat":
                 cmds += [
                     Cmd("brokerd 4 stacked, openat", brokerctl("-e", "trace=openat", *["-a", pa] * 4, "--", *argv)),
+                    # the same decision by a clients.authorizer policy inside the broker (no process hop)
+                    Cmd("brokerd in-process py, openat", brokerctl("-a", "py:inproc_cont:az", "--", *argv),
+                        cwd=str(AUTHZ)),
+                    Cmd("brokerd 4 in-process py, openat",
+                        brokerctl(*["-a", "py:inproc_cont:az"] * 4, "--", *argv), cwd=str(AUTHZ)),
                     Cmd("brokerd awk, openat", brokerctl("-e", "trace=openat", "-a", awk_authz(), "--", *argv)),
                     Cmd("brokerd static rule, openat", brokerctl("-a", py_authz("static.py"), "--", *argv)),
                     Cmd("brokerd argument rule, openat", brokerctl("-a", py_authz("fast.py") + " rule", "--", *argv)),

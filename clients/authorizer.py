@@ -1121,6 +1121,29 @@ class Session:
             self.protocol_error(e)
             # a line we cannot read still takes its place in a plain stream
             return codec.format_reply(self.az.failsafe) if self.mode == "plain" else None
+        out = self.start_event(ev)
+        if isinstance(out, Reply):
+            return self._reply(out.id, out)  # type: ignore[arg-type]
+        return codec.format_reply(out) if isinstance(out, Hello) else out
+
+    def decide(self, ev: object) -> Reply | None:
+        """The sans-text path (an in-process policy, brokerd.decision.inproc):
+        an event object -> the Reply object to it (None: nothing to answer)."""
+        job = self.start_event(ev)
+        if job is None or isinstance(job, Reply | Hello):
+            return job if isinstance(job, Reply) else None
+        try:
+            result = job.handler(job.arg) if job.handler is not None else None
+            if inspect.isawaitable(result):
+                if hasattr(result, "close"):
+                    result.close()
+                raise TypeError("async handlers need Authorizer.serve(), not an in-process session")
+        except Exception:  # noqa: BLE001 - a policy bug must not kill the session
+            return self._crash_verdict(job)
+        return self._verdict(job, result)
+
+    def start_event(self, ev: object) -> _Job | Reply | Hello | None:
+        """An event object: a Reply (or our Hello) to send at once, a job for a handler, or None."""
         if isinstance(ev, Hello):
             return self._on_hello(ev)
         if self.mode == "new":
@@ -1132,7 +1155,7 @@ class Session:
             fn = h.entry.get(ev.call.name) or h.entry.get("*")
             if fn is None and self._wants_result(ev.call.name):
                 self._pending[ev.id] = call
-                return self._reply(ev.id, step())
+                return Reply(Step(), ev.id)
             return _Job("entry", ev, fn, call)
         if isinstance(ev, SysretEvent):
             entry = self._pending.pop(ev.id, None)
@@ -1158,7 +1181,7 @@ class Session:
             return None
         return None  # data lines: we never fetch
 
-    def _on_hello(self, ev: Hello) -> bytes | None:
+    def _on_hello(self, ev: Hello) -> Hello | None:
         if self.mode == "new" and ev.get("role") == "broker":
             self.broker = ev
             self.id = ev.get("session")
@@ -1168,7 +1191,7 @@ class Session:
             self.mode = "hello"
             if self.az.handlers.hello is not None:
                 self.az.handlers.hello(self)
-            return codec.format_reply(self.az.hello())
+            return self.az.hello()
         return None  # the broker's confirmation, or a repeated hello: nothing to answer
 
     def _wants_result(self, name: str) -> bool:
@@ -1187,8 +1210,13 @@ class Session:
         return codec.format_reply(r)
 
     def _answer(self, job: _Job, result: object) -> bytes:
+        r = self._verdict(job, result)
+        return b"" if r is None else self._reply(r.id, r)  # type: ignore[arg-type]
+
+    def _verdict(self, job: _Job, result: object) -> Reply | None:
+        """The handler's result as the Reply to send (its id set), None for proc events."""
         if job.kind == "proc":
-            return b""
+            return None
         ev = job.event
         eid = ev.id  # type: ignore[attr-defined]
         try:
@@ -1203,10 +1231,10 @@ class Session:
                     reply = Reply(Step(), reply.id, reply.sets)  # someone wants the result
                 if isinstance(reply.verdict, Step) and name not in _NO_RETURN:
                     self._pending[eid] = job.arg  # type: ignore[assignment]
-            return self._reply(eid, reply)
+            return Reply(reply.verdict, eid, reply.sets)
         except (ValueError, TypeError, ProtocolError) as e:
             self.az._log(f"bad verdict from the handler of {_what(job)}: {e}")
-            return self._reply(eid, self._safe(job))
+            return Reply(self._safe(job).verdict, eid, self._safe(job).sets)
 
     def _safe(self, job: _Job) -> Reply:
         if job.kind == "entry":
@@ -1214,10 +1242,15 @@ class Session:
         return deliver() if job.kind == "signal" else cont()
 
     def _crashed(self, job: _Job) -> bytes:
+        r = self._crash_verdict(job)
+        return self._reply(r.id, r)  # type: ignore[arg-type]
+
+    def _crash_verdict(self, job: _Job) -> Reply:
         self.stats["errors"] += 1
         self.az._log(f"handler of {_what(job)} failed; answering {codec.format_reply(self._safe(job)).decode().strip()}\n"
                      + traceback.format_exc().rstrip())
-        return self._reply(job.event.id, self._safe(job))  # type: ignore[attr-defined]
+        safe = self._safe(job)
+        return Reply(safe.verdict, job.event.id, safe.sets)  # type: ignore[attr-defined]
 
 
 def _what(job: _Job) -> str:

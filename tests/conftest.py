@@ -49,8 +49,24 @@ def authz(tmp_path):
     return make
 
 
+#: how `brokerctl run/attach --policy` runs its policies in this test (the policy_mode fixture)
+_POLICY_MODE = {"process": False}
+
+
+@pytest.fixture(params=["inproc", "process"])
+def policy_mode(request, monkeypatch):
+    """Parametrizes a test over both ways a --policy runs: inside the broker
+    (the default) and, with --policy-process, as a process of its own.  Use it
+    module-wide with ``pytestmark = pytest.mark.usefixtures("policy_mode")``."""
+    monkeypatch.setitem(_POLICY_MODE, "process", request.param == "process")
+    return request.param
+
+
 def brokerctl(*args: str, input: str | None = None, timeout: float = 60, env=None) -> subprocess.CompletedProcess:
-    """Run `brokerctl ARGS`, capturing output (text)."""
+    """Run `brokerctl ARGS`, capturing output (text); under policy_mode "process",
+    `run` and `attach` get --policy-process."""
+    if _POLICY_MODE["process"] and args and args[0] in ("run", "attach"):
+        args = (args[0], "--policy-process", *args[1:])
     e = dict(os.environ)
     e.update(env or {})
     return subprocess.run([*BROKERCTL, *args], capture_output=True, text=True, input=input, timeout=timeout, env=e)

@@ -21,6 +21,36 @@ BROKERCTL = [sys.executable, "-m", "brokerd.cli.main"]
 SITE = sysconfig.get_paths()["purelib"]  # the venv's, with the editable brokerd
 # A Python another uid can execute (the venv's interpreter may live under /root).
 OTHER_PY = "/usr/bin/python3.11" if os.path.exists("/usr/bin/python3.11") else sys.executable
+ROOT = Path(__file__).resolve().parent.parent
+#: where each part of the package comes from (pyproject's package-dir)
+PACKAGE_DIRS = {"brokerd": "brokerd", "brokerd/protocol": "protocol", "brokerd/clients": "clients"}
+#: the venv's packages brokerctl needs at run time (not the test tools)
+DEPENDENCIES = ("trio", "outcome", "sniffio", "attr", "attrs", "idna", "sortedcontainers", "ptrace", "elftools")
+_readable: list[str] = []
+
+
+def readable_copy() -> str:
+    """A copy of brokerd (laid out as installed) and its dependencies that
+    other uids can read, made once per test session: the checkout and its
+    venv may sit in a 0700 home, where another user cannot import them."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if _readable:
+        return _readable[0]
+    d = Path(tempfile.mkdtemp(prefix="brokerd-readable-", dir="/tmp"))
+    atexit.register(shutil.rmtree, d, True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for dest, src in PACKAGE_DIRS.items():  # parents first: brokerd, then the parts it contains
+        shutil.copytree(ROOT / src, d / dest, ignore=skip, dirs_exist_ok=True)
+    for name in DEPENDENCIES:
+        if (Path(SITE) / name).is_dir():
+            shutil.copytree(Path(SITE) / name, d / name, ignore=skip)
+    for path in [d, *d.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    _readable.append(str(d))
+    return str(d)
 
 
 def wait_for(pred, timeout: float = 10.0, what: str = "condition"):
@@ -142,9 +172,9 @@ def as_user(uid: int):
 def _cmd(module: str, args: tuple[str, ...], user: int | None) -> list[str]:
     if user is None:
         return [sys.executable, "-m", module, *args]
-    # another uid cannot run the venv's interpreter (it lives under /root):
-    # use the system one with the venv's site-packages
-    boot = (f"import site, sys, runpy; site.addsitedir({SITE!r}); sys.argv[0] = {module!r}; "
+    # another uid cannot run the venv's interpreter (it lives under /root)
+    # nor read the checkout: the system one, with a readable copy first
+    boot = (f"import sys, runpy; sys.path.insert(0, {readable_copy()!r}); sys.argv[0] = {module!r}; "
             f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
     return [OTHER_PY, "-c", boot, *args]
 
@@ -154,7 +184,7 @@ def python_for(user: int | None) -> list[str]:
     if user is None:
         return [sys.executable, "-u"]
     return [OTHER_PY, "-u", "-c",
-            f"import site, sys, runpy; site.addsitedir({SITE!r}); sys.argv = sys.argv[1:]; "
+            f"import sys, runpy; sys.path.insert(0, {readable_copy()!r}); sys.argv = sys.argv[1:]; "
             "runpy.run_path(sys.argv[0], run_name='__main__')"]
 
 

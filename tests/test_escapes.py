@@ -20,9 +20,35 @@ def test_clone_untraced_child_is_still_traced(cprog, rules):
     assert r.stdout == "untraced-child-open fail EACCES\n", r.stderr
 
 
-def test_clone3_fails_with_enosys_so_libc_falls_back(cprog, rules):
+def _clone3_native(prog: str, *actions: str) -> str:
+    return subprocess.run([prog, *actions], capture_output=True, text=True, timeout=60).stdout
+
+
+def test_clone3_runs_like_native_and_its_children_stay_traced(cprog, rules):
+    prog = str(cprog("clone3"))
+    # allowed: the same output as natively, bad sizes and pointers included
+    acts = ("plain", "untraced", "badsize", "spawn")
+    r = brokerctl("run", "-a", rules(), "--", prog, *acts)
+    assert r.stdout == _clone3_native(prog, *acts), r.stderr
+    # a child made by clone3, with or without CLONE_UNTRACED, is still judged
+    for sub in (("-e", "trace=openat"), ()):
+        r = brokerctl("run", *sub, "-a", rules(DENY_HOST), "--", prog, "plain", "untraced", "spawn")
+        assert r.stdout.splitlines() == ["plain: clone3 ok, child open EACCES", "untraced: clone3 ok, child open EACCES",
+                                         "spawned", "posix_spawn ok, exit 0", "thread-open fail EACCES"], r.stderr
+
+
+def test_clone3_flags_flipped_by_another_thread_do_not_untrace(cprog, rules):
+    # the kernel reads the shim's read-only copy, not the struct the flipping thread writes
+    prog = str(cprog("clone3"))
+    assert _clone3_native(prog, "flip:200") == "flip: 200 of 200 children made, 200 opened, 0 denied by the policy\n"
+    r = brokerctl("run", "-e", "trace=openat", "-a", rules(DENY_HOST), "--", prog, "flip:200")
+    assert r.stdout == "flip: 200 of 200 children made, 0 opened, 200 denied by the policy\n", r.stderr
+
+
+def test_clone3_without_stable_args_fails_with_enosys_so_libc_falls_back(cprog, rules):
     prog = str(cprog("calls"))
-    r = brokerctl("run", "-e", "trace=openat", "-a", rules(DENY_HOST), "--", prog, "clone3-untraced", "threads:2", "fork:1")
+    r = brokerctl("run", "--no-stable-args", "-e", "trace=openat", "-a", rules(DENY_HOST), "--",
+                  prog, "clone3-untraced", "threads:2", "fork:1")
     lines = r.stdout.splitlines()
     assert lines[0] == "clone3-untraced fail ENOSYS"
     # threads and fork still work (glibc uses clone when clone3 says ENOSYS) and stay traced
@@ -46,7 +72,6 @@ def _state(pid: int) -> str:
 def test_stopping_own_group_does_not_stop_the_broker(rules, tmp_path):
     import os
     import signal
-    import sys
     import time
 
     from conftest import BROKERCTL
@@ -55,23 +80,29 @@ def test_stopping_own_group_does_not_stop_the_broker(rules, tmp_path):
     p = subprocess.Popen([*BROKERCTL, "run", "-a", rules(), "--", "sh", "-c", "kill -STOP 0; echo resumed"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 10
+        # wait (no fixed sleep) until the program is stopped *after* its kill
+        # returned (outside any syscall): any SIGSTOP the group kill sent the
+        # broker has been sent by then, so it is pending or has stopped it
+        deadline = time.monotonic() + 60
         sh = None
-        while time.monotonic() < deadline:
-            kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
-            sh = next((int(k) for k in kids if _state(int(k)) in "tT"), None)
-            if sh:
-                break
-            time.sleep(0.05)
-        assert sh, "the program did not stop itself"
-        time.sleep(0.3)  # give a wrongly sent SIGSTOP time to land on the broker
-        assert _state(p.pid) not in "tT", "the broker was stopped with its program's group"
+        while sh is None:
+            assert time.monotonic() < deadline, "the program did not stop itself"
+            kids = subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout
+            sh = next((int(k) for k in kids.split() if _stopped_after_a_call(int(k))), None)
+            time.sleep(0.02)
+        assert _state(p.pid) not in "tT" and not _pending(p.pid, signal.SIGSTOP), \
+            "the broker was stopped with its program's group"
         # "t" may still be the signal-delivery stop: SIGCONT until the job goes on
-        for _ in range(100):
-            os.kill(sh, signal.SIGCONT)
+        out = None
+        while out is None:
+            assert time.monotonic() < deadline, "the program did not go on after SIGCONT"
+            try:
+                os.kill(sh, signal.SIGCONT)
+            except ProcessLookupError:  # it already went on and ended
+                out, err = p.communicate(timeout=60)
+                break
             try:
                 out, err = p.communicate(timeout=0.2)
-                break
             except subprocess.TimeoutExpired:
                 continue
         assert out == "resumed\n", err
@@ -79,7 +110,23 @@ def test_stopping_own_group_does_not_stop_the_broker(rules, tmp_path):
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
-    del sys
+            p.wait()
+
+
+def _stopped_after_a_call(pid: int) -> bool:
+    """Stopped, and not inside a system call (so its kill has returned)."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            return _state(pid) in "tT" and f.read().startswith("-1 ")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _pending(pid: int, sig: int) -> bool:
+    """Is ``sig`` pending for ``pid`` (thread or process-wide)?"""
+    with open(f"/proc/{pid}/status") as f:
+        masks = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(m & (1 << (sig - 1)) for m in masks)
 
 
 def test_program_cannot_kill_its_broker(rules):

@@ -9,6 +9,8 @@ from brokerd.clients.policies.rulefile import PolicyFileError, loads
 from conftest import brokerctl
 from test_clients_progs import progs  # noqa: F401
 
+pytestmark = pytest.mark.usefixtures("policy_mode")  # each test in-process and as a process
+
 POLICY = '''
 name = "demo"
 default = "allow"

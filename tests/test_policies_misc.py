@@ -8,8 +8,11 @@ import shutil
 import sys
 import time
 
+import pytest
 from conftest import brokerctl
 from test_clients_progs import progs  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("policy_mode")  # each test in-process and as a process
 
 # -- audit ------------------------------------------------------------------
 

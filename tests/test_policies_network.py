@@ -18,6 +18,8 @@ def landlock_mode(request, monkeypatch):
     return request.param
 
 
+pytestmark = pytest.mark.usefixtures("policy_mode")  # each test in-process and as a process
+
 CLIENT = textwrap.dedent('''
     import errno, socket, sys
     port = int(sys.argv[1])

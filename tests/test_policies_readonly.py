@@ -8,6 +8,8 @@ import pytest
 from conftest import brokerctl, landlock_brokerctl
 from test_clients_progs import progs  # noqa: F401
 
+pytestmark = pytest.mark.usefixtures("policy_mode")  # each test in-process and as a process
+
 
 @pytest.fixture(autouse=True, params=["landlock", "no-landlock"])
 def landlock_mode(request, monkeypatch):

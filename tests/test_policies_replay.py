@@ -7,6 +7,8 @@ import json
 import pytest
 from conftest import brokerctl
 
+pytestmark = pytest.mark.usefixtures("policy_mode")  # each test in-process and as a process
+
 ALLOW_ALL = "sed -u s/.*/cont/"  # a plain authorizer that allows everything (and sees everything)
 
 
@@ -68,4 +70,4 @@ def test_bad_journal_and_usage(tmp_path):
     r = brokerctl("replay", str(bad))
     assert r.returncode == 2 and "give the policy to try" in r.stderr
     r = brokerctl("replay", "/nonexistent", "-a", ALLOW_ALL)
-    assert r.returncode == 1 and r.stderr.strip() == "brokerctl: No such file or directory"
+    assert r.returncode == 1 and r.stderr.strip() == "brokerctl: /nonexistent: No such file or directory"

@@ -11,6 +11,8 @@ import pytest
 from conftest import brokerctl, landlock_brokerctl
 from test_clients_progs import progs  # noqa: F401
 
+pytestmark = pytest.mark.usefixtures("policy_mode")  # each test in-process and as a process
+
 
 @pytest.fixture(autouse=True, params=["landlock", "no-landlock"])
 def landlock_mode(request, monkeypatch):
@@ -215,3 +217,10 @@ def test_hide_outside_keeps_metadata_per_call(tmp_path, landlock_mode):
                   "--", "sh", "-c", f"stat -c %s {secret}; stat -c %F {tmp_path}")
     assert r.stdout.splitlines() == ["directory"], r.stderr  # the box's parent: on the way in
     assert "No such file or directory" in r.stderr
+
+
+def test_a_sandbox_directory_that_does_not_exist_is_warned_about(tmp_path):
+    missing = tmp_path / "no-such-box"
+    r = brokerctl("run", "--policy", f"sandbox:{missing},{SYSTEM_RO},--ro=/usr/bin", "--", "true")
+    assert r.returncode == 0, r.stderr
+    assert f"sandbox: warning: {missing} does not exist" in r.stderr

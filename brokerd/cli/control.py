@@ -17,6 +17,7 @@ import shlex
 import sys
 import time
 
+from brokerd.cli.argtypes import seconds
 from brokerd.daemon import client
 from brokerd.daemon.wire import printable
 from brokerd.protocol.errors import ProtocolError
@@ -63,7 +64,7 @@ def register(sub) -> None:
                         " openat,connect or %%file (default all)")
     p.add_argument("--default", choices=("deny", "allow", "kill"), default=None,
                    help="verdict when it fails, hangs or answers garbage (default deny)")
-    p.add_argument("--deadline", type=float, metavar="SECONDS",
+    p.add_argument("--deadline", type=seconds, metavar="SECONDS",
                    help="deadline for each answer (default: the daemon's)")
     p.add_argument("--once", action="store_true", help="exit when the daemon goes away (default: reconnect)")
     common(p, json_flag=False)

@@ -10,13 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
+from brokerd.cli.argtypes import seconds
+from brokerd.cli.authorizers import Starter, StartError
 from brokerd.cli.control import register as add_daemon_commands
 from brokerd.cli.learn import LearnError
 from brokerd.cli.learn import register as add_learn_command
-from brokerd.cli.policy import PolicyError, add_subcommands, policy_command
+from brokerd.cli.output import say, silence
+from brokerd.cli.policy import (
+    PolicyError,
+    add_subcommands,
+    policy_command,
+    policy_object,
+    python_object,
+)
 from brokerd.decision.defaults import default_verdict
 from brokerd.protocol.selection import TraceError, parse_traces
 
@@ -29,7 +39,7 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
-        raise UsageError(message)
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _parse_trace(exprs: Sequence[str]) -> tuple[frozenset[str] | None, bool]:
@@ -57,10 +67,23 @@ def _parse_trace(exprs: Sequence[str]) -> tuple[frozenset[str] | None, bool]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Run and steer programs under the brokerd syscall broker.")
+    p.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    run = sub.add_parser("run", help="run a program under a stack of authorizers")
-    _add_stack_options(run)
+    run = sub.add_parser("run", help="run a program under a stack of authorizers (and show a trace, like strace)",
+                         description="Run PROG under a stack of authorizers. With -e trace= and no authorizer, or"
+                                     " with any of -o -c -C -t -T -y, show the calls like strace (on stderr).")
+    _add_stack_options(run, launch=True)
+    _add_display_options(run)
+    run.add_argument("-c", dest="summary", action="store_const", const="only",
+                     help="count time, calls and errors per syscall and show the table at the end, not each call")
+    run.add_argument("-C", dest="summary", action="store_const", const="both",
+                     help="show each call and the table at the end")
+    run.add_argument("-T", dest="times", action="store_true", help="show the time spent in each call: <0.000012>")
+    run.add_argument("-f", dest="follow", action="count", default=0,
+                     help="accepted for strace users: run always follows every child")
+    run.add_argument("-p", dest="attach_pid", metavar="PID",
+                     help="attach to a running process instead: the same as brokerctl attach PID")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROG ARGS")
 
     att = sub.add_parser("attach", help="attach to a running process and steer it")
@@ -75,23 +98,53 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --ask: start from a policy brokerctl learn wrote: ask only about what it would deny,"
                           " and add the 'always allow' answers to it on exit")
     att.add_argument("-q", "--quiet", action="store_true", help="do not show each call (still steer and summarise)")
-    _add_stack_options(att)
+    att.add_argument("--on-exit", choices=("kill", "detach"), default=None,
+                     help="what happens to PID if brokerctl dies or is told to stop (SIGTERM, SIGHUP, its output"
+                          " closed, kill -9): kill it (default with -a/--policy/--ask: fail closed) or detach and"
+                          " leave it running untraced (default when only watching). Ctrl-C always detaches")
+    _add_stack_options(att, launch=False)
+    _add_display_options(att)
+    att.set_defaults(summary="both", times=True)
     add_subcommands(sub)
     add_learn_command(sub)
     add_daemon_commands(sub)
     return p
 
 
-def _add_stack_options(p: argparse.ArgumentParser) -> None:
+def _add_display_options(p: argparse.ArgumentParser) -> None:
+    """strace's display options shared by run and attach."""
+    p.add_argument("-o", dest="output", metavar="FILE", help="write the calls (and -c table) to FILE, not stderr")
+    p.add_argument("-t", dest="stamps", action="count", default=0,
+                   help="prefix each call with the time of day (-tt: with microseconds)")
+    p.add_argument("-y", dest="fd_paths", action="store_true",
+                   help="show the paths of descriptor arguments and results: 3</etc/hostname>")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("brokerd")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def _add_stack_options(p: argparse.ArgumentParser, launch: bool) -> None:
+    """The options run and attach share; ``launch``: also those only a
+    launched program has (backend, CPU pinning, Landlock)."""
     p.add_argument("-a", "--authorizer", action="append", default=[], metavar="CMD",
-                   help="an authorizer command (sh -c), spoken to over its stdin/stdout; repeat to stack")
+                   help="an authorizer command (sh -c), spoken to over its stdin/stdout, or py:MODULE:NAME, a"
+                        " brokerd.clients.authorizer.Authorizer run inside the broker; repeat to stack")
     p.add_argument("--policy", action="append", default=[], metavar="NAME[:ARGS]",
-                   help="a shipped policy (brokerctl policy list) or a .toml file; stacked before the -a ones")
+                   help="a shipped policy (brokerctl policy list) or a .toml file, run inside the broker's"
+                        " process; stacked before the -a ones")
+    p.add_argument("--policy-process", action="store_true",
+                   help="run each --policy in a process of its own (isolated from the broker; slower)")
     p.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=EXPR",
                    help="what plain (no handshake) authorizers see, strace's syntax: trace=openat,connect |"
                         " trace=%%file,%%network | trace=!/^get | trace=none | signal=all (unknown names are"
                         " an error)")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds, default=5.0, metavar="SECONDS",
                    help="deadline for each answer; a late one gets the default verdict (default 5)")
     p.add_argument("--default", choices=("deny", "kill", "allow"), default="deny",
                    help="verdict when an authorizer fails, hangs or answers garbage (default deny = EPERM;"
@@ -102,28 +155,30 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-failure", choices=("kill", "deny", "allow"), default=None,
                    help="if the brokerd daemon is lost: kill the program (default), deny every traced call,"
                         " or allow (go on with the authorizers left)")
-    p.add_argument("--cpu", metavar="LIST",
-                   help="pin the broker, its authorizers and the program to these CPUs (e.g. 0 or 0-1): "
-                        "a decision then needs no cross-CPU wake-up (docs/performance.md)")
     p.add_argument("--no-stable-args", dest="stable_args", action="store_false",
                    help="UNSAFE: let the kernel read judged paths from the program's own memory, where another "
                         "thread may change them after the check (saves a copy per call; docs/security.md)")
-    p.add_argument("--backend", choices=("auto", "ptrace", "notify"), default="auto",
-                   help="run: ptrace, or seccomp user notification (no ptrace: cheaper, debuggable; only for stacks"
-                        " that declare verdicts=cont,skip-fail,skip-ok and judge no memory arguments); auto picks")
-    p.add_argument("--no-landlock", dest="landlock", action="store_false",
-                   help="run: no Landlock domain around the program: it may then signal, ptrace and open /proc"
-                        " of processes outside its session, except its own broker, which slower per-call checks"
-                        " guard instead (docs/security.md)")
     p.add_argument("--allow-io-uring", action="store_true",
                    help="let the program use io_uring (denied by default: its I/O bypasses the broker)")
+    if not launch:
+        p.set_defaults(cpu=None, backend="ptrace", landlock=True)
+        return
+    p.add_argument("--cpu", metavar="LIST",
+                   help="pin the broker, its authorizers and the program to these CPUs (e.g. 0 or 0-1): "
+                        "a decision then needs no cross-CPU wake-up (docs/performance.md)")
+    p.add_argument("--backend", choices=("auto", "ptrace", "notify"), default="auto",
+                   help="ptrace, or seccomp user notification (no ptrace: cheaper, debuggable; only for stacks"
+                        " that declare verdicts=cont,skip-fail,skip-ok and judge no memory arguments); auto picks")
+    p.add_argument("--no-landlock", dest="landlock", action="store_false",
+                   help="no Landlock domain around the program: it may then signal, ptrace and open /proc"
+                        " of processes outside its session, except its own broker, which slower per-call checks"
+                        " guard instead (docs/security.md)")
 
 
 def _make_shim(args: argparse.Namespace, operator=None):
     """The shim and its authorizer stack, from the options run and attach share;
     ``operator`` (attach's terminal) goes first in the stack, farthest from the
     kernel, so every other policy still applies to what it allows."""
-    from brokerd.decision.authorizer import spawn
     from brokerd.tracer.shim import Shim
 
     if args.timeout <= 0:
@@ -138,10 +193,8 @@ def _make_shim(args: argparse.Namespace, operator=None):
     from brokerd.daemon import client as daemon_client
 
     daemon = daemon_client.from_args(args)  # None: no daemon, embedded
-    stack = [
-        spawn(cmd, timeout=args.timeout, default=default, trace=trace, signals=signals)
-        for cmd in [*map(policy_command, args.policy), *args.authorizer]
-    ]
+    starter = Starter()
+    stack = _members(args, trace, signals, default, starter.spawn)
     if operator is not None:
         stack.insert(0, operator)
         writer = audit
@@ -159,8 +212,32 @@ def _make_shim(args: argparse.Namespace, operator=None):
     if daemon is not None:
         shim.session = str(daemon.id)
         daemon.bind(shim)
+    starter.watch(shim.add_reader, shim.remove_reader)
     shim.handshake()
-    return shim
+    try:
+        starter.check(args.timeout)
+    except StartError:
+        daemon_client.finish(shim, 1)
+        raise
+    return shim, starter
+
+
+def _members(args: argparse.Namespace, trace, signals: bool, default: object, spawn) -> list:
+    """The --policy ones (in the broker's process unless --policy-process), then the -a ones
+    (``py:MODULE:NAME`` in-process, anything else a command ``spawn`` starts)."""
+    kw = {"timeout": args.timeout, "default": default, "trace": trace, "signals": signals}
+
+    def inproc(policy):  # imported only when used: the authorizer library costs start-up time
+        from brokerd.decision.inproc import InProcess
+
+        return InProcess(policy, **kw)
+
+    out = []
+    for spec in args.policy:
+        out.append(spawn(policy_command(spec), **kw) if args.policy_process else inproc(policy_object(spec)))
+    for cmd in args.authorizer:
+        out.append(inproc(python_object(cmd)) if cmd.startswith("py:") else spawn(cmd, **kw))
+    return out
 
 
 def _pin(spec: str) -> None:
@@ -182,9 +259,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     argv = list(args.argv)
     if argv and argv[0] == "--":
         argv = argv[1:]
+    if args.attach_pid is not None:
+        if argv:
+            raise UsageError("run -p PID attaches to a running process: give no program (brokerctl attach PID)")
+        _say(f"{PROG}: run -p {args.attach_pid} means brokerctl attach {args.attach_pid}; attaching")
+        return cmd_attach(_as_attach(args))
     if not argv:
         raise UsageError("run: no program given (brokerctl run [OPTIONS] -- PROG ARGS)")
-    shim = _make_shim(args)
+    operator = out = None
+    display = _run_display(args)
+    if display is not None:
+        from brokerd.cli.operator import Operator
+
+        out = _output(args.output)
+        operator = Operator(_parse_trace(args.exprs)[0], out=out, display=display)
+    shim, starter = _make_shim(args, operator)
     if args.backend == "auto" and not _has_daemon(shim):
         from brokerd.tracer import direct
 
@@ -196,6 +285,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return e.status
     from brokerd.tracer.notify import choose_backend
 
+    if operator is not None and args.backend == "notify":
+        operator.without_results()
+
     shim = choose_backend(shim, args.backend, lambda m: print(f"{PROG}: {m}", file=sys.stderr))
     try:
         pid = shim.launch(argv)
@@ -205,7 +297,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     from brokerd.daemon import client as daemon_client
 
     daemon_client.started(shim, pid)
-    return daemon_client.finish(shim, shim.run())
+    status = shim.run()
+    starter.close()
+    if operator is not None and args.summary:
+        say(out, operator.summary())
+    return daemon_client.finish(shim, status)
+
+
+def _run_display(args: argparse.Namespace):
+    """strace's behaviour for run: a trace when calls are selected with no
+    authorizer to decide them, or when a display option asks for one."""
+    from brokerd.cli.operator import Display
+
+    asked = args.output or args.summary or args.stamps or args.times or args.fd_paths
+    selected = any(e.partition("=")[0] in ("trace", "t") or "=" not in e for e in args.exprs)
+    if not asked and (args.authorizer or args.policy or not selected):
+        return None
+    return Display(calls=args.summary != "only", times=args.times, stamps=args.stamps, fd_paths=args.fd_paths)
+
+
+def _output(path: str | None):
+    """Where the trace goes: stderr, or -o FILE (created or truncated, as strace does)."""
+    return sys.stderr if path is None else open(path, "w")  # noqa: SIM115
+
+
+def _as_attach(args: argparse.Namespace) -> argparse.Namespace:
+    """run -p PID's options as attach's: attach's defaults, then every
+    option the two share as given to run."""
+    attach = build_parser().parse_args(["attach", "--", args.attach_pid])
+    shared = {k: v for k, v in vars(args).items() if k in vars(attach) and k not in ("command", "follow")}
+    return argparse.Namespace(**{**vars(attach), **shared, "follow": bool(args.follow),
+                                 "quiet": args.summary == "only"})
 
 
 def _has_daemon(shim) -> bool:
@@ -214,7 +336,7 @@ def _has_daemon(shim) -> bool:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    from brokerd.cli.operator import Operator
+    from brokerd.cli.operator import Display, Operator
     from brokerd.tracer.shim import LaunchError
 
     if not args.pid.isdigit() or int(args.pid) <= 0:
@@ -232,29 +354,61 @@ def cmd_attach(args: argparse.Namespace) -> int:
     from brokerd.cli.learn import AskSession
 
     start = AskSession(args.learned) if args.learned else None
-    out = open(os.devnull, "w") if args.quiet else sys.stderr  # noqa: SIM115
-    operator = Operator(trace, out=out, ask=args.ask, tty=0, start=start)
-    shim = _make_shim(args, operator)
+    out = _output(args.output)
+    display = Display(calls=not args.quiet, times=True, stamps=args.stamps, fd_paths=args.fd_paths)
+    operator = Operator(trace, out=out, ask=args.ask, tty=0, display=display, start=start)
+    shim, starter = _make_shim(args, operator)
+    enforcing = args.ask or len(shim.stack) > 1  # anyone but the watching operator decides
+    on_exit = args.on_exit or ("kill" if enforcing else "detach")
+    if not enforcing:
+        _watch_only(shim)
+    shim.on_leave = on_exit
+    operator.on_output_lost = lambda: signal.raise_signal(signal.SIGHUP)  # handled by the loop: leave
     try:
-        tids = shim.attach(pid, follow=args.follow)
+        tids = shim.attach(pid, follow=args.follow, exit_kill=on_exit == "kill")
     except LaunchError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
-    print(f"{PROG}: attached to {pid} ({len(tids)} thread{'s' if len(tids) != 1 else ''}); "
-          "Ctrl-C detaches", file=sys.stderr, flush=True)
+    fate = "killed" if on_exit == "kill" else "left running, untraced"
+    _say(f"{PROG}: attached to {pid} ({len(tids)} thread{'s' if len(tids) != 1 else ''}); "
+         f"Ctrl-C detaches; if brokerctl dies, {pid} is {fate} (--on-exit)")
     from brokerd.daemon import client as daemon_client
 
-    daemon_client.finish(shim, shim.run())
-    print(f"{PROG}: detached from {pid}" if shim.detached_cleanly else f"{PROG}: {pid} has exited",
-          file=sys.stderr)
-    print(operator.summary(), file=sys.stderr)
+    status = daemon_client.finish(shim, shim.run())
+    starter.close()
+    if shim.detached_cleanly:
+        _say(f"{PROG}: detached from {pid}")
+    else:
+        _say(f"{PROG}: {pid} has exited ({_status_text(shim.main_status or 0)})")
+    say(out, operator.summary())
     if args.save_policy:
         with open(args.save_policy, "w") as f:
             f.write(operator.policy_toml(pid))
-        print(f"{PROG}: {len(operator.always)} rule(s) saved to {args.save_policy}", file=sys.stderr)
+        _say(f"{PROG}: {len(operator.always)} rule(s) saved to {args.save_policy}")
     if start is not None:
-        print(f"{PROG}: {start.save()} answer(s) added to {args.learned}", file=sys.stderr)
-    return 0
+        _say(f"{PROG}: {start.save()} answer(s) added to {args.learned}")
+    return 0 if shim.detached_cleanly else status
+
+
+def _watch_only(shim) -> None:
+    """Nothing to enforce: change nothing in the watched program (no scratch
+    memory injected, io_uring not denied), as strace -p would."""
+    from brokerd.tracer.shim import BROKER_RULES_IO_URING
+
+    shim.stable_args = False
+    shim.internal = BROKER_RULES_IO_URING
+    shim._action_cache.clear()
+
+
+def _status_text(status: int) -> str:
+    """A wait status as a person reads it."""
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.strsignal(os.WTERMSIG(status)) or os.WTERMSIG(status)}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+def _say(text: str) -> None:
+    say(sys.stderr, text)
 
 
 def _audit_writer(path: str):
@@ -268,6 +422,10 @@ def _audit_writer(path: str):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        print(f"{PROG}: no command given; {PROG} --help lists them (e.g. {PROG} run -- PROG)", file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(argv)
         if args.command == "run":
@@ -280,10 +438,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, PolicyError, LearnError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
+    except StartError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `brokerctl ... | head`: the reader has all it wanted
+        silence(sys.stdout)
+        return 141
     except OSError as e:
-        print(f"{PROG}: {e.strerror or e}", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{PROG}: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug: still one line (BROKERD_DEBUG=1 shows the traceback)
+        if os.environ.get("BROKERD_DEBUG"):
+            raise
+        print(f"{PROG}: internal error: {type(e).__name__}: {e} (BROKERD_DEBUG=1 shows where)", file=sys.stderr)
         return 1
 
 

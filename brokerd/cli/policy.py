@@ -16,6 +16,7 @@ import os
 import shlex
 import sys
 
+from brokerd.cli.argtypes import seconds
 from brokerd.protocol.selection import TraceError, parse_traces
 
 PROG = "brokerctl"
@@ -33,6 +34,49 @@ def _policies() -> dict[str, tuple[str, str]]:
 
 def policy_command(spec: str) -> str:
     """``NAME[:ARG,ARG...]`` (or ``FILE.toml``) -> the authorizer command (for ``sh -c``)."""
+    module, args = _resolve(spec)
+    return shlex.join([sys.executable, "-m", module, *args])
+
+
+def policy_object(spec: str):
+    """``NAME[:ARGS]`` -> the policy built in this process (its module's ``build(ARGS)``),
+    for :class:`brokerd.decision.inproc.InProcess`."""
+    import importlib
+
+    module, args = _resolve(spec)
+    try:
+        return importlib.import_module(module).build(args)
+    except SystemExit:  # its argument parser said why on stderr
+        raise PolicyError(f"--policy {spec!r}: bad arguments for {module.rsplit('.', 1)[-1]}") from None
+
+
+def python_object(ref: str):
+    """``py:MODULE:NAME`` -> the clients.authorizer.Authorizer it names (an
+    instance, or a function taking no argument that returns one)."""
+    import importlib
+
+    from brokerd.clients.authorizer import Authorizer
+
+    _, module, name = (ref.split(":", 2) + ["", ""])[:3]
+    if not module or not name:
+        raise PolicyError(f"-a {ref!r}: expected py:MODULE:NAME (an Authorizer in an importable module)")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: modules next to the user
+    try:
+        obj = getattr(importlib.import_module(module), name)
+        if not isinstance(obj, Authorizer) and callable(obj):
+            obj = obj()
+    except (ImportError, AttributeError, SystemExit) as e:
+        raise PolicyError(f"-a {ref!r}: {type(e).__name__}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - the user's module: one line, never a traceback
+        raise PolicyError(f"-a {ref!r}: building it raised {type(e).__name__}: {e}") from None
+    if not isinstance(obj, Authorizer):
+        raise PolicyError(f"-a {ref!r}: {name} is a {type(obj).__name__}, not a brokerd.clients.authorizer.Authorizer")
+    return obj
+
+
+def _resolve(spec: str) -> tuple[str, list[str]]:
+    """``NAME[:ARG,ARG...]`` (or ``FILE.toml``) -> (module, its arguments)."""
     name, _, rest = spec.partition(":")
     if not name:
         raise PolicyError(f"--policy {spec!r}: no policy name")
@@ -48,8 +92,7 @@ def policy_command(spec: str) -> str:
             raise PolicyError(f"--policy {spec!r}: give one policy file (file:PATH)")
         _check_file(args[0])
         args = [os.path.abspath(args[0])]
-    module = policies[name][0]
-    return shlex.join([sys.executable, "-m", module, *args])
+    return policies[name][0], args
 
 
 def _check_file(path: str) -> None:
@@ -96,7 +139,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                     help="a shipped policy or a .toml file; placed before the -a ones")
     rp.add_argument("-e", dest="exprs", action="append", default=[], metavar="trace=EXPR",
                     help="what plain (no handshake) authorizers see, strace's syntax (default: every call)")
-    rp.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="deadline for each answer")
+    rp.add_argument("--timeout", type=seconds, default=5.0, metavar="SECONDS", help="deadline for each answer")
     rp.add_argument("-q", "--quiet", action="store_true", help="no listing, only the exit status")
     rp.set_defaults(handler=cmd_replay)
 

@@ -156,38 +156,12 @@ class Authorizer:
                 self._die("no common protocol version")
                 return
             self.mode = "hello"
-            self.name = parsed.get("name") or self.name
-            trace = parsed.get("trace")
-            if trace is not None:
-                try:
-                    self.trace = parse_trace(trace)
-                except TraceError as e:  # fail closed: it keeps the -e selection, answered by default
-                    self._error("bad-hello", f"trace={trace}: {e}")
-                    self._die(f"sent a bad handshake: trace={trace}: {e}")
-                    return
-            self.signals = parsed.get("signals", "no") in ("yes", "all", "1")
-            ev = parsed.get("events")
-            if ev == "all":
-                ev = "fork,vfork,clone,exec,exit,killed"
-            self.events = frozenset(ev.split(",")) if ev else frozenset()
-            default = parsed.get("default")
-            if default in DEFAULT_VERDICTS:
-                self.default = DEFAULT_VERDICTS[default]
-            self.caller = parsed.get("caller", "no") in ("yes", "1")
-            promised = parsed.get("verdicts")
-            self.verdicts = frozenset(v for v in promised.split(",") if v) if promised else None
             try:
-                self.static = parse_static(dict(parsed.attrs))
-                unknown_names(self.static.allow | self.static.kill | {n for n, _ in self.static.deny})
-                self.rules = tuple(parse_arg_rule(v) for k, v in parsed.attrs if k == "rule")
-                self.layer = parse_layer(parsed.attrs)
-            except ValueError as e:
+                apply_hello(self, parsed)
+            except ValueError as e:  # fail closed: it keeps the -e selection, answered by default
                 self._error("bad-hello", str(e))
                 self._die(f"sent a bad handshake: {e}")
                 return
-            size = parsed.get("strsize")
-            if size and size.isdigit():
-                self.strsize = int(size)
             self._send(codec.format_event(Hello((VERSION,), (("role", "broker"),))))
         else:
             self.mode = "plain"
@@ -470,8 +444,43 @@ class Authorizer:
                 ans(self._default_for(q), f"authorizer {self.name} did not answer within {self.timeout:g}s")
 
 
-def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None = None, **kw) -> Authorizer:
-    """Start ``command`` with ``sh -c`` and speak to it over its stdin/stdout.
+def apply_hello(m, parsed: Hello) -> None:
+    """Take an authorizer's handshake (``hello role=authorizer ...``) into
+    member ``m``: its name, subscriptions, default, static and argument rules,
+    layer.  Shared by connections and in-process policies
+    (:mod:`brokerd.decision.inproc`).  Raises ValueError for a bad handshake."""
+    m.name = parsed.get("name") or m.name
+    trace = parsed.get("trace")
+    if trace is not None:
+        try:
+            m.trace = parse_trace(trace)
+        except TraceError as e:
+            raise ValueError(f"trace={trace}: {e}") from None
+    m.signals = parsed.get("signals", "no") in ("yes", "all", "1")
+    ev = parsed.get("events")
+    if ev == "all":
+        ev = "fork,vfork,clone,exec,exit,killed"
+    m.events = frozenset(ev.split(",")) if ev else frozenset()
+    default = parsed.get("default")
+    if default in DEFAULT_VERDICTS:
+        m.default = DEFAULT_VERDICTS[default]
+    m.caller = parsed.get("caller", "no") in ("yes", "1")
+    promised = parsed.get("verdicts")
+    m.verdicts = frozenset(v for v in promised.split(",") if v) if promised else None
+    m.static = parse_static(dict(parsed.attrs))
+    unknown_names(m.static.allow | m.static.kill | {n for n, _ in m.static.deny})
+    m.rules = tuple(parse_arg_rule(v) for k, v in parsed.attrs if k == "rule")
+    m.layer = parse_layer(parsed.attrs)
+    size = parsed.get("strsize")
+    if size and size.isdigit():
+        m.strsize = int(size)
+
+
+def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None = None,
+          stderr: int | None = None, **kw) -> Authorizer:
+    """Start ``command`` with ``sh -c`` and speak to it over its stdin/stdout
+    (its stderr is ours, or ``stderr``: brokerctl reads it to say in one
+    line why an authorizer failed to start).
 
     It gets its own process group, so a Ctrl-C meant for the traced program
     does not kill the policy, and an unblocked signal mask whatever the
@@ -483,6 +492,8 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
         (os.POSIX_SPAWN_DUP2, to_r, 0),
         (os.POSIX_SPAWN_DUP2, from_w, 1),
     ]
+    if stderr is not None:
+        actions.append((os.POSIX_SPAWN_DUP2, stderr, 2))
     pid = os.posix_spawn(
         "/bin/sh",
         ["sh", "-c", command],
@@ -500,4 +511,4 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
     return a
 
 
-__all__ = ["Authorizer", "spawn"]
+__all__ = ["Authorizer", "apply_hello", "spawn"]

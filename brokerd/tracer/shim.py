@@ -112,13 +112,18 @@ INJECT_ARG = 3
 INJECTED_CALLS = ("memfd_create", "close")
 # The broker's own rules, below every authorizer: io_uring reaches files and
 # sockets with no syscall to judge, so it is denied unless the operator allows
-# it; clone3 keeps its flags in memory (racy to check), so it fails with
-# ENOSYS and libc falls back to clone, whose flags are in registers and lose
-# CLONE_UNTRACED; clone itself always stops for that.
-BROKER_RULES = StaticRules(
-    deny=(("io_uring_setup", E.EPERM), ("io_uring_enter", E.EPERM), ("io_uring_register", E.EPERM),
-          ("clone3", E.ENOSYS)))
-BROKER_RULES_IO_URING = StaticRules(deny=(("clone3", E.ENOSYS),))
+# it.  clone3 keeps its flags in memory: on ptrace with stable arguments the
+# shim copies its struct clone_args into the read-only scratch region without
+# CLONE_UNTRACED (see _stable_clone3); without a region (--no-stable-args, the
+# notify backend) it fails with ENOSYS and libc falls back to clone, whose
+# flags are in registers and lose CLONE_UNTRACED; clone itself always stops.
+IO_URING_DENIED = (("io_uring_setup", E.EPERM), ("io_uring_enter", E.EPERM), ("io_uring_register", E.EPERM))
+CLONE3_DENIED = (("clone3", E.ENOSYS),)
+#: a watch-only attach's rules (brokerctl): no region, so clone3 fails as without stable args
+BROKER_RULES_IO_URING = StaticRules(deny=CLONE3_DENIED)
+#: struct clone_args sizes the kernel accepts (CLONE_ARGS_SIZE_VER0 .. PAGE_SIZE);
+#: others fail in the kernel before any child exists, so they run unchanged
+CLONE_ARGS_SIZES = range(64, 4096 + 1)
 # numbers of the calls the shim injects, from the tables (i386 maps with mmap2)
 SYS_MMAP = {n: a.nr("mmap2" if n == "i386" else "mmap") for n, a in ABIS.items()}
 SYS_MEMFD_CREATE = {n: a.nr("memfd_create") for n, a in ABIS.items()}
@@ -293,15 +298,16 @@ class Shim:
         self._regs = pt.Regs()
         self._action_cache: dict[str, tuple[str, int]] = {}
         #: the broker's own rules, below every authorizer (docs/security.md)
-        self.internal = BROKER_RULES if not allow_io_uring else BROKER_RULES_IO_URING
+        self.stable_args = stable_args
+        self.internal = StaticRules(deny=(() if allow_io_uring else IO_URING_DENIED)
+                                    + (() if self._copies_clone3 else CLONE3_DENIED))
         self._signal_order: tuple[int, ...] = ()
         self._regions: dict[int, Region] = {}  # tgid -> its read-only scratch region
         #: marks the broker's own injected calls to the filter (INJECT_ARG); the program never sees it
         self._inject_nonce = int.from_bytes(os.urandom(8), "little") | 1
         self._slot_waiters: list[_Thread] = []  # calls waiting for a free scratch slot
         #: calls that always stop for the broker's own checks (clone flags, the guard, the region)
-        self.internal_trace = frozenset({"clone"}) | GUARDED | REGION_CALLS_ALWAYS
-        self.stable_args = stable_args
+        self.internal_trace = frozenset({"clone", "clone3"}) | GUARDED | REGION_CALLS_ALWAYS
         self._mem = _Mem(0)
         self._sfd = -1
         self._ep: select.epoll | None = None
@@ -310,6 +316,8 @@ class Shim:
         self._old_mask: set[int] = set()
         self.stats = {"stops": 0, "decisions": 0}
         self.attached = False
+        #: what SIGTERM/SIGHUP of the broker do to attached tracees: "detach" or "kill"
+        self.on_leave = "detach"
         self._detaching = False
         self.guard = Guard([os.getpid()], (a.pid for a in self.stack if a.pid), self._in_session)
         #: the Landlock domain every launched program gets (None: none; the guard's own checks stand in)
@@ -590,12 +598,17 @@ class Shim:
     # ------------------------------------------------------------------
     # attach / detach
     # ------------------------------------------------------------------
-    def attach(self, pid: int, follow: bool = False) -> list[int]:
+    def attach(self, pid: int, follow: bool = False, exit_kill: bool = True) -> list[int]:
         """PTRACE_SEIZE every thread of ``pid`` (re-reading /proc/PID/task
         until no new thread appears), then interrupt each so that syscall
         stops begin.  New threads are always followed (a thread is the same
-        process); ``follow`` also follows children forked from now on."""
-        options = pt.O_TRACESYSGOOD | pt.O_TRACECLONE | pt.O_TRACEEXEC | pt.O_TRACESECCOMP | pt.O_EXITKILL
+        process); ``follow`` also follows children forked from now on.
+        ``exit_kill``: the kernel kills the tracees if the broker dies (an
+        enforcing attach fails closed); without it they go on untraced, as
+        after ``strace -p`` (a watch-only attach must never harm)."""
+        options = pt.O_TRACESYSGOOD | pt.O_TRACECLONE | pt.O_TRACEEXEC | pt.O_TRACESECCOMP
+        if exit_kill:
+            options |= pt.O_EXITKILL
         if follow:
             options |= pt.O_TRACEFORK | pt.O_TRACEVFORK
         self._setup_loop()
@@ -648,6 +661,14 @@ class Shim:
                     self.threads.pop(tid, None)
             elif t.state in ("ask", "ret", "run", "slotwait"):
                 self._detach_thread(tid, 0)
+
+    def leave(self, dying: bool) -> None:
+        """The attached broker is going away: the operator's Ctrl-C detaches;
+        dying (SIGTERM, SIGHUP, its output lost) does what ``on_leave`` says."""
+        if dying and self.on_leave == "kill":
+            self.kill_all()
+        else:
+            self.request_detach()
 
     def _detach_thread(self, tid: int, sig: int) -> None:
         t = self.threads.pop(tid, None)
@@ -789,7 +810,7 @@ class Shim:
                     self._tty_stop = not self.attached
                     self._maybe_stop_self()
                 elif self.attached and signo != signal.SIGCHLD:
-                    self.request_detach()
+                    self.leave(signo in FORWARDED_SIGNALS)
                 elif signo in FORWARDED_SIGNALS or (signo in TERMINAL_SIGNALS and code == SI_USER):
                     if self.main_pid and self.main_status is None:
                         try:
@@ -1027,6 +1048,10 @@ class Shim:
         spec = abi.spec(nr)
         if spec.name == "clone" and self.backend == "ptrace":
             rawargs = self._strip_untraced(t, abi, rawargs)
+        elif spec.name == "clone3" and self._copies_clone3:
+            rawargs = self._stable_clone3(t, abi, rawargs)
+            if rawargs is None:
+                return  # the region is being made (the call comes back), or it failed
         elif spec.name in REGION_CALLS and t.tgid in self._regions:
             mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
             if self._hits_region(t, spec.name, tuple(a & mask for a in rawargs)):
@@ -1217,6 +1242,47 @@ class Shim:
             regs.rdi &= ~CLONE_UNTRACED
         pt.setregs(t.tid, regs)
         return (flags & ~CLONE_UNTRACED, *tuple(rawargs)[1:])
+
+    @property
+    def _copies_clone3(self) -> bool:
+        """clone3 runs (on a stable copy) only where the shim has a region."""
+        return self.backend == "ptrace" and self.stable_args
+
+    def _stable_clone3(self, t: _Thread, abi: Abi, rawargs):
+        """clone3's flags are in memory another thread can change after any
+        check: copy its struct clone_args once into the thread's read-only
+        scratch slot, without CLONE_UNTRACED, and point the call (and what the
+        authorizers are shown) at the copy.  Returns the new arguments, or
+        None when the call was answered or a region is being injected."""
+        mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
+        addr, size = rawargs[0] & mask, rawargs[1] & mask
+        if size not in CLONE_ARGS_SIZES:
+            return rawargs  # EINVAL/E2BIG from the kernel, as natively; size is a register
+        region = self._regions.get(t.tgid)
+        if region is None:  # made first; the call then stops again and is copied
+            t.abi = abi
+            self._inject_region(t, pt.getregs(t.tid, self._regs), None)
+            return None
+        try:
+            blob = bytearray(pt.read_memory(t.tid, addr, size))
+        except OSError:
+            blob = bytearray()
+        if len(blob) != size:  # natively the kernel's copy faults too
+            t.raw = ()
+            self._apply_entry(t, Decision("skip-fail", Call("clone3"), E.EFAULT))
+            return None
+        flags = int.from_bytes(blob[:8], "little") & ~CLONE_UNTRACED
+        blob[:8] = flags.to_bytes(8, "little")
+        where = region.reserve(t.tid, [size])
+        if where is None:  # every slot held by a live thread: libc falls back to clone
+            t.raw = ()
+            self._apply_entry(t, Decision("skip-fail", Call("clone3"), E.ENOSYS))
+            return None
+        region.write(where[0], bytes(blob))
+        regs = pt.getregs(t.tid, self._regs)
+        setattr(regs, (ARG_REGS_32 if abi.name == "i386" else ARG_REGS_64)[0], where[0])
+        pt.setregs(t.tid, regs)
+        return (where[0], *tuple(rawargs)[1:])
 
     def _advance_entry(self, t: _Thread, walk: EntryWalk) -> None:
         nxt = walk.next()

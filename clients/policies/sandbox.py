@@ -166,6 +166,10 @@ def build(argv: Sequence[str]) -> Authorizer:
     p.add_argument("--hide-outside", action="store_true",
                    help="with Landlock too, judge metadata look-ups per call (ENOENT outside; slower)")
     a = p.parse_args(argv)
+    for d in (*a.dirs, *a.ro):
+        if not os.path.exists(d):  # a typo would silently deny everything below it
+            print(f"sandbox: warning: {d} does not exist (create it, or nothing can be opened there)",
+                  file=sys.stderr, flush=True)
     rw = tuple(_resolve_dir(d) for d in a.dirs)
     ro_only = tuple(_resolve_dir(d) for d in a.ro)
     ro = rw + ro_only

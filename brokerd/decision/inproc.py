@@ -1,0 +1,167 @@
+"""A Python policy inside the broker's process: a
+:class:`brokerd.clients.authorizer.Authorizer` made a stack
+:class:`~brokerd.decision.member.Member`.
+
+Why: a policy in its own process costs two more wake-ups and a text round
+trip per decision (issue #13).  Here the shim's event objects go straight to
+the library's :class:`~brokerd.clients.authorizer.Session` and its Reply
+objects come straight back; the stack (order, narrowing, rewrites, step
+results, defaults) is the same code as for a process.
+
+Failures are those of a process, answered the same way: a handler that
+raises gets the library's failsafe (``skip-fail EPERM``) with its traceback
+on stderr; anything that escapes the library, and a question that runs past
+the member's deadline (``--timeout``), gets the default verdict and one error
+line.  The deadline is enforced with ``SIGALRM`` (an interval timer armed
+around each decision, main thread only): it interrupts Python code and
+interruptible waits, not a single long C call.  See docs/policies.md.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+from brokerd.clients.authorizer import Authorizer as Policy
+from brokerd.decision.authorizer import DEFAULT_TIMEOUT, apply_hello
+from brokerd.decision.defaults import DENY, default_reply
+from brokerd.decision.local import LocalAuthorizer
+from brokerd.decision.member import Answer
+from brokerd.decision.rules import ALLOW, TRACE
+from brokerd.protocol import codec
+from brokerd.protocol.codec import VERSION
+from brokerd.protocol.errors import ProtocolError
+from brokerd.protocol.layers import LayerSpec
+from brokerd.protocol.types import Error, Hello, Reply, SyscallEvent
+
+
+class Overrun(BaseException):
+    """Raised by SIGALRM inside a policy that ran past its deadline (a
+    BaseException, so the policy's own ``except Exception`` cannot keep it)."""
+
+
+class _Alarm:
+    """The one SIGALRM handler of the process: raises :class:`Overrun` only
+    while a decision is armed, so a stray alarm elsewhere does nothing."""
+
+    armed = False
+    installed = False
+
+    @classmethod
+    def install(cls) -> bool:
+        if not cls.installed:
+            if threading.current_thread() is not threading.main_thread():
+                return False  # signals reach only the main thread: no bound (documented)
+            signal.signal(signal.SIGALRM, cls._fire)
+            cls.installed = True
+        return True
+
+    @classmethod
+    def _fire(cls, signum: int, frame: object) -> None:
+        if cls.armed:
+            cls.armed = False
+            raise Overrun
+
+
+class InProcess(LocalAuthorizer):
+    """``policy`` asked synchronously inside the broker, with a deadline."""
+
+    def __init__(self, policy: Policy, *, timeout: float = DEFAULT_TIMEOUT, default: object = DENY,
+                 trace: frozenset[str] | None = None, signals: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
+        super().__init__(policy.name, trace, signals=signals)
+        self.policy = policy
+        self.timeout = timeout
+        self.default = default
+        self.layer: LayerSpec | None = None
+        self.settled: frozenset[str] = frozenset()  # set by the shim, as for a connection
+        self.dead_reason = ""
+        self._session = policy.session()
+        self._log = log or (lambda msg: print(f"brokerd: {msg}", file=sys.stderr, flush=True))
+        self._timed = math.isfinite(timeout) and _Alarm.install()
+
+    def action(self, name: str) -> tuple[str, int]:
+        """As a connection: a call its kernel layer settles is not asked about."""
+        act = super().action(name)
+        return ALLOW if act == TRACE and name in self.settled else act
+
+    def greet(self, session: str, now: float) -> None:
+        """The handshake, as objects: its ``hello`` configures this member."""
+        hello = Hello((VERSION,), (("role", "broker"), ("session", session)))
+        try:
+            ours = self._call(self._session.start_event, hello)
+            if isinstance(ours, Hello):
+                apply_hello(self, ours)
+                self.mode = "hello"
+        except (ValueError, ProtocolError) as e:
+            self._die(f"sent a bad handshake: {e}")
+        except _Failed as e:
+            self._die(str(e))
+
+    def ask(self, event, answer: Answer, now: float) -> None:
+        name = event.call.name if isinstance(event, SyscallEvent) else ""
+        if self.mode == "dead":
+            answer(default_reply(type(event), name, self.default), f"authorizer {self.name} is gone ({self.dead_reason})")
+            return
+        try:
+            reply = self._call(self._session.decide, event)
+        except _Failed as e:  # the shim prints the reason, as for a process
+            answer(default_reply(type(event), name, self.default), f"authorizer {self.name} {e}")
+            return
+        if not isinstance(reply, Reply):
+            reply = default_reply(type(event), name, self.default)
+        answer(reply, "")
+
+    def notify(self, line: bytes) -> None:
+        """Proc events come as lines (the shim formats them once for all members)."""
+        if self.mode != "hello":
+            return
+        try:
+            self._call(self._session.start_event, codec.parse_event(line))
+        except (ProtocolError, _Failed) as e:
+            self._log(f"authorizer {self.name}: event not taken: {e}")
+
+    def report_error(self, code: str, text: str) -> None:
+        try:
+            self._call(self._session.start_event, Error(code, text))
+        except _Failed as e:
+            self._log(f"authorizer {self.name}: error {code} {text} ({e})")
+
+    def _call(self, fn: Callable[[object], object], arg: object) -> object:
+        """``fn(arg)`` under the deadline; what escapes becomes :class:`_Failed`."""
+        try:
+            return self._bounded(fn, arg)
+        except Overrun:  # also when the alarm lands while the timer is being disarmed
+            raise _Failed(f"did not answer within {self.timeout:g}s") from None
+        except SystemExit as e:
+            self._die(f"exited ({e.code})")
+            raise _Failed(f"exited ({e.code})") from None
+        except Exception as e:  # noqa: BLE001 - a policy bug must never reach the broker's loop
+            raise _Failed(f"raised {type(e).__name__}: {e}") from None
+
+    def _bounded(self, fn: Callable[[object], object], arg: object) -> object:
+        if not self._timed:
+            return fn(arg)
+        _Alarm.armed = True
+        signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        try:
+            return fn(arg)
+        finally:
+            _Alarm.armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _die(self, reason: str) -> None:
+        if self.mode != "dead":
+            self.mode = "dead"
+            self.dead_reason = reason
+            self._log(f"authorizer {self.name} {reason}; its questions get the default verdict")
+
+
+class _Failed(Exception):
+    """The policy failed one call (raised, overran, exited): the text says how."""
+
+
+__all__ = ["InProcess", "Overrun"]
