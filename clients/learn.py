@@ -43,10 +43,9 @@ SYSTEM_TREES = ("/usr",)  # read (and run) as a whole when the run read anything
 NEVER_COLLAPSE = ("/", "/etc", "/proc", "/dev", "/sys", "/root", "/home", "/run", "/var", "/tmp", "/var/tmp")
 #: allowed whether or not the run made them: returning from a signal handler,
 #: restarting an interrupted call and exiting are no privilege (denied, a
-#: program that got its first signal would crash); memfd_create: the broker makes
-#: its scratch region in the program with an injected one (docs/shim.md), which
-#: the kernel filter judges again
-ALWAYS = frozenset({"rt_sigreturn", "sigreturn", "restart_syscall", "exit", "exit_group", "memfd_create"})
+#: program that got its first signal would crash).  memfd_create is not needed:
+#: the broker's injected one passes static rules with its nonce (docs/shim.md)
+ALWAYS = frozenset({"rt_sigreturn", "sigreturn", "restart_syscall", "exit", "exit_group"})
 #: what a program may do beneath a directory it owns (its build tree), seen or not
 OWNED = frozenset({"unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir",
                    "utimensat", "chmod", "fchmodat"})
@@ -384,7 +383,7 @@ def plan(obs: Observed) -> Plan:
 # ---------------------------------------------------------------------------
 
 CALLS = ("calls: the system calls the run made that take no path or address, and exit/exit_group/restart_syscall/"
-         "rt_sigreturn/sigreturn/memfd_create; allowed in the kernel filter, never asked about")
+         "rt_sigreturn/sigreturn; allowed in the kernel filter, never asked about")
 _CALLS_BY = re.compile(r"^# calls: .*?(?: \(by (.*)\))?$", re.M)
 HEADER = "# Learned by `brokerctl learn` (docs/learn.md). Runs it was learned from:\n"
 

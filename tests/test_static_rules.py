@@ -75,3 +75,14 @@ def test_bad_static_rule_is_reported(authz, cprog, tmp_path):
     cmd, _ = _static(authz, tmp_path, "trace=openat unknown=maybe", "a")
     r = brokerctl("run", "-a", cmd, "--", str(cprog("opener")), "/etc/hostname")
     assert "bad handshake" in r.stderr and "unknown=" in r.stderr
+
+
+def test_injected_memfd_passes_a_static_deny(authz, cprog, tmp_path):
+    # the broker builds the program's stable-argument region with an injected
+    # memfd_create; the program's own memfd_create stays denied
+    cmd, log = _static(authz, tmp_path, "trace=openat deny=memfd_create:EPERM", "a")
+    r = brokerctl("run", "-a", cmd, "--", str(cprog("calls")), "memfd", "threads:1")
+    assert "memfd fail EPERM" in r.stdout, r.stdout + r.stderr
+    assert "thread-open ok" in r.stdout, r.stdout + r.stderr  # a judged path call with stable arguments
+    assert "memfd_create" not in r.stderr, r.stderr  # no "cannot build the region" note
+    assert "openat" in log.read_text()

@@ -80,7 +80,7 @@ class ArgEquals:
 
     arg: int
     value: int
-    hit: int
+    hit: int | ArgEquals  # another test: i386's two 32-bit halves of a nonce
     miss: int
 
 

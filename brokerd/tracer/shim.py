@@ -106,6 +106,12 @@ ARG_REGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
 CLONE_UNTRACED = constant("CLONE_UNTRACED")
 #: sendmsg's 4th argument register (unused by the call) carries the listener hand-over's nonce
 HANDOFF_ARG = 3
+#: the same register (and the next, for i386's 32-bit halves) carries the
+#: session's injection nonce in the broker's own injected memfd_create/close
+#: (both ignore it): the filter lets exactly those through the program's static rules
+INJECT_ARG = 3
+#: injected calls with a spare argument register; the injected mmap uses all six
+INJECTED_CALLS = ("memfd_create", "close")
 # The broker's own rules, below every authorizer: io_uring reaches files and
 # sockets with no syscall to judge, so it is denied unless the operator allows
 # it.  clone3 keeps its flags in memory: on ptrace with stable arguments the
@@ -299,6 +305,8 @@ class Shim:
                                     + (() if self._copies_clone3 else CLONE3_DENIED))
         self._signal_order: tuple[int, ...] = ()
         self._regions: dict[int, Region] = {}  # tgid -> its read-only scratch region
+        #: marks the broker's own injected calls to the filter (INJECT_ARG); the program never sees it
+        self._inject_nonce = int.from_bytes(os.urandom(8), "little") | 1
         self._slot_waiters: list[_Thread] = []  # calls waiting for a free scratch slot
         #: calls that always stop for the broker's own checks (clone flags, the guard, the region)
         self.internal_trace = frozenset({"clone", "clone3"}) | GUARDED | REGION_CALLS_ALWAYS
@@ -453,6 +461,8 @@ class Shim:
                 action = self._flag_rule(name, action, stop)
                 if handoff is not None and name == "sendmsg" and isinstance(action, int):
                     action = seccomp.ArgEquals(HANDOFF_ARG, handoff, seccomp.RET_ALLOW, action)
+                if name in INJECTED_CALLS and isinstance(action, int) and action not in (seccomp.RET_ALLOW, stop):
+                    action = self._injected_rule(abi_name, action)
                 if action != default:
                     acts[spec.nr | abi.nr_bit] = action
             rules[abi_name] = seccomp.AbiRules(acts, default)
@@ -471,6 +481,16 @@ class Shim:
         if x32_rules.default != seccomp.RET_ALLOW or x32_rules.actions:
             x32 = seccomp.AbiRules({**x32_rules.actions, 0xFFFFFFFF: seccomp.RET_ALLOW}, x32_rules.default)
         return seccomp.compile_filter(rules["x86_64"], rules["i386"], x32)
+
+    def _injected_rule(self, abi_name: str, action: int) -> seccomp.ArgEquals:
+        """Let exactly the broker's injected call through a static rule: it
+        carries the session nonce in argument registers the call ignores (one
+        64-bit one, or two 32-bit ones for i386), which the program never sees."""
+        n = self._inject_nonce
+        if abi_name != "i386":
+            return seccomp.ArgEquals(INJECT_ARG, n, seccomp.RET_ALLOW, action)
+        high = seccomp.ArgEquals(INJECT_ARG + 1, n >> 32, seccomp.RET_ALLOW, action)
+        return seccomp.ArgEquals(INJECT_ARG, n & 0xFFFFFFFF, high, action)
 
     def _flag_rule(self, name: str, action: seccomp.Action, stop: int) -> seccomp.Action:
         """The filter's argument tests for the broker's own rules: a program's
@@ -1477,6 +1497,12 @@ class Shim:
         mask = 0xFFFFFFFF if t.abi.name == "i386" else MASK64
         for name, v in zip(names, args, strict=False):
             setattr(regs, name, v & mask)
+        if len(args) <= INJECT_ARG:  # memfd_create, close: the nonce passes the program's static rules
+            if t.abi.name == "i386":
+                setattr(regs, names[INJECT_ARG], self._inject_nonce & 0xFFFFFFFF)
+                setattr(regs, names[INJECT_ARG + 1], self._inject_nonce >> 32)
+            else:
+                setattr(regs, names[INJECT_ARG], self._inject_nonce)
         regs.orig_rax = nr
         pt.setregs(t.tid, regs)
 

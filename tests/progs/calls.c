@@ -40,6 +40,7 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "getppid")) report("getppid", getppid());
         else if (!strcmp(a, "getpid")) report("getpid", getpid());
+        else if (!strcmp(a, "memfd")) report("memfd", syscall(SYS_memfd_create, "mine", 0, 0, 0));
         else if (!strncmp(a, "write:", 6)) report("write", write(1, a + 6, strlen(a + 6)));
         else if (!strncmp(a, "exit:", 5)) exit(atoi(a + 5));
         else if (!strncmp(a, "kill:", 5)) raise(atoi(a + 5));
