@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 from conftest import brokerctl
 
 
@@ -118,3 +121,28 @@ def test_cpu_pinning_reaches_the_program(rules):
     assert r.stdout.split() == ["Cpus_allowed_list:", "0"], r.stderr
     bad = brokerctl("run", "--cpu", "zero", "--", "true")
     assert bad.returncode == 2 and "--cpu zero" in bad.stderr and "Traceback" not in bad.stderr
+
+
+STEP_FORKS = r'''
+import sys
+log = open(sys.argv[1], "a")
+sys.stdin.readline()
+print("hello 1 role=authorizer name=stepfork trace=clone,fork,vfork", flush=True)
+for line in sys.stdin:
+    if line.startswith("syscall"):
+        print(line.split()[1], "step", flush=True)
+    elif line.startswith("sysret"):
+        log.write(line); log.flush()
+        print(line.split()[1], "cont", flush=True)
+'''
+
+
+@pytest.mark.parametrize("how", ["fork:1", "vfork"])
+def test_stepped_fork_reports_the_child_pid(authz, cprog, tmp_path, how):
+    log = tmp_path / "sysret"
+    log.touch()
+    r = brokerctl("run", "-a", f"{authz(STEP_FORKS)} {log}", "--", str(cprog("calls")), how)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rets = [ln for ln in log.read_text().splitlines() if re.search(r"\b(clone|fork|vfork)\b", ln)]
+    assert rets, r.stdout + r.stderr  # the step's sysret came
+    assert all(re.search(r" ok [1-9]\d*", ln) for ln in rets), rets  # with the child's pid

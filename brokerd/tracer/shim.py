@@ -902,7 +902,10 @@ class Shim:
                 self._regions[ctgid] = self._regions[t.tgid]  # the shared mapping is inherited
             kind = {pt.EVENT_FORK: "fork", pt.EVENT_VFORK: "vfork", pt.EVENT_CLONE: "clone"}[event]
             self._proc_event(t, kind, (Int(child),))
-            self._resume(tid)
+            if t.state == "step":  # PTRACE_CONT would skip the exit stop: the stepper must hear the child's pid
+                self._to_exit_stop(t)
+            else:
+                self._resume(tid)
         elif event == pt.EVENT_EXEC:
             self._on_exec(t)
         elif event == pt.EVENT_STOP:
