@@ -121,6 +121,7 @@ class Authorizer:
         self._by_id: dict[int, _Question] = {}
         self.answered = 0
         self.defaulted = 0
+        self._warned_missing_id = False
         os.set_blocking(rfd, False)
         os.set_blocking(wfd, False)
 
@@ -320,6 +321,10 @@ class Authorizer:
             # A stray line (a debug print, an injected `cont`) must never pass
             # for the answer to whatever question is open (issue #16 item 6).
             self._error("missing-id", "a reply in handshake mode starts with the ID of the event it answers; ignored")
+            if not self._warned_missing_id:  # once: an authorizer that never sends IDs only times out
+                self._warned_missing_id = True
+                self._log(f"authorizer {self.name} sent a reply without an event ID in handshake mode; "
+                          "such lines answer nothing (PROTOCOL.md 7.4)")
             return
         else:
             if not self._fifo:

@@ -11,7 +11,7 @@ which one it holds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from brokerd.decision.rules import ArgRule, StaticRules
 from brokerd.protocol.types import Reply, SignalEvent, SyscallEvent, SysretEvent
@@ -21,6 +21,7 @@ from brokerd.protocol.types import Reply, SignalEvent, SyscallEvent, SysretEvent
 Answer = Callable[[Reply, str], None]
 
 
+@runtime_checkable
 class Member(Protocol):
     """One authorizer in a stack, as the broker drives it (never blocking)."""
 
