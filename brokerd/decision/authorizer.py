@@ -46,6 +46,7 @@ from brokerd.protocol.types import (
     Str,
     SyscallEvent,
     SysretEvent,
+    Verdict,
 )
 
 DEFAULT_TIMEOUT = 5.0
@@ -89,7 +90,7 @@ class Authorizer:
         *,
         pid: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        default: object = DENY,
+        default: Verdict = DENY,
         trace: frozenset[str] | None = None,
         signals: bool = False,
         log: Callable[[str], None] | None = None,
@@ -416,6 +417,8 @@ class Authorizer:
 
     def _signal(self, sig: int) -> None:
         # the whole process group: `sh -c` may have children holding our stderr
+        if self.pid is None:
+            return
         try:
             os.killpg(self.pid, sig)
         except ProcessLookupError:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from brokerd.decision.rules import ArgRule, StaticRules
-from brokerd.protocol.types import Reply, SignalEvent, SyscallEvent, SysretEvent
+from brokerd.protocol.types import Reply, SignalEvent, SyscallEvent, SysretEvent, Verdict
 
 #: Called once per question with the reply (the member's own, or its default)
 #: and a reason that is empty when the member itself answered.
@@ -31,7 +31,7 @@ class Member(Protocol):
     wfd: int
     mode: str  # "plain" | "hello" | "dead" once ready ("new", "greeting" before)
     timeout: float  # seconds a question may wait for its answer
-    default: object  # its default verdict for a syscall entry
+    default: Verdict  # its default verdict for a syscall entry
     trace: frozenset[str] | None  # calls it subscribed to (None: all)
     signals: bool  # wants signal events
     events: frozenset[str]  # proc event kinds it wants

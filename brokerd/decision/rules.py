@@ -14,7 +14,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from brokerd.protocol.types import Cont, Kill, Rewrite, SkipFail, SkipOk, Step, SyscallEvent
+from brokerd.protocol.types import (
+    Cont,
+    Kill,
+    Reply,
+    Rewrite,
+    SkipFail,
+    SkipOk,
+    Step,
+    SyscallEvent,
+    Verdict,
+)
 
 #: The verdicts that may answer a syscall entry (a rule's verdict must be one).
 ENTRY_VERDICTS = (Cont, Step, Kill, SkipFail, SkipOk, Rewrite)
@@ -113,7 +123,7 @@ class ArgRule:
 
     name: str
     matchers: tuple[tuple[str, int, object], ...]  # (op, argn, operand)
-    verdict: object
+    verdict: Verdict
     text: str
 
     def matches(self, event: SyscallEvent, kinds: Sequence[str]) -> bool:
@@ -157,7 +167,7 @@ def parse_arg_rule(text: str) -> ArgRule:
         reply = codec.parse_reply(verdict_text.strip())
     except ProtocolError as e:
         raise ValueError(f"rule {text!r}: bad verdict: {e.message}") from None
-    if not isinstance(getattr(reply, "verdict", None), ENTRY_VERDICTS):
+    if not isinstance(reply, Reply) or not isinstance(reply.verdict, ENTRY_VERDICTS):
         raise ValueError(f"rule {text!r}: {verdict_text.strip()!r} is not a verdict for a syscall")
     matchers: list[tuple[str, int, object]] = []
     for m in words[1:]:
@@ -173,7 +183,7 @@ def parse_arg_rule(text: str) -> ArgRule:
         except ProtocolError as e:
             raise ValueError(f"rule {text!r}: bad value in {m!r}: {e.message}") from None
         matchers.append(({"=": "eq", "&": "any", "!&": "none"}[g[2]], int(g[1]), _operand(operand)))
-    return ArgRule(words[0], tuple(matchers), reply.verdict, text)  # type: ignore[union-attr]
+    return ArgRule(words[0], tuple(matchers), reply.verdict, text)
 
 
 def _operand(v: object) -> object:
