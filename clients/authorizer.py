@@ -222,6 +222,40 @@ _MAGIC = re.compile(r"/proc/\d+(?:/task/\d+)?/(?:fd/\d+|cwd|root|exe)\Z")
 MAXSYMLINKS = 40
 
 
+def _s32(v: int) -> int:
+    """A register value as the kernel's signed 32-bit pid_t/int."""
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def _pidfd_pid(pid: int, tid: int, fd: int) -> int | None:
+    """The process pidfd ``fd`` of the tracee refers to (its fdinfo ``Pid:``)."""
+    for p in (f"/proc/{pid}/task/{tid}/fdinfo/{fd}", f"/proc/{pid}/fdinfo/{fd}"):
+        try:
+            with open(p, "rb") as f:
+                for line in f:
+                    if line.startswith(b"Pid:"):
+                        n = int(line.split()[1])
+                        return n if n > 0 else None
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def tracer_of(pid: int) -> int | None:
+    """The pid of the process ptrace-tracing ``pid`` (``TracerPid:`` of
+    /proc/PID/status; 0 = untraced), None if ``pid`` is gone.  Two tracees of
+    one brokerd session have the same tracer: the session's shim."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"TracerPid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def resolve_path(path: str, base: str = "/", *, pid: int | None = None, tid: int | None = None,
                  follow: bool = True) -> str | None:
     """The absolute path the kernel would reach for ``path`` looked up from
@@ -552,6 +586,21 @@ class Syscall:
             except OSError:
                 continue
         return None
+
+    def target_pids(self) -> list[int] | None:
+        """The processes (or threads) a call that reaches another process aims
+        at (the tables' ``process-access`` class: kill, tgkill, pidfd_send_signal,
+        ptrace...): its ``pid`` arguments, or the process behind its pidfd
+        (``/proc/PID/fdinfo/N``).  None when it names a group or everything
+        (``kill(0)``, ``kill(-PGRP)``, ``kill(-1)``) or cannot be known (a
+        ``/proc/PID`` directory fd, a replayed event): deny then."""
+        if self.spec is None or self.replay:
+            return None
+        pids = [_s32(self.num(i)) for i, k in enumerate(self.spec.args) if k == "pid"]
+        if not pids and self.spec.args[:1] == ("fd",) and "process-access" in self.spec.classes:
+            pid = _pidfd_pid(self.pid, self.tid, self.num(0))
+            pids = [pid] if pid is not None else []
+        return pids if pids and min(pids) > 0 else None
 
     def resolve_path(self, i: int, *, follow: bool | None = None) -> str | None:
         """The absolute path argument ``i`` reaches, as the kernel would look it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -90,3 +91,67 @@ def test_make_runs_inside_the_sandbox(tmp_path):
                   "--", "make", "-s", "-C", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out.txt").read_text() == "built\n"
+
+
+# -- issue #16: holes found by an adversarial run as root ------------------------
+@pytest.fixture
+def holes(box, cprog):
+    """Run tests/progs/boxholes.c inside sandbox:BOX with a --ro directory RO."""
+    prog = str(cprog("boxholes"))
+    ro = box.parent / "ro"
+    ro.mkdir()
+    (ro / "f").write_text("ro\n")
+    os.chmod(ro / "f", 0o644)
+
+    def run_ops(*ops: str, opts: tuple[str, ...] = ()):
+        return brokerctl("run", *opts, "--policy",
+                         f"sandbox:{box},--ro={ro},{SYSTEM_RO},--ro={os.path.dirname(prog)}", "--", prog, *ops)
+
+    return run_ops, ro
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="device nodes and chown of others' files need root")
+def test_no_device_nodes_inside_the_box(box, holes):
+    """Before: mknod of a character/block device in a writable directory was
+    allowed, and a /dev/kmsg node read the kernel log."""
+    run_ops, _ro = holes
+    r = run_ops(f"mknod-chr:{box}/kmsg", f"mknod-blk:{box}/sda", f"mknodat-chr:{box}/kmsg2",
+                f"mkfifo:{box}/fifo", "mkfifo:/tmp/brokerd-box-fifo")
+    assert r.stdout.splitlines() == ["mknod-chr EPERM", "mknod-blk EPERM", "mknodat-chr EPERM",
+                                     "mkfifo ok", "mkfifo EACCES"], r.stderr
+    assert not os.path.lexists(box / "kmsg") and not os.path.lexists(box / "sda")
+    assert not os.path.lexists("/tmp/brokerd-box-fifo")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another owner needs root")
+def test_fd_forms_cannot_change_a_read_only_file(box, holes):
+    """Before: fchmod/fchown (and fchownat(fd, "", AT_EMPTY_PATH)) were never
+    checked, so a --ro file opened for reading became mode 777, owned by nobody."""
+    run_ops, ro = holes
+    (box / "mine").write_text("rw\n")
+    r = run_ops(f"fchmod:{ro}/f", f"fchown:{ro}/f", f"fchownat-empty:{ro}/f", f"fchmodat:{ro}/f",
+                f"fchmod:{box}/mine", f"fchown:{box}/mine")
+    assert r.stdout.splitlines() == ["fchmod EACCES", "fchown EACCES", "fchownat-empty EACCES",
+                                     "fchmodat EACCES", "fchmod ok", "fchown ok"], r.stderr
+    st = os.stat(ro / "f")
+    assert (st.st_mode & 0o777, st.st_uid) == (0o644, 0)
+    assert os.stat(box / "mine").st_mode & 0o777 == 0o777
+
+
+def test_signals_stay_inside_the_session(holes):
+    """Before: kill/tgkill (and kill of a whole outside group) reached any
+    process outside the sandbox.  (Never test kill(-1) here: a regression
+    would signal every process of the machine; tests/test_guard.py checks it
+    without sending anything.)  Without Landlock (--no-landlock, or where the
+    kernel lacks its signal scope, or attach) the policy's own check is all
+    there is: that is what runs here."""
+    run_ops, _ro = holes
+    outside = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        r = run_ops(f"kill:{outside.pid}", f"tgkill:{outside.pid}", f"kill:-{outside.pid}", "kill-child",
+                    opts=("--no-landlock",))
+        assert r.stdout.splitlines() == ["kill EPERM", "tgkill EPERM", "kill EPERM", "kill-child ok"], r.stderr
+        assert outside.poll() is None
+    finally:
+        outside.kill()
+        outside.wait()

@@ -1,17 +1,26 @@
 """The broker protects itself: whatever the policy says, a traced program may
 not signal, stop, ptrace or read the memory of the shim or its authorizers.
 
-The calls that name another process (kill and friends, ptrace,
-process_vm_readv/writev, pidfd_open, pidfd_send_signal) always stop (they are
-rare), and are judged here before any authorizer sees them:
+The calls that name another process (the tables' ``process-access`` class:
+kill and friends, ptrace, process_vm_readv/writev, pidfd_open, pidfd_getfd,
+pidfd_send_signal, process_madvise, process_mrelease, kcmp) always stop
+(they are rare), and are judged here before any authorizer sees them:
 
-* aimed at a protected process: EPERM;
-* aimed at a whole process group (``kill(0, sig)``, ``kill(-pgrp, sig)``) or
-  at everything (``kill(-1, sig)``) that includes a protected process: the
-  call is skipped and the signal sent by the shim to every other member the
-  caller could signal itself, so ``kill -STOP 0`` stops the program's job but
-  not its broker;
+* aimed at a protected process (any of its ``pid`` arguments, or the process
+  behind its pidfd): EPERM;
+* aimed at a whole process group (``kill(0, sig)``, ``kill(-pgrp, sig)``,
+  the ``signal-group`` class) that includes a protected process: the call
+  is skipped and the signal sent by the shim to every other member the
+  caller could signal itself, so ``kill -STOP 0`` stops the program's job
+  but not its broker;
+* aimed at everything (``kill(-1, sig)``, which always includes the
+  broker): EPERM.  Emulating it would signal every process the caller may
+  signal (as root, the machine) before any policy saw the call;
 * anything else goes on to the authorizers like any other call.
+
+Which argument names the target is read from the tables' argument kinds
+(``pid``, a pidfd ``fd``, ``dirfd``/``path`` of the opens), not from lists
+of names here.
 
 A launched session's Landlock domain (:mod:`.landlock`) already keeps the
 program away from every process outside it.  Where there is none (no
@@ -36,15 +45,28 @@ import re
 import stat
 import struct
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from brokerd.protocol.abi import ABIS, names_in
 
 from .procfs import pgrp_and_ppid, tgid_of, uids_of
 
-GUARDED = frozenset({
-    "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal",
-    "pidfd_getfd", "ptrace", "process_vm_readv", "process_vm_writev",
-})
+GUARDED = names_in("process-access")
+_GROUP = names_in("signal-group")
+
+
+def _open_args() -> dict[str, tuple[int | None, int]]:
+    """The open class's (dirfd index or None, path index), from the kinds."""
+    out: dict[str, tuple[int | None, int]] = {}
+    for abi in ABIS.values():
+        for name in names_in("open") & abi.by_name.keys():
+            kinds = abi.by_name[name].args
+            out.setdefault(name, (kinds.index("dirfd") if "dirfd" in kinds else None, kinds.index("path")))
+    return out
+
+
 #: opens checked when no Landlock domain walls the session in: name -> (dirfd index or None, path index)
-PROC_OPENS = {"open": (None, 0), "creat": (None, 0), "openat": (0, 1), "openat2": (0, 1)}
+PROC_OPENS = _open_args()
 PROC_OPEN_CALLS = frozenset(PROC_OPENS)
 #: fcntl commands that choose who gets SIGIO (checked without Landlock's signal scope)
 F_SETOWN, F_SETOWN_EX = 8, 15
@@ -56,6 +78,29 @@ OWNER_CMD_BIT = 8
 PROC_ENTRIES = frozenset({"mem", "fd", "map_files"})  # what a Landlock domain refuses too
 AT_FDCWD = -100
 MAX_LINKS = 40
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a guarded call names its target: ``pid`` argument indices, or a
+    pidfd in argument 0; whether the first kind is a ptrace request."""
+
+    pids: tuple[int, ...]
+    pidfd: bool
+    ptrace: bool
+
+
+def _targets() -> dict[str, _Target]:
+    out: dict[str, _Target] = {}
+    for abi in ABIS.values():
+        for name in GUARDED & abi.by_name.keys():
+            kinds = abi.by_name[name].args
+            out.setdefault(name, _Target(tuple(i for i, k in enumerate(kinds) if k == "pid"),
+                                         kinds[:1] == ("fd",), kinds[:1] == ("ptrace_request",)))
+    return out
+
+
+_TARGETS = _targets()
 
 PTRACE_TRACEME = 0
 
@@ -103,28 +148,28 @@ class Guard:
     def judge(self, name: str, raw: tuple[int, ...], caller_tid: int, caller_tgid: int) -> tuple[str, int] | None:
         """``("deny", errno)``, ``("emulated", 0)`` (the shim already signalled
         the group; the call returns 0) or None (not the broker's business)."""
-        if name == "kill":
-            pid, sig = _s32(raw[0]), _s32(raw[1])
-            if pid > 0:
-                return ("deny", E.EPERM) if self._is_protected(pid) else None
-            return self._group_kill(pid, sig, caller_tgid)
-        if name in ("tkill",):
-            return ("deny", E.EPERM) if self._is_protected(tgid_of(_s32(raw[0]))) else None
-        if name in ("tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "process_vm_readv",
-                    "process_vm_writev"):
-            return ("deny", E.EPERM) if self._is_protected(_s32(raw[0])) else None
-        if name == "ptrace":
-            if raw[0] == PTRACE_TRACEME:
-                return None
-            return ("deny", E.EPERM) if self._is_protected(tgid_of(_s32(raw[1]))) else None
-        if name in ("pidfd_send_signal", "pidfd_getfd"):
-            target = _pidfd_target(caller_tid, _s32(raw[0]))
-            return ("deny", E.EPERM) if target is not None and self._is_protected(target) else None
+        target = _TARGETS.get(name)
+        if target is not None:
+            return self._judge_target(name, target, raw, caller_tid, caller_tgid)
         if name in OWNER_CALLS:
             return self._judge_owner(raw, caller_tid) if self.owner_checks else None
         if name in PROC_OPENS:
             return self._judge_open(name, raw, caller_tid, caller_tgid) if self.proc_checks else None
         return None
+
+    def _judge_target(self, name: str, target: _Target, raw: tuple[int, ...], caller_tid: int,
+                      caller_tgid: int) -> tuple[str, int] | None:
+        if target.ptrace and raw[0] == PTRACE_TRACEME:
+            return None  # names no other process
+        pids = [_s32(raw[i]) for i in target.pids if i < len(raw)]
+        if name in _GROUP and pids and pids[0] <= 0:
+            return self._group_kill(pids[0], _s32(raw[1]), caller_tgid)
+        if not pids and target.pidfd:
+            pidfd = _pidfd_target(caller_tid, _s32(raw[0]))
+            pids = [pidfd] if pidfd is not None else []
+        # a thread id names its process too (tkill, tgkill, ptrace): tgid_of
+        hit = any(p > 0 and (self._is_protected(p) or self._is_protected(tgid_of(p))) for p in pids)
+        return ("deny", E.EPERM) if hit else None
 
     def _judge_owner(self, raw: tuple[int, ...], tid: int) -> tuple[str, int] | None:
         cmd, arg = _s32(raw[1]), raw[2]
@@ -185,7 +230,10 @@ class Guard:
                 return None
             members = self._pgrp_members(st[0])
         elif pid == -1:
-            members = [p for p in _all_pids() if p != caller and p != 1]
+            # kill(-1): every process the caller may signal (as root: the
+            # whole machine).  Emulating it here would send it before any
+            # policy saw the call, so a sandbox could not refuse it: refused.
+            return None if sig == 0 else ("deny", E.EPERM)
         else:
             members = self._pgrp_members(-pid)
         if not any(self._is_protected(p) for p in members):

@@ -37,15 +37,12 @@ from brokerd.clients.authorizer import (
     path_under,
     skip_fail,
 )
+from brokerd.protocol.abi import names_in
 
-OPEN = ("open", "openat", "openat2", "creat")
-PATH_WRITES = (
-    "mkdir mkdirat mknod mknodat rmdir unlink unlinkat rename renameat renameat2 link linkat "
-    "symlink symlinkat chmod fchmodat fchmodat2 chown chown32 lchown lchown32 fchownat truncate "
-    "truncate64 utime utimes futimesat utimensat utimensat_time64 setxattr lsetxattr removexattr "
-    "lremovexattr setxattrat removexattrat"
-).split()
-FD_WRITES = ("fchmod fchown fchown32 ftruncate ftruncate64 fallocate fsetxattr fremovexattr").split()
+#: from the syscall tables' classes (protocol/abi.py), shared with sandbox
+OPEN = names_in("open")
+PATH_WRITES = names_in("fs-write") - OPEN
+FD_WRITES = names_in("fd-write")
 _O_ACCMODE = 0o3
 _O_CREAT = 0o100
 

@@ -19,6 +19,21 @@ syscalls opted in, so that calls added by new kernels are denied by default::
   ``newfstatat(1, "", AT_EMPTY_PATH)``, ``/proc/self/fd/N`` of a pipe) acts
   on a descriptor already open and is allowed.
 * ``link``/``linkat``/``symlink``/``symlinkat``: always ``EPERM``.
+* ``mknod``/``mknodat`` of a character or block device: always ``EPERM`` (a
+  ``/dev/kmsg`` or raw-disk node made in a writable directory would reach
+  the device); fifos, sockets and regular files are path-checked.
+* Calls that change the file behind a descriptor (``fchmod``, ``fchown``,
+  ``ftruncate``, ``fallocate``, ``fsetxattr``..., and ``fchmodat``/
+  ``fchownat`` of ``""`` with ``AT_EMPTY_PATH``): the descriptor's file
+  (``/proc/PID/fd/N``) must be below a read-write directory, so a file of a
+  ``--ro`` directory opened for reading cannot be made mode 777 or given
+  away.
+* Signals (``kill``, ``tkill``, ``tgkill``, ``rt_sigqueueinfo``,
+  ``rt_tgsigqueueinfo``, ``pidfd_send_signal``) only to processes of the
+  same session: traced by the same broker (their ``TracerPid`` is the
+  caller's).  Anything else (a process outside, ``kill(-1)``, ``kill(0)`` or
+  ``kill(-PGRP)`` of a group with an outside member, a ``/proc/PID``
+  directory used as a pidfd) fails with ``EPERM``.
 * Opt-in: the syscalls in :data:`SAFE` (memory, signals, I/O on open
   descriptors, process control...) run unchecked, those in :data:`READ_PATH`
   / :data:`WRITE_PATH` are path-checked; **every other syscall fails with
@@ -41,6 +56,7 @@ import argparse
 import errno
 import os
 import re
+import stat
 import sys
 from collections.abc import Sequence
 
@@ -52,7 +68,9 @@ from brokerd.clients.authorizer import (
     path_under,
     skip_fail,
     to_reply,
+    tracer_of,
 )
+from brokerd.protocol.abi import names_in
 from brokerd.protocol.types import Field, Struct, Sym
 
 #: Run without any check: they act on memory, signals, the process itself or
@@ -60,11 +78,10 @@ from brokerd.protocol.types import Field, Struct, Sym
 SAFE = frozenset("""
 read write readv writev pread64 pwrite64 preadv pwritev preadv2 pwritev2 close close_range
 fstat fstat64 fstatfs fstatfs64 lseek _llseek getdents getdents64 dup dup2 dup3 fcntl fcntl64
-flock fsync fdatasync syncfs ftruncate ftruncate64 fallocate fadvise64 fadvise64_64 fchmod fchown
-fchown32 fchdir sendfile sendfile64 splice tee copy_file_range
+flock fsync fdatasync syncfs fadvise64 fadvise64_64 fchdir sendfile sendfile64 splice tee copy_file_range
 mmap mmap2 mprotect munmap brk madvise mremap msync mincore mlock mlock2 munlock mlockall munlockall
 rt_sigaction rt_sigprocmask rt_sigreturn sigreturn sigaltstack rt_sigsuspend rt_sigpending
-rt_sigtimedwait rt_sigtimedwait_time64 kill tkill tgkill pause alarm
+rt_sigtimedwait rt_sigtimedwait_time64 pause alarm
 getpid getppid gettid getuid geteuid getgid getegid getuid32 geteuid32 getgid32 getegid32
 getresuid getresgid getresuid32 getresgid32 getgroups getgroups32 getpgrp getpgid getsid setpgid
 setuid setgid setreuid setregid setresuid setresgid setfsuid setfsgid setgroups
@@ -83,25 +100,20 @@ timerfd_create timerfd_settime timerfd_gettime signalfd signalfd4 setitimer geti
 timer_create timer_settime timer_gettime timer_getoverrun timer_delete memfd_create ioctl
 """.split())
 
-#: Path-checked, reading.
-READ_PATH = frozenset("""
-stat lstat stat64 lstat64 newfstatat fstatat64 statx access faccessat faccessat2 readlink
-readlinkat getxattr lgetxattr listxattr llistxattr statfs statfs64 chdir execve execveat
-inotify_add_watch getxattrat listxattrat
-""".split())
-
-#: Path-checked, writing (so only below the read-write directories).
-WRITE_PATH = frozenset("""
-creat mkdir mkdirat rmdir unlink unlinkat rename renameat renameat2 chmod fchmodat fchmodat2
-chown chown32 lchown lchown32 fchownat truncate truncate64 utime utimes futimesat utimensat
-utimensat_time64 mknod mknodat setxattr lsetxattr removexattr lremovexattr setxattrat
-removexattrat
-""".split())
-
-OPEN = frozenset({"open", "openat", "openat2"})
-LINKS = frozenset({"link", "linkat", "symlink", "symlinkat"})
+#: Path-checked, reading / writing (so only below the read-write
+#: directories); from the syscall tables' classes (protocol/abi.py).
+READ_PATH = names_in("fs-read")
+WRITE_PATH = names_in("fs-write")
+#: change the file behind a descriptor: the descriptor's file is judged
+FD_WRITE = names_in("fd-write")
+OPEN = names_in("open") - {"creat"}  # creat: a write by path (WRITE_PATH)
+LINKS = names_in("link")
+MKNOD = names_in("mknod")
+SIGNALS = names_in("signal-send")
 TIOCSTI = 0x5412
 AT_EMPTY_PATH = 0x1000
+#: the S_IFMT types mknod may create inside the box (no devices)
+NODE_TYPES = frozenset({stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, 0})
 
 
 def _resolve_dir(d: str) -> str:
@@ -126,9 +138,9 @@ def build(argv: Sequence[str]) -> Authorizer:
     def judge(call: Syscall, indices: Sequence[int], writing: bool) -> object:
         roots = rw if writing else ro
         for i in indices:
-            if call.data(i) == b"" and call._at_flags() & AT_EMPTY_PATH:
+            if call.data(i) == b"" and call._at_flags() & AT_EMPTY_PATH and not writing:
                 continue  # fstatat(fd, "", AT_EMPTY_PATH): the descriptor, judged when opened
-            path = call.resolve_path(i)
+            path = call.resolve_path(i)  # writing to "" + AT_EMPTY_PATH: the descriptor's file
             if path is None:
                 return denial
             if not path.startswith("/"):
@@ -151,15 +163,19 @@ def build(argv: Sequence[str]) -> Authorizer:
         if name in OPEN:
             flags = call.open_flags() or 0
             return judge(call, call.path_args(), opens_for_writing(flags))
-        if name in LINKS:
+        if name in LINKS or name in MKNOD and not _harmless_node(call):
             return skip_fail(errno.EPERM)
         if name in WRITE_PATH:
             idx = call.path_args()
-            if not idx or call.data(idx[0]) is None and name.startswith("utimensat"):
+            if not idx or call.data(idx[0]) is None and name.startswith(("utimensat", "futimesat")):
                 return _fd_write(call, rw, denial)
             return judge(call, idx, True)
         if name in READ_PATH:
             return judge(call, call.path_args(), False)
+        if name in FD_WRITE:
+            return _fd_write(call, rw, denial)
+        if name in SIGNALS:
+            return cont_reply if _same_session(call) else skip_fail(errno.EPERM)
         if name in safe:
             if name == "ioctl" and call.num(1) & 0xFFFFFFFF == TIOCSTI:
                 return skip_fail(errno.EPERM)
@@ -172,11 +188,57 @@ def build(argv: Sequence[str]) -> Authorizer:
 
 
 def _fd_write(call: Syscall, rw: Sequence[str], denial: object) -> object:
-    """utimensat(fd, NULL, ...): acts on the descriptor itself."""
+    """fchmod(fd), ftruncate(fd), utimensat(fd, NULL, ...): act on the
+    descriptor's file, which must be below a read-write directory (a pipe or
+    socket is no file and passes)."""
     target = call.fd_path(call.num(0))
     if target is not None and (not target.startswith("/") or path_under(target, rw)):
         return cont()
     return denial
+
+
+def _harmless_node(call: Syscall) -> bool:
+    """mknod/mknodat of a regular file, fifo or socket (not a device)."""
+    kinds = call.spec.args if call.spec else ()
+    if "mode" not in kinds:
+        return False
+    return stat.S_IFMT(call.num(kinds.index("mode"))) in NODE_TYPES
+
+
+def _same_session(call: Syscall) -> bool:
+    """Does a signal go only to processes of the caller's session, i.e.
+    traced by the same broker?  (A group, everything or an unknown target:
+    no.)  Under ptrace the caller's tracer is the session's shim."""
+    targets = call.target_pids()
+    if targets is None:
+        return _group_in_session(call)
+    mine = tracer_of(call.tid)
+    return bool(mine) and all(tracer_of(t) == mine for t in targets)
+
+
+def _group_in_session(call: Syscall) -> bool:
+    """kill(0, sig) / kill(-PGRP, sig): every member of the group is a tracee
+    of this session; kill(-1) (every process) never is."""
+    if call.name not in names_in("signal-group") or call.replay:
+        return False
+    pid = call.num(0)
+    pid = pid - (1 << 32) if pid & 0x80000000 else pid
+    mine = tracer_of(call.tid)
+    if pid == -1 or not mine:
+        return False
+    try:
+        pgrp = os.getpgid(call.pid) if pid == 0 else -pid
+        members = [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _pgid(p) == pgrp]
+    except OSError:
+        return False
+    return bool(members) and all(tracer_of(p) == mine for p in members)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _new_namespace(call: Syscall) -> bool:
