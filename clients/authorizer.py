@@ -61,6 +61,7 @@ from brokerd.protocol.abi import ABIS, SyscallSpec
 from brokerd.protocol.args import FLAGSETS, value_to_int
 from brokerd.protocol.consts import errno_number, signal_number
 from brokerd.protocol.errors import ProtocolError
+from brokerd.protocol.layers import LayerSpec, layer_attrs, parse_layer
 from brokerd.protocol.linebuf import LineBuffer, PartialLine, TooLong
 from brokerd.protocol.types import (
     Addr,
@@ -97,6 +98,7 @@ __all__ = [
     "Authorizer", "Session", "Syscall", "SysResult", "SignalInfo", "SockAddr",
     "cont", "step", "kill", "skip_fail", "skip_ok", "ok", "fail", "rewrite", "deliver",
     "suppress", "deny", "with_sets", "resolve_path", "to_reply", "opens_for_writing", "path_under",
+    "kernel_layer",
 ]
 
 # ---------------------------------------------------------------------------
@@ -748,6 +750,48 @@ class SignalInfo:
 
 
 # ---------------------------------------------------------------------------
+# Kernel layers
+# ---------------------------------------------------------------------------
+
+
+def kernel_layer(
+    fs: Iterable[tuple[str | Iterable[str], str]] = (),
+    *,
+    fs_handled: str | Iterable[str] | None = None,
+    net: Iterable[tuple[str | Iterable[str], Iterable[int]]] = (),
+    net_handled: str | Iterable[str] | None = None,
+    scope: str | Iterable[str] = (),
+    settle: str = "all",
+) -> LayerSpec:
+    """A kernel layer for :class:`Authorizer` (``layer=``), checked as the
+    broker will check it (ValueError otherwise)::
+
+        kernel_layer([("read,execute", "/usr"), ("all", "/home/box")], fs_handled="all")
+        kernel_layer(net=[("connect", [443])])
+
+    Rights: ``read write execute create remove truncate ioctl-dev`` (or
+    ``all``); network: ``bind connect`` (TCP ports); scope: ``signal
+    abstract-unix``.  ``settle`` (strace syntax) limits which calls the broker
+    may stop asking about because the layer decides them."""
+    def text(v: str | Iterable[str]) -> str:
+        return v if isinstance(v, str) else ",".join(v)
+    attrs: list[tuple[str, str]] = []
+    if fs_handled is not None:
+        attrs.append(("fs-handled", text(fs_handled)))
+    attrs += [("fs", f"{text(r)} {p}") for r, p in fs]
+    if net_handled is not None:
+        attrs.append(("net-handled", text(net_handled)))
+    attrs += [("net", f"{text(r)} {','.join(str(p) for p in ports)}") for r, ports in net]
+    if scope:
+        attrs.append(("scope", text(scope)))
+    attrs.append(("settle", settle))
+    spec = parse_layer(attrs)
+    if spec is None:  # unreachable: settle is always there
+        raise ValueError("empty layer")
+    return spec
+
+
+# ---------------------------------------------------------------------------
 # The authorizer: handlers + settings; sessions speak the protocol
 # ---------------------------------------------------------------------------
 
@@ -790,6 +834,9 @@ class Authorizer:
         failsafe: object = None,
         strsize: int | None = None,
         log: Callable[[str], None] | None = None,
+        layer: LayerSpec | None = None,
+        allow: Iterable[str] = (),
+        unknown: str | None = None,
     ) -> None:
         if not re.fullmatch(r"[\x21\x23-\x7e]+", name):
             raise ValueError(f"authorizer name {name!r} must be one printable token")
@@ -799,6 +846,13 @@ class Authorizer:
         self.default = to_reply(default) if default is not None else cont()
         self.failsafe = to_reply(failsafe) if failsafe is not None else skip_fail("EPERM")
         self.strsize = strsize
+        #: the kernel layer it declares (:func:`kernel_layer`): the broker applies it under the
+        #: program and stops asking about the calls it settles (PROTOCOL.md 7.6)
+        self.layer = layer
+        #: static rules sent in the handshake: calls allowed without asking, and what
+        #: happens to calls it names nowhere (PROTOCOL.md 7.2)
+        self.allow = frozenset(allow)
+        self.unknown = unknown
         self.handlers = _Handlers()
         self._log = log or (lambda msg: print(f"{self.name}: {msg}", file=sys.stderr, flush=True))
 
@@ -880,6 +934,11 @@ class Authorizer:
         attrs.append(("signals", "yes" if self.handlers.signal else "no"))
         if self.strsize:
             attrs.append(("strsize", str(self.strsize)))
+        if self.allow:
+            attrs.append(("allow", ",".join(sorted(self.allow))))
+        if self.unknown:
+            attrs.append(("unknown", self.unknown))
+        attrs += layer_attrs(self.layer)
         return Hello((codec.VERSION,), tuple(attrs))
 
     # -- serving ----------------------------------------------------------

@@ -182,3 +182,94 @@ def test_user_daemon_refuses_other_uids(tmp_path):
     finally:
         d.stop()
     assert not os.path.exists(d.socket)  # removed on exit
+
+
+def test_daemon_hangs_decisions_go_on_and_new_runs_fail_closed(tmp_path, cprog):
+    # the daemon is not on the decision path: stopped (SIGSTOP), its running
+    # sessions are decided as before; a new run waits at most 2 s for its
+    # greeting and fails with one line, never running the program unbrokered
+    import sys
+
+    d = Daemon(tmp_path / "d")
+    spy = tmp_path / "spy.py"
+    spy.write_text(SPY)
+    seen = tmp_path / "seen"
+    served = Served(d, "spy", f"{sys.executable} -u {spy} {seen}", "--trace", "openat")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    p = popen_ctl("run", "--", str(cprog("opener")), str(fifo), "/etc/hostname", env=d.env)
+    try:
+        wait_for(lambda: seen.exists() and str(fifo) in seen.read_text(), what="the program to wait on the fifo")
+        d.proc.send_signal(signal.SIGSTOP)
+        marker = tmp_path / "ran"
+        t0 = time.monotonic()
+        r = run_ctl("run", "--", "/bin/sh", "-c", f"echo yes > {marker}", env=d.env)
+        assert r.returncode == 1 and time.monotonic() - t0 < 10, r
+        assert "did not greet" in r.stderr and r.stderr.count("\n") == 1 and not marker.exists()
+        _release(fifo)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0 and out.splitlines()[-1].startswith("/etc/hostname ok"), err
+        assert "/etc/hostname" in seen.read_text()  # decided by the registered authorizer, daemon stopped
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+        _release(fifo)
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+        served.kill()
+        d.stop()
+
+
+def test_shim_killed_ends_program_session_and_authorizer_instance(tmp_path, cprog):
+    # brokerctl (the shim) SIGKILLed: the kernel kills the traced program
+    # (PTRACE_O_EXITKILL), the daemon drops the session, and the registered
+    # authorizer's instance sees EOF on that session's socket
+    d = Daemon(tmp_path / "d")
+    bye = tmp_path / "bye"
+    served = Served(d, "eof", f"sh -c 'read g; echo cont; while read l; do echo cont; done; echo eof >> {bye}'",
+                    "--trace", "openat")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    p = popen_ctl("run", "--", str(cprog("opener")), str(fifo), env=d.env)
+    try:
+        [s] = wait_for(lambda: d.query("sessions"), what="the session")
+        program = wait_for(lambda: d.query("sessions")[0]["target"], what="the program's pid")
+        p.kill()
+        p.communicate()
+
+        def gone() -> bool:
+            try:
+                return open(f"/proc/{program}/stat").read().split(") ")[1][0] in "ZX"
+            except (FileNotFoundError, ProcessLookupError):
+                return True
+        wait_for(gone, what="the traced program to die with its shim")
+        wait_for(lambda: d.query("sessions") == [], what="the daemon to drop the session")
+        wait_for(lambda: bye.exists() and bye.read_text() == "eof\n", what="the authorizer instance to see EOF")
+        assert f"session {s['id']} ended (its broker went away)" in d.logtext()
+    finally:
+        _release(fifo)
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+        served.kill()
+        d.stop()
+
+
+def test_registered_authorizer_hangs_past_its_deadline(tmp_path, cprog):
+    # a registered authorizer that never answers: each question it was asked
+    # gets its registration's default when its deadline passes (the shim
+    # enforces it), and the program goes on
+    d = Daemon(tmp_path / "d")
+    mute = ("sh -c 'read g; echo cont; while read l; do case \"$l\" in *hostname*|*os-release*) ;; "
+            "*) echo cont;; esac; done'")  # answers the loader's opens, never the program's
+    served = Served(d, "mute", mute, "--trace", "openat", "--deadline", "0.5")
+    try:
+        t0 = time.monotonic()
+        r = run_ctl("run", "--", str(cprog("opener")), "/etc/hostname", "/etc/os-release", env=d.env)
+        took = time.monotonic() - t0
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == ["/etc/hostname EPERM", "/etc/os-release EPERM"], r
+        assert took >= 1.0, took  # two questions, each waited for its deadline
+    finally:
+        served.kill()
+        d.stop()

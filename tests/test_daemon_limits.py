@@ -241,10 +241,12 @@ def test_authorizer_and_shim_error_lines_are_escaped_bounded_and_marked(world):
     [shim_line] = [line for line in lines if "its shim says" in line]
     assert f"(uid {U2}, pid " in shim_line and "\\x1b]0;owned\\x07" in shim_line
     assert d.query("stats")["audit_dropped_by_uid"] == {str(U2): 7}
-    # a name that would carry a newline into logs and listings is refused
-    [bad] = world.connect(U2, d, 1)
-    bad.sendall(b'hello 1 role=authorizer name="a\\nb"\n')
-    assert read_lines(bad)[0].startswith(b"error bad-hello name must be")
+    # a name or trace list that would carry control characters into logs and
+    # root's listings is refused
+    for attrs, key in ((b'name="a\\nb"', b"name"), (b'name=ok trace="openat\\x1b]0;x\\x07"', b"trace")):
+        [bad] = world.connect(U2, d, 1)
+        bad.sendall(b"hello 1 role=authorizer " + attrs + b"\n")
+        assert read_lines(bad)[0].startswith(b"error bad-hello " + key + b" must be"), attrs
 
 
 def test_hostile_audit_json_does_not_end_the_daemon(world):
@@ -261,3 +263,41 @@ def test_hostile_audit_json_does_not_end_the_daemon(world):
     wait_for(read_past, what="the daemon to read past the hostile lines")
     assert sorted(s["uid"] for s in d.query("sessions")) == [U2, U1]
     other.sendall(b"end 0\n")
+
+
+def test_an_authorizer_that_cannot_be_given_the_session_still_judges_it(world, cprog):
+    # root's system policy (trace getppid, default deny) stops reading its
+    # registration connection: the daemon cannot hand it a user's session.
+    # The session must not start without it: the shim gets a socket for it
+    # whose other end is closed, so its calls get its default (deny)
+    d = world.daemon()
+    prog = world.root / "calls"
+    prog.write_bytes(cprog("calls").read_bytes())
+    prog.chmod(0o755)
+    [reg] = world.connect(0, d, 1)
+    reg.sendall(b"hello 1 role=authorizer name=policy scope=system trace=getppid default=deny\n")
+    assert read_lines(reg)[0].startswith(b"hello 1 role=broker")
+    reg.shutdown(socket.SHUT_RD)  # the daemon's offers now fail (EPIPE)
+    r = run_ctl("run", "--", str(prog), "getppid", env=d.env, user=U1)
+    assert r.returncode == 0, r.stderr
+    # denied (-EPERM; glibc's getppid never sets errno), not "getppid ok PID"
+    assert r.stdout.startswith("getppid fail"), r
+    assert "policy's default applies to getppid" in r.stderr
+    assert "could not be given session" in d.logtext()
+
+
+def test_huge_numbers_from_peers_get_an_error_not_a_crash(world):
+    # int() of more than 4300 digits raises ValueError in Python 3.11: a
+    # control request or a shim line with one must get a clear error line
+    # (or be ignored), and the daemon goes on
+    d = world.daemon()
+    ctl, shim = world.connect(U1, d, 2)
+    huge = b"1" * 5000
+    ctl.sendall(b"hello 1 role=control\nkill " + huge + b"\nsessions\n")
+    hello, refused, listing = read_lines(ctl, 3)
+    assert refused.startswith(b"error bad-request session id must be a number"), refused
+    assert listing == b"ok []\n"
+    assert tracer_session(shim).startswith(b"ok ")
+    shim.sendall(b"pid " + huge + b"\nend -" + huge + b"\nerror audit-dropped " + huge + b" x\npid 7\n")
+    wait_for(lambda: [s["target"] for s in d.query("sessions")] == [7], what="the shim's later lines")
+    assert d.proc.poll() is None and "internal error" not in d.logtext()

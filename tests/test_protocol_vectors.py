@@ -22,6 +22,8 @@ from brokerd.protocol import (
     parse_reply,
     parse_value,
 )
+from brokerd.protocol.layers import layer_attrs, layer_to_json, parse_layer
+from brokerd.protocol.types import Hello
 from brokerd.protocol.vectorjson import bytes_from_json, from_json, to_json
 
 VECTOR_DIR = Path(__file__).resolve().parent.parent / "protocol" / "vectors"
@@ -63,15 +65,15 @@ def _strip_terminator(line: bytes) -> bytes:
 def test_there_are_enough_vectors() -> None:
     assert len(VECTORS) >= 120
     dirs = {v["dir"] for _, _, v in VECTORS}
-    assert dirs == {"event", "reply", "value", "call"}
-    kinds = {v["meaning"].get("type") for _, _, v in VECTORS if v["valid"]}
+    assert dirs == {"event", "reply", "value", "call", "layer"}
+    kinds = {v["meaning"].get("type") for _, _, v in VECTORS if v["valid"] and v["dir"] != "layer"}
     for k in ("syscall", "sysret", "signal", "proc", "hello", "error", "data", "reply", "fetch", "call"):
         assert k in kinds, k
     verdicts = {v["meaning"]["verdict"]["verdict"] for _, _, v in VECTORS
-                if v["valid"] and v["meaning"].get("type") == "reply"}
+                if v["valid"] and v["dir"] == "reply" and v["meaning"].get("type") == "reply"}
     assert verdicts == {"cont", "step", "kill", "suppress", "skip-fail", "skip-ok", "rewrite",
                         "deliver", "ok", "fail"}
-    codes = {v["error"] for _, _, v in VECTORS if not v["valid"]}
+    codes = {v["error"] for _, _, v in VECTORS if not v["valid"] and v["dir"] != "layer"}
     assert codes == set(SYNTAX_CODES)
 
 
@@ -87,6 +89,9 @@ def test_every_byte_value_is_covered_by_escape_vectors() -> None:
                          ids=[f"{f}:{n}" for f, n, _ in VECTORS])
 def test_vector(fname: str, lineno: int, vec: dict) -> None:
     direction = vec["dir"]
+    if direction == "layer":
+        _layer_vector(vec)
+        return
     parse = PARSE[direction]
     raw = bytes_from_json(vec["line"])
     if not vec["valid"]:
@@ -123,3 +128,20 @@ def test_vector(fname: str, lineno: int, vec: dict) -> None:
     # the canonical line is a fixed point
     assert parse(out) == parsed
     assert _format(direction, parse(out)).rstrip(b"\n") == out
+
+
+def _layer_vector(vec: dict) -> None:
+    """A handshake line declaring a kernel layer (PROTOCOL.md 7.6): its
+    meaning, its canonical attributes, or the bad-hello it earns."""
+    hello = parse_reply(vec["line"])
+    if not vec["valid"]:
+        assert vec["error"] == "bad-hello"
+        with pytest.raises(ValueError):
+            parse_layer(hello.attrs)
+        return
+    spec = parse_layer(hello.attrs)
+    assert layer_to_json(spec) == vec["meaning"]
+    attrs = layer_attrs(spec)
+    text = format_reply(Hello((1,), attrs)).decode().rstrip("\n").removeprefix("hello 1").strip()
+    assert text == vec["canonical"]
+    assert parse_layer(attrs) == spec  # the canonical attributes mean the same layer

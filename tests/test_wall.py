@@ -113,7 +113,8 @@ def test_sigio_does_not_reach_an_authorizer(mode, victim, cprog):
 
 
 @needs_landlock
-def test_unprivileged_program_cannot_reach_its_authorizer(victim, cprog, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_unprivileged_program_cannot_reach_its_authorizer(mode, victim, cprog, tmp_path):
     if not os.path.exists(OTHER_PY):
         pytest.skip("no system python for another user")
     authz, pidfile, sigfile = victim
@@ -125,9 +126,10 @@ def test_unprivileged_program_cannot_reach_its_authorizer(victim, cprog, tmp_pat
     authz = authz.replace(sys.executable, OTHER_PY)
     prog = (f"{reach} mem $(cat {pidfile}); {reach} inject $(cat {pidfile}) /etc/hostname; "
             f"{reach} pidfd $(cat {pidfile}); exec {reach} setown $(cat {pidfile}) /etc/hostname")
-    r = run_ctl("run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c", prog, user=NOBODY)
+    r = run_ctl("run", *mode, "-e", "trace=openat", "-a", authz, "--", "sh", "-c", prog, user=NOBODY)
+    setown = "setown fail EPERM" if mode else "setown ok"  # the wall drops the SIGIO itself
     assert r.stdout.splitlines() == ["mem fail EACCES", "inject fail EACCES", "open fail EACCES",
-                                     "pidfd fail EPERM", "setown ok", "open fail EACCES"], r.stderr
+                                     "pidfd fail EPERM", setown, "open fail EACCES"], r.stderr
     assert not sigfile.exists()
 
 
@@ -155,3 +157,26 @@ def test_wall_costs_signals_to_outside_processes_only():
 
 
 
+
+
+def test_attached_program_cannot_reach_the_attaching_broker(cprog, tmp_path):
+    # attach cannot give a running process a Landlock domain: the guard's own checks protect the broker
+    reach = cprog("reach")
+    pidfile = tmp_path / "broker.pid"
+    out = tmp_path / "out"
+    prog = (f"while [ ! -s {pidfile} ]; do sleep 0.02; done; "
+            f"{reach} mem $(cat {pidfile}); {reach} pidfd $(cat {pidfile}); {reach} via /proc/$(cat {pidfile})/mem")
+    with open(out, "w") as f:
+        svc = subprocess.Popen(["sh", "-c", prog], stdout=f)
+    att = subprocess.Popen([*BROKERCTL, "attach", "-f", str(svc.pid), "-e", "trace=getppid"],
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        assert "attached to" in att.stderr.readline()
+        pidfile.write_text(str(att.pid))
+        assert svc.wait(timeout=30) == 0
+        assert out.read_text() == "mem fail EACCES\npidfd fail EPERM\nvia fail EACCES\n", att.stderr
+    finally:
+        att.terminate()
+        att.wait(timeout=20)
+        if svc.poll() is None:
+            svc.kill()

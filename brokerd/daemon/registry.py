@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from . import wire
 from .quota import Limits
 
 SCOPES = ("user", "system")
@@ -155,11 +156,12 @@ class Registry:
     def session_for(self, uid: int, text: str) -> SessionRec:
         """The session ``text`` names, if ``uid`` may steer it.  Another
         user's session is reported exactly like a missing one."""
-        if not text.isdigit():
+        n = wire.number(text)
+        if n is None:
             raise Refused("bad-request", f"session id must be a number, not {text[:40]!r}")
-        s = self.sessions.get(int(text))
+        s = self.sessions.get(n)
         if s is None or (uid != 0 and s.uid != uid):
-            raise Refused("unknown-session", f"no session {int(text)}")
+            raise Refused("unknown-session", f"no session {n}")
         return s
 
     def stats(self, uid: int) -> dict:

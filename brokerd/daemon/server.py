@@ -56,12 +56,13 @@ RECV_SIZE = 16384
 OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 ACCEPT_TRANSIENT = (errno.ECONNABORTED, errno.EINTR, errno.EPROTO, errno.EPERM)
 ACCEPT_BACKOFF = (0.05, 1.0)  # first and longest pause after an accept failure
-NAME_MAX = 64
+# registration attributes that logs and listings show: their longest values
+SHOWN_ATTRS = {"name": 64, "trace": 8192, "events": 256, "signals": 16}
 
 
-def name_ok(name: str) -> bool:
-    """A registration name as logs and listings show it: no spaces, no control characters."""
-    return 0 < len(name) <= NAME_MAX and all("!" <= c <= "~" for c in name)
+def attr_ok(value: str, longest: int) -> bool:
+    """A value logs and root's terminal may show as is: printable ASCII."""
+    return 0 < len(value) <= longest and all(" " <= c <= "~" for c in value)
 
 
 _LIMITS = Limits()  # the defaults
@@ -364,9 +365,11 @@ class Server:
     # ------------------------------------------------------------------
     async def _authorizer(self, conn: Conn, hello) -> None:
         name = hello.get("name") or f"pid{conn.pid}"
-        if not name_ok(name):
-            await self._refuse(conn, "bad-hello", f"name must be 1-{NAME_MAX} printable ASCII characters, no spaces")
-            return
+        for key, longest in SHOWN_ATTRS.items():
+            value = name if key == "name" else hello.get(key)
+            if value is not None and not attr_ok(value, longest):
+                await self._refuse(conn, "bad-hello", f"{key} must be 1-{longest} printable ASCII characters")
+                return
         deadline = None
         try:
             if hello.get("deadline") is not None:
@@ -423,18 +426,21 @@ class Server:
                      " registry (its sessions see their sockets close and give its questions the default)")
             self._on_change()
 
-    async def _offer(self, reg: AuthorizerReg, s: SessionRec) -> socket.socket | None:
+    async def _offer(self, reg: AuthorizerReg, s: SessionRec) -> socket.socket:
         """Make the socketpair for ``reg`` in session ``s``; send it its end.
-        Returns the shim's end, or None if the authorizer did not take it."""
+        Returns the shim's end.  An authorizer that cannot take its end (gone,
+        not reading) still gets its place in the stack, as one that died at
+        once: the shim sees EOF and gives the calls it subscribed to its
+        default.  Leaving it out would run the session without that policy."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         line = "session " + str(s.id) + " " + wire.format_attrs(
             [("uid", str(s.uid)), ("pid", str(s.pid)), ("mode", s.mode), ("argv", shlex.join(s.argv))])
         try:
             await reg.handle.send(line.encode("ascii") + b"\n", fds=[theirs.fileno()])  # type: ignore[union-attr]
         except (*PEER_GONE, trio.TooSlowError) as e:
-            self.log(f"authorizer {reg.name!r} (id {reg.id}) could not be given session {s.id}: {e or 'too slow'}")
-            mine.close()
-            return None
+            self.log(f"authorizer {reg.name!r} (id {reg.id}) could not be given session {s.id}: "
+                     f"{e or 'too slow'}; its calls in that session get its default ({reg.default})")
+            return mine
         finally:
             theirs.close()
         reg.sessions_served += 1
@@ -470,8 +476,8 @@ class Server:
                 raise Refused("bad-request", "mode must be run or attach")
             if failure not in wire.FAILURE_MODES:
                 raise Refused("bad-request", "failure must be kill, deny or allow")
-            target = attrs.get("target", "0")
-            if not target.isdigit():
+            target = wire.number(attrs.get("target", "0"))
+            if target is None:
                 raise Refused("bad-request", "target must be a pid")
             try:
                 argv = shlex.split(attrs.get("argv", ""))
@@ -482,7 +488,7 @@ class Server:
             return
         try:
             s = self.registry.new_session(uid=conn.uid, gid=conn.gid, pid=conn.pid, mode=mode, failure=failure,
-                                          argv=argv, target=int(target), limits=self.ledger.limits)
+                                          argv=argv, target=target, limits=self.ledger.limits)
         except Refused as e:
             self._note_refusal(f"a session of pid {conn.pid}: {e.text}")
             await self._refuse(conn, e.code, e.text)
@@ -492,10 +498,7 @@ class Server:
         try:
             stack = []
             for reg in self.registry.applicable(conn.uid):
-                end = await self._offer(reg, s)
-                if end is None:
-                    continue
-                ends.append(end)
+                ends.append(await self._offer(reg, s))
                 s.stack.append((reg.id, reg.name))
                 stack.append({
                     "id": reg.id, "name": reg.name, "scope": reg.scope, "uid": reg.uid,
@@ -532,10 +535,10 @@ class Server:
             verb, rest = wire.split_verb(line)
             if verb == "audit":
                 self._audit(s, rest)
-            elif verb == "pid" and rest.isdigit():
-                s.target = int(rest)
+            elif verb == "pid":
+                s.target = wire.number(rest) or s.target
             elif verb == "end":
-                s.exit_status = int(rest) if rest.lstrip("-").isdigit() else None
+                s.exit_status = wire.number(rest, signed=True)
                 s.state = "ended"
             elif verb == "error":
                 self._shim_error(s, rest, said)
@@ -546,9 +549,9 @@ class Server:
         """An ``error`` line from a session's shim (the session owner's own
         process): logged marked with its uid, escaped, bounded, rate-limited."""
         code, _, rest = text.partition(" ")
-        n = rest.split(" ", 1)[0]
-        if code == "audit-dropped" and n.isdigit():
-            self.audit.note_dropped(s.uid, int(n))
+        n = wire.number(rest.split(" ", 1)[0])
+        if code == "audit-dropped" and n is not None:
+            self.audit.note_dropped(s.uid, n)
         if said.take():
             self.log(f"session {s.id} (uid {s.uid}, pid {s.pid}): its shim says: error {wire.printable(text)}"
                      f"{said.note()}")

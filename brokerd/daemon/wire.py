@@ -124,6 +124,16 @@ def printable(text: str | bytes, limit: int = LOG_TEXT) -> str:
     return "".join(out)
 
 
+def number(text: str, *, signed: bool = False) -> int | None:
+    """A peer's decimal number (ASCII digits, ``-`` if ``signed``, at most 18
+    digits), else None.  Never ``int()`` a peer's digits unchecked: past
+    4300 digits it raises ValueError."""
+    digits = text[1:] if signed and text.startswith("-") else text
+    if not (0 < len(digits) <= 18 and digits.isascii() and digits.isdigit()):
+        return None
+    return int(text)
+
+
 def error_line(code: str, text: str) -> bytes:
     text = "".join(c if " " <= c <= "~" else "?" for c in text)
     return f"error {code} {text}".rstrip(" ").encode("ascii") + b"\n"

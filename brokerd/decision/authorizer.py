@@ -30,10 +30,11 @@ from dataclasses import dataclass
 
 from brokerd.decision.defaults import DEFAULT_VERDICTS, DENY, default_reply
 from brokerd.decision.member import Answer
-from brokerd.decision.rules import NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
+from brokerd.decision.rules import ALLOW, NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
 from brokerd.protocol import codec
 from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
+from brokerd.protocol.layers import LayerSpec, parse_layer
 from brokerd.protocol.linebuf import LineBuffer, TooLong
 from brokerd.protocol.selection import TraceError, parse_trace, unknown_names
 from brokerd.protocol.types import (
@@ -108,6 +109,9 @@ class Authorizer:
         self.static = NO_RULES  # answers it declared for whole syscalls (handshake)
         self.rules: tuple[ArgRule, ...] = ()  # argument rules the broker evaluates for it
         self.verdicts: frozenset[str] | None = None  # the only verdicts it promises to give
+        self.layer: LayerSpec | None = None  # the kernel layer it declared (PROTOCOL.md 7.6)
+        #: set by the shim once its layer is in force: calls the layer decides completely
+        self.settled: frozenset[str] = frozenset()
         #: set by the shim: (event id, argn, offset, length) -> bytes of a waiting call
         self.on_fetch: Callable[[int, int, int, int], bytes] | None = None
         self.greeting_timeout = max(timeout, GREETING_TIMEOUT)
@@ -130,11 +134,13 @@ class Authorizer:
     def wants(self, name: str) -> bool:
         """Must it be asked about syscall ``name``?  A dead authorizer keeps its
         subscriptions, so its calls keep getting its (deny) default."""
-        return self.static.action(name, self.trace is None or name in self.trace) == TRACE
+        return self.action(name) == TRACE
 
     def action(self, name: str) -> tuple[str, int]:
-        """Its answer for a whole syscall: allow, trace, deny(errno) or kill."""
-        return self.static.action(name, self.trace is None or name in self.trace)
+        """Its answer for a whole syscall: allow, trace, deny(errno) or kill.
+        A call its kernel layer settles is not asked about: the layer decides."""
+        act = self.static.action(name, self.trace is None or name in self.trace)
+        return ALLOW if act == TRACE and name in self.settled else act
 
     # -- greeting / handshake --------------------------------------------
     def greet(self, session: str, now: float) -> None:
@@ -176,6 +182,7 @@ class Authorizer:
                 self.static = parse_static(dict(parsed.attrs))
                 unknown_names(self.static.allow | self.static.kill | {n for n, _ in self.static.deny})
                 self.rules = tuple(parse_arg_rule(v) for k, v in parsed.attrs if k == "rule")
+                self.layer = parse_layer(parsed.attrs)
             except ValueError as e:
                 self._error("bad-hello", str(e))
                 self._die(f"sent a bad handshake: {e}")

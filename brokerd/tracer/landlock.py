@@ -91,6 +91,23 @@ class Layer:
     def handles_anything(self) -> bool:
         return bool(self.handled_fs or self.handled_net or self.scoped)
 
+    def within(self, abi: int) -> Layer:
+        """This layer cut to what ``abi`` can enforce (best effort: a right the
+        kernel lacks is not handled, so it stays with per-call checks)."""
+        fs, net, scoped = (supported(ACCESS_FS, abi), supported(ACCESS_NET, abi), supported(SCOPES, abi))
+        return Layer(self.handled_fs & fs, self.handled_net & net, self.scoped & scoped,
+                     tuple(PathRule(r.path, r.access & fs) for r in self.paths if r.access & fs),
+                     tuple(PortRule(r.port, r.access & net) for r in self.ports if r.access & net) if net else ())
+
+
+def supported(table: dict[str, tuple[int, int]], abi: int) -> int:
+    """The bits of ``table`` (ACCESS_FS, ACCESS_NET, SCOPES) that ``abi`` knows."""
+    mask = 0
+    for bit, since in table.values():
+        if abi >= since:
+            mask |= bit
+    return mask
+
 
 def abi_version() -> int:
     """The running kernel's Landlock ABI, 0 when it has none (not built,

@@ -71,6 +71,7 @@ from brokerd.protocol.types import (
 )
 
 from . import landlock, seccomp
+from . import layers as kernel_layers
 from . import ptrace as pt
 from .elfinfo import Symbolizer, exec_facts
 from .guard import GUARDED, OWNER_CALLS, OWNER_CMD_BIT, PROC_OPEN_CALLS, Guard
@@ -285,6 +286,8 @@ class Shim:
         self.landlock_abi = landlock.abi_version() if use_landlock else 0
         self.use_landlock = use_landlock
         self.wall = landlock.wall(self.landlock_abi) if self.landlock_abi else None
+        #: the authorizers' kernel layers, compiled after the handshake
+        self.layer_plan = kernel_layers.Plan()
         self._guard_without_wall(self.wall is None, self.landlock_abi < landlock.ABI_SCOPE)
         self.detached_cleanly = False
         self._tty_stop = False
@@ -349,6 +352,28 @@ class Shim:
                 a.on_fetch = self._fetch
         if self._symbolizer is None and any(a.caller for a in self.stack):
             self._symbolizer = Symbolizer()
+        self._plan_layers()
+
+    def _plan_layers(self) -> None:
+        """Compile the authorizers' kernel layers for this kernel (applied by
+        the launched child, after the wall): each authorizer stops being asked
+        about the calls its layer settles (PROTOCOL.md 7.6)."""
+        specs = [(a.name, getattr(a, "layer", None)) for a in self.stack]
+        self.layer_plan = kernel_layers.plan(specs, self.landlock_abi, self._log)
+        for a, settled in zip(self.stack, self.layer_plan.settled, strict=True):
+            if hasattr(a, "settled"):
+                a.settled = settled
+        self._action_cache.clear()
+
+    def _no_layers(self, why: str) -> None:
+        """Nothing can be given to the program (attach): every call per call."""
+        if any(getattr(a, "layer", None) for a in self.stack):
+            self._log(f"{why}: kernel layers are not applied; their calls are decided per call")
+        self.layer_plan = kernel_layers.Plan()
+        for a in self.stack:
+            if hasattr(a, "settled"):
+                a.settled = frozenset()
+        self._action_cache.clear()
 
     def stack_action(self, name: str) -> tuple[str, int]:
         """What the whole stack does with syscall ``name`` before any argument
@@ -483,6 +508,15 @@ class Shim:
                         os.write(2, f"brokerctl: cannot apply the Landlock wall: {e.strerror} "
                                     "(--no-landlock runs without it)\n".encode())
                         os._exit(127)
+                # the authorizers' layers, in stack order (each only narrows); before the
+                # filter, whose own answers (a policy's ENOSYS) must not reach these calls
+                for layer in self.layer_plan.layers:
+                    try:
+                        landlock.restrict(layer)
+                    except OSError as e:  # fail closed: its settled calls are asked nobody
+                        os.write(2, f"brokerctl: cannot apply a policy's Landlock layer: {e.strerror} "
+                                    "(--no-landlock decides its calls per call)\n".encode())
+                        os._exit(127)
                 prepare(r)
                 os.close(r)
                 os.execve(path, list(argv), env)
@@ -517,6 +551,7 @@ class Shim:
         # no domain can be given to a running process: the guard's own checks, for the broker's processes
         self.guard.only_protected = True
         self._guard_without_wall(True, True)
+        self._no_layers("attach gives a running process no Landlock domain")
         seized: list[int] = []
         while True:
             try:

@@ -63,6 +63,7 @@ from brokerd.clients.authorizer import (
     Syscall,
     SysResult,
     cont,
+    kernel_layer,
     opens_for_writing,
     to_reply,
 )
@@ -72,9 +73,11 @@ from brokerd.protocol.abi import ABIS
 from brokerd.protocol.args import FLAGSETS
 from brokerd.protocol.consts import errno_number
 from brokerd.protocol.errors import ProtocolError
+from brokerd.protocol.layers import LayerSpec
 from brokerd.protocol.types import Cont, Fail, Kill, Ok, Reply, Rewrite, SkipFail, SkipOk, Step
 
-TOP_KEYS = {"name", "default", "deny_errno", "rule", "trace"}
+TOP_KEYS = {"name", "default", "deny_errno", "rule", "trace", "layer"}
+LAYER_KEYS = {"fs_handled", "net_handled", "scope", "settle", "fs", "net"}
 RULE_KEYS = {"syscall", "path", "not_path", "raw_path", "flags", "writes", "addr", "verdict", "result",
              "log", "comment"} | {f"arg{i}" for i in range(6)}
 ENTRY_VERDICTS = (Cont, Step, Kill, SkipFail, SkipOk, Rewrite)
@@ -208,6 +211,7 @@ class Policy:
     default: Reply
     rules: list[Rule]
     trace: str | frozenset[str]
+    layer: LayerSpec | None = None
 
     def decide(self, call: Syscall) -> tuple[Rule | None, Reply]:
         for r in self.rules:
@@ -424,6 +428,7 @@ def loads(text: str, path: str = "<policy>") -> Policy:
         errors.append((lines.key("rule"), "'rule' must be an array of tables ([[rule]])"))
         raw_rules = []
     rules = [r for k, raw in enumerate(raw_rules) if (r := _compile_rule(k, raw, deny_errno, lines, errors))]
+    layer = _compile_layer(data.get("layer"), lines, errors)
     if errors:
         raise PolicyFileError(path, sorted(errors, key=lambda e: e[0] or 0))
     trace: str | frozenset[str]
@@ -434,7 +439,58 @@ def loads(text: str, path: str = "<policy>") -> Policy:
         trace = frozenset(n for r in rules for n in r.syscalls or ())
     else:
         trace = "all"
-    return Policy(name, default, rules, trace)
+    return Policy(name, default, rules, trace, layer)
+
+
+def _compile_layer(raw: object, lines: _Lines, errors: list[tuple[int | None, str]]) -> LayerSpec | None:
+    """The ``[layer]`` table: the kernel layer (PROTOCOL.md 7.6) in TOML::
+
+        [layer]
+        fs_handled = "all"            # default: the rights the [[layer.fs]] entries name
+        scope = ["signal"]
+        [[layer.fs]]
+        rights = ["read", "execute"]  # or "all"
+        paths = ["/usr", "/etc"]      # or path = "/usr"
+        [[layer.net]]
+        rights = "connect"
+        ports = [443]
+    """
+    if raw is None:
+        return None
+    where = next((n + 1 for n, ln in enumerate(lines.lines) if re.match(r"\s*\[+\s*layer\b", ln)), None)
+    if not isinstance(raw, dict):
+        errors.append((where, "'layer' must be a table ([layer])"))
+        return None
+    bad = sorted(set(raw) - LAYER_KEYS)
+    if bad:
+        errors.append((where, f"unknown key(s) {', '.join(bad)} in [layer] (one of {', '.join(sorted(LAYER_KEYS))})"))
+        return None
+    try:
+        fs = [(e["rights"], p) for e in _entries(raw, "fs") for p in _paths(e)]
+        net = [(e["rights"], e["ports"]) for e in _entries(raw, "net")]
+        return kernel_layer(fs, fs_handled=raw.get("fs_handled"), net=net, net_handled=raw.get("net_handled"),
+                            scope=raw.get("scope", ()), settle=str(raw.get("settle", "all")))
+    except (KeyError, TypeError) as e:
+        errors.append((where, f"[layer]: missing or mistyped {e}"))
+    except ValueError as e:
+        errors.append((where, f"[layer]: {e}"))
+    return None
+
+
+def _entries(raw: dict, key: str) -> list[dict]:
+    v = raw.get(key, [])
+    if not isinstance(v, list) or not all(isinstance(e, dict) for e in v):
+        raise ValueError(f"'{key}' must be an array of tables ([[layer.{key}]])")
+    return v
+
+
+def _paths(e: dict) -> list[str]:
+    paths = e.get("paths", [e["path"]] if "path" in e else [])
+    if isinstance(paths, str):
+        paths = [paths]
+    if not paths or not all(isinstance(p, str) for p in paths):
+        raise ValueError("a [[layer.fs]] entry needs path = \"/dir\" or paths = [...]")
+    return paths
 
 
 def load(path: str) -> Policy:
@@ -449,7 +505,7 @@ def load(path: str) -> Policy:
 
 
 def build_from(policy: Policy, *, log: bool = False) -> Authorizer:
-    az = Authorizer(policy.name, trace=policy.trace)
+    az = Authorizer(policy.name, trace=policy.trace, layer=policy.layer)
     stepped: dict[int, Rule] = {}
 
     @az.on("*")
