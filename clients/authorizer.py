@@ -207,7 +207,7 @@ def to_reply(v: object) -> Reply:
     if isinstance(v, Reply):
         return v
     if isinstance(v, _VERDICT_TYPES):
-        return Reply(v)  # type: ignore[arg-type]
+        return Reply(v)
     if isinstance(v, str | bytes):
         r = codec.parse_reply(v)
         if not isinstance(r, Reply):

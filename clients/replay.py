@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from brokerd.protocol import codec
 from brokerd.protocol.consts import errno_name
 from brokerd.protocol.errors import ProtocolError
-from brokerd.protocol.linebuf import LineBuffer, TooLong
+from brokerd.protocol.linebuf import LineBuffer
 from brokerd.protocol.types import (
     Cont,
     Fail,
@@ -211,7 +211,7 @@ class Peer:
                 raise PeerError(f"{self.name or self.command} closed its output (exited?)")
             self._buf.feed(data)
             for item in self._buf:
-                if isinstance(item, TooLong):
+                if not isinstance(item, bytes):  # TooLong (PartialLine comes only after eof())
                     raise PeerError(f"{self.name} sent an over-long line")
                 self._lines.append(item)
         return self._lines.pop(0)

@@ -3,8 +3,10 @@
 Import from here (``from brokerd.protocol import parse_event, Reply, Cont``);
 the submodules are an implementation detail.  The wire format is specified in
 ``protocol/PROTOCOL.md``, with conformance vectors in ``protocol/vectors/``.
+Import it as ``brokerd.protocol``, never as ``protocol`` (see ``_namecheck``).
 """
 
+from . import _namecheck  # noqa: F401  (first: refuses the folder name)
 from .codec import (
     MAX_ARGN,
     MAX_DEPTH,

@@ -78,32 +78,33 @@ def bytes_from_json(text: str) -> bytes:
 
 def value_to_json(v: Value) -> JSON:
     """``Int(2)`` -> ``{"int": 2}``, ``Str(b"a", 9)`` -> ``{"str": "a", "total": 9}``..."""
-    t = type(v)
+    x: Any = v  # dispatch on the exact type (mypy narrows only isinstance)
+    t = type(x)
     if t is Int:
-        return {"int": v.value}
+        return {"int": x.value}
     if t is Ptr:
-        return {"ptr": v.value}
+        return {"ptr": x.value}
     if t is Oct:
-        return {"oct": v.value}
+        return {"oct": x.value}
     if t is Sym:
-        out: JSON = {"sym": list(v.names)}
-        if v.rest:
-            out["rest"] = v.rest
+        out: JSON = {"sym": list(x.names)}
+        if x.rest:
+            out["rest"] = x.rest
         return out
     if t is Str:
-        out = {"str": bytes_to_json(v.data)}
-        if v.total is not None:
-            out["total"] = v.total
+        out = {"str": bytes_to_json(x.data)}
+        if x.total is not None:
+            out["total"] = x.total
         return out
     if t is Addr:
-        return {"addr": v.host, "port": v.port}
+        return {"addr": x.host, "port": x.port}
     if t is Field:
-        return {"field": v.name, "value": value_to_json(v.value)}
+        return {"field": x.name, "value": value_to_json(x.value)}
     if t is Struct:
-        return {"struct": [value_to_json(x) for x in v.fields]}
+        return {"struct": [value_to_json(f) for f in x.fields]}
     if t is Array:
-        return {"array": [value_to_json(x) for x in v.items]}
-    raise TypeError(f"not a value: {v!r}")
+        return {"array": [value_to_json(i) for i in x.items]}
+    raise TypeError(f"not a value: {x!r}")
 
 
 def value_from_json(d: JSON) -> Value:
@@ -161,7 +162,7 @@ def _notes_from_json(notes: list[list[Any]]) -> tuple[tuple[str, Value], ...]:
 
 
 def _result_to_json(r: Ok | Fail) -> JSON:
-    if type(r) is Ok:
+    if isinstance(r, Ok):
         return {"ok": value_to_json(r.value)}
     return {"fail": r.errno}
 
@@ -180,7 +181,8 @@ _SIMPLE_VERDICTS: dict[str, object] = {
 }
 
 
-def _verdict_to_json(v: object) -> JSON:
+def _verdict_to_json(verdict: object) -> JSON:
+    v: Any = verdict  # dispatch on the exact type (mypy narrows only isinstance)
     t = type(v)
     if t is Cont:
         return {"verdict": "cont"}
@@ -227,39 +229,40 @@ def _verdict_from_json(d: JSON) -> object:
 
 def to_json(obj: object) -> JSON:
     """Any event, reply line, call or value -> its JSON meaning (see PROTOCOL.md)."""
-    t = type(obj)
+    o: Any = obj  # dispatch on the exact type (mypy narrows only isinstance)
+    t = type(o)
     if t is SyscallEvent:
-        return {"type": "syscall", "id": obj.id, "pid": obj.pid, "tid": obj.tid, "abi": obj.abi,
-                "call": call_to_json(obj.call), "notes": _notes_to_json(obj.notes)}
+        return {"type": "syscall", "id": o.id, "pid": o.pid, "tid": o.tid, "abi": o.abi,
+                "call": call_to_json(o.call), "notes": _notes_to_json(o.notes)}
     if t is SysretEvent:
-        return {"type": "sysret", "id": obj.id, "pid": obj.pid, "tid": obj.tid, "abi": obj.abi,
-                "name": obj.name, "result": _result_to_json(obj.result),
-                "notes": _notes_to_json(obj.notes)}
+        return {"type": "sysret", "id": o.id, "pid": o.pid, "tid": o.tid, "abi": o.abi,
+                "name": o.name, "result": _result_to_json(o.result),
+                "notes": _notes_to_json(o.notes)}
     if t is SignalEvent:
-        return {"type": "signal", "id": obj.id, "pid": obj.pid, "tid": obj.tid, "signo": obj.signo}
+        return {"type": "signal", "id": o.id, "pid": o.pid, "tid": o.tid, "signo": o.signo}
     if t is ProcEvent:
-        return {"type": "proc", "pid": obj.pid, "tid": obj.tid, "kind": obj.kind,
-                "args": [value_to_json(a) for a in obj.args]}
+        return {"type": "proc", "pid": o.pid, "tid": o.tid, "kind": o.kind,
+                "args": [value_to_json(a) for a in o.args]}
     if t is Hello:
-        return {"type": "hello", "versions": list(obj.versions), "attrs": [list(a) for a in obj.attrs]}
+        return {"type": "hello", "versions": list(o.versions), "attrs": [list(a) for a in o.attrs]}
     if t is Error:
-        return {"type": "error", "code": obj.code, "text": obj.text}
+        return {"type": "error", "code": o.code, "text": o.text}
     if t is Data:
-        return {"type": "data", "id": obj.id, "argn": obj.argn, "offset": obj.offset,
-                "data": value_to_json(obj.data)}
+        return {"type": "data", "id": o.id, "argn": o.argn, "offset": o.offset,
+                "data": value_to_json(o.data)}
     if t is Reply:
-        out = {"type": "reply", "id": obj.id, "verdict": _verdict_to_json(obj.verdict),
+        out = {"type": "reply", "id": o.id, "verdict": _verdict_to_json(o.verdict),
                "sets": [{"argn": s.argn, "offset": s.offset, "data": bytes_to_json(s.data)}
-                        for s in obj.sets]}
-        if obj.cache:
+                        for s in o.sets]}
+        if o.cache:
             out["cache"] = True
         return out
     if t is Fetch:
-        return {"type": "fetch", "id": obj.id, "argn": obj.argn, "offset": obj.offset,
-                "length": obj.length}
+        return {"type": "fetch", "id": o.id, "argn": o.argn, "offset": o.offset,
+                "length": o.length}
     if t is Call:
-        return {"type": "call", **call_to_json(obj)}
-    return value_to_json(obj)  # type: ignore[arg-type]
+        return {"type": "call", **call_to_json(o)}
+    return value_to_json(o)
 
 
 def from_json(d: JSON) -> object:

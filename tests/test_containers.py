@@ -138,3 +138,11 @@ def test_handoff_passes_a_filter_that_notifies_everything(confined, authz):
     ''')
     r = confined("run", "--backend", "notify", "-a", every, "--", "cat", "/etc/hostname")
     assert (r.returncode, r.stdout) == (0, Path("/etc/hostname").read_text()), r.stderr
+
+
+@pytest.mark.parametrize("backend", ["auto", "notify"])
+def test_a_listener_above_brokerctl_means_ptrace(confined, backend):
+    # a runtime supervising getcpu through its own listener: no second listener can be made (EBUSY)
+    r = confined("run", "--backend", backend, "--", "cat", "/etc/hostname", extra=("-l",))
+    assert (r.returncode, r.stdout) == (0, Path("/etc/hostname").read_text()), r.stderr
+    assert ("using the ptrace backend" in r.stderr) == (backend == "notify"), r.stderr

@@ -250,19 +250,31 @@ def test_authorizer_and_shim_error_lines_are_escaped_bounded_and_marked(world):
 
 
 def test_hostile_audit_json_does_not_end_the_daemon(world):
-    d = world.daemon()
+    log = world.root / "audit.jsonl"
+    d = world.daemon(config=f'audit_log = "{log}"\n')
     socks = world.connect(U1, d, 1) + world.connect(U2, d, 1)
     for s in socks:
         assert tracer_session(s).startswith(b"ok ")
     evil, other = socks
     evil.sendall(b"audit " + b"[" * 60000 + b"\n" + b'audit {"pid": {"deep": [1]}, "call": 7}\n')
+    evil.sendall(b'audit {"pid": 99999999999999999999999, "tid": -1, "latency_us": NaN, "time": 1e999, '
+                 b'"call": "odd"}\n')
     evil.sendall(b"pid 1\n")
+
     def read_past() -> bool:
         assert d.proc.poll() is None, d.logtext()[-2000:]
         return [s["target"] for s in d.query("sessions") if s["uid"] == U1] == [1]
     wait_for(read_past, what="the daemon to read past the hostile lines")
     assert sorted(s["uid"] for s in d.query("sessions")) == [U2, U1]
     other.sendall(b"end 0\n")
+    # what reached root's audit log is strict JSON, with the daemon's own fields
+    wait_for(lambda: log.exists() and '"odd"' in log.read_text(), what="the audit record")
+
+    def strict(c):
+        raise ValueError(f"not JSON: {c}")
+    recs = [json.loads(line, parse_constant=strict) for line in log.read_text().splitlines()]
+    odd = [r for r in recs if r.get("call") == "odd"]
+    assert odd and set(odd[0]) == {"time", "session", "uid", "call"} and odd[0]["uid"] == U1, odd
 
 
 def test_an_authorizer_that_cannot_be_given_the_session_still_judges_it(world, cprog):

@@ -16,6 +16,7 @@ per ``DROP_LOG_PERIOD``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections import deque
@@ -35,13 +36,26 @@ CLAIMED_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
+def _fits(v: object, kinds: tuple[type, ...]) -> bool:
+    """``v`` has one of ``kinds`` and a value every JSON reader takes: no
+    NaN or Infinity (Python's json reads and writes them, strict readers
+    reject the line), no integer beyond 63 bits, nothing negative."""
+    if isinstance(v, bool) or not isinstance(v, kinds):
+        return False
+    if isinstance(v, int):
+        return 0 <= v < 1 << 63
+    if isinstance(v, float):
+        return math.isfinite(v) and v >= 0
+    return True
+
+
 def record(session: int, uid: int, claimed: dict) -> dict:
     """The audit record of one ``audit`` line: the daemon's own fields
     (session, owner uid) and the claimed ones that have the right type."""
     out: dict = {"time": round(time.time(), 6), "session": session, "uid": uid}
     for key, kinds in CLAIMED_FIELDS.items():
         v = claimed.get(key)
-        if isinstance(v, kinds) and not isinstance(v, bool):
+        if _fits(v, kinds):
             out[key] = v
     return out
 

@@ -32,6 +32,7 @@ import select
 import signal
 import socket
 import struct
+import threading
 from collections.abc import Sequence
 
 from brokerd.decision.stack import Decision
@@ -250,9 +251,35 @@ def choose_backend(shim: Shim, want: str, log) -> Shim:
             return shim
     elif not ok:
         log(f"--backend notify although {why}: such decisions are advisory on this backend")
+    refused = listener_refused()
+    if refused is not None:
+        if want == "notify":
+            log(f"cannot make a seccomp listener here ({refused}: a filter with a listener is already above "
+                "brokerctl, e.g. a container runtime's): using the ptrace backend")
+        return shim
     shim.__class__ = NotifyShim
     shim._become_notify()  # type: ignore[attr-defined]
     return shim
+
+
+def listener_refused() -> str | None:
+    """Why no seccomp listener can be made here, or None.  The kernel allows
+    one listener per filter chain (EBUSY), and a container runtime that
+    answers some calls in user space holds one above us.  Probed in a
+    throwaway thread: a filter binds only the thread that installs it."""
+    why: list[str] = []
+
+    def probe() -> None:
+        try:
+            os.close(seccomp.install([(0x06, 0, 0, seccomp.RET_ALLOW)], flags=SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                                     no_new_privs=True))
+        except OSError as e:
+            why.append(e.strerror or str(e))
+
+    t = threading.Thread(target=probe, name="brokerd-listener-probe")
+    t.start()
+    t.join()
+    return why[0] if why else None
 
 
 def _tgid(tid: int) -> int:

@@ -161,9 +161,9 @@ def _has_any_flag(call: Syscall, names: list[str]) -> bool:
         return False
     for n in names:
         if n.startswith("O_") and call.open_flags() is not None:
-            fs = FLAGSETS["open_flags"]
-            bit = fs.names.get(n)
-            if bit is not None and _flag_set(call.open_flags() or 0, fs, n, bit):
+            ofs = FLAGSETS["open_flags"]
+            bit = ofs.names.get(n)
+            if bit is not None and _flag_set(call.open_flags() or 0, ofs, n, bit):
                 return True
             continue
         for j, k in enumerate(call.spec.args):
