@@ -35,7 +35,7 @@ from brokerd.protocol import codec
 from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.layers import LayerSpec, parse_layer
-from brokerd.protocol.linebuf import LineBuffer, TooLong
+from brokerd.protocol.linebuf import LineBuffer, PartialLine, TooLong
 from brokerd.protocol.selection import TraceError, parse_trace, unknown_names
 from brokerd.protocol.types import (
     Data,
@@ -272,7 +272,8 @@ class Authorizer:
         for line in self._lines:
             if self.mode == "dead":
                 return
-            self._on_line(line)
+            if not isinstance(line, PartialLine):  # only after the end of the stream
+                self._on_line(line)
 
     def _on_line(self, line: bytes | TooLong) -> None:
         if isinstance(line, TooLong):

@@ -31,6 +31,7 @@ class Member(Protocol):
     wfd: int
     mode: str  # "plain" | "hello" | "dead" once ready ("new", "greeting" before)
     timeout: float  # seconds a question may wait for its answer
+    greeting_timeout: float  # seconds its greeting may wait
     default: Verdict  # its default verdict for a syscall entry
     trace: frozenset[str] | None  # calls it subscribed to (None: all)
     signals: bool  # wants signal events
@@ -82,3 +83,7 @@ class Member(Protocol):
     def report_error(self, code: str, text: str) -> None: ...
 
     def kill(self, reason: str) -> None: ...
+
+    def reap(self, deadline: float) -> None:
+        """After the session: wait (until ``deadline``) for its process to end."""
+        ...

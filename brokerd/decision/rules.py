@@ -11,6 +11,7 @@ for it without a round trip (sans-IO).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from brokerd.protocol.types import (
     SkipFail,
     SkipOk,
     Step,
+    Str,
     SyscallEvent,
     Verdict,
 )
@@ -135,7 +137,9 @@ class ArgRule:
         for op, n, operand in self.matchers:
             if op == "path":
                 path = next((v for k, v in event.notes if k == f"path{n}"), None)
-                if path is None or not operand.fullmatch(path.data.decode("utf-8", "surrogateescape")):  # type: ignore[attr-defined]
+                if not isinstance(path, Str) or not isinstance(operand, re.Pattern):
+                    return False
+                if not operand.fullmatch(path.data.decode("utf-8", "surrogateescape")):
                     return False
                 continue
             if n > len(args):
@@ -153,8 +157,6 @@ class ArgRule:
 
 def parse_arg_rule(text: str) -> ArgRule:
     """Parse one ``rule=`` handshake value; raises ValueError naming the problem."""
-    import re
-
     from brokerd.globs import glob_to_regex
     from brokerd.protocol import codec
     from brokerd.protocol.errors import ProtocolError

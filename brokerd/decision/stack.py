@@ -151,9 +151,10 @@ class ExitWalk:
         self.done = not self._order
 
     def next(self) -> tuple[int, SysretEvent] | None:
-        if self.done:
+        result = self.result
+        if self.done or isinstance(result, Kill):
             return None
-        ev = self.event if self.result == self.event.result else replace(self.event, result=self.result)
+        ev = self.event if result == self.event.result else replace(self.event, result=result)
         return self._order[self._pos], ev
 
     def feed(self, verdict: object, sets: Sequence[SetMem] = ()) -> None:
