@@ -39,8 +39,12 @@ def test_io_uring_denied_by_default(cprog):
 
 
 def _state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(") ", 1)[1][0]
+    """The process's state letter; "?" once it is gone (pgrep may list a short-lived child)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "?"
 
 
 def test_stopping_own_group_does_not_stop_the_broker(rules, tmp_path):
