@@ -338,6 +338,7 @@ _AT_SYMLINK_NOFOLLOW = 0x100
 _AT_SYMLINK_FOLLOW = 0x400
 _AT_EMPTY_PATH = 0x1000
 _AT_FDCWD = -100
+_MAGIC_LINK = re.compile(r"/proc/\d+(?:/task/\d+)?/(?:fd/\d+|cwd|root|exe)\Z")  # the broker's realN for them
 O_ACCMODE = 0o3
 O_WRITE_FLAGS = 0o1000 | 0o100 | 0o20000000  # O_TRUNC | O_CREAT | __O_TMPFILE
 
@@ -627,7 +628,10 @@ class Syscall:
             # safe from symlinks swapped meanwhile (docs/security.md)
             real = next((v for k, v in self.event.notes if k == f"real{i + 1}"), None)
             if isinstance(real, Str) and not real.truncated:
-                return os.fsdecode(real.data)
+                p = os.fsdecode(real.data)
+                if not _MAGIC_LINK.match(p):
+                    return p
+                # the program's own descriptor (/dev/stdin -> /proc/PID/fd/0): its target, below
         pid = None if self.replay else self.pid
         if p.startswith("/"):
             return resolve_path(p, "/", pid=pid, tid=self.tid, follow=follow)

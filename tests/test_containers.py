@@ -46,6 +46,8 @@ def test_traced_run_works_in_a_container(confined, backend):
     assert (r.returncode, r.stdout) == (0, Path("/etc/hostname").read_text()), r.stderr
     r = confined("run", "--backend", backend, "--", "cat", "/etc/hostname")
     assert (r.returncode, r.stdout) == (0, Path("/etc/hostname").read_text()), r.stderr
+    r = confined("run", "--backend", backend, "-e", "trace=%file", "--", "cat", "/etc/hostname")
+    assert (r.returncode, r.stdout) == (0, Path("/etc/hostname").read_text()), r.stderr
 
 
 def test_notify_backend_decides_in_a_container(confined, authz):

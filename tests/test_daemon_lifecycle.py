@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 
 import pytest
@@ -273,3 +275,53 @@ def test_registered_authorizer_hangs_past_its_deadline(tmp_path, cprog):
     finally:
         served.kill()
         d.stop()
+
+
+def test_client_waits_while_the_listen_backlog_is_full(tmp_path):
+    # a daemon whose backlog is full for a moment (flooded, or busy): a
+    # Unix connect with a timeout fails with EAGAIN at once; the client
+    # retries within its timeout instead of failing the run
+    from brokerd.daemon import client
+
+    path = str(tmp_path / "busy.sock")
+    attempts = []
+    sys.addaudithook(lambda ev, args: ev == "socket.connect" and args[1] == path and attempts.append(ev))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(0)
+        fillers = []
+        while True:  # fill the backlog
+            f = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            f.setblocking(False)
+            try:
+                f.connect(path)
+            except BlockingIOError:
+                f.close()
+                break
+            fillers.append(f)
+        attempts.clear()  # from here on, only the client's
+        got: list = []
+        t = threading.Thread(target=lambda: got.append(_try(client.connect, "control", path=path, timeout=10)))
+        t.start()
+        # a second attempt means the first met the full backlog
+        wait_for(lambda: len(attempts) >= 2 or not t.is_alive(), what="the client to meet the full backlog")
+        assert t.is_alive() or not isinstance(got[0], Exception), got  # gave up at once
+        for _ in fillers:
+            listener.accept()[0].close()
+        listener.settimeout(10)
+        peer, _ = listener.accept()
+        with peer:
+            assert peer.recv(4096).startswith(b"hello 1 role=control")
+            peer.sendall(b"hello 1 role=broker name=brokerd version=0\n")
+            t.join(10)
+        for f in fillers:
+            f.close()
+    assert got and not isinstance(got[0], Exception), got
+    got[0][0].close()
+
+
+def _try(f, *args, **kw):
+    try:
+        return f(*args, **kw)
+    except Exception as e:  # handed to the test thread
+        return e

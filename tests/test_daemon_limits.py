@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import socket
 import struct
 import termios
@@ -313,3 +314,32 @@ def test_huge_numbers_from_peers_get_an_error_not_a_crash(world):
     shim.sendall(b"pid " + huge + b"\nend -" + huge + b"\nerror audit-dropped " + huge + b" x\npid 7\n")
     wait_for(lambda: [s["target"] for s in d.query("sessions")] == [7], what="the shim's later lines")
     assert d.proc.poll() is None and "internal error" not in d.logtext()
+
+
+def test_limits_are_configurable_apply_to_root_on_request_and_reload(world):
+    log = world.root / "audit.jsonl"
+    d = world.daemon(config=f'max_sessions_per_uid = 1\nlimit_root = true\naudit_log = "{log}"\n'
+                            'audit_bytes_per_uid = 2000\n')
+    a, b, c = world.connect(0, d, 3)
+    assert tracer_session(a).startswith(b"ok ")
+    assert tracer_session(b).startswith(b"error busy uid 0 already has 1 sessions open")
+    # the byte quota: records of about 600 bytes, 2000 bytes queued at most
+    long = "x" * 500
+    a.sendall(b"".join(f'audit {{"pid": {i}, "call": "c{i}", "event": "{long}"}}\n'.encode() for i in range(40)))
+    wait_for(lambda: d.query("stats")["audit_records"] == 40, what="the records to be read")
+    st = wait_for(lambda: (s := d.query("stats"))["audit_written"] + s["audit_dropped"] == 40 and s,
+                  what="the records to be written or dropped")
+    assert st["audit_dropped_by_uid"].get("0", 0) > 0 and st["audit_written"] >= 3, st
+    assert len(log.read_text().splitlines()) == st["audit_written"]
+    # a reload applies new limits to new sessions
+    d.config.write_text("max_sessions_per_uid = 2\nlimit_root = true\n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in d.logtext(), what="the reload")
+    assert tracer_session(c).startswith(b"ok ")
+    # bad values are refused at reload, the old configuration stays
+    d.config.write_text("max_sessions_per_uid = -1\n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "max_sessions_per_uid must not be negative" in d.logtext(), what="the refused reload")
+    [e] = world.connect(0, d, 1)
+    assert tracer_session(e).startswith(b"error busy uid 0 already has 2 sessions open")
+

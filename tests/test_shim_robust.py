@@ -5,11 +5,13 @@ hangs").  Each test fails without its fix."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 from conftest import brokerctl
 
 ALLOW_ALL = r'''
+import subprocess
 import sys
 print("hello 1 role=authorizer name=allow trace=all", flush=True)
 for line in sys.stdin:
@@ -202,3 +204,50 @@ def test_authorizer_ignoring_sigterm_is_killed(tmp_path):
             os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+def test_userfaultfd_cannot_freeze_the_broker(cprog):
+    """Item 7: a path in a userfaultfd page nobody fills would freeze the
+    shim inside process_vm_readv.  Only user-mode-only userfaultfds may be
+    created (EPERM otherwise, as natively for unprivileged users)."""
+    r = brokerctl("run", "-e", "trace=openat", "-a", "while read l; do echo cont; done", "--",
+                  str(cprog("uffd")), "kernel", timeout=30)
+    assert r.stdout == "userfaultfd EPERM\n", r.stderr
+
+
+def test_user_mode_userfaultfd_works_as_natively(cprog):
+    """Item 7: a UFFD_USER_MODE_ONLY userfaultfd is allowed; the kernel's
+    read of its unfilled page fails with EFAULT, under the broker as natively."""
+    native = subprocess.run([str(cprog("uffd")), "user"], capture_output=True, text=True, timeout=30)
+    r = brokerctl("run", "-e", "trace=openat", "-a", "while read l; do echo cont; done", "--",
+                  str(cprog("uffd")), "user", timeout=30)
+    assert r.stdout == native.stdout == "open EFAULT\n", r.stderr
+
+
+KILL_THEN_ANSWER = r'''
+import os, signal, sys
+slow = sys.argv[1]
+print("hello 1 role=authorizer name=killer trace=openat", flush=True)
+for line in sys.stdin:
+    if not line.startswith("syscall "):
+        continue
+    w = line.split()
+    if slow in line:
+        os.kill(int(w[2]), signal.SIGKILL)  # as `timeout -s KILL` would, while the question is out
+    print(w[1], "cont", flush=True)
+'''
+
+
+def test_tracee_killed_just_before_its_answer(authz, tmp_path, cprog):
+    """Item 1: SIGKILL from outside, then the answer at once: the answer
+    meets a thread that is no longer stopped (ESRCH).  The session reports
+    the program killed (137), no traceback."""
+    slow = tmp_path / "slow"
+    slow.write_text("x")
+    statuses = set()
+    for _ in range(5):
+        r = brokerctl("run", "-a", authz(KILL_THEN_ANSWER) + f" {slow}", "--", str(cprog("opener")), str(slow),
+                      timeout=60)
+        _no_traceback(r)
+        statuses.add(r.returncode)
+    assert statuses == {137}, r.stderr

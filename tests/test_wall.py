@@ -1,7 +1,9 @@
 """No way around the broker (issue #16, escapes 1-3): the traced program cannot
 reach the broker's processes through /proc, their pipes, or signals by pidfd
-and SIGIO.  Each attack runs with the Landlock wall (the default) and with
-``--no-landlock``, where the guard's own checks stand in."""
+and SIGIO.  Each attack runs three ways: with the Landlock wall (the default);
+where a seccomp profile refuses Landlock (the guard then keeps the program from
+everything outside its session, as the wall would); and with ``--no-landlock``
+(the user's choice: the guard keeps it from its own broker only)."""
 
 from __future__ import annotations
 
@@ -11,13 +13,14 @@ import sys
 import time
 
 import pytest
-from conftest import BROKERCTL, brokerctl
-from daemon_fixtures import OTHER_PY, run_ctl, shared_dir
+from conftest import BROKERCTL
+from daemon_fixtures import OTHER_PY, _cmd, as_user, shared_dir
 
 from brokerd.tracer import landlock
 
 NOBODY = 65534
-MODES = [pytest.param([], id="landlock"), pytest.param(["--no-landlock"], id="guard")]
+LANDLOCK_SYSCALLS = ("-n", "444", "-n", "445", "-n", "446")
+MODES = ["landlock", "refused", "opted-out"]
 
 AUTHZ = r'''
 import os, signal, sys
@@ -36,6 +39,28 @@ for line in sys.stdin:
 '''
 
 needs_landlock = pytest.mark.skipif(landlock.abi_version() < 6, reason="needs Landlock ABI 6 (signal scope)")
+pytestmark = needs_landlock
+
+
+@pytest.fixture
+def ctl(cprog):
+    """ctl(mode, "run", ARGS..., user=None) -> brokerctl's CompletedProcess, in ``mode``."""
+    confine = str(cprog("confine"))
+
+    def argv(mode: str, args: tuple[str, ...], user: int | None) -> list[str]:
+        opts = ("--no-landlock",) if mode == "opted-out" else ()
+        cmd = _cmd("brokerd.cli.main", (args[0], *opts, *args[1:]), user) if user is not None \
+            else [*BROKERCTL, args[0], *opts, *args[1:]]
+        return [confine, *LANDLOCK_SYSCALLS, "--", *cmd] if mode == "refused" else cmd
+
+    def run(mode: str, *args: str, user: int | None = None, popen: bool = False, **kw):
+        env = {k: v for k, v in os.environ.items() if k != "BROKERD_SOCKET"}
+        common = dict(text=True, env=env, preexec_fn=as_user(user) if user is not None else None, **kw)
+        if popen:
+            return subprocess.Popen(argv(mode, args, user), **common)
+        return subprocess.run(argv(mode, args, user), capture_output=True, timeout=60, **common)
+
+    return run
 
 
 @pytest.fixture
@@ -47,74 +72,76 @@ def victim(tmp_path):
     return f"{sys.executable} -u {d / 'authz.py'} {pidfile} {sigfile}", pidfile, sigfile
 
 
-def _run(mode, authz, *prog):
-    return brokerctl("run", *mode, "-e", "trace=openat", "-a", authz, "--", *prog)
+def _say_missing(mode: str, r: subprocess.CompletedProcess) -> None:
+    assert r.stderr.count("no Landlock here") == (mode == "refused"), r.stderr
 
 
-@needs_landlock
 @pytest.mark.parametrize("mode", MODES)
-def test_authorizer_memory_cannot_be_opened(mode, victim, cprog):
+def test_authorizer_memory_cannot_be_opened(mode, ctl, victim, cprog):
     authz, pidfile, _ = victim
-    r = _run(mode, authz, "sh", "-c", f'{cprog("reach")} mem $(cat {pidfile})')
+    r = ctl(mode, "run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c",
+            f'{cprog("reach")} mem $(cat {pidfile})')
     assert r.stdout == "mem fail EACCES\n", r.stderr
+    _say_missing(mode, r)
 
 
-@needs_landlock
 @pytest.mark.parametrize("mode", MODES)
-def test_root_cannot_open_the_shims_memory(mode, cprog):
+def test_root_cannot_open_the_shims_memory(mode, ctl, cprog):
     # as root, non-dumpable is no obstacle: only the wall (or the guard) stops it
-    r = brokerctl("run", *mode, "--", "sh", "-c", f"exec {cprog('reach')} mem $PPID")
+    r = ctl(mode, "run", "--", "sh", "-c", f"exec {cprog('reach')} mem $PPID")
     assert r.stdout == "mem fail EACCES\n", r.stderr
 
 
-@needs_landlock
 @pytest.mark.parametrize("mode", MODES)
-def test_answer_pipe_cannot_be_injected(mode, victim, cprog):
+def test_answer_pipe_cannot_be_injected(mode, ctl, victim, cprog):
     authz, pidfile, _ = victim
-    r = _run(mode, authz, "sh", "-c", f'{cprog("reach")} inject $(cat {pidfile}) /etc/hostname')
+    r = ctl(mode, "run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c",
+            f'{cprog("reach")} inject $(cat {pidfile}) /etc/hostname')
     assert r.stdout == "inject fail EACCES\nopen fail EACCES\n", r.stderr
 
 
-@needs_landlock
-@pytest.mark.parametrize("mode", MODES)
-def test_answer_pipe_of_another_session_cannot_be_injected(mode, victim, cprog):
+@pytest.mark.parametrize("mode", ["landlock", "refused"])
+def test_answer_pipe_of_another_session_cannot_be_injected(mode, ctl, victim, cprog):
     authz, pidfile, _ = victim
     # session A: its program waits on a pipe we hold; session B's program goes for A's authorizer
-    a = subprocess.Popen([*BROKERCTL, "run", *mode, "-e", "trace=openat", "-a", authz, "--", "sh", "-c", "read x"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    a = ctl(mode, "run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c", "read x", popen=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
         while not pidfile.exists() and time.monotonic() < deadline and a.poll() is None:
             time.sleep(0.02)
         assert pidfile.exists(), "session A did not start"
-        r = brokerctl("run", *mode, "--", cprog("reach"), "inject", pidfile.read_text(), "/nonexistent")
+        pid = pidfile.read_text()
+        r = ctl(mode, "run", "--", cprog("reach"), "inject", pid, "/nonexistent")
         assert r.stdout.splitlines()[0] == "inject fail EACCES", r.stderr
+        r = ctl(mode, "run", "--", cprog("reach"), "pidfd", pid)
+        assert r.stdout == "pidfd fail EPERM\n", r.stderr
     finally:
         a.communicate("x\n", timeout=20)
 
 
-@needs_landlock
 @pytest.mark.parametrize("mode", MODES)
-def test_pidfd_signals_do_not_reach_the_broker(mode, victim, cprog):
+def test_pidfd_signals_do_not_reach_the_broker(mode, ctl, victim, cprog):
     authz, pidfile, _ = victim
     reach = cprog("reach")
-    r = _run(mode, authz, "sh", "-c", f"{reach} pidfd $(cat {pidfile}); exec {reach} pidfd $PPID")
+    r = ctl(mode, "run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c",
+            f"{reach} pidfd $(cat {pidfile}); exec {reach} pidfd $PPID")
     assert r.stdout == "pidfd fail EPERM\npidfd fail EPERM\n", r.stderr
 
 
-@needs_landlock
 @pytest.mark.parametrize("mode", MODES)
-def test_sigio_does_not_reach_an_authorizer(mode, victim, cprog):
+def test_sigio_does_not_reach_an_authorizer(mode, ctl, victim, cprog):
     authz, pidfile, sigfile = victim
-    r = _run(mode, authz, "sh", "-c", f'exec {cprog("reach")} setown $(cat {pidfile}) /etc/hostname')
+    r = ctl(mode, "run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c",
+            f'exec {cprog("reach")} setown $(cat {pidfile}) /etc/hostname')
     # with the wall F_SETOWN itself succeeds and the kernel drops the SIGIO; the guard refuses it
-    assert r.stdout in ("setown ok\nopen fail EACCES\n", "setown fail EPERM\nopen fail EACCES\n"), r.stderr
+    setown = "setown ok" if mode == "landlock" else "setown fail EPERM"
+    assert r.stdout == f"{setown}\nopen fail EACCES\n", r.stderr
     assert not sigfile.exists(), "the authorizer got SIGIO from the traced program"
 
 
-@needs_landlock
 @pytest.mark.parametrize("mode", MODES)
-def test_unprivileged_program_cannot_reach_its_authorizer(mode, victim, cprog, tmp_path):
+def test_unprivileged_program_cannot_reach_its_authorizer(mode, ctl, victim, cprog):
     if not os.path.exists(OTHER_PY):
         pytest.skip("no system python for another user")
     authz, pidfile, sigfile = victim
@@ -126,37 +153,33 @@ def test_unprivileged_program_cannot_reach_its_authorizer(mode, victim, cprog, t
     authz = authz.replace(sys.executable, OTHER_PY)
     prog = (f"{reach} mem $(cat {pidfile}); {reach} inject $(cat {pidfile}) /etc/hostname; "
             f"{reach} pidfd $(cat {pidfile}); exec {reach} setown $(cat {pidfile}) /etc/hostname")
-    r = run_ctl("run", *mode, "-e", "trace=openat", "-a", authz, "--", "sh", "-c", prog, user=NOBODY)
-    setown = "setown fail EPERM" if mode else "setown ok"  # the wall drops the SIGIO itself
+    r = ctl(mode, "run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c", prog, user=NOBODY, cwd="/")
+    setown = "setown ok" if mode == "landlock" else "setown fail EPERM"
     assert r.stdout.splitlines() == ["mem fail EACCES", "inject fail EACCES", "open fail EACCES",
                                      "pidfd fail EPERM", setown, "open fail EACCES"], r.stderr
     assert not sigfile.exists()
 
 
-def test_symlink_into_proc_is_caught_by_the_guard(victim, cprog, tmp_path):
+@pytest.mark.parametrize("mode", ["refused", "opted-out"])
+def test_symlink_into_proc_is_caught_by_the_guard(mode, ctl, victim, cprog, tmp_path):
     authz, pidfile, _ = victim
     link = tmp_path / "innocent"
-    r = _run(["--no-landlock"], authz, "sh", "-c",
-             f'ln -s /proc/$(cat {pidfile})/mem {link}; exec {cprog("reach")} via {link}')
+    r = ctl(mode, "run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c",
+            f'ln -s /proc/$(cat {pidfile})/mem {link}; exec {cprog("reach")} via {link}')
     assert r.stdout == "via fail EACCES\n", r.stderr
 
 
-@needs_landlock
-def test_wall_costs_signals_to_outside_processes_only():
+def test_wall_costs_signals_to_outside_processes_only(ctl):
     outside = subprocess.Popen(["sleep", "60"])
     try:
         prog = f"kill -0 {outside.pid} 2>/dev/null && echo outside-ok || echo outside-refused; " \
                "sleep 30 & kill $! && wait $!; echo inside $?"
-        r = brokerctl("run", "--", "sh", "-c", prog)
-        assert r.stdout == "outside-refused\ninside 143\n", r.stderr
-        r = brokerctl("run", "--no-landlock", "--", "sh", "-c", prog)
-        assert r.stdout == "outside-ok\ninside 143\n", r.stderr
+        for mode, outcome in (("landlock", "refused"), ("refused", "refused"), ("opted-out", "ok")):
+            r = ctl(mode, "run", "--", "sh", "-c", prog)
+            assert r.stdout == f"outside-{outcome}\ninside 143\n", (mode, r.stderr)
     finally:
         outside.kill()
         outside.wait()
-
-
-
 
 
 def test_attached_program_cannot_reach_the_attaching_broker(cprog, tmp_path):
@@ -180,3 +203,10 @@ def test_attached_program_cannot_reach_the_attaching_broker(cprog, tmp_path):
         att.wait(timeout=20)
         if svc.poll() is None:
             svc.kill()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_listing_outside_descriptors_stays_allowed(mode, ctl):
+    # the wall refuses opening another process's descriptors, not listing them (ls, lsof-like tools)
+    r = ctl(mode, "run", "--", "sh", "-c", "ls /proc/1/fd >/dev/null && echo listed")
+    assert r.stdout == "listed\n", r.stderr

@@ -106,8 +106,9 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
                    help="run: ptrace, or seccomp user notification (no ptrace: cheaper, debuggable; only for stacks"
                         " that declare verdicts=cont,skip-fail,skip-ok and judge no memory arguments); auto picks")
     p.add_argument("--no-landlock", dest="landlock", action="store_false",
-                   help="run: no Landlock domain around the program (it may then signal and ptrace processes"
-                        " outside its session); the broker's own, slower checks guard its processes instead")
+                   help="run: no Landlock domain around the program: it may then signal, ptrace and open /proc"
+                        " of processes outside its session, except its own broker, which slower per-call checks"
+                        " guard instead (docs/security.md)")
     p.add_argument("--allow-io-uring", action="store_true",
                    help="let the program use io_uring (denied by default: its I/O bypasses the broker)")
 

@@ -89,6 +89,24 @@ class _Lines:
             os.close(self.fds.popleft())
 
 
+def _connect(sock: socket.socket, path: str, timeout: float) -> None:
+    """``sock.connect(path)``, waiting up to ``timeout`` while the daemon's
+    listen backlog is full: a Unix socket with a timeout gets EAGAIN at once
+    there (not EINPROGRESS), which would turn a busy moment of the daemon
+    into a failed ``brokerctl run``."""
+    end = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() + pause > end:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
 def connect(role: str, *, path: str | None = None, timeout: float = CONNECT_TIMEOUT,
             **attrs: object) -> tuple[socket.socket, _Lines, str] | None:
     """Connect and greet as ``role``: (socket, reader, path), or None when no
@@ -103,7 +121,7 @@ def connect(role: str, *, path: str | None = None, timeout: float = CONNECT_TIME
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.settimeout(timeout)
         try:
-            sock.connect(p)
+            _connect(sock, p, timeout)
         except OSError as e:
             sock.close()
             if e.errno in UNREACHABLE and not explicit:

@@ -41,18 +41,28 @@ from __future__ import annotations
 
 import errno as E
 import os
-import re
-import stat
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from brokerd.protocol.abi import ABIS, names_in
 
-from .procfs import pgrp_and_ppid, tgid_of, uids_of
+from .procfs import (
+    AT_FDCWD,
+    PROC_FILES,
+    PROC_PATH,
+    holds,
+    pgrp_and_ppid,
+    proc_entry_of,
+    tgid_of,
+    uids_of,
+)
 
 GUARDED = names_in("process-access")
 _GROUP = names_in("signal-group")
+_SIGNALS = names_in("signal-send")
+#: reach another process without ptrace-mode access, so a Landlock domain lets them through
+_NO_ACCESS_CHECK = frozenset({"pidfd_open", "process_mrelease"})
 
 
 def _open_args() -> dict[str, tuple[int | None, int]]:
@@ -74,10 +84,6 @@ F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP = 0, 1, 2
 OWNER_CALLS = frozenset({"fcntl", "fcntl64"})
 #: the bit the filter tests to stop only fcntl's owner commands (F_SETOWN 8, F_SETOWN_EX 15)
 OWNER_CMD_BIT = 8
-#: /proc/PID entries that reach into a process (ptrace-mode access): memory, descriptors, secrets
-PROC_ENTRIES = frozenset({"mem", "fd", "map_files"})  # what a Landlock domain refuses too
-AT_FDCWD = -100
-MAX_LINKS = 40
 
 
 @dataclass(frozen=True)
@@ -123,19 +129,23 @@ class Guard:
         self.in_session = in_session
         self.proc_checks = False  # no Landlock domain: check /proc opens
         self.owner_checks = False  # no Landlock signal scope: check F_SETOWN
-        #: attach: only the broker's own processes count as outside (the program was not started in a wall)
-        self.only_protected = False
+        #: no domain, not by the user's choice: keep the program from every process outside
+        #: its session, as a domain would (else, --no-landlock and attach: the broker's own only)
+        self.emulate_domain = False
+        #: no signal scope, not by the user's choice: signals to outside refused, as the scope would
+        self.emulate_signals = False
 
     def calls(self) -> frozenset[str]:
         """The calls this guard judges at their entry."""
         return (GUARDED | (PROC_OPEN_CALLS if self.proc_checks else frozenset())
                 | (OWNER_CALLS if self.owner_checks else frozenset()))
 
-    def _outside(self, pid: int) -> bool:
-        """Would a Landlock domain around the session keep the program from ``pid``?"""
-        if self._is_protected(pid):
+    def _outside(self, pid: int, emulated: bool) -> bool:
+        """Is ``pid`` out of the program's reach: the broker's, or (where
+        the guard stands in for a Landlock domain or scope) outside the session?"""
+        if self._is_protected(pid) or self._is_protected(tgid_of(pid)):
             return True
-        return not self.only_protected and not self.in_session(tgid_of(pid))
+        return emulated and not self.in_session(tgid_of(pid))
 
     def _is_protected(self, pid: int) -> bool:
         if pid in self.protected:
@@ -167,23 +177,29 @@ class Guard:
         if not pids and target.pidfd:
             pidfd = _pidfd_target(caller_tid, _s32(raw[0]))
             pids = [pidfd] if pidfd is not None else []
-        # a thread id names its process too (tkill, tgkill, ptrace): tgid_of
-        hit = any(p > 0 and (self._is_protected(p) or self._is_protected(tgid_of(p))) for p in pids)
+        emulated = (self.emulate_signals if name in _SIGNALS
+                    else self.emulate_domain and name not in _NO_ACCESS_CHECK)
+        # a thread id names its process too (tkill, tgkill, ptrace): _outside looks at both
+        hit = any(p > 0 and self._outside(p, emulated) for p in pids)
         return ("deny", E.EPERM) if hit else None
 
     def _judge_owner(self, raw: tuple[int, ...], tid: int) -> tuple[str, int] | None:
         cmd, arg = _s32(raw[1]), raw[2]
         if cmd == F_SETOWN:
             who = _s32(arg)
-            hit = self._is_protected(who) if who > 0 else -who in self.protected_groups if who < 0 else False
+            kind = F_OWNER_PID if who >= 0 else F_OWNER_PGRP
+            who = abs(who)
         elif cmd == F_SETOWN_EX:
             try:  # struct f_owner_ex {int type; pid_t pid;}
                 kind, who = struct.unpack("=ii", _read(tid, arg, 8))
             except (OSError, struct.error):
                 return None  # the kernel answers EFAULT itself
-            hit = (who in self.protected_groups) if kind == F_OWNER_PGRP else self._is_protected(tgid_of(who))
         else:
             return None
+        if who <= 0:
+            return None
+        members = self._pgrp_members(who) if kind == F_OWNER_PGRP else [who]
+        hit = any(self._outside(p, self.emulate_signals) for p in members)
         return ("deny", E.EPERM) if hit else None
 
     def _judge_open(self, name: str, raw: tuple[int, ...], tid: int, tgid: int) -> tuple[str, int] | None:
@@ -194,7 +210,7 @@ class Guard:
             return None  # the kernel answers EFAULT itself
         dirfd = _s32(raw[dirfd_at]) if dirfd_at is not None else AT_FDCWD
         hit = proc_entry_of(tid, tgid, dirfd, path)
-        if hit is not None and self._outside(hit[0]):
+        if hit is not None and self._outside(hit[0], self.emulate_domain):
             return ("deny", E.EACCES)
         return None
 
@@ -206,22 +222,22 @@ class Guard:
             link = os.readlink(f"/proc/{tid}/fd/{fd}")
         except OSError:
             return True  # gone: nothing left to protect
-        m = _PROC_PATH.match(link)
-        if m and m.group(3) in PROC_ENTRIES:
-            return not self._outside(int(m.group(2) or m.group(1)))
+        m = PROC_PATH.match(link)
+        if m and m.group(3) in PROC_FILES:
+            return not self._outside(int(m.group(2) or m.group(1)), self.emulate_domain)
         if link.startswith("pipe:["):
             return self._held_in_session(link, tid, tgid, fd)
         return True
 
     def _held_in_session(self, link: str, tid: int, tgid: int, fd: int) -> bool:
         """Does a process that may hold this pipe hold it: the caller (another
-        descriptor) or a process of the session; in attach mode, anyone but
-        the broker's own processes."""
-        if self.only_protected:
-            return not any(_holds(p, link) for p in self.protected)
-        if _holds(tgid, link, skip=fd):
+        descriptor) or a process of the session; where the guard does not
+        stand in for a domain (--no-landlock, attach), anyone but the broker's own processes."""
+        if not self.emulate_domain:
+            return not any(holds(p, link) for p in self.protected)
+        if holds(tgid, link, skip=fd):
             return True
-        return any(_holds(p, link) for p in _all_pids() if p != tgid and self.in_session(p))
+        return any(holds(p, link) for p in _all_pids() if p != tgid and self.in_session(p))
 
     def _group_kill(self, pid: int, sig: int, caller: int) -> tuple[str, int] | None:
         if pid == 0:
@@ -236,14 +252,14 @@ class Guard:
             return None if sig == 0 else ("deny", E.EPERM)
         else:
             members = self._pgrp_members(-pid)
-        if not any(self._is_protected(p) for p in members):
+        if not any(self._outside(p, self.emulate_signals) for p in members):
             return None
         if sig == 0:
             return None  # a probe: harmless, the kernel answers it
         mine = uids_of(caller)
         sent = 0
         for p in members:
-            if self._is_protected(p):
+            if self._outside(p, self.emulate_signals):
                 continue
             theirs = uids_of(p)
             if mine and mine[1] != 0 and not ({mine[0], mine[1]} & {theirs[0], theirs[2]} if theirs else set()):
@@ -269,20 +285,6 @@ def _all_pids() -> list[int]:
     return [int(d) for d in os.listdir("/proc") if d.isdigit()]
 
 
-def _holds(pid: int, link: str, skip: int = -1) -> bool:
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for n in names:
-        try:
-            if int(n) != skip and os.readlink(f"/proc/{pid}/fd/{n}") == link:
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
-
-
 def _pidfd_target(tid: int, fd: int) -> int | None:
     """The process a pidfd, or a /proc/PID directory descriptor (which
     pidfd_send_signal accepts too), refers to."""
@@ -291,15 +293,12 @@ def _pidfd_target(tid: int, fd: int) -> int | None:
             for line in f:
                 if line.startswith(b"Pid:"):
                     return int(line.split()[1])
-        m = _PROC_PATH.match(os.readlink(f"/proc/{tid}/fd/{fd}") + "/")
+        m = PROC_PATH.match(os.readlink(f"/proc/{tid}/fd/{fd}") + "/")
         if m and not m.group(3):
             return int(m.group(1))
     except (OSError, ValueError):
         pass
     return None
-
-
-_PROC_PATH = re.compile(r"/proc/(\d+)/(?:task/(\d+)/)?([^/]*)")
 
 
 def _read(tid: int, addr: int, size: int) -> bytes:
@@ -317,48 +316,3 @@ def _read_cstr(tid: int, addr: int, limit: int = 4096) -> bytes:
             return out + chunk[:nul]
         out += chunk
     return out
-
-
-def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes) -> tuple[int, str] | None:
-    """(PID, entry) when ``path``, resolved as thread ``tid`` would resolve it
-    (its root, cwd or ``dirfd``; ``/proc/self``, ``/proc/thread-self`` and
-    symlinks followed), goes through ``/proc/PID/ENTRY`` (or
-    ``/proc/PID/task/TID/ENTRY``, reported as TID) with ENTRY in PROC_ENTRIES."""
-    root = f"/proc/{tid}/root"
-    if path.startswith(b"/"):
-        cur = ""
-    else:
-        base = f"/proc/{tid}/cwd" if dirfd == AT_FDCWD else f"/proc/{tid}/fd/{dirfd}"
-        try:
-            cur = os.readlink(base).rstrip("/")
-        except OSError:
-            return None
-    todo = [c for c in os.fsdecode(path).split("/") if c][::-1]
-    links = 0
-    while todo:
-        comp = todo.pop()
-        if comp == ".":
-            continue
-        if comp == "..":
-            cur = cur.rsplit("/", 1)[0]
-            continue
-        cur = f"{cur}/{comp}"
-        if cur == "/proc/self":
-            cur = f"/proc/{tgid}"
-        elif cur == "/proc/thread-self":
-            cur = f"/proc/{tgid}/task/{tid}"
-        m = _PROC_PATH.fullmatch(cur)
-        if m and m.group(3) in PROC_ENTRIES:
-            return int(m.group(2) or m.group(1)), m.group(3)
-        try:
-            target = os.readlink(root + cur) if stat.S_ISLNK(os.lstat(root + cur).st_mode) else None
-        except OSError:
-            target = None  # missing: the rest is taken as written
-        if target is None or target.startswith(("pipe:", "socket:", "anon_inode:")):
-            continue
-        links += 1
-        if links > MAX_LINKS:
-            return None
-        cur = cur.rsplit("/", 1)[0] if not target.startswith("/") else ""
-        todo.extend(c for c in target.split("/")[::-1] if c)
-    return None

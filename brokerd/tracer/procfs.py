@@ -3,6 +3,18 @@ facts change with exec, setuid and exit)."""
 
 from __future__ import annotations
 
+import os
+import re
+import stat
+
+#: /proc/PID entries a Landlock domain keeps from outside processes: ``mem`` itself, and what
+#: lies beneath ``fd/`` and ``map_files/`` (listing those directories stays allowed, as with the wall)
+PROC_FILES = frozenset({"mem"})
+PROC_DIRS = frozenset({"fd", "map_files"})
+PROC_PATH = re.compile(r"/proc/(\d+)/(?:task/(\d+)/)?([^/]*)")
+AT_FDCWD = -100
+MAX_LINKS = 40
+
 
 def status_field(pid: int, key: bytes) -> list[bytes] | None:
     """The words after ``key:`` in /proc/PID/status, or None."""
@@ -36,3 +48,64 @@ def pgrp_and_ppid(pid: int) -> tuple[int, int] | None:
         return int(rest[2]), int(rest[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def holds(pid: int, link: str, skip: int = -1) -> bool:
+    """Does process ``pid`` hold a descriptor whose link reads ``link`` (other than ``skip``)?"""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for n in names:
+        try:
+            if int(n) != skip and os.readlink(f"/proc/{pid}/fd/{n}") == link:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes) -> tuple[int, str] | None:
+    """(PID, entry) when ``path``, resolved as thread ``tid`` would resolve it
+    (its root, cwd or ``dirfd``; ``/proc/self``, ``/proc/thread-self`` and
+    symlinks followed), goes through ``/proc/PID/ENTRY`` (or
+    ``/proc/PID/task/TID/ENTRY``, reported as TID): ``mem``, or anything beneath
+    ``fd/`` or ``map_files/``."""
+    root = f"/proc/{tid}/root"
+    if path.startswith(b"/"):
+        cur = ""
+    else:
+        base = f"/proc/{tid}/cwd" if dirfd == AT_FDCWD else f"/proc/{tid}/fd/{dirfd}"
+        try:
+            cur = os.readlink(base).rstrip("/")
+        except OSError:
+            return None
+    todo = [c for c in os.fsdecode(path).split("/") if c][::-1]
+    links = 0
+    while todo:
+        comp = todo.pop()
+        if comp == ".":
+            continue
+        if comp == "..":
+            cur = cur.rsplit("/", 1)[0]
+            continue
+        cur = f"{cur}/{comp}"
+        if cur == "/proc/self":
+            cur = f"/proc/{tgid}"
+        elif cur == "/proc/thread-self":
+            cur = f"/proc/{tgid}/task/{tid}"
+        m = PROC_PATH.fullmatch(cur)
+        if m and (m.group(3) in PROC_FILES or m.group(3) in PROC_DIRS and todo):
+            return int(m.group(2) or m.group(1)), m.group(3)
+        try:
+            target = os.readlink(root + cur) if stat.S_ISLNK(os.lstat(root + cur).st_mode) else None
+        except OSError:
+            target = None  # missing: the rest is taken as written
+        if target is None or target.startswith(("pipe:", "socket:", "anon_inode:")):
+            continue
+        links += 1
+        if links > MAX_LINKS:
+            return None
+        cur = cur.rsplit("/", 1)[0] if not target.startswith("/") else ""
+        todo.extend(c for c in target.split("/")[::-1] if c)
+    return None

@@ -26,7 +26,11 @@ import mmap
 import os
 from dataclasses import dataclass, field
 
-REGION_SIZE = 4 << 20
+# 4096 slots: one per live thread that made a judged call.  Address space
+# only: pages are used as slots are written.  A forked child shares its
+# parent's region (and gives its slot back at exec or exit); past 4096 live
+# threads a call waits for a slot (the shim parks it), it never fails.
+REGION_SIZE = 64 << 20
 SLOT_SIZE = 16 << 10
 F_ADD_SEALS = 1033
 F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_FUTURE_WRITE = 1, 2, 4, 16
@@ -54,9 +58,14 @@ class Region:
         length = max(length, 1)
         return start < self.addr + self.size and self.addr < start + length
 
+    @staticmethod
+    def fits(sizes: list[int]) -> bool:
+        """Do blobs of ``sizes`` fit in one slot (aligned as reserve places them)?"""
+        return sum((n + 15) & ~15 for n in sizes) <= SLOT_SIZE
+
     def reserve(self, tid: int, sizes: list[int]) -> list[int] | None:
         """Addresses (in the tracee) for blobs of ``sizes`` in the thread's
-        slot, or None if they do not fit or no slot is free."""
+        slot, or None if no slot is free (check :meth:`fits` first)."""
         off = self.slots.get(tid)
         if off is None:
             if not self.free:

@@ -77,6 +77,7 @@ from .elfinfo import Symbolizer, exec_facts
 from .guard import GUARDED, OWNER_CALLS, OWNER_CMD_BIT, PROC_OPEN_CALLS, Guard
 from .kernel import missing_features
 from .procfs import tgid_of
+from .resolve import resolve
 from .scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, REGION_SIZE, Region, adopt
 
 OPTIONS = (
@@ -110,6 +111,13 @@ SYS_MMAP = {n: a.nr("mmap2" if n == "i386" else "mmap") for n, a in ABIS.items()
 SYS_MEMFD_CREATE = {n: a.nr("memfd_create") for n, a in ABIS.items()}
 SYS_CLOSE = {n: a.nr("close") for n, a in ABIS.items()}
 MAP_FIXED = 0x10
+MAP_32BIT = 0x40
+# A userfaultfd that also handles faults taken by the kernel would freeze the
+# broker inside process_vm_readv on a page nobody fills (no timeout can fire
+# there): only UFFD_USER_MODE_ONLY ones may be created (others fail with
+# EPERM, as they do natively for unprivileged users); kernel reads of their
+# pages get EFAULT.  Checked in the filter and, when attached, at entry.
+UFFD_USER_MODE_ONLY = 1
 MREMAP_FIXED = 2
 SHM_REMAP = 0o40000
 #: calls that could replace or move the read-only scratch region; denied over it
@@ -121,7 +129,7 @@ STABLE_KINDS = frozenset({"path", "str"})
 #: (name -> (path argument index, flags argument index or None))
 OPEN_CALLS = {"open": (0, 1), "openat": (1, 2), "openat2": (1, None), "creat": (0, None),
               "execve": (0, -1), "execveat": (1, -1)}  # -1: an exec, checked against /proc/PID/exe
-O_CREAT, O_TMPFILE_BIT = 0o100, 0o20000000
+O_CREAT, O_EXCL, O_NOFOLLOW, O_TMPFILE_BIT = 0o100, 0o200, 0o400000, 0o20000000
 REGION_CALLS_ALWAYS = frozenset({"munmap", "mremap", "shmat", "remap_file_pages"})  # mmap: only with MAP_FIXED
 # Terminal signals the broker itself ignores while a program runs: they are
 # meant for the program (which shares the terminal's process group).
@@ -210,7 +218,9 @@ class _Thread:
     inject: list = field(default_factory=list)  # steps of a running injection
     inject_fd: int = -1
     saved_view: object = None  # the shim's mapping of a scratch region being set up
-    verify: tuple | None = None  # what an open must have opened: ("inode"|"parent", dev, ino)
+    verify: tuple | None = None  # what an open must have opened (see _expected_object)
+    undo_step: bool = False  # an undone open was stepped: its sysret is still owed
+    map_flags: int = 0  # extra flags of the injected mmap of the scratch region
     guard_exit: bool = False  # the guard checks what this open opened (no Landlock wall)
     t0: float = 0.0
     running: bool = True
@@ -269,6 +279,7 @@ class Shim:
         self.internal = BROKER_RULES if not allow_io_uring else BROKER_RULES_IO_URING
         self._signal_order: tuple[int, ...] = ()
         self._regions: dict[int, Region] = {}  # tgid -> its read-only scratch region
+        self._slot_waiters: list[_Thread] = []  # calls waiting for a free scratch slot
         #: calls that always stop for the broker's own checks (clone flags, the guard, the region)
         self.internal_trace = frozenset({"clone"}) | GUARDED | REGION_CALLS_ALWAYS
         self.stable_args = stable_args
@@ -288,19 +299,24 @@ class Shim:
         self.wall = landlock.wall(self.landlock_abi) if self.landlock_abi else None
         #: the authorizers' kernel layers, compiled after the handshake
         self.layer_plan = kernel_layers.Plan()
-        self._guard_without_wall(self.wall is None, self.landlock_abi < landlock.ABI_SCOPE)
+        self._guard_without_wall(self.wall is None, self.landlock_abi < landlock.ABI_SCOPE, emulate=use_landlock)
         self.detached_cleanly = False
         self._tty_stop = False
         self._readers: dict[int, Callable[[], None]] = {}
         self.forced: SkipFail | None = None  # set by fail("deny")
 
-    def _guard_without_wall(self, proc: bool, owner: bool) -> None:
+    def _guard_without_wall(self, proc: bool, owner: bool, emulate: bool) -> None:
         """Where no Landlock domain keeps the program away from the broker's
         processes (no Landlock, ``--no-landlock``, attach), the guard checks
         opens of /proc/PID entries (every open stops); where no signal scope
-        does, it checks F_SETOWN (fcntl stops for its owner commands)."""
+        does, it checks F_SETOWN (fcntl stops for its owner commands).  With
+        ``emulate`` (Landlock missing, not refused by the user) it keeps the
+        program from everything outside its session, as the domain would;
+        otherwise from the broker's own processes only."""
         self.guard.proc_checks = proc
         self.guard.owner_checks = owner
+        self.guard.emulate_domain = emulate and proc
+        self.guard.emulate_signals = emulate and owner
         self._guarded = self.guard.calls()
         # fcntl stops only for its owner commands (a flag test in the filter), not here
         self.internal_trace = self.internal_trace | (PROC_OPEN_CALLS if proc else frozenset())
@@ -445,6 +461,8 @@ class Shim:
             return action
         if name == "seccomp":
             return seccomp.FlagTest(1, seccomp.SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp.ret_errno(E.EBUSY), action)
+        if name == "userfaultfd":  # only the user-mode kind: see UFFD_USER_MODE_ONLY
+            return seccomp.FlagTest(0, UFFD_USER_MODE_ONLY, action, seccomp.ret_errno(E.EPERM))
         if name in OWNER_CALLS and self.guard.owner_checks and action == seccomp.RET_ALLOW:
             return seccomp.FlagTest(1, OWNER_CMD_BIT, stop, action)
         return action
@@ -521,9 +539,12 @@ class Shim:
                 os.close(r)
                 os.execve(path, list(argv), env)
             except OSError as e:
-                os.write(2, f"brokerctl: {argv[0]}: {e.strerror}\n".encode())
-                os._exit(126 if e.errno in (E.EACCES, E.ENOEXEC) else 127)
-            except BaseException:
+                code = 126 if e.errno in (E.EACCES, E.ENOEXEC) else 127
+                try:  # the write itself may be denied (a policy that sees every call)
+                    os.write(2, f"brokerctl: {argv[0]}: {e.strerror}\n".encode())
+                finally:
+                    os._exit(code)
+            finally:  # whatever happened, the child never returns into the broker's code
                 os._exit(127)
         os.close(r)
         return pid, w
@@ -549,8 +570,7 @@ class Shim:
         self._setup_loop()
         self.attached = True
         # no domain can be given to a running process: the guard's own checks, for the broker's processes
-        self.guard.only_protected = True
-        self._guard_without_wall(True, True)
+        self._guard_without_wall(True, True, emulate=False)
         self._no_layers("attach gives a running process no Landlock domain")
         seized: list[int] = []
         while True:
@@ -595,7 +615,7 @@ class Shim:
                     pt.interrupt(tid)
                 except ProcessLookupError:
                     self.threads.pop(tid, None)
-            elif t.state in ("ask", "ret", "run"):
+            elif t.state in ("ask", "ret", "run", "slotwait"):
                 self._detach_thread(tid, 0)
 
     def _detach_thread(self, tid: int, sig: int) -> None:
@@ -888,9 +908,9 @@ class Shim:
             return
         region = self._regions.get(t.tgid)
         if region is not None:
-            region.release(tid)
             if tid == t.tgid:
                 del self._regions[t.tgid]
+            self._release_slots(region, [tid])
         if tid == t.tgid:
             if os.WIFEXITED(status):
                 self._proc_event(t, "exit", (Int(os.WEXITSTATUS(status)),))
@@ -914,7 +934,10 @@ class Shim:
             if old is not None:
                 old.tid = t.tid
                 t = old
-        self._regions.pop(t.tgid, None)  # a new address space: the old mapping is gone
+        old_region = self._regions.pop(t.tgid, None)  # a new address space: the old mapping is gone
+        if old_region is not None:  # (shared with the parent it was forked from, maybe)
+            self._release_slots(old_region, [former, t.tid, *(x.tid for x in self.threads.values()
+                                                               if x.tgid == t.tgid)])
         self.threads[t.tid] = t
         if self._symbolizer is not None:
             self._symbolizer.forget(t.tgid)
@@ -980,6 +1003,10 @@ class Shim:
                 self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
                 return
         t.guard_exit = False
+        if spec.name == "userfaultfd" and not rawargs[0] & UFFD_USER_MODE_ONLY:  # attach mode (no filter)
+            t.raw = ()
+            self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
+            return
         if spec.name in self._guarded:
             mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
             verdict = self.guard.judge(spec.name, tuple(a & mask for a in rawargs), t.tid, t.tgid)
@@ -1023,7 +1050,7 @@ class Shim:
         notes = _path_notes(t.tid, spec, raw, args) if "path" in spec.args else ()
         t.verify = None
         if self.stable_args and spec.name in OPEN_CALLS and notes:
-            t.verify, real = self._expected_object(t, spec, raw, notes)
+            t.verify, real = self._expected_object(t, spec, raw, args)
             if real is not None:
                 notes += ((f"real{OPEN_CALLS[spec.name][0] + 1}", Str(real)),)
         if self._symbolizer is not None:
@@ -1034,15 +1061,19 @@ class Shim:
         t.walk = EntryWalk(ev, order)
         self._advance_entry(t, t.walk)
 
-    def _expected_object(self, t: _Thread, spec: SyscallSpec, raw: tuple, notes: tuple) -> tuple:
+    def _expected_object(self, t: _Thread, spec: SyscallSpec, raw: tuple, args: tuple) -> tuple:
         """Resolve the path of an open as the tracee would, once, before anyone
         judges it: (what the open must turn out to have opened, the real path
         for the ``realN`` note).  Checked again at the exit stop, so a symlink
         swapped after this snapshot cannot make the kernel open something else.
-        The expectation is the inode it names, or for a file it may create,
-        the directory it would be created in."""
+        The expectation is the inode it names or, for a path that does not
+        exist yet, whatever is at that very place (in that very directory)
+        when the call returns: never the target of a link put there meanwhile."""
         pidx, fidx = OPEN_CALLS[spec.name]
-        path = next((v for k, v in notes if k == f"path{pidx + 1}"), None)
+        v = args[pidx] if pidx < len(args) else None
+        if not isinstance(v, Str) or v.truncated or not v.data:
+            return None, None
+        path = _absolute(t.tid, spec.args, raw, pidx, v.data)
         if path is None:
             return None, None
         exec_ = fidx == -1
@@ -1054,46 +1085,50 @@ class Shim:
                 return None, None
         if flags & O_TMPFILE_BIT == O_TMPFILE_BIT:
             return None, None
-        p = path.data
-        for self_link, real in ((b"/proc/self", b"/proc/%d" % t.tgid),
-                                (b"/proc/thread-self", b"/proc/%d/task/%d" % (t.tgid, t.tid))):
-            if p == self_link or p.startswith(self_link + b"/"):
-                p = real + p[len(self_link):]
+        # O_NOFOLLOW, and O_CREAT|O_EXCL, open a final symlink itself (or fail)
+        follow = not (flags & O_NOFOLLOW or flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL)
         root = os.fsencode(f"/proc/{t.tid}/root")
-        real = _real(root, root + p)  # one resolution: the note and the expectation agree
-        if real is None:
+        r = resolve(root, path, t.tgid, t.tid, follow)  # one resolution: note and expectation agree
+        if r is None:
             return None, None
-        where = root + real if real != b"/" else root
-        try:
-            st = os.stat(where, follow_symlinks=False)
-            if exec_:
-                # an ELF runs as itself (/proc/PID/exe); a #! script runs its interpreter: unverifiable
-                with open(where, "rb") as f:
+        if not r.exists:
+            # what will be there then: the open must have opened what is *then*
+            # at the judged place, in the judged directory (not a link's target)
+            parent = None
+            if r.parent is not None:
+                try:
+                    st = os.stat(root + r.parent)
+                    parent = (st.st_dev, st.st_ino)
+                except OSError:
+                    pass
+            return ("absent-exe" if exec_ else "absent", parent, root + r.path), r.path
+        st = r.st
+        if exec_:
+            # an ELF runs as itself (/proc/PID/exe); a #! script runs its interpreter: unverifiable
+            try:
+                with open(root + r.path, "rb") as f:
                     elf = f.read(4) == b"\x7fELF"
-                return (("exe", st.st_dev, st.st_ino) if elf else None), real
-            return ("inode", st.st_dev, st.st_ino), real
-        except FileNotFoundError:
-            if not flags & O_CREAT:
+                st = os.stat(root + r.path)
+            except OSError:
                 return None, None
-        except OSError:
-            return None, None
-        try:
-            st = os.stat(os.path.dirname(where), follow_symlinks=False)
-        except OSError:
-            return None, None
-        return ("parent", st.st_dev, st.st_ino), real
+            return (("exe", st.st_dev, st.st_ino) if elf else None), r.path
+        return ("inode", st.st_dev, st.st_ino), r.path
 
     def _opened_expected(self, t: _Thread, fd: int, expect: tuple) -> bool:
+        """Is descriptor ``fd`` (or, for an exec, the new program) the very
+        object the judged path named when it was resolved?"""
         try:
-            if expect[0] == "exe":
+            if expect[0] in ("exe", "absent-exe"):
                 st = os.stat(f"/proc/{t.tid}/exe")
-            elif expect[0] == "inode":
-                st = os.stat(f"/proc/{t.tid}/fd/{fd}")
             else:
-                link = os.readlink(f"/proc/{t.tid}/fd/{fd}")
-                if link.endswith(" (deleted)"):
-                    link = link[: -len(" (deleted)")]
-                st = os.stat(f"/proc/{t.tid}/root" + os.path.dirname(link))
+                st = os.stat(f"/proc/{t.tid}/fd/{fd}")
+            if expect[0] in ("absent", "absent-exe"):  # created, or appeared meanwhile: what is now at that place?
+                _, parent, where = expect
+                if parent is None:
+                    return False  # not even its directory existed when judged
+                dst = os.stat(os.path.dirname(where))
+                ent = os.lstat(where)
+                return (dst.st_dev, dst.st_ino) == parent and (ent.st_dev, ent.st_ino) == (st.st_dev, st.st_ino)
         except OSError:
             return False
         return (st.st_dev, st.st_ino) == expect[1:]
@@ -1106,6 +1141,7 @@ class Shim:
         saved = pt.Regs()
         ctypes.memmove(ctypes.addressof(saved), ctypes.addressof(regs), ctypes.sizeof(regs))
         t.saved_regs = saved
+        t.undo_step = t.state == "step"
         t.state = "inject"
         t.inject = [self._undone]
         self._next_call(t, SYS_CLOSE[t.abi.name], (fd,))
@@ -1117,6 +1153,10 @@ class Shim:
         saved.rax = (-E.EACCES) & MASK64
         t.state = "run"
         pt.setregs(t.tid, saved)
+        if t.undo_step:  # someone stepped this call: it hears how it ended
+            t.undo_step = False
+            self._sysret(t, -E.EACCES)
+            return
         self._resume(t.tid)
 
     def _hits_region(self, t: _Thread, name: str, a: tuple[int, ...]) -> bool:
@@ -1273,12 +1313,7 @@ class Shim:
                       if k in STABLE_KINDS and type(v) is Str]
             if any(v.total is not None for _, v in judged):
                 # longer than PATH_MAX: only a prefix was judged; the kernel would refuse it anyway
-                regs = pt.getregs(t.tid, self._regs)
-                regs.orig_rax = MASK64
-                regs.rax = (-E.ENAMETOOLONG) & MASK64
-                pt.setregs(t.tid, regs)
-                d.action, d.value = "skip-fail", E.ENAMETOOLONG
-                return True
+                return self._refuse(t, d, E.ENAMETOOLONG)
             blobs = [(i, v.data + b"\0") for i, v in judged]
             socks = [i for i, k in enumerate(spec.args[: len(d.call.args)]) if k.startswith("sockaddr:")
                      and type(d.call.args[i]) is Struct]
@@ -1298,9 +1333,14 @@ class Shim:
             if region is None:
                 self._inject_region(t, regs, d)
                 return False
-            addrs = region.reserve(t.tid, [len(b) for _, b in blobs])
-            if addrs is None:
-                raise OSError(E.E2BIG, "arguments too large for the scratch slot")
+            sizes = [len(b) for _, b in blobs]
+            if not region.fits(sizes):  # a rewrite bigger than a slot: the call fails, as an oversized one would
+                return self._refuse(t, d, E.E2BIG)
+            addrs = region.reserve(t.tid, sizes)
+            if addrs is None:  # every slot is held by a live thread: wait for one, never kill
+                t.state = "slotwait"
+                self._slot_waiters.append(t)
+                return False
             for (i, blob), addr in zip(blobs, addrs, strict=True):
                 region.write(addr, _relocate(enc, i, blob, addr) if enc is not None else blob)
                 values[i] = addr
@@ -1311,6 +1351,25 @@ class Shim:
         pt.setregs(t.tid, regs)
         t.spec = spec
         return True
+
+    def _refuse(self, t: _Thread, d: Decision, errno: int) -> bool:
+        """The decided call cannot be made as judged: it fails with ``errno``."""
+        regs = pt.getregs(t.tid, self._regs)
+        regs.orig_rax = MASK64
+        regs.rax = (-errno) & MASK64
+        pt.setregs(t.tid, regs)
+        d.action, d.value = "skip-fail", errno
+        return True
+
+    def _release_slots(self, region: Region, tids: Sequence[int]) -> None:
+        """Threads that are gone (exit) or left the address space (exec) give
+        their scratch slots back; calls waiting for a slot go on."""
+        for tid in tids:
+            region.release(tid)
+        waiting, self._slot_waiters = self._slot_waiters, []
+        for w in waiting:
+            if self.threads.get(w.tid) is w and w.state == "slotwait" and w.decision is not None:
+                self._on_tracee(w.tid, self._apply_entry, w, w.decision)
 
     # -- injection: a few syscalls the tracee makes on the shim's behalf --------
     def _inject_region(self, t: _Thread, regs: pt.Regs, d: Decision) -> None:
@@ -1357,15 +1416,28 @@ class Shim:
         try:
             fd, view = adopt(t.tid, rval)
         except OSError as e:
-            self._inject_failed(t, f"cannot take the scratch memfd: {e.strerror}")
+            self._inject_failed(t, f"cannot take the scratch memfd ({e.strerror}; the broker needs its tracee's "
+                                   "/proc/PID/fd, and --no-stable-args would do without the region, unsafely)")
             return
         os.close(fd)  # the shim's mapping keeps the memory alive
         t.saved_view = view
         assert t.abi is not None
-        self._next_call(t, SYS_MMAP[t.abi.name], (0, REGION_SIZE, 1, 1, rval, 0))  # PROT_READ, MAP_SHARED
+        self._map_region(t, MAP_32BIT if t.abi.name == "x86_64" else 0)
+
+    def _map_region(self, t: _Thread, low: int) -> None:
+        """mmap(PROT_READ, MAP_SHARED) the memfd in the tracee; in a 64-bit
+        process below 2 GiB (MAP_32BIT) when it can be, so the stable copies
+        are within reach of 32-bit pointers (``int $0x80`` calls)."""
+        assert t.abi is not None
+        t.map_flags = low
+        self._next_call(t, SYS_MMAP[t.abi.name], (0, REGION_SIZE, 1, 1 | low, t.inject_fd, 0))
 
     def _injected_mmap(self, t: _Thread, rval: int, failed: bool) -> None:
         view = t.saved_view
+        if failed and t.map_flags:  # no room below 2 GiB: anywhere will do for 64-bit calls
+            t.inject.insert(0, self._injected_mmap)
+            self._map_region(t, 0)
+            return
         if failed:
             view.close()
             self._inject_failed(t, f"mmap of the scratch region: {os.strerror(-rval)}")
@@ -1458,7 +1530,7 @@ class Shim:
             expect, t.verify = t.verify, None
             if rval >= 0 and not self._opened_expected(t, rval, expect):
                 what = t.spec.name if t.spec else "open"
-                if expect[0] == "exe":  # an exec cannot be undone: the process must not go on
+                if expect[0] in ("exe", "absent-exe"):  # an exec cannot be undone: the process must not go on
                     self._log(f"pid {t.tgid}: {what} ran another program than the one judged "
                               "(a path component changed in between): killed")
                     os.kill(t.tgid, signal.SIGKILL)
@@ -1475,6 +1547,12 @@ class Shim:
             t.state = "run"
             self._resume(t.tid)
             return
+        self._sysret(t, rval)
+
+    def _sysret(self, t: _Thread, rval: int) -> None:
+        """At the exit stop of a stepped call: its ``sysret`` goes back through
+        those who stepped (also for a call the broker undid: they hear EACCES)."""
+        assert t.decision is not None and t.spec is not None and t.abi is not None
         result = decode_result(t.spec, rval)
         self._mem.pid = t.tid
         try:
@@ -1597,27 +1675,24 @@ def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple) 
         v = args[i]
         if not isinstance(v, Str) or v.truncated or not v.data:
             continue
-        path = v.data
-        if not path.startswith(b"/"):
-            base = f"/proc/{tid}/cwd"
-            if i > 0 and kinds[i - 1] == "dirfd" and (raw[i - 1] & 0xFFFFFFFF) != 0xFFFFFF9C:  # not AT_FDCWD
-                base = f"/proc/{tid}/fd/{raw[i - 1] & 0xFFFFFFFF}"
-            try:
-                path = os.fsencode(os.readlink(base)) + b"/" + path
-            except OSError:
-                continue
-        notes.append((f"path{i + 1}", Str(os.path.normpath(path).replace(b"//", b"/"))))
+        path = _absolute(tid, kinds, raw, i, v.data)
+        if path is not None:
+            notes.append((f"path{i + 1}", Str(os.path.normpath(path).replace(b"//", b"/"))))
     return tuple(notes)
 
 
-def _real(root: bytes, where: bytes) -> bytes | None:
-    """realpath of ``where`` (under /proc/TID/root), as the tracee sees it."""
-    real = os.path.realpath(where)
-    if real.startswith(root):  # not a chroot escape: the shim shares the tracee's root
-        return real[len(root):] or b"/"
-    if root.endswith(b"/root") and os.path.realpath(root) == b"/":
-        return real
-    return None
+def _absolute(tid: int, kinds: tuple[str, ...], raw: tuple[int, ...], i: int, path: bytes) -> bytes | None:
+    """Path argument ``i`` made absolute against the caller's cwd or its
+    dirfd argument, not folded (``a/link/..`` is not ``a``)."""
+    if path.startswith(b"/"):
+        return path
+    base = f"/proc/{tid}/cwd"
+    if i > 0 and kinds[i - 1] == "dirfd" and (raw[i - 1] & 0xFFFFFFFF) != 0xFFFFFF9C:  # not AT_FDCWD
+        base = f"/proc/{tid}/fd/{raw[i - 1] & 0xFFFFFFFF}"
+    try:
+        return os.fsencode(os.readlink(base)) + b"/" + path
+    except OSError:
+        return None
 
 
 def _exec_args(pid: int) -> tuple:

@@ -1,7 +1,9 @@
 /* A symlink swapped on disk between the broker's check and the kernel's open:
  * one thread keeps replacing DIR/link (-> good, then -> bad) while the main
  * thread opens DIR/link argv[2] times and counts what it really got (by the
- * first byte of the content). */
+ * first byte of the content).  With a fifth argument "absent", DIR/link is
+ * mostly absent: the swapper renames a link to bad into place and removes it
+ * again, so the broker usually resolves a path that does not exist yet. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
@@ -12,10 +14,19 @@
 
 static char link_path[4096], tmp_path[4096];
 static const char *good, *bad;
+static int absent;
 
 static void *swapper(void *arg) {
     (void)arg;
     for (;;) {
+        if (absent) {  /* present and absent for a while each: about one decision's time */
+            unlink(tmp_path);
+            if (symlink(bad, tmp_path) == 0) rename(tmp_path, link_path);
+            for (volatile int k = 0; k < 20000; k++) {}
+            unlink(link_path);
+            for (volatile int k = 0; k < 20000; k++) {}
+            continue;
+        }
         unlink(tmp_path);
         if (symlink(good, tmp_path) == 0) rename(tmp_path, link_path);
         unlink(tmp_path);
@@ -25,12 +36,13 @@ static void *swapper(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) return 2;
+    if (argc != 5 && argc != 6) return 2;
+    absent = argc == 6 && strcmp(argv[5], "absent") == 0;
     snprintf(link_path, sizeof link_path, "%s/link", argv[1]);
     snprintf(tmp_path, sizeof tmp_path, "%s/tmp", argv[1]);
     good = argv[3];
     bad = argv[4];
-    symlink(good, link_path);
+    if (!absent) symlink(good, link_path);
     long n = atol(argv[2]);
     pthread_t th;
     pthread_create(&th, NULL, swapper, NULL);

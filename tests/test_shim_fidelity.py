@@ -1,0 +1,126 @@
+"""Under an allow-all authorizer that sees every call, programs behave as
+natively (issue 16, "Fidelity"): opens of `/`, /dev/stdin and friends,
+O_PATH|O_NOFOLLOW of a symlink, the sysret of an undone open, 32-bit calls
+of a 64-bit program, many threads and many commands.  Each test fails
+without its fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from conftest import brokerctl
+
+ALLOW_ALL = r'''
+import sys
+log = open(sys.argv[1], "a") if len(sys.argv) > 1 else None
+print("hello 1 role=authorizer name=allow trace=all", flush=True)
+for line in sys.stdin:
+    if log:
+        log.write(line); log.flush()
+    if line.startswith("syscall "):
+        print(line.split()[1], "cont", flush=True)
+'''
+
+
+def _both(authz, argv, input=None):
+    """(native, under the broker) CompletedProcess of ``argv``."""
+    native = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=60)
+    traced = brokerctl("run", "-a", authz(ALLOW_ALL), "--", *argv, input=input)
+    assert "Traceback" not in traced.stderr, traced.stderr
+    return native, traced
+
+
+def test_opening_the_root_directory(authz):
+    """Item 9: `ls /`, `cd / && ls .` and an O_PATH open of / work."""
+    script = ("ls /; cd / && ls . >/dev/null && echo cd-ok; "
+              "python3 -c 'import os; os.open(\"/\", os.O_PATH); print(len(os.listdir(\"/\")) > 0)'")
+    native, traced = _both(authz, ["sh", "-c", script])
+    assert traced.returncode == native.returncode == 0, traced.stderr
+    assert traced.stdout == native.stdout
+
+
+def test_dev_stdin_stdout_stderr(authz):
+    """Item 9: /dev/stdin, /dev/stdout, /dev/stderr, /dev/fd/N name the
+    program's descriptors, not the broker's."""
+    script = ('cat /dev/stdin; echo e | tee /dev/stderr; x=$(echo x > /dev/stdout); echo "[$x]"; '
+              "exec 3</etc/hostname; cat /dev/fd/3 > /dev/null && echo fd3-ok")
+    native, traced = _both(authz, ["bash", "-c", script], input="y\n")
+    assert traced.returncode == native.returncode == 0, traced.stderr
+    assert traced.stdout == native.stdout == "y\ne\n[x]\nfd3-ok\n"
+    assert "e\n" in traced.stderr
+
+
+def test_real_note_names_the_programs_descriptor(authz, tmp_path):
+    """Item 9: the realN of /dev/stdin is /proc/PID/fd/0 of the program."""
+    log = tmp_path / "events"
+    r = brokerctl("run", "-a", authz(ALLOW_ALL) + f" {log}", "--", "cat", "/dev/stdin", input="z\n")
+    assert r.stdout == "z\n", r.stderr
+    [line] = [ln for ln in log.read_text().splitlines() if ' openat ' in ln and '"/dev/stdin"' in ln]
+    pid = line.split()[2]
+    assert f'real2="/proc/{pid}/fd/0"' in line, line
+
+
+def test_opath_nofollow_of_a_symlink(authz, tmp_path):
+    """Item 9: open(link, O_PATH|O_NOFOLLOW) opens the link itself; the check
+    must not follow it (glibc's fchmodat(AT_SYMLINK_NOFOLLOW) relies on it)."""
+    link = tmp_path / "link"
+    link.symlink_to("/etc/hostname")
+    code = (f"import os, stat; fd = os.open({str(link)!r}, os.O_PATH | os.O_NOFOLLOW); "
+            "print(stat.S_ISLNK(os.stat(fd).st_mode) or os.readlink(f'/proc/self/fd/{fd}'))")
+    native, traced = _both(authz, ["python3", "-c", code])
+    assert traced.returncode == native.returncode == 0, traced.stderr
+    assert traced.stdout == native.stdout
+
+
+def test_i386_call_reaches_its_stable_copy(cprog, rules):
+    """Item 9: after 64-bit opens made the scratch region, an `int $0x80`
+    open's stable copy must lie below 4 GiB (else EFAULT)."""
+    r = brokerctl("run", "-e", "trace=openat,open", "-a", rules(), "--", str(cprog("abi")))
+    assert r.returncode == 0, r.stderr
+    assert "i386-open 0" in r.stdout, r.stdout + r.stderr
+
+
+def test_many_commands_with_a_redirection(authz):
+    """Item 2: each forked child's scratch slot comes back at exec: a shell
+    runs 300 commands with a redirection (more than the old 255 slots)."""
+    script = "n=0; for i in $(seq 300); do /bin/true > /dev/null && n=$((n+1)); done; echo $n"
+    r = brokerctl("run", "-e", "trace=openat", "-a", "while read l; do echo cont; done", "--", "bash", "-c", script,
+                  timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "300\n", r.stderr
+
+
+def test_many_live_threads_with_a_judged_call(cprog):
+    """Item 2: 300 live threads, each after a judged open."""
+    r = brokerctl("run", "-e", "trace=openat", "-a", "while read l; do echo cont; done", "--",
+                  str(cprog("vanish")), "threads", "300", "/etc/hostname", timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "all joined\n"
+
+
+CPYTHON = "/usr/bin/python3.11"
+CPYTHON_MODULES = ("test_os", "test_subprocess", "test_tempfile", "test_pathlib", "test_shutil")
+
+
+def _regrtest_summary(out: str) -> tuple[str, str]:
+    """unittest's own summary of a `python -m test MODULE -v` run: ("Ran N tests", "OK (skipped=K)")."""
+    lines = out.splitlines()
+    ran = next((ln.split(" in ")[0] for ln in lines if ln.startswith("Ran ") and " tests" in ln), "")
+    verdict = next((ln for ln in lines if ln.startswith(("OK", "FAILED"))), "")
+    return ran, verdict
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/usr/lib/python3.11/test/test_os.py") or not os.path.exists(CPYTHON),
+                    reason="needs Debian's python3.11 and libpython3.11-testsuite (scripts/setup installs them)")
+@pytest.mark.parametrize("module", CPYTHON_MODULES)
+def test_cpython_regression_module_as_natively(authz, module, tmp_path):
+    """Item 11: CPython's own regression module gives the same result under
+    an allow-all authorizer that sees every call as natively."""
+    argv = [CPYTHON, "-m", "test", module, "-v"]
+    native = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    traced = brokerctl("run", "--timeout", "60", "-a", authz(ALLOW_ALL), "--", *argv, timeout=1800)
+    assert traced.returncode == native.returncode, traced.stdout[-3000:] + traced.stderr[-3000:]
+    assert _regrtest_summary(traced.stdout + traced.stderr) == _regrtest_summary(native.stdout + native.stderr)
