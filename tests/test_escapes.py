@@ -62,7 +62,8 @@ def test_stopping_own_group_does_not_stop_the_broker(rules, tmp_path):
         deadline = time.monotonic() + 10
         sh = None
         while time.monotonic() < deadline:
-            kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+            # by name: the launch may pass through a short-lived, also ptrace-stopped child first
+            kids = subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout.split()
             sh = next((int(k) for k in kids if _state(int(k)) in "tT"), None)
             if sh:
                 break
