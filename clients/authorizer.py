@@ -58,7 +58,7 @@ from typing import Any
 
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS, SyscallSpec
-from brokerd.protocol.args import FLAGSETS, value_to_int
+from brokerd.protocol.args import FLAGSETS, constant, value_to_int
 from brokerd.protocol.consts import errno_number, signal_number
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.layers import LayerSpec, layer_attrs, parse_layer
@@ -331,16 +331,14 @@ _NOFOLLOW = frozenset({
 })
 # (call, 0-based argument) that are path-kind but not looked up: a symlink's contents.
 _NOT_LOOKED_UP = frozenset({("symlink", 0), ("symlinkat", 0)})
-_O_NOFOLLOW = 0o400000
-_O_CREAT = 0o100
-_O_EXCL = 0o200
-_AT_SYMLINK_NOFOLLOW = 0x100
-_AT_SYMLINK_FOLLOW = 0x400
-_AT_EMPTY_PATH = 0x1000
-_AT_FDCWD = -100
+_O_NOFOLLOW, _O_CREAT, _O_EXCL = constant("O_NOFOLLOW"), constant("O_CREAT"), constant("O_EXCL")
+_AT_SYMLINK_NOFOLLOW, _AT_SYMLINK_FOLLOW = constant("AT_SYMLINK_NOFOLLOW"), constant("AT_SYMLINK_FOLLOW")
+_AT_EMPTY_PATH, _AT_FDCWD = constant("AT_EMPTY_PATH"), constant("AT_FDCWD")
 _MAGIC_LINK = re.compile(r"/proc/\d+(?:/task/\d+)?/(?:fd/\d+|cwd|root|exe)\Z")  # the broker's realN for them
-O_ACCMODE = 0o3
-O_WRITE_FLAGS = 0o1000 | 0o100 | 0o20000000  # O_TRUNC | O_CREAT | __O_TMPFILE
+O_ACCMODE = constant("O_WRONLY") | constant("O_RDWR")
+#: __O_TMPFILE: O_TMPFILE without its O_DIRECTORY bit
+O_TMPFILE_BIT = constant("O_TMPFILE") & ~constant("O_DIRECTORY")
+O_WRITE_FLAGS = constant("O_TRUNC") | _O_CREAT | O_TMPFILE_BIT
 
 
 def opens_for_writing(flags: int) -> bool:
@@ -622,8 +620,10 @@ class Syscall:
         p = os.fsdecode(raw)
         if follow is None:
             follow = self._follows(i)
-        if follow:
-            # the broker's own resolution (open/exec calls): it checks, when the
+        if follow or self.replay:
+            # the broker's own resolution (in replay: the journal's, made while
+            # the process lived, with the call's own follow rule; clients/replay.py).
+            # Open/exec calls: it checks, when the
             # call ends, that the kernel used this very object, so judging it is
             # safe from symlinks swapped meanwhile (docs/security.md)
             real = next((v for k, v in self.event.notes if k == f"real{i + 1}"), None)

@@ -16,6 +16,7 @@ back through them in reverse order, each able to replace it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
@@ -40,6 +41,7 @@ from brokerd.protocol.types import (
     SkipFail,
     SkipOk,
     Step,
+    Str,
     SyscallEvent,
     SysretEvent,
 )
@@ -133,8 +135,22 @@ def read_journal(lines: Iterator[str] | Sequence[str]) -> list[Entry]:
         except (ProtocolError, ValueError) as e:
             raise JournalError(n, getattr(e, "message", str(e))) from None
         assert isinstance(ev, SyscallEvent)
-        out.append(Entry(n, ev, verdict, result))
+        out.append(Entry(n, with_recorded_paths(ev, rec.get("paths")), verdict, result))
     return out
+
+
+def with_recorded_paths(ev: SyscallEvent, paths: object) -> SyscallEvent:
+    """The event with the journal's resolved paths (the audit policy's
+    ``"paths"``, resolved while the process lived) as its ``realN`` notes: in
+    replay the library judges those, so relative paths and dirfds are known
+    instead of denied.  An unresolvable (null) path drops the note: unknown."""
+    if not isinstance(paths, dict) or not paths:
+        return ev
+    keys = {f"real{k}" for k in paths if isinstance(k, str) and k.isdigit()}
+    notes = [(k, v) for k, v in ev.notes if k not in keys]
+    notes += [(f"real{k}", Str(os.fsencode(v))) for k, v in sorted(paths.items())
+              if isinstance(k, str) and k.isdigit() and isinstance(v, str)]
+    return dataclasses.replace(ev, notes=tuple(notes))
 
 
 class PeerError(Exception):

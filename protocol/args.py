@@ -35,6 +35,11 @@ Widths follow the ABI of the spec (``spec.abi``): i386 registers are 32-bit,
 i386/x32 pointers are 4 bytes, i386 ``timespec``/``timeval`` fields are 32-bit
 (the ``*64`` kinds are always 64-bit, as ``__kernel_timespec`` is).
 
+Each kind is one row of a registry (``_REGISTRY``): its decoder at entry,
+its decoder after the call (output memory), how a rewrite's value becomes a
+blob, whether it names a length argument (``:N``).  Adding a kind is adding
+a row; decoding, decoding outputs and encoding never test kind names.
+
 Hot path: :func:`decode_args` runs on every intercepted call, so each spec's
 kinds are compiled once into a tuple of closures (kind strings such as
 ``inbuf:2`` are parsed then, never per call).
@@ -46,14 +51,14 @@ import ipaddress
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .abi import ABIS, SyscallSpec
 from .consts import MAX_ERRNO, SIGNAL_NAMES, SIGNALS
 from .types import Addr, Array, Fail, Field, Int, Oct, Ok, Ptr, Result, Str, Struct, Sym, Value
 
 __all__ = [
-    "FLAGSETS", "KINDS", "Encoded", "FlagSet", "Memory", "check_kind", "decode_args",
+    "FLAGSETS", "KINDS", "Encoded", "FlagSet", "Memory", "check_kind", "constant", "decode_args",
     "decode_outbufs", "decode_result", "encode_args", "format_flags", "pack_sockaddr",
     "unpack_sockaddr", "value_to_int",
 ]
@@ -467,20 +472,17 @@ def _global_names() -> dict[str, int]:
 
 _GLOBAL_NAMES = _global_names()
 
+
+def constant(name: str) -> int:
+    """The value of a flag or enum name (``O_CREAT``, ``AT_FDCWD``,
+    ``MAP_FIXED``, ``TIOCSTI``...): the flag sets here are the one home of
+    these numbers, so policies and the tracer take them from here instead
+    of writing their own copies.  KeyError if unknown or ambiguous."""
+    return _GLOBAL_NAMES[name]
+
 # ---------------------------------------------------------------------------
 # Kind vocabulary
 # ---------------------------------------------------------------------------
-
-_SCALARS = ("int", "uint", "long", "ulong", "hex", "ptr", "fd", "pid", "uid", "mode")
-_CSTR = ("path", "str")
-_WITH_N = ("inbuf", "outbuf", "sockaddr", "out_sockaddr", "iovec", "open_how", "clone_args")
-_MEM_IN = ("argv", "envp", "timespec", "timespec64", "timeval")
-_MEM_OUT = ("out_timespec", "out_timespec64", "out_timeval", "pipefd")
-_OUT_BASES = frozenset(("outbuf", "out_sockaddr") + _MEM_OUT)
-
-#: Every base kind (without the ``:N``).
-KINDS: frozenset[str] = frozenset(_SCALARS + _CSTR + _WITH_N + _MEM_IN + _MEM_OUT) | frozenset(FLAGSETS)
-
 
 def _split(kind: str) -> tuple[str, int | None]:
     base, sep, n = kind.partition(":")
@@ -492,8 +494,9 @@ def check_kind(kind: str, nargs: int = 6) -> None:
     base, n = _split(kind)
     if base not in KINDS:
         raise ValueError(f"unknown argument kind {kind!r}")
-    if (base in _WITH_N) != (n is not None):
-        raise ValueError(f"kind {base!r} {'needs' if base in _WITH_N else 'takes no'} ':N'")
+    with_n = base in _REGISTRY and _REGISTRY[base].with_n
+    if with_n != (n is not None):
+        raise ValueError(f"kind {base!r} {'needs' if with_n else 'takes no'} ':N'")
     if n is not None and not 0 <= n < nargs:
         raise ValueError(f"kind {kind!r}: argument {n} out of range")
 
@@ -513,7 +516,8 @@ def format_flags(kind: str, value: int) -> Value:
         return fs.format(value)
     if base == "mode":
         return Oct(value) if value >= 0 else Int(value)
-    if base in ("hex", "ptr") or base in KINDS and base not in _SCALARS:
+    k = _REGISTRY.get(base)
+    if base in ("hex", "ptr") or k is not None and not k.scalar:
         return Ptr(value) if value >= 0 else Int(value)
     return Int(value)
 
@@ -750,83 +754,112 @@ def _mk_flags(i: int, fs: FlagSet, w: _Widths) -> Decoder:
 def _mk_decoder(i: int, kind: str, w: _Widths) -> Decoder:
     """The entry decoder of argument ``i`` of ``kind`` (parsed here, once)."""
     base, n = _split(kind)
-    mask = w.mask
-    if base in _SCALARS:
-        return _mk_scalar(i, base, w)
     fs = FLAGSETS.get(base)
     if fs is not None:
         return _mk_flags(i, fs, w)
-    if base == "path":
-        return lambda raw, mem, s, p: _cstr(mem, raw[i] & mask, p)
-    if base == "str":
+    k = _REGISTRY.get(base)
+    if k is None:
+        raise ValueError(f"unknown argument kind {kind!r}")
+    return k.entry(i, n, w)
+
+
+def _scalar(kind: str) -> Callable[[int, int | None, _Widths], Decoder]:
+    return lambda i, n, w: _mk_scalar(i, kind, w)
+
+
+def _cstr_in(limit_is_path: bool) -> Callable[[int, int | None, _Widths], Decoder]:
+    def make(i: int, n: int | None, w: _Widths) -> Decoder:
+        mask = w.mask
+        if limit_is_path:
+            return lambda raw, mem, s, p: _cstr(mem, raw[i] & mask, p)
         return lambda raw, mem, s, p: _cstr(mem, raw[i] & mask, s)
-    if base == "inbuf":
-        assert n is not None
-        return lambda raw, mem, s, p: _buf(mem, raw[i] & mask, raw[n] & mask, s)
-    if base == "sockaddr":
-        assert n is not None
+    return make
 
-        def sockaddr(raw: Sequence[int], mem: Memory, s: int, p: int) -> Value:
-            addr = raw[i] & mask
-            if addr == 0:
-                return Ptr(0)
-            try:
-                data = mem.read(addr, min(raw[n] & _M32, _SOCKADDR_MAX))
-            except OSError:
-                return Ptr(addr)
-            return unpack_sockaddr(data)
-        return sockaddr
-    if base in ("timespec", "timeval", "timespec64"):
-        tsize = 8 if base == "timespec64" else w.time
-        sub = "tv_usec" if base == "timeval" else "tv_nsec"
+
+def _inbuf_in(i: int, n: int | None, w: _Widths) -> Decoder:
+    assert n is not None
+    mask = w.mask
+    return lambda raw, mem, s, p: _buf(mem, raw[i] & mask, raw[n] & mask, s)
+
+
+def _sockaddr_in(i: int, n: int | None, w: _Widths) -> Decoder:
+    assert n is not None
+    mask = w.mask
+
+    def sockaddr(raw: Sequence[int], mem: Memory, s: int, p: int) -> Value:
+        addr = raw[i] & mask
+        if addr == 0:
+            return Ptr(0)
+        try:
+            data = mem.read(addr, min(raw[n] & _M32, _SOCKADDR_MAX))
+        except OSError:
+            return Ptr(addr)
+        return unpack_sockaddr(data)
+    return sockaddr
+
+
+def _time_in(wide: bool, sub: str) -> Callable[[int, int | None, _Widths], Decoder]:
+    """timespec/timeval (the ABI's time_t width) or the always-64-bit timespec64."""
+    def make(i: int, n: int | None, w: _Widths) -> Decoder:
+        mask, tsize = w.mask, 8 if wide else w.time
         return lambda raw, mem, s, p: _time_struct(mem, raw[i] & mask, tsize, sub)
-    if base in ("argv", "envp"):
-        psize = w.ptr
+    return make
 
-        def argv(raw: Sequence[int], mem: Memory, s: int, p: int) -> Value:
-            addr = raw[i] & mask
-            if addr == 0:
-                return Ptr(0)
-            ptrs, _ = _ptr_array(mem, addr, psize, _ARGV_CAP)
-            items: list[Value] = [_cstr(mem, q, s) for q in ptrs[:_ARGV_SHOWN]]
-            if len(ptrs) > _ARGV_SHOWN:
-                items.append(Field("more", Int(len(ptrs) - _ARGV_SHOWN)))
-            return Array(tuple(items))
-        return argv
-    if base == "iovec":
-        assert n is not None
-        psize = w.ptr
 
-        def iovec(raw: Sequence[int], mem: Memory, s: int, p: int) -> Value:
-            addr = raw[i] & mask
-            count = _s32(raw[n])
-            if addr == 0 or count <= 0:
-                return Ptr(addr)
-            shown = min(count, 16)
-            data = _read_exact(mem, addr, shown * 2 * psize)
-            if data is None:
-                return Ptr(addr)
-            items: list[Value] = []
-            budget = s
-            for k in range(shown):
-                off = k * 2 * psize
-                base_ = int.from_bytes(data[off:off + psize], "little")
-                ln = int.from_bytes(data[off + psize:off + 2 * psize], "little")
-                items.append(_buf(mem, base_, ln, max(budget, 0)))
-                budget -= min(ln, budget)
-            if count > shown:
-                items.append(Field("more", Int(count - shown)))
-            return Array(tuple(items))
-        return iovec
-    if base == "open_how":
+def _argv_in(i: int, n: int | None, w: _Widths) -> Decoder:
+    mask, psize = w.mask, w.ptr
+
+    def argv(raw: Sequence[int], mem: Memory, s: int, p: int) -> Value:
+        addr = raw[i] & mask
+        if addr == 0:
+            return Ptr(0)
+        ptrs, _ = _ptr_array(mem, addr, psize, _ARGV_CAP)
+        items: list[Value] = [_cstr(mem, q, s) for q in ptrs[:_ARGV_SHOWN]]
+        if len(ptrs) > _ARGV_SHOWN:
+            items.append(Field("more", Int(len(ptrs) - _ARGV_SHOWN)))
+        return Array(tuple(items))
+    return argv
+
+
+def _iovec_in(i: int, n: int | None, w: _Widths) -> Decoder:
+    assert n is not None
+    mask, psize = w.mask, w.ptr
+
+    def iovec(raw: Sequence[int], mem: Memory, s: int, p: int) -> Value:
+        addr = raw[i] & mask
+        count = _s32(raw[n])
+        if addr == 0 or count <= 0:
+            return Ptr(addr)
+        shown = min(count, 16)
+        data = _read_exact(mem, addr, shown * 2 * psize)
+        if data is None:
+            return Ptr(addr)
+        items: list[Value] = []
+        budget = s
+        for k in range(shown):
+            off = k * 2 * psize
+            base_ = int.from_bytes(data[off:off + psize], "little")
+            ln = int.from_bytes(data[off + psize:off + 2 * psize], "little")
+            items.append(_buf(mem, base_, ln, max(budget, 0)))
+            budget -= min(ln, budget)
+        if count > shown:
+            items.append(Field("more", Int(count - shown)))
+        return Array(tuple(items))
+    return iovec
+
+
+def _u64_struct_in(layout: tuple[tuple[str, str], ...]) -> Callable[[int, int | None, _Widths], Decoder]:
+    def make(i: int, n: int | None, w: _Widths) -> Decoder:
         assert n is not None
-        return lambda raw, mem, s, p: _struct_in(mem, raw[i] & mask, raw[n] & mask, _OPEN_HOW)
-    if base == "clone_args":
-        assert n is not None
-        return lambda raw, mem, s, p: _struct_in(mem, raw[i] & mask, raw[n] & mask, _CLONE_ARGS)
-    if base in _OUT_BASES:
-        return lambda raw, mem, s, p: Ptr(raw[i] & mask)
-    raise ValueError(f"unknown argument kind {kind!r}")
+        mask = w.mask
+        return lambda raw, mem, s, p: _struct_in(mem, raw[i] & mask, raw[n] & mask, layout)
+    return make
+
+
+def _pointer_in(i: int, n: int | None, w: _Widths) -> Decoder:
+    """Output memory at entry: only the address (contents come after the call)."""
+    mask = w.mask
+    return lambda raw, mem, s, p: Ptr(raw[i] & mask)
 
 
 # u64 structs: (field name, kind of the value)
@@ -864,44 +897,165 @@ OutDecoder = Callable[[Sequence[int], int, Memory, int], Value]
 
 def _mk_out(i: int, kind: str, w: _Widths) -> OutDecoder | None:
     base, n = _split(kind)
+    k = _REGISTRY.get(base)
+    return k.out(i, n, w) if k is not None and k.out is not None else None
+
+
+def _outbuf_out(i: int, n: int | None, w: _Widths) -> OutDecoder:
+    assert n is not None
     mask = w.mask
-    if base == "outbuf":
-        assert n is not None
 
-        def outbuf(raw: Sequence[int], ret: int, mem: Memory, s: int) -> Value:
-            size = min(ret, raw[n] & mask)
-            return _buf(mem, raw[i] & mask, size, s)
-        return outbuf
-    if base == "out_sockaddr":
-        assert n is not None
+    def outbuf(raw: Sequence[int], ret: int, mem: Memory, s: int) -> Value:
+        size = min(ret, raw[n] & mask)
+        return _buf(mem, raw[i] & mask, size, s)
+    return outbuf
 
-        def out_sockaddr(raw: Sequence[int], ret: int, mem: Memory, s: int) -> Value:
-            addr, lenp = raw[i] & mask, raw[n] & mask
-            if addr == 0 or lenp == 0:
-                return Ptr(addr)
-            ln = _read_exact(mem, lenp, 4)
-            if ln is None:
-                return Ptr(addr)
-            try:
-                data = mem.read(addr, min(int.from_bytes(ln, "little"), _SOCKADDR_MAX))
-            except OSError:
-                return Ptr(addr)
-            return unpack_sockaddr(data)
-        return out_sockaddr
-    if base in ("out_timespec", "out_timespec64", "out_timeval"):
-        tsize = 8 if base == "out_timespec64" else w.time
-        sub = "tv_usec" if base == "out_timeval" else "tv_nsec"
+
+def _sockaddr_out(i: int, n: int | None, w: _Widths) -> OutDecoder:
+    assert n is not None
+    mask = w.mask
+
+    def out_sockaddr(raw: Sequence[int], ret: int, mem: Memory, s: int) -> Value:
+        addr, lenp = raw[i] & mask, raw[n] & mask
+        if addr == 0 or lenp == 0:
+            return Ptr(addr)
+        ln = _read_exact(mem, lenp, 4)
+        if ln is None:
+            return Ptr(addr)
+        try:
+            data = mem.read(addr, min(int.from_bytes(ln, "little"), _SOCKADDR_MAX))
+        except OSError:
+            return Ptr(addr)
+        return unpack_sockaddr(data)
+    return out_sockaddr
+
+
+def _time_out(wide: bool, sub: str) -> Callable[[int, int | None, _Widths], OutDecoder]:
+    def make(i: int, n: int | None, w: _Widths) -> OutDecoder:
+        mask, tsize = w.mask, 8 if wide else w.time
         return lambda raw, ret, mem, s: _time_struct(mem, raw[i] & mask, tsize, sub)
-    if base == "pipefd":
-        def pipefd(raw: Sequence[int], ret: int, mem: Memory, s: int) -> Value:
-            addr = raw[i] & mask
-            data = _read_exact(mem, addr, 8) if addr else None
-            if data is None:
-                return Ptr(addr)
-            a, b = struct.unpack("<ii", data)
-            return Array((Int(a), Int(b)))
-        return pipefd
-    return None
+    return make
+
+
+def _pipefd_out(i: int, n: int | None, w: _Widths) -> OutDecoder:
+    mask = w.mask
+
+    def pipefd(raw: Sequence[int], ret: int, mem: Memory, s: int) -> Value:
+        addr = raw[i] & mask
+        data = _read_exact(mem, addr, 8) if addr else None
+        if data is None:
+            return Ptr(addr)
+        a, b = struct.unpack("<ii", data)
+        return Array((Int(a), Int(b)))
+    return pipefd
+
+
+# ---------------------------------------------------------------------------
+# Rewrites: a value standing for a memory argument becomes a blob
+# ---------------------------------------------------------------------------
+
+#: (blob, pointer offsets to relocate inside it, value for argument N or None)
+Packed = tuple[bytes, tuple[int, ...], int | None]
+Packer = Callable[[Value, _Widths], Packed]
+_WHAT = {Str: "a string", Struct: "a struct", Array: "an array"}
+
+
+def _packer(want: type, pack: Callable[[Any, _Widths], Packed]) -> Packer:
+    """A packer for values of type ``want`` (anything else: ValueError)."""
+    def packer(v: Value, w: _Widths) -> Packed:
+        if not isinstance(v, want):
+            raise _Mismatch
+        return pack(v, w)
+    return packer
+
+
+def _either(*packers: Packer) -> Packer:
+    """The first of ``packers`` that takes the value's type."""
+    def packer(v: Value, w: _Widths) -> Packed:
+        for p in packers:
+            try:
+                return p(v, w)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    return packer
+
+
+class _Mismatch(Exception):
+    """This kind takes no value of that type (encode_args names both)."""
+
+
+_CSTR_PACK = _packer(Str, lambda v, w: (v.data + b"\0", (), None))
+_BYTES_PACK = _packer(Str, lambda v, w: (v.data, (), None))
+
+
+def _time_pack(wide: bool, sub: str) -> Packer:
+    return _packer(Struct, lambda v, w: (_pack_time(v, 8 if wide else w.time, sub), (), None))
+
+
+def _u64_pack(layout: tuple[tuple[str, str], ...], what: str) -> Packer:
+    def pack(v: Struct, w: _Widths) -> Packed:
+        data = _pack_u64_struct(v, layout, what)
+        return data, (), len(data)
+    return _packer(Struct, pack)
+
+
+def _sockaddr_pack(v: Struct, w: _Widths) -> Packed:
+    data = pack_sockaddr(v)
+    return data, (), len(data)
+
+
+def _strings_pack(cstr: bool) -> Packer:
+    """argv/envp (pointer table + strings) or iovec:N (N = the item count)."""
+    def pack(v: Array, w: _Widths) -> Packed:
+        data, offs = _pack_strings(v.items, w.ptr, cstr=cstr, with_len=not cstr)
+        return data, tuple(offs), None if cstr else len(v.items)
+    return _packer(Array, pack)
+
+
+# ---------------------------------------------------------------------------
+# The registry of argument kinds: one row per kind, what each step does
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """One argument kind: its decoder at entry, its decoder after the call
+    (output memory), and how a rewrite's memory value becomes a blob.
+    ``with_n``: written ``kind:N``, N naming the length/count argument;
+    ``scalar``: the register is the value (no memory behind it)."""
+
+    entry: Callable[[int, int | None, _Widths], Decoder]
+    out: Callable[[int, int | None, _Widths], OutDecoder] | None = None
+    pack: Packer | None = None
+    with_n: bool = False
+    scalar: bool = False
+
+
+_REGISTRY: dict[str, _Kind] = {
+    **{k: _Kind(_scalar(k), scalar=True)
+       for k in ("int", "uint", "long", "ulong", "hex", "ptr", "fd", "pid", "uid", "mode")},
+    "path": _Kind(_cstr_in(True), pack=_CSTR_PACK),
+    "str": _Kind(_cstr_in(False), pack=_CSTR_PACK),
+    "inbuf": _Kind(_inbuf_in, pack=_BYTES_PACK, with_n=True),
+    "sockaddr": _Kind(_sockaddr_in, pack=_either(_BYTES_PACK, _packer(Struct, _sockaddr_pack)), with_n=True),
+    "iovec": _Kind(_iovec_in, pack=_strings_pack(cstr=False), with_n=True),
+    "open_how": _Kind(_u64_struct_in(_OPEN_HOW), pack=_u64_pack(_OPEN_HOW, "open_how"), with_n=True),
+    "clone_args": _Kind(_u64_struct_in(_CLONE_ARGS), pack=_u64_pack(_CLONE_ARGS, "clone_args"), with_n=True),
+    "argv": _Kind(_argv_in, pack=_strings_pack(cstr=True)),
+    "envp": _Kind(_argv_in, pack=_strings_pack(cstr=True)),
+    "timespec": _Kind(_time_in(False, "tv_nsec"), pack=_time_pack(False, "tv_nsec")),
+    "timespec64": _Kind(_time_in(True, "tv_nsec"), pack=_time_pack(True, "tv_nsec")),
+    "timeval": _Kind(_time_in(False, "tv_usec"), pack=_time_pack(False, "tv_usec")),
+    "outbuf": _Kind(_pointer_in, _outbuf_out, pack=_BYTES_PACK, with_n=True),
+    "out_sockaddr": _Kind(_pointer_in, _sockaddr_out, pack=_BYTES_PACK, with_n=True),
+    "out_timespec": _Kind(_pointer_in, _time_out(False, "tv_nsec"), pack=_time_pack(False, "tv_nsec")),
+    "out_timespec64": _Kind(_pointer_in, _time_out(True, "tv_nsec"), pack=_time_pack(True, "tv_nsec")),
+    "out_timeval": _Kind(_pointer_in, _time_out(False, "tv_usec"), pack=_time_pack(False, "tv_usec")),
+    "pipefd": _Kind(_pointer_in, _pipefd_out),
+}
+
+#: Every base kind (without the ``:N``): the registry's and the flag sets'.
+KINDS: frozenset[str] = frozenset(_REGISTRY) | frozenset(FLAGSETS)
 
 
 # ---------------------------------------------------------------------------
@@ -1138,44 +1292,19 @@ def encode_args(spec: SyscallSpec, values: Sequence[Value], original_raw: Sequen
         try:
             if isinstance(v, Int | Ptr | Oct | Sym):
                 regs[i] = value_to_int(v, kind) & mask
-            elif isinstance(v, Str):
-                if v.truncated:
+            elif isinstance(v, Str | Struct | Array):
+                if isinstance(v, Str) and v.truncated:
                     raise _Keep
-                if base in _CSTR:
-                    blobs.append((i, v.data + b"\0"))
-                elif base in ("inbuf", "outbuf", "sockaddr", "out_sockaddr"):
-                    blobs.append((i, v.data))
-                else:
-                    raise ValueError(f"a string cannot stand for a {kind!r} argument")
-                regs[i] = 0
-            elif isinstance(v, Struct):
-                if base == "sockaddr":
-                    data = pack_sockaddr(v)
+                k = _REGISTRY.get(base)
+                try:
+                    if k is None or k.pack is None:
+                        raise _Mismatch
+                    data, offs, count = k.pack(v, w)
+                except _Mismatch:
+                    raise ValueError(f"{_WHAT[type(v)]} cannot stand for a {kind!r} argument") from None
+                if count is not None:
                     assert n is not None
-                    lengths[n] = len(data)
-                elif base in ("timespec", "out_timespec"):
-                    data = _pack_time(v, w.time, "tv_nsec")
-                elif base in ("timespec64", "out_timespec64"):
-                    data = _pack_time(v, 8, "tv_nsec")
-                elif base in ("timeval", "out_timeval"):
-                    data = _pack_time(v, w.time, "tv_usec")
-                elif base in ("open_how", "clone_args"):
-                    data = _pack_u64_struct(v, _OPEN_HOW if base == "open_how" else _CLONE_ARGS, base)
-                    assert n is not None
-                    lengths[n] = len(data)
-                else:
-                    raise ValueError(f"a struct cannot stand for a {kind!r} argument")
-                blobs.append((i, data))
-                regs[i] = 0
-            elif isinstance(v, Array):
-                if base in ("argv", "envp"):
-                    data, offs = _pack_strings(v.items, w.ptr, cstr=True, with_len=False)
-                elif base == "iovec":
-                    data, offs = _pack_strings(v.items, w.ptr, cstr=False, with_len=True)
-                    assert n is not None
-                    lengths[n] = len(v.items)
-                else:
-                    raise ValueError(f"an array cannot stand for a {kind!r} argument")
+                    lengths[n] = count
                 blobs.append((i, data))
                 relocs.extend((i, o) for o in offs)
                 regs[i] = 0

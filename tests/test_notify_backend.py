@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 from conftest import BROKERCTL, brokerctl
+from daemon_fixtures import wait_for
 
 NOTIFY_AUTHZ = r'''
 import sys
@@ -25,26 +25,6 @@ for line in sys.stdin:
 '''
 
 
-def _wait_for(condition, what: str, timeout: float = 20.0):
-    """Poll ``condition`` until it gives a true value (a loaded machine may
-    take seconds to start a session); fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _child_sh(p: subprocess.Popen) -> int:
-    """The traced `sh` brokerctl started, once it runs."""
-    def find():
-        out = subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout.split()
-        return int(out[0]) if out else 0
-    return _wait_for(find, "the traced sh to start")
-
-
 @pytest.mark.parametrize("backend", ["notify", "ptrace"])
 def test_same_verdicts_on_both_backends(authz, cprog, backend):
     cmd = authz(NOTIFY_AUTHZ) + " getppid,getpid,getuid -"
@@ -56,6 +36,15 @@ def test_same_verdicts_on_both_backends(authz, cprog, backend):
     r = brokerctl("run", "--backend", backend, "-a", authz(NOTIFY_AUTHZ) + " getppid getppid",
                   "--", str(cprog("calls")), "write:before\n", "getppid", "write:after\n")
     assert r.stdout == "before\nwrite ok 7\n" and r.returncode == 128 + signal.SIGKILL
+
+
+def _child_sh(p: subprocess.Popen) -> int:
+    """The program (``sh``) brokerctl ``p`` launched, once it runs (a loaded machine starts slowly)."""
+    def find() -> int | None:
+        out = subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout.split()
+        assert p.poll() is None, p.communicate()[1]
+        return int(out[0]) if out else None
+    return wait_for(find, 30, "the launched program")
 
 
 def _tracer_of(cmd: str, authz_cmd: str, *opts: str) -> str:
@@ -101,11 +90,11 @@ def test_static_rules_hold_when_the_broker_is_killed(authz, tmp_path):
     sh = 0
     try:
         sh = _child_sh(p)
-        _wait_for(lambda: log.exists() and log.read_text(), "the first denied mkdir")
+        wait_for(lambda: log.exists() and log.read_text().count("\n") >= 2, 30, "the program's first denials")
         p.kill()
         p.wait()
         n = len(log.read_text().splitlines())
-        _wait_for(lambda: len(log.read_text().splitlines()) > n + 3, "the program to go on running")
+        wait_for(lambda: len(log.read_text().splitlines()) > n + 3, 30, "the program to go on without its broker")
         lines = log.read_text().splitlines()
         assert all(line.strip() == "Permission denied" for line in lines), set(lines)
         assert not target.exists()

@@ -124,3 +124,24 @@ def test_cpython_regression_module_as_natively(authz, module, tmp_path):
     traced = brokerctl("run", "--timeout", "60", "-a", authz(ALLOW_ALL), "--", *argv, timeout=1800)
     assert traced.returncode == native.returncode, traced.stdout[-3000:] + traced.stderr[-3000:]
     assert _regrtest_summary(traced.stdout + traced.stderr) == _regrtest_summary(native.stdout + native.stderr)
+
+
+SMALL_REGION = """
+import runpy, sys
+from brokerd.tracer import scratch
+scratch.REGION_SIZE = 4 * scratch.SLOT_SIZE  # 4 slots: the 5th live thread must wait for one
+sys.argv = ["brokerctl", *sys.argv[1:]]
+runpy.run_module("brokerd.cli.main", run_name="__main__")
+"""
+
+
+def test_calls_wait_for_a_free_scratch_slot(cprog):
+    """Item 2: when every slot is held by a live thread, a judged call waits
+    for one (a thread that ends gives its slot back); it is never killed."""
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", SMALL_REGION, "run", "-e", "trace=openat", "-a",
+                        "while read l; do echo cont; done", "--", str(cprog("vanish")), "burst", "40",
+                        "/etc/hostname"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "opened 40\n", r.stderr

@@ -9,6 +9,7 @@ import sys
 import time
 
 from conftest import BROKERCTL, brokerctl
+from daemon_fixtures import wait_for
 
 
 def test_threads_are_traced(cprog, rules):
@@ -105,12 +106,9 @@ def test_signal_delivered_natively(cprog, rules):
     # SIGTERM sent to the broker is forwarded; the program dies of it and the status says so.
     p = subprocess.Popen([*BROKERCTL, "run", "-a", rules(), "--", "sleep", "30"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # wait until the program runs (the broker then forwards signals), not a fixed time:
-    # a loaded machine takes over a second to start a session
-    deadline = time.monotonic() + 30
-    while not subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sleep"], capture_output=True).stdout:
-        assert time.monotonic() < deadline and p.poll() is None, "the program never started"
-        time.sleep(0.05)
+    # the program runs (so the broker watches its signals): a loaded machine starts slowly
+    wait_for(lambda: subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sleep"], capture_output=True).returncode == 0,
+             30, "the program")
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=10) == 128 + signal.SIGTERM
 

@@ -18,6 +18,7 @@ import sys
 import time
 
 from brokerd.daemon import client
+from brokerd.daemon.wire import printable
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.selection import TraceError, parse_trace
 
@@ -71,6 +72,10 @@ def register(sub) -> None:
     p.set_defaults(handler=cmd_serve)
 
 
+#: longest cell a listing prints (a command line is cut past it)
+TABLE_CELL = 400
+
+
 def _fail(msg: str, code: int) -> int:
     print(f"{PROG}: {msg}", file=sys.stderr)
     return code
@@ -106,6 +111,10 @@ def _age(t: float) -> str:
 
 
 def _table(rows: list[list[str]]) -> str:
+    """Columns padded to width.  Every cell goes through ``printable``: the
+    daemon lists other users' argv and names, and their bytes must not reach
+    root's terminal as control sequences."""
+    rows = [[printable(c, TABLE_CELL) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
                      for r in rows)

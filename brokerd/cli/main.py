@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from brokerd.cli.control import register as add_daemon_commands
+from brokerd.cli.learn import LearnError
+from brokerd.cli.learn import register as add_learn_command
 from brokerd.cli.policy import PolicyError, add_subcommands, policy_command
 from brokerd.decision.defaults import default_verdict
 from brokerd.protocol.selection import TraceError, parse_traces
@@ -69,9 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--caller", action="store_true", help="show the calling library:symbol+offset of each call")
     att.add_argument("--save-policy", metavar="FILE",
                      help="on exit, save the 'always' answers as a policy file (brokerctl run --policy FILE)")
+    att.add_argument("--learned", metavar="POLICY.toml",
+                     help="with --ask: start from a policy brokerctl learn wrote: ask only about what it would deny,"
+                          " and add the 'always allow' answers to it on exit")
     att.add_argument("-q", "--quiet", action="store_true", help="do not show each call (still steer and summarise)")
     _add_stack_options(att)
     add_subcommands(sub)
+    add_learn_command(sub)
     add_daemon_commands(sub)
     return p
 
@@ -207,8 +213,13 @@ def cmd_attach(args: argparse.Namespace) -> int:
         raise UsageError("attach --ask: say which calls to ask about with -e trace=LIST (e.g. -e trace=openat)")
     if args.ask and not os.isatty(0):
         raise UsageError("attach --ask: standard input must be a terminal to answer on")
+    if args.learned and not args.ask:
+        raise UsageError("attach --learned POLICY.toml needs --ask")
+    from brokerd.cli.learn import AskSession
+
+    start = AskSession(args.learned) if args.learned else None
     out = open(os.devnull, "w") if args.quiet else sys.stderr  # noqa: SIM115
-    operator = Operator(trace, out=out, ask=args.ask, tty=0)
+    operator = Operator(trace, out=out, ask=args.ask, tty=0, start=start)
     shim = _make_shim(args, operator)
     try:
         tids = shim.attach(pid, follow=args.follow)
@@ -227,6 +238,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
         with open(args.save_policy, "w") as f:
             f.write(operator.policy_toml(pid))
         print(f"{PROG}: {len(operator.always)} rule(s) saved to {args.save_policy}", file=sys.stderr)
+    if start is not None:
+        print(f"{PROG}: {start.save()} answer(s) added to {args.learned}", file=sys.stderr)
     return 0
 
 
@@ -250,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "handler"):
             return args.handler(args)
         raise UsageError(f"unknown command {args.command}")
-    except (UsageError, PolicyError) as e:
+    except (UsageError, PolicyError, LearnError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -58,8 +58,11 @@ class Operator(LocalAuthorizer):
     """The terminal's authorizer: shows calls, asks about some, keeps stats and rules."""
 
     def __init__(self, trace: frozenset[str] | None, *, out: TextIO = sys.stderr, ask: bool = False,
-                 tty: int = -1) -> None:
+                 tty: int = -1, start: object = None) -> None:
         super().__init__("operator", trace, rfd=tty if ask else -1)
+        #: a learned policy to start from (brokerd.cli.learn.AskSession): what
+        #: it allows is not asked about; "always allow" answers are added to it
+        self.start = start
         self.out = out
         self.asking = ask
         self.tty = tty
@@ -79,7 +82,7 @@ class Operator(LocalAuthorizer):
                     self._show_denied(event, rule.verdict, "an always-deny answer")
                 else:
                     self._started[event.id] = (time.monotonic(), _call_text(event))
-            elif self.asking:
+            elif self.asking and (self.start is None or not self.start.allows(event)):
                 self._queue.append((event, answer))
                 if len(self._queue) == 1:
                     self._prompt()
@@ -133,6 +136,8 @@ class Operator(LocalAuthorizer):
             self._started[event.id] = (time.monotonic(), _call_text(event))
         elif key == "A":
             self.always.append(_Rule(event.call.name, _path_of(event), "allow"))
+            if self.start is not None:
+                self.start.add(event)
             reply = Reply(Step())
             self._started[event.id] = (time.monotonic(), _call_text(event))
         elif key in ("d", "D"):

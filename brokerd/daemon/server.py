@@ -412,11 +412,10 @@ class Server:
                 if line is None:
                     break
                 verb, rest = wire.split_verb(line)
-                if verb == "error" and said.take():
-                    self.log(f"authorizer {reg.name!r} (id {reg.id}, uid {reg.uid}, pid {reg.pid}) says: error "
-                             f"{wire.printable(rest)}{said.note()}")
-                elif verb == "error":
-                    pass  # over its log budget: counted, reported with its next line
+                if verb == "error":
+                    if said.take():  # else counted, and reported with its next line
+                        self.log(f"authorizer {reg.name!r} (id {reg.id}, uid {reg.uid}, pid {reg.pid}) says: "
+                                 f"error {wire.printable(rest)}{said.note()}")
                 else:
                     await conn.send(wire.error_line("unexpected", f"nothing to answer ({verb[:40]})"))
         finally:

@@ -22,7 +22,8 @@ class AuditRecord:
 
     def to_json(self) -> dict:
         """The record as a JSON object: when (wall clock), who, which call,
-        the event line as the authorizers saw it, and the outcome."""
+        the event line as the authorizers saw it, and the outcome; ``v`` is
+        the journal's schema version (docs/policies.md, "The audit journal")."""
         ev = self.event
         if isinstance(ev, SyscallEvent):
             call = ev.call.name
@@ -30,7 +31,7 @@ class AuditRecord:
             call = ev.name
         else:
             call = "signal"
-        obj = {"time": round(time.time(), 6), "pid": ev.pid, "tid": ev.tid, "call": call,
+        obj = {"v": 1, "time": round(time.time(), 6), "pid": ev.pid, "tid": ev.tid, "call": call,
                "event": codec.format_event(ev).decode("ascii", "replace").rstrip("\n"),
                "verdict": self.verdict, "by": self.by, "latency_us": round(self.latency * 1e6, 1)}
         if self.reason:

@@ -7,12 +7,14 @@ import os
 import re
 import stat
 
+from brokerd.protocol.args import constant
+
 #: /proc/PID entries a Landlock domain keeps from outside processes: ``mem`` itself, and what
 #: lies beneath ``fd/`` and ``map_files/`` (listing those directories stays allowed, as with the wall)
 PROC_FILES = frozenset({"mem"})
 PROC_DIRS = frozenset({"fd", "map_files"})
 PROC_PATH = re.compile(r"/proc/(\d+)/(?:task/(\d+)/)?([^/]*)")
-AT_FDCWD = -100
+AT_FDCWD = constant("AT_FDCWD")
 MAX_LINKS = 40
 
 

@@ -45,7 +45,7 @@ class Region:
 
     addr: int
     view: mmap.mmap
-    size: int = REGION_SIZE
+    size: int = field(default_factory=lambda: REGION_SIZE)  # read when made (tests shrink it)
     slots: dict[int, int] = field(default_factory=dict)  # tid -> offset
     free: list[int] = field(default_factory=list)
 

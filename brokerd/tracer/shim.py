@@ -46,7 +46,14 @@ from brokerd.decision.rules import StaticRules
 from brokerd.decision.stack import Decision, EntryWalk, ExitWalk, Stack, VerdictError
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS, Abi, SyscallSpec, abi_from_audit, names_in
-from brokerd.protocol.args import Encoded, decode_args, decode_outbufs, decode_result, encode_args
+from brokerd.protocol.args import (
+    Encoded,
+    constant,
+    decode_args,
+    decode_outbufs,
+    decode_result,
+    encode_args,
+)
 from brokerd.protocol.types import (
     Call,
     Cont,
@@ -70,7 +77,7 @@ from brokerd.protocol.types import (
     SysretEvent,
 )
 
-from . import landlock, seccomp
+from . import landlock, scratch, seccomp
 from . import layers as kernel_layers
 from . import ptrace as pt
 from .elfinfo import Symbolizer, exec_facts
@@ -78,7 +85,7 @@ from .guard import GUARDED, OWNER_CALLS, OWNER_CMD_BIT, PROC_OPEN_CALLS, Guard
 from .kernel import missing_features
 from .procfs import tgid_of
 from .resolve import resolve
-from .scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, REGION_SIZE, Region, adopt
+from .scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, Region, adopt
 
 OPTIONS = (
     pt.O_TRACESYSGOOD
@@ -94,7 +101,7 @@ STOP_SIGNALS = frozenset((signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal
 MASK64 = (1 << 64) - 1
 ARG_REGS_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 ARG_REGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
-CLONE_UNTRACED = 0x00800000
+CLONE_UNTRACED = constant("CLONE_UNTRACED")
 #: sendmsg's 4th argument register (unused by the call) carries the listener hand-over's nonce
 HANDOFF_ARG = 3
 # The broker's own rules, below every authorizer: io_uring reaches files and
@@ -110,15 +117,15 @@ BROKER_RULES_IO_URING = StaticRules(deny=(("clone3", E.ENOSYS),))
 SYS_MMAP = {n: a.nr("mmap2" if n == "i386" else "mmap") for n, a in ABIS.items()}
 SYS_MEMFD_CREATE = {n: a.nr("memfd_create") for n, a in ABIS.items()}
 SYS_CLOSE = {n: a.nr("close") for n, a in ABIS.items()}
-MAP_FIXED = 0x10
-MAP_32BIT = 0x40
+MAP_FIXED = constant("MAP_FIXED")
+MAP_32BIT = constant("MAP_32BIT")
 # A userfaultfd that also handles faults taken by the kernel would freeze the
 # broker inside process_vm_readv on a page nobody fills (no timeout can fire
 # there): only UFFD_USER_MODE_ONLY ones may be created (others fail with
 # EPERM, as they do natively for unprivileged users); kernel reads of their
 # pages get EFAULT.  Checked in the filter and, when attached, at entry.
 UFFD_USER_MODE_ONLY = 1
-MREMAP_FIXED = 2
+MREMAP_FIXED = constant("MREMAP_FIXED")
 SHM_REMAP = 0o40000
 #: calls that could replace or move the read-only scratch region; denied over it
 REGION_CALLS = names_in("remap")
@@ -129,8 +136,9 @@ STABLE_KINDS = frozenset({"path", "str"})
 #: (name -> (path argument index, flags argument index or None))
 OPEN_CALLS = {"open": (0, 1), "openat": (1, 2), "openat2": (1, None), "creat": (0, None),
               "execve": (0, -1), "execveat": (1, -1)}  # -1: an exec, checked against /proc/PID/exe
-O_CREAT, O_EXCL, O_NOFOLLOW, O_TMPFILE_BIT = 0o100, 0o200, 0o400000, 0o20000000
-REGION_CALLS_ALWAYS = frozenset({"munmap", "mremap", "shmat", "remap_file_pages"})  # mmap: only with MAP_FIXED
+O_CREAT, O_EXCL, O_NOFOLLOW = constant("O_CREAT"), constant("O_EXCL"), constant("O_NOFOLLOW")
+O_TMPFILE_BIT = constant("O_TMPFILE") & ~constant("O_DIRECTORY")  # __O_TMPFILE
+REGION_CALLS_ALWAYS = REGION_CALLS - {"mmap", "mmap2"}  # mmap: only with MAP_FIXED
 # Terminal signals the broker itself ignores while a program runs: they are
 # meant for the program (which shares the terminal's process group).
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
@@ -1430,7 +1438,7 @@ class Shim:
         are within reach of 32-bit pointers (``int $0x80`` calls)."""
         assert t.abi is not None
         t.map_flags = low
-        self._next_call(t, SYS_MMAP[t.abi.name], (0, REGION_SIZE, 1, 1 | low, t.inject_fd, 0))
+        self._next_call(t, SYS_MMAP[t.abi.name], (0, scratch.REGION_SIZE, 1, 1 | low, t.inject_fd, 0))
 
     def _injected_mmap(self, t: _Thread, rval: int, failed: bool) -> None:
         view = t.saved_view

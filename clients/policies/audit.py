@@ -5,13 +5,20 @@
     brokerctl run --policy audit:/tmp/audit.jsonl,--trace=openat+execve -- PROG   ('+' inside --policy)    (FILE '-' = stderr, the default)
 
 One line per call, written when its result is known (calls that never
-return - ``exit``, ``exit_group``, ``rt_sigreturn`` - when they start)::
+return - ``exit``, ``exit_group``, ``rt_sigreturn`` - and those that create
+processes - ``clone``, ``fork``... - when they start, ``"result": null``)::
 
     {"time": 1718000000.1, "id": 7, "pid": 42, "tid": 42, "abi": "x86_64", "name": "openat",
      "call": "openat AT_FDCWD, \\"/etc/hostname\\", O_RDONLY, 00",
      "event": "syscall 7 42 42 x86_64 openat AT_FDCWD, ...", "verdict": "cont", "result": "ok 3"}
 
 plus ``{"proc": "fork|exec|exit|killed", ...}`` lines for process events.
+Records of calls with path arguments carry ``"paths"``: each looked-up path
+argument (1-based, as in the wire's ``pathN`` notes) resolved at entry, as
+policies resolve it (cwd, dirfd, ``..``, symlinks as the call follows them),
+``null`` when it cannot be known; ``brokerctl replay`` and ``brokerctl
+learn`` judge these, not the long-gone process.  Every record has ``"v": 1``,
+the journal schema version (docs/policies.md, "The audit journal").
 ``event`` and ``verdict`` are the fields ``brokerctl run --audit`` writes,
 so ``brokerctl replay`` reads this journal too.  Stacked below other
 authorizers, it sees only what they let through (and logs the results they
@@ -31,7 +38,12 @@ from brokerd.clients.authorizer import Authorizer, Syscall, SysResult, cont, ste
 from brokerd.protocol import codec
 from brokerd.protocol.types import ProcEvent
 
+SCHEMA = 1  # the journal's schema version, "v" in every record (docs/policies.md)
 NO_RETURN = frozenset({"exit", "exit_group", "rt_sigreturn", "sigreturn"})
+#: logged when they start too: a stepped clone's result never reaches authorizers
+#: (the broker resumes the parent past its exit stop at the fork event); the
+#: ``proc fork|vfork|clone`` line that follows says which child it made
+AT_ENTRY = NO_RETURN | {"clone", "clone3", "fork", "vfork"}
 
 
 def build(argv: Sequence[str]) -> Authorizer:
@@ -47,30 +59,39 @@ def build(argv: Sequence[str]) -> Authorizer:
         out.write(json.dumps(rec) + "\n")
         out.flush()
 
-    def record(call: Syscall, result: str | None) -> dict:
-        return {
-            "time": time.time(), "id": call.id, "pid": call.pid, "tid": call.tid, "abi": call.abi,
-            "name": call.name, "call": call.text(),
+    paths: dict[int, dict[str, str | None]] = {}  # call id -> resolved at entry
+
+    def record(call: Syscall, result: str | None, resolved: dict[str, str | None] | None) -> dict:
+        rec = {
+            "v": SCHEMA, "time": time.time(), "id": call.id, "pid": call.pid, "tid": call.tid,
+            "abi": call.abi, "name": call.name, "call": call.text(),
             "event": codec.format_event(call.event).decode().rstrip("\n"),
             "verdict": "cont", "result": result,
         }
+        if resolved:
+            rec["paths"] = resolved
+        return rec
 
     @az.on("*")
     def entry(call: Syscall) -> object:
-        if call.name in NO_RETURN:
-            write(record(call, None))
+        resolved = {str(i + 1): p for i, p in call.resolved_paths()}
+        if call.name in AT_ENTRY:
+            write(record(call, None, resolved))
             return cont()
+        if resolved:  # before the call runs: an unlink's file is gone after it
+            paths[call.id] = resolved
         return step()
 
     @az.on_result("*")
     def result(ret: SysResult) -> object:
+        resolved = paths.pop(ret.id, None)
         if ret.call is not None:
-            write(record(ret.call, ret.text()))
+            write(record(ret.call, ret.text(), resolved))
         return cont()
 
     @az.on_proc("fork", "vfork", "clone", "exec", "exit", "killed")
     def proc(ev: ProcEvent) -> None:
-        write({"time": time.time(), "proc": ev.kind, "pid": ev.pid, "tid": ev.tid,
+        write({"v": SCHEMA, "time": time.time(), "proc": ev.kind, "pid": ev.pid, "tid": ev.tid,
                "event": codec.format_event(ev).decode().rstrip("\n")})
 
     if trace != "all":

@@ -30,6 +30,8 @@ import sys
 from collections.abc import Sequence
 
 from brokerd.clients.authorizer import (
+    O_ACCMODE,
+    O_TMPFILE_BIT,
     Authorizer,
     Syscall,
     cont,
@@ -38,13 +40,15 @@ from brokerd.clients.authorizer import (
     skip_fail,
 )
 from brokerd.protocol.abi import names_in
+from brokerd.protocol.args import constant
 
 #: from the syscall tables' classes (protocol/abi.py), shared with sandbox
 OPEN = names_in("open")
 PATH_WRITES = names_in("fs-write") - OPEN
 FD_WRITES = names_in("fd-write")
-_O_ACCMODE = 0o3
-_O_CREAT = 0o100
+_O_CREAT = constant("O_CREAT")
+#: what makes an open write even when the file exists
+_WRITES = O_ACCMODE | constant("O_TRUNC") | O_TMPFILE_BIT
 
 
 def build(argv: Sequence[str]) -> Authorizer:
@@ -79,7 +83,7 @@ def build(argv: Sequence[str]) -> Authorizer:
         if not opens_for_writing(flags):
             return cont()
         path = call.resolve_path(call.path_args()[0])
-        if flags & ~_O_CREAT & 0o20001003 == 0 and call.name != "creat" and path and path.startswith("/") \
+        if flags & ~_O_CREAT & _WRITES == 0 and call.name != "creat" and path and path.startswith("/") \
                 and os.path.lexists(path):
             return cont()  # O_RDONLY|O_CREAT of an existing file writes nothing
         return cont() if writable(path) else deny(call)

@@ -71,6 +71,7 @@ from brokerd.clients.authorizer import (
     tracer_of,
 )
 from brokerd.protocol.abi import names_in
+from brokerd.protocol.args import constant
 from brokerd.protocol.types import Field, Struct, Sym
 
 #: Run without any check: they act on memory, signals, the process itself or
@@ -110,8 +111,8 @@ OPEN = names_in("open") - {"creat"}  # creat: a write by path (WRITE_PATH)
 LINKS = names_in("link")
 MKNOD = names_in("mknod")
 SIGNALS = names_in("signal-send")
-TIOCSTI = 0x5412
-AT_EMPTY_PATH = 0x1000
+TIOCSTI = constant("TIOCSTI")
+AT_EMPTY_PATH = constant("AT_EMPTY_PATH")
 #: the S_IFMT types mknod may create inside the box (no devices)
 NODE_TYPES = frozenset({stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, 0})
 

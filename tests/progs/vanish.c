@@ -5,6 +5,7 @@
  *   vanish execve SLOW FLAG: the same, but the main thread execs /bin/true.
  *   vanish threads N PATH: N threads each open PATH, then all wait for each
  *       other (a barrier), so N threads live at once after a judged call.
+ *   vanish burst N PATH: N threads started at once, each opens PATH and ends.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -32,6 +33,14 @@ static void *member(void *arg) {
     return NULL;
 }
 
+static void *burst_member(void *arg) {
+    (void)arg;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return NULL;
+    close(fd);
+    return (void *)1;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && (!strcmp(argv[1], "exitgroup") || !strcmp(argv[1], "execve"))) {
         pthread_t t;
@@ -44,6 +53,20 @@ int main(int argc, char **argv) {
             return 4;
         }
         _exit(3);
+    }
+    if (argc == 4 && !strcmp(argv[1], "burst")) {
+        int n = atoi(argv[2]), ok = 0;
+        path = argv[3];
+        pthread_t *ts = calloc(n, sizeof *ts);
+        for (int i = 0; i < n; i++)
+            if (pthread_create(&ts[i], NULL, burst_member, NULL)) { perror("pthread_create"); return 2; }
+        for (int i = 0; i < n; i++) {
+            void *r;
+            pthread_join(ts[i], &r);
+            ok += r != NULL;
+        }
+        printf("opened %d\n", ok);
+        return 0;
     }
     if (argc == 4 && !strcmp(argv[1], "threads")) {
         int n = atoi(argv[2]);

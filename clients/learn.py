@@ -1,0 +1,471 @@
+"""Learn a least-privilege policy from audit journals (``brokerctl learn``).
+
+The journal is the audit policy's (clients/policies/audit.py, schema 1): every
+call with its result and, for path calls, the paths resolved while the
+process lived.  Three steps, each a pure function:
+
+``observe``  journal lines -> :class:`Observed` (what the run did: every
+             syscall name, each path by kind read/write with the calls and
+             programs that used it, network endpoints);
+``plan``     :class:`Observed` -> :class:`Plan` (grants: directories the
+             program owns collapsed to ``DIR/**``, the system tree read-only,
+             temporaries generalised, other files listed one by one);
+``render``   :class:`Plan` -> TOML text for clients/policies/rulefile.py.
+
+``parse`` reads a rendered policy back into :class:`Observed`, so several
+runs merge (``--merge``).  The output is deterministic: sorted, no pids,
+times or counts.  Until the Landlock layers exist in the TOML format the
+grants are per-call rules; :class:`Plan` is what a kernel-layer renderer
+would compile (beneath-path rights, ports, the static syscall set).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from brokerd.clients.authorizer import Syscall, opens_for_writing
+from brokerd.clients.policies.readonly import OPEN, PATH_WRITES
+from brokerd.clients.replay import read_journal
+from brokerd.protocol import codec
+from brokerd.protocol.errors import ProtocolError
+from brokerd.protocol.types import Fail, ProcEvent, Str
+
+from brokerd.globs import glob_to_regex
+
+NET_CALLS = frozenset({"connect", "bind"})  # judged by address; sends go to the connected peer
+SYSTEM_TREES = ("/usr",)  # read (and run) as a whole when the run read anything there
+#: never collapsed to DIR/** however many files were read there (secrets live there)
+NEVER_COLLAPSE = ("/", "/etc", "/proc", "/dev", "/sys", "/root", "/home", "/run", "/var", "/tmp", "/var/tmp")
+#: allowed whether or not the run made them: returning from a signal handler,
+#: restarting an interrupted call and exiting are no privilege (denied, a
+#: program that got its first signal would crash)
+ALWAYS = frozenset({"rt_sigreturn", "sigreturn", "restart_syscall", "exit", "exit_group"})
+#: what a program may do beneath a directory it owns (its build tree), seen or not
+OWNED = frozenset({"unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir",
+                   "utimensat", "chmod", "fchmodat"})
+COLLAPSE_AT = 8  # files read in one directory before it becomes DIR/**
+ANY_DESCRIPTOR = "*:*"  # a path call on a descriptor that is no file: pipe:[N], socket:[N]
+_GLOB_CHARS = re.compile(r"([*?\[])")
+_NUMERIC = re.compile(r"\d+")
+
+
+@dataclass
+class Use:
+    """How the run(s) used one path (a glob, literal where nothing is generalised)."""
+
+    kind: str  # "read" | "write"
+    calls: set[str] = field(default_factory=set)
+    progs: set[str] = field(default_factory=set)
+    ok: bool = False  # some call on it succeeded (else: only probes of missing files)
+    created: bool = False
+    removed: bool = False
+    made_dir: bool = False
+    why: str = ""  # from a merged policy: its comment
+
+    def add(self, other: Use) -> None:
+        self.kind = "write" if "write" in (self.kind, other.kind) else self.kind
+        self.calls |= other.calls
+        self.progs |= other.progs
+        self.ok |= other.ok
+        self.created |= other.created
+        self.removed |= other.removed
+        self.made_dir |= other.made_dir
+        self.why = self.why or other.why
+
+
+@dataclass
+class Observed:
+    runs: set[str] = field(default_factory=set)  # the commands, for the header
+    calls: dict[str, set[str]] = field(default_factory=dict)  # syscall -> programs
+    paths: dict[str, Use] = field(default_factory=dict)  # glob -> use
+    net: dict[str, Use] = field(default_factory=dict)  # network rule text -> use
+    trees: set[str] = field(default_factory=set)  # working directories of the runs
+    unresolved: set[str] = field(default_factory=set)  # calls with a path nobody could resolve
+    on_fds: set[str] = field(default_factory=set)  # fstatat(fd, "", AT_EMPTY_PATH)-like calls
+
+    def use(self, table: dict[str, Use], key: str, use: Use) -> None:
+        if key in table:
+            table[key].add(use)
+        else:
+            table[key] = use
+
+    def merge(self, other: Observed) -> None:
+        self.runs |= other.runs
+        for name, progs in other.calls.items():
+            self.calls.setdefault(name, set()).update(progs)
+        for k, u in other.paths.items():
+            self.use(self.paths, k, u)
+        for k, u in other.net.items():
+            self.use(self.net, k, u)
+        self.trees |= other.trees
+        self.unresolved |= other.unresolved
+        self.on_fds |= other.on_fds
+
+
+# ---------------------------------------------------------------------------
+# observe: journal -> Observed
+# ---------------------------------------------------------------------------
+
+
+def as_glob(path: str) -> str:
+    """A resolved path as a glob matching exactly it, with what differs from
+    run to run generalised: ``/proc/1234/status`` -> ``/proc/[0-9]*/status``,
+    ``/dev/pts/3`` -> ``/dev/pts/[0-9]*``; descriptors that are no files
+    (``pipe:[12]``) -> ``*:*``."""
+    if not path.startswith("/"):
+        return ANY_DESCRIPTOR
+    parts = [_GLOB_CHARS.sub(r"[\1]", p) for p in path.split("/")]
+    if len(parts) > 2 and parts[1] == "proc" or parts[1:3] == ["dev", "pts"]:
+        parts = [("[0-9]*" if _NUMERIC.fullmatch(p) else p) for p in parts]
+    return "/".join(parts)
+
+
+def _kind(call: Syscall) -> str:
+    if call.name in PATH_WRITES or call.name == "creat":
+        return "write"
+    if call.name in OPEN:
+        fl = call.open_flags()
+        return "write" if fl is not None and opens_for_writing(fl) else "read"
+    return "read"
+
+
+def _on_fd(call: Syscall, i: int) -> bool:
+    """``fstatat(fd, "", AT_EMPTY_PATH)``: a call on a descriptor already open
+    (judged when it was opened), whatever file the user's stdout is today."""
+    if call.path(i) != "":
+        return False
+    spec = call.spec.args if call.spec else ()
+    return any(k == "at_flags" and call.has_flag(j, "AT_EMPTY_PATH") for j, k in enumerate(spec))
+
+
+def _program(ev: ProcEvent) -> str | None:
+    if ev.args and isinstance(ev.args[0], Str):
+        return os.path.basename(os.fsdecode(ev.args[0].data))
+    return None
+
+
+def _procs(lines: Sequence[str]) -> dict[int, ProcEvent]:
+    """``proc`` records by line number (read_journal skips them)."""
+    out = {}
+    for n, raw in enumerate(lines, 1):
+        if '"proc"' not in raw:
+            continue
+        try:
+            rec = json.loads(raw)
+            ev = codec.parse_event(rec["event"])
+        except (ValueError, KeyError, TypeError, ProtocolError):
+            continue
+        if isinstance(ev, ProcEvent):
+            out[n] = ev
+    return out
+
+
+def endpoint(call: Syscall) -> str | None:
+    """The network rule text (clients/policies/network.py) for a call's address."""
+    sa = call.sockaddr()
+    if sa is None:
+        return None
+    if sa.family == "AF_INET" and sa.host and sa.port is not None:
+        return f"{sa.host}:{sa.port}"
+    if sa.family == "AF_INET6" and sa.host and sa.port is not None:
+        return f"[{sa.host}]:{sa.port}"
+    if sa.family == "AF_UNIX" and sa.path:
+        return f"unix:{sa.path}"
+    return None
+
+
+def observe(lines: Sequence[str], *, command: str = "", cwd: str | None = None) -> Observed:
+    """What one recorded run did.  ``cwd``: where it ran (its tree)."""
+    obs = Observed()
+    if command:
+        obs.runs.add(command)
+    if cwd:
+        obs.trees.add(as_glob(cwd))
+    procs = _procs(lines)
+    prog: dict[int, str] = {}
+    pending = sorted(procs)
+    for entry in read_journal(lines):
+        while pending and pending[0] < entry.line:
+            ev = procs[pending.pop(0)]
+            if ev.kind == "exec" and (p := _program(ev)):
+                prog[ev.pid] = p
+            elif ev.kind in ("fork", "vfork", "clone") and ev.args:
+                try:
+                    prog[int(codec.format_value(ev.args[0]))] = prog.get(ev.pid, "")
+                except ValueError:
+                    pass
+        call = Syscall(entry.event)
+        resolved = {}
+        for i in call.path_args():
+            real = next((v for k, v in entry.event.notes if k == f"real{i + 1}"), None)
+            resolved[i] = os.fsdecode(real.data) if isinstance(real, Str) else None
+        note(obs, call, resolved, ok=not isinstance(entry.result, Fail), who=prog.get(call.pid, ""))
+    return obs
+
+
+def note(obs: Observed, call: Syscall, resolved: dict[int, str | None], *, ok: bool, who: str) -> None:
+    """Add one call to ``obs``: its name, or its paths (``resolved``: by
+    argument index, None when unknown) by kind, or its address."""
+    progs = {who} - {""}
+    if call.name in NET_CALLS and (ep := endpoint(call)):
+        obs.use(obs.net, ep, Use("read", {call.name}, progs, ok))
+        return
+    if not call.path_args():
+        obs.calls.setdefault(call.name, set()).update(progs)
+        return
+    kind = _kind(call)
+    for i in call.path_args():
+        if _on_fd(call, i):
+            obs.on_fds.add(call.name)  # a descriptor opened before: judged when it was opened
+            continue
+        path = resolved.get(i)
+        if path is None:
+            obs.unresolved.add(call.name)
+            continue
+        use = Use(kind, {call.name}, progs, ok)
+        if ok and call.name in ("mkdir", "mkdirat"):
+            use.made_dir = True
+        elif ok and (call.name in OPEN or call.name == "creat") and kind == "write":
+            use.created = True
+        elif ok and call.name in ("unlink", "unlinkat", "rmdir"):
+            use.removed = True
+        obs.use(obs.paths, as_glob(path), use)
+
+
+# ---------------------------------------------------------------------------
+# plan: Observed -> grants
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Grant:
+    kind: str  # read | write | net | calls
+    pattern: str  # glob(s, NUL-separated), network rule, or "" for calls
+    use: Use
+    what: str  # why this shape: "the run's working tree", "temporary files"...
+
+    @property
+    def patterns(self) -> list[str]:
+        return self.pattern.split("\0")
+
+
+@dataclass
+class Plan:
+    runs: list[str]
+    calls: Grant
+    paths: list[Grant]
+    net: list[Grant]
+    unresolved: list[str]
+    on_fds: list[str]
+
+    @property
+    def write_patterns(self) -> list[str]:
+        return [p for g in self.paths if g.kind == "write" for p in g.patterns]
+
+
+def _generalise(name: str) -> str:
+    """A temporary's name with its random parts as ``*``: every token (between
+    ``.``, ``_``, ``-``) of 6 or more characters, as mkstemp's ``XXXXXX`` makes:
+    ``ccAb12Cd.s`` -> ``*.s``, ``ccGFTGJS.cdtor.c`` -> ``*.cdtor.c``."""
+    return "".join("*" if len(t) >= 6 and t.isalnum() else t for t in re.split(r"([._-])", name))
+
+
+def _parent(glob: str) -> str:
+    return glob.rsplit("/", 1)[0] or "/"
+
+
+def _under(glob: str, root: str) -> bool:
+    return root == "/" or glob == root or glob.startswith(root + "/")
+
+
+def _tree_ok(tree: str) -> bool:
+    home = os.environ.get("HOME", "/root")
+    return tree not in NEVER_COLLAPSE and tree != home and not any(tree == s or tree.startswith(s + "/") for s in SYSTEM_TREES)
+
+
+def _collapses(obs: Observed) -> list[tuple[str, str, str]]:
+    """(kind, DIR/** or generalised glob, why) decided from the whole run."""
+    out: list[tuple[str, str, str]] = []
+    for tree in sorted(obs.trees):
+        if _tree_ok(tree) and any(_under(p, tree) for p in obs.paths):
+            kind = "write" if any(u.kind == "write" and _under(p, tree) for p, u in obs.paths.items()) else "read"
+            out.append((kind, tree + "/**", "the directory the program ran in"))
+    for p, u in obs.paths.items():
+        if p.endswith("/**"):  # from a merged policy: stays as it was
+            out.append((u.kind, p, u.why or "learned before"))
+    made = sorted(p for p, u in obs.paths.items() if u.made_dir)
+    for p in made:
+        if not any(_under(p, root[:-3]) for _, root, _ in out if root.endswith("/**")):
+            name = _generalise(p.rsplit("/", 1)[1]) if obs.paths[p].removed else p.rsplit("/", 1)[1]
+            out.append(("write", f"{_parent(p).rstrip('/')}/{name}/**", "a directory the program created"))
+    for p, u in sorted(obs.paths.items()):
+        if u.created and u.removed and not p.endswith("/**"):
+            g = f"{_parent(p).rstrip('/')}/{_generalise(p.rsplit('/', 1)[1])}"
+            if not _covered(p, out, "write"):
+                out.append(("write", g, "temporary files the program created and removed"))
+    for root in SYSTEM_TREES:
+        if any(_under(p, root) and u.kind == "read" for p, u in obs.paths.items()):
+            out.append(("read", root + "/**", "the system's programs and libraries, read-only"))
+    reads: dict[str, int] = {}
+    for p, u in obs.paths.items():
+        if u.kind == "read" and p.startswith("/") and not _covered(p, out, "read"):
+            reads[_parent(p)] = reads.get(_parent(p), 0) + 1
+    for d, n in sorted(reads.items()):
+        if n >= COLLAPSE_AT and d not in NEVER_COLLAPSE and not d.startswith(("/proc/", "/dev/", "/sys/")):
+            out.append(("read", d + "/**", "a directory the program read many files in"))
+    return out
+
+
+def _covered(path: str, grants: Iterable[tuple[str, str, str]], kind: str) -> tuple[str, str, str] | None:
+    for g in grants:
+        if (g[0] == "write" or kind == "read") and re.fullmatch(glob_to_regex(g[1]), path, re.S):
+            return g
+    return None
+
+
+def plan(obs: Observed) -> Plan:
+    shapes = _collapses(obs)
+    grants: dict[str, Grant] = {}
+    for kind, pattern, what in shapes:
+        if pattern not in grants:
+            grants[pattern] = Grant(kind, pattern, Use(kind), what)
+    files: dict[tuple[str, str, bool], list[tuple[str, Use]]] = {}
+    for p, u in sorted(obs.paths.items()):
+        shape = None if p in grants else _covered(p, shapes, u.kind)
+        if shape is None and p not in grants:  # listed, grouped by directory
+            files.setdefault((u.kind, _parent(p), u.ok), []).append((p, u))
+            continue
+        g = grants[shape[1] if shape else p]
+        g.use.add(Use(g.kind, u.calls, u.progs, u.ok))
+    paths = [g for g in grants.values() if g.use.calls]
+    for g in paths:
+        if g.kind == "write" and g.pattern.endswith("/**"):
+            g.use.calls |= OWNED
+    for (kind, parent, ok), items in files.items():
+        use = Use(kind, ok=ok)
+        for _, u in items:
+            use.add(Use(kind, u.calls, u.progs, u.ok))
+        names = [p for p, _ in items]
+        what = ("descriptors that are no files (pipes, sockets)" if names == [ANY_DESCRIPTOR]
+                else (f"{'failed during the run (probes)' if not ok else 'used'}: "
+                    f"{len(names)} file{'s' if len(names) != 1 else ''} in {parent}"))
+        paths.append(Grant(kind, "\0".join(names), use, what))
+    paths.sort(key=lambda g: (g.kind != "write", "/**" not in g.pattern, g.pattern))
+    net = [Grant("net", ep, u, u.why or ("connected to" if "connect" in u.calls else "bound"))
+           for ep, u in sorted(obs.net.items())]
+    progs = {p for ps in obs.calls.values() for p in ps}
+    calls = Grant("calls", "", Use("calls", set(obs.calls) | ALWAYS, progs, True), "")
+    return Plan(sorted(obs.runs), calls, paths, net, sorted(obs.unresolved), sorted(obs.on_fds))
+
+
+# ---------------------------------------------------------------------------
+# render: Plan -> TOML (per-call rules; clients/policies/rulefile.py)
+# ---------------------------------------------------------------------------
+
+HEADER = "# Learned by `brokerctl learn` (docs/learn.md). Runs it was learned from:\n"
+
+
+def _q(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _list(items: Iterable[str]) -> str:
+    return "[" + ", ".join(_q(x) for x in sorted(items)) + "]"
+
+
+def _by(progs: set[str]) -> str:
+    names = sorted(progs)
+    if not names:
+        return ""
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return f" (by {shown})"
+
+
+def _rule(comment: str, syscalls: Iterable[str], verdict: str, **match: str) -> str:
+    lines = ["[[rule]]", f"comment = {_q(comment)}", f"syscall = {_list(syscalls)}"]
+    lines += [f"{k} = {v}" for k, v in match.items()]
+    lines.append(f"verdict = {_q(verdict)}")
+    return "\n".join(lines) + "\n"
+
+
+def render(p: Plan) -> str:
+    out = [HEADER]
+    out += [f"# run: {r}\n" for r in p.runs]
+    out.append("# Enforce: brokerctl run --policy THIS.toml -- PROG ARGS\n")
+    out.append("# Check first (lists what it would deny): brokerctl learn --check THIS.toml -- PROG ARGS\n")
+    if p.unresolved:
+        out.append(f"# Not learned (a path nobody could resolve; denied): {', '.join(p.unresolved)}\n")
+    out.append('\nname = "learned"\ndefault = "skip-fail ENOSYS"  # calls no run made: as on a kernel without them\n'
+               'deny_errno = "EACCES"  # paths and addresses no run used\n\n')
+    if p.calls.use.calls:
+        out.append(_rule("calls: the system calls the run made that take no path or address, and"
+                         f" {'/'.join(sorted(ALWAYS))}"
+                         + _by(p.calls.use.progs), p.calls.use.calls, "allow") + "\n")
+    if p.on_fds:
+        out.append(_rule("fds: calls on descriptors already open (judged when they were opened)", p.on_fds,
+                         "allow", raw_path='""', flags='["AT_EMPTY_PATH"]') + "\n")
+    opens = {c for g in p.paths for c in g.use.calls if c in OPEN}
+    if opens:
+        extra = {"writes": "true"}
+        if p.write_patterns:
+            extra["not_path"] = _list(p.write_patterns)
+        out.append(_rule("guard: opening for writing only where the run wrote", opens, "deny", **extra) + "\n")
+    for g in p.paths:
+        out.append(_rule(f"{g.kind}: {g.what}{_by(g.use.progs)}", g.use.calls, "allow",
+                         path=_list(g.patterns)) + "\n")
+    for g in p.net:
+        out.append(_rule(f"net: {g.what}{_by(g.use.progs)}", g.use.calls, "allow", addr=_list([g.pattern])) + "\n")
+    path_calls = sorted({c for g in p.paths for c in g.use.calls})
+    if path_calls:
+        out.append(_rule("deny: any other path", path_calls, "deny") + "\n")
+    net_calls = sorted({c for g in p.net for c in g.use.calls})
+    if net_calls:
+        out.append(_rule("deny: any other address", net_calls, "deny") + "\n")
+    return "".join(out).rstrip("\n") + "\n"
+
+
+# ---------------------------------------------------------------------------
+# parse: a learned policy -> Observed (to merge runs)
+# ---------------------------------------------------------------------------
+
+_RUN = re.compile(r"^# run: (.*)$", re.M)
+_BY = re.compile(r" \(by (.*)\)$")
+
+
+class NotLearned(ValueError):
+    """The file is not a policy ``brokerctl learn`` wrote."""
+
+
+def parse(text: str) -> Observed:
+    if not text.startswith(HEADER):
+        raise NotLearned("not written by brokerctl learn (its first line is missing)")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise NotLearned(f"TOML syntax: {e}") from None
+    obs = Observed(runs=set(_RUN.findall(text)))
+    for rule in data.get("rule", []):
+        comment = str(rule.get("comment", ""))
+        kind, _, rest = comment.partition(": ")
+        m = _BY.search(rest)
+        progs = {s for s in re.split(r", | and \d+ more", m.group(1)) if s} if m else set()
+        why = rest[:m.start()] if m else rest
+        calls = set(rule.get("syscall", []))
+        if kind == "fds":
+            obs.on_fds |= calls
+        elif kind == "calls":
+            for c in calls:
+                obs.calls.setdefault(c, set()).update(progs)
+        elif kind in ("read", "write"):
+            ok = not why.startswith("failed")  # probes stay probes
+            for p in rule.get("path", []):
+                obs.use(obs.paths, p, Use(kind, calls, progs, ok, why=why))
+        elif kind == "net":
+            for a in rule.get("addr", []):
+                obs.use(obs.net, a, Use("read", calls, progs, True, why=why))
+    return obs

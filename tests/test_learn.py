@@ -1,0 +1,221 @@
+"""brokerctl learn (issue #17): learn a policy from a real run, enforce it, and
+the same program succeeds while a changed one that reads outside what was
+learned is denied.  Real programs: a C build with make, a Python script that
+imports packages and writes a report, git committing to a repository."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import BROKERCTL
+
+pytestmark = pytest.mark.skipif(not (shutil.which("make") and shutil.which("cc") and shutil.which("git")),
+                                reason="needs make, cc and git")
+
+MAKEFILE = """\
+all: hello
+hello: hello.o
+\tcc -o hello hello.o
+hello.o: hello.c
+\tcc -c hello.c{extra}
+clean:
+\trm -f hello hello.o
+"""
+HELLO_C = '#include <stdio.h>\nint main(void) { puts("hello, confined"); return 0; }\n'
+
+REPORT_PY = """\
+import csv, io, json, statistics, xml.dom.minidom
+from email.mime.text import MIMEText
+rows = list(csv.reader(io.StringIO("a,1\\nb,2\\nc,4\\n")))
+mean = statistics.mean(int(n) for _, n in rows)
+doc = xml.dom.minidom.parseString("<r/>")
+mail = MIMEText(json.dumps({"mean": mean}))
+with open("report.txt", "w") as f:
+    f.write(f"{len(rows)} rows, mean {mean}, {doc.documentElement.tagName}, {mail.get_content_type()}\\n")
+{extra}print("report written")
+"""
+
+
+def bctl(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)  # brokerd importable from any cwd
+    e.update(env or {})
+    return subprocess.run([*BROKERCTL, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def learn_and_enforce(tmp_path: Path, work: Path, argv: list[str], reset, env: dict | None = None):
+    """Learn twice (same file), then enforce: the run succeeds.  The policy's path."""
+    policy, again = tmp_path / "learned.toml", tmp_path / "again.toml"
+    r = bctl("learn", "-o", str(policy), "--", *argv, cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    reset()
+    r = bctl("learn", "-o", str(again), "--", *argv, cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    assert policy.read_text() == again.read_text(), "learning twice gave different files"
+    check = bctl("policy", "check", str(policy), cwd=work)
+    assert check.returncode == 0 and ": ok:" in check.stdout, check.stderr
+    reset()
+    r = bctl("run", "--policy", str(policy), "--", *argv, cwd=work, env=env)
+    assert r.returncode == 0, f"enforced run failed:\n{r.stdout}\n{r.stderr}\n{policy.read_text()}"
+    return policy, r
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    s = tmp_path / "outside" / "secret.txt"
+    s.parent.mkdir()
+    s.write_text("TOP-SECRET-LEARN\n")
+    return s
+
+
+def test_make_learn_enforce_then_changed_build_denied(tmp_path, secret):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "Makefile").write_text(MAKEFILE.format(extra=""))
+    (proj / "hello.c").write_text(HELLO_C)
+
+    def reset():
+        for f in ("hello", "hello.o"):
+            (proj / f).unlink(missing_ok=True)
+
+    policy, r = learn_and_enforce(tmp_path, proj, ["make"], reset)
+    assert subprocess.run([str(proj / "hello")], capture_output=True, text=True).stdout == "hello, confined\n"
+    text = policy.read_text()
+    assert f'path = ["{proj}/**"]' in text  # the build tree, collapsed, read-write
+    assert 'path = ["/usr/**"]' in text  # the system, read-only
+    assert not re.search(r"/proc/\d", text)  # no pid of this run
+
+    # the same build, changed to read a file outside what it learned
+    (proj / "Makefile").write_text(MAKEFILE.format(extra=f" && cat {secret}"))
+    reset()
+    r = bctl("run", "--policy", str(policy), "--", "make", cwd=proj)
+    assert r.returncode != 0
+    assert "TOP-SECRET" not in r.stdout + r.stderr
+    assert "Permission denied" in r.stderr
+
+    # --check lists it without enforcing (the build runs, the read is reported)
+    reset()
+    r = bctl("learn", "--check", str(policy), "--", "make", cwd=proj)
+    assert r.returncode == 1, r.stderr
+    assert "TOP-SECRET" in r.stdout
+    assert 'would deny: ' in r.stderr and f'"{secret}"' in r.stderr and "skip-fail EACCES" in r.stderr
+
+
+def test_python_script_learn_enforce_then_changed_script_denied(tmp_path, secret):
+    work = tmp_path / "py"
+    work.mkdir()
+    script = work / "report.py"
+    script.write_text(REPORT_PY.replace("{extra}", ""))
+    python = "/usr/bin/python3"
+
+    def reset():
+        (work / "report.txt").unlink(missing_ok=True)
+
+    env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": ""}
+    _, r = learn_and_enforce(tmp_path, work, [python, "report.py"], reset, env)
+    assert r.stdout == "report written\n"
+    assert (work / "report.txt").read_text() == "3 rows, mean 2.3333333333333335, r, text/plain\n"
+
+    script.write_text(REPORT_PY.replace("{extra}", f"print(open({str(secret)!r}).read())\n"))
+    r = bctl("run", "--policy", str(tmp_path / "learned.toml"), "--", python, "report.py", cwd=work, env=env)
+    assert r.returncode != 0
+    assert "PermissionError" in r.stderr and "TOP-SECRET" not in r.stdout
+
+
+def _git_env(tmp_path: Path) -> dict:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return {"HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x", "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+            "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z", "LC_ALL": "C"}
+
+
+def test_git_commit_learn_enforce_then_message_from_outside_denied(tmp_path, secret):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = _git_env(tmp_path)
+    git = ["git", "commit", "-q", "-a", "-m", "change"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, env={**os.environ, **env})
+    (repo / "file.txt").write_text("0\n")
+    subprocess.run(["git", "-C", str(repo), "add", "file.txt"], check=True, env={**os.environ, **env})
+    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", "first"], check=True, env={**os.environ, **env})
+    n = iter(range(1, 100))
+
+    def reset():  # each commit needs a change to commit
+        (repo / "file.txt").write_text(f"{next(n)}\n")
+
+    reset()
+    learn_and_enforce(tmp_path, repo, git, reset, env)
+    log = subprocess.run(["git", "-C", str(repo), "log", "--oneline"], capture_output=True, text=True,
+                         env={**os.environ, **env}).stdout
+    assert len(log.splitlines()) == 4  # first + two learning commits + the enforced one
+
+    reset()
+    r = bctl("run", "--policy", str(tmp_path / "learned.toml"), "--", "git", "commit", "-q", "-a", "-F", str(secret),
+             cwd=repo, env=env)
+    assert r.returncode != 0
+    assert "Permission denied" in r.stderr
+    log2 = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True, text=True,
+                          env={**os.environ, **env}).stdout
+    assert "TOP-SECRET" not in log2
+
+
+def test_merge_two_runs_into_one_policy(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "a.txt").write_text("a\n")
+    (work / "b.txt").write_text("b\n")
+    policy = tmp_path / "p.toml"
+    j1, j2 = tmp_path / "1.jsonl", tmp_path / "2.jsonl"
+    assert bctl("learn", "-o", str(policy), "--journal", str(j1), "--", "cat", "/etc/hostname", cwd=work).returncode == 0
+    r = bctl("learn", "-o", str(policy), "--merge", "--journal", str(j2), "--", "head", "-c1", "/etc/os-release",
+             cwd=work)
+    assert r.returncode == 0, r.stderr
+    text = policy.read_text()
+    assert "# run: cat /etc/hostname" in text and "# run: head -c1 /etc/os-release" in text
+    # both runs succeed under the merged policy; a third file does not
+    for argv in (["cat", "/etc/hostname"], ["head", "-c1", "/etc/os-release"]):
+        r = bctl("run", "--policy", str(policy), "--", *argv, cwd=work)
+        assert r.returncode == 0, r.stderr
+    r = bctl("run", "--policy", str(policy), "--", "cat", "/etc/passwd", cwd=work)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    # merging is order-free and repeatable: both journals at once give the same file
+    both = tmp_path / "both.toml"
+    r = bctl("learn", "-o", str(both), "--from", str(j1), "--from", str(j2), cwd=work)
+    assert r.returncode == 0, r.stderr
+    strip = lambda t: "\n".join(x for x in t.splitlines() if not x.startswith("# run:"))  # noqa: E731
+    assert strip(both.read_text()) == strip(text)
+
+
+def test_bad_input_is_one_line(tmp_path):
+    r = bctl("learn", "--", "true", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "-o" in r.stderr
+    (tmp_path / "x.toml").write_text('name = "hand-written"\n')
+    r = bctl("learn", "-o", str(tmp_path / "x.toml"), "--merge", "--", "true", cwd=tmp_path)
+    assert r.returncode == 2 and "not written by brokerctl learn" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    r = bctl("learn", "-o", str(tmp_path / "y.toml"), "--from", str(tmp_path / "bad.jsonl"), cwd=tmp_path)
+    assert r.returncode == 2 and "line 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_replay_judges_paths_resolved_during_the_run(tmp_path):
+    """A relative path in a recorded journal: replay (and learn --check) judge
+    the path the audit policy resolved while the process lived, instead of
+    calling it unknown and denying it (a false alarm before)."""
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "data.txt").write_text("x\n")
+    journal = tmp_path / "j.jsonl"
+    r = bctl("run", "--policy", f"audit:{journal}", "--", "stat", "-c", "%s", "data.txt", cwd=work)
+    assert r.returncode == 0 and r.stdout == "2\n", r.stderr
+    rules = tmp_path / "rules.toml"
+    rules.write_text(f'[[rule]]\nsyscall = ["statx", "newfstatat", "lstat", "stat"]\n'
+                     f'not_path = ["{work}/**", "/usr/**", "/etc/**", "/proc/**", "*:*"]\nverdict = "skip-fail EACCES"\n')
+    r = bctl("replay", str(journal), "--policy", str(rules), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 decisions changed" in r.stderr

@@ -1,0 +1,52 @@
+"""attach --ask --learned: ask mode starts from a learned policy (issue #17):
+what the policy allows flows without a question, what it would deny is asked,
+and the "always allow" answers are learned into the file, which then runs the
+program with the same outcome."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+
+from conftest import brokerctl
+from test_attach_tty import _wait
+from test_job_control_tty import tmux  # noqa: F401  (fixture)
+
+
+def test_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  # noqa: F811
+    secret, public = tmp_path / "secret", tmp_path / "public"
+    secret.write_text("s\n")
+    public.write_text("p\n")
+    svc_bin = str(cprog("service"))
+    policy = tmp_path / "svc.toml"
+    r = brokerctl("learn", "-o", str(policy), "--", svc_bin, str(public), "1")
+    assert r.returncode == 0, r.stderr
+    before = brokerctl("run", "--policy", str(policy), "--", svc_bin, f"{secret},{public}", "1")
+    assert before.stdout.splitlines() == [f"0 {secret} EACCES", f"0 {public} ok"], before.stderr
+
+    out = tmp_path / "svc.out"
+    svc = subprocess.Popen([svc_bin, f"{secret},{public}"], stdout=open(out, "w"))
+    try:
+        _wait(out, r"^3 ")
+        cmd = [sys.executable, "-m", "brokerd.cli.main", "attach", str(svc.pid), "--ask", "-e", "trace=openat",
+               "--learned", str(policy)]
+        tmux.send(shlex.join(cmd), "Enter")
+        screen = tmux.wait_for(f'openat(AT_FDCWD, "{secret}"')
+        assert "[a]llow" in screen
+        assert not re.search(rf'"{re.escape(str(public))}".*\) \?', screen), "asked about what the policy allows"
+        tmux.send("A", "Enter")
+        tmux.wait_for(re.compile(rf'"{re.escape(str(secret))}".*\) = \d'))  # the answer holds, no prompt
+        tmux.send("C-c")
+        screen = tmux.wait_for("answer(s) added")
+        assert f"1 answer(s) added to {policy}" in screen
+    finally:
+        svc.kill()
+        svc.wait()
+    text = policy.read_text()
+    assert str(secret) in text and "operator" in text
+    check = brokerctl("policy", "check", str(policy))
+    assert check.returncode == 0, check.stdout + check.stderr
+    after = brokerctl("run", "--policy", str(policy), "--", svc_bin, f"{secret},{public}", "1")
+    assert after.stdout.splitlines() == [f"0 {secret} ok", f"0 {public} ok"], after.stderr
