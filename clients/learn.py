@@ -43,8 +43,10 @@ SYSTEM_TREES = ("/usr",)  # read (and run) as a whole when the run read anything
 NEVER_COLLAPSE = ("/", "/etc", "/proc", "/dev", "/sys", "/root", "/home", "/run", "/var", "/tmp", "/var/tmp")
 #: allowed whether or not the run made them: returning from a signal handler,
 #: restarting an interrupted call and exiting are no privilege (denied, a
-#: program that got its first signal would crash)
-ALWAYS = frozenset({"rt_sigreturn", "sigreturn", "restart_syscall", "exit", "exit_group"})
+#: program that got its first signal would crash); memfd_create: the broker makes
+#: its scratch region in the program with an injected one (docs/shim.md), which
+#: the kernel filter judges again
+ALWAYS = frozenset({"rt_sigreturn", "sigreturn", "restart_syscall", "exit", "exit_group", "memfd_create"})
 #: what a program may do beneath a directory it owns (its build tree), seen or not
 OWNED = frozenset({"unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir",
                    "utimensat", "chmod", "fchmodat"})
@@ -303,11 +305,12 @@ def _collapses(obs: Observed) -> list[tuple[str, str, str]]:
         if not any(_under(p, root[:-3]) for _, root, _ in out if root.endswith("/**")):
             name = _generalise(p.rsplit("/", 1)[1]) if obs.paths[p].removed else p.rsplit("/", 1)[1]
             out.append(("write", f"{_parent(p).rstrip('/')}/{name}/**", "a directory the program created"))
-    for p, u in sorted(obs.paths.items()):
-        if u.created and u.removed and not p.endswith("/**"):
-            g = f"{_parent(p).rstrip('/')}/{_generalise(p.rsplit('/', 1)[1])}"
-            if not _covered(p, out, "write"):
-                out.append(("write", g, "temporary files the program created and removed"))
+    temps = sorted({f"{_parent(p).rstrip('/')}/{_generalise(p.rsplit('/', 1)[1])}"
+                    for p, u in obs.paths.items()
+                    if u.created and u.removed and not p.endswith("/**") and not _covered(p, out, "write")})
+    for g in temps:  # the widest patterns only, whatever order the random names came in
+        if not any(o != g and re.fullmatch(glob_to_regex(o), g, re.S) for o in temps):
+            out.append(("write", g, "temporary files the program created and removed"))
     for root in SYSTEM_TREES:
         if any(_under(p, root) and u.kind == "read" for p, u in obs.paths.items()):
             out.append(("read", root + "/**", "the system's programs and libraries, read-only"))
@@ -367,6 +370,9 @@ def plan(obs: Observed) -> Plan:
 # render: Plan -> TOML (per-call rules; clients/policies/rulefile.py)
 # ---------------------------------------------------------------------------
 
+CALLS = ("calls: the system calls the run made that take no path or address, and exit/exit_group/restart_syscall/"
+         "rt_sigreturn/sigreturn/memfd_create; allowed in the kernel filter, never asked about")
+_CALLS_BY = re.compile(r"^# calls: .*?(?: \(by (.*)\))?$", re.M)
 HEADER = "# Learned by `brokerctl learn` (docs/learn.md). Runs it was learned from:\n"
 
 
@@ -393,6 +399,71 @@ def _rule(comment: str, syscalls: Iterable[str], verdict: str, **match: str) -> 
     return "\n".join(lines) + "\n"
 
 
+_GLOB = re.compile(r"[*?\[]")
+EXECS = frozenset({"execve", "execveat"})
+#: calls that make or remove names in a directory: a file listed by name
+#: cannot be granted them in Landlock without its whole directory
+NAMING = frozenset({"mkdir", "mkdirat", "mknod", "mknodat", "rmdir", "unlink", "unlinkat", "rename", "renameat",
+                    "renameat2", "link", "linkat", "symlink", "symlinkat"})
+
+
+def layer_rules(p: Plan) -> tuple[list[tuple[tuple[str, ...], str]], list[str]]:
+    """The grants as Landlock rules (rights, path), and why they are wider
+    than the per-call rules where they are (a name pattern, a directory
+    listed by a file rule): then the per-call rules must still decide."""
+    rules: dict[str, set[str]] = {}
+    wider: list[str] = []
+    for g in p.paths:
+        run = {"execute"} if g.use.calls & EXECS else set()
+        for pat in g.patterns:
+            if pat == ANY_DESCRIPTOR:
+                continue
+            if pat.endswith("/**") and not _GLOB.search(pat[:-3]):
+                path, rights = pat[:-3] or "/", ({"all"} if g.kind == "write" else {"read"} | run)
+                if path in SYSTEM_TREES:
+                    rights.add("execute")  # the kernel opens a program's ELF interpreter (ld.so) to execute it
+            elif _GLOB.search(pat):
+                path = "/".join(pat.split("/")[:next(i for i, c in enumerate(pat.split("/")) if _GLOB.search(c))])
+                rights = {"read", "write", "create", "remove", "truncate"} if g.kind == "write" else {"read"} | run
+                wider.append(f"{pat} is a name pattern (the layer allows {path or '/'})")
+            elif os.path.isdir(pat):
+                if not g.use.calls & OPEN:
+                    continue  # only looked at (stat, access, chdir): Landlock does not mediate that
+                path, rights = pat, {"read"}
+                wider.append(f"{pat} is listed (the layer allows reading beneath it)")
+            elif not os.path.exists(pat) or not g.use.calls & (OPEN | EXECS | NAMING):
+                continue  # missing (the kernel says ENOENT), or only looked at: nothing Landlock mediates
+            else:
+                path = pat
+                rights = ({"read", "write", "truncate"} if g.kind == "write" else {"read"}) | run
+                if pat.startswith("/dev/"):
+                    rights.add("ioctl-dev")
+                if g.use.calls & NAMING:
+                    parent = _parent(pat)
+                    rules.setdefault(parent, set()).update({"create", "remove"})
+                    wider.append(f"{pat} is made or removed (the layer allows that in {parent})")
+            rules.setdefault(path or "/", set()).update(rights)
+    out = [(("all",) if "all" in r else tuple(sorted(r)), path) for path, r in sorted(rules.items())]
+    return out, sorted(set(wider))
+
+
+def _render_layer(p: Plan) -> str:
+    rules, wider = layer_rules(p)
+    if not rules:
+        return ""
+    out = ["# The kernel layer (Landlock; docs/policies.md): the same grants, enforced by the kernel, holding even",
+           "# if the broker dies."]
+    if wider:
+        out.append("# Wider than the rules below, so they still decide every call (settle = \"none\"):")
+        out += [f"#   {w}" for w in wider]
+    else:
+        out.append("# Exactly the rules' grants: the calls it decides are not asked about (settle = \"all\").")
+    out += ["[layer]", 'fs_handled = "all"', f'settle = {_q("none" if wider else "all")}', ""]
+    for rights, path in rules:
+        out += ["[[layer.fs]]", f"rights = {_list(rights)}", f"path = {_q(path)}", ""]
+    return "\n".join(out) + "\n"
+
+
 def render(p: Plan) -> str:
     out = [HEADER]
     out += [f"# run: {r}\n" for r in p.runs]
@@ -400,12 +471,13 @@ def render(p: Plan) -> str:
     out.append("# Check first (lists what it would deny): brokerctl learn --check THIS.toml -- PROG ARGS\n")
     if p.unresolved:
         out.append(f"# Not learned (a path nobody could resolve; denied): {', '.join(p.unresolved)}\n")
-    out.append('\nname = "learned"\ndefault = "skip-fail ENOSYS"  # calls no run made: as on a kernel without them\n'
-               'deny_errno = "EACCES"  # paths and addresses no run used\n\n')
-    if p.calls.use.calls:
-        out.append(_rule("calls: the system calls the run made that take no path or address, and"
-                         f" {'/'.join(sorted(ALWAYS))}"
-                         + _by(p.calls.use.progs), p.calls.use.calls, "allow") + "\n")
+    out.append('\nname = "learned"\n'
+               'unknown = "deny:ENOSYS"  # calls no run made fail in the kernel filter, as on a kernel without them\n'
+               'default = "deny"  # the calls the rules name are asked about; what no rule allows is denied\n'
+               'deny_errno = "EACCES"  # paths and addresses no run used\n')
+    out.append(f"# {CALLS}{_by(p.calls.use.progs)}\n")
+    out.append(f"allow = {_list(p.calls.use.calls)}\n\n")
+    out.append(_render_layer(p))
     if p.on_fds:
         out.append(_rule("fds: calls on descriptors already open (judged when they were opened)", p.on_fds,
                          "allow", raw_path='""', flags='["AT_EMPTY_PATH"]') + "\n")
@@ -449,6 +521,10 @@ def parse(text: str) -> Observed:
     except tomllib.TOMLDecodeError as e:
         raise NotLearned(f"TOML syntax: {e}") from None
     obs = Observed(runs=set(_RUN.findall(text)))
+    m = _CALLS_BY.search(text)
+    by = {x for x in re.split(r", | and \d+ more", m.group(1) or "") if x} if m else set()
+    for c in data.get("allow", []):
+        obs.calls.setdefault(c, set()).update(by)
     for rule in data.get("rule", []):
         comment = str(rule.get("comment", ""))
         kind, _, rest = comment.partition(": ")

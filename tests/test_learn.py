@@ -5,6 +5,7 @@ imports packages and writes a report, git committing to a repository."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -89,6 +90,11 @@ def test_make_learn_enforce_then_changed_build_denied(tmp_path, secret):
     assert f'path = ["{proj}/**"]' in text  # the build tree, collapsed, read-write
     assert 'path = ["/usr/**"]' in text  # the system, read-only
     assert not re.search(r"/proc/\d", text)  # no pid of this run
+    # the kernel layer: the same grants; gcc's temporaries are a name pattern Landlock cannot say,
+    # so the layer is a floor under the per-call rules
+    assert '[layer]' in text and 'settle = "none"' in text and "/tmp/*.s is a name pattern" in text
+    assert re.search(r'rights = \["execute", "read"\]\npath = "/usr"', text)
+    assert re.search(rf'rights = \["all"\]\npath = "{re.escape(str(proj))}"', text)
 
     # the same build, changed to read a file outside what it learned
     (proj / "Makefile").write_text(MAKEFILE.format(extra=f" && cat {secret}"))
@@ -117,9 +123,18 @@ def test_python_script_learn_enforce_then_changed_script_denied(tmp_path, secret
         (work / "report.txt").unlink(missing_ok=True)
 
     env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": ""}
-    _, r = learn_and_enforce(tmp_path, work, [python, "report.py"], reset, env)
+    policy, r = learn_and_enforce(tmp_path, work, [python, "report.py"], reset, env)
     assert r.stdout == "report written\n"
     assert (work / "report.txt").read_text() == "3 rows, mean 2.3333333333333335, r, text/plain\n"
+    # every grant is one Landlock can say: the kernel decides opens and execs, the seccomp filter
+    # the calls that take no path; the broker is asked only about stat-like calls
+    assert 'settle = "all"' in policy.read_text()
+    audit = tmp_path / "audit.jsonl"
+    reset()
+    r = bctl("run", "--audit", str(audit), "--policy", str(policy), "--", python, "report.py", cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    asked = {json.loads(line)["call"] for line in audit.read_text().splitlines()}
+    assert asked and not asked & {"openat", "execve", "mmap", "read", "brk"}, asked
 
     script.write_text(REPORT_PY.replace("{extra}", f"print(open({str(secret)!r}).read())\n"))
     r = bctl("run", "--policy", str(tmp_path / "learned.toml"), "--", python, "report.py", cwd=work, env=env)
@@ -219,3 +234,16 @@ def test_replay_judges_paths_resolved_during_the_run(tmp_path):
     r = bctl("replay", str(journal), "--policy", str(rules), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "0 decisions changed" in r.stderr
+
+
+def test_policy_file_static_rules_are_checked(tmp_path):
+    """The rule file's static rules (what learn writes): bad ones are one line each, with the line."""
+    f = tmp_path / "s.toml"
+    f.write_text('allow = ["brk", "no_such_call"]\nunknown = "deny:NOPE"\n')
+    r = bctl("policy", "check", str(f), cwd=tmp_path)
+    assert r.returncode == 1
+    assert f"{f}:1: allow: unknown syscall 'no_such_call'" in r.stderr
+    assert f"{f}:2: unknown 'deny:NOPE': not an errno" in r.stderr
+    f.write_text('allow = ["brk"]\nunknown = "deny:ENOSYS"\n[[rule]]\nsyscall = "openat"\nverdict = "allow"\n')
+    r = bctl("policy", "check", str(f), cwd=tmp_path)
+    assert r.returncode == 0 and "traces openat" in r.stdout, r.stdout + r.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 from conftest import brokerctl
@@ -74,6 +75,16 @@ def test_opath_nofollow_of_a_symlink(authz, tmp_path):
     assert traced.stdout == native.stdout
 
 
+def test_open_in_a_removed_working_directory(authz, tmp_path):
+    """Item 9: open(".") in a working directory that was removed works
+    natively; its path cannot be resolved, so it is not checked either."""
+    gone = tmp_path / "gone"
+    script = (f"mkdir {gone} && cd {gone} && rmdir {gone} && "
+              f"{sys.executable} -c 'import os; os.open(\".\", os.O_RDONLY); print(\"ok\")'")
+    native, traced = _both(authz, ["sh", "-c", script])
+    assert traced.stdout == native.stdout == "ok\n", traced.stderr
+
+
 def test_i386_call_reaches_its_stable_copy(cprog, rules):
     """Item 9: after 64-bit opens made the scratch region, an `int $0x80`
     open's stable copy must lie below 4 GiB (else EFAULT)."""
@@ -138,8 +149,6 @@ runpy.run_module("brokerd.cli.main", run_name="__main__")
 def test_calls_wait_for_a_free_scratch_slot(cprog):
     """Item 2: when every slot is held by a live thread, a judged call waits
     for one (a thread that ends gives its slot back); it is never killed."""
-    import sys
-
     r = subprocess.run([sys.executable, "-c", SMALL_REGION, "run", "-e", "trace=openat", "-a",
                         "while read l; do echo cont; done", "--", str(cprog("vanish")), "burst", "40",
                         "/etc/hostname"], capture_output=True, text=True, timeout=120)

@@ -1703,9 +1703,12 @@ def _absolute(tid: int, kinds: tuple[str, ...], raw: tuple[int, ...], i: int, pa
     if i > 0 and kinds[i - 1] == "dirfd" and (raw[i - 1] & 0xFFFFFFFF) != 0xFFFFFF9C:  # not AT_FDCWD
         base = f"/proc/{tid}/fd/{raw[i - 1] & 0xFFFFFFFF}"
     try:
-        return os.fsencode(os.readlink(base)) + b"/" + path
+        where = os.fsencode(os.readlink(base))
     except OSError:
         return None
+    if where.endswith(b" (deleted)") or not where.startswith(b"/"):
+        return None  # a removed directory (or no directory): no path leads there
+    return where + b"/" + path
 
 
 def _exec_args(pid: int) -> tuple:

@@ -76,7 +76,7 @@ from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.layers import LayerSpec
 from brokerd.protocol.types import Cont, Fail, Kill, Ok, Reply, Rewrite, SkipFail, SkipOk, Step
 
-TOP_KEYS = {"name", "default", "deny_errno", "rule", "trace", "layer"}
+TOP_KEYS = {"name", "default", "deny_errno", "rule", "trace", "layer", "allow", "unknown"}
 LAYER_KEYS = {"fs_handled", "net_handled", "scope", "settle", "fs", "net"}
 RULE_KEYS = {"syscall", "path", "not_path", "raw_path", "flags", "writes", "addr", "verdict", "result",
              "log", "comment"} | {f"arg{i}" for i in range(6)}
@@ -212,6 +212,10 @@ class Policy:
     rules: list[Rule]
     trace: str | frozenset[str]
     layer: LayerSpec | None = None
+    #: static rules (PROTOCOL.md 7.2), compiled into the seccomp filter: calls
+    #: allowed without a stop, and what happens to calls named nowhere
+    allow: frozenset[str] = frozenset()
+    unknown: str | None = None
 
     def decide(self, call: Syscall) -> tuple[Rule | None, Reply]:
         for r in self.rules:
@@ -429,17 +433,45 @@ def loads(text: str, path: str = "<policy>") -> Policy:
         raw_rules = []
     rules = [r for k, raw in enumerate(raw_rules) if (r := _compile_rule(k, raw, deny_errno, lines, errors))]
     layer = _compile_layer(data.get("layer"), lines, errors)
+    allow, unknown = _static(data, lines, errors)
     if errors:
         raise PolicyFileError(path, sorted(errors, key=lambda e: e[0] or 0))
     trace: str | frozenset[str]
     if "trace" in data:
         t = data["trace"]
         trace = "all" if t == "all" else frozenset(t) if isinstance(t, list) else "all"
-    elif isinstance(default.verdict, Cont) and all(r.syscalls is not None for r in rules):
-        trace = frozenset(n for r in rules for n in r.syscalls or ())
+    elif (isinstance(default.verdict, Cont) or unknown) and all(r.syscalls is not None for r in rules):
+        trace = frozenset(n for r in rules for n in r.syscalls or ()) - allow
     else:
         trace = "all"
-    return Policy(name, default, rules, trace, layer)
+    return Policy(name, default, rules, trace, layer, allow, unknown)
+
+
+_UNKNOWN = re.compile(r"allow|trace|kill|deny(?::[A-Z0-9]+)?")
+
+
+def _static(data: dict, lines: _Lines, errors: list[tuple[int | None, str]]) -> tuple[frozenset[str], str | None]:
+    """``allow = [names]`` and ``unknown = "deny:ENOSYS"``: the handshake's
+    static rules.  With ``unknown``, only the calls the rules name stop; the
+    rest is settled in the kernel filter (``allow``) or by ``unknown``."""
+    allow = data.get("allow", [])
+    if not isinstance(allow, list) or not all(isinstance(n, str) for n in allow):
+        errors.append((lines.key("allow"), "'allow' must be a list of syscall names"))
+        allow = []
+    for n in allow:
+        if n not in KNOWN_SYSCALLS:
+            errors.append((lines.key("allow"), f"allow: unknown syscall {n!r}"))
+    unknown = data.get("unknown")
+    if unknown is not None:
+        if not isinstance(unknown, str) or not _UNKNOWN.fullmatch(unknown):
+            errors.append((lines.key("unknown"), f"unknown {unknown!r} must be allow, trace, kill or deny[:ERRNO]"))
+            unknown = None
+        elif ":" in unknown:
+            try:
+                errno_number(unknown.partition(":")[2])
+            except (ValueError, ProtocolError):
+                errors.append((lines.key("unknown"), f"unknown {unknown!r}: not an errno"))
+    return frozenset(n for n in allow if n in KNOWN_SYSCALLS), unknown
 
 
 def _compile_layer(raw: object, lines: _Lines, errors: list[tuple[int | None, str]]) -> LayerSpec | None:
@@ -505,7 +537,7 @@ def load(path: str) -> Policy:
 
 
 def build_from(policy: Policy, *, log: bool = False) -> Authorizer:
-    az = Authorizer(policy.name, trace=policy.trace, layer=policy.layer)
+    az = Authorizer(policy.name, trace=policy.trace, layer=policy.layer, allow=policy.allow, unknown=policy.unknown)
     stepped: dict[int, Rule] = {}
 
     @az.on("*")
