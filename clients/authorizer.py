@@ -766,6 +766,7 @@ def kernel_layer(
     net_handled: str | Iterable[str] | None = None,
     scope: str | Iterable[str] = (),
     settle: str = "all",
+    unjudged: str | Iterable[str] = (),
 ) -> LayerSpec:
     """A kernel layer for :class:`Authorizer` (``layer=``), checked as the
     broker will check it (ValueError otherwise)::
@@ -776,7 +777,9 @@ def kernel_layer(
     Rights: ``read write execute create remove truncate ioctl-dev`` (or
     ``all``); network: ``bind connect`` (TCP ports); scope: ``signal
     abstract-unix``.  ``settle`` (strace syntax) limits which calls the broker
-    may stop asking about because the layer decides them."""
+    may stop asking about because the layer decides them; ``unjudged``
+    (strace syntax) names calls the layer does not decide that the policy
+    lets run unasked while the layer is in force (metadata look-ups)."""
     def text(v: str | Iterable[str]) -> str:
         return v if isinstance(v, str) else ",".join(v)
     attrs: list[tuple[str, str]] = []
@@ -789,6 +792,8 @@ def kernel_layer(
     if scope:
         attrs.append(("scope", text(scope)))
     attrs.append(("settle", settle))
+    if unjudged:
+        attrs.append(("unjudged", text(unjudged)))
     spec = parse_layer(attrs)
     if spec is None:  # unreachable: settle is always there
         raise ValueError("empty layer")

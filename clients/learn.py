@@ -89,6 +89,7 @@ class Observed:
     trees: set[str] = field(default_factory=set)  # working directories of the runs
     unresolved: set[str] = field(default_factory=set)  # calls with a path nobody could resolve
     on_fds: set[str] = field(default_factory=set)  # fstatat(fd, "", AT_EMPTY_PATH)-like calls
+    ioctls: dict[int, str] = field(default_factory=dict)  # ioctl request -> its name, as the run made them
 
     def use(self, table: dict[str, Use], key: str, use: Use) -> None:
         if key in table:
@@ -107,6 +108,7 @@ class Observed:
         self.trees |= other.trees
         self.unresolved |= other.unresolved
         self.on_fds |= other.on_fds
+        self.ioctls.update(other.ioctls)
 
 
 # ---------------------------------------------------------------------------
@@ -210,6 +212,13 @@ def observe(lines: Sequence[str], *, command: str = "", cwd: str | None = None) 
     return obs
 
 
+def _request(call: Syscall) -> int | None:
+    try:
+        return call.num(1)
+    except (ValueError, IndexError, TypeError):
+        return None
+
+
 def note(obs: Observed, call: Syscall, resolved: dict[int, str | None], *, ok: bool, who: str) -> None:
     """Add one call to ``obs``: its name, or its paths (``resolved``: by
     argument index, None when unknown) by kind, or its address."""
@@ -217,6 +226,8 @@ def note(obs: Observed, call: Syscall, resolved: dict[int, str | None], *, ok: b
     if call.name in NET_CALLS and (ep := endpoint(call)):
         obs.use(obs.net, ep, Use("read", {call.name}, progs, ok))
         return
+    if call.name == "ioctl" and (req := _request(call)) is not None:
+        obs.ioctls[req] = codec.format_value(call.args[1])
     if not call.path_args():
         obs.calls.setdefault(call.name, set()).update(progs)
         return
@@ -264,6 +275,7 @@ class Plan:
     net: list[Grant]
     unresolved: list[str]
     on_fds: list[str]
+    ioctls: dict[int, str]
 
     @property
     def write_patterns(self) -> list[str]:
@@ -363,7 +375,8 @@ def plan(obs: Observed) -> Plan:
            for ep, u in sorted(obs.net.items())]
     progs = {p for ps in obs.calls.values() for p in ps}
     calls = Grant("calls", "", Use("calls", set(obs.calls) | ALWAYS, progs, True), "")
-    return Plan(sorted(obs.runs), calls, paths, net, sorted(obs.unresolved), sorted(obs.on_fds))
+    return Plan(sorted(obs.runs), calls, paths, net, sorted(obs.unresolved), sorted(obs.on_fds),
+                dict(sorted(obs.ioctls.items())))
 
 
 # ---------------------------------------------------------------------------
@@ -476,8 +489,13 @@ def render(p: Plan) -> str:
                'default = "deny"  # the calls the rules name are asked about; what no rule allows is denied\n'
                'deny_errno = "EACCES"  # paths and addresses no run used\n')
     out.append(f"# {CALLS}{_by(p.calls.use.progs)}\n")
-    out.append(f"allow = {_list(p.calls.use.calls)}\n\n")
+    out.append(f"allow = {_list(p.calls.use.calls - {'ioctl'})}\n\n")
     out.append(_render_layer(p))
+    if "ioctl" in p.calls.use.calls:  # judged per request: TIOCSTI would type into the user's terminal
+        for req, name in p.ioctls.items():
+            out.append(_rule(f"ioctl: {name}, as the run made it", ["ioctl"], "allow", arg1=str(req)) + "\n")
+        out.append(_rule("deny: any other ioctl (TIOCSTI would type into the user's terminal)", ["ioctl"],
+                         "skip-fail ENOTTY") + "\n")
     if p.on_fds:
         out.append(_rule("fds: calls on descriptors already open (judged when they were opened)", p.on_fds,
                          "allow", raw_path='""', flags='["AT_EMPTY_PATH"]') + "\n")
@@ -534,6 +552,9 @@ def parse(text: str) -> Observed:
         calls = set(rule.get("syscall", []))
         if kind == "fds":
             obs.on_fds |= calls
+        elif kind == "ioctl" and isinstance(rule.get("arg1"), int):
+            obs.ioctls[rule["arg1"]] = why.split(", as the run")[0]
+            obs.calls.setdefault("ioctl", set())
         elif kind == "calls":
             for c in calls:
                 obs.calls.setdefault(c, set()).update(progs)

@@ -12,6 +12,7 @@ what the layer cannot say.  Handshake attributes (PROTOCOL.md 7.6)::
     net-handled=bind,connect      the network rights the layer denies
     scope=signal,abstract-unix    Landlock scoping
     settle=all                    calls the layer may settle (strace syntax)
+    unjudged=%stat,readlink       calls it need not judge while its layer is in force
 
 Everything here is data and pure functions: :func:`parse_layer` turns the
 attributes into an immutable :class:`LayerSpec`, :func:`layer_attrs` back;
@@ -42,7 +43,7 @@ RIGHT_ABI: Mapping[str, int] = MappingProxyType({
 })
 #: the rights that mean something on a file (not a directory)
 FILE_RIGHTS = frozenset({"read", "write", "execute", "truncate", "ioctl-dev"})
-LAYER_KEYS = frozenset({"fs", "fs-handled", "net", "net-handled", "scope", "settle"})
+LAYER_KEYS = frozenset({"fs", "fs-handled", "net", "net-handled", "scope", "settle", "unjudged"})
 
 _OPEN_RIGHTS = frozenset({"read", "write", "create", "truncate"})
 #: syscall -> the rights a layer must handle to decide every use of it
@@ -86,6 +87,9 @@ class LayerSpec:
     scopes: frozenset[str] = frozenset()
     settle: str = "all"
     _settle_names: frozenset[str] | None = field(default=None, compare=False, repr=False)
+    #: calls the authorizer lets run unasked while its layer is in force, though the
+    #: layer does not decide them (e.g. metadata look-ups: the layer guards contents)
+    unjudged: frozenset[str] = frozenset()
 
     def at_abi(self, abi: int) -> LayerSpec:
         """What ABI ``abi`` can express of it (rules keep only those rights)."""
@@ -96,7 +100,7 @@ class LayerSpec:
         return LayerSpec(
             fs_h, tuple(FsRule(r.rights & fs_h, r.path) for r in self.fs if r.rights & fs_h),
             net_h, tuple(NetRule(r.rights & net_h, r.ports) for r in self.net if r.rights & net_h),
-            frozenset(filter(ok, self.scopes)), self.settle, self._settle_names)
+            frozenset(filter(ok, self.scopes)), self.settle, self._settle_names, self.unjudged)
 
     def missing(self, abi: int) -> tuple[str, ...]:
         """The declared rights and scopes ABI ``abi`` cannot express."""
@@ -164,7 +168,16 @@ def parse_layer(attrs: Iterable[tuple[str, str]]) -> LayerSpec | None:
         names = parse_trace(settle)
     except TraceError as e:
         raise ValueError(f"settle={settle!r}: {e}") from None
-    spec = LayerSpec(fs_h, fs, net_h, net, scopes, settle, names)
+    unjudged: frozenset[str] = frozenset()
+    if "unjudged" in one:
+        try:
+            sel = parse_trace(one["unjudged"])
+        except TraceError as e:
+            raise ValueError(f"unjudged={one['unjudged']!r}: {e}") from None
+        if sel is None:
+            raise ValueError("unjudged=all would leave every call unjudged: name the calls")
+        unjudged = sel
+    spec = LayerSpec(fs_h, fs, net_h, net, scopes, settle, names, unjudged)
     if not spec.handles_anything():
         raise ValueError("a layer must handle some right or scope (fs-handled, net-handled, scope)")
     return spec
@@ -183,7 +196,7 @@ def layer_to_json(spec: LayerSpec | None) -> dict | None:
             "fs": [{"rights": sorted(r.rights), "path": r.path} for r in spec.fs],
             "net-handled": sorted(spec.net_handled),
             "net": [{"rights": sorted(r.rights), "ports": list(r.ports)} for r in spec.net],
-            "scope": sorted(spec.scopes), "settle": spec.settle}
+            "scope": sorted(spec.scopes), "settle": spec.settle, "unjudged": sorted(spec.unjudged)}
 
 
 def layer_attrs(spec: LayerSpec | None) -> tuple[tuple[str, str], ...]:
@@ -201,6 +214,8 @@ def layer_attrs(spec: LayerSpec | None) -> tuple[tuple[str, str], ...]:
         out.append(("scope", _join(spec.scopes, SCOPES)))
     if spec.settle != "all":
         out.append(("settle", spec.settle))
+    if spec.unjudged:
+        out.append(("unjudged", ",".join(sorted(spec.unjudged))))
     return tuple(out)
 
 
@@ -214,4 +229,4 @@ def settled_calls(spec: LayerSpec | None, abi: int) -> frozenset[str]:
     names = spec._settle_names if spec._settle_names is not None or spec.settle == "all" \
         else parse_trace(spec.settle)
     return frozenset(n for n, need in SETTLES.items()
-                     if need <= handled and (names is None or n in names))
+                     if need <= handled and (names is None or n in names)) | spec.unjudged

@@ -19,6 +19,7 @@ LINES = [
     ('hello 1 role=authorizer scope=signal,abstract-unix', "scoping only"),
     ('hello 1 role=authorizer fs="ioctl-dev,truncate /dev/tty" settle=!%link', "settle in strace syntax"),
     ('hello 1 role=authorizer fs-handled=read settle=none', "a floor only: every call still asked"),
+    ('hello 1 role=authorizer fs="all /box" unjudged=%stat,readlink', "metadata look-ups unasked under the layer"),
 ]
 BAD = [
     ('hello 1 role=authorizer fs="read usr"', "relative path"),
@@ -31,6 +32,8 @@ BAD = [
     ('hello 1 role=authorizer scope=ptrace', "unknown scope"),
     ('hello 1 role=authorizer settle=%nosuchclass', "settle names nothing"),
     ('hello 1 role=authorizer settle=all', "handles nothing"),
+    ('hello 1 role=authorizer fs="all /box" unjudged=all', "unjudged must name calls"),
+    ('hello 1 role=authorizer fs="all /box" unjudged=stat,nosuchcall', "unjudged names an unknown call"),
 ]
 
 

@@ -91,3 +91,16 @@ def rules(tmp_path):
         return " ".join([shlex.quote(sys.executable), "-u", shlex.quote(str(script)), *map(shlex.quote, rs)])
 
     return make
+
+
+def landlock_brokerctl(mode: str):
+    """brokerctl() that adds ``--no-landlock`` to ``run`` when ``mode`` is
+    "no-landlock": a shipped policy's tests run both with its kernel layer and
+    on the per-call path alone (issue #12)."""
+
+    def run(*args: str, **kw) -> subprocess.CompletedProcess:
+        if mode == "no-landlock" and args and args[0] == "run":
+            args = ("run", "--no-landlock", *args[1:])
+        return brokerctl(*args, **kw)
+
+    return run

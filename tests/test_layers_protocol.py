@@ -39,6 +39,12 @@ def test_settle_selection_keeps_calls_per_call() -> None:
     assert settled_calls(floor, 7) == frozenset()
 
 
+def test_unjudged_calls_run_unasked_only_under_a_layer() -> None:
+    spec = kernel_layer([("all", "/box")], unjudged="%stat,readlink")
+    assert {"stat", "readlink", "openat"} <= settled_calls(spec, 7)
+    assert settled_calls(spec, 0) == frozenset()  # no Landlock: every call per call
+
+
 def test_network_and_scope_layers_settle_nothing() -> None:
     net = kernel_layer(net=[("connect", [443])], scope="signal")
     assert settled_calls(net, 7) == frozenset()  # UDP and AF_UNIX stay per call

@@ -247,3 +247,42 @@ def test_policy_file_static_rules_are_checked(tmp_path):
     f.write_text('allow = ["brk"]\nunknown = "deny:ENOSYS"\n[[rule]]\nsyscall = "openat"\nverdict = "allow"\n')
     r = bctl("policy", "check", str(f), cwd=tmp_path)
     assert r.returncode == 0 and "traces openat" in r.stdout, r.stdout + r.stderr
+
+
+IOCTL_PY = """\
+import fcntl, sys, termios
+def ioctl(req):
+    try:
+        fcntl.ioctl(1, req, bytes(64))
+        return "ok"
+    except OSError as e:
+        return str(e.errno)
+print("TCGETS", ioctl(termios.TCGETS))
+for req in sys.argv[1:]:
+    print(req, ioctl(int(req, 0)))
+"""
+
+
+def test_ioctl_is_judged_per_request(tmp_path):
+    """The learned policy allows the ioctl requests the run made, not ioctl as a
+    whole: TIOCSTI (typing into the user's terminal) is denied, also with high
+    bits set (the kernel ignores them; a rule on the value would not)."""
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "io.py").write_text(IOCTL_PY)
+    policy = tmp_path / "io.toml"
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    r = bctl("learn", "-o", str(policy), "--", "/usr/bin/python3", "io.py", cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    native = r.stdout
+    text = policy.read_text()
+    assert 'comment = "ioctl: TCGETS, as the run made it"' in text and '"ioctl"' not in text.split("\n[")[0]
+    audit = tmp_path / "a.jsonl"
+    r = bctl("run", "--audit", str(audit), "--policy", str(policy), "--", "/usr/bin/python3", "io.py",
+             "0x5412", "0x100005412", cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == native.strip()  # the learned request behaves natively
+    denied = [json.loads(line) for line in audit.read_text().splitlines()
+              if '"ioctl"' in line and json.loads(line)["verdict"] == "skip-fail 25"]
+    assert len(denied) == 2, audit.read_text()
+    assert r.stdout.splitlines()[1:] == ["0x5412 25", "0x100005412 25"]

@@ -8,7 +8,15 @@ import textwrap
 
 import pytest
 from brokerd.clients.policies.network import parse_rule
-from conftest import brokerctl
+from conftest import brokerctl, landlock_brokerctl
+
+
+@pytest.fixture(autouse=True, params=["landlock", "no-landlock"])
+def landlock_mode(request, monkeypatch):
+    """Every test twice: with the policy's Landlock layer, and per call only."""
+    monkeypatch.setattr(sys.modules[__name__], "brokerctl", landlock_brokerctl(request.param))
+    return request.param
+
 
 CLIENT = textwrap.dedent('''
     import errno, socket, sys

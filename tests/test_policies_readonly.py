@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from conftest import brokerctl
+import pytest
+from conftest import brokerctl, landlock_brokerctl
 from test_clients_progs import progs  # noqa: F401
+
+
+@pytest.fixture(autouse=True, params=["landlock", "no-landlock"])
+def landlock_mode(request, monkeypatch):
+    """Every test twice: with the policy's Landlock layer, and per call only."""
+    monkeypatch.setattr(sys.modules[__name__], "brokerctl", landlock_brokerctl(request.param))
+    return request.param
 
 
 def test_writes_fail_with_erofs_reads_work(tmp_path, progs):  # noqa: F811

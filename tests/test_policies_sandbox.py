@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import brokerctl
+from conftest import brokerctl, landlock_brokerctl
 from test_clients_progs import progs  # noqa: F401
+
+
+@pytest.fixture(autouse=True, params=["landlock", "no-landlock"])
+def landlock_mode(request, monkeypatch):
+    """Every test twice: with the policy's Landlock layer, and per call only."""
+    monkeypatch.setattr(sys.modules[__name__], "brokerctl", landlock_brokerctl(request.param))
+    return request.param
+
 
 SYSTEM_RO = "--ro=/usr,--ro=/lib64,--ro=/etc/ld.so.cache"
 
@@ -85,8 +94,6 @@ def test_python_inside(box):
 def test_make_runs_inside_the_sandbox(tmp_path):
     # make (as root) calls setresuid; identity calls must not be refused
     (tmp_path / "Makefile").write_text("all:\n\techo built > out.txt\n")
-    from conftest import brokerctl
-
     r = brokerctl("run", "--policy", f"sandbox:{tmp_path},--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/etc",
                   "--", "make", "-s", "-C", str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -155,3 +162,56 @@ def test_signals_stay_inside_the_session(holes):
     finally:
         outside.kill()
         outside.wait()
+
+
+# -- issue #12: a sandbox people can use ----------------------------------------
+MAKEFILE = """\
+CFLAGS = -O0 -Wall
+OBJS = main.o util.o
+hello: $(OBJS)
+\t$(CC) -o $@ $(OBJS)
+%.o: %.c util.h
+\t$(CC) $(CFLAGS) -c -o $@ $<
+"""
+
+
+@pytest.mark.skipif(not all(shutil.which(p) for p in ("make", "cc", "git")), reason="needs make, cc and git")
+def test_c_project_builds_and_git_works(tmp_path, landlock_mode):
+    """The documented example (docs/policies.md): make -j2 of a C project and
+    git, as written, in a box holding only the project; outside, reading is
+    EACCES, a missing file ENOENT; a metadata look-up is ENOENT per call, and
+    runs unasked under the kernel layer (the layer guards contents)."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / ".tmp").mkdir()
+    (proj / "Makefile").write_text(MAKEFILE)
+    (proj / "util.h").write_text("int answer(void);\n")
+    (proj / "util.c").write_text('#include "util.h"\nint answer(void) { return 42; }\n')
+    (proj / "main.c").write_text('#include <stdio.h>\n#include "util.h"\n'
+                                 'int main(void) { printf("%d\\n", answer()); return 0; }\n')
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside\n")
+    script = (f"cd {proj} && make -s -j2 && ./hello && git init -q && git add -A && "
+              "git -c user.name=me -c user.email=me@example.org commit -qm build && git log --format=%s; "
+              f"cat {secret}; cat {tmp_path}/missing; stat -c %s {secret}")
+    r = brokerctl("run", "--policy", f"sandbox:{proj},/dev/null,--ro=/dev/urandom,--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/etc",
+                  "--", "sh", "-c", script, env={"HOME": str(proj), "TMPDIR": str(proj / ".tmp")}, timeout=300)
+    if landlock_mode == "landlock":
+        assert r.stdout.splitlines() == ["42", "build", "8"], r.stderr
+    else:
+        assert r.stdout.splitlines() == ["42", "build"], r.stderr
+        assert "stat: cannot statx" in r.stderr and "No such file or directory" in r.stderr.split("stat:")[-1]
+    assert f"cat: {secret}: Permission denied" in r.stderr
+    assert f"cat: {tmp_path}/missing: No such file or directory" in r.stderr
+    assert "fatal" not in r.stderr and "warning" not in r.stderr
+
+
+def test_hide_outside_keeps_metadata_per_call(tmp_path, landlock_mode):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside\n")
+    box = tmp_path / "box"
+    box.mkdir()
+    r = brokerctl("run", "--policy", f"sandbox:{box},--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/etc,--hide-outside",
+                  "--", "sh", "-c", f"stat -c %s {secret}; stat -c %F {tmp_path}")
+    assert r.stdout.splitlines() == ["directory"], r.stderr  # the box's parent: on the way in
+    assert "No such file or directory" in r.stderr

@@ -185,6 +185,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not argv:
         raise UsageError("run: no program given (brokerctl run [OPTIONS] -- PROG ARGS)")
     shim = _make_shim(args)
+    if args.backend == "auto" and not _has_daemon(shim):
+        from brokerd.tracer import direct
+
+        if not direct.why_traced(shim):  # the kernel enforces all of it: no tracer, no broker left
+            try:
+                return direct.exec_direct(shim, argv)
+            except LaunchError as e:
+                print(f"{PROG}: {e}", file=sys.stderr)
+                return e.status
     from brokerd.tracer.notify import choose_backend
 
     shim = choose_backend(shim, args.backend, lambda m: print(f"{PROG}: {m}", file=sys.stderr))
@@ -197,6 +206,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     daemon_client.started(shim, pid)
     return daemon_client.finish(shim, shim.run())
+
+
+def _has_daemon(shim) -> bool:
+    """Is the session registered with a daemon (it expects the session's end)?"""
+    return getattr(shim, "daemon_session", None) is not None
 
 
 def cmd_attach(args: argparse.Namespace) -> int:

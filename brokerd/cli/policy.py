@@ -80,6 +80,13 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     cmd = psub.add_parser("command", help="print the authorizer command a --policy spec runs")
     cmd.add_argument("spec", metavar="NAME[:ARGS]")
     cmd.set_defaults(handler=cmd_command)
+    exp = psub.add_parser("explain", help="where each syscall of a policy is decided: seccomp filter, Landlock "
+                                          "layer, a rule in the broker, or the authorizer; what this kernel lacks")
+    exp.add_argument("spec", metavar="NAME[:ARGS]")
+    exp.add_argument("syscalls", nargs="*", metavar="SYSCALL", help="only these (default: every x86_64 syscall)")
+    exp.add_argument("--no-landlock", dest="landlock", action="store_false",
+                     help="as brokerctl run --no-landlock would decide them")
+    exp.set_defaults(handler=cmd_explain)
 
     rp = subparsers.add_parser("replay", help="run a recorded audit journal through a policy; list changed decisions")
     rp.add_argument("journal", metavar="JOURNAL", help="JSON lines from `brokerctl run --audit` or the audit policy ('-' = stdin)")
@@ -120,6 +127,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_command(args: argparse.Namespace) -> int:
     print(policy_command(args.spec))
     return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from brokerd.cli.explain import run
+    from brokerd.protocol.abi import ABIS
+
+    unknown = [n for n in args.syscalls if n not in ABIS["x86_64"].by_name]
+    if unknown:
+        raise PolicyError(f"no such x86_64 syscall: {', '.join(unknown)}")
+    return run(policy_command(args.spec), args.syscalls, landlock_on=args.landlock)
 
 
 def _trace(exprs: list[str]) -> frozenset[str] | None:

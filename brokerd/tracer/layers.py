@@ -55,9 +55,9 @@ def compile_layer(spec: LayerSpec, abi: int) -> landlock.Layer | None:
         if mask:
             paths.append(landlock.PathRule(r.path, mask))
     net_mask = 0
-    for r in at.net_handled:
-        net_mask |= landlock.ACCESS_NET[NET_BITS[r]][0]
-    ports = tuple(landlock.PortRule(p, sum(landlock.ACCESS_NET[NET_BITS[r]][0] for r in n.rights))
+    for right in at.net_handled:
+        net_mask |= landlock.ACCESS_NET[NET_BITS[right]][0]
+    ports = tuple(landlock.PortRule(p, sum(landlock.ACCESS_NET[NET_BITS[right]][0] for right in n.rights))
                   for n in at.net for p in n.ports)
     scoped = 0
     for s in at.scopes:

@@ -224,6 +224,9 @@ class _Thread:
     undo_step: bool = False  # an undone open was stepped: its sysret is still owed
     map_flags: int = 0  # extra flags of the injected mmap of the scratch region
     guard_exit: bool = False  # the guard checks what this open opened (no Landlock wall)
+    #: it exec'd: a fork event arriving late must not hand it its parent's scratch region
+    #: (an execve nobody stops, e.g. one a kernel layer settles, can win that race)
+    execed: bool = False
     t0: float = 0.0
     running: bool = True
 
@@ -858,7 +861,7 @@ class Shim:
             if child not in self.threads:
                 self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else tgid_of(child))
             ctgid = self.threads[child].tgid
-            if ctgid != t.tgid and t.tgid in self._regions:
+            if ctgid != t.tgid and t.tgid in self._regions and not self.threads[child].execed:
                 self._regions[ctgid] = self._regions[t.tgid]  # the shared mapping is inherited
             kind = {pt.EVENT_FORK: "fork", pt.EVENT_VFORK: "vfork", pt.EVENT_CLONE: "clone"}[event]
             self._proc_event(t, kind, (Int(child),))
@@ -951,6 +954,7 @@ class Shim:
         if old_region is not None:  # (shared with the parent it was forked from, maybe)
             self._release_slots(old_region, [former, t.tid, *(x.tid for x in self.threads.values()
                                                                if x.tgid == t.tgid)])
+        t.execed = True
         self.threads[t.tid] = t
         if self._symbolizer is not None:
             self._symbolizer.forget(t.tgid)

@@ -38,6 +38,7 @@ from brokerd.clients.authorizer import (
     SockAddr,
     Syscall,
     cont,
+    kernel_layer,
     resolve_path,
     skip_fail,
     sockaddr_of,
@@ -129,6 +130,26 @@ def _msg_names(call: Syscall, arg: int, count: int, mmsg: bool) -> list[SockAddr
     return out
 
 
+#: more TCP ports than this in the rules: the layer does not handle that right
+MAX_LAYER_PORTS = 1024
+
+
+def _layer(ip_rules: Sequence[IpRule], families: set[str]):
+    """The TCP part in the kernel, as a floor: connect and bind only to the
+    ports some rule allows (Landlock knows ports, not addresses, UDP or
+    AF_UNIX: those, and the addresses, stay per call; nothing is settled).
+    None when the rules allow (nearly) every port anyway."""
+    if families & {"AF_INET", "AF_INET6"}:
+        return None
+    ports = sorted({p for r in ip_rules for p in range(r.low, r.high + 1)}) if \
+        sum(r.high - r.low + 1 for r in ip_rules) <= MAX_LAYER_PORTS else None
+    if ports is None:
+        return None
+    if not ports:
+        return kernel_layer(net_handled="bind,connect", settle="none")
+    return kernel_layer(net=[("bind,connect", ports)], settle="none")
+
+
 def build(argv: Sequence[str]) -> Authorizer:
     p = argparse.ArgumentParser(prog="network", description=__doc__.split("\n\n")[0])
     p.add_argument("rules", nargs="*", metavar="RULE", help="CIDR[:PORT], [V6CIDR]:PORT or unix:GLOB")
@@ -145,7 +166,7 @@ def build(argv: Sequence[str]) -> Authorizer:
     unix_rules = [r for r in rules if isinstance(r, UnixRule)]
     families = {f if f.startswith("AF_") else "AF_" + f.upper() for f in a.allow_family}
     denial = skip_fail(a.errno)
-    az = Authorizer("network")
+    az = Authorizer("network", layer=_layer(ip_rules, families))
 
     def allowed(call: Syscall, sa: SockAddr | None, binding: bool) -> bool:
         if sa is None:

@@ -35,6 +35,7 @@ from brokerd.clients.authorizer import (
     Authorizer,
     Syscall,
     cont,
+    kernel_layer,
     opens_for_writing,
     path_under,
     skip_fail,
@@ -51,6 +52,30 @@ _O_CREAT = constant("O_CREAT")
 _WRITES = O_ACCMODE | constant("O_TRUNC") | O_TMPFILE_BIT
 
 
+#: the rights a read-only world takes away (reading and executing stay)
+WRITE_RIGHTS = "write,create,remove,truncate"
+
+
+def _char_devices() -> list[str]:
+    """The character devices a program may still write (``/dev/null``,
+    terminals): those directly in /dev now, and every pty to come."""
+    out = ["/dev/pts"]
+    try:
+        with os.scandir("/dev") as it:
+            out += [e.path for e in it if not e.is_symlink() and stat.S_ISCHR(e.stat(follow_symlinks=False).st_mode)]
+    except OSError:
+        pass
+    return out
+
+
+def _layer(allowed: Sequence[str]):
+    """The same in the kernel, as a floor under the per-call answers (which
+    keep EROFS as the error; ``settle=none``): writing, creating, removing and
+    truncating only beneath ``--allow`` directories and on character devices."""
+    return kernel_layer([(WRITE_RIGHTS, d) for d in allowed] + [("write,truncate", d) for d in _char_devices()],
+                        fs_handled=WRITE_RIGHTS, settle="none")
+
+
 def build(argv: Sequence[str]) -> Authorizer:
     p = argparse.ArgumentParser(prog="readonly", description=__doc__.split("\n\n")[0])
     p.add_argument("--allow", action="append", default=[], metavar="DIR", help="keep DIR writable")
@@ -58,7 +83,7 @@ def build(argv: Sequence[str]) -> Authorizer:
     a = p.parse_args(argv)
     allowed = tuple(os.path.realpath(d) for d in a.allow)
     erofs = skip_fail(errno.EROFS)
-    az = Authorizer("readonly")
+    az = Authorizer("readonly", layer=_layer(allowed))
 
     def writable(path: str | None) -> bool:
         if path is None:

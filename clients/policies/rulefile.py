@@ -77,7 +77,7 @@ from brokerd.protocol.layers import LayerSpec
 from brokerd.protocol.types import Cont, Fail, Kill, Ok, Reply, Rewrite, SkipFail, SkipOk, Step
 
 TOP_KEYS = {"name", "default", "deny_errno", "rule", "trace", "layer", "allow", "unknown"}
-LAYER_KEYS = {"fs_handled", "net_handled", "scope", "settle", "fs", "net"}
+LAYER_KEYS = {"fs_handled", "net_handled", "scope", "settle", "unjudged", "fs", "net"}
 RULE_KEYS = {"syscall", "path", "not_path", "raw_path", "flags", "writes", "addr", "verdict", "result",
              "log", "comment"} | {f"arg{i}" for i in range(6)}
 ENTRY_VERDICTS = (Cont, Step, Kill, SkipFail, SkipOk, Rewrite)
@@ -501,7 +501,8 @@ def _compile_layer(raw: object, lines: _Lines, errors: list[tuple[int | None, st
         fs = [(e["rights"], p) for e in _entries(raw, "fs") for p in _paths(e)]
         net = [(e["rights"], e["ports"]) for e in _entries(raw, "net")]
         return kernel_layer(fs, fs_handled=raw.get("fs_handled"), net=net, net_handled=raw.get("net_handled"),
-                            scope=raw.get("scope", ()), settle=str(raw.get("settle", "all")))
+                            scope=raw.get("scope", ()), settle=str(raw.get("settle", "all")),
+                            unjudged=raw.get("unjudged", ()))
     except (KeyError, TypeError) as e:
         errors.append((where, f"[layer]: missing or mistyped {e}"))
     except ValueError as e:

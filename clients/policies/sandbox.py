@@ -64,13 +64,14 @@ from brokerd.clients.authorizer import (
     Authorizer,
     Syscall,
     cont,
+    kernel_layer,
     opens_for_writing,
     path_under,
     skip_fail,
     to_reply,
     tracer_of,
 )
-from brokerd.protocol.abi import names_in
+from brokerd.protocol.abi import all_names, names_in
 from brokerd.protocol.args import constant
 from brokerd.protocol.types import Field, Struct, Sym
 
@@ -117,6 +118,39 @@ AT_EMPTY_PATH = constant("AT_EMPTY_PATH")
 NODE_TYPES = frozenset({stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, 0})
 
 
+#: metadata look-ups (stat, access, readlink, chdir, xattrs...): outside the
+#: box they fail with ENOENT, as if absent (gcc probes include directories
+#: that may not exist: a missing one is normal, an EACCES one fatal), except on
+#: the way in: the box's own ancestors (git and sqlite lstat them) are allowed
+METADATA = READ_PATH - {"execve", "execveat"}
+#: calls of SAFE that still need a look at their arguments
+CHECKED_SAFE = frozenset({"ioctl", "clone", "clone3"})
+#: what the kernel layer must not settle: link creation (always EPERM here),
+#: device nodes, and the descriptor forms judged by the descriptor's file
+KEEP_PER_CALL = "!%link,%mknod,ftruncate,ftruncate64"
+
+
+def _ancestor(path: str, roots: Sequence[str]) -> bool:
+    """Is ``path`` a directory on the way to one of ``roots``?"""
+    prefix = path.rstrip("/") + "/"
+    return any(r.startswith(prefix) for r in roots)
+
+
+#: with the layer in force, these run unasked (``--hide-outside`` keeps them
+#: per call): the layer guards contents, and a build makes tens of thousands
+#: of them (gcc's realpath: one readlink per path component)
+LOOKUPS = names_in("stat") | names_in("lstat") | names_in("fstat") | names_in("statfs") | frozenset({
+    "newfstatat", "fstatat64", "statx", "access", "faccessat", "faccessat2", "readlink", "readlinkat",
+    "getxattr", "lgetxattr", "listxattr", "llistxattr", "getxattrat", "listxattrat"}) & all_names()
+
+
+def _layer(rw: Sequence[str], ro: Sequence[str], hide_outside: bool):
+    """The same box in the kernel: everything beneath the read-write
+    directories, read and execute beneath the read-only ones, nothing else."""
+    return kernel_layer([("all", d) for d in rw] + [("read,execute", d) for d in ro],
+                        fs_handled="all", settle=KEEP_PER_CALL, unjudged=() if hide_outside else sorted(LOOKUPS))
+
+
 def _resolve_dir(d: str) -> str:
     return os.path.realpath(os.path.abspath(d))
 
@@ -129,12 +163,21 @@ def build(argv: Sequence[str]) -> Authorizer:
                    help="run these syscalls unchecked too")
     p.add_argument("--errno", default="EACCES", help="errno for paths outside (default EACCES)")
     p.add_argument("--log", action="store_true", help="print every denial on stderr")
+    p.add_argument("--hide-outside", action="store_true",
+                   help="with Landlock too, judge metadata look-ups per call (ENOENT outside; slower)")
     a = p.parse_args(argv)
     rw = tuple(_resolve_dir(d) for d in a.dirs)
-    ro = rw + tuple(_resolve_dir(d) for d in a.ro)
+    ro_only = tuple(_resolve_dir(d) for d in a.ro)
+    ro = rw + ro_only
     safe = SAFE | {n for s in a.allow_syscall for n in re.split(r"[,+]", s) if n}
     denial = skip_fail(a.errno)
-    az = Authorizer("sandbox", trace="all")
+    hidden = skip_fail(errno.ENOENT)
+    # calls that need no look run without a stop (static allow); calls it
+    # names nowhere fail with ENOSYS in the kernel filter; the layer settles
+    # opens, exec, mkdir, unlink, rename... where the kernel has Landlock
+    traced = OPEN | LINKS | MKNOD | READ_PATH | WRITE_PATH | FD_WRITE | SIGNALS | CHECKED_SAFE
+    az = Authorizer("sandbox", trace=traced, allow=(safe - traced) & all_names(), unknown="deny:ENOSYS",
+                    layer=_layer(rw, ro_only, a.hide_outside))
 
     def judge(call: Syscall, indices: Sequence[int], writing: bool) -> object:
         roots = rw if writing else ro
@@ -147,6 +190,10 @@ def build(argv: Sequence[str]) -> Authorizer:
             if not path.startswith("/"):
                 continue  # pipe:[N], socket:[N]...: a descriptor already open, not a file
             if not path_under(path, roots):
+                if not writing and call.name in METADATA:
+                    return cont_reply if _ancestor(path, roots) else hidden
+                if not writing and not os.path.lexists(path):
+                    return hidden  # what the kernel layer answers too: a missing file is missing
                 return denial
         return cont_reply
 

@@ -1,0 +1,96 @@
+"""``brokerctl policy explain POLICY [SYSCALL...]``: where each call is decided.
+
+The policy's authorizer is started and greeted exactly as ``brokerctl run``
+would (its handshake is the truth about it), its kernel layer compiled for
+this kernel, and every syscall of the x86_64 table sorted into where it is
+decided: the seccomp filter (runs or fails with no stop), the policy's
+Landlock layer (no stop, decided by the kernel), an argument rule the broker
+evaluates, or the authorizer (a round trip).  What the running kernel lacks
+(Landlock rights of later ABIs) is named with the calls it keeps per call.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import time
+from collections.abc import Callable, Iterable
+
+from brokerd.decision.authorizer import Authorizer, spawn
+from brokerd.protocol.abi import ABIS
+from brokerd.protocol.layers import LayerSpec, layer_attrs, settled_calls
+from brokerd.tracer import landlock
+from brokerd.tracer import layers as kernel_layers
+
+#: the newest Landlock ABI brokerd knows: what a policy's layer could settle
+NEWEST_ABI = 7
+
+
+def handshake(command: str, timeout: float = 30.0) -> Authorizer:
+    """Start ``command`` and complete its greeting as a session would."""
+    a = spawn(command, log=lambda m: None)
+    a.greet("explain", time.monotonic())
+    deadline = time.monotonic() + timeout
+    while not a.ready and time.monotonic() < deadline:
+        r, _, _ = select.select([a.rfd], [], [], max(0.0, deadline - time.monotonic()))
+        if r:
+            a.on_readable(time.monotonic())
+    return a
+
+
+def where(a: Authorizer, name: str, rule_names: frozenset[str]) -> str:
+    """Where syscall ``name`` is decided for this authorizer alone."""
+    what, err = a.action(name)
+    layer = getattr(a, "layer", None)
+    if name in a.settled and layer is not None and name in layer.unjudged:
+        return "unjudged while the layer is in force (no stop)"
+    if name in a.settled:
+        return "Landlock layer (kernel, no stop)"
+    if what == "allow":
+        return "seccomp filter: runs (no stop)"
+    if what == "deny":
+        return f"seccomp filter: fails with {errno.errorcode.get(err, err)} (no stop)"
+    if what == "kill":
+        return "seccomp filter: kills the process"
+    if name in rule_names:
+        return "argument rule in the broker, else the authorizer"
+    return "the authorizer (per call)"
+
+
+def explain(a: Authorizer, abi: int, names: Iterable[str], out: Callable[[str], None]) -> None:
+    """Print the report for a greeted authorizer on Landlock ABI ``abi``."""
+    spec: LayerSpec | None = getattr(a, "layer", None)
+    plan = kernel_layers.plan([(a.name, spec)], abi, out)
+    a.settled = plan.settled[0]
+    out(f"policy {a.name} ({'handshake' if a.mode == 'hello' else a.mode + ' mode'}); "
+        f"Landlock ABI here: {abi or 'none'}")
+    if spec is not None:
+        out("kernel layer: " + " ".join(f'{k}="{v}"' if " " in v else f"{k}={v}" for k, v in layer_attrs(spec)))
+    rule_names = frozenset(r.name for r in a.rules)
+    groups: dict[str, list[str]] = {}
+    wanted = list(names) or sorted(ABIS["x86_64"].by_name)
+    for n in wanted:
+        groups.setdefault(where(a, n, rule_names), []).append(n)
+    for place, calls in sorted(groups.items()):
+        out(f"{place}: {len(calls)}")
+        out("    " + " ".join(calls))
+    if spec is not None:
+        lacking = spec.missing(abi) if abi else ("Landlock (or --no-landlock)",)
+        later = sorted(settled_calls(spec, NEWEST_ABI) - a.settled)
+        if lacking:
+            out(f"this kernel lacks: {', '.join(lacking)}" + (f"; so per call: {' '.join(later)}" if later else ""))
+        else:
+            out("this kernel lacks nothing the layer uses")
+
+
+def run(command: str, names: Iterable[str], out: Callable[[str], None] = print, *, landlock_on: bool = True) -> int:
+    a = handshake(command)
+    try:
+        if not a.ready or a.mode == "dead":
+            out(f"brokerctl: the policy did not complete its handshake ({a.dead_reason or 'no answer'})")
+            return 1
+        explain(a, landlock.abi_version() if landlock_on else 0, names, out)
+        return 0
+    finally:
+        a.kill("explained")
+        a.reap(time.monotonic() + 2.0)

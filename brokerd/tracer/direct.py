@@ -1,0 +1,81 @@
+"""Sessions the kernel alone can enforce: no tracer, no broker left.
+
+When, after the handshake, no syscall needs anyone's per-call answer (every
+call is allowed, denied or killed by the seccomp filter, or settled by a
+kernel layer) and no authorizer wants signals or process events, a tracer
+would only add cost and a process to kill.  ``brokerctl run`` then applies
+the authorizers' Landlock layers and the filter to itself and execs the
+program directly: no ptrace (so strace, gdb and a nested ``brokerctl run``
+work on the program), nothing left to kill, and what was declared holds
+exactly as in a traced session.  The wall is not applied: it exists to keep
+the program away from the broker, and none is left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from brokerd.protocol.abi import ABIS
+
+from . import landlock, seccomp
+from .shim import LaunchError, Shim
+
+
+def why_traced(shim: Shim) -> str:
+    """Empty when the stack needs no tracer; else the first reason it does."""
+    for a in shim.stack:
+        if getattr(a, "signals", False) or getattr(a, "events", ()):
+            return f"{a.name} wants signals or process events"
+        if a.mode == "plain" or a.mode == "greeting":
+            return f"{a.name} is a plain authorizer"
+    if not shim.stack:
+        return "no authorizer"
+    for abi in ABIS.values():
+        for name in abi.by_name:
+            if any(a.action(name)[0] == "trace" for a in shim.stack):
+                return f"{name} is decided per call"
+    unknown = [a.static.unknown for a in shim.stack]
+    if any(u is None and a.trace is None or u == ("trace", 0) for a, u in zip(shim.stack, unknown, strict=True)):
+        return "calls unknown to the tables are decided per call"
+    return ""
+
+
+def exec_direct(shim: Shim, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+    """Become the program under the stack's filter and layers (returns only
+    on failure, with brokerctl's exit status)."""
+    path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+    if path is None:
+        raise LaunchError(127, f"{argv[0]}: command not found")
+    # the broker's own per-call checks guard the broker's processes: there will be none
+    shim.internal_trace = frozenset()
+    shim.guard.owner_checks = False
+    shim._action_cache.clear()
+    insns = shim.build_filter(stop=seccomp.RET_KILL_PROCESS, guard_region=False)  # nothing stops: fail closed
+    names = ", ".join(a.name for a in shim.stack)
+    for a in shim.stack:
+        a.kill("the kernel enforces the whole policy")
+    for a in shim.stack:
+        reap = getattr(a, "reap", None)  # a process we started: make sure it is gone before we exec
+        if reap is not None:
+            reap(time.monotonic() + 1.0)
+    print(f"brokerctl: {names}: enforced by the kernel alone (seccomp filter"
+          f"{' and Landlock layers' if shim.layer_plan.layers else ''}); running {argv[0]} with no tracer",
+          file=sys.stderr, flush=True)
+    signal.pthread_sigmask(signal.SIG_SETMASK, shim._old_mask)
+    try:
+        for layer in shim.layer_plan.layers:
+            landlock.restrict(layer)
+        seccomp.install(insns)
+    except OSError as e:  # nothing was exec'd: fail closed
+        raise LaunchError(1, f"cannot enforce the policy in the kernel: {e.strerror}") from e
+    try:
+        os.execve(path, list(argv), dict(os.environ) if env is None else env)
+    except OSError as e:
+        print(f"brokerctl: {argv[0]}: {e.strerror}", file=sys.stderr, flush=True)
+        os._exit(126 if e.errno in (13, 8) else 127)
+    return 127  # not reached

@@ -1,0 +1,102 @@
+"""A policy the kernel can enforce alone runs with no tracer (issue #12):
+brokerctl applies the layers and the filter to itself and execs the program,
+so nothing is left to kill, strace attaches, and a nested brokerctl run
+narrows further but never widens."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from conftest import BROKERCTL, brokerctl
+
+from brokerd.tracer import landlock
+
+pytestmark = pytest.mark.skipif(landlock.abi_version() < 3, reason="needs Landlock ABI 3 (opens settle)")
+
+POLICY = '''name = "{name}"
+default = "allow"
+[layer]
+fs_handled = "all"
+[[layer.fs]]
+rights = ["read", "execute"]
+path = "/"
+[[layer.fs]]
+rights = "all"
+paths = [{rw}]
+'''
+
+
+def policy(tmp_path, name: str, *rw) -> str:
+    f = tmp_path / f"{name}.toml"
+    f.write_text(POLICY.format(name=name, rw=", ".join(f'"{d}"' for d in rw)))
+    return str(f)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    for d in ("box", "box/sub", "out", "tmp"):
+        (tmp_path / d).mkdir()
+    return tmp_path
+
+
+def test_kernel_only_policy_runs_without_a_tracer(tree):
+    box, out = tree / "box", tree / "out"
+    pol = policy(tree, "kernel", box, "/dev/null")
+    r = brokerctl("run", "--policy", pol, "--", "sh", "-c",
+                  f"grep TracerPid /proc/self/status; echo x > {box}/f && echo box-ok; echo y > {out}/f || echo out-denied")
+    assert r.stdout.splitlines() == ["TracerPid:\t0", "box-ok", "out-denied"], r.stderr
+    assert "no tracer" in r.stderr
+    assert not (out / "f").exists()
+
+
+def test_the_program_is_brokerctl_itself_and_strace_attaches(tree):
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    pol = policy(tree, "kernel", tree / "box")
+    p = subprocess.Popen([*BROKERCTL, "run", "--policy", pol, "--", "sleep", "3"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the same pid becomes sleep: no broker process is left
+            try:
+                if open(f"/proc/{p.pid}/comm").read().strip() == "sleep":
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        else:
+            pytest.fail("the program never started")
+        s = subprocess.run(["strace", "-p", str(p.pid), "-e", "trace=none", "-o", os.devnull],
+                           capture_output=True, text=True, timeout=30)
+        assert s.returncode == 0, s.stderr  # attached (a traced session would refuse: one tracer only)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_nested_run_narrows_and_never_widens(tree):
+    box, sub, out = tree / "box", tree / "box" / "sub", tree / "out"
+    outer = policy(tree, "outer", box, tree / "tmp")  # brokerctl itself needs a temporary directory
+    narrower = policy(tree, "narrower", sub)
+    wider = policy(tree, "wider", box, out)
+    inner = " ".join(BROKERCTL)
+    script = (f"{inner} run --policy {narrower} -- sh -c 'echo a > {box}/a || echo a-denied; "
+              f"echo b > {sub}/b && echo b-ok'; "
+              f"{inner} run --policy {wider} -- sh -c 'echo c > {out}/c || echo c-denied; "
+              f"echo d > {box}/d && echo d-ok'")
+    r = brokerctl("run", "--policy", outer, "--", "sh", "-c", script, env={"TMPDIR": str(tree / "tmp")})
+    assert r.stdout.splitlines() == ["a-denied", "b-ok", "c-denied", "d-ok"], r.stderr
+    assert not (box / "a").exists() and not (out / "c").exists()
+
+
+def test_a_per_call_policy_still_gets_a_tracer(tree):
+    pol = tree / "percall.toml"
+    pol.write_text(POLICY.format(name="percall", rw=f'"{tree / "box"}"')
+                   + '[[rule]]\nsyscall = "getppid"\nverdict = "skip-ok 4242"\n')
+    r = brokerctl("run", "--policy", str(pol), "--", "sh", "-c", "grep TracerPid /proc/self/status")
+    assert r.stdout.strip() != "TracerPid:\t0", r.stderr
+    assert "no tracer" not in r.stderr
