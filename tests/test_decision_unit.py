@@ -38,6 +38,7 @@ from brokerd.protocol.types import (
 from brokerd.decision.authorizer import Authorizer
 from brokerd.decision.cache import VerdictCache, cache_key
 from brokerd.decision.local import LocalAuthorizer
+from brokerd.decision.member import Member
 from brokerd.decision.rules import (
     ALLOW,
     KILL,
@@ -480,6 +481,8 @@ def test_stray_reply_without_id_answers_nothing_in_handshake_mode(conn):
     c.say("cont")
     assert c.answers == []
     assert any(line.startswith("error missing-id") for line in c.sent())
+    c.say("cont")
+    assert sum("without an event ID" in m for m in c.log) == 1  # the operator hears of it, once
     assert c.a.next_deadline() is not None  # still open, deadline and all
     c.say("2 skip-fail EACCES")
     c.say("1 cont")
@@ -572,3 +575,11 @@ def test_format_of_sent_event_is_the_codec_line(conn):
     ev = _open_event()
     c.ask(ev)
     assert c.sent() == [codec.format_event(ev).decode().rstrip("\n")]
+
+
+def test_both_kinds_of_member_implement_the_authorizer_interface(conn):
+    """Every attribute and method of decision.member.Member exists on both (a
+    member added to the interface but not to one of them fails here)."""
+    assert isinstance(conn().a, Member)
+    assert isinstance(LocalAuthorizer("operator"), Member)
+    assert not isinstance(object(), Member)

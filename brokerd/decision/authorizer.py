@@ -47,6 +47,7 @@ from brokerd.protocol.types import (
     Str,
     SyscallEvent,
     SysretEvent,
+    Verdict,
 )
 
 DEFAULT_TIMEOUT = 5.0
@@ -90,7 +91,7 @@ class Authorizer:
         *,
         pid: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        default: object = DENY,
+        default: Verdict = DENY,
         trace: frozenset[str] | None = None,
         signals: bool = False,
         log: Callable[[str], None] | None = None,
@@ -125,6 +126,7 @@ class Authorizer:
         self._by_id: dict[int, _Question] = {}
         self.answered = 0
         self.defaulted = 0
+        self._warned_missing_id = False
         os.set_blocking(rfd, False)
         os.set_blocking(wfd, False)
 
@@ -244,8 +246,8 @@ class Authorizer:
         for line in self._lines:
             if self.mode == "dead":
                 return
-            assert not isinstance(line, PartialLine)  # only after eof(), never called here
-            self._on_line(line)
+            if not isinstance(line, PartialLine):  # only after the end of the stream
+                self._on_line(line)
 
     def _on_line(self, line: bytes | TooLong) -> None:
         if isinstance(line, TooLong):
@@ -302,6 +304,10 @@ class Authorizer:
             # A stray line (a debug print, an injected `cont`) must never pass
             # for the answer to whatever question is open (issue #16 item 6).
             self._error("missing-id", "a reply in handshake mode starts with the ID of the event it answers; ignored")
+            if not self._warned_missing_id:  # once: an authorizer that never sends IDs only times out
+                self._warned_missing_id = True
+                self._log(f"authorizer {self.name} sent a reply without an event ID in handshake mode; "
+                          "such lines answer nothing (PROTOCOL.md 7.4)")
             return
         else:
             if not self._fifo:

@@ -7,10 +7,19 @@ from __future__ import annotations
 
 import errno
 
-from brokerd.protocol.types import Cont, Deliver, Kill, Reply, SignalEvent, SkipFail, SyscallEvent
+from brokerd.protocol.types import (
+    Cont,
+    Deliver,
+    Kill,
+    Reply,
+    SignalEvent,
+    SkipFail,
+    SyscallEvent,
+    Verdict,
+)
 
 #: The words, and what a syscall entry gets for each (deny, the default, is EPERM).
-DEFAULT_VERDICTS: dict[str, object] = {"deny": SkipFail(errno.EPERM), "kill": Kill(), "allow": Cont()}
+DEFAULT_VERDICTS: dict[str, Verdict] = {"deny": SkipFail(errno.EPERM), "kill": Kill(), "allow": Cont()}
 DENY = DEFAULT_VERDICTS["deny"]
 
 #: Calls a default verdict never denies: refusing them cannot protect
@@ -18,17 +27,17 @@ DENY = DEFAULT_VERDICTS["deny"]
 NEVER_DENIED = frozenset({"exit", "exit_group", "rt_sigreturn", "sigreturn", "restart_syscall"})
 
 
-def default_verdict(word: str | None) -> object:
+def default_verdict(word: str | None) -> Verdict:
     """The verdict a default word stands for; anything else is deny (fail closed)."""
     return DEFAULT_VERDICTS.get(word or "deny", DENY)
 
 
-def default_reply(kind: type, name: str, verdict: object) -> Reply:
+def default_reply(kind: type, name: str, verdict: Verdict) -> Reply:
     """The safe answer to an event of ``kind`` (about syscall ``name``) when
     its authorizer cannot give one: the authorizer's default verdict for a
     call, keep the result for a sysret, deliver a signal as the kernel would."""
     if kind is SyscallEvent:
-        return Reply(Cont() if name in NEVER_DENIED else verdict)  # type: ignore[arg-type]
+        return Reply(Cont() if name in NEVER_DENIED else verdict)
     if kind is SignalEvent:
         return Reply(Deliver())
     return Reply(Cont())

@@ -8,7 +8,7 @@ from __future__ import annotations
 from brokerd.decision.defaults import DENY
 from brokerd.decision.member import Answer
 from brokerd.decision.rules import NO_RULES, TRACE, ArgRule, StaticRules
-from brokerd.protocol.types import Reply
+from brokerd.protocol.types import Reply, Verdict
 
 
 class LocalAuthorizer:
@@ -36,7 +36,7 @@ class LocalAuthorizer:
         self.events = events
         self.mode = "plain"
         self.timeout = float("inf")
-        self.default: object = DENY
+        self.default: Verdict = DENY
 
     def wants(self, name: str) -> bool:
         """Asked about ``name`` unless its static rules settle it (as a connection)."""

@@ -11,16 +11,17 @@ which one it holds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from brokerd.decision.rules import ArgRule, StaticRules
-from brokerd.protocol.types import Reply, SignalEvent, SyscallEvent, SysretEvent
+from brokerd.protocol.types import Reply, SignalEvent, SyscallEvent, SysretEvent, Verdict
 
 #: Called once per question with the reply (the member's own, or its default)
 #: and a reason that is empty when the member itself answered.
 Answer = Callable[[Reply, str], None]
 
 
+@runtime_checkable
 class Member(Protocol):
     """One authorizer in a stack, as the broker drives it (never blocking)."""
 
@@ -30,8 +31,8 @@ class Member(Protocol):
     wfd: int
     mode: str  # "plain" | "hello" | "dead" once ready ("new", "greeting" before)
     timeout: float  # seconds a question may wait for its answer
-    greeting_timeout: float  # seconds its greeting may take
-    default: object  # its default verdict for a syscall entry
+    greeting_timeout: float  # seconds its greeting may wait
+    default: Verdict  # its default verdict for a syscall entry
     trace: frozenset[str] | None  # calls it subscribed to (None: all)
     signals: bool  # wants signal events
     events: frozenset[str]  # proc event kinds it wants
@@ -84,5 +85,5 @@ class Member(Protocol):
     def kill(self, reason: str) -> None: ...
 
     def reap(self, deadline: float) -> None:
-        """Wait until ``deadline`` for its process to end, then SIGKILL it."""
+        """After the session: wait (until ``deadline``) for its process to end."""
         ...

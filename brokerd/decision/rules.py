@@ -11,11 +11,23 @@ for it without a round trip (sans-IO).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from brokerd.protocol.types import Cont, Kill, Rewrite, SkipFail, SkipOk, Step, Str, SyscallEvent
+from brokerd.protocol.types import (
+    Cont,
+    Kill,
+    Reply,
+    Rewrite,
+    SkipFail,
+    SkipOk,
+    Step,
+    Str,
+    SyscallEvent,
+    Verdict,
+)
 
 #: The verdicts that may answer a syscall entry (a rule's verdict must be one).
 ENTRY_VERDICTS = (Cont, Step, Kill, SkipFail, SkipOk, Rewrite)
@@ -113,8 +125,8 @@ class ArgRule:
     ``argN&FLAGS`` / ``argN!&FLAGS`` (any of the flags set / none set)."""
 
     name: str
-    matchers: tuple[tuple[str, int, Any], ...]  # (op, argn, operand: a compiled glob or a value)
-    verdict: object
+    matchers: tuple[tuple[str, int, object], ...]  # (op, argn, operand)
+    verdict: Verdict
     text: str
 
     def matches(self, event: SyscallEvent, kinds: Sequence[str]) -> bool:
@@ -126,7 +138,9 @@ class ArgRule:
         for op, n, operand in self.matchers:
             if op == "path":
                 path = next((v for k, v in event.notes if k == f"path{n}"), None)
-                if not isinstance(path, Str) or not operand.fullmatch(path.data.decode("utf-8", "surrogateescape")):
+                if not isinstance(path, Str) or not isinstance(operand, re.Pattern):
+                    return False
+                if not operand.fullmatch(path.data.decode("utf-8", "surrogateescape")):
                     return False
                 continue
             if n > len(args):
@@ -144,8 +158,6 @@ class ArgRule:
 
 def parse_arg_rule(text: str) -> ArgRule:
     """Parse one ``rule=`` handshake value; raises ValueError naming the problem."""
-    import re
-
     from brokerd.globs import glob_to_regex
     from brokerd.protocol import codec
     from brokerd.protocol.errors import ProtocolError
@@ -158,7 +170,7 @@ def parse_arg_rule(text: str) -> ArgRule:
         reply = codec.parse_reply(verdict_text.strip())
     except ProtocolError as e:
         raise ValueError(f"rule {text!r}: bad verdict: {e.message}") from None
-    if not isinstance(getattr(reply, "verdict", None), ENTRY_VERDICTS):
+    if not isinstance(reply, Reply) or not isinstance(reply.verdict, ENTRY_VERDICTS):
         raise ValueError(f"rule {text!r}: {verdict_text.strip()!r} is not a verdict for a syscall")
     matchers: list[tuple[str, int, object]] = []
     for m in words[1:]:
@@ -174,7 +186,7 @@ def parse_arg_rule(text: str) -> ArgRule:
         except ProtocolError as e:
             raise ValueError(f"rule {text!r}: bad value in {m!r}: {e.message}") from None
         matchers.append(({"=": "eq", "&": "any", "!&": "none"}[g[2]], int(g[1]), _operand(operand)))
-    return ArgRule(words[0], tuple(matchers), reply.verdict, text)  # type: ignore[union-attr]
+    return ArgRule(words[0], tuple(matchers), reply.verdict, text)
 
 
 def _operand(v: object) -> object:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 from brokerd.decision.cache import VerdictCache
 from brokerd.decision.member import Member
@@ -146,21 +146,22 @@ class ExitWalk:
         self.event = event
         self._order = list(reversed(steppers))
         self._pos = 0
-        self.result: Result = event.result
+        self.result: Result | Kill = event.result  # Kill: end the process instead
         self.sets: list[SetMem] = []
         self.done = not self._order
 
     def next(self) -> tuple[int, SysretEvent] | None:
-        if self.done:
+        result = self.result
+        if self.done or isinstance(result, Kill):
             return None
-        ev = self.event if self.result == self.event.result else replace(self.event, result=self.result)
+        ev = self.event if result == self.event.result else replace(self.event, result=result)
         return self._order[self._pos], ev
 
     def feed(self, verdict: object, sets: Sequence[SetMem] = ()) -> None:
         if isinstance(verdict, Ok | Fail):
             self.result = verdict
         elif isinstance(verdict, Kill):
-            self.result = verdict  # type: ignore[assignment]
+            self.result = verdict
             self.done = True
             return
         elif not isinstance(verdict, Cont):
@@ -187,7 +188,13 @@ class Stack(Sequence[Member]):
         self._orders: dict[str, tuple[int, ...]] = {}
         self.cache = VerdictCache()
 
-    def __getitem__(self, pos):
+    @overload
+    def __getitem__(self, pos: int) -> Member: ...
+
+    @overload
+    def __getitem__(self, pos: slice) -> Sequence[Member]: ...
+
+    def __getitem__(self, pos: int | slice) -> Member | Sequence[Member]:
         return self._members[pos]
 
     def __len__(self) -> int:
@@ -242,7 +249,7 @@ class Stack(Sequence[Member]):
             kinds = spec.args if spec is not None else ()
             for rule in rules:
                 if rule.matches(event, kinds):
-                    return Reply(rule.verdict)  # type: ignore[arg-type]
+                    return Reply(rule.verdict)
         return self.cache.get(pos, event)
 
     def remember(self, pos: int, event: SyscallEvent, reply: Reply) -> None:

@@ -12,15 +12,8 @@ only the calls some authorizer subscribed to (PTRACE_EVENT_SECCOMP); the
 tracee is then resumed with PTRACE_CONT, so a call that needs no result costs
 exactly one stop.  ``step`` resumes with PTRACE_SYSCALL to get the exit stop.
 
-Per-thread states (``_Thread.state``):
-
-* ``run``: running, or stopped only for an instant;
-* ``ask``: at a seccomp stop, the entry walk is waiting for authorizers;
-* ``step``: resumed to the syscall-exit stop of a call someone stepped;
-* ``ret``: at the exit stop, the exit walk is waiting for authorizers;
-* ``inject``: running an mmap we injected to get scratch memory; the call
-  it interrupted will run again and gets the decision already made (``replay``);
-* ``stopped``: in a group-stop (PTRACE_LISTEN), job control as without tracing.
+Per-thread states (``_Thread.state``) and the one table of their moves are
+in :mod:`.states` (docs/shim.md quotes it).
 """
 
 from __future__ import annotations
@@ -88,6 +81,7 @@ from .kernel import missing_features
 from .procfs import tgid_of
 from .resolve import resolve
 from .scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, Region, adopt
+from .states import State, move, strays_text
 
 OPTIONS = (
     pt.O_TRACESYSGOOD
@@ -226,7 +220,7 @@ class _Mem:
 class _Thread:
     tid: int
     tgid: int
-    state: str = "run"
+    _state: State = State.RUN
     startup: bool = True
     abi: Abi | None = None
     spec: SyscallSpec | None = None
@@ -248,6 +242,15 @@ class _Thread:
     execed: bool = False
     t0: float = 0.0
     running: bool = True
+
+    @property
+    def state(self) -> State:
+        """What the shim waits for on this thread (states.py: every move is in its table)."""
+        return self._state
+
+    @state.setter
+    def state(self, new: str) -> None:
+        self._state = move(self._state, new)
 
 
 def _libc() -> ctypes.CDLL:
@@ -690,6 +693,8 @@ class Shim:
         self._reap()
         while self.threads or self.main_status is None:
             self._poll_once(reap=True)
+        if strays_text():
+            self._log(f"internal: thread state moves outside the table (a bug, please report): {strays_text()}")
         for a in self.stack:
             a.kill("session ended") if a.mode != "dead" else None
         deadline = time.monotonic() + KILL_GRACE
