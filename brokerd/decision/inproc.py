@@ -35,7 +35,7 @@ from brokerd.protocol import codec
 from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.layers import LayerSpec
-from brokerd.protocol.types import Error, Hello, Reply, SyscallEvent
+from brokerd.protocol.types import Error, Hello, Reply, SyscallEvent, Verdict
 
 
 class Overrun(BaseException):
@@ -69,7 +69,7 @@ class _Alarm:
 class InProcess(LocalAuthorizer):
     """``policy`` asked synchronously inside the broker, with a deadline."""
 
-    def __init__(self, policy: Policy, *, timeout: float = DEFAULT_TIMEOUT, default: object = DENY,
+    def __init__(self, policy: Policy, *, timeout: float = DEFAULT_TIMEOUT, default: Verdict = DENY,
                  trace: frozenset[str] | None = None, signals: bool = False,
                  log: Callable[[str], None] | None = None) -> None:
         super().__init__(policy.name, trace, signals=signals)

@@ -125,7 +125,7 @@ class ArgRule:
     ``argN&FLAGS`` / ``argN!&FLAGS`` (any of the flags set / none set)."""
 
     name: str
-    matchers: tuple[tuple[str, int, object], ...]  # (op, argn, operand)
+    matchers: tuple[tuple[str, int, Any], ...]  # (op, argn, operand: a compiled glob or a value)
     verdict: Verdict
     text: str
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brokerd.decision.audit import AuditRecord
 from brokerd.decision.authorizer import KILL_GRACE
@@ -75,13 +75,15 @@ from brokerd.protocol.types import (
 from . import landlock, scratch, seccomp
 from . import layers as kernel_layers
 from . import ptrace as pt
-from .elfinfo import Symbolizer, exec_facts
 from .guard import GUARDED, OWNER_CALLS, OWNER_CMD_BIT, PROC_OPEN_CALLS, Guard
 from .kernel import missing_features
 from .procfs import tgid_of
 from .resolve import resolve
 from .scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, Region, adopt
 from .states import State, move, strays_text
+
+if TYPE_CHECKING:
+    from .elfinfo import Symbolizer
 
 OPTIONS = (
     pt.O_TRACESYSGOOD
@@ -295,7 +297,7 @@ class Shim:
         self._log = log or (lambda m: print(f"brokerd: {m}", file=sys.stderr, flush=True))
         self.greeting_timeout = greeting_timeout
         self.threads: dict[int, _Thread] = {}
-        self._symbolizer = Symbolizer() if caller else None
+        self._symbolizer = _symbolizer() if caller else None
         self.main_pid = 0
         self.main_status: int | None = None
         self._next_id = 1
@@ -399,7 +401,7 @@ class Shim:
             if hasattr(a, "on_fetch"):
                 a.on_fetch = self._fetch
         if self._symbolizer is None and any(a.caller for a in self.stack):
-            self._symbolizer = Symbolizer()
+            self._symbolizer = _symbolizer()
         self._plan_layers()
 
     def _plan_layers(self) -> None:
@@ -1815,6 +1817,14 @@ def _absolute(tid: int, kinds: tuple[str, ...], raw: tuple[int, ...], i: int, pa
     return where + b"/" + path
 
 
+def _symbolizer() -> Symbolizer:
+    """The ``caller`` note's symbolizer, imported on first use: pyelftools
+    costs a quarter of brokerctl's start-up and most sessions never need it."""
+    from .elfinfo import Symbolizer
+
+    return Symbolizer()
+
+
 def _exec_args(pid: int) -> tuple:
     """The exec event's facts: path, then ELF class, machine and interpreter."""
     try:
@@ -1822,6 +1832,8 @@ def _exec_args(pid: int) -> tuple:
     except OSError:
         exe = ""
     args: list = [Str(os.fsencode(exe))]
+    from .elfinfo import exec_facts  # pyelftools: only for sessions that asked for exec events
+
     facts = exec_facts(f"/proc/{pid}/exe")
     if facts is not None:
         args += [
