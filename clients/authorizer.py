@@ -244,6 +244,26 @@ def _pidfd_pid(pid: int, tid: int, fd: int) -> int | None:
     return None
 
 
+#: ``which`` kinds whose next argument (``who``) names the target, by value
+_WHICH_WHO: dict[str, dict[int, str]] = {
+    "priority_which": {constant("PRIO_PROCESS"): "process", constant("PRIO_PGRP"): "group"},
+    "ioprio_which": {constant("IOPRIO_WHO_PROCESS"): "process", constant("IOPRIO_WHO_PGRP"): "group"},
+}
+
+
+def group_members(pgrp: int) -> list[int]:
+    """The processes of process group ``pgrp`` now (a racy snapshot of /proc)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.getpgid(int(d)) == pgrp:
+                    out.append(int(d))
+            except OSError:
+                continue
+    return out
+
+
 def tracer_of(pid: int) -> int | None:
     """The pid of the process ptrace-tracing ``pid`` (``TracerPid:`` of
     /proc/PID/status; 0 = untraced), None if ``pid`` is gone.  Two tracees of
@@ -589,19 +609,55 @@ class Syscall:
         return None
 
     def target_pids(self) -> list[int] | None:
-        """The processes (or threads) a call that reaches another process aims
-        at (the tables' ``process-access`` class: kill, tgkill, pidfd_send_signal,
-        ptrace...): its ``pid`` arguments, or the process behind its pidfd
-        (``/proc/PID/fdinfo/N``).  None when it names a group or everything
-        (``kill(0)``, ``kill(-PGRP)``, ``kill(-1)``) or cannot be known (a
-        ``/proc/PID`` directory fd, a replayed event): deny then."""
+        """The processes (or threads) a call that reaches or changes another
+        process aims at (the tables' ``process-access`` and ``process-control``
+        classes: kill, tgkill, pidfd_send_signal, ptrace, prlimit64,
+        sched_setaffinity, setpriority...): its ``pid`` arguments (0: the
+        caller, or for ``kill`` its process group), the process behind its
+        pidfd (``/proc/PID/fdinfo/N``), the members of the process group it
+        names (``kill(-PGRP)``, ``setpriority(PRIO_PGRP, ...)``).  None when it
+        names every process, a user's processes, an empty group or what cannot
+        be known (a ``/proc/PID`` directory fd, a replayed event): deny then."""
         if self.spec is None or self.replay:
             return None
-        pids = [_s32(self.num(i)) for i, k in enumerate(self.spec.args) if k == "pid"]
-        if not pids and self.spec.args[:1] == ("fd",) and "process-access" in self.spec.classes:
+        kinds = self.spec.args
+        group_kill = "signal-group" in self.spec.classes
+        out: list[int] = []
+        for i, k in enumerate(kinds):
+            if k == "pid":
+                got = self._pid_target(_s32(self.num(i)), group_kill)
+            elif k in _WHICH_WHO and i + 1 < len(kinds):
+                got = self._who_target(_WHICH_WHO[k].get(self.num(i)), _s32(self.num(i + 1)))
+            else:
+                continue
+            if got is None:
+                return None
+            out += got
+        if not out and kinds[:1] == ("fd",) and "process-access" in self.spec.classes:
             pid = _pidfd_pid(self.pid, self.tid, self.num(0))
-            pids = [pid] if pid is not None else []
-        return pids if pids and min(pids) > 0 else None
+            out = [pid] if pid is not None else []
+        return out or None
+
+    def _pid_target(self, pid: int, group_kill: bool) -> list[int] | None:
+        """A ``pid`` argument as the processes it names: kill's 0 and -PGRP
+        are groups, its -1 everything; elsewhere 0 is the caller itself."""
+        if pid > 0:
+            return [pid]
+        if group_kill:
+            return None if pid == -1 else self._who_target("group", -pid)
+        return [self.tid] if pid == 0 else None
+
+    def _who_target(self, what: str | None, who: int) -> list[int] | None:
+        """setpriority/ioprio_set's ``which, who``: a process (0: the caller)
+        or a process group (0: the caller's); a user's processes: None."""
+        if what == "process" and who >= 0:
+            return [who or self.tid]
+        if what == "group" and who >= 0:
+            try:
+                return group_members(who or os.getpgid(self.pid)) or None
+            except OSError:  # the caller is gone
+                return None
+        return None
 
     def resolve_path(self, i: int, *, follow: bool | None = None) -> str | None:
         """The absolute path argument ``i`` reaches, as the kernel would look it

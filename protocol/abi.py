@@ -11,7 +11,7 @@ Each call also carries its *classes*: strace's (``file``, ``desc``,
 ``clock``, ``stat``, ``lstat``, ``fstat``, ``statfs``, ``fstatfs``, ``pure``)
 and brokerd's own (``open``, ``fs-read``, ``fs-write``, ``fd-write``,
 ``link``, ``mknod``, ``signal-send``, ``signal-group``, ``process-access``,
-``remap``), so policies, the guard and ``-e trace=%CLASS`` select calls by
+``process-control``, ``remap``), so policies, the guard and ``-e trace=%CLASS`` select calls by
 what they do instead of keeping their own lists (:func:`names_in`).
 """
 

@@ -380,6 +380,7 @@ _SETS: list[FlagSet] = [
                             "EFD_CLOEXEC": 0o2000000}),
     _enum("itimer_which", {"ITIMER_REAL": 0, "ITIMER_VIRTUAL": 1, "ITIMER_PROF": 2}),
     _enum("priority_which", {"PRIO_PROCESS": 0, "PRIO_PGRP": 1, "PRIO_USER": 2}),
+    _enum("ioprio_which", {"IOPRIO_WHO_PROCESS": 1, "IOPRIO_WHO_PGRP": 2, "IOPRIO_WHO_USER": 3}),
     _bits("flock_op", {"LOCK_SH": 1, "LOCK_EX": 2, "LOCK_NB": 4, "LOCK_UN": 8,
                        "LOCK_MAND": 32, "LOCK_READ": 64, "LOCK_WRITE": 128}),
     _bits("getrandom_flags", {"GRND_NONBLOCK": 1, "GRND_RANDOM": 2, "GRND_INSECURE": 4}),

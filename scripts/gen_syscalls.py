@@ -336,8 +336,8 @@ waitid: waitid_which, pid, ptr, wait_options, ptr
 add_key: str, str, inbuf:3, ulong, int
 request_key: str, str, str, int
 keyctl: int, hex, hex, hex, hex -> long
-ioprio_set: int, int, int
-ioprio_get: int, int
+ioprio_set: ioprio_which, int, int
+ioprio_get: ioprio_which, int
 inotify_init: -> fd
 inotify_add_watch: fd, path, inotify_mask
 inotify_rm_watch: fd, int
@@ -642,10 +642,18 @@ LISTED_CLASSES: dict[str, str] = {
     # a pid <= 0 means a process group or every process
     "signal-group": "kill",
     # reach into another process by pid or pidfd: signal, trace, read or
-    # write its memory, take its descriptors, compare or reap its resources
+    # write its memory, take its descriptors, compare or reap its resources,
+    # read its robust futex list, move its pages, watch it with perf events
+    # (all but the signals, pidfd_open and process_mrelease need ptrace-mode
+    # access, which a Landlock domain refuses outside it)
     "process-access": """kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo pidfd_send_signal
         ptrace process_vm_readv process_vm_writev pidfd_open pidfd_getfd process_madvise
-        process_mrelease kcmp""",
+        process_mrelease kcmp get_robust_list move_pages migrate_pages perf_event_open""",
+    # change another process (named by a pid, or by setpriority's/ioprio_set's
+    # which-who pair): its resource limits, scheduling, CPU affinity, priority,
+    # I/O priority.  The kernel checks only uids: no Landlock domain covers these
+    "process-control": """prlimit64 sched_setaffinity sched_setparam sched_setscheduler
+        sched_setattr setpriority ioprio_set""",
     # may unmap, move or replace existing mappings (the scratch region's)
     "remap": "munmap mremap mmap mmap2 shmat remap_file_pages",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -164,6 +165,47 @@ def test_signals_stay_inside_the_session(holes):
     finally:
         outside.kill()
         outside.wait()
+
+
+def _ioprio(pid: int) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(252, 1, pid)  # ioprio_get(IOPRIO_WHO_PROCESS, pid), x86_64
+
+
+def _process_state(pid: int) -> tuple:
+    """What the calls below could change in process ``pid``."""
+    limits = next(ln for ln in open(f"/proc/{pid}/limits") if ln.startswith("Max open files"))
+    return (limits, os.sched_getaffinity(pid), os.getpriority(os.PRIO_PROCESS, pid),
+            os.sched_getscheduler(pid), _ioprio(pid))
+
+
+PROCESS_OPS = ("prlimit", "affinity", "nice", "sched", "param", "ioprio", "robust")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or os.cpu_count() < 2, reason="as root (same uid as the victim), 2+ CPUs")
+def test_calls_on_other_processes_stay_inside_the_session(holes):
+    """Before: prlimit64, sched_setaffinity and get_robust_list ran unchecked
+    (the box's safe list), so a sandboxed program could change the limits and
+    CPUs of any process of its uid; setpriority, sched_setscheduler/setparam
+    and ioprio_set failed with ENOSYS even on the program itself.  Now each
+    works on the caller (pid 0) and a child in the session, and fails with
+    EPERM on a process outside (and on a group with an outside member); the
+    victim is unchanged.  --no-landlock: the policy's check is all there is
+    (the wall covers only get_robust_list of these)."""
+    run_ops, _ro = holes
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        before = _process_state(victim.pid)
+        ops = [f"{op}:{t}" for t in ("0", "child", str(victim.pid)) for op in PROCESS_OPS]
+        r = run_ops(*ops, f"nice-pgrp:{victim.pid}", opts=("--no-landlock",))
+        want = ([f"{op} ok" for op in PROCESS_OPS] * 2 + [f"{op} EPERM" for op in PROCESS_OPS]
+                + ["nice-pgrp EPERM"])
+        assert r.stdout.splitlines() == want, r.stderr
+        assert _process_state(victim.pid) == before
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 # -- issue #12: a sandbox people can use ----------------------------------------

@@ -160,6 +160,31 @@ def test_unprivileged_program_cannot_reach_its_authorizer(mode, ctl, victim, cpr
     assert not sigfile.exists()
 
 
+PEEK = ("robust", "move_pages", "migrate_pages", "perf")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ptrace_mode_calls_do_not_reach_outside(mode, ctl, victim, cprog):
+    """get_robust_list, move_pages, migrate_pages and perf_event_open need
+    ptrace-mode access, which the wall refuses outside the session.  Before,
+    the guard did not know them: without Landlock they reached the
+    authorizer and any outside process."""
+    authz, pidfile, _ = victim
+    reach = cprog("reach")
+    outside = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        r = ctl(mode, "run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c",
+                f"{reach} peek $(cat {pidfile}); {reach} peek {outside.pid}; exec {reach} peek $$")
+    finally:
+        outside.kill()
+        outside.wait()
+    beyond = {c: "ok" if mode == "opted-out" else "fail EPERM" for c in PEEK}  # --no-landlock: the broker only
+    if mode == "landlock" and os.geteuid() == 0:
+        beyond["perf"] = "ok"  # CAP_PERFMON skips the kernel's ptrace check; the guard (no wall) is stricter
+    want = [f"{c} fail EPERM" for c in PEEK] + [f"{c} {beyond[c]}" for c in PEEK] + [f"{c} ok" for c in PEEK]
+    assert r.stdout.splitlines() == want, r.stderr
+
+
 @pytest.mark.parametrize("mode", ["refused", "opted-out"])
 def test_symlink_into_proc_is_caught_by_the_guard(mode, ctl, victim, cprog, tmp_path):
     authz, pidfile, _ = victim

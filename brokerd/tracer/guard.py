@@ -3,8 +3,9 @@ not signal, stop, ptrace or read the memory of the shim or its authorizers.
 
 The calls that name another process (the tables' ``process-access`` class:
 kill and friends, ptrace, process_vm_readv/writev, pidfd_open, pidfd_getfd,
-pidfd_send_signal, process_madvise, process_mrelease, kcmp) always stop
-(they are rare), and are judged here before any authorizer sees them:
+pidfd_send_signal, process_madvise, process_mrelease, kcmp, get_robust_list,
+move_pages, migrate_pages, perf_event_open) always stop (they are rare), and
+are judged here before any authorizer sees them:
 
 * aimed at a protected process (any of its ``pid`` arguments, or the process
   behind its pidfd): EPERM;

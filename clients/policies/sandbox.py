@@ -34,6 +34,15 @@ syscalls opted in, so that calls added by new kernels are denied by default::
   caller's).  Anything else (a process outside, ``kill(-1)``, ``kill(0)`` or
   ``kill(-PGRP)`` of a group with an outside member, a ``/proc/PID``
   directory used as a pidfd) fails with ``EPERM``.
+* The same for every other call that names a process (the tables'
+  ``process-access`` and ``process-control`` classes) and that the box runs
+  at all: ``prlimit64``, ``sched_setaffinity``, ``sched_setparam``/
+  ``sched_setscheduler``/``sched_setattr``, ``setpriority``, ``ioprio_set``,
+  ``get_robust_list`` act on the caller (pid 0) and its session; aimed
+  outside (another process, a group with an outside member, ``PRIO_USER``)
+  they fail with ``EPERM``.  The Landlock wall already refuses the ones that
+  need ptrace-mode access (``get_robust_list``, ``kcmp``, ``move_pages``...)
+  outside the session; limits, scheduling and priorities it does not cover.
 * Opt-in: the syscalls in :data:`SAFE` (memory, signals, I/O on open
   descriptors, process control...) run unchecked, those in :data:`READ_PATH`
   / :data:`WRITE_PATH` are path-checked; **every other syscall fails with
@@ -94,7 +103,8 @@ futex futex_time64 futex_waitv prctl membarrier getrandom
 clock_gettime clock_gettime64 clock_getres clock_getres_time64 clock_nanosleep
 clock_nanosleep_time64 nanosleep gettimeofday time
 sched_yield sched_getaffinity sched_setaffinity sched_getparam sched_getscheduler
-sched_get_priority_max sched_get_priority_min
+sched_get_priority_max sched_get_priority_min sched_setparam sched_setscheduler sched_setattr
+sched_getattr setpriority ioprio_set ioprio_get
 exit exit_group wait4 waitpid waitid clone clone3 fork vfork
 pipe pipe2 eventfd eventfd2 poll ppoll ppoll_time64 select _newselect pselect6 pselect6_time64
 epoll_create epoll_create1 epoll_ctl epoll_wait epoll_pwait epoll_pwait2
@@ -112,6 +122,8 @@ OPEN = names_in("open") - {"creat"}  # creat: a write by path (WRITE_PATH)
 LINKS = names_in("link")
 MKNOD = names_in("mknod")
 SIGNALS = names_in("signal-send")
+#: calls that name another process: only the caller's session (signals too)
+TARGETED = names_in("process-access") | names_in("process-control")
 TIOCSTI = constant("TIOCSTI")
 AT_EMPTY_PATH = constant("AT_EMPTY_PATH")
 #: the S_IFMT types mknod may create inside the box (no devices)
@@ -179,7 +191,7 @@ def build(argv: Sequence[str]) -> Authorizer:
     # calls that need no look run without a stop (static allow); calls it
     # names nowhere fail with ENOSYS in the kernel filter; the layer settles
     # opens, exec, mkdir, unlink, rename... where the kernel has Landlock
-    traced = OPEN | LINKS | MKNOD | READ_PATH | WRITE_PATH | FD_WRITE | SIGNALS | CHECKED_SAFE
+    traced = OPEN | LINKS | MKNOD | READ_PATH | WRITE_PATH | FD_WRITE | SIGNALS | CHECKED_SAFE | (TARGETED & safe)
     az = Authorizer("sandbox", trace=traced, allow=(safe - traced) & all_names(), unknown="deny:ENOSYS",
                     layer=_layer(rw, ro_only, a.hide_outside))
 
@@ -226,7 +238,7 @@ def build(argv: Sequence[str]) -> Authorizer:
             return judge(call, call.path_args(), False)
         if name in FD_WRITE:
             return _fd_write(call, rw, denial)
-        if name in SIGNALS:
+        if name in SIGNALS or name in TARGETED and name in safe:
             return cont_reply if _same_session(call) else skip_fail(errno.EPERM)
         if name in safe:
             if name == "ioctl" and call.num(1) & 0xFFFFFFFF == TIOCSTI:
@@ -258,39 +270,13 @@ def _harmless_node(call: Syscall) -> bool:
 
 
 def _same_session(call: Syscall) -> bool:
-    """Does a signal go only to processes of the caller's session, i.e.
-    traced by the same broker?  (A group, everything or an unknown target:
-    no.)  Under ptrace the caller's tracer is the session's shim."""
+    """Does a call that names processes (a signal, prlimit64, setpriority...)
+    reach only processes of the caller's session, i.e. traced by the same
+    broker?  (Every process, a user's, an unknown target: no.)  Under ptrace
+    the caller's tracer is the session's shim."""
     targets = call.target_pids()
-    if targets is None:
-        return _group_in_session(call)
     mine = tracer_of(call.tid)
-    return bool(mine) and all(tracer_of(t) == mine for t in targets)
-
-
-def _group_in_session(call: Syscall) -> bool:
-    """kill(0, sig) / kill(-PGRP, sig): every member of the group is a tracee
-    of this session; kill(-1) (every process) never is."""
-    if call.name not in names_in("signal-group") or call.replay:
-        return False
-    pid = call.num(0)
-    pid = pid - (1 << 32) if pid & 0x80000000 else pid
-    mine = tracer_of(call.tid)
-    if pid == -1 or not mine:
-        return False
-    try:
-        pgrp = os.getpgid(call.pid) if pid == 0 else -pid
-        members = [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _pgid(p) == pgrp]
-    except OSError:
-        return False
-    return bool(members) and all(tracer_of(p) == mine for p in members)
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
+    return targets is not None and bool(mine) and all(tracer_of(t) == mine for t in targets)
 
 
 def _new_namespace(call: Syscall) -> bool:

@@ -9,10 +9,13 @@
  *   reach setown PID PATH      F_SETOWN(PID) + O_ASYNC on a pipe, make it readable (SIGIO to PID),
  *                              then open PATH (a judged call: the authorizer has seen its SIGIO by then)
  *   reach via LINK             open LINK (e.g. a symlink to /proc/PID/mem) read-write
+ *   reach peek PID             get_robust_list, move_pages (status only), migrate_pages (node 0 to
+ *                              node 0) and perf_event_open (a software clock) on PID: one line each
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/perf_event.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -98,6 +101,20 @@ int main(int argc, char **argv) {
             return 0;
         }
         report("pidfd", syscall(SYS_pidfd_send_signal, dfd, SIGCONT, NULL, 0));
+        return 0;
+    }
+    if (!strcmp(mode, "peek")) {
+        /* calls that need ptrace-mode access to PID (a Landlock domain refuses them outside) */
+        void *head;
+        size_t len;
+        report("robust", syscall(SYS_get_robust_list, pid, &head, &len));
+        report("move_pages", syscall(SYS_move_pages, pid, 0UL, NULL, NULL, NULL, 0));
+        unsigned long nodes = 1;
+        report("migrate_pages", syscall(SYS_migrate_pages, pid, 8 * sizeof nodes, &nodes, &nodes));
+        struct perf_event_attr attr = {.type = PERF_TYPE_SOFTWARE, .size = sizeof attr,
+                                       .config = PERF_COUNT_SW_CPU_CLOCK, .disabled = 1,
+                                       .exclude_kernel = 1, .exclude_hv = 1};
+        report("perf", syscall(SYS_perf_event_open, &attr, pid, -1, -1, 0UL));
         return 0;
     }
     if (!strcmp(mode, "setown") && argc > 3) {
