@@ -140,6 +140,39 @@ def test_sigio_does_not_reach_an_authorizer(mode, ctl, victim, cprog):
     assert not sigfile.exists(), "the authorizer got SIGIO from the traced program"
 
 
+@pytest.mark.parametrize("how", ["setown-ex", "fiosetown", "siocspgrp"])
+@pytest.mark.parametrize("mode", MODES)
+def test_other_owner_commands_do_not_send_sigio_to_an_authorizer(mode, how, ctl, victim, cprog):
+    """F_SETOWN_EX, and a socket's ioctl(FIOSETOWN/SIOCSPGRP), choose who gets
+    SIGIO too.  Before, the guard knew only fcntl: without Landlock the ioctls
+    made the authorizer the owner and it got SIGIO."""
+    authz, pidfile, sigfile = victim
+    r = ctl(mode, "run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c",
+            f'exec {cprog("reach")} {how} $(cat {pidfile}) /etc/hostname')
+    verdict = "ok" if mode == "landlock" else "fail EPERM"  # the wall: set, but the kernel drops the SIGIO
+    assert r.stdout == f"{how} {verdict}\nopen fail EACCES\n", r.stderr
+    assert not sigfile.exists(), "the authorizer got SIGIO from the traced program"
+
+
+@pytest.mark.parametrize("stable", ["copy", "no-stable-args"])
+def test_owner_flipped_in_memory_after_the_check_never_wins(stable, ctl, victim, cprog):
+    """F_SETOWN_EX and FIOSETOWN read the owner from memory: a thread flips
+    it between the program itself and the authorizer while the main thread
+    sets it 2000 times each way.  The guard judges a read-only copy the call
+    then uses: never won.  Without the copy (--no-stable-args, the user's
+    unsafe choice) the flip wins, which shows the test can see the race."""
+    authz, pidfile, sigfile = victim
+    opts = ("--no-stable-args",) if stable == "no-stable-args" else ()
+    r = ctl("opted-out", "run", *opts, "-e", "trace=openat", "-a", authz, "--", "sh", "-c",
+            f'exec {cprog("reach")} ownrace $(cat {pidfile})')
+    lines = r.stdout.splitlines()
+    assert [ln.split()[1] for ln in lines] == ["F_SETOWN_EX", "FIOSETOWN"], r.stderr
+    if stable == "copy":
+        assert lines == ["ownrace F_SETOWN_EX never", "ownrace FIOSETOWN never"], r.stderr
+    else:
+        assert any("won" in ln for ln in lines), r.stdout
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_unprivileged_program_cannot_reach_its_authorizer(mode, ctl, victim, cprog):
     if not os.path.exists(OTHER_PY):

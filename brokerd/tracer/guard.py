@@ -34,8 +34,12 @@ domain would close:
   exit stop on what the kernel really opened (a ``/proc`` entry of such a
   process, or an anonymous pipe no process of the session holds), which is
   closed again and fails with EACCES;
-* ``F_SETOWN``/``F_SETOWN_EX`` naming a protected process (SIGIO to it),
-  where the kernel has no Landlock signal scope (ABI < 6).
+* the owner commands that choose who gets SIGIO/SIGURG (``fcntl``'s
+  ``F_SETOWN``/``F_SETOWN_EX``, a socket's ``ioctl(FIOSETOWN/SIOCSPGRP)``)
+  naming a protected process, where the kernel has no Landlock signal scope
+  (ABI < 6).  The owner of ``F_SETOWN_EX`` and the ioctls is in memory: the
+  shim judges it on a read-only copy (:data:`OWNER_MEMORY`), so another
+  thread cannot change it after the check.
 """
 
 from __future__ import annotations
@@ -79,12 +83,41 @@ def _open_args() -> dict[str, tuple[int | None, int]]:
 #: opens checked when no Landlock domain walls the session in: name -> (dirfd index or None, path index)
 PROC_OPENS = _open_args()
 PROC_OPEN_CALLS = frozenset(PROC_OPENS)
-#: fcntl commands that choose who gets SIGIO (checked without Landlock's signal scope)
+#: commands that choose who gets SIGIO (checked without Landlock's signal scope)
 F_SETOWN, F_SETOWN_EX = 8, 15
+FIOSETOWN, SIOCSPGRP = 0x8901, 0x8902
 F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP = 0, 1, 2
-OWNER_CALLS = frozenset({"fcntl", "fcntl64"})
-#: the bit the filter tests to stop only fcntl's owner commands (F_SETOWN 8, F_SETOWN_EX 15)
-OWNER_CMD_BIT = 8
+#: the command kind (argument 1) -> its owner commands -> how the owner is given:
+#: ``value`` (argument 2; negative: a process group), ``int`` (an int argument 2
+#: points to, the same meaning), ``owner_ex`` (a struct f_owner_ex it points to)
+OWNER_COMMANDS: dict[str, dict[int, str]] = {
+    "fcntl_cmd": {F_SETOWN: "value", F_SETOWN_EX: "owner_ex"},
+    "ioctl_req": {FIOSETOWN: "int", SIOCSPGRP: "int"},
+}
+#: bytes behind argument 2 of the memory forms
+OWNER_MEMORY = {"int": 4, "owner_ex": 8}
+
+
+def _owner_kinds() -> dict[str, str]:
+    """Call name -> the kind of its argument 1 where that names owner commands (the tables' kinds)."""
+    return {name: spec.args[1] for abi in ABIS.values() for name, spec in abi.by_name.items()
+            if len(spec.args) > 2 and spec.args[1] in OWNER_COMMANDS}
+
+
+OWNER_KIND = _owner_kinds()
+OWNER_BY_CALL = {name: OWNER_COMMANDS[kind] for name, kind in OWNER_KIND.items()}
+OWNER_CALLS = frozenset(OWNER_BY_CALL)
+#: a bit the filter tests to stop only the owner commands, where one bit is
+#: set in all of them (F_SETOWN 8, F_SETOWN_EX 15) and in few others; the
+#: other kinds stop on each command's value
+OWNER_CMD_BIT = {"fcntl_cmd": 8}
+
+
+def owner_form(name: str, raw: tuple[int, ...]) -> str | None:
+    """How an owner command gives its owner (``value``, ``int``, ``owner_ex``),
+    None when the call sets no owner.  Commands are 32-bit (the kernel's
+    ``unsigned int cmd``), whatever the register's high half says."""
+    return OWNER_BY_CALL.get(name, {}).get(raw[1] & 0xFFFFFFFF) if len(raw) > 2 else None
 
 
 @dataclass(frozen=True)
@@ -163,7 +196,7 @@ class Guard:
         if target is not None:
             return self._judge_target(name, target, raw, caller_tid, caller_tgid)
         if name in OWNER_CALLS:
-            return self._judge_owner(raw, caller_tid) if self.owner_checks else None
+            return self._judge_owner(name, raw, caller_tid) if self.owner_checks else None
         if name in PROC_OPENS:
             return self._judge_open(name, raw, caller_tid, caller_tgid) if self.proc_checks else None
         return None
@@ -184,19 +217,14 @@ class Guard:
         hit = any(p > 0 and self._outside(p, emulated) for p in pids)
         return ("deny", E.EPERM) if hit else None
 
-    def _judge_owner(self, raw: tuple[int, ...], tid: int) -> tuple[str, int] | None:
-        cmd, arg = _s32(raw[1]), raw[2]
-        if cmd == F_SETOWN:
-            who = _s32(arg)
-            kind = F_OWNER_PID if who >= 0 else F_OWNER_PGRP
-            who = abs(who)
-        elif cmd == F_SETOWN_EX:
-            try:  # struct f_owner_ex {int type; pid_t pid;}
-                kind, who = struct.unpack("=ii", _read(tid, arg, 8))
-            except (OSError, struct.error):
-                return None  # the kernel answers EFAULT itself
-        else:
+    def _judge_owner(self, name: str, raw: tuple[int, ...], tid: int) -> tuple[str, int] | None:
+        form = owner_form(name, raw)
+        if form is None:
             return None
+        try:
+            kind, who = _owner_of(form, raw[2], tid)
+        except (OSError, struct.error):
+            return None  # the kernel answers EFAULT itself
         if who <= 0:
             return None
         members = self._pgrp_members(who) if kind == F_OWNER_PGRP else [who]
@@ -280,6 +308,15 @@ class Guard:
             if st is not None and st[0] == pgrp:
                 out.append(p)
         return out
+
+
+def _owner_of(form: str, arg: int, tid: int) -> tuple[int, int]:
+    """(F_OWNER_* kind, pid or group) an owner command names."""
+    if form == "owner_ex":  # struct f_owner_ex {int type; pid_t pid;}
+        kind, who = struct.unpack("=ii", _read(tid, arg, OWNER_MEMORY[form]))
+        return kind, who
+    who = _s32(arg) if form == "value" else struct.unpack("=i", _read(tid, arg, OWNER_MEMORY[form]))[0]
+    return (F_OWNER_PID, who) if who >= 0 else (F_OWNER_PGRP, -who)
 
 
 def _all_pids() -> list[int]:

@@ -76,12 +76,15 @@ class FlagTest:
 class ArgEquals:
     """An action that depends on one whole 64-bit argument: ``hit`` when
     ``args[arg] == value``, else ``miss`` (the launched child's hand-over of
-    its listener carries a session nonce in an argument the call ignores)."""
+    its listener carries a session nonce in an argument the call ignores).
+    ``low32``: compare the low 32 bits only, for arguments the kernel takes
+    as 32-bit (an ioctl's command), whatever the register's high half holds."""
 
     arg: int
     value: int
     hit: int | ArgEquals  # another test: i386's two 32-bit halves of a nonce
-    miss: int
+    miss: int | ArgEquals  # another test: a second value
+    low32: bool = False
 
 
 #: what the filter does for one number: a return value, or a test on an argument
@@ -183,9 +186,10 @@ def _tree(prog: _Program, runs: list[tuple[int, int, Action]], leaves: dict[int,
         if isinstance(action, ArgEquals):
             hit = _tree(prog, [(0, 0, action.hit)], leaves)
             miss = _tree(prog, [(0, 0, action.miss)], leaves)
-            prog.cond(_JMP_JEQ_K, action.value >> 32, hit, miss)
-            high = prog.emit(_insn(_LD_W_ABS, 0, 0, 16 + 8 * action.arg + 4))
-            prog.cond(_JMP_JEQ_K, action.value & 0xFFFFFFFF, high, miss)
+            if not action.low32:
+                prog.cond(_JMP_JEQ_K, action.value >> 32, hit, miss)
+                hit = prog.emit(_insn(_LD_W_ABS, 0, 0, 16 + 8 * action.arg + 4))
+            prog.cond(_JMP_JEQ_K, action.value & 0xFFFFFFFF, hit, miss)
             return prog.emit(_insn(_LD_W_ABS, 0, 0, 16 + 8 * action.arg))
         if action not in leaves or prog.dist(leaves[action]) > 255:
             leaves[action] = prog.ret(action)

@@ -75,7 +75,17 @@ from brokerd.protocol.types import (
 from . import landlock, scratch, seccomp
 from . import layers as kernel_layers
 from . import ptrace as pt
-from .guard import GUARDED, OWNER_CALLS, OWNER_CMD_BIT, PROC_OPEN_CALLS, Guard
+from .guard import (
+    GUARDED,
+    OWNER_BY_CALL,
+    OWNER_CALLS,
+    OWNER_CMD_BIT,
+    OWNER_KIND,
+    OWNER_MEMORY,
+    PROC_OPEN_CALLS,
+    Guard,
+    owner_form,
+)
 from .kernel import missing_features
 from .procfs import tgid_of
 from .resolve import resolve
@@ -509,8 +519,20 @@ class Shim:
         if name == "userfaultfd":  # only the user-mode kind: see UFFD_USER_MODE_ONLY
             return seccomp.FlagTest(0, UFFD_USER_MODE_ONLY, action, seccomp.ret_errno(E.EPERM))
         if name in OWNER_CALLS and self.guard.owner_checks and action == seccomp.RET_ALLOW:
-            return seccomp.FlagTest(1, OWNER_CMD_BIT, stop, action)
+            return self._owner_rule(name, stop, action)
         return action
+
+    @staticmethod
+    def _owner_rule(name: str, stop: int, action: int) -> seccomp.Action:
+        """Stop only an owner call's owner commands: fcntl's F_SETOWN(_EX)
+        by a bit, ioctl's FIOSETOWN/SIOCSPGRP by their (32-bit) values."""
+        bit = OWNER_CMD_BIT.get(OWNER_KIND[name])
+        if bit is not None:
+            return seccomp.FlagTest(1, bit, stop, action)
+        rule: int | seccomp.ArgEquals = action
+        for cmd in sorted(OWNER_BY_CALL[name]):
+            rule = seccomp.ArgEquals(1, cmd, stop, rule, low32=True)
+        return rule
 
     # ------------------------------------------------------------------
     # launch
@@ -1063,6 +1085,10 @@ class Shim:
             rawargs = self._stable_clone3(t, abi, rawargs)
             if rawargs is None:
                 return  # the region is being made (the call comes back), or it failed
+        elif spec.name in OWNER_CALLS and self._copies_clone3 and self.guard.owner_checks:
+            rawargs = self._stable_owner(t, abi, spec.name, rawargs)
+            if rawargs is None:
+                return  # answered, or the region is being made (the call comes back)
         elif spec.name in REGION_CALLS and t.tgid in self._regions:
             mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
             if self._hits_region(t, spec.name, tuple(a & mask for a in rawargs)):
@@ -1267,11 +1293,38 @@ class Shim:
         authorizers are shown) at the copy.  Returns the new arguments, or
         None when the call was answered or a region is being injected."""
         mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
-        addr, size = rawargs[0] & mask, rawargs[1] & mask
+        size = rawargs[1] & mask
         if size not in CLONE_ARGS_SIZES:
             return rawargs  # EINVAL/E2BIG from the kernel, as natively; size is a register
+
+        def untraced(blob: bytearray) -> None:
+            flags = int.from_bytes(blob[:8], "little") & ~CLONE_UNTRACED
+            blob[:8] = flags.to_bytes(8, "little")
+
+        # no free slot (every one held by a live thread): libc falls back to clone
+        return self._stable_copy(t, abi, "clone3", rawargs, 0, size, E.ENOSYS, untraced)
+
+    def _stable_owner(self, t: _Thread, abi: Abi, name: str, rawargs):
+        """An owner command whose owner is in memory (F_SETOWN_EX, a socket's
+        FIOSETOWN/SIOCSPGRP): the guard judges a read-only copy the call then
+        uses, so another thread cannot name another process after the check."""
+        form = owner_form(name, rawargs)
+        if form not in OWNER_MEMORY:
+            return rawargs
+        return self._stable_copy(t, abi, name, rawargs, 2, OWNER_MEMORY[form], E.EAGAIN)
+
+    def _stable_copy(self, t: _Thread, abi: Abi, name: str, rawargs, argi: int, size: int, no_slot: int,
+                     patch: Callable[[bytearray], None] | None = None):
+        """Copy the ``size`` bytes argument ``argi`` points to once into the
+        thread's read-only scratch slot (``patch`` may change the copy) and
+        point the call at it.  Returns the new arguments, or None when the
+        call was answered (EFAULT as natively for unreadable memory,
+        ``no_slot`` when every slot is held) or a region is being injected
+        (the call then stops again and is copied)."""
+        mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
+        addr = rawargs[argi] & mask
         region = self._regions.get(t.tgid)
-        if region is None:  # made first; the call then stops again and is copied
+        if region is None:
             t.abi = abi
             self._inject_region(t, pt.getregs(t.tid, self._regs), None)
             return None
@@ -1281,20 +1334,20 @@ class Shim:
             blob = bytearray()
         if len(blob) != size:  # natively the kernel's copy faults too
             t.raw = ()
-            self._apply_entry(t, Decision("skip-fail", Call("clone3"), E.EFAULT))
+            self._apply_entry(t, Decision("skip-fail", Call(name), E.EFAULT))
             return None
-        flags = int.from_bytes(blob[:8], "little") & ~CLONE_UNTRACED
-        blob[:8] = flags.to_bytes(8, "little")
+        if patch is not None:
+            patch(blob)
         where = region.reserve(t.tid, [size])
-        if where is None:  # every slot held by a live thread: libc falls back to clone
+        if where is None:
             t.raw = ()
-            self._apply_entry(t, Decision("skip-fail", Call("clone3"), E.ENOSYS))
+            self._apply_entry(t, Decision("skip-fail", Call(name), no_slot))
             return None
         region.write(where[0], bytes(blob))
         regs = pt.getregs(t.tid, self._regs)
-        setattr(regs, (ARG_REGS_32 if abi.name == "i386" else ARG_REGS_64)[0], where[0])
+        setattr(regs, (ARG_REGS_32 if abi.name == "i386" else ARG_REGS_64)[argi], where[0])
         pt.setregs(t.tid, regs)
-        return (where[0], *tuple(rawargs)[1:])
+        return tuple(where[0] if i == argi else a for i, a in enumerate(rawargs))
 
     def _advance_entry(self, t: _Thread, walk: EntryWalk) -> None:
         nxt = walk.next()

@@ -9,6 +9,12 @@
  *   reach setown PID PATH      F_SETOWN(PID) + O_ASYNC on a pipe, make it readable (SIGIO to PID),
  *                              then open PATH (a judged call: the authorizer has seen its SIGIO by then)
  *   reach via LINK             open LINK (e.g. a symlink to /proc/PID/mem) read-write
+ *   reach setown-ex PID PATH   the same with F_SETOWN_EX (F_OWNER_PID)
+ *   reach fiosetown PID PATH   the same on a socket with ioctl(FIOSETOWN)
+ *   reach siocspgrp PID PATH   the same on a socket with ioctl(SIOCSPGRP), high bits set in the command
+ *   reach ownrace PID          a thread flips the owner in memory between the caller and PID while
+ *                              F_SETOWN_EX and ioctl(FIOSETOWN) name it 2000 times each; prints
+ *                              "ownrace WHAT won N" (times PID became the owner) or "ownrace WHAT never"
  *   reach peek PID             get_robust_list, move_pages (status only), migrate_pages (node 0 to
  *                              node 0) and perf_event_open (a software clock) on PID: one line each
  */
@@ -21,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -56,6 +64,63 @@ static void *injector(void *arg) {
         usleep(500);
     }
     return NULL;
+}
+
+/* SIGIO to PID through fd's owner, set by MODE; then a judged open of PATH */
+static int sigio_to(const char *mode, int pid, const char *path) {
+    int p[2];
+    int sock = strcmp(mode, "setown") && strcmp(mode, "setown-ex");
+    if ((sock ? socketpair(AF_UNIX, SOCK_STREAM, 0, p) : pipe(p)) < 0)
+        return 1;
+    long r;
+    if (!strcmp(mode, "setown")) {
+        r = fcntl(p[0], F_SETOWN, pid);
+    } else if (!strcmp(mode, "setown-ex")) {
+        struct f_owner_ex ex = {F_OWNER_PID, pid};
+        r = fcntl(p[0], F_SETOWN_EX, &ex);
+    } else {
+        /* siocspgrp: garbage in the register's high half, which the kernel ignores (cmd is 32-bit) */
+        unsigned long cmd = !strcmp(mode, "fiosetown") ? FIOSETOWN : 0xdead00000000UL | SIOCSPGRP;
+        r = syscall(SYS_ioctl, p[0], cmd, &pid);
+    }
+    report(mode, r);
+    fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_ASYNC);
+    if (write(p[1], "x", 1) != 1) /* readable: SIGIO to the owner */
+        return 1;
+    report("open", open(path, O_RDONLY));
+    return 0;
+}
+
+static volatile int race_stop;
+static volatile struct f_owner_ex race_ex;
+static volatile int race_pid;
+static int race_target, race_self;
+
+static void *flipper(void *arg) {
+    (void)arg;
+    while (!race_stop) {
+        race_ex.pid = race_target;
+        race_pid = race_target;
+        race_ex.pid = race_self;
+        race_pid = race_self;
+    }
+    return NULL;
+}
+
+/* how many of n owner commands on fd made `target` the owner */
+static int owner_race(int fd, int ioctl_form, int target, int n) {
+    int won = 0;
+    for (int i = 0; i < n; i++) {
+        if (ioctl_form)
+            ioctl(fd, FIOSETOWN, (int *)&race_pid);
+        else
+            fcntl(fd, F_SETOWN_EX, (struct f_owner_ex *)&race_ex);
+        struct f_owner_ex now;
+        if (fcntl(fd, F_GETOWN_EX, &now) == 0 && now.pid == target)
+            won++;
+        fcntl(fd, F_SETOWN, race_self); /* back to the caller */
+    }
+    return won;
 }
 
 int main(int argc, char **argv) {
@@ -117,16 +182,31 @@ int main(int argc, char **argv) {
         report("perf", syscall(SYS_perf_event_open, &attr, pid, -1, -1, 0UL));
         return 0;
     }
-    if (!strcmp(mode, "setown") && argc > 3) {
+    if ((!strcmp(mode, "setown") || !strcmp(mode, "setown-ex") || !strcmp(mode, "fiosetown")
+         || !strcmp(mode, "siocspgrp")) && argc > 3)
+        return sigio_to(mode, pid, argv[3]);
+    if (!strcmp(mode, "ownrace")) {
         int p[2];
-        if (pipe(p) < 0)
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, p) < 0)
             return 1;
-        long r = fcntl(p[0], F_SETOWN, pid);
-        report("setown", r);
-        fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_ASYNC);
-        if (write(p[1], "x", 1) != 1) /* readable: SIGIO to the owner */
-            return 1;
-        report("open", open(argv[3], O_RDONLY));
+        race_target = pid;
+        race_self = getpid();
+        race_ex.type = F_OWNER_PID;
+        race_ex.pid = race_self;
+        race_pid = race_self;
+        pthread_t t;
+        pthread_create(&t, NULL, flipper, NULL);
+        int won_ex = owner_race(p[0], 0, pid, 2000), won_ioctl = owner_race(p[0], 1, pid, 2000);
+        race_stop = 1;
+        pthread_join(t, NULL);
+        const char *what[] = {"F_SETOWN_EX", "FIOSETOWN"};
+        int won[] = {won_ex, won_ioctl};
+        for (int i = 0; i < 2; i++) {
+            if (won[i])
+                printf("ownrace %s won %d\n", what[i], won[i]);
+            else
+                printf("ownrace %s never\n", what[i]);
+        }
         return 0;
     }
     return 2;
