@@ -53,7 +53,7 @@ import stat
 import sys
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from brokerd.protocol import codec
@@ -98,7 +98,7 @@ __all__ = [
     "Authorizer", "Session", "Syscall", "SysResult", "SignalInfo", "SockAddr",
     "cont", "step", "kill", "skip_fail", "skip_ok", "ok", "fail", "rewrite", "deliver",
     "suppress", "deny", "with_sets", "resolve_path", "to_reply", "opens_for_writing", "path_under",
-    "kernel_layer",
+    "kernel_layer", "cached",
 ]
 
 # ---------------------------------------------------------------------------
@@ -196,7 +196,17 @@ def suppress() -> Reply:
 
 def with_sets(reply: Reply, *sets: SetSpec) -> Reply:
     """``reply`` plus ``set ARGN "bytes"`` clauses (ARGN 1-based): ``with_sets(ok(0), (1, b"\\0" * 4))``."""
-    return Reply(reply.verdict, reply.id, reply.sets + _sets(sets))
+    return replace(reply, sets=reply.sets + _sets(sets))
+
+
+def cached(verdict: object) -> Reply:
+    """``verdict`` marked ``; cache`` (PROTOCOL.md 6.3a): the broker gives the
+    same answer to the same call (syscall, decoded arguments, resolved paths)
+    for the rest of the session without asking again.  Only for an answer
+    that depends on nothing else (not on time, a counter or the pid), to a
+    call at entry: ``return cached(skip_fail("EACCES"))``.  A ``step`` is
+    never cached (its result must come back to the handler that chose it)."""
+    return replace(to_reply(verdict), cache=True)
 
 
 _VERDICT_TYPES = (Cont, Step, Kill, SkipFail, SkipOk, Rewrite, Deliver, Suppress, Ok, Fail)
@@ -1260,9 +1270,9 @@ class Session:
 
     def _reply(self, eid: int, r: Reply) -> bytes:
         if self.mode == "hello":
-            r = Reply(r.verdict, eid, r.sets)
+            r = replace(r, id=eid)
         elif r.id is not None:
-            r = Reply(r.verdict, None, r.sets)
+            r = replace(r, id=None)
         return codec.format_reply(r)
 
     def _answer(self, job: _Job, result: object) -> bytes:
@@ -1287,7 +1297,9 @@ class Session:
                     reply = Reply(Step(), reply.id, reply.sets)  # someone wants the result
                 if isinstance(reply.verdict, Step) and name not in _NO_RETURN:
                     self._pending[eid] = job.arg  # type: ignore[assignment]
-            return Reply(reply.verdict, eid, reply.sets)
+            # ``; cache`` only where it means something: an answer at entry that is no step
+            keep = reply.cache and job.kind == "entry" and not isinstance(reply.verdict, Step)
+            return Reply(reply.verdict, eid, reply.sets, keep)
         except (ValueError, TypeError, ProtocolError) as e:
             self.az._log(f"bad verdict from the handler of {_what(job)}: {e}")
             return Reply(self._safe(job).verdict, eid, self._safe(job).sets)

@@ -221,3 +221,28 @@ def test_library_authorizer_end_to_end(cprog, authz):
 def test_bad_usage_raises(bad):
     with pytest.raises(ValueError):
         eval(bad, {"Authorizer": Authorizer})
+
+
+def test_cached_marks_only_entry_answers_that_are_no_step():
+    from brokerd.clients.authorizer import cached
+
+    az = Authorizer("c")
+
+    @az.on("openat")
+    def openat(call):
+        return cached(skip_fail("EACCES"))
+
+    @az.on("getuid")
+    def getuid(call):
+        return cached(step())
+
+    @az.on_result("getuid")
+    def result(ret):
+        return cached(ok(0))
+
+    s = az.session()
+    s.feed(GREETING)
+    assert s.feed(b'hello 1 role=broker\n') == b""
+    assert s.feed(b'syscall 3 9 9 x86_64 openat AT_FDCWD, "/x", O_RDONLY, 00\n') == b"3 skip-fail EACCES ; cache\n"
+    assert s.feed(b"syscall 4 9 9 x86_64 getuid\n") == b"4 step\n"  # its result comes back to the handler
+    assert s.feed(b"sysret 4 9 9 x86_64 getuid ok 5\n") == b"4 ok 0\n"
