@@ -42,6 +42,22 @@ def test_audit_narrowed_shell_pipeline(tmp_path):
     assert [x["event"].split('"')[1] for x in recs if x.get("proc") == "exec"] == [os.path.realpath("/bin/sh"), os.path.realpath(shutil.which("tr"))]
 
 
+def test_audit_logs_a_fork_with_the_child_it_made(tmp_path):
+    """A stepped clone/fork's result now reaches authorizers: the journal
+    records the child's pid as its result (before: logged at entry with
+    "result": null), the pid the following proc fork/clone line names."""
+    log = tmp_path / "a.jsonl"
+    r = brokerctl("run", "--policy", f"audit:{log},--trace=clone+clone3+fork+vfork", "--",
+                  "sh", "-c", "/bin/true & wait; /bin/true")
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    made = [x for x in recs if x.get("name") in ("clone", "clone3", "fork", "vfork")]
+    children = {x["event"].split()[-1] for x in recs if x.get("proc") in ("fork", "vfork", "clone")}
+    assert len(made) >= 2, recs
+    assert all(x["result"] is not None and x["result"].startswith("ok ") for x in made), made
+    assert {x["result"].split()[1] for x in made} <= children
+
+
 # -- fakeid -----------------------------------------------------------------
 
 def test_fakeid_default_zero_and_given_ids(progs):  # noqa: F811

@@ -69,17 +69,21 @@ def peercred(sock: socket.socket) -> tuple[int, int, int]:
     return struct.unpack("3i", raw)
 
 
+#: attribute lists borrow the hello line's syntax: this is its head
+_HELLO = f"hello {VERSION}"
+
+
 def format_attrs(pairs: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> str:
     """``KEY=VALUE ...`` in hello syntax (values quoted when they must be)."""
     line = codec.format_event(Hello((VERSION,), tuple(pairs))).decode("ascii").rstrip("\n")
-    return line[len("hello 1"):].lstrip(" ")
+    return line[len(_HELLO):].lstrip(" ")
 
 
 def parse_attrs(text: str | bytes) -> dict[str, str]:
     """The inverse of :func:`format_attrs`; raises ProtocolError."""
     if isinstance(text, bytes):
         text = text.decode("ascii", "replace")
-    parsed = codec.parse_event("hello 1 " + text if text.strip() else "hello 1")
+    parsed = codec.parse_event(f"{_HELLO} {text}" if text.strip() else _HELLO)
     assert isinstance(parsed, Hello)
     return dict(parsed.attrs)
 
@@ -93,7 +97,7 @@ def parse_hello(line: bytes) -> Hello:
     """A peer's opening line; ProtocolError unless it is a ``hello`` with a role."""
     parsed = codec.parse_reply(line)
     if not isinstance(parsed, Hello):
-        raise ProtocolError("bad-hello", "the first line must be: hello 1 role=authorizer|tracer|control")
+        raise ProtocolError("bad-hello", f"the first line must be: {_HELLO} role=authorizer|tracer|control")
     if VERSION not in parsed.versions:
         raise ProtocolError("version", f"no common version (I speak {VERSION})")
     if parsed.get("role") is None:

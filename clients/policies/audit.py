@@ -4,9 +4,10 @@
     python3 -m brokerd.clients.policies.audit [--trace NAME,NAME] [FILE]
     brokerctl run --policy audit:/tmp/audit.jsonl,--trace=openat+execve -- PROG   ('+' inside --policy)    (FILE '-' = stderr, the default)
 
-One line per call, written when its result is known (calls that never
-return - ``exit``, ``exit_group``, ``rt_sigreturn`` - and those that create
-processes - ``clone``, ``fork``... - when they start, ``"result": null``)::
+One line per call, written when its result is known (``clone``, ``fork``...
+with the child's pid as the parent sees it; calls that never return -
+``exit``, ``exit_group``, ``rt_sigreturn`` - when they start, ``"result":
+null``)::
 
     {"time": 1718000000.1, "id": 7, "pid": 42, "tid": 42, "abi": "x86_64", "name": "openat",
      "call": "openat AT_FDCWD, \\"/etc/hostname\\", O_RDONLY, 00",
@@ -39,11 +40,8 @@ from brokerd.protocol import codec
 from brokerd.protocol.types import ProcEvent
 
 SCHEMA = 1  # the journal's schema version, "v" in every record (docs/policies.md)
+#: logged when they start: there is no result to wait for
 NO_RETURN = frozenset({"exit", "exit_group", "rt_sigreturn", "sigreturn"})
-#: logged when they start too: a stepped clone's result never reaches authorizers
-#: (the broker resumes the parent past its exit stop at the fork event); the
-#: ``proc fork|vfork|clone`` line that follows says which child it made
-AT_ENTRY = NO_RETURN | {"clone", "clone3", "fork", "vfork"}
 
 
 def build(argv: Sequence[str]) -> Authorizer:
@@ -75,7 +73,7 @@ def build(argv: Sequence[str]) -> Authorizer:
     @az.on("*")
     def entry(call: Syscall) -> object:
         resolved = {str(i + 1): p for i, p in call.resolved_paths()}
-        if call.name in AT_ENTRY:
+        if call.name in NO_RETURN:
             write(record(call, None, resolved))
             return cont()
         if resolved:  # before the call runs: an unlink's file is gone after it
