@@ -3,9 +3,11 @@
 A journal is JSON lines with ``"event"`` (a ``syscall`` wire line) and
 ``"verdict"`` (the decision taken then), as written by ``brokerctl run
 --audit FILE`` and by the audit policy (which adds ``"result"``).  Each
-recorded call is sent, as the broker would, through a stack of authorizer
-processes (started with ``sh -c``; the greeting says ``replay=yes`` so the
-client library does not look the long-gone process up in ``/proc``); their
+recorded call is sent, as the broker would, through a stack of authorizers:
+processes (started with ``sh -c``) and library policies asked in this
+process, as ``brokerctl run --policy`` asks them (:class:`LocalPeer`, no
+process and no text round trip).  The greeting says ``replay=yes`` so the
+client library does not look the long-gone process up in ``/proc``; the
 combined decision is compared with the recorded one.
 
 Stacking follows the broker: each authorizer subscribed to the call sees it
@@ -25,7 +27,9 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from brokerd.clients.authorizer import Authorizer
 from brokerd.protocol import codec
 from brokerd.protocol.consts import errno_name
 from brokerd.protocol.errors import ProtocolError
@@ -157,6 +161,67 @@ class PeerError(Exception):
     pass
 
 
+#: the broker's greeting to a peer in a replay
+def _greeting(session: str) -> Hello:
+    return Hello((codec.VERSION,), (("role", "broker"), ("session", session), ("replay", "yes")))
+
+
+class Asked(Protocol):
+    """What :func:`decide` asks: a process (:class:`Peer`) or a policy in this process (:class:`LocalPeer`)."""
+
+    name: str
+
+    def start(self, session: str = "replay") -> None: ...
+
+    def wants(self, name: str) -> bool: ...
+
+    def ask(self, event: SyscallEvent | SysretEvent) -> Reply: ...
+
+    def close(self) -> None: ...
+
+
+def _subscription(hello: Hello) -> frozenset[str] | None:
+    """The calls a handshake subscribes to (None: every call)."""
+    t = hello.get("trace")
+    return None if t in (None, "all") else frozenset(x for x in t.split(",") if x)
+
+
+@dataclass
+class LocalPeer:
+    """A library policy asked in this process, as ``brokerctl run --policy``
+    does (:mod:`brokerd.decision.inproc`): its session takes the event
+    objects and gives Reply objects back.  A handler that raises gets the
+    library's failsafe answer, as in a session."""
+
+    policy: Authorizer
+    trace: frozenset[str] | None = None  # None: every call
+    name: str = ""
+    mode: str = "new"
+    _session: object = None
+
+    def start(self, session: str = "replay") -> None:
+        s = self.policy.session()
+        self._session = s
+        self.name = self.policy.name
+        ours = s.start_event(_greeting(session))
+        if isinstance(ours, Hello):
+            self.mode = "hello"
+            self.trace = _subscription(ours)
+            s.start_event(Hello((codec.VERSION,), (("role", "broker"),)))
+
+    def wants(self, name: str) -> bool:
+        return self.trace is None or name in self.trace
+
+    def ask(self, event: SyscallEvent | SysretEvent) -> Reply:
+        r = self._session.decide(event)  # type: ignore[attr-defined]
+        if not isinstance(r, Reply):
+            raise PeerError(f"{self.name} gave no answer to {type(event).__name__}")
+        return r
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class Peer:
     """An authorizer process spoken to the way the broker does (blocking)."""
@@ -174,7 +239,7 @@ class Peer:
         self.proc = subprocess.Popen(["sh", "-c", self.command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      start_new_session=True)
         self.name = self.name or self.command.split()[0].rsplit("/", 1)[-1]
-        self._send(codec.format_event(Hello((1,), (("role", "broker"), ("session", session), ("replay", "yes")))))
+        self._send(codec.format_event(_greeting(session)))
         first = self._read_line()
         try:
             parsed = codec.parse_reply(first)
@@ -183,9 +248,8 @@ class Peer:
         if isinstance(parsed, Hello) and parsed.get("role") == "authorizer":
             self.mode = "hello"
             self.name = parsed.get("name") or self.name
-            t = parsed.get("trace")
-            self.trace = None if t in (None, "all") else frozenset(x for x in t.split(",") if x)
-            self._send(codec.format_event(Hello((1,), (("role", "broker"),))))
+            self.trace = _subscription(parsed)
+            self._send(codec.format_event(Hello((codec.VERSION,), (("role", "broker"),))))
         else:
             self.mode = "plain"
 
@@ -249,12 +313,12 @@ class Peer:
             self.proc.stdout.close()
 
 
-def decide(peers: Sequence[Peer], entry: Entry) -> tuple[str, Ok | Fail | None]:
+def decide(peers: Sequence[Asked], entry: Entry) -> tuple[str, Ok | Fail | None]:
     """The stack's decision for one recorded call, and the result it leaves
     (the recorded one, maybe replaced by a stepper)."""
     ev = entry.event
     call = ev.call
-    steppers: list[Peer] = []
+    steppers: list[Asked] = []
     decision = "cont"
     for p in peers:
         if not p.wants(call.name):
@@ -281,10 +345,13 @@ def decide(peers: Sequence[Peer], entry: Entry) -> tuple[str, Ok | Fail | None]:
     return decision, result
 
 
-def replay(entries: Sequence[Entry], commands: Sequence[str], *, timeout: float = 5.0,
+def replay(entries: Sequence[Entry], stack: Sequence[str | Authorizer], *, timeout: float = 5.0,
            trace: frozenset[str] | None = None) -> list[Change]:
-    """Run ``entries`` through authorizers ``commands``; the decisions that differ."""
-    peers = [Peer(c, timeout=timeout, trace=trace) for c in commands]
+    """Run ``entries`` through ``stack`` (authorizer commands, started as
+    processes, and library policies, asked in this process); the decisions
+    that differ."""
+    peers: list[Asked] = [Peer(a, timeout=timeout, trace=trace) if isinstance(a, str)
+                          else LocalPeer(a, trace=trace) for a in stack]
     changes: list[Change] = []
     try:
         for p in peers:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import pytest
-from conftest import brokerctl
+from conftest import BROKERCTL, brokerctl
 
 pytestmark = pytest.mark.usefixtures("policy_mode")  # each test in-process and as a process
 
@@ -71,3 +73,24 @@ def test_bad_journal_and_usage(tmp_path):
     assert r.returncode == 2 and "give the policy to try" in r.stderr
     r = brokerctl("replay", "/nonexistent", "-a", ALLOW_ALL)
     assert r.returncode == 1 and r.stderr.strip() == "brokerctl: /nonexistent: No such file or directory"
+
+
+def _execs(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """brokerctl ARGS under strace -f: its result and every program it executed."""
+    out = tmp_path / "execs"
+    r = subprocess.run(["strace", "-f", "-qq", "-e", "trace=execve", "-e", "signal=none", "-o", str(out),
+                        *BROKERCTL, *args], capture_output=True, text=True, timeout=120)
+    return r, [ln for ln in out.read_text().splitlines() if "execve(" in ln and "= 0" in ln]
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (scripts/setup installs it)")
+def test_shipped_policies_are_asked_in_process(journal, tmp_path):
+    """replay, learn --check and policy explain ask a --policy the way `run
+    --policy` does, in brokerctl's own process: before, each started
+    `sh -c python3 -m brokerd.clients.policies.NAME` (two more programs)."""
+    r, execs = _execs(tmp_path, "replay", str(journal), "--policy", "fakeid", "--policy", "readonly")
+    assert r.returncode == 0 and "0 decisions changed" in r.stderr, r.stderr
+    assert len(execs) == 1, execs  # brokerctl itself
+    r, execs = _execs(tmp_path, "policy", "explain", "readonly", "openat")
+    assert r.returncode == 0 and "policy readonly (handshake)" in r.stdout, r.stderr
+    assert len(execs) == 1, execs

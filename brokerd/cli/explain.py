@@ -1,7 +1,7 @@
 """``brokerctl policy explain POLICY [SYSCALL...]``: where each call is decided.
 
-The policy's authorizer is started and greeted exactly as ``brokerctl run``
-would (its handshake is the truth about it), its kernel layer compiled for
+The policy is built and greeted in this process exactly as ``brokerctl run
+--policy`` does (its handshake is the truth about it), its kernel layer compiled for
 this kernel, and every syscall of the x86_64 table sorted into where it is
 decided: the seccomp filter (runs or fails with no stop), the policy's
 Landlock layer (no stop, decided by the kernel), an argument rule the broker
@@ -12,11 +12,10 @@ evaluates, or the authorizer (a round trip).  What the running kernel lacks
 from __future__ import annotations
 
 import errno
-import select
 import time
 from collections.abc import Callable, Iterable
 
-from brokerd.decision.authorizer import Authorizer, spawn
+from brokerd.decision.inproc import InProcess
 from brokerd.protocol.abi import ABIS
 from brokerd.protocol.layers import LayerSpec, layer_attrs, settled_calls
 from brokerd.tracer import landlock
@@ -26,19 +25,7 @@ from brokerd.tracer import layers as kernel_layers
 NEWEST_ABI = 7
 
 
-def handshake(command: str, timeout: float = 30.0) -> Authorizer:
-    """Start ``command`` and complete its greeting as a session would."""
-    a = spawn(command, log=lambda m: None)
-    a.greet("explain", time.monotonic())
-    deadline = time.monotonic() + timeout
-    while not a.ready and time.monotonic() < deadline:
-        r, _, _ = select.select([a.rfd], [], [], max(0.0, deadline - time.monotonic()))
-        if r:
-            a.on_readable(time.monotonic())
-    return a
-
-
-def where(a: Authorizer, name: str, rule_names: frozenset[str]) -> str:
+def where(a: InProcess, name: str, rule_names: frozenset[str]) -> str:
     """Where syscall ``name`` is decided for this authorizer alone."""
     what, err = a.action(name)
     layer = getattr(a, "layer", None)
@@ -57,7 +44,7 @@ def where(a: Authorizer, name: str, rule_names: frozenset[str]) -> str:
     return "the authorizer (per call)"
 
 
-def explain(a: Authorizer, abi: int, names: Iterable[str], out: Callable[[str], None]) -> None:
+def explain(a: InProcess, abi: int, names: Iterable[str], out: Callable[[str], None]) -> None:
     """Print the report for a greeted authorizer on Landlock ABI ``abi``."""
     spec: LayerSpec | None = getattr(a, "layer", None)
     plan = kernel_layers.plan([(a.name, spec)], abi, out)
@@ -83,8 +70,9 @@ def explain(a: Authorizer, abi: int, names: Iterable[str], out: Callable[[str], 
             out("this kernel lacks nothing the layer uses")
 
 
-def run(command: str, names: Iterable[str], out: Callable[[str], None] = print, *, landlock_on: bool = True) -> int:
-    a = handshake(command)
+def run(a: InProcess, names: Iterable[str], out: Callable[[str], None] = print, *, landlock_on: bool = True) -> int:
+    """Greet member ``a`` (a policy in this process) and print where each call is decided."""
+    a.greet("explain", time.monotonic())
     try:
         if not a.ready or a.mode == "dead":
             out(f"brokerctl: the policy did not complete its handshake ({a.dead_reason or 'no answer'})")

@@ -157,10 +157,10 @@ class _journal:
 
 
 def _check(policy: str, argv: list[str], journal_path: str | None, timeout: float) -> int:
-    from brokerd.cli.policy import policy_command
+    from brokerd.cli.policy import policy_object
     from brokerd.clients.replay import JournalError, PeerError, read_journal, replay
 
-    command = policy_command(policy if policy.endswith(".toml") else f"file:{policy}")
+    checked = policy_object(policy if policy.endswith(".toml") else f"file:{policy}")
     with _journal(journal_path) as journal:
         status = record(argv, journal, timeout)
         try:
@@ -168,7 +168,7 @@ def _check(policy: str, argv: list[str], journal_path: str | None, timeout: floa
         except JournalError as e:
             raise LearnError(f"journal: {e}") from None
     try:
-        changes = replay(entries, [command], timeout=timeout)
+        changes = replay(entries, [checked], timeout=timeout)
     except PeerError as e:
         raise LearnError(f"learn --check: {e}") from None
     for c in changes:

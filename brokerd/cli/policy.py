@@ -50,6 +50,14 @@ def policy_object(spec: str):
         raise PolicyError(f"--policy {spec!r}: bad arguments for {module.rsplit('.', 1)[-1]}") from None
 
 
+def policy_member(spec: str, **kw):
+    """``NAME[:ARGS]`` as ``run --policy`` stacks it: built and asked in this
+    process (:class:`brokerd.decision.inproc.InProcess`), not started."""
+    from brokerd.decision.inproc import InProcess
+
+    return InProcess(policy_object(spec), **kw)
+
+
 def python_object(ref: str):
     """``py:MODULE:NAME`` -> the clients.authorizer.Authorizer it names (an
     instance, or a function taking no argument that returns one)."""
@@ -179,7 +187,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     unknown = [n for n in args.syscalls if n not in ABIS["x86_64"].by_name]
     if unknown:
         raise PolicyError(f"no such x86_64 syscall: {', '.join(unknown)}")
-    return run(policy_command(args.spec), args.syscalls, landlock_on=args.landlock)
+    return run(policy_member(args.spec), args.syscalls, landlock_on=args.landlock)
 
 
 def _trace(exprs: list[str]) -> frozenset[str] | None:
@@ -201,8 +209,8 @@ def _trace(exprs: list[str]) -> frozenset[str] | None:
 def cmd_replay(args: argparse.Namespace) -> int:
     from brokerd.clients.replay import JournalError, PeerError, read_journal, replay
 
-    commands = [policy_command(p) for p in args.policy] + list(args.authorizer)
-    if not commands:
+    stack = [policy_object(p) for p in args.policy] + list(args.authorizer)
+    if not stack:
         raise PolicyError("replay: give the policy to try (--authorizer CMD or --policy NAME)")
     if args.timeout <= 0:
         raise PolicyError("--timeout must be positive")
@@ -220,7 +228,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"{PROG}: {args.journal}: not UTF-8 text", file=sys.stderr)
         return 2
     try:
-        changes = replay(entries, commands, timeout=args.timeout, trace=trace)
+        changes = replay(entries, stack, timeout=args.timeout, trace=trace)
     except PeerError as e:
         print(f"{PROG}: replay: {e}", file=sys.stderr)
         return 2
