@@ -53,6 +53,16 @@ def readable_copy() -> str:
     return str(d)
 
 
+def release_fifo(fifo) -> bool:
+    """Let a program blocked opening ``fifo`` for reading go on (if alive);
+    False when nobody has it open for reading (yet): poll it with wait_for."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        return False
+    return True
+
+
 def wait_for(pred, timeout: float = 10.0, what: str = "condition"):
     end = time.monotonic() + timeout
     while True:

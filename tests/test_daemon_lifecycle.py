@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from daemon_fixtures import Daemon, Served, popen_ctl, run_ctl, wait_for
+from daemon_fixtures import Daemon, Served, popen_ctl, release_fifo, run_ctl, wait_for
 
 SPY = r'''
 import sys
@@ -24,14 +24,6 @@ for line in sys.stdin:
     log.write(line); log.flush()
     print("cont", flush=True)
 '''
-
-
-def _release(fifo) -> None:
-    """Let a program blocked opening ``fifo`` for reading go on (if alive)."""
-    try:
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:
-        pass
 
 
 @pytest.mark.parametrize("mode", ["kill", "deny", "allow"])
@@ -45,8 +37,9 @@ def test_daemon_killed_applies_the_failure_mode(tmp_path, cprog, mode):
     served = Served(d, "spy", f"{sys.executable} -u {spy} {seen}", "--trace", "openat")
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
+    errors = tmp_path / "stderr"
     p = popen_ctl("run", "--on-failure", mode, "--", str(cprog("opener")), str(fifo), "/etc/hostname",
-                  env=d.env)
+                  env=d.env, stderr=open(errors, "w"))  # noqa: SIM115 - the child holds it
     try:
         wait_for(lambda: seen.exists() and str(fifo) in seen.read_text(), what="the program to wait on the fifo")
         [s] = d.query("sessions")
@@ -54,14 +47,17 @@ def test_daemon_killed_applies_the_failure_mode(tmp_path, cprog, mode):
         d.stop(signal.SIGKILL)
         t0 = time.monotonic()
         if mode == "kill":
-            out, err = p.communicate(timeout=30)
+            out, _ = p.communicate(timeout=30)
+            err = errors.read_text()
             assert p.returncode == 128 + signal.SIGKILL, err
             assert time.monotonic() - t0 < 5
             assert "failure mode kill" in err
         else:
-            time.sleep(0.2)  # let the shim notice the loss first
-            _release(fifo)
-            out, err = p.communicate(timeout=30)
+            # the shim must have noticed the loss before the program goes on
+            wait_for(lambda: f"failure mode {mode}" in errors.read_text(), timeout=30, what="the shim to notice")
+            wait_for(lambda: release_fifo(fifo), what="the program to open the fifo")
+            out, _ = p.communicate(timeout=30)
+            err = errors.read_text()
             assert p.returncode == 0, err
             lines = out.splitlines()
             if mode == "deny":
@@ -72,7 +68,7 @@ def test_daemon_killed_applies_the_failure_mode(tmp_path, cprog, mode):
                 assert "/etc/hostname" in seen.read_text()
             assert f"failure mode {mode}" in err
     finally:
-        _release(fifo)
+        release_fifo(fifo)
         if p.poll() is None:
             p.kill()
             p.communicate()
@@ -96,8 +92,7 @@ def test_reload_on_sighup_keeps_sessions(tmp_path, cprog):
         d.notify.wait("READY=1")
         # the session survived, and now sends its decisions to the new audit log
         assert [x["id"] for x in d.query("sessions")] == [s["id"]]
-        time.sleep(0.1)
-        _release(fifo)
+        wait_for(lambda: release_fifo(fifo), what="the program to open the fifo")
         out, err = p.communicate(timeout=30)
         assert p.returncode == 0 and "/etc/hostname ok" in out, err
         wait_for(lambda: audit.exists() and "/etc/hostname" in audit.read_text(), what="audit after reload")
@@ -114,7 +109,7 @@ def test_reload_on_sighup_keeps_sessions(tmp_path, cprog):
         wait_for(lambda: "reload failed" in d.logtext(), what="the reload error")
         assert d.proc.poll() is None
     finally:
-        _release(fifo)
+        release_fifo(fifo)
         if p.poll() is None:
             p.kill()
             p.communicate()
@@ -208,13 +203,13 @@ def test_daemon_hangs_decisions_go_on_and_new_runs_fail_closed(tmp_path, cprog):
         r = run_ctl("run", "--", "/bin/sh", "-c", f"echo yes > {marker}", env=d.env)
         assert r.returncode == 1 and time.monotonic() - t0 < 10, r
         assert "did not greet" in r.stderr and r.stderr.count("\n") == 1 and not marker.exists()
-        _release(fifo)
+        wait_for(lambda: release_fifo(fifo), what="the program to open the fifo")
         out, err = p.communicate(timeout=30)
         assert p.returncode == 0 and out.splitlines()[-1].startswith("/etc/hostname ok"), err
         assert "/etc/hostname" in seen.read_text()  # decided by the registered authorizer, daemon stopped
     finally:
         d.proc.send_signal(signal.SIGCONT)
-        _release(fifo)
+        release_fifo(fifo)
         if p.poll() is None:
             p.kill()
             p.communicate()
@@ -249,7 +244,7 @@ def test_shim_killed_ends_program_session_and_authorizer_instance(tmp_path, cpro
         wait_for(lambda: bye.exists() and bye.read_text() == "eof\n", what="the authorizer instance to see EOF")
         assert f"session {s['id']} ended (its broker went away)" in d.logtext()
     finally:
-        _release(fifo)
+        release_fifo(fifo)
         if p.poll() is None:
             p.kill()
             p.communicate()

@@ -58,23 +58,31 @@ def test_attach_steer_and_detach(cprog, tmp_path):
         svc.wait()
 
 
+def _wait_state(pid: int, states: str, timeout: float = 10) -> None:
+    end = time.monotonic() + timeout
+    while _status(pid)["State"][0] not in states:
+        assert time.monotonic() < end, f"{pid} never reached state {states}: {_status(pid)['State']}"
+        time.sleep(0.02)
+
+
 def test_detach_leaves_stopped_process_stopped(cprog, tmp_path):
-    svc = subprocess.Popen([str(cprog("service")), "/etc/hostname"], stdout=subprocess.DEVNULL)
+    out = tmp_path / "svc.out"
+    with open(out, "w") as f:
+        svc = subprocess.Popen([str(cprog("service")), "/etc/hostname"], stdout=f)
     try:
-        time.sleep(0.2)
+        _wait_lines(out, 1)
         os.kill(svc.pid, signal.SIGSTOP)
-        time.sleep(0.2)
+        _wait_state(svc.pid, "T")
         att = subprocess.Popen([*BROKERCTL, "attach", str(svc.pid)], stderr=subprocess.PIPE, text=True)
         assert "attached to" in att.stderr.readline()
-        time.sleep(0.3)
         att.send_signal(signal.SIGINT)
         assert att.wait(timeout=10) == 0
         st = _status(svc.pid)
         assert st["State"].startswith("T"), st["State"]
         assert st["TracerPid"].strip() == "0"
+        n = len(_lines(out))
         os.kill(svc.pid, signal.SIGCONT)
-        time.sleep(0.2)
-        assert _status(svc.pid)["State"][0] in "SR"
+        _wait_lines(out, n + 2)  # it runs again
     finally:
         svc.kill()
         svc.wait()
@@ -88,8 +96,14 @@ def test_attach_refusals():
     assert "Traceback" not in r.stderr
     sleeper = subprocess.Popen(["strace", "-o", "/dev/null", "sleep", "30"])
     try:
-        time.sleep(0.5)
-        child = int(subprocess.run(["pgrep", "-P", str(sleeper.pid)], capture_output=True, text=True).stdout.split()[0])
+        def traced_child() -> int | None:
+            kids = subprocess.run(["pgrep", "-P", str(sleeper.pid)], capture_output=True, text=True).stdout.split()
+            return next((int(k) for k in kids if _status(int(k))["TracerPid"].strip() == str(sleeper.pid)), None)
+
+        end = time.monotonic() + 20
+        while (child := traced_child()) is None:
+            assert time.monotonic() < end, "strace never traced its child"
+            time.sleep(0.02)
         r = brokerctl("attach", str(child))
         assert r.returncode == 1
         assert f"already traced by pid {sleeper.pid}" in r.stderr

@@ -64,7 +64,9 @@ def test_shim_killed_tracee_dies(cprog, rules, tmp_path):
     assert tracees
     p.kill()
     p.wait()
-    time.sleep(0.5)
+    end = time.monotonic() + 20  # the kernel kills them (EXITKILL): wait for it, not a fixed time
+    while any(_alive(pid) for pid in tracees) and time.monotonic() < end:
+        time.sleep(0.02)
     for pid in tracees:
         assert not _alive(pid), f"tracee {pid} survived the broker"
 
@@ -93,8 +95,9 @@ def test_sigstop_sigcont_job_control(cprog, rules):
     child = _descendants(p.pid)
     py = [c for c in child if _alive(c)][0]
     os.kill(py, signal.SIGSTOP)
-    time.sleep(0.3)
-    state = open(f"/proc/{py}/stat").read().split(") ")[1][0]
+    end = time.monotonic() + 20
+    while (state := open(f"/proc/{py}/stat").read().split(") ")[1][0]) not in "tT" and time.monotonic() < end:
+        time.sleep(0.02)
     assert state in "tT", state
     os.kill(py, signal.SIGCONT)
     out, err = p.communicate(timeout=30)

@@ -107,7 +107,7 @@ def test_on_failure_deny_lets_the_program_exit(tmp_path, cprog):
     import os
     import signal
 
-    from daemon_fixtures import Daemon, Served, popen_ctl, wait_for
+    from daemon_fixtures import Daemon, Served, popen_ctl, release_fifo, wait_for
 
     d = Daemon(tmp_path / "d")
     spy = tmp_path / "spy.py"
@@ -118,16 +118,17 @@ def test_on_failure_deny_lets_the_program_exit(tmp_path, cprog):
                     "openat,exit_group,exit,rt_sigreturn")
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
+    errors = tmp_path / "stderr"
     p = popen_ctl("run", "--on-failure", "deny", "--", str(cprog("opener")), str(fifo), "/etc/hostname",
-                  env=d.env)
+                  env=d.env, stderr=open(errors, "w"))  # noqa: SIM115 - the child holds it
     try:
         wait_for(lambda: seen.exists() and str(fifo) in seen.read_text(), what="the program to wait on the fifo")
         d.stop(signal.SIGKILL)
-        import time
-
-        time.sleep(0.2)  # as in test_daemon_lifecycle: let the shim notice the loss first
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        out, err = p.communicate(timeout=20)
+        # the shim must have noticed the loss before the program goes on
+        wait_for(lambda: "failure mode deny" in errors.read_text(), timeout=30, what="the shim to notice")
+        wait_for(lambda: release_fifo(fifo), what="the program to open the fifo")
+        out, _ = p.communicate(timeout=20)
+        err = errors.read_text()
         assert p.returncode == 0, err
         assert out.splitlines()[-1] == "/etc/hostname EPERM", err
     finally:

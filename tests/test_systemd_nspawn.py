@@ -131,7 +131,8 @@ def test_socket_activation_and_notify(container):
 
 
 def test_traced_session_through_installed_units(container):
-    r = container.run("systemctl start brokerd-authorizer@no-shadow && sleep 1 && brokerctl authorizers")
+    r = container.run("systemctl start brokerd-authorizer@no-shadow && for i in $(seq 300); do "
+                      "brokerctl authorizers | grep -q no-shadow && break; sleep 0.1; done; brokerctl authorizers")
     assert "no-shadow" in r.stdout, r.stdout + r.stderr
     r = container.run("brokerctl run -- cat /etc/hostname /etc/shadow; echo status=$?")
     assert "Permission denied" in r.stdout + r.stderr, r.stdout + r.stderr
