@@ -21,7 +21,8 @@ BROKERCTL = [sys.executable, "-m", "brokerd.cli.main"]
 def _build(name: str, extra: tuple[str, ...] = ()) -> Path:
     src = PROGS / f"{name}.c"
     out = BUILD / (name + ("-" + "-".join(a.strip("-") for a in extra) if extra else ""))
-    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+    newest = max(p.stat().st_mtime for p in (src, *PROGS.glob("*.h")))  # report.h is shared
+    if not out.exists() or out.stat().st_mtime < newest:
         BUILD.mkdir(exist_ok=True)
         cc = shutil.which("gcc") or shutil.which("cc")
         if cc is None:

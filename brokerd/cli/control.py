@@ -122,13 +122,22 @@ def _table(rows: list[list[str]]) -> str:
                      for r in rows)
 
 
-def cmd_sessions(args: argparse.Namespace) -> int:
-    data, rc = _request(args, "sessions")
+def _shown(args: argparse.Namespace, request: str) -> tuple[Any, int | None]:
+    """``request``'s answer to show as a table, or the exit status when it is
+    done here: the daemon's error, or ``--json`` (the answer printed as it came)."""
+    data, rc = _request(args, request)
     if rc:
-        return rc
+        return None, rc
     if args.json:
         print(json.dumps(data, indent=2))
-        return 0
+        return None, 0
+    return data, None
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    data, rc = _shown(args, "sessions")
+    if rc is not None:
+        return rc
     if not data:
         print("no sessions")
         return 0
@@ -142,12 +151,9 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_authorizers(args: argparse.Namespace) -> int:
-    data, rc = _request(args, "authorizers")
-    if rc:
+    data, rc = _shown(args, "authorizers")
+    if rc is not None:
         return rc
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return 0
     if not data:
         print("no authorizers registered")
         return 0
@@ -174,12 +180,9 @@ def cmd_steer(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    data, rc = _request(args, "stats")
-    if rc:
+    data, rc = _shown(args, "stats")
+    if rc is not None:
         return rc
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return 0
     for k, v in data.items():
         print(f"{k}: {v}")
     return 0

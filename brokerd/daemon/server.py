@@ -329,16 +329,24 @@ class Server:
         except (*PEER_GONE, trio.TooSlowError):
             pass
 
-    async def _serve(self, conn: Conn) -> None:
+    async def _opening(self, conn: Conn, what: str) -> bytes | None:
+        """The peer's first line (its hello, a tracer's session request) within
+        ``HELLO_TIMEOUT``; None when it sent a bad one or none in time (it was
+        told why) or went away."""
+        line = None
         with trio.move_on_after(HELLO_TIMEOUT) as cs:
             try:
                 line = await conn.readline()
             except ProtocolError as e:
                 await self._refuse(conn, e.code, e.message)
-                return
+                return None
         if cs.cancelled_caught:
-            await self._refuse(conn, "timeout", f"no hello within {HELLO_TIMEOUT:g}s")
-            return
+            await self._refuse(conn, "timeout", f"no {what} within {HELLO_TIMEOUT:g}s")
+            return None
+        return line
+
+    async def _serve(self, conn: Conn) -> None:
+        line = await self._opening(conn, "hello")
         if line is None:
             return
         if self.only_uid is not None and conn.uid not in (0, self.only_uid):
@@ -450,15 +458,7 @@ class Server:
     # ------------------------------------------------------------------
     async def _tracer(self, conn: Conn) -> None:
         await conn.send(wire.hello_line("broker", name="brokerd", version=VERSION))
-        with trio.move_on_after(HELLO_TIMEOUT) as cs:
-            try:
-                line = await conn.readline()
-            except ProtocolError as e:
-                await self._refuse(conn, e.code, e.message)
-                return
-        if cs.cancelled_caught:
-            await self._refuse(conn, "timeout", f"no session request within {HELLO_TIMEOUT:g}s")
-            return
+        line = await self._opening(conn, "session request")
         if line is None:
             return
         verb, rest = wire.split_verb(line)

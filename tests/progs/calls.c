@@ -13,11 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static void report(const char *what, long r) {
-    if (r < 0) printf("%s fail %s\n", what, strerrorname_np(errno));
-    else printf("%s ok %ld\n", what, r);
-    fflush(stdout);
-}
+#define REPORT_VALUE
+#include "report.h"
 
 static void on_alarm(int sig) { (void)sig; }
 

@@ -18,11 +18,8 @@
 struct args { unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls; };
 extern char **environ;
 
-static void report(const char *what, long r) {
-    if (r < 0) printf("%s fail %s\n", what, strerrorname_np(errno));
-    else printf("%s ok %ld\n", what, r);
-    fflush(stdout);
-}
+#define REPORT_VALUE
+#include "report.h"
 
 /* clone3 with ``flags``; the child opens /etc/hostname and exits with its errno (0: opened) */
 static long fork3(struct args *ca, unsigned long long flags) {

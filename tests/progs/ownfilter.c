@@ -21,24 +21,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static const char *ename(int e) {
-    switch (e) {
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case ENOENT: return "ENOENT";
-    case EBUSY: return "EBUSY";
-    case ENOSYS: return "ENOSYS";
-    default: return "E?";
-    }
-}
-
-static void report(const char *what, long r) {
-    if (r < 0)
-        printf("%s fail %s\n", what, ename(errno));
-    else
-        printf("%s ok\n", what);
-    fflush(stdout);
-}
+#include "report.h"
 
 static long install(unsigned int action, int nr2, unsigned int flags) {
     struct sock_filter f[] = {

@@ -32,27 +32,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static const char *ename(int e) {
-    switch (e) {
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case ENOENT: return "ENOENT";
-    case ESRCH: return "ESRCH";
-    case EIO: return "EIO";
-    case EBUSY: return "EBUSY";
-    case ENOSYS: return "ENOSYS";
-    case ENXIO: return "ENXIO";
-    default: return "E?";
-    }
-}
-
-static void report(const char *what, long r) {
-    if (r < 0)
-        printf("%s fail %s\n", what, ename(errno));
-    else
-        printf("%s ok\n", what);
-    fflush(stdout);
-}
+#include "report.h"
 
 static int inject_fd = -1;
 
