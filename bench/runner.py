@@ -773,8 +773,17 @@ def machine_line() -> str:
 # ---------------------------------------------------------------------------
 # profiling (optional: needs py-spy)
 # ---------------------------------------------------------------------------
-def profile(calls: int, out: Path) -> str:
-    """py-spy on the shim during the openat workload; returns a summary."""
+#: what ``--profile-config`` profiles: brokerctl arguments and the directory to run in
+PROFILE_CONFIGS = {
+    "external": (lambda: ["-e", "trace=openat", "-a", py_authz()], None),
+    "inproc": (lambda: ["-a", "py:inproc_cont:az"], AUTHZ),
+    "inproc4": (lambda: ["-a", "py:inproc_cont:az"] * 4, AUTHZ),
+}
+
+
+def profile(calls: int, out: Path, config: str = "external") -> str:
+    """py-spy on the shim during the openat workload, judged by ``config``
+    (PROFILE_CONFIGS); returns a summary."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not os.path.exists(pyspy):
         raise SystemExit("bench: --profile needs py-spy (.venv/bin/pip install py-spy)")
@@ -782,9 +791,10 @@ def profile(calls: int, out: Path) -> str:
     # Blocking mode (py-spy stops the shim for each sample): --nonblocking loses
     # a third of its samples here and the rest are skewed.  --idle keeps the
     # samples taken while the shim waits in epoll_wait.
+    args, cwd = PROFILE_CONFIGS[config]
     cmd = [pyspy, "record", "--format", "raw", "--rate", "500", "--idle", "-o", str(out), "--",
-           *brokerctl("-e", "trace=openat", "-a", py_authz(), "--", exe, str(calls))]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+           *brokerctl(*args(), "--", exe, str(calls))]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
     if p.returncode != 0:
         raise BenchError(f"py-spy failed: {p.stderr[-2000:]}")
     return summarise_profile(out)
@@ -912,6 +922,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", metavar="FILE", nargs="?", const=str(Path(tempfile.gettempdir()) / "brokerd-bench-profile.txt"),
                    help="instead of the tables: py-spy (raw/collapsed) profile of the shim during the openat "
                         "workload, written to FILE, and a summary")
+    p.add_argument("--profile-config", choices=sorted(PROFILE_CONFIGS), default="external",
+                   help="who judges each openat while profiling: one external plain Python authorizer (default), "
+                        "one in-process policy, or 4 stacked in-process policies")
     return p.parse_args(argv)
 
 
@@ -933,7 +946,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quick=q,
     )
     if a.profile:
-        print(profile(max(1000, int(50_000 * a.scale)), Path(a.profile)))
+        print(profile(max(1000, int(50_000 * a.scale)), Path(a.profile), a.profile_config))
         print(f"\nraw stacks: {a.profile}")
         return 0
     only = SECTIONS if not a.only else tuple(x.strip() for x in a.only.split(","))
