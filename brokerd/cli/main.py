@@ -66,7 +66,10 @@ def _parse_trace(exprs: Sequence[str]) -> tuple[frozenset[str] | None, bool]:
         raise UsageError(f"-e trace=: {e}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """brokerctl's parser; ``only="run"``: just that command (what main
+    builds for ``brokerctl run``: the other commands' parsers were a tenth
+    of its start-up)."""
     p = _Parser(prog=PROG, description="Run and steer programs under the brokerd syscall broker.")
     p.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -86,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", dest="attach_pid", metavar="PID",
                      help="attach to a running process instead: the same as brokerctl attach PID")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROG ARGS")
+    if only == "run":
+        return p
 
     att = sub.add_parser("attach", help="attach to a running process and steer it")
     att.add_argument("pid", metavar="PID", help="process to attach to (all its threads)")
@@ -431,8 +436,8 @@ def _audit_writer(path: str):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only="run" if argv[:1] == ["run"] else None)
     if not argv:
         print(f"{PROG}: no command given; {PROG} --help lists them (e.g. {PROG} run -- PROG)", file=sys.stderr)
         return 2
