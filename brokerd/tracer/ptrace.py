@@ -52,6 +52,7 @@ PTRACE_TRACEME = 0
 PTRACE_PEEKDATA = 2
 PTRACE_CONT = 7
 PTRACE_KILL = 8
+PTRACE_POKEUSER = 6
 PTRACE_GETREGS = 12
 PTRACE_SETREGS = 13
 PTRACE_DETACH = 17
@@ -199,6 +200,17 @@ def getregs(pid: int, regs: Regs | None = None) -> Regs:
 def setregs(pid: int, regs: Regs) -> None:
     if _ptrace(PTRACE_SETREGS, pid, 0, addressof(regs)) == -1:
         raise _fail(PTRACE_SETREGS, pid)
+
+
+#: byte offset of each register in struct user (its first member is user_regs_struct)
+REG_OFFSET = {name: getattr(Regs, name).offset for name, _ in Regs._fields_}
+
+
+def set_reg(pid: int, name: str, value: int) -> None:
+    """Set one register (PTRACE_POKEUSER): one system call, where changing
+    one argument with GETREGS + SETREGS took two."""
+    if _ptrace(PTRACE_POKEUSER, pid, REG_OFFSET[name], value) == -1:
+        raise _fail(PTRACE_POKEUSER, pid)
 
 
 _INFO_SIZE = sizeof(SyscallInfo)
