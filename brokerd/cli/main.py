@@ -130,7 +130,8 @@ class _Version(argparse.Action):
     """--version, looked up only when asked: importlib.metadata costs more
     than a tenth of brokerctl's start-up."""
 
-    def __call__(self, parser, namespace, values, option_string=None) -> NoReturn:
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object,
+                 option_string: str | None = None) -> NoReturn:
         print(f"{PROG} {_version()}")
         parser.exit()
 

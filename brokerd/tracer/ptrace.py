@@ -203,7 +203,7 @@ def setregs(pid: int, regs: Regs) -> None:
 
 
 #: byte offset of each register in struct user (its first member is user_regs_struct)
-REG_OFFSET = {name: getattr(Regs, name).offset for name, _ in Regs._fields_}
+REG_OFFSET = {f[0]: getattr(Regs, f[0]).offset for f in Regs._fields_}
 
 
 def set_reg(pid: int, name: str, value: int) -> None:
