@@ -245,6 +245,9 @@ class Bench:
                         cwd=str(AUTHZ)),
                     Cmd("brokerd 4 in-process py, openat",
                         brokerctl(*["-a", "py:inproc_cont:az"] * 4, "--", *argv), cwd=str(AUTHZ)),
+                    # the same without the stable copy and the check at exit (its second stop)
+                    Cmd("brokerd in-process py, no stable args",
+                        brokerctl("--no-stable-args", "-a", "py:inproc_cont:az", "--", *argv), cwd=str(AUTHZ)),
                     Cmd("brokerd awk, openat", brokerctl("-e", "trace=openat", "-a", awk_authz(), "--", *argv)),
                     Cmd("brokerd static rule, openat", brokerctl("-a", py_authz("static.py"), "--", *argv)),
                     Cmd("brokerd argument rule, openat", brokerctl("-a", py_authz("fast.py") + " rule", "--", *argv)),
@@ -317,6 +320,16 @@ class Bench:
                             f"{one:.1f} vs {s:.1f} us: {r1:.2f}x", "<= 1.0x", r1 <= 1.0)
                 self.target("4 stacked authorizers vs strace (openat)",
                             f"{four:.1f} vs {s:.1f} us: {r4:.2f}x", "<= 2.5x", r4 <= 2.5)
+                # issue #13's targets: in-process policies and one external plain authorizer
+                ri, ri4 = rr("brokerd in-process py, openat"), rr("brokerd 4 in-process py, openat")
+                self.target("one in-process decision vs strace (openat)",
+                            f"{summary['brokerd in-process py, openat']:.1f} vs {s:.1f} us: {ri:.2f}x", "<= 1.0x",
+                            ri <= 1.0)
+                self.target("one external plain Python authorizer vs strace (openat)", f"{r1:.2f}x", "<= 1.5x",
+                            r1 <= 1.5)
+                self.target("4 stacked in-process policies vs strace (openat)",
+                            f"{summary['brokerd 4 in-process py, openat']:.1f} vs {s:.1f} us: {ri4:.2f}x", "<= 1.5x",
+                            ri4 <= 1.5)
                 st_ = summary["brokerd static rule, openat"]
                 rs = rr("brokerd static rule, openat")
                 self.target("call settled by a static rule vs strace", f"{st_:.1f} vs {s:.1f} us: {rs:.2f}x",
