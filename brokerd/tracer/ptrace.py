@@ -226,16 +226,19 @@ def get_syscall_info(pid: int, info: SyscallInfo) -> SyscallInfo:
 class _Reader:
     """One buffer and one pair of iovecs for every read (the broker has one
     thread; a fresh ctypes buffer and two structures per read showed up in
-    the stop loop's profile).  Grows to the largest read asked for."""
+    the stop loop's profile).  Grows to the largest read asked for, up to
+    ``_READER_KEEP`` bytes (paths, probes of long strings)."""
 
-    def __init__(self) -> None:
-        self.buf = ctypes.create_string_buffer(4096)
-        self.local = _IOVec(addressof(self.buf), 4096)
+    def __init__(self, size: int = 4096) -> None:
+        self.buf = ctypes.create_string_buffer(size)
+        self.local = _IOVec(addressof(self.buf), size)
         self.remote = _IOVec(0, 0)
         self.local_ref, self.remote_ref = byref(self.local), byref(self.remote)
 
     def read(self, pid: int, addr: int, size: int) -> bytes:
         if size > len(self.buf):
+            if size > _READER_KEEP:  # a rare big read (an authorizer's fetch): its own buffer, not kept
+                return _Reader(size).read(pid, addr, size)
             self.buf = ctypes.create_string_buffer(size)
             self.local.base = addressof(self.buf)
         self.local.len = size
@@ -247,6 +250,7 @@ class _Reader:
         return ctypes.string_at(self.buf, n)
 
 
+_READER_KEEP = 1 << 17
 _reader = _Reader()
 _reader_thread = _thread.get_ident()
 
