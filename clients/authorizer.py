@@ -58,7 +58,7 @@ from typing import Any
 
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS, SyscallSpec
-from brokerd.protocol.args import FLAGSETS, constant, value_to_int
+from brokerd.protocol.args import FLAGSETS, WHO_TARGETS, constant, value_to_int
 from brokerd.protocol.consts import errno_number, signal_number
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.layers import LayerSpec, layer_attrs, parse_layer
@@ -252,13 +252,6 @@ def _pidfd_pid(pid: int, tid: int, fd: int) -> int | None:
         except (OSError, ValueError, IndexError):
             continue
     return None
-
-
-#: ``which`` kinds whose next argument (``who``) names the target, by value
-_WHICH_WHO: dict[str, dict[int, str]] = {
-    "priority_which": {constant("PRIO_PROCESS"): "process", constant("PRIO_PGRP"): "group"},
-    "ioprio_which": {constant("IOPRIO_WHO_PROCESS"): "process", constant("IOPRIO_WHO_PGRP"): "group"},
-}
 
 
 def group_members(pgrp: int) -> list[int]:
@@ -636,8 +629,8 @@ class Syscall:
         for i, k in enumerate(kinds):
             if k == "pid":
                 got = self._pid_target(_s32(self.num(i)), group_kill)
-            elif k in _WHICH_WHO and i + 1 < len(kinds):
-                got = self._who_target(_WHICH_WHO[k].get(self.num(i)), _s32(self.num(i + 1)))
+            elif k in WHO_TARGETS and i + 1 < len(kinds):
+                got = self._who_target(WHO_TARGETS[k].get(self.num(i)), _s32(self.num(i + 1)))
             else:
                 continue
             if got is None:

@@ -58,7 +58,7 @@ from .consts import MAX_ERRNO, SIGNAL_NAMES, SIGNALS
 from .types import Addr, Array, Fail, Field, Int, Oct, Ok, Ptr, Result, Str, Struct, Sym, Value
 
 __all__ = [
-    "FLAGSETS", "KINDS", "Encoded", "FlagSet", "Memory", "check_kind", "constant", "decode_args",
+    "FLAGSETS", "KINDS", "WHO_TARGETS", "Encoded", "FlagSet", "Memory", "check_kind", "constant", "decode_args",
     "decode_outbufs", "decode_result", "encode_args", "format_flags", "pack_sockaddr",
     "unpack_sockaddr", "value_to_int",
 ]
@@ -501,6 +501,16 @@ def constant(name: str) -> int:
 def _split(kind: str) -> tuple[str, int | None]:
     base, sep, n = kind.partition(":")
     return base, (int(n) if sep else None)
+
+
+#: ``which`` kinds whose next argument (``who``) names the target of a call
+#: that changes another process (setpriority, ioprio_set), by value: a
+#: process (who 0: the caller), a process group (0: the caller's) or every
+#: process of a user
+WHO_TARGETS: Mapping[str, Mapping[int, str]] = {
+    "priority_which": {0: "process", 1: "group", 2: "user"},
+    "ioprio_which": {1: "process", 2: "group", 3: "user"},
+}
 
 
 def check_kind(kind: str, nargs: int = 6) -> None:

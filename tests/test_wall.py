@@ -154,6 +154,37 @@ def test_other_owner_commands_do_not_send_sigio_to_an_authorizer(mode, how, ctl,
     assert not sigfile.exists(), "the authorizer got SIGIO from the traced program"
 
 
+def _nofile_and_nice(pid: int) -> tuple[str, int]:
+    limits = next(ln for ln in open(f"/proc/{pid}/limits") if ln.startswith("Max open files"))
+    return limits, os.getpriority(os.PRIO_PROCESS, pid)
+
+
+@pytest.mark.parametrize("backend", ["auto", "ptrace"])
+@pytest.mark.parametrize("mode", MODES)
+def test_limits_and_priorities_of_outside_processes_stay_out_of_reach(mode, backend, ctl):
+    """prlimit64, setpriority, sched_* and ioprio_set check only uids, and no
+    Landlock domain covers them: before, a program under the wall could
+    lower any same-uid process's limits, renice it, or kill it outright with
+    `prlimit --pid PID --cpu=1:1` (the kernel's SIGKILL at the hard limit).
+    Now they are refused outside the session (the broker always), unless the
+    user opted out of the wall; inside the session they work."""
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        before = _nofile_and_nice(victim.pid)
+        v = victim.pid
+        r = ctl(mode, "run", "--backend", backend, "--", "sh", "-c",
+                f"prlimit --pid {v} --nofile=77:77; echo prlimit=$?; renice -n 5 -p {v} >/dev/null; "
+                "echo renice=$?; prlimit --pid $PPID --nofile=77:77; echo broker=$?; "
+                "sleep 30 & c=$!; prlimit --pid $c --nofile=77:77; echo inside=$?; kill $c")
+        outside = "0" if mode == "opted-out" else "1"
+        assert r.stdout.splitlines() == [f"prlimit={outside}", f"renice={outside}", "broker=1", "inside=0"], r.stderr
+        assert (_nofile_and_nice(v) == before) == (mode != "opted-out")
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+
+
 @pytest.mark.parametrize("stable", ["copy", "no-stable-args"])
 def test_owner_flipped_in_memory_after_the_check_never_wins(stable, ctl, victim, cprog):
     """F_SETOWN_EX and FIOSETOWN read the owner from memory: a thread flips

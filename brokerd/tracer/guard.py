@@ -19,6 +19,16 @@ are judged here before any authorizer sees them:
   signal (as root, the machine) before any policy saw the call;
 * anything else goes on to the authorizers like any other call.
 
+The calls that change another process where the kernel checks only uids
+(the ``process-control`` class: prlimit64, sched_setaffinity,
+sched_setparam/setscheduler/setattr, setpriority, ioprio_set) always stop
+too, because no Landlock domain covers them: a program under the wall could
+otherwise kill any process of its uid with ``prlimit(RLIMIT_CPU)`` (the
+kernel's SIGXCPU/SIGKILL), its own broker or another session's included.
+Aimed at a protected process, or at a user's every process
+(``PRIO_USER``): EPERM; aimed outside the session: EPERM too, unless the
+user opted out of the wall (``--no-landlock``) or attached.
+
 Which argument names the target is read from the tables' argument kinds
 (``pid``, a pidfd ``fd``, ``dirfd``/``path`` of the opens), not from lists
 of names here.
@@ -51,6 +61,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from brokerd.protocol.abi import ABIS, names_in
+from brokerd.protocol.args import WHO_TARGETS
 
 from .procfs import (
     AT_FDCWD,
@@ -64,6 +75,8 @@ from .procfs import (
 )
 
 GUARDED = names_in("process-access")
+#: change another process; the kernel checks only uids (no Landlock domain covers these)
+CONTROL = names_in("process-control")
 _GROUP = names_in("signal-group")
 _SIGNALS = names_in("signal-send")
 #: reach another process without ptrace-mode access, so a Landlock domain lets them through
@@ -123,23 +136,29 @@ def owner_form(name: str, raw: tuple[int, ...]) -> str | None:
 @dataclass(frozen=True)
 class _Target:
     """Where a guarded call names its target: ``pid`` argument indices, or a
-    pidfd in argument 0; whether the first kind is a ptrace request."""
+    pidfd in argument 0; whether the first kind is a ptrace request; the
+    index of a ``which`` kind whose next argument is the target (``who``)."""
 
     pids: tuple[int, ...]
     pidfd: bool
     ptrace: bool
+    which: int | None = None
 
 
 def _targets() -> dict[str, _Target]:
     out: dict[str, _Target] = {}
     for abi in ABIS.values():
-        for name in GUARDED & abi.by_name.keys():
+        for name in (GUARDED | CONTROL) & abi.by_name.keys():
             kinds = abi.by_name[name].args
+            which = next((i for i, k in enumerate(kinds[:-1]) if k in WHO_TARGETS), None)
             out.setdefault(name, _Target(tuple(i for i, k in enumerate(kinds) if k == "pid"),
-                                         kinds[:1] == ("fd",), kinds[:1] == ("ptrace_request",)))
+                                         kinds[:1] == ("fd",), kinds[:1] == ("ptrace_request",),
+                                         which))
+            _WHICH_KIND[name] = kinds[which] if which is not None else ""
     return out
 
 
+_WHICH_KIND: dict[str, str] = {}
 _TARGETS = _targets()
 
 PTRACE_TRACEME = 0
@@ -168,10 +187,13 @@ class Guard:
         self.emulate_domain = False
         #: no signal scope, not by the user's choice: signals to outside refused, as the scope would
         self.emulate_signals = False
+        #: a launched session the user did not opt out of the wall for: process-control calls
+        #: (which no domain covers) aimed outside the session are refused
+        self.emulate_control = False
 
     def calls(self) -> frozenset[str]:
         """The calls this guard judges at their entry."""
-        return (GUARDED | (PROC_OPEN_CALLS if self.proc_checks else frozenset())
+        return (GUARDED | CONTROL | (PROC_OPEN_CALLS if self.proc_checks else frozenset())
                 | (OWNER_CALLS if self.owner_checks else frozenset()))
 
     def _outside(self, pid: int, emulated: bool) -> bool:
@@ -205,6 +227,8 @@ class Guard:
                       caller_tgid: int) -> tuple[str, int] | None:
         if target.ptrace and raw[0] == PTRACE_TRACEME:
             return None  # names no other process
+        if name in CONTROL:
+            return self._judge_control(name, target, raw, caller_tgid)
         pids = [_s32(raw[i]) for i in target.pids if i < len(raw)]
         if name in _GROUP and pids and pids[0] <= 0:
             return self._group_kill(pids[0], _s32(raw[1]), caller_tgid)
@@ -215,6 +239,23 @@ class Guard:
                     else self.emulate_domain and name not in _NO_ACCESS_CHECK)
         # a thread id names its process too (tkill, tgkill, ptrace): _outside looks at both
         hit = any(p > 0 and self._outside(p, emulated) for p in pids)
+        return ("deny", E.EPERM) if hit else None
+
+    def _judge_control(self, name: str, target: _Target, raw: tuple[int, ...], caller: int) -> tuple[str, int] | None:
+        """prlimit64, sched_set*, setpriority, ioprio_set: a pid (0: the
+        caller), or setpriority/ioprio_set's which/who pair."""
+        pids = [p for p in (_s32(raw[i]) for i in target.pids if i < len(raw)) if p > 0]
+        if target.which is not None and target.which + 1 < len(raw):
+            what = WHO_TARGETS[_WHICH_KIND[name]].get(_s32(raw[target.which]))
+            who = _s32(raw[target.which + 1])
+            if what == "user":
+                return ("deny", E.EPERM)  # every process of a uid: the broker's too
+            if what == "process" and who > 0:
+                pids.append(who)
+            elif what == "group" and who >= 0:
+                st = pgrp_and_ppid(caller) if who == 0 else None
+                pids += self._pgrp_members(who or (st[0] if st else 0))
+        hit = any(self._outside(p, self.emulate_control) for p in pids)
         return ("deny", E.EPERM) if hit else None
 
     def _judge_owner(self, name: str, raw: tuple[int, ...], tid: int) -> tuple[str, int] | None:

@@ -39,6 +39,7 @@ from brokerd.decision.stack import Decision
 from brokerd.protocol.abi import abi_from_audit
 
 from . import seccomp
+from .procfs import pgrp_and_ppid
 from .shim import LaunchError, Shim, _Thread
 
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
@@ -93,13 +94,30 @@ class NotifyShim(Shim):
     def _become_notify(self) -> None:
         # nothing to strip or guard by register: the broker is not a tracer here,
         # but kill/ptrace of the broker is still judged (with deny answers)
-        from .guard import GUARDED
+        from .guard import CONTROL, GUARDED
 
-        self.internal_trace = GUARDED
+        self.internal_trace = GUARDED | CONTROL
+        self.guard.in_session = self._in_session  # this class's: the guard was given the tracer's
         self._action_cache.clear()
         self._listener = -1
         self._recv = ctypes.create_string_buffer(NOTIF.size)
         self._pending: dict[int, int] = {}  # tid -> notification id
+
+    def _in_session(self, tgid: int) -> bool:
+        """Not a tracer, so no fork event names the session's processes: a
+        process that made a notified call, or a descendant of the program
+        (one reparented away from it counts as outside: refused, never let through)."""
+        if super()._in_session(tgid):
+            return True
+        pid, hops = tgid, 0
+        while pid > 1 and hops < 4096:
+            if pid == self.main_pid:
+                return True
+            st = pgrp_and_ppid(pid)
+            if st is None:
+                return False
+            pid, hops = st[1], hops + 1
+        return False
 
     def _maybe_stop_self(self) -> None:
         # not a tracer: Ctrl-Z stopped the program itself; follow it at once

@@ -42,7 +42,9 @@ syscalls opted in, so that calls added by new kernels are denied by default::
   outside (another process, a group with an outside member, ``PRIO_USER``)
   they fail with ``EPERM``.  The Landlock wall already refuses the ones that
   need ptrace-mode access (``get_robust_list``, ``kcmp``, ``move_pages``...)
-  outside the session; limits, scheduling and priorities it does not cover.
+  outside the session, and the broker's guard the others unless the user
+  chose ``--no-landlock``; this check holds under ``--no-landlock`` and
+  attach too.
 * Opt-in: the syscalls in :data:`SAFE` (memory, signals, I/O on open
   descriptors, process control...) run unchecked, those in :data:`READ_PATH`
   / :data:`WRITE_PATH` are path-checked; **every other syscall fails with

@@ -22,7 +22,7 @@ from brokerd.protocol.types import (
 from .. import landlock
 from .. import layers as kernel_layers
 from .. import ptrace as pt
-from ..guard import GUARDED, PROC_OPEN_CALLS, Guard
+from ..guard import CONTROL, GUARDED, PROC_OPEN_CALLS, Guard
 from ..scratch import Region
 from .consts import (
     CLONE3_DENIED,
@@ -78,7 +78,7 @@ class ShimBase:
         self._inject_nonce = int.from_bytes(os.urandom(8), "little") | 1
         self._slot_waiters: list[_Thread] = []  # calls waiting for a free scratch slot
         #: calls that always stop for the broker's own checks (clone flags, the guard, the region)
-        self.internal_trace = frozenset({"clone", "clone3"}) | GUARDED | REGION_CALLS_ALWAYS
+        self.internal_trace = frozenset({"clone", "clone3"}) | GUARDED | CONTROL | REGION_CALLS_ALWAYS
         self._mem = _Mem(0)
         self._sfd = -1
         self._ep: select.epoll | None = None
@@ -116,6 +116,9 @@ class ShimBase:
         self.guard.owner_checks = owner
         self.guard.emulate_domain = emulate and proc
         self.guard.emulate_signals = emulate and owner
+        # no domain covers prlimit/sched/priority calls: outside the session they are refused
+        # unless the user opted out of the wall (or attached)
+        self.guard.emulate_control = emulate
         self._guarded = self.guard.calls()
         # fcntl stops only for its owner commands (a flag test in the filter), not here
         self.internal_trace = self.internal_trace | (PROC_OPEN_CALLS if proc else frozenset())
