@@ -7,7 +7,7 @@ import errno as E
 from brokerd.protocol.abi import ABIS
 
 from .. import seccomp
-from ..guard import OWNER_BY_CALL, OWNER_CALLS, OWNER_CMD_BIT, OWNER_KIND
+from ..guard import CONTROL, OWNER_BY_CALL, OWNER_CALLS, OWNER_CMD_BIT, OWNER_KIND
 from .base import ShimBase
 from .consts import (
     HANDOFF_ARG,
@@ -61,6 +61,9 @@ class Filter(ShimBase):
                 else:
                     action = stop  # i386's old mmap passes its flags in memory
                 action = self._flag_rule(name, action, stop)
+                if name in CONTROL and action == stop and "pid" in spec.args and self._stops_for_guard_only(name):
+                    # prlimit64(0, ...) (glibc's getrlimit), sched_setaffinity(0, ...): the caller itself
+                    action = seccomp.ArgEquals(spec.args.index("pid"), 0, seccomp.RET_ALLOW, stop, low32=True)
                 if handoff is not None and name == "sendmsg" and isinstance(action, int):
                     action = seccomp.ArgEquals(HANDOFF_ARG, handoff, seccomp.RET_ALLOW, action)
                 if name in INJECTED_CALLS and isinstance(action, int) and action not in (seccomp.RET_ALLOW, stop):
@@ -83,6 +86,10 @@ class Filter(ShimBase):
         if x32_rules.default != seccomp.RET_ALLOW or x32_rules.actions:
             x32 = seccomp.AbiRules({**x32_rules.actions, 0xFFFFFFFF: seccomp.RET_ALLOW}, x32_rules.default)
         return seccomp.compile_filter(rules["x86_64"], rules["i386"], x32)
+
+    def _stops_for_guard_only(self, name: str) -> bool:
+        """Would the stack let ``name`` run without the broker's own stop?"""
+        return self.stack.action(name, self.internal.action(name, False))[0] == "allow"
 
     def _injected_rule(self, abi_name: str, action: int) -> seccomp.ArgEquals:
         """Let exactly the broker's injected call through a static rule: it
