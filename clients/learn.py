@@ -25,15 +25,16 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from brokerd.clients.authorizer import Syscall, opens_for_writing
+from brokerd.clients.authorizer import Authorizer, Syscall, opens_for_writing
 from brokerd.clients.policies.readonly import OPEN, PATH_WRITES
-from brokerd.clients.replay import read_journal
+from brokerd.clients.replay import Entry, read_journal
 from brokerd.protocol import codec
+from brokerd.protocol.consts import errno_number
 from brokerd.protocol.errors import ProtocolError
-from brokerd.protocol.types import Fail, ProcEvent, Str
+from brokerd.protocol.types import Fail, Hello, Kill, ProcEvent, SkipFail, Str
 
 from brokerd.globs import glob_to_regex
 
@@ -89,6 +90,7 @@ class Observed:
     unresolved: set[str] = field(default_factory=set)  # calls with a path nobody could resolve
     on_fds: set[str] = field(default_factory=set)  # fstatat(fd, "", AT_EMPTY_PATH)-like calls
     ioctls: dict[int, str] = field(default_factory=dict)  # ioctl request -> its name, as the run made them
+    base: str = ""  # the shipped policy learned on (--base): only what it denied is in here
 
     def use(self, table: dict[str, Use], key: str, use: Use) -> None:
         if key in table:
@@ -108,6 +110,9 @@ class Observed:
         self.unresolved |= other.unresolved
         self.on_fds |= other.on_fds
         self.ioctls.update(other.ioctls)
+        if self.base != other.base and self.base and other.base:
+            raise NotLearned(f"learned on different bases: {self.base!r} and {other.base!r}")
+        self.base = self.base or other.base
 
 
 # ---------------------------------------------------------------------------
@@ -182,8 +187,10 @@ def endpoint(call: Syscall) -> str | None:
     return None
 
 
-def observe(lines: Sequence[str], *, command: str = "", cwd: str | None = None) -> Observed:
-    """What one recorded run did.  ``cwd``: where it ran (its tree)."""
+def observe(lines: Sequence[str], *, command: str = "", cwd: str | None = None,
+            keep: Callable[[Entry], bool] | None = None) -> Observed:
+    """What one recorded run did.  ``cwd``: where it ran (its tree);
+    ``keep``: only these calls (learning on a base: what it denied)."""
     obs = Observed()
     if command:
         obs.runs.add(command)
@@ -202,6 +209,8 @@ def observe(lines: Sequence[str], *, command: str = "", cwd: str | None = None) 
                     prog[int(codec.format_value(ev.args[0]))] = prog.get(ev.pid, "")
                 except ValueError:
                     pass
+        if keep is not None and not keep(entry):
+            continue
         call = Syscall(entry.event)
         resolved = {}
         for i in call.path_args():
@@ -249,6 +258,46 @@ def note(obs: Observed, call: Syscall, resolved: dict[int, str | None], *, ok: b
         obs.use(obs.paths, as_glob(path), use)
 
 
+def denied_by(base: Authorizer) -> Callable[[Entry], bool]:
+    """Would ``base`` deny this recorded call?  Its static rules first (a call
+    it neither allows nor subscribes to gets ``unknown``), then its handlers,
+    replayed in this process (the paths the journal recorded).  A denial with
+    the error the call got anyway (a missing file's ENOENT) changes nothing
+    the program sees: not counted."""
+    session = base.session()
+    session.start_event(Hello((codec.VERSION,), (("role", "broker"), ("session", "learn"), ("replay", "yes"))))
+    sub = base.subscription()
+    asked = None if sub == "all" else frozenset(sub.split(","))
+    static = _static_denial(base.unknown)
+
+    def same_error(entry: Entry, err: int | None) -> bool:
+        return isinstance(entry.result, Fail) and entry.result.errno == err
+
+    def denies(entry: Entry) -> bool:
+        name = entry.event.call.name
+        if name in base.allow:
+            return False
+        if asked is not None and name not in asked:
+            return static is not False and not same_error(entry, static)
+        reply = session.decide(entry.event)
+        v = reply.verdict if reply is not None else None
+        if isinstance(v, SkipFail):
+            return not same_error(entry, v.errno)
+        return isinstance(v, Kill)
+
+    return denies
+
+
+def _static_denial(unknown: str | None) -> int | None | bool:
+    """What a base's ``unknown`` does to a call it names nowhere: False (it
+    runs), the errno it fails with, or None (killed)."""
+    if not unknown or not unknown.startswith(("deny", "kill")):
+        return False
+    if unknown == "kill":
+        return None
+    return errno_number(unknown.partition(":")[2] or "EPERM")
+
+
 # ---------------------------------------------------------------------------
 # plan: Observed -> grants
 # ---------------------------------------------------------------------------
@@ -275,6 +324,7 @@ class Plan:
     unresolved: list[str]
     on_fds: list[str]
     ioctls: dict[int, str]
+    base: str = ""
 
     @property
     def write_patterns(self) -> list[str]:
@@ -373,9 +423,9 @@ def plan(obs: Observed) -> Plan:
     net = [Grant("net", ep, u, u.why or ("connected to" if "connect" in u.calls else "bound"))
            for ep, u in sorted(obs.net.items())]
     progs = {p for ps in obs.calls.values() for p in ps}
-    calls = Grant("calls", "", Use("calls", set(obs.calls) | ALWAYS, progs, True), "")
+    calls = Grant("calls", "", Use("calls", set(obs.calls) | (set() if obs.base else ALWAYS), progs, True), "")
     return Plan(sorted(obs.runs), calls, paths, net, sorted(obs.unresolved), sorted(obs.on_fds),
-                dict(sorted(obs.ioctls.items())))
+                dict(sorted(obs.ioctls.items())), obs.base)
 
 
 # ---------------------------------------------------------------------------
@@ -476,13 +526,25 @@ def _render_layer(p: Plan) -> str:
     return "\n".join(out) + "\n"
 
 
-def render(p: Plan) -> str:
+def _head(p: Plan) -> list[str]:
     out = [HEADER]
     out += [f"# run: {r}\n" for r in p.runs]
     out.append("# Enforce: brokerctl run --policy THIS.toml -- PROG ARGS\n")
     out.append("# Check first (lists what it would deny): brokerctl learn --check THIS.toml -- PROG ARGS\n")
     if p.unresolved:
         out.append(f"# Not learned (a path nobody could resolve; denied): {', '.join(p.unresolved)}\n")
+    return out
+
+
+def _ioctl_rules(p: Plan) -> list[str]:
+    return [_rule(f"ioctl: {name}, as the run made it", ["ioctl"], "allow", arg1=str(req)) + "\n"
+            for req, name in p.ioctls.items()]
+
+
+def render(p: Plan) -> str:
+    if p.base:
+        return _render_on_base(p)
+    out = _head(p)
     out.append('\nname = "learned"\n'
                'unknown = "deny:ENOSYS"  # calls no run made fail in the kernel filter, as on a kernel without them\n'
                'default = "deny"  # the calls the rules name are asked about; what no rule allows is denied\n'
@@ -491,8 +553,7 @@ def render(p: Plan) -> str:
     out.append(f"allow = {_list(p.calls.use.calls - {'ioctl'})}\n\n")
     out.append(_render_layer(p))
     if "ioctl" in p.calls.use.calls:  # judged per request: TIOCSTI would type into the user's terminal
-        for req, name in p.ioctls.items():
-            out.append(_rule(f"ioctl: {name}, as the run made it", ["ioctl"], "allow", arg1=str(req)) + "\n")
+        out += _ioctl_rules(p)
         out.append(_rule("deny: any other ioctl (TIOCSTI would type into the user's terminal)", ["ioctl"],
                          "skip-fail ENOTTY") + "\n")
     if p.on_fds:
@@ -537,7 +598,7 @@ def parse(text: str) -> Observed:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise NotLearned(f"TOML syntax: {e}") from None
-    obs = Observed(runs=set(_RUN.findall(text)))
+    obs = Observed(runs=set(_RUN.findall(text)), base=str(data.get("base", "")))
     m = _CALLS_BY.search(text)
     by = {x for x in re.split(r", | and \d+ more", m.group(1) or "") if x} if m else set()
     for c in data.get("allow", []):
@@ -565,3 +626,61 @@ def parse(text: str) -> Observed:
             for a in rule.get("addr", []):
                 obs.use(obs.net, a, Use("read", calls, progs, True, why=why))
     return obs
+
+
+# ---------------------------------------------------------------------------
+# render on a base (--base): the base, widened by what the run needed of it
+# ---------------------------------------------------------------------------
+
+BASE_NOTE = ("# base: the shipped policy this one widens. One policy, not a stack (a policy stacked on another can\n"
+             "# only narrow it): the rules below are tried first, and every call none matches is decided by the base,\n"
+             "# with its static rules and kernel layer widened by `allow` and [layer] here.\n")
+
+
+def _render_on_base(p: Plan) -> str:
+    from brokerd.clients.policies import build_shipped
+
+    base = build_shipped(p.base)
+    sub = base.subscription()
+    asked = None if sub == "all" else set(sub.split(","))
+    calls = p.calls.use.calls - {"ioctl"}
+    static = sorted(c for c in calls if asked is not None and c not in asked)
+    out = _head(p) + ["\n", BASE_NOTE, f"base = {_q(p.base)}\n", 'name = "learned"\n']
+    if static:
+        out.append(f"# calls: the system calls the run made that the base denies in its kernel filter{_by(p.calls.use.progs)}\n")
+        out.append(f"allow = {_list(static)}\n")
+    out.append("\n" + _render_layer_additions(p))
+    out += _ioctl_rules(p) if "ioctl" in p.calls.use.calls else []
+    traced = sorted(calls - set(static))
+    if traced:
+        out.append(_rule(f"calls: the base denied these{_by(p.calls.use.progs)}", traced, "allow") + "\n")
+    if p.on_fds:
+        out.append(_rule("fds: calls on descriptors already open (judged when they were opened)", p.on_fds,
+                         "allow", raw_path='""', flags='["AT_EMPTY_PATH"]') + "\n")
+    for g in p.paths:
+        comment = f"{g.kind}: {g.what}{_by(g.use.progs)}"
+        opens = g.use.calls & OPEN if g.kind == "read" else set()
+        if opens:  # a read grant opens for reading only; opening for writing goes on to the base
+            out.append(_rule(comment, opens, "allow", path=_list(g.patterns), writes="false") + "\n")
+        if g.use.calls - opens:
+            out.append(_rule(comment, g.use.calls - opens, "allow", path=_list(g.patterns)) + "\n")
+    for g in p.net:
+        out.append(_rule(f"net: {g.what}{_by(g.use.progs)}", g.use.calls, "allow", addr=_list([g.pattern])) + "\n")
+    return "".join(out).rstrip("\n") + "\n"
+
+
+def _render_layer_additions(p: Plan) -> str:
+    rules, wider = layer_rules(p)
+    if not rules:
+        return ""
+    out = ["# Added to the base's kernel layer (only the rights it handles count)."]
+    if wider:
+        out.append("# Wider than the rules below, so the broker still judges every call the layer would settle:")
+        out += [f"#   {w}" for w in wider]
+    out.append("[layer]")
+    if wider:
+        out.append('settle = "none"')
+    out.append("")
+    for rights, path in rules:
+        out += ["[[layer.fs]]", f"rights = {_list(rights)}", f"path = {_q(path)}", ""]
+    return "\n".join(out) + "\n"

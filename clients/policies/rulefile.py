@@ -73,10 +73,10 @@ from brokerd.protocol.abi import ABIS
 from brokerd.protocol.args import FLAGSETS
 from brokerd.protocol.consts import errno_number
 from brokerd.protocol.errors import ProtocolError
-from brokerd.protocol.layers import LayerSpec
+from brokerd.protocol.layers import FsRule, LayerSpec, NetRule, layer_attrs, parse_layer
 from brokerd.protocol.types import Cont, Fail, Kill, Ok, Reply, Rewrite, SkipFail, SkipOk, Step
 
-TOP_KEYS = {"name", "default", "deny_errno", "rule", "trace", "layer", "allow", "unknown"}
+TOP_KEYS = {"name", "default", "deny_errno", "rule", "trace", "layer", "allow", "unknown", "base"}
 LAYER_KEYS = {"fs_handled", "net_handled", "scope", "settle", "unjudged", "fs", "net"}
 RULE_KEYS = {"syscall", "path", "not_path", "raw_path", "flags", "writes", "addr", "verdict", "result",
              "log", "comment"} | {f"arg{i}" for i in range(6)}
@@ -216,6 +216,10 @@ class Policy:
     #: allowed without a stop, and what happens to calls named nowhere
     allow: frozenset[str] = frozenset()
     unknown: str | None = None
+    #: ``base = "NAME[:ARGS]"``: the shipped policy this file widens (built
+    #: here); what no rule matches is decided by it, not by ``default``
+    base: str | None = None
+    base_policy: Authorizer | None = None
 
     def decide(self, call: Syscall) -> tuple[Rule | None, Reply]:
         for r in self.rules:
@@ -434,6 +438,7 @@ def loads(text: str, path: str = "<policy>") -> Policy:
     rules = [r for k, raw in enumerate(raw_rules) if (r := _compile_rule(k, raw, deny_errno, lines, errors))]
     layer = _compile_layer(data.get("layer"), lines, errors)
     allow, unknown = _static(data, lines, errors)
+    base, base_policy = _base(data, lines, errors)
     if errors:
         raise PolicyFileError(path, sorted(errors, key=lambda e: e[0] or 0))
     trace: str | frozenset[str]
@@ -444,7 +449,27 @@ def loads(text: str, path: str = "<policy>") -> Policy:
         trace = frozenset(n for r in rules for n in r.syscalls or ()) - allow
     else:
         trace = "all"
-    return Policy(name, default, rules, trace, layer, allow, unknown)
+    return Policy(name, default, rules, trace, layer, allow, unknown, base, base_policy)
+
+
+def _base(data: dict, lines: _Lines, errors: list[tuple[int | None, str]]) -> tuple[str | None, Authorizer | None]:
+    """``base = "sandbox:/w,--ro=/usr"``: built now, so a bad one is a load error."""
+    from brokerd.clients.policies import build_shipped
+
+    spec = data.get("base")
+    if spec is None:
+        return None, None
+    if not isinstance(spec, str):
+        errors.append((lines.key("base"), "base must be a string (NAME[:ARG,ARG...])"))
+        return None, None
+    for key in ("default", "unknown", "trace"):
+        if key in data:
+            errors.append((lines.key(key), f"{key!r} does not apply with a base: the base decides what no rule matches"))
+    try:
+        return spec, build_shipped(spec)
+    except ValueError as e:
+        errors.append((lines.key("base"), f"base {e}"))
+        return None, None
 
 
 _UNKNOWN = re.compile(r"allow|trace|kill|deny(?::[A-Z0-9]+)?")
@@ -538,6 +563,8 @@ def load(path: str) -> Policy:
 
 
 def build_from(policy: Policy, *, log: bool = False) -> Authorizer:
+    if policy.base_policy is not None:
+        return _widened(policy, policy.base_policy, log)
     az = Authorizer(policy.name, trace=policy.trace, layer=policy.layer, allow=policy.allow, unknown=policy.unknown)
     stepped: dict[int, Rule] = {}
 
@@ -557,6 +584,73 @@ def build_from(policy: Policy, *, log: bool = False) -> Authorizer:
         rule = stepped.pop(ret.id, None)
         return rule.result if rule is not None and rule.result is not None else cont()
 
+    return az
+
+
+def _log_match(policy: Policy, rule: Rule, call: Syscall, verdict: Reply) -> None:
+    where = f"rule {rule.index + 1}" + (f" (line {rule.line})" if rule.line else "")
+    print(f"{policy.name}: {where}: pid {call.pid}: {call.text()} -> "
+          f"{codec.format_reply(verdict).decode().strip()}", file=sys.stderr, flush=True)
+
+
+def widened_layer(base: LayerSpec | None, extra: LayerSpec | None) -> LayerSpec | None:
+    """The base's kernel layer with the file's ``[[layer.fs]]``/``[[layer.net]]``
+    rules added (only the rights the base handles: the others it never
+    denies).  The base's ``settle`` holds unless the file says ``settle =
+    "none"`` (its additions are wider than its rules)."""
+    if base is None or extra is None:
+        return base
+    fs = [r for r in (FsRule(r.rights & base.fs_handled, r.path) for r in extra.fs) if r.rights]
+    net = [r for r in (NetRule(r.rights & base.net_handled, r.ports) for r in extra.net) if r.rights]
+    attrs = [(k, v) for k, v in layer_attrs(base) if k != "settle"]
+    attrs += layer_attrs(LayerSpec(fs=tuple(fs), net=tuple(net)))
+    attrs.append(("settle", base.settle if extra.settle == "all" else extra.settle))
+    return parse_layer(attrs)
+
+
+def _widened(policy: Policy, base: Authorizer, log: bool) -> Authorizer:
+    """A file with a ``base``: ONE policy, the base with the file's rules
+    tried first (a stack could only narrow the base, never widen it).  The
+    base's static rules and layer, widened by the file's ``allow`` and
+    ``[layer]``; calls no rule matches go to the base, in this process."""
+    sub = base.subscription()
+    named = frozenset(n for r in policy.rules for n in r.syscalls or ())
+    whole = sub == "all" or any(r.syscalls is None for r in policy.rules)
+    trace: str | frozenset[str] = "all" if whole else (frozenset(sub.split(",")) - {"none"}) | named
+    az = Authorizer(policy.name, trace=trace, layer=widened_layer(base.layer, policy.layer),
+                    allow=base.allow | policy.allow, unknown=base.unknown, events=base.events,
+                    default=base.default, failsafe=base.failsafe, strsize=base.strsize)
+    inner = base.session()
+    stepped: dict[int, Rule] = {}
+
+    @az.on_hello
+    def hello(session: object) -> None:
+        broker = getattr(session, "broker", None)
+        if broker is not None:
+            inner.start_event(broker)  # the same session id and replay flag
+
+    @az.on("*")
+    def judge(call: Syscall) -> object:
+        for rule in policy.rules:
+            if rule.matches(call):
+                if rule.log or log:
+                    _log_match(policy, rule, call, rule.verdict)
+                if rule.result is not None:
+                    stepped[call.id] = rule
+                return rule.verdict
+        return inner.decide(call.event) or cont()
+
+    @az.on_result("*")
+    def result(ret: SysResult) -> object:
+        rule = stepped.pop(ret.id, None)
+        if rule is not None:
+            return rule.result or cont()
+        return inner.decide(ret.event) or cont()
+
+    for kind in base.handlers.proc:
+        az.on_proc(kind)(inner.start_event)
+    if base.handlers.signal is not None:
+        az.on_signal(lambda sig: inner.decide(sig.event))
     return az
 
 
