@@ -24,11 +24,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from brokerd.clients.authorizer import Authorizer, Syscall, opens_for_writing
+from brokerd.clients.policies.network import (
+    ADDRESSED,
+    DESTS_NOTE,
+    MSG_SENDS,
+    PEER,
+    destinations,
+    endpoint,
+)
 from brokerd.clients.policies.readonly import OPEN, PATH_WRITES
 from brokerd.clients.replay import Entry, read_journal
 from brokerd.protocol import codec
@@ -38,7 +47,8 @@ from brokerd.protocol.types import Fail, Hello, Kill, ProcEvent, SkipFail, Str
 
 from brokerd.globs import glob_to_regex
 
-NET_CALLS = frozenset({"connect", "bind"})  # judged by address; sends go to the connected peer
+#: judged by address: every address they name is learned ("peer": a send to the connected peer)
+NET_CALLS = frozenset(ADDRESSED) | MSG_SENDS
 SYSTEM_TREES = ("/usr",)  # read (and run) as a whole when the run read anything there
 #: never collapsed to DIR/** however many files were read there (secrets live there)
 NEVER_COLLAPSE = ("/", "/etc", "/proc", "/dev", "/sys", "/root", "/home", "/run", "/var", "/tmp", "/var/tmp")
@@ -173,18 +183,19 @@ def _procs(lines: Sequence[str]) -> dict[int, ProcEvent]:
     return out
 
 
-def endpoint(call: Syscall) -> str | None:
-    """The network rule text (clients/policies/network.py) for a call's address."""
-    sa = call.sockaddr()
-    if sa is None:
+def endpoints(call: Syscall) -> list[str] | None:
+    """The network rule texts of every address the call names (the journal's
+    ``dests``, recorded while the process lived); None when one cannot be
+    named (then the call is learned by name, as any other)."""
+    recorded = call.notes.get(DESTS_NOTE)
+    if isinstance(recorded, Str):  # resolved then; the process is gone now
+        return os.fsdecode(recorded.data).split("\n")
+    try:
+        found = destinations(call)
+    except (OSError, ValueError, struct.error):
         return None
-    if sa.family == "AF_INET" and sa.host and sa.port is not None:
-        return f"{sa.host}:{sa.port}"
-    if sa.family == "AF_INET6" and sa.host and sa.port is not None:
-        return f"[{sa.host}]:{sa.port}"
-    if sa.family == "AF_UNIX" and sa.path:
-        return f"unix:{sa.path}"
-    return None
+    texts = [endpoint(call, sa) for sa in found or ()]
+    return [t for t in texts if t is not None] if texts and None not in texts else None
 
 
 def observe(lines: Sequence[str], *, command: str = "", cwd: str | None = None,
@@ -231,8 +242,9 @@ def note(obs: Observed, call: Syscall, resolved: dict[int, str | None], *, ok: b
     """Add one call to ``obs``: its name, or its paths (``resolved``: by
     argument index, None when unknown) by kind, or its address."""
     progs = {who} - {""}
-    if call.name in NET_CALLS and (ep := endpoint(call)):
-        obs.use(obs.net, ep, Use("read", {call.name}, progs, ok))
+    if call.name in NET_CALLS and (eps := endpoints(call)):
+        for ep in eps:
+            obs.use(obs.net, ep, Use("read", {call.name}, progs, ok))
         return
     if call.name == "ioctl" and (req := _request(call)) is not None:
         obs.ioctls[req] = codec.format_value(call.args[1])
@@ -392,6 +404,13 @@ def _covered(path: str, grants: Iterable[tuple[str, str, str]], kind: str) -> tu
     return None
 
 
+def _net_what(ep: str, u: Use) -> str:
+    if ep == PEER:
+        return "sends naming no address (to the connected peer, judged at connect)"
+    return ", ".join(w for c, w in (("connect", "connected to"), ("bind", "bound"), ("send", "sent to"))
+                     if any(n.startswith(c) for n in u.calls))
+
+
 def plan(obs: Observed) -> Plan:
     shapes = _collapses(obs)
     grants: dict[str, Grant] = {}
@@ -420,8 +439,7 @@ def plan(obs: Observed) -> Plan:
                     f"{len(names)} file{'s' if len(names) != 1 else ''} in {parent}"))
         paths.append(Grant(kind, "\0".join(names), use, what))
     paths.sort(key=lambda g: (g.kind != "write", "/**" not in g.pattern, g.pattern))
-    net = [Grant("net", ep, u, u.why or ("connected to" if "connect" in u.calls else "bound"))
-           for ep, u in sorted(obs.net.items())]
+    net = [Grant("net", ep, u, u.why or _net_what(ep, u)) for ep, u in sorted(obs.net.items())]
     progs = {p for ps in obs.calls.values() for p in ps}
     calls = Grant("calls", "", Use("calls", set(obs.calls) | (set() if obs.base else ALWAYS), progs, True), "")
     return Plan(sorted(obs.runs), calls, paths, net, sorted(obs.unresolved), sorted(obs.on_fds),
@@ -509,9 +527,33 @@ def layer_rules(p: Plan) -> tuple[list[tuple[tuple[str, ...], str]], list[str]]:
     return out, sorted(set(wider))
 
 
+def net_layer_rules(p: Plan) -> list[tuple[str, list[int]]]:
+    """The TCP ports the run connected and bound to, for the layer's
+    ``[[layer.net]]`` (Landlock knows ports, not addresses, and only TCP: the
+    per-call rules still judge the address; a UDP connect's port is allowed
+    for TCP too, a floor under the rules)."""
+    ports: dict[str, set[int]] = {}
+    for g in p.net:
+        if g.pattern == PEER or g.pattern.startswith("unix:"):
+            continue
+        port = g.pattern.rpartition(":")[2]
+        for right in ("connect", "bind"):
+            if right in g.use.calls and port.isdigit():
+                ports.setdefault(right, set()).add(int(port))
+    return [(r, sorted(ports[r])) for r in ("bind", "connect") if r in ports]
+
+
+def _net_lines(p: Plan) -> list[str]:
+    out: list[str] = []
+    for right, ports in net_layer_rules(p):
+        out += ["[[layer.net]]", f"rights = {_list([right])}", f"ports = [{', '.join(map(str, ports))}]", ""]
+    return out
+
+
 def _render_layer(p: Plan) -> str:
     rules, wider = layer_rules(p)
-    if not rules:
+    net = _net_lines(p)
+    if not rules and not net:
         return ""
     out = ["# The kernel layer (Landlock; docs/policies.md): the same grants, enforced by the kernel, holding even",
            "# if the broker dies."]
@@ -520,10 +562,15 @@ def _render_layer(p: Plan) -> str:
         out += [f"#   {w}" for w in wider]
     else:
         out.append("# Exactly the rules' grants: the calls it decides are not asked about (settle = \"all\").")
-    out += ["[layer]", 'fs_handled = "all"', f'settle = {_q("none" if wider else "all")}', ""]
+    if net:
+        out.append("# TCP: connect and bind only to the ports the run used (the rules below judge the addresses).")
+    out += ["[layer]", 'fs_handled = "all"']
+    if net:
+        out.append('net_handled = ["bind", "connect"]')
+    out += [f'settle = {_q("none" if wider else "all")}', ""]
     for rights, path in rules:
         out += ["[[layer.fs]]", f"rights = {_list(rights)}", f"path = {_q(path)}", ""]
-    return "\n".join(out) + "\n"
+    return "\n".join(out + net) + "\n"
 
 
 def _head(p: Plan) -> list[str]:
@@ -671,7 +718,8 @@ def _render_on_base(p: Plan) -> str:
 
 def _render_layer_additions(p: Plan) -> str:
     rules, wider = layer_rules(p)
-    if not rules:
+    net = _net_lines(p)
+    if not rules and not net:
         return ""
     out = ["# Added to the base's kernel layer (only the rights it handles count)."]
     if wider:
@@ -683,4 +731,4 @@ def _render_layer_additions(p: Plan) -> str:
     out.append("")
     for rights, path in rules:
         out += ["[[layer.fs]]", f"rights = {_list(rights)}", f"path = {_q(path)}", ""]
-    return "\n".join(out) + "\n"
+    return "\n".join(out + net) + "\n"

@@ -36,7 +36,9 @@ when the syscall is listed and *every* matcher it has matches:
     (``arg2 = "*O_CREAT*"``).
 ``addr``
     network rules as in the network policy (``"127.0.0.0/8:53"``,
-    ``"[::1]:443"``, ``"unix:/run/*.sock"``) on the sockaddr argument.
+    ``"[::1]:443"``, ``"unix:/run/*.sock"``) on every address the call names
+    (connect/bind/sendto's sockaddr, sendmsg/sendmmsg's msghdr names);
+    ``"peer"`` matches a send naming none (to the connected peer).
 
 and says what to do: ``verdict`` (``allow``, ``deny``, ``kill``, ``cont``,
 ``step``, ``skip-fail ERRNO``, ``skip-ok VALUE`` or a rewritten call) and/or
@@ -53,6 +55,7 @@ import argparse
 import errno as _errno
 import fnmatch
 import re
+import struct
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -60,6 +63,7 @@ from dataclasses import dataclass, field
 
 from brokerd.clients.authorizer import (
     Authorizer,
+    SockAddr,
     Syscall,
     SysResult,
     cont,
@@ -67,7 +71,15 @@ from brokerd.clients.authorizer import (
     opens_for_writing,
     to_reply,
 )
-from brokerd.clients.policies.network import IpRule, UnixRule, glob_to_regex, parse_rule
+from brokerd.clients.policies.network import (
+    PEER,
+    IpRule,
+    UnixRule,
+    destinations,
+    endpoint,
+    glob_to_regex,
+    parse_rule,
+)
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS
 from brokerd.protocol.args import FLAGSETS
@@ -109,7 +121,7 @@ class Rule:
     flags: list[str] = field(default_factory=list)
     writes: bool | None = None
     args: dict[int, int | re.Pattern[str]] = field(default_factory=dict)
-    addr: list[IpRule | UnixRule] = field(default_factory=list)
+    addr: list[IpRule | UnixRule | str] = field(default_factory=list)
     log: bool = False
 
     @property
@@ -151,7 +163,7 @@ class Rule:
                     return False
             elif not want.fullmatch(codec.format_value(v)):
                 return False
-        if self.addr and not _addr_matches(call, self.addr):
+        if self.addr and not _addr_matches(call, self.addr, self.denies):
             return False
         return True
 
@@ -186,22 +198,27 @@ def _flag_set(value: int, fs: object, name: str, bit: int) -> bool:
     return bit != 0 and value & bit == bit
 
 
-def _addr_matches(call: Syscall, rules: list[IpRule | UnixRule]) -> bool:
-    sa = call.sockaddr()
-    if sa is None:
+def _addr_matches(call: Syscall, rules: list[IpRule | UnixRule | str], denies: bool) -> bool:
+    """Every address the call names (sendmsg's in its msghdrs, read from
+    memory) matches a rule; a send naming none matches ``"peer"``.  An
+    address that cannot be read counts as matching rules that deny only."""
+    try:
+        dests = destinations(call)
+    except (OSError, ValueError, struct.error):
+        return denies
+    if not dests:
         return False
+    return all(_dest_matches(call, sa, rules) for sa in dests)
+
+
+def _dest_matches(call: Syscall, sa: SockAddr | None, rules: list[IpRule | UnixRule | str]) -> bool:
+    if sa is None:
+        return PEER in rules
     if sa.family in ("AF_INET", "AF_INET6") and sa.host is not None and sa.port is not None:
         return any(isinstance(r, IpRule) and r.matches(sa.host, sa.port) for r in rules)
     if sa.family == "AF_UNIX" and sa.path is not None:
-        path = sa.path
-        if path and not path.startswith("@"):
-            base = "/" if path.startswith("/") else call.cwd()
-            if base is None:
-                return False
-            from brokerd.clients.authorizer import resolve_path
-
-            path = resolve_path(path, base, pid=None if call.replay else call.pid, tid=call.tid) or path
-        return any(isinstance(r, UnixRule) and r.matches(path) for r in rules)
+        path = endpoint(call, sa)
+        return path is not None and any(isinstance(r, UnixRule) and r.matches(path[5:]) for r in rules)
     return False
 
 
@@ -386,7 +403,7 @@ def _compile_rule(k: int, raw: dict, deny_errno: int, lines: _Lines, errors: lis
         else:
             for a in items:
                 try:
-                    rule.addr.append(parse_rule(a))
+                    rule.addr.append(PEER if a == PEER else parse_rule(a))
                 except (ValueError, re.error) as e:
                     err("addr", str(e))
     if "log" in raw:
