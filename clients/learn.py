@@ -101,6 +101,9 @@ class Observed:
     on_fds: set[str] = field(default_factory=set)  # fstatat(fd, "", AT_EMPTY_PATH)-like calls
     ioctls: dict[int, str] = field(default_factory=dict)  # ioctl request -> its name, as the run made them
     base: str = ""  # the shipped policy learned on (--base): only what it denied is in here
+    #: rename/link: (call, old path glob, new path glob) -> use; a rule allows
+    #: such a call only when it covers both paths (docs/policies.md)
+    moves: dict[tuple[str, str, str], Use] = field(default_factory=dict)
 
     def use(self, table: dict[str, Use], key: str, use: Use) -> None:
         if key in table:
@@ -120,6 +123,8 @@ class Observed:
         self.unresolved |= other.unresolved
         self.on_fds |= other.on_fds
         self.ioctls.update(other.ioctls)
+        for k, u in other.moves.items():
+            self.use(self.moves, k, u)
         if self.base != other.base and self.base and other.base:
             raise NotLearned(f"learned on different bases: {self.base!r} and {other.base!r}")
         self.base = self.base or other.base
@@ -252,8 +257,12 @@ def note(obs: Observed, call: Syscall, resolved: dict[int, str | None], *, ok: b
         obs.calls.setdefault(call.name, set()).update(progs)
         return
     kind = _kind(call)
-    for i in call.path_args():
-        if _on_fd(call, i):
+    idx = call.path_args()
+    if len(idx) == 2 and all(resolved.get(i) for i in idx) and not any(_on_fd(call, i) for i in idx):
+        old, new = (as_glob(resolved[i] or "") for i in idx)
+        obs.use(obs.moves, (call.name, old, new), Use(kind, {call.name}, progs, ok))
+    for i in idx:
+        if _on_fd(call, i) and len(idx) == 1:
             obs.on_fds.add(call.name)  # a descriptor opened before: judged when it was opened
             continue
         path = resolved.get(i)
@@ -337,6 +346,8 @@ class Plan:
     on_fds: list[str]
     ioctls: dict[int, str]
     base: str = ""
+    #: rename/link between two grants: (from grant, to grant, calls and programs)
+    moves: list[tuple[Grant, Grant, Use]] = field(default_factory=list)
 
     @property
     def write_patterns(self) -> list[str]:
@@ -443,7 +454,28 @@ def plan(obs: Observed) -> Plan:
     progs = {p for ps in obs.calls.values() for p in ps}
     calls = Grant("calls", "", Use("calls", set(obs.calls) | (set() if obs.base else ALWAYS), progs, True), "")
     return Plan(sorted(obs.runs), calls, paths, net, sorted(obs.unresolved), sorted(obs.on_fds),
-                dict(sorted(obs.ioctls.items())), obs.base)
+                dict(sorted(obs.ioctls.items())), obs.base, _moves(obs, paths))
+
+
+def _grant_of(glob: str, grants: list[Grant]) -> Grant | None:
+    for g in grants:
+        if glob in g.patterns or any(re.fullmatch(glob_to_regex(p), glob, re.S) for p in g.patterns):
+            return g
+    return None
+
+
+def _moves(obs: Observed, grants: list[Grant]) -> list[tuple[Grant, Grant, Use]]:
+    """The renames and links from one grant into another: each needs a rule
+    of its own naming both (a grant's rule allows one only within it)."""
+    writes = [g for g in grants if g.kind == "write"]
+    out: dict[tuple[str, str], tuple[Grant, Grant, Use]] = {}
+    for (name, old, new), u in sorted(obs.moves.items()):
+        a, b = _grant_of(old, writes) or _grant_of(old, grants), _grant_of(new, writes)
+        if a is None or b is None or a is b:
+            continue
+        _, _, use = out.setdefault((a.pattern, b.pattern), (a, b, Use("move")))
+        use.add(Use("move", {name}, u.progs, u.ok))
+    return [out[k] for k in sorted(out)]
 
 
 # ---------------------------------------------------------------------------
@@ -502,6 +534,9 @@ def layer_rules(p: Plan) -> tuple[list[tuple[tuple[str, ...], str]], list[str]]:
                 path, rights = pat[:-3] or "/", ({"all"} if g.kind == "write" else {"read"} | run)
                 if path in SYSTEM_TREES:
                     rights.add("execute")  # the kernel opens a program's ELF interpreter (ld.so) to execute it
+                if g.kind == "write" and not os.path.isdir(path):  # made (and removed) by the program:
+                    path = _parent(path)  # a Landlock rule needs an existing directory
+                    wider.append(f"{pat} does not exist before the run (the layer allows writing in {path})")
             elif _GLOB.search(pat):
                 path = "/".join(pat.split("/")[:next(i for i, c in enumerate(pat.split("/")) if _GLOB.search(c))])
                 rights = {"read", "write", "create", "remove", "truncate"} if g.kind == "write" else {"read"} | run
@@ -615,6 +650,7 @@ def render(p: Plan) -> str:
     for g in p.paths:
         out.append(_rule(f"{g.kind}: {g.what}{_by(g.use.progs)}", g.use.calls, "allow",
                          path=_list(g.patterns)) + "\n")
+    out += _move_rules(p)
     for g in p.net:
         out.append(_rule(f"net: {g.what}{_by(g.use.progs)}", g.use.calls, "allow", addr=_list([g.pattern])) + "\n")
     path_calls = sorted({c for g in p.paths for c in g.use.calls})
@@ -669,6 +705,11 @@ def parse(text: str) -> Observed:
             ok = not why.startswith("failed")  # probes stay probes
             for p in rule.get("path", []):
                 obs.use(obs.paths, p, Use(kind, calls, progs, ok, why=why))
+        elif kind == "move":
+            for c in calls:
+                for a in rule.get("from", []):
+                    for b in rule.get("to", []):
+                        obs.use(obs.moves, (c, a, b), Use("write", {c}, progs, True))
         elif kind == "net":
             for a in rule.get("addr", []):
                 obs.use(obs.net, a, Use("read", calls, progs, True, why=why))
@@ -711,9 +752,24 @@ def _render_on_base(p: Plan) -> str:
             out.append(_rule(comment, opens, "allow", path=_list(g.patterns), writes="false") + "\n")
         if g.use.calls - opens:
             out.append(_rule(comment, g.use.calls - opens, "allow", path=_list(g.patterns)) + "\n")
+    out += _move_rules(p)
     for g in p.net:
         out.append(_rule(f"net: {g.what}{_by(g.use.progs)}", g.use.calls, "allow", addr=_list([g.pattern])) + "\n")
     return "".join(out).rstrip("\n") + "\n"
+
+
+MOVE_WHAT = "from {a} into {b}"
+
+
+def _move_rules(p: Plan) -> list[str]:
+    """rename/link from one grant into another, by position: the old path
+    in the first grant, the new one in the second (never the other way)."""
+    return [_rule(f"move: {MOVE_WHAT.format(a=_short(a), b=_short(b))}{_by(u.progs)}", u.calls, "allow",
+                  **{"from": _list(a.patterns), "to": _list(b.patterns)}) + "\n" for a, b, u in p.moves]
+
+
+def _short(g: Grant) -> str:
+    return ", ".join(g.patterns[:2]) + (f" and {len(g.patterns) - 2} more" if len(g.patterns) > 2 else "")
 
 
 def _render_layer_additions(p: Plan) -> str:

@@ -21,9 +21,14 @@ when the syscall is listed and *every* matcher it has matches:
 ``path`` / ``not_path``
     glob or list of globs on the resolved paths (cwd, dirfd, ``..`` and
     symlinks resolved; ``*`` ``?`` ``[..]`` within a component, ``**``
-    across ``/``, ``/dir/**`` also matches ``/dir``); ``path`` matches if any
-    path argument matches any glob, ``not_path`` excludes.  A path that cannot
-    be resolved counts as matching rules that deny and not those that allow.
+    across ``/``, ``/dir/**`` also matches ``/dir``); in a rule that denies,
+    ``path`` matches if any path argument matches a glob, in any other only
+    if every one does; ``not_path`` excludes if any matches.  A path that
+    cannot be resolved counts as matching rules that deny and not those that
+    allow.
+``from`` / ``to``
+    globs on the first / second looked-up path argument (rename's and
+    link's old and new path).
 ``raw_path``
     glob(s) on the path exactly as the program passed it, shell-style
     (fnmatch: ``*`` also crosses ``/``; ``[*]`` is a literal star).
@@ -90,7 +95,7 @@ from brokerd.protocol.types import Cont, Fail, Kill, Ok, Reply, Rewrite, SkipFai
 
 TOP_KEYS = {"name", "default", "deny_errno", "rule", "trace", "layer", "allow", "unknown", "base"}
 LAYER_KEYS = {"fs_handled", "net_handled", "scope", "settle", "unjudged", "fs", "net"}
-RULE_KEYS = {"syscall", "path", "not_path", "raw_path", "flags", "writes", "addr", "verdict", "result",
+RULE_KEYS = {"syscall", "path", "not_path", "raw_path", "from", "to", "flags", "writes", "addr", "verdict", "result",
              "log", "comment"} | {f"arg{i}" for i in range(6)}
 ENTRY_VERDICTS = (Cont, Step, Kill, SkipFail, SkipOk, Rewrite)
 KNOWN_SYSCALLS = frozenset(n for abi in ABIS.values() for n in abi.by_name)
@@ -117,6 +122,9 @@ class Rule:
     result: Reply | None = None
     path: list[re.Pattern[str]] = field(default_factory=list)
     not_path: list[re.Pattern[str]] = field(default_factory=list)
+    #: ``from``/``to``: the first/second looked-up path argument (rename's and link's old and new)
+    from_path: list[re.Pattern[str]] = field(default_factory=list)
+    to_path: list[re.Pattern[str]] = field(default_factory=list)
     raw_path: list[re.Pattern[str]] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     writes: bool | None = None
@@ -135,13 +143,16 @@ class Rule:
             raws = [call.path(i) for i in call.path_args()]
             if not any(r is not None and p.fullmatch(r) for r in raws for p in self.raw_path):
                 return False
-        if self.path or self.not_path:
+        if self.path or self.not_path or self.from_path or self.to_path:
             resolved = [p for _, p in call.resolved_paths()]
             unknown = any(p is None for p in resolved)
             known = [p for p in resolved if p is not None]
-            if self.path and not (any(g.fullmatch(p) for p in known for g in self.path)
-                                  or (unknown and self.denies)):
+            if self.path and not self._paths_match(known, unknown):
                 return False
+            for k, globs in ((0, self.from_path), (1, self.to_path)):
+                p = resolved[k] if k < len(resolved) else None
+                if globs and not (any(g.fullmatch(p) for g in globs) if p is not None else self.denies):
+                    return False
             if self.not_path and (any(g.fullmatch(p) for p in known for g in self.not_path)
                                   or (unknown and not self.denies)):
                 return False
@@ -166,6 +177,15 @@ class Rule:
         if self.addr and not _addr_matches(call, self.addr, self.denies):
             return False
         return True
+
+
+    def _paths_match(self, known: list[str], unknown: bool) -> bool:
+        """A rule that denies matches when ANY path argument does; one that
+        allows only when EVERY one does (a rename from a read-only tree into
+        a writable one is not allowed by the writable tree's rule)."""
+        if self.denies:
+            return unknown or any(g.fullmatch(p) for p in known for g in self.path)
+        return not unknown and bool(known) and all(any(g.fullmatch(p) for g in self.path) for p in known)
 
 
 def _has_any_flag(call: Syscall, names: list[str]) -> bool:
@@ -363,9 +383,10 @@ def _compile_rule(k: int, raw: dict, deny_errno: int, lines: _Lines, errors: lis
         return None
     rule = Rule(k, lines.rule(k), syscalls, verdict, result)
     try:
-        for key in ("path", "not_path", "raw_path"):
+        for key, attr in (("path", "path"), ("not_path", "not_path"), ("raw_path", "raw_path"),
+                          ("from", "from_path"), ("to", "to_path")):
             if key in raw:
-                setattr(rule, key, _globs(raw[key], key, path=key != "raw_path"))
+                setattr(rule, attr, _globs(raw[key], key, path=key != "raw_path"))
     except (ValueError, re.error) as e:
         err(key, str(e))
     if "flags" in raw:
