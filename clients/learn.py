@@ -544,8 +544,10 @@ def layer_rules(p: Plan) -> tuple[list[tuple[tuple[str, ...], str]], list[str]]:
             elif os.path.isdir(pat):
                 if not g.use.calls & OPEN:
                     continue  # only looked at (stat, access, chdir): Landlock does not mediate that
-                path, rights = pat, {"read"}
-                wider.append(f"{pat} is listed (the layer allows reading beneath it)")
+                # opened: listed (a directory has no content but its names).  The layer's "list"
+                # right lets the names beneath it be listed, no file be read: counted as exact
+                # (an interpreter lists its whole search path: /opt/brokerd/python from a .pth)
+                path, rights = pat, {"list"}
             elif not os.path.exists(pat) or not g.use.calls & (OPEN | EXECS | NAMING):
                 continue  # missing (the kernel says ENOENT), or only looked at: nothing Landlock mediates
             else:
