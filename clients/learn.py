@@ -28,6 +28,7 @@ import struct
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from brokerd.clients.authorizer import Authorizer, Syscall, opens_for_writing
 from brokerd.clients.policies.network import (
@@ -46,6 +47,8 @@ from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.types import Fail, Hello, Kill, ProcEvent, SkipFail, Str
 
 from brokerd.globs import glob_to_regex
+
+K = TypeVar("K")  # a table's key: a glob, a rule text, (call, old, new)
 
 #: judged by address: every address they name is learned ("peer": a send to the connected peer)
 NET_CALLS = frozenset(ADDRESSED) | MSG_SENDS
@@ -105,7 +108,8 @@ class Observed:
     #: such a call only when it covers both paths (docs/policies.md)
     moves: dict[tuple[str, str, str], Use] = field(default_factory=dict)
 
-    def use(self, table: dict[str, Use], key: str, use: Use) -> None:
+    @staticmethod
+    def use(table: dict[K, Use], key: K, use: Use) -> None:
         if key in table:
             table[key].add(use)
         else:
@@ -123,8 +127,8 @@ class Observed:
         self.unresolved |= other.unresolved
         self.on_fds |= other.on_fds
         self.ioctls.update(other.ioctls)
-        for k, u in other.moves.items():
-            self.use(self.moves, k, u)
+        for move, u in other.moves.items():
+            self.use(self.moves, move, u)
         if self.base != other.base and self.base and other.base:
             raise NotLearned(f"learned on different bases: {self.base!r} and {other.base!r}")
         self.base = self.base or other.base

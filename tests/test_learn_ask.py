@@ -15,7 +15,8 @@ from test_attach_tty import _wait
 from test_job_control_tty import tmux  # noqa: F401  (fixture)
 
 
-def test_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  # noqa: F811
+def _learned_service(cprog, tmp_path):
+    """The service learned reading only ``public``: (secret, public, its binary, the policy)."""
     secret, public = tmp_path / "secret", tmp_path / "public"
     secret.write_text("s\n")
     public.write_text("p\n")
@@ -23,6 +24,11 @@ def test_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  # noq
     policy = tmp_path / "svc.toml"
     r = brokerctl("learn", "-o", str(policy), "--", svc_bin, str(public), "1")
     assert r.returncode == 0, r.stderr
+    return secret, public, svc_bin, policy
+
+
+def test_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  # noqa: F811
+    secret, public, svc_bin, policy = _learned_service(cprog, tmp_path)
     before = brokerctl("run", "--policy", str(policy), "--", svc_bin, f"{secret},{public}", "1")
     assert before.stdout.splitlines() == [f"0 {secret} EACCES", f"0 {public} ok"], before.stderr
 
@@ -56,13 +62,8 @@ def test_run_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  #
     """brokerctl run --ask --learned: the program starts under the learned
     policy's judgement, only what it would deny is asked (no -e needed), and
     the "always allow" answer is learned into the file."""
-    secret, public, out = tmp_path / "secret", tmp_path / "public", tmp_path / "svc.out"
-    secret.write_text("s\n")
-    public.write_text("p\n")
-    svc_bin = str(cprog("service"))
-    policy = tmp_path / "svc.toml"
-    r = brokerctl("learn", "-o", str(policy), "--", svc_bin, str(public), "1")
-    assert r.returncode == 0, r.stderr
+    secret, public, svc_bin, policy = _learned_service(cprog, tmp_path)
+    out = tmp_path / "svc.out"
     cmd = [sys.executable, "-m", "brokerd.cli.main", "run", "--ask", "--learned", str(policy), "--",
            svc_bin, f"{secret},{public}", "1"]
     tmux.send(shlex.join(cmd) + f" > {shlex.quote(str(out))}; echo status=$?", "Enter")
