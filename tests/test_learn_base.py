@@ -114,3 +114,26 @@ def test_bad_base_is_one_line(tmp_path):
     (tmp_path / "b.toml").write_text('base = "sandbox:/nonexistent-x"\ndefault = "deny"\n')
     r = bctl("policy", "check", str(tmp_path / "b.toml"), cwd=tmp_path)
     assert r.returncode == 1 and "does not apply with a base" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_network_base_learns_the_sends(tmp_path):
+    """network base allowing the TCP and UDP ports: only the AF_UNIX sends
+    are learned (sendmsg's UDP destination is judged from the journal's
+    record, so it is not learned as a denial of the base); the widened policy
+    runs the program, the base still denies a new address."""
+    from test_learn_net import ENV, PROG, PY, _free_ports
+
+    work = tmp_path / "w"
+    work.mkdir()
+    tcp, udp, udp2 = _free_ports(3)
+    base = f"network:127.0.0.1:{tcp},127.0.0.1:{udp}"
+    argv = [*PY, PROG, str(tcp), str(udp), str(work / "sock")]
+    policy = tmp_path / "n.toml"
+    r = bctl("learn", "--base", base, "-o", str(policy), "--", *argv, cwd=work, env=ENV)
+    assert r.returncode == 0, r.stderr
+    rules = policy.read_text().split("name = ")[1]
+    assert f'addr = ["unix:{work / "sock"}"]' in rules and "127.0.0.1" not in rules and "sendmsg" not in rules, rules
+    r = bctl("run", "--policy", str(policy), "--", *argv, cwd=work, env=ENV)
+    assert r.stdout.split() == ["tcp", "tcp", "sendto", "udp", "sendmsg", "msg", "unix", "unix"], r.stdout + r.stderr
+    r = bctl("run", "--policy", str(policy), "--", *argv, str(tcp), str(udp2), str(work / "sock"), cwd=work, env=ENV)
+    assert r.stdout.split()[2:6] == ["sendto", "EACCES", "sendmsg", "EACCES"], r.stdout + r.stderr
