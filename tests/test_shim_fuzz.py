@@ -60,6 +60,43 @@ for line in sys.stdin:
 '''
 
 
+def _tracee_states(marker: str) -> str:
+    """Where each leftover thread is (state, wchan, /proc syscall line): a
+    broker hang leaves a tracee in a ptrace-stop ("t") nobody resumes; a
+    program waiting for itself shows its own wait (do_wait, futex...)."""
+    lines = []
+    for pid in _leftovers(marker):
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                base = f"/proc/{pid}/task/{tid}"
+                with open(f"{base}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                with open(f"{base}/wchan") as f:
+                    wchan = f.read()
+                with open(f"{base}/syscall") as f:
+                    call = f.read().strip()
+                lines.append(f"{pid}/{tid} {state} wchan={wchan} syscall={call}")
+        except OSError:
+            pass
+    return "\n".join(lines)
+
+
+def _run_bounded(argv: list[str], timeout: float, marker: str, what: str) -> subprocess.CompletedProcess:
+    """Run brokerctl; if it has not exited after ``timeout`` s, fail with the
+    leftover threads' states (read before anything is killed), then kill."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        states = _tracee_states(marker)
+        for pid in _leftovers(marker):
+            os.kill(pid, 9)
+        p.kill()
+        _, err = p.communicate()
+        raise AssertionError(f"brokerctl hung: {what}\n{err[-2000:]}\ntracees:\n{states}") from None
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
 def _leftovers(marker: str) -> list[int]:
     found = []
     for d in os.listdir("/proc"):
@@ -73,8 +110,35 @@ def _leftovers(marker: str) -> list[int]:
     return found
 
 
+#: (seed, calls the authorizer denies): chaos seed 7 (one round) forks a child
+#: it then SIGKILLs; seed 1 ends by a thread's _exit.  Found by the fuzz test
+#: (seed0=1796050416 run=71): its authorizer answered the kill with EPERM, the
+#: child opened for ever and the parent waited for it, so brokerctl (which, like
+#: strace -f, waits for every traced process) never exited.  A program bug, not
+#: the broker's: chaos.c now ends whatever is denied.
+DENIALS = {
+    "kill denied": (7, ["syscall * x86_64 kill * => skip-fail EPERM"]),
+    "threads denied": (1, ["syscall * x86_64 clone3 * => skip-fail EPERM", "syscall * x86_64 clone * => skip-fail EPERM"]),
+}
+
+
+@pytest.mark.parametrize("what", DENIALS)
+def test_chaos_ends_whatever_is_denied(cprog, rules, tmp_path, what):
+    """The fuzz test's program ends under any verdicts, so that a hang the
+    fuzz test reports is always the broker's: with the child's SIGKILL
+    denied, and with every thread creation denied."""
+    seed, denials = DENIALS[what]
+    chaos = str(cprog("chaos"))
+    d = tmp_path / "box"  # only the program's (and brokerctl's) command lines name it
+    d.mkdir()
+    r = _run_bounded([*BROKERCTL, "run", "-a", rules(*denials), "--", chaos, str(seed), str(d), "1"],
+                     60, str(d), what)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode in (0, 7), r.stderr[-2000:]
+    assert not _leftovers(str(d))
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="open bug: a hang seen once in CI, seed0=1796050416 run=71 seed=177245134 opts=--timeout 0.05 --default allow; see the session note")
 def test_fuzz_the_shim(cprog, tmp_path):
     chaos = str(cprog("chaos"))
     script = tmp_path / "chaotic.py"
@@ -97,11 +161,8 @@ def test_fuzz_the_shim(cprog, tmp_path):
         if rnd.random() < 0.3:
             stack += ["-a", f"{sys.executable} -u {script} {seed + 1} {timeout}"]
         what = f"seed0={seed0} run={runs} seed={seed} opts={opts}"
-        try:
-            r = subprocess.run([*BROKERCTL, "run", *opts, *stack, "--", chaos, str(seed), str(d),
-                                str(rnd.randrange(10, 120))], capture_output=True, text=True, timeout=90)
-        except subprocess.TimeoutExpired as e:
-            raise AssertionError(f"brokerctl hung: {what}\n{(e.stderr or b'')[-2000:]!r}") from None
+        r = _run_bounded([*BROKERCTL, "run", *opts, *stack, "--", chaos, str(seed), str(d),
+                          str(rnd.randrange(10, 120))], 90, str(d), what)
         assert "Traceback" not in r.stderr, f"{what}\n{r.stderr[-3000:]}"
         assert r.returncode in (0, 7) or r.returncode >= 126, f"{what}: status {r.returncode}\n{r.stderr[-2000:]}"
         assert not _leftovers(str(d)), f"{what}: tracees left behind"

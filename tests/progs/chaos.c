@@ -2,7 +2,14 @@
  * threads that open and exit at once, fork+exec storms, children killed
  * with SIGKILL mid-call, a symlink that keeps vanishing while it is opened,
  * and an ending by exit_group or execve from a non-main thread while other
- * threads are mid-call.   chaos SEED DIR ROUNDS */
+ * threads are mid-call.   chaos SEED DIR ROUNDS
+ *
+ * It must end whatever the authorizers answer (the fuzz test's authorizers
+ * deny calls at random): nothing here waits for a call that may be denied to
+ * succeed.  A denied kill() leaves the child to end on its own (a deadline
+ * read from the vDSO clock, which makes no system call), and a thread that
+ * cannot be created (clone3/mmap denied) ends the program at once instead of
+ * leaving main in pause() for ever. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
@@ -11,7 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+/* how long a child meant to be SIGKILLed makes calls if the kill is denied */
+#define KILLED_CHILD_SECONDS 1.0
 
 static char dir[3000], link_path[3100], tmp_path[3100];
 static volatile int stop;
@@ -36,6 +47,24 @@ static void *spinner(void *arg) {
     (void)arg;
     for (;;) opener(link_path);
     return NULL;
+}
+
+/* The child of case 2: opens until its parent's SIGKILL, or until the
+ * deadline if that kill was denied (or the clock cannot be read). */
+static void killed_child(void) {
+    struct timespec t0, now;
+    if (clock_gettime(CLOCK_MONOTONIC, &t0) != 0) _exit(0);
+    for (;;) {
+        opener(link_path);
+        if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) _exit(0);
+        if ((now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9 > KILLED_CHILD_SECONDS) _exit(0);
+    }
+}
+
+/* The end comes from a thread; if it cannot be created, end now. */
+static void start(void *(*fn)(void *), void *arg, pthread_attr_t *det) {
+    pthread_t t;
+    if (pthread_create(&t, det, fn, arg) != 0) _exit(7);
 }
 
 static void *ender(void *arg) {
@@ -68,7 +97,7 @@ int main(int argc, char **argv) {
         }
         case 2: {  /* a child killed while it makes calls */
             pid_t p = fork();
-            if (p == 0) { for (;;) opener(link_path); }
+            if (p == 0) killed_child();
             if (p > 0) { if (rand() % 2) usleep(rand() % 2000); kill(p, SIGKILL); waitpid(p, NULL, 0); }
             break;
         }
@@ -86,11 +115,11 @@ int main(int argc, char **argv) {
         return 0;
     case 1:
         pthread_create(&t, &det, spinner, NULL);
-        pthread_create(&t, &det, ender, NULL);
+        start(ender, NULL, &det);
         break;
     default:
         pthread_create(&t, &det, spinner, NULL);
-        pthread_create(&t, &det, ender, (void *)1);
+        start(ender, (void *)1, &det);
     }
     for (;;) pause();
 }
