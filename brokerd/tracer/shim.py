@@ -338,6 +338,9 @@ class Shim:
         self._tty_stop = False
         self._readers: dict[int, Callable[[], None]] = {}
         self.forced: SkipFail | None = None  # set by fail("deny")
+        #: SIGTERM/SIGHUP/SIGINT/SIGQUIT that came before there was a program to forward it to
+        #: (during the handshake): the program must then never start (cli: exit 128+N)
+        self.stop_signal = 0
 
     def _guard_without_wall(self, proc: bool, owner: bool, emulate: bool) -> None:
         """Where no Landlock domain keeps the program away from the broker's
@@ -392,6 +395,8 @@ class Shim:
             a.greet(self.session, now)
         while not all(a.ready for a in self.stack):
             self._poll_once(reap=False)
+            if self.stop_signal:
+                return  # told to stop before anything started: the caller ends the session
         self.stack.forget()  # subscriptions are known now
         self._signal_order = self.stack.signal_order()
         self.guard.protected_groups |= {a.pid for a in self.stack if a.pid}
@@ -697,12 +702,16 @@ class Shim:
             self._poll_once(reap=True)
         if strays_text():
             self._log(f"internal: thread state moves outside the table (a bug, please report): {strays_text()}")
+        self.end_authorizers("session ended")
+        return self.exit_code()
+
+    def end_authorizers(self, why: str) -> None:
+        """Stop every authorizer: SIGTERM, and SIGKILL to one still there after KILL_GRACE."""
         for a in self.stack:
-            a.kill("session ended") if a.mode != "dead" else None
+            a.kill(why) if a.mode != "dead" else None
         deadline = time.monotonic() + KILL_GRACE
         for a in self.stack:
             a.reap(deadline)
-        return self.exit_code()
 
     def exit_code(self) -> int:
         st = self.main_status or 0
@@ -819,6 +828,8 @@ class Shim:
                     self._maybe_stop_self()
                 elif self.attached and signo != signal.SIGCHLD:
                     self.leave(signo in FORWARDED_SIGNALS)
+                elif not self.main_pid and signo != signal.SIGCHLD:
+                    self.stop_signal = self.stop_signal or signo  # no program yet: nothing may start
                 elif signo in FORWARDED_SIGNALS or (signo in TERMINAL_SIGNALS and code == SI_USER):
                     if self.main_pid and self.main_status is None:
                         try:
