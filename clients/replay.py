@@ -51,6 +51,8 @@ from brokerd.protocol.types import (
     SysretEvent,
 )
 
+from brokerd.decision.rules import NO_RULES, StaticRules, parse_static
+
 
 class JournalError(Exception):
     """A journal line that cannot be replayed: ``line`` is its number."""
@@ -181,6 +183,7 @@ class Asked(Protocol):
     """What :func:`decide` asks: a process (:class:`Peer`) or a policy in this process (:class:`LocalPeer`)."""
 
     name: str
+    static: StaticRules
 
     def start(self, session: str = "replay") -> None: ...
 
@@ -189,6 +192,14 @@ class Asked(Protocol):
     def ask(self, event: SyscallEvent | SysretEvent) -> Reply: ...
 
     def close(self) -> None: ...
+
+
+def _static(name: str, hello: Hello) -> StaticRules:
+    """A handshake's static rules (allow=, deny=, kill=, unknown=); PeerError if bad."""
+    try:
+        return parse_static(dict(hello.attrs))
+    except ValueError as e:
+        raise PeerError(f"{name}: bad handshake: {e}") from None
 
 
 def _subscription(hello: Hello) -> frozenset[str] | None:
@@ -208,6 +219,7 @@ class LocalPeer:
     trace: frozenset[str] | None = None  # None: every call
     name: str = ""
     mode: str = "new"
+    static: StaticRules = NO_RULES
     _session: object = None
 
     def start(self, session: str = "replay") -> None:
@@ -218,6 +230,7 @@ class LocalPeer:
         if isinstance(ours, Hello):
             self.mode = "hello"
             self.trace = _subscription(ours)
+            self.static = _static(self.name, ours)
             s.start_event(Hello((codec.VERSION,), (("role", "broker"),)))
 
     def wants(self, name: str) -> bool:
@@ -240,6 +253,9 @@ class Peer:
     command: str
     timeout: float = 5.0
     trace: frozenset[str] | None = None  # None: every call
+    #: its handshake's static rules (allow=, deny=, kill=, unknown=): answered
+    #: without asking it, as the broker's kernel filter would
+    static: StaticRules = NO_RULES
     name: str = ""
     mode: str = "new"
     proc: subprocess.Popen | None = None
@@ -260,6 +276,7 @@ class Peer:
             self.mode = "hello"
             self.name = parsed.get("name") or self.name
             self.trace = _subscription(parsed)
+            self.static = _static(self.name, parsed)
             self._send(codec.format_event(Hello((codec.VERSION,), (("role", "broker"),))))
         else:
             self.mode = "plain"
@@ -332,7 +349,12 @@ def decide(peers: Sequence[Asked], entry: Entry) -> tuple[str, Ok | Fail | None]
     steppers: list[Asked] = []
     decision = "cont"
     for p in peers:
-        if not p.wants(call.name):
+        action, err = p.static.action(call.name, p.wants(call.name))
+        if action == "kill":
+            return "kill", None
+        if action == "deny":
+            return canonical(SkipFail(err)), None
+        if action == "allow":
             continue
         r = p.ask(SyscallEvent(ev.id, ev.pid, ev.tid, ev.abi, call, ev.notes))
         v = r.verdict
