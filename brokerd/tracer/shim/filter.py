@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno as E
 
-from brokerd.protocol.abi import ABIS
+from brokerd.protocol.abi import ABIS, Abi
 
 from .. import seccomp
 from ..guard import OWNER_CALLS, OWNER_CMD_BIT
@@ -16,6 +16,7 @@ from .consts import (
     MAP_FIXED,
     TRACE_MARK,
     UFFD_USER_MODE_ONLY,
+    nonce_parts,
 )
 
 
@@ -64,7 +65,7 @@ class Filter(ShimBase):
                 if handoff is not None and name == "sendmsg" and isinstance(action, int):
                     action = seccomp.ArgEquals(HANDOFF_ARG, handoff, seccomp.RET_ALLOW, action)
                 if name in INJECTED_CALLS and isinstance(action, int) and action not in (seccomp.RET_ALLOW, stop):
-                    action = self._injected_rule(abi_name, action)
+                    action = self._injected_rule(abi, action)
                 if action != default:
                     acts[spec.nr | abi.nr_bit] = action
             rules[abi_name] = seccomp.AbiRules(acts, default)
@@ -84,15 +85,16 @@ class Filter(ShimBase):
             x32 = seccomp.AbiRules({**x32_rules.actions, 0xFFFFFFFF: seccomp.RET_ALLOW}, x32_rules.default)
         return seccomp.compile_filter(rules["x86_64"], rules["i386"], x32)
 
-    def _injected_rule(self, abi_name: str, action: int) -> seccomp.ArgEquals:
+    def _injected_rule(self, abi: Abi, action: int) -> seccomp.ArgEquals:
         """Let exactly the broker's injected call through a static rule: it
         carries the session nonce in argument registers the call ignores (one
         64-bit one, or two 32-bit ones for i386), which the program never sees."""
-        n = self._inject_nonce
-        if abi_name != "i386":
-            return seccomp.ArgEquals(INJECT_ARG, n, seccomp.RET_ALLOW, action)
-        high = seccomp.ArgEquals(INJECT_ARG + 1, n >> 32, seccomp.RET_ALLOW, action)
-        return seccomp.ArgEquals(INJECT_ARG, n & 0xFFFFFFFF, high, action)
+        test: int | seccomp.ArgEquals = seccomp.RET_ALLOW
+        parts = nonce_parts(self._inject_nonce, abi.reg_bits)
+        for i in reversed(range(len(parts))):  # the low half is tested first
+            test = seccomp.ArgEquals(INJECT_ARG + i, parts[i], test, action)
+        assert isinstance(test, seccomp.ArgEquals)
+        return test
 
     def _flag_rule(self, name: str, action: seccomp.Action, stop: int) -> seccomp.Action:
         """The filter's argument tests for the broker's own rules: a program's

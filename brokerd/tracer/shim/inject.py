@@ -13,14 +13,10 @@ from .. import scratch
 from ..scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, Region, adopt
 from .base import ShimBase
 from .consts import (
-    ARG_REGS_32,
-    ARG_REGS_64,
     INJECT_ARG,
     MAP_32BIT,
     MASK64,
-    SYS_CLOSE,
-    SYS_MEMFD_CREATE,
-    SYS_MMAP,
+    nonce_parts,
 )
 from .thread import _Thread
 
@@ -43,21 +39,19 @@ class Inject(ShimBase):
         name_at = (saved.rsp - 4096) & ~15
         pt.write_memory(t.tid, name_at, MEMFD_NAME.encode() + b"\0")
         t.inject = [self._injected_memfd, self._injected_mmap, self._injected_close]
-        self._set_call(t, regs, SYS_MEMFD_CREATE[t.abi.name], (name_at, MFD_CLOEXEC | MFD_ALLOW_SEALING))
+        self._set_call(t, regs, t.abi.nr("memfd_create"), (name_at, MFD_CLOEXEC | MFD_ALLOW_SEALING))
         self._to_exit_stop(t)
 
     def _set_call(self, t: _Thread, regs: pt.Regs, nr: int, args: tuple[int, ...]) -> None:
         assert t.abi is not None
-        names = ARG_REGS_32 if t.abi.name == "i386" else ARG_REGS_64
-        mask = 0xFFFFFFFF if t.abi.name == "i386" else MASK64
+        names = t.abi.arg_regs
+        mask = t.abi.reg_mask
         for name, v in zip(names, args, strict=False):
             setattr(regs, name, v & mask)
         if len(args) <= INJECT_ARG:  # memfd_create, close: the nonce passes the program's static rules
-            if t.abi.name == "i386":
-                setattr(regs, names[INJECT_ARG], self._inject_nonce & 0xFFFFFFFF)
-                setattr(regs, names[INJECT_ARG + 1], self._inject_nonce >> 32)
-            else:
-                setattr(regs, names[INJECT_ARG], self._inject_nonce)
+            # in one register, or in two halves where registers are 32 bits wide
+            for i, part in enumerate(nonce_parts(self._inject_nonce, t.abi.reg_bits)):
+                setattr(regs, names[INJECT_ARG + i], part)
         regs.orig_rax = nr
         pt.setregs(t.tid, regs)
 
@@ -85,7 +79,7 @@ class Inject(ShimBase):
         os.close(fd)  # the shim's mapping keeps the memory alive
         t.saved_view = view
         assert t.abi is not None
-        self._map_region(t, MAP_32BIT if t.abi.name == "x86_64" else 0)
+        self._map_region(t, MAP_32BIT if t.abi.ptr_bytes == 8 else 0)
 
     def _map_region(self, t: _Thread, low: int) -> None:
         """mmap(PROT_READ, MAP_SHARED) the memfd in the tracee; in a 64-bit
@@ -93,7 +87,7 @@ class Inject(ShimBase):
         are within reach of 32-bit pointers (``int $0x80`` calls)."""
         assert t.abi is not None
         t.map_flags = low
-        self._next_call(t, SYS_MMAP[t.abi.name], (0, scratch.REGION_SIZE, 1, 1 | low, t.inject_fd, 0))
+        self._next_call(t, t.abi.nr(t.abi.mmap_call), (0, scratch.REGION_SIZE, 1, 1 | low, t.inject_fd, 0))
 
     def _injected_mmap(self, t: _Thread, rval: int, failed: bool) -> None:
         view = t.saved_view
@@ -106,9 +100,9 @@ class Inject(ShimBase):
             view.close()
             self._inject_failed(t, f"mmap of the scratch region: {os.strerror(-rval)}")
             return
-        self._regions[t.tgid] = Region(rval & (0xFFFFFFFF if t.abi and t.abi.name == "i386" else MASK64), view)
         assert t.abi is not None
-        self._next_call(t, SYS_CLOSE[t.abi.name], (t.inject_fd,))
+        self._regions[t.tgid] = Region(rval & t.abi.reg_mask, view)
+        self._next_call(t, t.abi.nr("close"), (t.inject_fd,))
 
     def _injected_close(self, t: _Thread, rval: int, failed: bool) -> None:
         saved = t.saved_regs

@@ -19,8 +19,6 @@ from .. import ptrace as pt
 from ..scratch import Region
 from .base import ShimBase
 from .consts import (
-    ARG_REGS_32,
-    ARG_REGS_64,
     MASK64,
     STABLE_KINDS,
 )
@@ -79,7 +77,7 @@ class Rewriter(ShimBase):
             for (i, blob), addr in zip(blobs, addrs, strict=True):
                 region.write(addr, _relocate(enc, i, blob, addr) if enc is not None else blob)
                 values[i] = addr
-        names = ARG_REGS_32 if t.abi.name == "i386" else ARG_REGS_64
+        names = t.abi.arg_regs
         for name, v in zip(names, values, strict=False):
             setattr(regs, name, v & MASK64)
         regs.orig_rax = spec.nr | t.abi.nr_bit

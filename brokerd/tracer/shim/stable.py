@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno as E
 import os
+from collections.abc import Sequence
 
 from brokerd.decision.stack import Decision
 from brokerd.protocol.abi import Abi, SyscallSpec
@@ -17,8 +18,6 @@ from .. import ptrace as pt
 from ..resolve import resolve
 from .base import ShimBase
 from .consts import (
-    ARG_REGS_32,
-    ARG_REGS_64,
     CLONE_ARGS_SIZES,
     CLONE_UNTRACED,
     MAP_FIXED,
@@ -30,7 +29,6 @@ from .consts import (
     O_TMPFILE_BIT,
     OPEN_CALLS,
     SHM_REMAP,
-    SYS_CLOSE,
 )
 from .entry import _absolute
 from .thread import _Thread
@@ -123,7 +121,7 @@ class Stable(ShimBase):
         t.undo_step = t.state == "step"
         t.state = "inject"
         t.inject = [self._undone]
-        self._next_call(t, SYS_CLOSE[t.abi.name], (fd,))
+        self._next_call(t, t.abi.nr("close"), (fd,))
 
     def _undone(self, t: _Thread, rval: int, failed: bool) -> None:
         saved = t.saved_regs
@@ -151,17 +149,15 @@ class Stable(ShimBase):
             return bool(a[2] & SHM_REMAP) and a[1] < r.addr + r.size
         return False
 
-    def _strip_untraced(self, t: _Thread, abi: Abi, rawargs):
+    def _strip_untraced(self, t: _Thread, abi: Abi, rawargs: Sequence[int]) -> Sequence[int]:
         """clone(CLONE_UNTRACED) would create a child no tracer follows: clear
         the flag (it is in a register, so no other thread can race us)."""
         flags = rawargs[0]
         if not flags & CLONE_UNTRACED:
             return rawargs
         regs = pt.getregs(t.tid, self._regs)
-        if abi.name == "i386":
-            regs.rbx &= ~CLONE_UNTRACED
-        else:
-            regs.rdi &= ~CLONE_UNTRACED
+        first = abi.arg_regs[0]
+        setattr(regs, first, getattr(regs, first) & ~CLONE_UNTRACED)
         pt.setregs(t.tid, regs)
         return (flags & ~CLONE_UNTRACED, *tuple(rawargs)[1:])
 
@@ -170,13 +166,13 @@ class Stable(ShimBase):
         """clone3 runs (on a stable copy) only where the shim has a region."""
         return self.backend == "ptrace" and self.stable_args
 
-    def _stable_clone3(self, t: _Thread, abi: Abi, rawargs):
+    def _stable_clone3(self, t: _Thread, abi: Abi, rawargs: Sequence[int]) -> Sequence[int] | None:
         """clone3's flags are in memory another thread can change after any
         check: copy its struct clone_args once into the thread's read-only
         scratch slot, without CLONE_UNTRACED, and point the call (and what the
         authorizers are shown) at the copy.  Returns the new arguments, or
         None when the call was answered or a region is being injected."""
-        mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
+        mask = abi.reg_mask
         addr, size = rawargs[0] & mask, rawargs[1] & mask
         if size not in CLONE_ARGS_SIZES:
             return rawargs  # EINVAL/E2BIG from the kernel, as natively; size is a register
@@ -202,6 +198,6 @@ class Stable(ShimBase):
             return None
         region.write(where[0], bytes(blob))
         regs = pt.getregs(t.tid, self._regs)
-        setattr(regs, (ARG_REGS_32 if abi.name == "i386" else ARG_REGS_64)[0], where[0])
+        setattr(regs, abi.arg_regs[0], where[0])
         pt.setregs(t.tid, regs)
         return (where[0], *tuple(rawargs)[1:])
