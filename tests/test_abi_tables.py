@@ -287,3 +287,13 @@ def test_the_checked_opens_derive_from_the_tables():
 
     assert OPEN_CALLS == {"open": (0, 1), "openat": (1, 2), "openat2": (1, None), "creat": (0, None),
                           "execve": (0, -1), "execveat": (1, -1)}
+
+
+def test_every_remap_call_has_its_region_test():
+    """A call added to the ``remap`` class (may unmap, move or replace
+    mappings) must say how it could reach the scratch region, or the shim
+    would let it replace the region unchecked."""
+    from brokerd.tracer.shim.consts import REGION_CALLS
+    from brokerd.tracer.shim.stable import REGION_HITS
+
+    assert set(REGION_HITS) == REGION_CALLS

@@ -69,6 +69,8 @@ MREMAP_FIXED = constant("MREMAP_FIXED")
 SHM_REMAP = 0o40000
 #: calls that could replace or move the read-only scratch region; denied over it
 REGION_CALLS = names_in("remap")
+#: the argument kinds of i386's old mmap: one pointer to a struct of its six arguments
+OLD_MMAP_ARGS = ("ptr",)
 #: argument kinds whose judged bytes are copied into the region before the call runs
 #: (sockaddr:N arguments too, packed again from the judged value)
 STABLE_KINDS = frozenset({"path", "str"})

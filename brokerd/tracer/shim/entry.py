@@ -87,12 +87,10 @@ class Entry(ShimBase):
                 return  # the region is being made (the call comes back), or it failed
             rawargs = copied
         elif spec.name in REGION_CALLS and t.tgid in self._regions:
-            mask = abi.reg_mask
-            if self._hits_region(t, spec.name, tuple(a & mask for a in rawargs)):
-                t.raw = ()
-                self._log(f"pid {t.tgid}: {spec.name} over the broker's read-only scratch memory: denied")
-                self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
-                return
+            checked = self._guard_region(t, abi, spec, rawargs)
+            if checked is None:
+                return  # denied: it would reach the region
+            rawargs = checked
         t.guard_exit = False
         if spec.name == "userfaultfd" and not rawargs[0] & UFFD_USER_MODE_ONLY:  # attach mode (no filter)
             t.raw = ()
