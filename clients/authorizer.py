@@ -1134,7 +1134,7 @@ class Session:
             return job if isinstance(job, Reply) else None
         try:
             result = job.handler(job.arg) if job.handler is not None else None
-            if inspect.isawaitable(result):
+            if type(result) is not Reply and inspect.isawaitable(result):  # (a Reply never is: skip the ABC check)
                 if hasattr(result, "close"):
                     result.close()
                 raise TypeError("async handlers need Authorizer.serve(), not an in-process session")

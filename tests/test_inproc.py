@@ -91,6 +91,19 @@ def test_a_policy_that_loops_is_bounded_by_the_deadline(flaky, tmp_path, monkeyp
         assert r.stdout == "" and r.stderr.count("Operation not permitted") == 2
 
 
+def test_the_deadline_timer_firing_later_changes_nothing(flaky, tmp_path, monkeypatch):
+    """The in-process deadline's timer is armed per question and not cleared
+    after it (one system call, not two): when it fires later, while the
+    broker waits and the program sleeps, nothing is armed and nothing
+    happens: no error line, no default verdict, the program's output and
+    status as natively."""
+    monkeypatch.chdir(tmp_path)
+    r = brokerctl("run", "--timeout", "0.5", "-a", flaky, "--", "sh", "-c", "cat fine; sleep 1.2; cat fine",
+                  env={"PYTHONPATH": str(tmp_path)}, timeout=120)
+    assert (r.stdout, r.returncode) == ("fine\nfine\n", 0), r.stderr
+    assert "did not answer" not in r.stderr and "default" not in r.stderr
+
+
 @pytest.mark.parametrize("ref, why", [
     ("py:flakypol", "expected py:MODULE:NAME"),
     ("py:no_such_module_x:az", "ModuleNotFoundError"),

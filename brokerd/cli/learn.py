@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from brokerd.protocol.types import SyscallEvent
+
+if TYPE_CHECKING:  # subprocess and tempfile are imported when learn runs (brokerctl run's start-up)
+    import tempfile
 
 PROG = "brokerctl"
 
@@ -52,6 +54,8 @@ def record(argv: Sequence[str], journal: str, timeout: float) -> int:
     call with resolved paths) into ``journal``; the program's exit status."""
     audit = shlex.join([sys.executable, "-m", "brokerd.clients.policies.audit", journal])
     cmd = [sys.executable, "-m", "brokerd.cli.main", "run", "--timeout", str(timeout), "-a", audit, "--", *argv]
+    import subprocess
+
     try:
         return subprocess.run(cmd, check=False).returncode
     except KeyboardInterrupt:
@@ -148,6 +152,8 @@ class _journal:
         if self.path:
             open(self.path, "w").close()  # a fresh journal: the audit policy appends
             return self.path
+        import tempfile
+
         self.dir = tempfile.TemporaryDirectory(prefix="brokerctl-learn-")
         return os.path.join(self.dir.name, "journal.jsonl")
 

@@ -13,7 +13,7 @@ raises gets the library's failsafe (``skip-fail EPERM``) with its traceback
 on stderr; anything that escapes the library, and a question that runs past
 the member's deadline (``--timeout``), gets the default verdict and one error
 line.  The deadline is enforced with ``SIGALRM`` (an interval timer armed
-around each decision, main thread only): it interrupts Python code and
+before each decision, main thread only): it interrupts Python code and
 interruptible waits, not a single long C call.  See docs/policies.md.
 """
 
@@ -143,6 +143,10 @@ class InProcess(LocalAuthorizer):
             raise _Failed(f"raised {type(e).__name__}: {e}") from None
 
     def _bounded(self, fn: Callable[[object], object], arg: object) -> object:
+        """One ``setitimer`` per question: the timer is re-armed by the next
+        question and not cleared after this one (that was a second system
+        call per member per decision).  When it fires later, nothing is armed:
+        the handler returns and the interrupted wait is retried (PEP 475)."""
         if not self._timed:
             return fn(arg)
         _Alarm.armed = True
@@ -151,7 +155,6 @@ class InProcess(LocalAuthorizer):
             return fn(arg)
         finally:
             _Alarm.armed = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _die(self, reason: str) -> None:
         if self.mode != "dead":

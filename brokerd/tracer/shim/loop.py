@@ -20,6 +20,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 
+from brokerd.decision.local import LocalAuthorizer
 from brokerd.decision.member import Member
 
 from ..kernel import missing_features
@@ -29,6 +30,8 @@ from .libc import _libc, _signalfd
 
 #: every signal the loop reads from its signalfd (blocked while it runs)
 WATCHED = (signal.SIGCHLD, *FORWARDED_SIGNALS, *TERMINAL_SIGNALS, *TTY_STOP_SIGNALS)
+#: bytes read from the signalfd at once (16 signalfd_siginfo records)
+SIGNALFD_READ = 128 * 16
 
 
 def _ignore_signal(signo: int, code: int) -> None:
@@ -49,6 +52,7 @@ class EventLoop:
         self._fds: dict[int, Member] = {}
         self._readers: dict[int, Callable[[], None]] = {}
         self._epollout: set[int] = set()  # one-descriptor members registered for EPOLLOUT too
+        self._polled: list[Member] = list(members)  # narrowed by setup
         #: the signal mask before the loop blocked its signals (the launched child gets it back)
         self.old_mask: set[int] = set()
         #: a signal to the broker other than SIGCHLD: (signo, si_code)
@@ -71,6 +75,9 @@ class EventLoop:
         self._sfd = _signalfd(WATCHED)
         self._ep = select.epoll()
         self._ep.register(self._sfd, select.EPOLLIN)
+        # the members the loop waits on (descriptors, deadlines): not those in
+        # this process that answer as they are asked (in-process policies)
+        self._polled = [a for a in self.members if not (isinstance(a, LocalAuthorizer) and a.rfd < 0)]
         for a in self.members:
             if a.rfd >= 0:
                 self._fds[a.rfd] = a
@@ -80,8 +87,9 @@ class EventLoop:
         """Wait for one batch of events (or the next member deadline) and
         dispatch it; ``reap``: SIGCHLD calls ``on_children``."""
         assert self._ep is not None
+        polled = self._polled
         deadline = None
-        for a in self.members:
+        for a in polled:
             d = a.next_deadline()
             if d is not None and (deadline is None or d < deadline):
                 deadline = d
@@ -103,11 +111,12 @@ class EventLoop:
             if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
                 member.on_readable(now)
             self._sync_fd(member, fd)
-        now = time.monotonic()
-        for a in self.members:
-            if a.mode != "dead":
-                a.expire(now)
-            self._sync_fd(a, None)
+        if polled:
+            now = time.monotonic()
+            for a in polled:
+                if a.mode != "dead":
+                    a.expire(now)
+                self._sync_fd(a, None)
 
     def _sync_fd(self, a: Member, fd: int | None) -> None:
         """Keep epoll's view of an authorizer's descriptors current: drop a
@@ -155,14 +164,19 @@ class EventLoop:
                 pass
 
     def _on_signals(self, reap: bool) -> None:
+        """Read the signalfd once (again only if the buffer came back full:
+        a signal that arrives later makes it readable again, and epoll says
+        so), then reap every stop that is waiting."""
         while True:
             try:
-                data = os.read(self._sfd, 128 * 16)
+                data = os.read(self._sfd, SIGNALFD_READ)
             except BlockingIOError:
                 break
             for off in range(0, len(data), 128):
                 signo, _err, code = struct.unpack_from("=Iii", data, off)
                 if signo != signal.SIGCHLD:
                     self.on_signal(signo, code)
+            if len(data) < SIGNALFD_READ:
+                break
         if reap:
             self.on_children()
