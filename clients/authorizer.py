@@ -774,7 +774,7 @@ def kernel_layer(
         kernel_layer([("read,execute", "/usr"), ("all", "/home/box")], fs_handled="all")
         kernel_layer(net=[("connect", [443])])
 
-    Rights: ``read write execute create remove truncate ioctl-dev`` (or
+    Rights: ``read write execute create remove truncate ioctl-dev list`` (or
     ``all``); network: ``bind connect`` (TCP ports); scope: ``signal
     abstract-unix``.  ``settle`` (strace syntax) limits which calls the broker
     may stop asking about because the layer decides them; ``unjudged``

@@ -12,7 +12,7 @@ import pytest
 from conftest import brokerctl
 
 POLICY = '''
-import os, sys, time
+import os, signal, sys, time
 from brokerd.clients.authorizer import Authorizer, cont, skip_fail
 
 az = Authorizer("flaky")
@@ -29,6 +29,8 @@ def openat(call):
             pass
     if path.endswith("secret"):
         return skip_fail("EACCES")
+    if path.endswith("alarm"):  # a SIGALRM long before this question's deadline
+        os.kill(os.getpid(), signal.SIGALRM)
     return cont()
 
 if __name__ == "__main__":
@@ -40,7 +42,7 @@ if __name__ == "__main__":
 def flaky(request, tmp_path):
     """The -a argument running POLICY in the broker or as a process."""
     (tmp_path / "flakypol.py").write_text(textwrap.dedent(POLICY))
-    for name in ("raises", "exits", "loops", "secret", "fine"):
+    for name in ("raises", "exits", "loops", "secret", "fine", "alarm"):
         (tmp_path / name).write_text(name + "\n")
     if request.param == "inproc":
         return "py:flakypol:az"
@@ -102,6 +104,22 @@ def test_the_deadline_timer_firing_later_changes_nothing(flaky, tmp_path, monkey
                   env={"PYTHONPATH": str(tmp_path)}, timeout=120)
     assert (r.stdout, r.returncode) == ("fine\nfine\n", 0), r.stderr
     assert "did not answer" not in r.stderr and "default" not in r.stderr
+
+
+def test_an_early_alarm_does_not_cut_a_question_short(tmp_path, monkeypatch):
+    """The deadline's timer is left running after a question that answered
+    in time (the next one re-arms it), so a SIGALRM can arrive while a later
+    question is armed but long before that question's own deadline (here the
+    policy raises it itself): it must be ignored, not turned into "did not
+    answer" and the default verdict.  In-process only (a process policy
+    that raises SIGALRM kills itself)."""
+    (tmp_path / "flakypol.py").write_text(textwrap.dedent(POLICY))
+    for name in ("alarm", "fine"):
+        (tmp_path / name).write_text(name + "\n")
+    monkeypatch.chdir(tmp_path)
+    r = _run(tmp_path, "py:flakypol:az", "alarm", "fine", timeout="30")
+    assert (r.stdout, r.returncode) == ("alarm\nfine\n", 0), r.stderr
+    assert "did not answer" not in r.stderr
 
 
 @pytest.mark.parametrize("ref, why", [

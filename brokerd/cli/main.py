@@ -88,6 +88,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                      help="accepted for strace users: run always follows every child")
     run.add_argument("-p", dest="attach_pid", metavar="PID",
                      help="attach to a running process instead: the same as brokerctl attach PID")
+    _add_ask_options(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROG ARGS")
     if only == "run":
         return p
@@ -95,14 +96,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     att = sub.add_parser("attach", help="attach to a running process and steer it")
     att.add_argument("pid", metavar="PID", help="process to attach to (all its threads)")
     att.add_argument("-f", "--follow", action="store_true", help="also follow children it creates from now on")
-    att.add_argument("--ask", action="store_true",
-                     help="pause the calls -e trace= selects and ask at the terminal what to do")
+    _add_ask_options(att)
     att.add_argument("--caller", action="store_true", help="show the calling library:symbol+offset of each call")
-    att.add_argument("--save-policy", metavar="FILE",
-                     help="on exit, save the 'always' answers as a policy file (brokerctl run --policy FILE)")
-    att.add_argument("--learned", metavar="POLICY.toml",
-                     help="with --ask: start from a policy brokerctl learn wrote: ask only about what it would deny,"
-                          " and add the 'always allow' answers to it on exit")
     att.add_argument("-q", "--quiet", action="store_true", help="do not show each call (still steer and summarise)")
     att.add_argument("--on-exit", choices=("kill", "detach"), default=None,
                      help="what happens to PID if brokerctl dies or is told to stop (SIGTERM, SIGHUP, its output"
@@ -115,6 +110,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     add_learn_command(sub)
     add_daemon_commands(sub)
     return p
+
+
+def _add_ask_options(p: argparse.ArgumentParser) -> None:
+    """Ask mode, shared by run and attach."""
+    p.add_argument("--ask", action="store_true",
+                   help="pause the calls -e trace= selects and ask at the terminal what to do")
+    p.add_argument("--save-policy", metavar="FILE",
+                   help="on exit, save the 'always' answers as a policy file (brokerctl run --policy FILE)")
+    p.add_argument("--learned", metavar="POLICY.toml",
+                   help="with --ask: start from a policy brokerctl learn wrote: ask only about what it would deny,"
+                        " and add the 'always allow' answers to it on exit")
 
 
 def _add_display_options(p: argparse.ArgumentParser) -> None:
@@ -300,7 +306,6 @@ def _pin(spec: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from brokerd.tracer.shim import LaunchError
 
     argv = list(args.argv)
     if argv and argv[0] == "--":
@@ -312,13 +317,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         return cmd_attach(_as_attach(args))
     if not argv:
         raise UsageError("run: no program given (brokerctl run [OPTIONS] -- PROG ARGS)")
-    operator = out = None
+    operator = out = start = None
     display = _run_display(args)
-    if display is not None:
+    if args.ask or args.learned or args.save_policy:
+        operator, start = _run_asker(args, display)
+        out = operator.out
+    elif display is not None:
         from brokerd.cli.operator import Operator
 
         out = _output(args.output)
         operator = Operator(_parse_trace(args.exprs)[0], out=out, display=display)
+    try:
+        return _run(args, argv, operator, out)
+    finally:
+        if args.save_policy and operator is not None:
+            with open(args.save_policy, "w") as f:
+                f.write(operator.policy_toml(0))
+            _say(f"{PROG}: {len(operator.always)} rule(s) saved to {args.save_policy}")
+        if start is not None:
+            _say(f"{PROG}: {start.save()} answer(s) added to {args.learned}")
+
+
+def _run_asker(args: argparse.Namespace, display):
+    """run --ask: the operator asks at the controlling terminal (opened on its
+    own, so the program's stdin keeps its flags) about the -e trace= calls,
+    or with --learned and no -e, about any call the learned policy would deny."""
+    from brokerd.cli.learn import AskSession
+    from brokerd.cli.operator import Display, Operator
+
+    if not args.ask:
+        raise UsageError("run --learned/--save-policy need --ask")
+    trace, _signals = _parse_trace(args.exprs)
+    if trace is None and not args.learned:
+        raise UsageError("run --ask: say which calls to ask about with -e trace=LIST (e.g. -e trace=openat),"
+                         " or start from a learned policy (--learned POLICY.toml)")
+    try:
+        tty = os.open("/dev/tty", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        raise UsageError("run --ask: no terminal to answer on (/dev/tty)") from None
+    start = AskSession(args.learned) if args.learned else None
+    return Operator(trace, out=_output(args.output), ask=True, tty=tty,
+                    display=display or Display(calls=False, times=False), start=start), start
+
+
+def _run(args: argparse.Namespace, argv: list[str], operator, out) -> int:
+    """Launch ``argv`` under the stack (and ``operator``, when there is one):
+    greet the authorizers, choose the backend, then make the shim of it."""
+    from brokerd.tracer.shim import LaunchError
+
     session = _make_session(args, operator)
     starter, daemon = session.starter, session.daemon
     if args.backend == "auto" and daemon is None:
