@@ -228,7 +228,7 @@ def _make_session(args: argparse.Namespace, operator=None) -> _Session:
     (attach's terminal) goes first in the stack, farthest from the kernel,
     so every other policy still applies to what it allows."""
     from brokerd.decision.stack import Stack
-    from brokerd.tracer.shim.launch import greet
+    from brokerd.tracer.shim.launch import end_authorizers, greet
     from brokerd.tracer.shim.loop import EventLoop
 
     if args.timeout <= 0:
@@ -259,8 +259,13 @@ def _make_session(args: argparse.Namespace, operator=None) -> _Session:
     stack = Stack(members)
     loop = EventLoop(stack)
     starter.watch(loop.add_reader, loop.remove_reader)
+    greet(stack, loop, str(daemon.id) if daemon is not None else "1", None)
+    if loop.stop_signal:  # SIGTERM & co. while greeting: the program never starts (docs/shim.md)
+        end_authorizers(stack, "brokerctl was told to stop")
+        status = daemon_client.finish(daemon, 128 + loop.stop_signal)
+        raise StartError(f"{signal.Signals(loop.stop_signal).name} before the program started: "
+                         "it was not started", status)
     try:
-        greet(stack, loop, str(daemon.id) if daemon is not None else "1", None)
         starter.check(args.timeout)
     except StartError:
         daemon_client.finish(daemon, 1)
@@ -531,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except StartError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
-        return 1
+        return e.status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `brokerctl ... | head`: the reader has all it wanted

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 
+from brokerd.decision.authorizer import KILL_GRACE
 from brokerd.decision.stack import Stack
 
 from .. import landlock, seccomp
@@ -61,7 +62,18 @@ def greet(stack: Stack, loop: EventLoop, session: str, greeting_timeout: float |
         a.greet(session, now)
     while not all(a.ready for a in stack):
         loop.poll_once(reap=False)
+        if loop.stop_signal:
+            return  # told to stop before anything started: the caller ends the session
     stack.forget()  # subscriptions are known now
+
+
+def end_authorizers(stack: Stack, why: str) -> None:
+    """Stop every authorizer: SIGTERM, and SIGKILL to one still there after KILL_GRACE."""
+    for a in stack:
+        a.kill(why) if a.mode != "dead" else None
+    deadline = time.monotonic() + KILL_GRACE
+    for a in stack:
+        a.reap(deadline)
 
 
 class Launch(ShimBase):
@@ -70,7 +82,16 @@ class Launch(ShimBase):
     def handshake(self) -> None:
         """Greet every authorizer (:func:`greet`), then take in what they said."""
         greet(self.stack, self.loop, self.session, self.greeting_timeout)
-        self.greeted()
+        if not self.stop_signal:  # else the caller ends the session (end_authorizers)
+            self.greeted()
+
+    @property
+    def stop_signal(self) -> int:
+        """A signal that came before there was a program (EventLoop.stop_signal)."""
+        return self.loop.stop_signal
+
+    def end_authorizers(self, why: str) -> None:
+        end_authorizers(self.stack, why)
 
     def greeted(self) -> None:
         """The stack's handshakes are done (here, or by :func:`greet` before

@@ -34,10 +34,6 @@ WATCHED = (signal.SIGCHLD, *FORWARDED_SIGNALS, *TERMINAL_SIGNALS, *TTY_STOP_SIGN
 SIGNALFD_READ = 128 * 16
 
 
-def _ignore_signal(signo: int, code: int) -> None:
-    """Before a shim exists (the handshake) the broker's signals have no program to go to."""
-
-
 def _no_children() -> None:
     """Before a shim exists nothing is reaped."""
 
@@ -55,8 +51,11 @@ class EventLoop:
         self._polled: list[Member] = list(members)  # narrowed by setup
         #: the signal mask before the loop blocked its signals (the launched child gets it back)
         self.old_mask: set[int] = set()
-        #: a signal to the broker other than SIGCHLD: (signo, si_code)
-        self.on_signal: Callable[[int, int], None] = _ignore_signal
+        #: SIGTERM/SIGHUP/SIGINT/SIGQUIT that came before there was a program to forward it to
+        #: (during the handshake): the program must then never start (cli: exit 128+N)
+        self.stop_signal = 0
+        #: a signal to the broker other than SIGCHLD: (signo, si_code); the shim's once it exists
+        self.on_signal: Callable[[int, int], None] = self._before_the_program
         #: SIGCHLD arrived and the caller of poll_once asked to reap
         self.on_children: Callable[[], None] = _no_children
 
@@ -162,6 +161,12 @@ class EventLoop:
                 self._ep.unregister(fd)
             except (OSError, ValueError):
                 pass
+
+    def _before_the_program(self, signo: int, code: int) -> None:
+        """A signal to the broker before any shim exists (the greeting): there
+        is no program to forward it to, so nothing may start (Ctrl-Z aside)."""
+        if signo not in TTY_STOP_SIGNALS:
+            self.stop_signal = self.stop_signal or signo
 
     def _on_signals(self, reap: bool) -> None:
         """Read the signalfd once (again only if the buffer came back full:

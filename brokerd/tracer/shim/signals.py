@@ -33,6 +33,8 @@ class Signals(ShimBase):
             self._maybe_stop_self()
         elif self.attached:
             self.leave(signo in FORWARDED_SIGNALS)
+        elif not self.main_pid:  # no program yet: nothing may start (launch.greet, the cli)
+            self.loop.stop_signal = self.loop.stop_signal or signo
         elif signo in FORWARDED_SIGNALS or (signo in TERMINAL_SIGNALS and code == SI_USER):
             if self.main_pid and self.main_status is None:
                 try:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import errno as E
 import os
 import signal
-import time
 from collections.abc import Callable
 
-from brokerd.decision.authorizer import KILL_GRACE
 from brokerd.protocol import codec
 from brokerd.protocol.types import (
     Field,
@@ -247,11 +245,7 @@ class Stops(ShimBase):
             self.loop.poll_once(reap=True)
         if strays_text():
             self._log(f"internal: thread state moves outside the table (a bug, please report): {strays_text()}")
-        for a in self.stack:
-            a.kill("session ended") if a.mode != "dead" else None
-        deadline = time.monotonic() + KILL_GRACE
-        for a in self.stack:
-            a.reap(deadline)
+        self.end_authorizers("session ended")
         return self.exit_code()
 
     def exit_code(self) -> int:
