@@ -64,8 +64,9 @@ class Filter(ShimBase):
                 action = self._flag_rule(name, action, stop)
                 if handoff is not None and name == "sendmsg" and isinstance(action, int):
                     action = seccomp.ArgEquals(HANDOFF_ARG, handoff, seccomp.RET_ALLOW, action)
-                if name in INJECTED_CALLS and isinstance(action, int) and action not in (seccomp.RET_ALLOW, stop):
-                    action = self._injected_rule(abi, action)
+                if (guard_region and name in INJECTED_CALLS and isinstance(action, int)
+                        and action not in (seccomp.RET_ALLOW, stop)):
+                    action = self._injected_rule(abi, action, stop)
                 if action != default:
                     acts[spec.nr | abi.nr_bit] = action
             rules[abi_name] = seccomp.AbiRules(acts, default)
@@ -85,11 +86,16 @@ class Filter(ShimBase):
             x32 = seccomp.AbiRules({**x32_rules.actions, 0xFFFFFFFF: seccomp.RET_ALLOW}, x32_rules.default)
         return seccomp.compile_filter(rules["x86_64"], rules["i386"], x32)
 
-    def _injected_rule(self, abi: Abi, action: int) -> seccomp.ArgEquals:
-        """Let exactly the broker's injected call through a static rule: it
-        carries the session nonce in argument registers the call ignores (one
-        64-bit one, or two 32-bit ones for i386), which the program never sees."""
-        test: int | seccomp.ArgEquals = seccomp.RET_ALLOW
+    def _injected_rule(self, abi: Abi, action: int, stop: int) -> seccomp.ArgEquals:
+        """Take the broker's injected call out of a static rule: it carries the
+        session nonce in argument registers the call ignores (one 64-bit one,
+        or two 32-bit ones for i386).  The program can read the nonce (the
+        injecting thread's /proc/self/task/TID/syscall), so it only makes the
+        call stop (``stop``), never run: the shim lets it run for a thread
+        mid-injection, and gives any other thread the static answer
+        (``_on_entry``).  The first injected call, set at a seccomp stop, is
+        checked again by the kernel, which lets a RET_TRACE through then."""
+        test: int | seccomp.ArgEquals = stop
         parts = nonce_parts(self._inject_nonce, abi.reg_bits)
         for i in reversed(range(len(parts))):  # the low half is tested first
             test = seccomp.ArgEquals(INJECT_ARG + i, parts[i], test, action)
