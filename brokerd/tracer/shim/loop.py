@@ -179,15 +179,22 @@ class Loop(ShimBase):
                 elif not self.main_pid and signo != signal.SIGCHLD:
                     self.stop_signal = self.stop_signal or signo  # no program yet: nothing may start
                 elif signo in FORWARDED_SIGNALS or (signo in TERMINAL_SIGNALS and code == SI_USER):
-                    if self.main_pid and self.main_status is None:
-                        try:
-                            os.kill(self.main_pid, signo)
-                        except ProcessLookupError:
-                            pass
+                    self._forward(signo)
             if len(data) < SIGNALFD_READ:
                 break
         if reap:
             self._reap()
+
+    def _forward(self, signo: int) -> None:
+        """A signal sent to the broker goes to the program; once the main
+        process is over, to every traced process left (the broker waits for
+        them, like strace -f), so SIGTERM still ends the session."""
+        targets = [self.main_pid] if self.main_status is None else sorted({t.tgid for t in self.threads.values()})
+        for pid in targets:
+            try:
+                os.kill(pid, signo)
+            except ProcessLookupError:
+                pass
 
     def _reap(self) -> None:
         while True:
