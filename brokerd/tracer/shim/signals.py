@@ -36,11 +36,18 @@ class Signals(ShimBase):
         elif not self.main_pid:  # no program yet: nothing may start (launch.greet, the cli)
             self.loop.stop_signal = self.loop.stop_signal or signo
         elif signo in FORWARDED_SIGNALS or (signo in TERMINAL_SIGNALS and code == SI_USER):
-            if self.main_pid and self.main_status is None:
-                try:
-                    os.kill(self.main_pid, signo)
-                except ProcessLookupError:
-                    pass
+            self._forward(signo)
+
+    def _forward(self, signo: int) -> None:
+        """A signal sent to the broker goes to the program; once the main
+        process is over, to every traced process left (the broker waits for
+        them, like strace -f), so SIGTERM still ends the session."""
+        targets = [self.main_pid] if self.main_status is None else sorted({t.tgid for t in self.threads.values()})
+        for pid in targets:
+            try:
+                os.kill(pid, signo)
+            except ProcessLookupError:
+                pass
 
     def _on_signal(self, t: _Thread, sig: int) -> None:
         if t.state == "inject":  # mid-injection: deliver as is, keep catching our calls' exits
