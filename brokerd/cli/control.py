@@ -246,9 +246,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _reap(children)
         reg.close()
         if args.once:
-            print(f"{PROG}: serve: the brokerd daemon went away", file=sys.stderr)
+            print(f"{PROG}: serve: the brokerd daemon went away", file=sys.stderr, flush=True)
+            _outlive(children)
             return EXIT_DAEMON
         print(f"{PROG}: serve: the brokerd daemon went away; reconnecting", file=sys.stderr, flush=True)
+
+
+def _outlive(children: set[int]) -> None:
+    """Wait for the instances still serving their sessions: they die with us
+    (tether), and a session whose failure mode is ``allow`` goes on with them
+    after the daemon is gone."""
+    _reap(children)
+    if children:
+        print(f"{PROG}: serve: waiting for {len(children)} instance(s) still serving their sessions",
+              file=sys.stderr, flush=True)
+    for pid in list(children):
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        children.discard(pid)
 
 
 def _reap(children: set[int]) -> None:
