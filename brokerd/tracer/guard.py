@@ -57,7 +57,7 @@ from __future__ import annotations
 import errno as E
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from brokerd.protocol.abi import ABIS, names_in
@@ -126,7 +126,7 @@ OWNER_CALLS = frozenset(OWNER_BY_CALL)
 OWNER_CMD_BIT = {"fcntl_cmd": 8}
 
 
-def owner_form(name: str, raw: tuple[int, ...]) -> str | None:
+def owner_form(name: str, raw: Sequence[int]) -> str | None:
     """How an owner command gives its owner (``value``, ``int``, ``owner_ex``),
     None when the call sets no owner.  Commands are 32-bit (the kernel's
     ``unsigned int cmd``), whatever the register's high half says."""

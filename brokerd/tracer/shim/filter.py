@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno as E
 
-from brokerd.protocol.abi import ABIS
+from brokerd.protocol.abi import ABIS, Abi
 
 from .. import seccomp
 from ..guard import CONTROL, OWNER_BY_CALL, OWNER_CALLS, OWNER_CMD_BIT, OWNER_KIND
@@ -16,6 +16,7 @@ from .consts import (
     MAP_FIXED,
     TRACE_MARK,
     UFFD_USER_MODE_ONLY,
+    nonce_parts,
 )
 
 
@@ -68,7 +69,7 @@ class Filter(ShimBase):
                     action = seccomp.ArgEquals(HANDOFF_ARG, handoff, seccomp.RET_ALLOW, action)
                 if (guard_region and name in INJECTED_CALLS and isinstance(action, int)
                         and action not in (seccomp.RET_ALLOW, stop)):
-                    action = self._injected_rule(abi_name, action, stop)
+                    action = self._injected_rule(abi, action, stop)
                 if action != default:
                     acts[spec.nr | abi.nr_bit] = action
             rules[abi_name] = seccomp.AbiRules(acts, default)
@@ -92,7 +93,7 @@ class Filter(ShimBase):
         """Would the stack let ``name`` run without the broker's own stop?"""
         return self.stack.action(name, self.internal.action(name, False))[0] == "allow"
 
-    def _injected_rule(self, abi_name: str, action: int, stop: int) -> seccomp.ArgEquals:
+    def _injected_rule(self, abi: Abi, action: int, stop: int) -> seccomp.ArgEquals:
         """Take the broker's injected call out of a static rule: it carries the
         session nonce in argument registers the call ignores (one 64-bit one,
         or two 32-bit ones for i386).  The program can read the nonce (the
@@ -101,11 +102,12 @@ class Filter(ShimBase):
         mid-injection, and gives any other thread the static answer
         (``_on_entry``).  The first injected call, set at a seccomp stop, is
         checked again by the kernel, which lets a RET_TRACE through then."""
-        n = self._inject_nonce
-        if abi_name != "i386":
-            return seccomp.ArgEquals(INJECT_ARG, n, stop, action)
-        high = seccomp.ArgEquals(INJECT_ARG + 1, n >> 32, stop, action)
-        return seccomp.ArgEquals(INJECT_ARG, n & 0xFFFFFFFF, high, action)
+        test: int | seccomp.ArgEquals = stop
+        parts = nonce_parts(self._inject_nonce, abi.reg_bits)
+        for i in reversed(range(len(parts))):  # the low half is tested first
+            test = seccomp.ArgEquals(INJECT_ARG + i, parts[i], test, action)
+        assert isinstance(test, seccomp.ArgEquals)
+        return test
 
     def _flag_rule(self, name: str, action: seccomp.Action, stop: int) -> seccomp.Action:
         """The filter's argument tests for the broker's own rules: a program's
