@@ -100,3 +100,26 @@ def test_a_per_call_policy_still_gets_a_tracer(tree):
     r = brokerctl("run", "--policy", str(pol), "--", "sh", "-c", "grep TracerPid /proc/self/status")
     assert r.stdout.strip() != "TracerPid:\t0", r.stderr
     assert "no tracer" not in r.stderr
+
+
+def test_kernel_only_session_cannot_change_processes_outside(tree):
+    """prlimit64, setpriority, sched_* and ioprio_set check only uids and no
+    Landlock domain covers them; a traced session's guard refuses them
+    outside the session, but a kernel-only session has no guard.  Before,
+    its program could lower any same-uid process's limits (or kill it with
+    `prlimit --cpu=1:1`); now the filter lets them name only the caller."""
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        v = victim.pid
+        before = (open(f"/proc/{v}/limits").read(), os.getpriority(os.PRIO_PROCESS, v))
+        pol = policy(tree, "kernel", tree / "box", "/dev/null")
+        r = brokerctl("run", "--policy", pol, "--", "sh", "-c",
+                      f"grep TracerPid /proc/self/status; prlimit --pid {v} --nofile=77:77; echo prlimit=$?; "
+                      f"renice -n 5 -p {v} >/dev/null 2>&1; echo renice=$?; "
+                      "prlimit --nofile=70:70 sh -c 'ulimit -n'; nice -n 3 nice")
+        assert r.stdout.splitlines() == ["TracerPid:\t0", "prlimit=1", "renice=1", "70", "3"], r.stderr
+        assert (open(f"/proc/{v}/limits").read(), os.getpriority(os.PRIO_PROCESS, v)) == before
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()

@@ -13,6 +13,7 @@ the program away from the broker, and none is left.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -56,7 +57,9 @@ def exec_direct(shim: Shim, argv: Sequence[str], env: dict[str, str] | None = No
     shim.internal_trace = frozenset()
     shim.guard.owner_checks = False
     shim._action_cache.clear()
-    insns = shim.build_filter(stop=seccomp.RET_KILL_PROCESS, guard_region=False)  # nothing stops: fail closed
+    # nothing stops: fail closed; the process-control calls the guard would judge reach only the caller
+    insns = shim.build_filter(stop=seccomp.RET_KILL_PROCESS, guard_region=False,
+                              control_outside=seccomp.ret_errno(errno.EPERM))
     names = ", ".join(a.name for a in shim.stack)
     for a in shim.stack:
         a.kill("the kernel enforces the whole policy")

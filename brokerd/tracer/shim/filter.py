@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import errno as E
 
-from brokerd.protocol.abi import ABIS, Abi
+from brokerd.protocol.abi import ABIS, Abi, SyscallSpec
+from brokerd.protocol.args import WHO_TARGETS
 
 from .. import seccomp
 from ..guard import CONTROL, OWNER_BY_CALL, OWNER_CALLS, OWNER_CMD_BIT, OWNER_KIND
@@ -35,11 +36,14 @@ class Filter(ShimBase):
         return act
 
     def build_filter(self, stop: int = seccomp.trace(TRACE_MARK), guard_region: bool = True,
-                     handoff: int | None = None) -> list[tuple[int, int, int, int]]:
+                     handoff: int | None = None, control_outside: int | None = None) -> list[tuple[int, int, int, int]]:
         """The launched session's seccomp mask: ``stop`` (RET_TRACE, or
         RET_USER_NOTIF for the notification backend) for calls someone must
         decide, the stack's static answers (ALLOW, ERRNO, KILL_PROCESS) for
-        the rest, so those hold in the kernel whatever happens to us."""
+        the rest, so those hold in the kernel whatever happens to us.
+        ``control_outside``: for a session with no broker left to judge the
+        process-control calls (a kernel-only session), what those calls get
+        unless they name the caller itself."""
         kernel = {
             "allow": lambda e: seccomp.RET_ALLOW,
             "trace": lambda e: stop,
@@ -65,6 +69,8 @@ class Filter(ShimBase):
                 if name in CONTROL and action == stop and "pid" in spec.args and self._stops_for_guard_only(name):
                     # prlimit64(0, ...) (glibc's getrlimit), sched_setaffinity(0, ...): the caller itself
                     action = seccomp.ArgEquals(spec.args.index("pid"), 0, seccomp.RET_ALLOW, stop, low32=True)
+                if control_outside is not None and name in CONTROL and action == seccomp.RET_ALLOW:
+                    action = _self_only(spec, control_outside)
                 if handoff is not None and name == "sendmsg" and isinstance(action, int):
                     action = seccomp.ArgEquals(HANDOFF_ARG, handoff, seccomp.RET_ALLOW, action)
                 if (guard_region and name in INJECTED_CALLS and isinstance(action, int)
@@ -135,3 +141,20 @@ class Filter(ShimBase):
         for cmd in sorted(OWNER_BY_CALL[name]):
             rule = seccomp.ArgEquals(1, cmd, stop, rule, low32=True)
         return rule
+
+
+def _self_only(spec: SyscallSpec, other: int) -> seccomp.Action:
+    """Allow a process-control call (prlimit64, sched_*, setpriority,
+    ioprio_set) only where it names the caller itself (pid 0, or
+    which=process with who 0); ``other`` for any other target.  No Landlock
+    domain covers these calls and a kernel-only session has no guard, so
+    the filter cannot tell the session's own processes from the rest: only
+    the caller is sure to be inside."""
+    if "pid" in spec.args:
+        return seccomp.ArgEquals(spec.args.index("pid"), 0, seccomp.RET_ALLOW, other, low32=True)
+    which = next((i for i, k in enumerate(spec.args[:-1]) if k in WHO_TARGETS), None)
+    if which is None:
+        return other
+    process = next(v for v, what in WHO_TARGETS[spec.args[which]].items() if what == "process")
+    who_self = seccomp.ArgEquals(which + 1, 0, seccomp.RET_ALLOW, other, low32=True)
+    return seccomp.ArgEquals(which, process, who_self, other, low32=True)
