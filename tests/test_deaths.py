@@ -192,3 +192,29 @@ def test_notify_listener_closed_calls_fail_with_enosys(tmp_path):
             broker.wait()
         _kill(program)
         broker.stderr.close()
+
+
+# Answers every call (the default: cont), and after the end of its input
+# takes a moment to write its last record (as an audit journal still
+# flushing would).
+LAST_WORDS = r'''
+import sys, time
+from brokerd.clients.authorizer import Authorizer
+Authorizer("last", trace=["getppid"]).run()
+time.sleep(0.2)
+open(sys.argv[1], "w").write("finished\n")
+'''
+
+
+def test_a_finished_session_lets_its_authorizer_write_its_last_records(tmp_path):
+    """When the program ends, the authorizers' input ends first and they get
+    a moment to finish on their own; SIGTERM comes only to one still there
+    after it.  Before, SIGTERM came with the end of input, and a journal's
+    last records (or half a record) were lost."""
+    script, out = tmp_path / "last.py", tmp_path / "out"
+    script.write_text(LAST_WORDS)
+    r = subprocess.run([*BROKERCTL, "run", "-a", f"{sys.executable} -u {script} {out}", "--",
+                        sys.executable, "-c", "import os; print(os.getppid() > 0)"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "True\n", r.stderr
+    assert out.read_text() == "finished\n", r.stderr

@@ -60,6 +60,9 @@ GREETING_TIMEOUT = 30.0
 MAX_PENDING_OUT = 16 * 65536
 #: after SIGTERM, how long an authorizer process may take to exit before SIGKILL
 KILL_GRACE = 2.0
+#: when a session ends, how long an authorizer may take after the end of its
+#: input to finish on its own (write its last records) before SIGTERM
+EOF_GRACE = 1.0
 
 
 @dataclass(slots=True)
@@ -367,7 +370,7 @@ class Authorizer:
         else:
             self._log(f"authorizer {self.name}: {code}: {text}")
 
-    def _die(self, reason: str, quiet: bool = False) -> None:
+    def _die(self, reason: str, quiet: bool = False, term: bool = True) -> None:
         if self.mode == "dead":
             return
         was_greeting = self.mode == "greeting"
@@ -382,20 +385,26 @@ class Authorizer:
             self._resolve(q, self._default_for(q), f"authorizer {self.name} {reason}")
         if was_greeting:
             self.mode = "dead"  # stays subscribed to what the operator set
-        self.close()
+        self.close(term)
 
     def kill(self, reason: str) -> None:
         """Stop using this authorizer (e.g. the session ends)."""
         self._die(reason, quiet=True)
 
-    def close(self) -> None:
+    def finish(self, reason: str) -> None:
+        """The session ended: stop using this authorizer and close its
+        input, but let it end on its own (an audit policy still writing its
+        last records); :meth:`reap` with ``term_at`` sends SIGTERM later."""
+        self._die(reason, quiet=True, term=False)
+
+    def close(self, term: bool = True) -> None:
         for fd in (self.rfd, self.wfd):
             try:
                 os.close(fd)
             except OSError:
                 pass
         self.rfd = self.wfd = -1
-        if self.pid:
+        if self.pid and term:
             self._signal(signal.SIGTERM)
 
     def _signal(self, sig: int) -> None:
@@ -412,21 +421,28 @@ class Authorizer:
             except OSError:
                 pass
 
+    def exited(self, deadline: float) -> bool:
+        """Wait (until ``deadline``, monotonic) for the process to exit; whether it did
+        (true too for an authorizer that is no process of ours)."""
+        if self.pidfd < 0:
+            return True
+        p = select.poll()
+        p.register(self.pidfd, select.POLLIN)
+        return bool(p.poll(max(0.0, deadline - time.monotonic()) * 1000))
+
     def reap(self, deadline: float) -> None:
         """After :meth:`close`: wait (until ``deadline``, monotonic) for the
         process to exit, then SIGKILL it and its group, so an authorizer
         that ignores SIGTERM never outlives its session."""
         if self.pidfd < 0:
             return
-        fd, self.pidfd = self.pidfd, -1
         try:
-            p = select.poll()
-            p.register(fd, select.POLLIN)
-            if not p.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            if not self.exited(deadline):
                 self._log(f"authorizer {self.name} ignored SIGTERM: killed")
                 self._signal(signal.SIGKILL)
         finally:
-            os.close(fd)
+            os.close(self.pidfd)
+            self.pidfd = -1
 
     # -- deadlines ----------------------------------------------------------
     def next_deadline(self) -> float | None:

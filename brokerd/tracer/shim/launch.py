@@ -9,7 +9,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 
-from brokerd.decision.authorizer import KILL_GRACE
+from brokerd.decision.authorizer import EOF_GRACE, KILL_GRACE, Authorizer
 from brokerd.decision.stack import Stack
 
 from .. import landlock, seccomp
@@ -68,9 +68,22 @@ def greet(stack: Stack, loop: EventLoop, session: str, greeting_timeout: float |
 
 
 def end_authorizers(stack: Stack, why: str) -> None:
-    """Stop every authorizer: SIGTERM, and SIGKILL to one still there after KILL_GRACE."""
+    """Stop every authorizer: the end of its input first, so one that still
+    has records to write (an audit journal) ends on its own within EOF_GRACE;
+    then SIGTERM, and SIGKILL to one still there after KILL_GRACE."""
+    procs: list[Authorizer] = []
     for a in stack:
-        a.kill(why) if a.mode != "dead" else None
+        if a.mode == "dead":
+            continue
+        if isinstance(a, Authorizer):
+            a.finish(why)
+            procs.append(a)
+        else:
+            a.kill(why)
+    deadline = time.monotonic() + EOF_GRACE
+    for a in procs:
+        if not a.exited(deadline):
+            a.close()  # SIGTERM
     deadline = time.monotonic() + KILL_GRACE
     for a in stack:
         a.reap(deadline)
