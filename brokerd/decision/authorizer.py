@@ -398,12 +398,17 @@ class Authorizer:
         self._die(reason, quiet=True, term=False)
 
     def close(self, term: bool = True) -> None:
-        for fd in (self.rfd, self.wfd):
+        """Close the pipes and SIGTERM the process; with ``term`` false only
+        its input ends (EOF): its output stays open until :meth:`reap`, so a
+        late answer lands in the pipe instead of meeting a broken one."""
+        for fd in (self.rfd, self.wfd) if term else (self.wfd,):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self.rfd = self.wfd = -1
+        self.wfd = -1
+        if term:
+            self.rfd = -1
         if self.pid and term:
             self._signal(signal.SIGTERM)
 
@@ -434,15 +439,22 @@ class Authorizer:
         """After :meth:`close`: wait (until ``deadline``, monotonic) for the
         process to exit, then SIGKILL it and its group, so an authorizer
         that ignores SIGTERM never outlives its session."""
-        if self.pidfd < 0:
-            return
         try:
-            if not self.exited(deadline):
+            if self.pidfd >= 0 and not self.exited(deadline):
                 self._log(f"authorizer {self.name} ignored SIGTERM: killed")
                 self._signal(signal.SIGKILL)
         finally:
-            os.close(self.pidfd)
-            self.pidfd = -1
+            if self.pidfd >= 0:
+                os.close(self.pidfd)
+                self.pidfd = -1
+            self._close_output()
+
+    def _close_output(self) -> None:
+        try:
+            os.close(self.rfd)
+        except OSError:
+            pass
+        self.rfd = -1
 
     # -- deadlines ----------------------------------------------------------
     def next_deadline(self) -> float | None:
