@@ -79,8 +79,9 @@ from .guard import GUARDED, OWNER_CALLS, OWNER_CMD_BIT, PROC_OPEN_CALLS, Guard
 from .kernel import missing_features
 from .procfs import tgid_of
 from .resolve import resolve
-from .scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, Region, adopt
+from .scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, Region, adopt, can_seal
 from .states import State, move, strays_text
+from .stopcount import StopCounter
 
 if TYPE_CHECKING:
     from .elfinfo import Symbolizer
@@ -96,6 +97,7 @@ OPTIONS = (
 )
 SYSCALL_STOP = signal.SIGTRAP | 0x80
 STOP_SIGNALS = frozenset((signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU))
+_EVENT_NAMES = {pt.EVENT_FORK: "fork", pt.EVENT_VFORK: "vfork", pt.EVENT_CLONE: "clone"}
 MASK64 = (1 << 64) - 1
 ARG_REGS_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 ARG_REGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
@@ -107,7 +109,7 @@ HANDOFF_ARG = 3
 #: (both ignore it): the filter lets exactly those through the program's static rules
 INJECT_ARG = 3
 #: injected calls with a spare argument register; the injected mmap uses all six
-INJECTED_CALLS = ("memfd_create", "close")
+INJECTED_CALLS = ("memfd_create", "close", "mseal")
 # The broker's own rules, below every authorizer: io_uring reaches files and
 # sockets with no syscall to judge, so it is denied unless the operator allows
 # it.  clone3 keeps its flags in memory: on ptrace with stable arguments the
@@ -126,6 +128,7 @@ CLONE_ARGS_SIZES = range(64, 4096 + 1)
 SYS_MMAP = {n: a.nr("mmap2" if n == "i386" else "mmap") for n, a in ABIS.items()}
 SYS_MEMFD_CREATE = {n: a.nr("memfd_create") for n, a in ABIS.items()}
 SYS_CLOSE = {n: a.nr("close") for n, a in ABIS.items()}
+SYS_MSEAL = {n: a.nr("mseal") for n, a in ABIS.items()}
 MAP_FIXED = constant("MAP_FIXED")
 MAP_32BIT = constant("MAP_32BIT")
 # A userfaultfd that also handles faults taken by the kernel would freeze the
@@ -314,7 +317,11 @@ class Shim:
         self._inject_nonce = int.from_bytes(os.urandom(8), "little") | 1
         self._slot_waiters: list[_Thread] = []  # calls waiting for a free scratch slot
         #: calls that always stop for the broker's own checks (clone flags, the guard, the region)
-        self.internal_trace = frozenset({"clone", "clone3"}) | GUARDED | REGION_CALLS_ALWAYS
+        #: the region is sealed in the tracee (mseal): the kernel refuses to unmap,
+        #: move or replace it, so the calls that could need not stop for it
+        self.seals = stable_args and can_seal()
+        self.internal_trace = (frozenset({"clone", "clone3"}) | GUARDED
+                               | (frozenset() if self.seals else REGION_CALLS_ALWAYS))
         self._mem = _Mem(0)
         self._sfd = -1
         self._ep: select.epoll | None = None
@@ -322,6 +329,7 @@ class Shim:
         self._saved_dispositions: dict[signal.Signals, Any] = {}
         self._old_mask: set[int] = set()
         self.stats = {"stops": 0, "decisions": 0}
+        self.stops = StopCounter()  # per syscall name; BROKERD_STOP_COUNTS=FILE writes it (stopcount.py)
         self.attached = False
         #: what SIGTERM/SIGHUP of the broker do to attached tracees: "detach" or "kill"
         self.on_leave = "detach"
@@ -456,7 +464,7 @@ class Shim:
             for name, spec in abi.by_name.items():
                 what, err = self.stack_action(name)
                 action: seccomp.Action = kernel[what](err)
-                if not guard_region or action != seccomp.RET_ALLOW or name not in ("mmap", "mmap2"):
+                if not guard_region or self.seals or action != seccomp.RET_ALLOW or name not in ("mmap", "mmap2"):
                     pass
                 elif spec.args[3:4] == ("mmap_flags",):
                     # a MAP_FIXED mapping could replace the scratch region: it stops (and is checked)
@@ -702,6 +710,7 @@ class Shim:
         deadline = time.monotonic() + KILL_GRACE
         for a in self.stack:
             a.reap(deadline)
+        self.stops.report()
         return self.exit_code()
 
     def exit_code(self) -> int:
@@ -901,21 +910,24 @@ class Shim:
         elif sig == SYSCALL_STOP:
             self._on_syscall_stop(t)
         elif event in (pt.EVENT_FORK, pt.EVENT_VFORK, pt.EVENT_CLONE):
+            self.stops.add(f"event:{_EVENT_NAMES[event]}")
             child = pt.geteventmsg(tid)
             if child not in self.threads:
                 self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else tgid_of(child))
             ctgid = self.threads[child].tgid
             if ctgid != t.tgid and t.tgid in self._regions and not self.threads[child].execed:
                 self._regions[ctgid] = self._regions[t.tgid]  # the shared mapping is inherited
-            kind = {pt.EVENT_FORK: "fork", pt.EVENT_VFORK: "vfork", pt.EVENT_CLONE: "clone"}[event]
+            kind = _EVENT_NAMES[event]
             self._proc_event(t, kind, (Int(child),))
             if t.state == "step":  # PTRACE_CONT would skip the exit stop: the stepper must hear the child's pid
                 self._to_exit_stop(t)
             else:
                 self._resume(tid)
         elif event == pt.EVENT_EXEC:
+            self.stops.add("event:exec")
             self._on_exec(t)
         elif event == pt.EVENT_STOP:
+            self.stops.add("event:stop")
             if t.startup or sig not in STOP_SIGNALS:
                 t.startup = False
                 self._resume(tid)
@@ -929,6 +941,7 @@ class Shim:
             self._resume(tid)
         else:
             t.startup = False
+            self.stops.add(f"signal:{_signame(sig)}")
             self._on_signal(t, sig)
 
     def _resume(self, tid: int, sig: int = 0) -> None:
@@ -1057,6 +1070,7 @@ class Shim:
             os.kill(t.tgid, signal.SIGKILL)
             return
         spec = abi.spec(nr)
+        self.stops.add(spec.name)
         if spec.name == "clone" and self.backend == "ptrace":
             rawargs = self._strip_untraced(t, abi, rawargs)
         elif spec.name == "clone3" and self._copies_clone3:
@@ -1561,7 +1575,23 @@ class Shim:
             view.close()
             self._inject_failed(t, f"mmap of the scratch region: {os.strerror(-rval)}")
             return
-        self._regions[t.tgid] = Region(rval & (0xFFFFFFFF if t.abi and t.abi.name == "i386" else MASK64), view)
+        region = Region(rval & (0xFFFFFFFF if t.abi and t.abi.name == "i386" else MASK64), view)
+        self._regions[t.tgid] = region
+        assert t.abi is not None
+        if self.seals:
+            t.inject.insert(0, self._injected_mseal)
+            self._next_call(t, SYS_MSEAL[t.abi.name], (region.addr, region.size, 0))
+            return
+        self._next_call(t, SYS_CLOSE[t.abi.name], (t.inject_fd,))
+
+    def _injected_mseal(self, t: _Thread, rval: int, failed: bool) -> None:
+        """The region is sealed: nothing the program calls can unmap, move or
+        replace it.  Unsealed, nothing stops those calls (the filter lets them
+        run when sealing works): the process cannot go on (fail closed)."""
+        if failed:
+            self._log(f"pid {t.tgid}: mseal of the scratch region: {os.strerror(-rval)}; killed")
+            os.kill(t.tgid, signal.SIGKILL)
+            return
         assert t.abi is not None
         self._next_call(t, SYS_CLOSE[t.abi.name], (t.inject_fd,))
 
@@ -1625,6 +1655,7 @@ class Shim:
         if info.op != pt.INFO_EXIT:
             self._resume(t.tid)
             return
+        self.stops.add(f"exit:{t.spec.name if t.spec is not None and t.state != 'inject' else t.state}")
         rval = info.u.exit.rval
         if t.state == "inject":
             step = t.inject.pop(0)
@@ -1815,6 +1846,13 @@ def _absolute(tid: int, kinds: tuple[str, ...], raw: tuple[int, ...], i: int, pa
     if where.endswith(b" (deleted)") or not where.startswith(b"/"):
         return None  # a removed directory (or no directory): no path leads there
     return where + b"/" + path
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
 
 
 def _symbolizer() -> Symbolizer:
