@@ -852,7 +852,7 @@ def summarise_profile(path: Path, top: int = 15) -> str:
                 continue
     total = sum(n for _, n in stacks) or 1
     # only the shim's loop after start-up: drop import-time and set-up stacks
-    loop = [(s, n) for s, n in stacks if any(fr.startswith("Shim.run (") for fr in s)]
+    loop = [(s, n) for s, n in stacks if any(_is_loop(fr, ("run",)) for fr in s)]
     loop_total = sum(n for _, n in loop) or 1
     cats: dict[str, int] = {}
     self_time: dict[str, int] = {}
@@ -878,11 +878,18 @@ def summarise_profile(path: Path, top: int = 15) -> str:
     for fr, n in sorted(self_time.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"  {100 * n / max(busy, 1):5.1f}%  {fr}")
     lines += ["", f"Top {top} functions by inclusive time (share of busy samples):"]
-    skip = ("Shim.run (", "Shim._poll_once (", "main (", "cmd_run (", "<module> (", "_run_module_as_main (",
-            "_run_code (")
-    for fr, n in sorted(((k, v) for k, v in incl.items() if not k.startswith(skip)), key=lambda kv: -kv[1])[:top]:
+    skip = ("main (", "cmd_run (", "<module> (", "_run_module_as_main (", "_run_code (")
+    for fr, n in sorted(((k, v) for k, v in incl.items() if not k.startswith(skip)
+                         and not _is_loop(k, ("run", "_poll_once"))), key=lambda kv: -kv[1])[:top]:
         lines.append(f"  {100 * n / max(busy, 1):5.1f}%  {fr}")
     return "\n".join(lines)
+
+
+def _is_loop(frame: str, names: tuple[str, ...]) -> bool:
+    """Is ``frame`` ('Class.name (path...)') one of the shim loop's ``names``?
+    The loop lives in brokerd/tracer/shim/loop.py (shim.py before the split)."""
+    m = re.match(r"^(?:\w+\.)?(\w+) \((.*?)(?::\d+)?\)$", frame)
+    return bool(m) and m.group(1) in names and "tracer/shim" in m.group(2)
 
 
 def _func(frame: str) -> str:

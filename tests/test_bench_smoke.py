@@ -55,7 +55,7 @@ def test_profile_summary_categorises_stacks(tmp_path):
         from bench.runner import summarise_profile
     finally:
         sys.path.remove(str(ROOT))
-    shim = ROOT / "brokerd" / "tracer" / "shim.py"
+    shim = ROOT / "brokerd" / "tracer" / "shim" / "loop.py"
     lines = shim.read_text().splitlines()
     poll = next(i for i, line in enumerate(lines, 1) if "self._ep.poll(" in line)
     base = f"main (brokerd/cli/main.py:1);Shim.run ({shim}:1)"

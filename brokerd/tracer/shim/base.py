@@ -1,0 +1,175 @@
+"""The session's state that every part of the shim works on."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from brokerd.decision.audit import AuditRecord
+from brokerd.decision.member import Member
+from brokerd.decision.rules import StaticRules
+from brokerd.decision.stack import Decision, Stack
+from brokerd.protocol.abi import Abi, SyscallSpec
+from brokerd.protocol.types import (
+    SetMem,
+    SkipFail,
+)
+
+from .. import landlock
+from .. import layers as kernel_layers
+from .. import ptrace as pt
+from ..guard import GUARDED, PROC_OPEN_CALLS, Guard
+from ..scratch import Region, can_seal
+from ..stopcount import StopCounter
+from .consts import (
+    CLONE3_DENIED,
+    IO_URING_DENIED,
+    REGION_CALLS_ALWAYS,
+)
+from .thread import _Mem, _Thread
+
+if TYPE_CHECKING:
+    from ..elfinfo import Symbolizer
+
+
+class ShimBase:
+    """The session's state that every part of the shim works on."""
+
+    backend = "ptrace"
+
+    def __init__(
+        self,
+        stack: Sequence[Member],
+        *,
+        strsize: int = 64,
+        session: str = "1",
+        audit: Callable[[AuditRecord], None] | None = None,
+        log: Callable[[str], None] | None = None,
+        greeting_timeout: float | None = None,
+        caller: bool = False,
+        allow_io_uring: bool = False,
+        stable_args: bool = True,
+        use_landlock: bool = True,
+    ) -> None:
+        self.stack = Stack(stack)
+        self.strsize = strsize
+        self.session = session
+        self.audit = audit
+        self._log = log or (lambda m: print(f"brokerd: {m}", file=sys.stderr, flush=True))
+        self.greeting_timeout = greeting_timeout
+        self.threads: dict[int, _Thread] = {}
+        self._symbolizer = _symbolizer() if caller else None
+        self.main_pid = 0
+        self.main_status: int | None = None
+        self._next_id = 1
+        self._info = pt.SyscallInfo()
+        self._regs = pt.Regs()
+        self._action_cache: dict[str, tuple[str, int]] = {}
+        #: the broker's own rules, below every authorizer (docs/security.md)
+        self.stable_args = stable_args
+        self.internal = StaticRules(deny=(() if allow_io_uring else IO_URING_DENIED)
+                                    + (() if self._copies_clone3 else CLONE3_DENIED))
+        self._signal_order: tuple[int, ...] = ()
+        self._regions: dict[int, Region] = {}  # tgid -> its read-only scratch region
+        #: marks the broker's own injected calls to the filter (INJECT_ARG); the program never sees it
+        self._inject_nonce = int.from_bytes(os.urandom(8), "little") | 1
+        self._slot_waiters: list[_Thread] = []  # calls waiting for a free scratch slot
+        #: calls that always stop for the broker's own checks (clone flags, the guard, the region)
+        #: the region is sealed in the tracee (mseal): the kernel refuses to unmap,
+        #: move or replace it, so the calls that could need not stop for it
+        self.seals = stable_args and can_seal()
+        self.internal_trace = (frozenset({"clone", "clone3"}) | GUARDED
+                               | (frozenset() if self.seals else REGION_CALLS_ALWAYS))
+        self._mem = _Mem(0)
+        self._sfd = -1
+        self._ep: select.epoll | None = None
+        self._fds: dict[int, Member] = {}
+        self._saved_dispositions: dict[signal.Signals, Any] = {}
+        self._old_mask: set[int] = set()
+        self.stats = {"stops": 0, "decisions": 0}
+        self.stops = StopCounter()  # per syscall name; BROKERD_STOP_COUNTS=FILE writes it (stopcount.py)
+        self.attached = False
+        #: what SIGTERM/SIGHUP of the broker do to attached tracees: "detach" or "kill"
+        self.on_leave = "detach"
+        self._detaching = False
+        self.guard = Guard([os.getpid()], (a.pid for a in self.stack if a.pid), self._in_session)
+        #: the Landlock domain every launched program gets (None: none; the guard's own checks stand in)
+        self.landlock_abi = landlock.abi_version() if use_landlock else 0
+        self.use_landlock = use_landlock
+        self.wall = landlock.wall(self.landlock_abi) if self.landlock_abi else None
+        #: the authorizers' kernel layers, compiled after the handshake
+        self.layer_plan = kernel_layers.Plan()
+        self._guard_without_wall(self.wall is None, self.landlock_abi < landlock.ABI_SCOPE, emulate=use_landlock)
+        self.detached_cleanly = False
+        self._tty_stop = False
+        self._readers: dict[int, Callable[[], None]] = {}
+        self.forced: SkipFail | None = None  # set by fail("deny")
+
+    def _guard_without_wall(self, proc: bool, owner: bool, emulate: bool) -> None:
+        """Where no Landlock domain keeps the program away from the broker's
+        processes (no Landlock, ``--no-landlock``, attach), the guard checks
+        opens of /proc/PID entries (every open stops); where no signal scope
+        does, it checks F_SETOWN (fcntl stops for its owner commands).  With
+        ``emulate`` (Landlock missing, not refused by the user) it keeps the
+        program from everything outside its session, as the domain would;
+        otherwise from the broker's own processes only."""
+        self.guard.proc_checks = proc
+        self.guard.owner_checks = owner
+        self.guard.emulate_domain = emulate and proc
+        self.guard.emulate_signals = emulate and owner
+        self._guarded = self.guard.calls()
+        # fcntl stops only for its owner commands (a flag test in the filter), not here
+        self.internal_trace = self.internal_trace | (PROC_OPEN_CALLS if proc else frozenset())
+        self._action_cache.clear()
+
+    def _in_session(self, tgid: int) -> bool:
+        return any(t.tgid == tgid for t in self.threads.values())
+
+    if TYPE_CHECKING:  # the other parts' methods these ones call (defined in the sibling modules)
+        def _setup_loop(self) -> None: ...
+        def stack_action(self, name: str) -> tuple[str, int]: ...
+        def build_filter(self, stop: int = ..., guard_region: bool = ..., handoff: int | None = ...) -> list[tuple[int, int, int, int]]: ...
+        def leave(self, dying: bool) -> None: ...
+        def _detach_thread(self, tid: int, sig: int) -> None: ...
+        def _poll_once(self, reap: bool) -> None: ...
+        def kill_all(self) -> None: ...
+        def _on_tracee(self, tid: int, fn: Callable[..., None], *args: object) -> None: ...
+        def _on_status(self, tid: int, status: int) -> None: ...
+        def _resume(self, tid: int, sig: int = ...) -> None: ...
+        def _to_exit_stop(self, t: _Thread) -> None: ...
+        def _maybe_stop_self(self) -> None: ...
+        def _gone(self, tid: int) -> None: ...
+        def _on_seccomp(self, t: _Thread) -> None: ...
+        def _on_entry(self, t: _Thread, arch: int, nr: int, rawargs, ip: int) -> None: ...
+        def _expected_object(self, t: _Thread, spec: SyscallSpec, raw: tuple, args: tuple) -> tuple: ...
+        def _opened_expected(self, t: _Thread, fd: int, expect: tuple) -> bool: ...
+        def _undo_open(self, t: _Thread, fd: int) -> None: ...
+        def _hits_region(self, t: _Thread, name: str, a: tuple[int, ...]) -> bool: ...
+        def _strip_untraced(self, t: _Thread, abi: Abi, rawargs): ...
+        @property
+        def _copies_clone3(self) -> bool: ...
+        def _stable_clone3(self, t: _Thread, abi: Abi, rawargs): ...
+        def _check_sets(self, t: _Thread, sets: Sequence[SetMem]) -> None: ...
+        def _apply_entry(self, t: _Thread, d: Decision) -> None: ...
+        def _rewrite(self, t: _Thread, d: Decision) -> bool: ...
+        def _release_slots(self, region: Region, tids: Sequence[int]) -> None: ...
+        def _inject_region(self, t: _Thread, regs: pt.Regs, d: Decision | None) -> None: ...
+        def _next_call(self, t: _Thread, nr: int, args: tuple[int, ...]) -> None: ...
+        def _fetch(self, event_id: int, argn: int, offset: int, length: int) -> bytes: ...
+        def _set_memory(self, t: _Thread, s: SetMem) -> None: ...
+        def _sysret(self, t: _Thread, rval: int) -> None: ...
+        def _after_skip(self, t: _Thread) -> None: ...
+        def _on_signal(self, t: _Thread, sig: int) -> None: ...
+        def _answered(self, t: _Thread, fn: Callable[..., None], *args: object) -> None: ...
+
+
+def _symbolizer() -> Symbolizer:
+    """The ``caller`` note's symbolizer, imported on first use: pyelftools
+    costs a quarter of brokerctl's start-up and most sessions never need it."""
+    from ..elfinfo import Symbolizer
+
+    return Symbolizer()

@@ -1,0 +1,110 @@
+"""The launched session's seccomp filter, built from the stack's static answers and the broker's own rules."""
+
+from __future__ import annotations
+
+import errno as E
+
+from brokerd.protocol.abi import ABIS
+
+from .. import seccomp
+from ..guard import OWNER_CALLS, OWNER_CMD_BIT
+from .base import ShimBase
+from .consts import (
+    HANDOFF_ARG,
+    INJECT_ARG,
+    INJECTED_CALLS,
+    MAP_FIXED,
+    TRACE_MARK,
+    UFFD_USER_MODE_ONLY,
+)
+
+
+class Filter(ShimBase):
+    """The launched session's seccomp filter, built from the stack's static answers and the broker's own rules."""
+
+    def stack_action(self, name: str) -> tuple[str, int]:
+        """What the whole stack does with syscall ``name`` before any argument
+        is seen: allow, trace, deny(errno) or kill, the broker's own rules
+        last (see decision.rules.combine)."""
+        act = self._action_cache.get(name)
+        if act is None:
+            internal = self.internal.action(name, name in self.internal_trace)
+            act = self.stack.action(name, internal)
+            self._action_cache[name] = act
+        return act
+
+    def build_filter(self, stop: int = seccomp.trace(TRACE_MARK), guard_region: bool = True,
+                     handoff: int | None = None) -> list[tuple[int, int, int, int]]:
+        """The launched session's seccomp mask: ``stop`` (RET_TRACE, or
+        RET_USER_NOTIF for the notification backend) for calls someone must
+        decide, the stack's static answers (ALLOW, ERRNO, KILL_PROCESS) for
+        the rest, so those hold in the kernel whatever happens to us."""
+        kernel = {
+            "allow": lambda e: seccomp.RET_ALLOW,
+            "trace": lambda e: stop,
+            "deny": seccomp.ret_errno,
+            "kill": lambda e: seccomp.RET_KILL_PROCESS,
+        }
+        unknown = self.stack.unknown()
+        rules: dict[str, seccomp.AbiRules] = {}
+        for abi_name, abi in ABIS.items():
+            default = kernel[unknown[0]](unknown[1])
+            acts: dict[int, seccomp.Action] = {}
+            for name, spec in abi.by_name.items():
+                what, err = self.stack_action(name)
+                action: seccomp.Action = kernel[what](err)
+                if not guard_region or self.seals or action != seccomp.RET_ALLOW or name not in ("mmap", "mmap2"):
+                    pass
+                elif spec.args[3:4] == ("mmap_flags",):
+                    # a MAP_FIXED mapping could replace the scratch region: it stops (and is checked)
+                    action = seccomp.FlagTest(3, MAP_FIXED, stop, seccomp.RET_ALLOW)
+                else:
+                    action = stop  # i386's old mmap passes its flags in memory
+                action = self._flag_rule(name, action, stop)
+                if handoff is not None and name == "sendmsg" and isinstance(action, int):
+                    action = seccomp.ArgEquals(HANDOFF_ARG, handoff, seccomp.RET_ALLOW, action)
+                if name in INJECTED_CALLS and isinstance(action, int) and action not in (seccomp.RET_ALLOW, stop):
+                    action = self._injected_rule(abi_name, action)
+                if action != default:
+                    acts[spec.nr | abi.nr_bit] = action
+            rules[abi_name] = seccomp.AbiRules(acts, default)
+        names = self.stack.subscriptions()
+        if names is not None:
+            known = set(ABIS["x86_64"].by_name) | set(ABIS["i386"].by_name)
+            unknown_names = names - known
+            for a in self.stack:
+                for n in a.static.allow | a.static.kill | {n for n, _ in a.static.deny}:
+                    if n not in known:
+                        unknown_names.add(n)
+            if unknown_names:
+                self._log(f"unknown syscall names ignored: {', '.join(sorted(unknown_names))}")
+        x32_rules = rules["x32"]
+        x32: seccomp.AbiRules | None = None  # nobody cares about x32: the filter kills it
+        if x32_rules.default != seccomp.RET_ALLOW or x32_rules.actions:
+            x32 = seccomp.AbiRules({**x32_rules.actions, 0xFFFFFFFF: seccomp.RET_ALLOW}, x32_rules.default)
+        return seccomp.compile_filter(rules["x86_64"], rules["i386"], x32)
+
+    def _injected_rule(self, abi_name: str, action: int) -> seccomp.ArgEquals:
+        """Let exactly the broker's injected call through a static rule: it
+        carries the session nonce in argument registers the call ignores (one
+        64-bit one, or two 32-bit ones for i386), which the program never sees."""
+        n = self._inject_nonce
+        if abi_name != "i386":
+            return seccomp.ArgEquals(INJECT_ARG, n, seccomp.RET_ALLOW, action)
+        high = seccomp.ArgEquals(INJECT_ARG + 1, n >> 32, seccomp.RET_ALLOW, action)
+        return seccomp.ArgEquals(INJECT_ARG, n & 0xFFFFFFFF, high, action)
+
+    def _flag_rule(self, name: str, action: seccomp.Action, stop: int) -> seccomp.Action:
+        """The filter's argument tests for the broker's own rules: a program's
+        own seccomp listener would see its calls before us (USER_NOTIF outranks
+        TRACE), so creating one fails with EBUSY, as when a listener exists;
+        without Landlock's signal scope, fcntl's owner commands stop for the guard."""
+        if not isinstance(action, int) or action not in (seccomp.RET_ALLOW, stop):
+            return action
+        if name == "seccomp":
+            return seccomp.FlagTest(1, seccomp.SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp.ret_errno(E.EBUSY), action)
+        if name == "userfaultfd":  # only the user-mode kind: see UFFD_USER_MODE_ONLY
+            return seccomp.FlagTest(0, UFFD_USER_MODE_ONLY, action, seccomp.ret_errno(E.EPERM))
+        if name in OWNER_CALLS and self.guard.owner_checks and action == seccomp.RET_ALLOW:
+            return seccomp.FlagTest(1, OWNER_CMD_BIT, stop, action)
+        return action

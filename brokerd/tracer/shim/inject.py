@@ -1,0 +1,153 @@
+"""Region injection: memfd_create, mmap and close made by the tracee on the shim's behalf."""
+
+from __future__ import annotations
+
+import ctypes
+import errno as E
+import os
+import signal
+
+from brokerd.decision.stack import Decision
+
+from .. import ptrace as pt
+from .. import scratch
+from ..scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, Region, adopt
+from .base import ShimBase
+from .consts import (
+    ARG_REGS_32,
+    ARG_REGS_64,
+    INJECT_ARG,
+    MAP_32BIT,
+    MASK64,
+    SYS_CLOSE,
+    SYS_MEMFD_CREATE,
+    SYS_MMAP,
+    SYS_MSEAL,
+)
+from .thread import _Thread
+
+
+class Inject(ShimBase):
+    """Region injection: memfd_create, mmap and close made by the tracee on the shim's behalf."""
+
+    # -- injection: a few syscalls the tracee makes on the shim's behalf --------
+    def _inject_region(self, t: _Thread, regs: pt.Regs, d: Decision | None) -> None:
+        """Create the scratch region in the tracee: memfd_create (the shim
+        takes and seals it), mmap it read-only and shared, close the fd; then
+        rewind so the interrupted call runs again and gets decision ``d``."""
+        assert t.abi is not None
+        saved = pt.Regs()
+        ctypes.memmove(ctypes.addressof(saved), ctypes.addressof(regs), ctypes.sizeof(regs))
+        t.saved_regs = saved
+        t.replay = d
+        t.state = "inject"
+        # the memfd's name, briefly on the stack well below the red zone
+        name_at = (saved.rsp - 4096) & ~15
+        pt.write_memory(t.tid, name_at, MEMFD_NAME.encode() + b"\0")
+        t.inject = [self._injected_memfd, self._injected_mmap, self._injected_close]
+        self._set_call(t, regs, SYS_MEMFD_CREATE[t.abi.name], (name_at, MFD_CLOEXEC | MFD_ALLOW_SEALING))
+        self._to_exit_stop(t)
+
+    def _set_call(self, t: _Thread, regs: pt.Regs, nr: int, args: tuple[int, ...]) -> None:
+        assert t.abi is not None
+        names = ARG_REGS_32 if t.abi.name == "i386" else ARG_REGS_64
+        mask = 0xFFFFFFFF if t.abi.name == "i386" else MASK64
+        for name, v in zip(names, args, strict=False):
+            setattr(regs, name, v & mask)
+        if len(args) <= INJECT_ARG:  # memfd_create, close: the nonce passes the program's static rules
+            if t.abi.name == "i386":
+                setattr(regs, names[INJECT_ARG], self._inject_nonce & 0xFFFFFFFF)
+                setattr(regs, names[INJECT_ARG + 1], self._inject_nonce >> 32)
+            else:
+                setattr(regs, names[INJECT_ARG], self._inject_nonce)
+        regs.orig_rax = nr
+        pt.setregs(t.tid, regs)
+
+    def _next_call(self, t: _Thread, nr: int, args: tuple[int, ...]) -> None:
+        """From an exit stop: run one more syscall at the same instruction."""
+        assert t.saved_regs is not None
+        regs = pt.Regs()
+        ctypes.memmove(ctypes.addressof(regs), ctypes.addressof(t.saved_regs), ctypes.sizeof(regs))
+        regs.rip -= 2  # syscall and int $0x80 are both 2 bytes
+        regs.rax = nr
+        self._set_call(t, regs, nr, args)
+        self._to_exit_stop(t)
+
+    def _injected_memfd(self, t: _Thread, rval: int, failed: bool) -> None:
+        if failed:
+            self._inject_failed(t, f"memfd_create: {os.strerror(-rval)}")
+            return
+        t.inject_fd = rval
+        try:
+            fd, view = adopt(t.tid, rval)
+        except OSError as e:
+            self._inject_failed(t, f"cannot take the scratch memfd ({e.strerror}; the broker needs its tracee's "
+                                   "/proc/PID/fd, and --no-stable-args would do without the region, unsafely)")
+            return
+        os.close(fd)  # the shim's mapping keeps the memory alive
+        t.saved_view = view
+        assert t.abi is not None
+        self._map_region(t, MAP_32BIT if t.abi.name == "x86_64" else 0)
+
+    def _map_region(self, t: _Thread, low: int) -> None:
+        """mmap(PROT_READ, MAP_SHARED) the memfd in the tracee; in a 64-bit
+        process below 2 GiB (MAP_32BIT) when it can be, so the stable copies
+        are within reach of 32-bit pointers (``int $0x80`` calls)."""
+        assert t.abi is not None
+        t.map_flags = low
+        self._next_call(t, SYS_MMAP[t.abi.name], (0, scratch.REGION_SIZE, 1, 1 | low, t.inject_fd, 0))
+
+    def _injected_mmap(self, t: _Thread, rval: int, failed: bool) -> None:
+        view = t.saved_view
+        assert view is not None
+        if failed and t.map_flags:  # no room below 2 GiB: anywhere will do for 64-bit calls
+            t.inject.insert(0, self._injected_mmap)
+            self._map_region(t, 0)
+            return
+        if failed:
+            view.close()
+            self._inject_failed(t, f"mmap of the scratch region: {os.strerror(-rval)}")
+            return
+        region = Region(rval & (0xFFFFFFFF if t.abi and t.abi.name == "i386" else MASK64), view)
+        self._regions[t.tgid] = region
+        assert t.abi is not None
+        if self.seals:
+            t.inject.insert(0, self._injected_mseal)
+            self._next_call(t, SYS_MSEAL[t.abi.name], (region.addr, region.size, 0))
+            return
+        self._next_call(t, SYS_CLOSE[t.abi.name], (t.inject_fd,))
+
+    def _injected_mseal(self, t: _Thread, rval: int, failed: bool) -> None:
+        """The region is sealed: nothing the program calls can unmap, move or
+        replace it.  Unsealed, nothing stops those calls (the filter lets them
+        run when sealing works): the process cannot go on (fail closed)."""
+        if failed:
+            self._log(f"pid {t.tgid}: mseal of the scratch region: {os.strerror(-rval)}; killed")
+            os.kill(t.tgid, signal.SIGKILL)
+            return
+        assert t.abi is not None
+        self._next_call(t, SYS_CLOSE[t.abi.name], (t.inject_fd,))
+
+    def _injected_close(self, t: _Thread, rval: int, failed: bool) -> None:
+        saved = t.saved_regs
+        assert saved is not None
+        t.saved_regs = None
+        saved.rip -= 2  # back onto the interrupted call, which stops again and gets its decision
+        saved.rax = saved.orig_rax
+        t.state = "run"
+        pt.setregs(t.tid, saved)
+        self._resume(t.tid)
+
+    def _inject_failed(self, t: _Thread, why: str) -> None:
+        """No scratch memory: the interrupted call fails (EPERM) rather than
+        run with arguments the broker could not make stable."""
+        saved = t.saved_regs
+        assert saved is not None
+        self._log(f"pid {t.tgid}: {why}; the call fails with EPERM")
+        t.saved_regs = None
+        t.replay = None
+        t.inject = []
+        saved.rax = (-E.EPERM) & MASK64
+        t.state = "run"
+        pt.setregs(t.tid, saved)
+        self._resume(t.tid)

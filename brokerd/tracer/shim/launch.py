@@ -1,0 +1,268 @@
+"""Launch and attach: the handshake, kernel layers, spawn, seize, detach."""
+
+from __future__ import annotations
+
+import errno as E
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Sequence
+
+from .. import landlock, seccomp
+from .. import layers as kernel_layers
+from .. import ptrace as pt
+from .base import ShimBase, _symbolizer
+from .consts import (
+    OPTIONS,
+    TERMINAL_SIGNALS,
+)
+from .libc import _libc
+from .thread import _Thread
+
+
+class LaunchError(Exception):
+    """The program could not be started; ``status`` is what a shell would exit with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def attach_refusal(pid: int, err: OSError) -> str:
+    """Why PTRACE_SEIZE of ``pid`` failed, and what to do about it."""
+    if err.errno == E.ESRCH:
+        return f"no such process: {pid}"
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        status = {}
+    tracer = status.get("TracerPid", "0").strip()
+    if tracer not in ("0", ""):
+        return f"cannot attach to {pid}: it is already traced by pid {tracer} (detach that tracer first)"
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            scope = f.read().strip()
+    except OSError:
+        scope = ""
+    if scope and scope != "0" and os.geteuid() != 0:
+        return (f"cannot attach to {pid}: Yama ptrace_scope is {scope}; run as root or set "
+                "/proc/sys/kernel/yama/ptrace_scope to 0")
+    return (f"cannot attach to {pid}: {err.strerror} (you may only trace your own processes "
+            "unless you are root)")
+
+
+class Launch(ShimBase):
+    """Launch and attach: the handshake, kernel layers, spawn, seize, detach."""
+
+    def handshake(self) -> None:
+        """Greet every authorizer and wait for its first answer, which says
+        whether it speaks the handshake or is a plain line filter."""
+        self._setup_loop()
+        now = time.monotonic()
+        for a in self.stack:
+            if self.greeting_timeout is not None:
+                a.greeting_timeout = self.greeting_timeout
+            a.greet(self.session, now)
+        while not all(a.ready for a in self.stack):
+            self._poll_once(reap=False)
+        self.stack.forget()  # subscriptions are known now
+        self._signal_order = self.stack.signal_order()
+        self.guard.protected_groups |= {a.pid for a in self.stack if a.pid}
+        if self.stack:  # one decode serves every authorizer: the largest prefix any wants
+            self.strsize = max(a.strsize if a.strsize is not None else self.strsize for a in self.stack)
+        for a in self.stack:
+            if hasattr(a, "on_fetch"):
+                a.on_fetch = self._fetch
+        if self._symbolizer is None and any(a.caller for a in self.stack):
+            self._symbolizer = _symbolizer()
+        self._plan_layers()
+
+    def _plan_layers(self) -> None:
+        """Compile the authorizers' kernel layers for this kernel (applied by
+        the launched child, after the wall): each authorizer stops being asked
+        about the calls its layer settles (PROTOCOL.md 7.6)."""
+        specs = [(a.name, getattr(a, "layer", None)) for a in self.stack]
+        self.layer_plan = kernel_layers.plan(specs, self.landlock_abi, self._log)
+        for a, settled in zip(self.stack, self.layer_plan.settled, strict=True):
+            if hasattr(a, "settled"):
+                a.settled = settled
+        self._action_cache.clear()
+
+    def _no_layers(self, why: str) -> None:
+        """Nothing can be given to the program (attach): every call per call."""
+        if any(getattr(a, "layer", None) for a in self.stack):
+            self._log(f"{why}: kernel layers are not applied; their calls are decided per call")
+        self.layer_plan = kernel_layers.Plan()
+        for a in self.stack:
+            if hasattr(a, "settled"):
+                a.settled = frozenset()
+        self._action_cache.clear()
+
+    def launch(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+        """Fork, let the tracer seize the child, install the filter, exec ``argv``."""
+        insns = self.build_filter()
+
+        def prepare(go: int) -> None:
+            os.read(go, 1)  # wait until we are seized
+            seccomp.install(insns)
+
+        pid, go = self._spawn(argv, env, prepare)
+        try:
+            pt.seize(pid, OPTIONS)
+        except OSError as e:
+            os.kill(pid, signal.SIGKILL)
+            os.close(go)
+            raise LaunchError(1, f"cannot trace the program: {e.strerror}") from e
+        self._started(pid, go)
+        return pid
+
+    def _spawn(self, argv: Sequence[str], env: dict[str, str] | None,
+               prepare: Callable[[int], None]) -> tuple[int, int]:
+        """Fork the program.  The child restores the signal state the broker
+        changed, runs ``prepare(go)`` (wait on the pipe ``go`` for the broker,
+        install the filter: the order is the backend's) and execs.  Returns the
+        pid and the pipe's write end, for :meth:`_started`."""
+        if not argv:
+            raise LaunchError(2, "no program given")
+        path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+        if path is None:
+            raise LaunchError(127, f"{argv[0]}: command not found")
+        self._setup_loop()
+        if self.wall is None and self.use_landlock:
+            self._log("no Landlock here (not in this kernel, or refused by a seccomp profile): the broker's "
+                      "own checks guard its processes instead (every open stops once more; docs/security.md)")
+        env = dict(os.environ) if env is None else env
+        for s in TERMINAL_SIGNALS:
+            self._saved_dispositions[s] = signal.getsignal(s)
+        r, w = os.pipe()
+        # the child must be dumpable for a non-root broker to seize it or take
+        # its listener (the broker itself is not, see _setup_loop)
+        _libc().prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+        pid = os.fork()
+        if pid != 0:
+            _libc().prctl(4, 0, 0, 0, 0)
+        if pid == 0:  # the child: becomes the program
+            try:
+                os.close(w)
+                for s, disp in self._saved_dispositions.items():
+                    signal.signal(s, signal.SIG_DFL if disp in (None, signal.default_int_handler) else disp)
+                signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
+                if self.wall is not None:
+                    try:
+                        landlock.restrict(self.wall)
+                    except OSError as e:  # fail closed: the program never runs outside the wall
+                        os.write(2, f"brokerctl: cannot apply the Landlock wall: {e.strerror} "
+                                    "(--no-landlock runs without it)\n".encode())
+                        os._exit(127)
+                # the authorizers' layers, in stack order (each only narrows); before the
+                # filter, whose own answers (a policy's ENOSYS) must not reach these calls
+                for layer in self.layer_plan.layers:
+                    try:
+                        landlock.restrict(layer)
+                    except OSError as e:  # fail closed: its settled calls are asked nobody
+                        os.write(2, f"brokerctl: cannot apply a policy's Landlock layer: {e.strerror} "
+                                    "(--no-landlock decides its calls per call)\n".encode())
+                        os._exit(127)
+                prepare(r)
+                os.close(r)
+                os.execve(path, list(argv), env)
+            except OSError as e:
+                code = 126 if e.errno in (E.EACCES, E.ENOEXEC) else 127
+                try:  # the write itself may be denied (a policy that sees every call)
+                    os.write(2, f"brokerctl: {argv[0]}: {e.strerror}\n".encode())
+                finally:
+                    os._exit(code)
+            finally:  # whatever happened, the child never returns into the broker's code
+                os._exit(127)
+        os.close(r)
+        return pid, w
+
+    def _started(self, pid: int, go: int) -> None:
+        """The broker holds the program: record it and let it exec."""
+        self.main_pid = pid
+        self.threads[pid] = _Thread(pid, pid, startup=False)
+        os.write(go, b"go")
+        os.close(go)
+
+    def attach(self, pid: int, follow: bool = False, exit_kill: bool = True) -> list[int]:
+        """PTRACE_SEIZE every thread of ``pid`` (re-reading /proc/PID/task
+        until no new thread appears), then interrupt each so that syscall
+        stops begin.  New threads are always followed (a thread is the same
+        process); ``follow`` also follows children forked from now on.
+        ``exit_kill``: the kernel kills the tracees if the broker dies (an
+        enforcing attach fails closed); without it they go on untraced, as
+        after ``strace -p`` (a watch-only attach must never harm)."""
+        options = pt.O_TRACESYSGOOD | pt.O_TRACECLONE | pt.O_TRACEEXEC | pt.O_TRACESECCOMP
+        if exit_kill:
+            options |= pt.O_EXITKILL
+        if follow:
+            options |= pt.O_TRACEFORK | pt.O_TRACEVFORK
+        self._setup_loop()
+        self.attached = True
+        # no domain can be given to a running process: the guard's own checks, for the broker's processes
+        self._guard_without_wall(True, True, emulate=False)
+        self._no_layers("attach gives a running process no Landlock domain")
+        seized: list[int] = []
+        while True:
+            try:
+                tids = {int(x) for x in os.listdir(f"/proc/{pid}/task")}
+            except FileNotFoundError:
+                if not seized:
+                    raise LaunchError(1, f"no such process: {pid}") from None
+                break
+            new = sorted(tids - set(seized))
+            if not new:
+                break
+            for tid in new:
+                try:
+                    pt.seize(tid, options)
+                except ProcessLookupError:
+                    continue
+                except OSError as e:
+                    if not seized:
+                        raise LaunchError(1, attach_refusal(pid, e)) from e
+                    continue
+                self.threads[tid] = _Thread(tid, pid, startup=False)
+                seized.append(tid)
+                pt.interrupt(tid)
+        self.main_pid = pid
+        self.main_status = 0  # do not wait for an exit status: end when detached or gone
+        return seized
+
+    def request_detach(self) -> None:
+        """Leave every tracee as it was: stopped tracees are released now,
+        running ones are interrupted and released at their next stop, with
+        any signal they were about to receive."""
+        if self._detaching:
+            return
+        self._detaching = True
+        self.detached_cleanly = True
+        for tid, t in list(self.threads.items()):
+            if t.running or t.state == "stopped":
+                # a running tracee, or one listening in a group-stop, must be
+                # brought to a ptrace-stop before it can be detached
+                try:
+                    pt.interrupt(tid)
+                except ProcessLookupError:
+                    self.threads.pop(tid, None)
+            elif t.state in ("ask", "ret", "run", "slotwait"):
+                self._detach_thread(tid, 0)
+
+    def leave(self, dying: bool) -> None:
+        """The attached broker is going away: the operator's Ctrl-C detaches;
+        dying (SIGTERM, SIGHUP, its output lost) does what ``on_leave`` says."""
+        if dying and self.on_leave == "kill":
+            self.kill_all()
+        else:
+            self.request_detach()
+
+    def _detach_thread(self, tid: int, sig: int) -> None:
+        t = self.threads.pop(tid, None)
+        if t is not None:
+            t.walk = None
+        try:
+            pt.detach(tid, sig)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,65 @@
+"""Signals to the program: asked of the authorizers that subscribed to them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from functools import partial
+
+from brokerd.protocol.types import (
+    Deliver,
+    Kill,
+    Reply,
+    SignalEvent,
+    Suppress,
+)
+
+from .. import ptrace as pt
+from .base import ShimBase
+from .thread import _Thread
+
+
+class Signals(ShimBase):
+    """Signals to the program: asked of the authorizers that subscribed to them."""
+
+    def _on_signal(self, t: _Thread, sig: int) -> None:
+        if t.state == "inject":  # mid-injection: deliver as is, keep catching our calls' exits
+            t.running = True
+            pt.syscall(t.tid, sig)
+            return
+        if not self._signal_order:
+            self._resume(t.tid, sig)
+            return
+        ev_id = self._next_id
+        self._next_id += 1
+        ev = SignalEvent(ev_id, t.tgid, t.tid, sig)
+        t.state = "ask"
+        t.t0 = time.monotonic()
+        self._ask_signal(t, ev, 0, sig)
+
+    def _ask_signal(self, t: _Thread, ev: SignalEvent, i: int, sig: int) -> None:
+        if i == len(self._signal_order):
+            t.state = "run"
+            self._resume(t.tid, sig)
+            return
+        pos = self._signal_order[i]
+        ev = ev if ev.signo == sig else SignalEvent(ev.id, ev.pid, ev.tid, sig)
+        marker = object()
+        t.walk = marker  # type: ignore[assignment]
+
+        def answer(reply: Reply, reason: str) -> None:
+            if t.walk is not marker or self.threads.get(t.tid) is not t:
+                return
+            v = reply.verdict
+            if isinstance(v, Kill):
+                t.state, t.walk = "run", None
+                os.kill(t.tgid, signal.SIGKILL)
+            elif isinstance(v, Suppress):
+                t.state, t.walk = "run", None
+                self._resume(t.tid, 0)
+            else:
+                new = v.signo if isinstance(v, Deliver) and v.signo else sig
+                self._ask_signal(t, ev, i + 1, new)
+
+        self.stack[pos].ask(ev, partial(self._answered, t, answer), time.monotonic())

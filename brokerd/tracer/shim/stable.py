@@ -1,0 +1,207 @@
+"""Stable arguments and the check at exit: what the kernel runs is what was judged."""
+
+from __future__ import annotations
+
+import ctypes
+import errno as E
+import os
+
+from brokerd.decision.stack import Decision
+from brokerd.protocol.abi import Abi, SyscallSpec
+from brokerd.protocol.types import (
+    Call,
+    Str,
+)
+
+from .. import ptrace as pt
+from ..resolve import resolve
+from .base import ShimBase
+from .consts import (
+    ARG_REGS_32,
+    ARG_REGS_64,
+    CLONE_ARGS_SIZES,
+    CLONE_UNTRACED,
+    MAP_FIXED,
+    MASK64,
+    MREMAP_FIXED,
+    O_CREAT,
+    O_EXCL,
+    O_NOFOLLOW,
+    O_TMPFILE_BIT,
+    OPEN_CALLS,
+    SHM_REMAP,
+    SYS_CLOSE,
+)
+from .entry import _absolute
+from .thread import _Thread
+
+
+class Stable(ShimBase):
+    """Stable arguments and the check at exit: what the kernel runs is what was judged."""
+
+    def _expected_object(self, t: _Thread, spec: SyscallSpec, raw: tuple, args: tuple) -> tuple:
+        """Resolve the path of an open as the tracee would, once, before anyone
+        judges it: (what the open must turn out to have opened, the real path
+        for the ``realN`` note).  Checked again at the exit stop, so a symlink
+        swapped after this snapshot cannot make the kernel open something else.
+        The expectation is the inode it names or, for a path that does not
+        exist yet, whatever is at that very place (in that very directory)
+        when the call returns: never the target of a link put there meanwhile."""
+        pidx, fidx = OPEN_CALLS[spec.name]
+        v = args[pidx] if pidx < len(args) else None
+        if not isinstance(v, Str) or v.truncated or not v.data:
+            return None, None
+        path = _absolute(t.tid, spec.args, raw, pidx, v.data)
+        if path is None:
+            return None, None
+        exec_ = fidx == -1
+        flags = 0 if exec_ else raw[fidx] if fidx is not None and fidx < len(raw) else O_CREAT
+        if spec.name == "openat2":
+            try:
+                flags = int.from_bytes(pt.read_memory(t.tid, raw[2], 8), "little")
+            except OSError:
+                return None, None
+        if flags & O_TMPFILE_BIT == O_TMPFILE_BIT:
+            return None, None
+        # O_NOFOLLOW, and O_CREAT|O_EXCL, open a final symlink itself (or fail)
+        follow = not (flags & O_NOFOLLOW or flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL)
+        root = os.fsencode(f"/proc/{t.tid}/root")
+        r = resolve(root, path, t.tgid, t.tid, follow)  # one resolution: note and expectation agree
+        if r is None:
+            return None, None
+        if not r.exists:
+            # what will be there then: the open must have opened what is *then*
+            # at the judged place, in the judged directory (not a link's target)
+            parent = None
+            if r.parent is not None:
+                try:
+                    pst = os.stat(root + r.parent)
+                    parent = (pst.st_dev, pst.st_ino)
+                except OSError:
+                    pass
+            return ("absent-exe" if exec_ else "absent", parent, root + r.path), r.path
+        st = r.st
+        assert st is not None  # it exists: resolve() gives its lstat
+        if exec_:
+            # an ELF runs as itself (/proc/PID/exe); a #! script runs its interpreter: unverifiable
+            try:
+                with open(root + r.path, "rb") as f:
+                    elf = f.read(4) == b"\x7fELF"
+                st = os.stat(root + r.path)
+            except OSError:
+                return None, None
+            return (("exe", st.st_dev, st.st_ino) if elf else None), r.path
+        return ("inode", st.st_dev, st.st_ino), r.path
+
+    def _opened_expected(self, t: _Thread, fd: int, expect: tuple) -> bool:
+        """Is descriptor ``fd`` (or, for an exec, the new program) the very
+        object the judged path named when it was resolved?"""
+        try:
+            if expect[0] in ("exe", "absent-exe"):
+                st = os.stat(f"/proc/{t.tid}/exe")
+            else:
+                st = os.stat(f"/proc/{t.tid}/fd/{fd}")
+            if expect[0] in ("absent", "absent-exe"):  # created, or appeared meanwhile: what is now at that place?
+                _, parent, where = expect
+                if parent is None:
+                    return False  # not even its directory existed when judged
+                dst = os.stat(os.path.dirname(where))
+                ent = os.lstat(where)
+                return (dst.st_dev, dst.st_ino) == parent and (ent.st_dev, ent.st_ino) == (st.st_dev, st.st_ino)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == expect[1:]
+
+    def _undo_open(self, t: _Thread, fd: int) -> None:
+        """Close the descriptor the open returned (in the tracee) and make the
+        call fail with EACCES instead."""
+        assert t.abi is not None
+        regs = pt.getregs(t.tid, self._regs)
+        saved = pt.Regs()
+        ctypes.memmove(ctypes.addressof(saved), ctypes.addressof(regs), ctypes.sizeof(regs))
+        t.saved_regs = saved
+        t.undo_step = t.state == "step"
+        t.state = "inject"
+        t.inject = [self._undone]
+        self._next_call(t, SYS_CLOSE[t.abi.name], (fd,))
+
+    def _undone(self, t: _Thread, rval: int, failed: bool) -> None:
+        saved = t.saved_regs
+        assert saved is not None
+        t.saved_regs = None
+        saved.rax = (-E.EACCES) & MASK64
+        t.state = "run"
+        pt.setregs(t.tid, saved)
+        if t.undo_step:  # someone stepped this call: it hears how it ended
+            t.undo_step = False
+            self._sysret(t, -E.EACCES)
+            return
+        self._resume(t.tid)
+
+    def _hits_region(self, t: _Thread, name: str, a: tuple[int, ...]) -> bool:
+        """Would this call unmap, move or replace (part of) the scratch region?"""
+        r = self._regions[t.tgid]
+        if name == "munmap" or name == "remap_file_pages":
+            return r.covers(a[0], a[1])
+        if name == "mremap":
+            return r.covers(a[0], a[1]) or bool(a[3] & MREMAP_FIXED) and r.covers(a[4], a[2])
+        if name in ("mmap", "mmap2"):
+            return bool(a[3] & MAP_FIXED) and r.covers(a[0], a[1])
+        if name == "shmat":
+            return bool(a[2] & SHM_REMAP) and a[1] < r.addr + r.size
+        return False
+
+    def _strip_untraced(self, t: _Thread, abi: Abi, rawargs):
+        """clone(CLONE_UNTRACED) would create a child no tracer follows: clear
+        the flag (it is in a register, so no other thread can race us)."""
+        flags = rawargs[0]
+        if not flags & CLONE_UNTRACED:
+            return rawargs
+        regs = pt.getregs(t.tid, self._regs)
+        if abi.name == "i386":
+            regs.rbx &= ~CLONE_UNTRACED
+        else:
+            regs.rdi &= ~CLONE_UNTRACED
+        pt.setregs(t.tid, regs)
+        return (flags & ~CLONE_UNTRACED, *tuple(rawargs)[1:])
+
+    @property
+    def _copies_clone3(self) -> bool:
+        """clone3 runs (on a stable copy) only where the shim has a region."""
+        return self.backend == "ptrace" and self.stable_args
+
+    def _stable_clone3(self, t: _Thread, abi: Abi, rawargs):
+        """clone3's flags are in memory another thread can change after any
+        check: copy its struct clone_args once into the thread's read-only
+        scratch slot, without CLONE_UNTRACED, and point the call (and what the
+        authorizers are shown) at the copy.  Returns the new arguments, or
+        None when the call was answered or a region is being injected."""
+        mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
+        addr, size = rawargs[0] & mask, rawargs[1] & mask
+        if size not in CLONE_ARGS_SIZES:
+            return rawargs  # EINVAL/E2BIG from the kernel, as natively; size is a register
+        region = self._regions.get(t.tgid)
+        if region is None:  # made first; the call then stops again and is copied
+            t.abi = abi
+            self._inject_region(t, pt.getregs(t.tid, self._regs), None)
+            return None
+        try:
+            blob = bytearray(pt.read_memory(t.tid, addr, size))
+        except OSError:
+            blob = bytearray()
+        if len(blob) != size:  # natively the kernel's copy faults too
+            t.raw = ()
+            self._apply_entry(t, Decision("skip-fail", Call("clone3"), E.EFAULT))
+            return None
+        flags = int.from_bytes(blob[:8], "little") & ~CLONE_UNTRACED
+        blob[:8] = flags.to_bytes(8, "little")
+        where = region.reserve(t.tid, [size])
+        if where is None:  # every slot held by a live thread: libc falls back to clone
+            t.raw = ()
+            self._apply_entry(t, Decision("skip-fail", Call("clone3"), E.ENOSYS))
+            return None
+        region.write(where[0], bytes(blob))
+        regs = pt.getregs(t.tid, self._regs)
+        setattr(regs, (ARG_REGS_32 if abi.name == "i386" else ARG_REGS_64)[0], where[0])
+        pt.setregs(t.tid, regs)
+        return (where[0], *tuple(rawargs)[1:])

@@ -1,0 +1,265 @@
+"""Stop dispatch: what each ptrace stop is (syscall, fork/clone, exec, exit, group-stop) and who handles it."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from brokerd.protocol import codec
+from brokerd.protocol.types import (
+    Field,
+    Int,
+    ProcEvent,
+    Str,
+    Sym,
+)
+
+from .. import ptrace as pt
+from ..procfs import tgid_of
+from .base import ShimBase
+from .consts import (
+    EVENT_NAMES,
+    STOP_SIGNALS,
+    SYSCALL_STOP,
+)
+from .thread import _Thread
+
+
+class Stops(ShimBase):
+    """Stop dispatch: what each ptrace stop is (syscall, fork/clone, exec, exit, group-stop) and who handles it."""
+
+    def _thread(self, tid: int) -> _Thread:
+        t = self.threads.get(tid)
+        if t is None:
+            t = _Thread(tid, tgid_of(tid))
+            self.threads[tid] = t
+        return t
+
+    def _on_status(self, tid: int, status: int) -> None:
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self._on_exit(tid, status)
+            return
+        if not os.WIFSTOPPED(status):
+            return
+        if tid not in self.threads and not self._is_tracee(tid):
+            return
+        t = self._thread(tid)
+        t.running = False
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        if self._detaching and t.state in ("stopped", "run", "ask", "ret", "step") and event != pt.EVENT_STOP:
+            # leaving: a signal-delivery stop keeps its signal, anything else just goes on
+            self._detach_thread(tid, sig if not event and sig != SYSCALL_STOP else 0)
+            return
+        if event == pt.EVENT_SECCOMP:
+            self._on_seccomp(t)
+        elif sig == SYSCALL_STOP:
+            self._on_syscall_stop(t)
+        elif event in (pt.EVENT_FORK, pt.EVENT_VFORK, pt.EVENT_CLONE):
+            self.stops.add(f"event:{EVENT_NAMES[event]}")
+            child = pt.geteventmsg(tid)
+            if child not in self.threads:
+                self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else tgid_of(child))
+            ctgid = self.threads[child].tgid
+            if ctgid != t.tgid and t.tgid in self._regions and not self.threads[child].execed:
+                self._regions[ctgid] = self._regions[t.tgid]  # the shared mapping is inherited
+            kind = EVENT_NAMES[event]
+            self._proc_event(t, kind, (Int(child),))
+            if t.state == "step":  # PTRACE_CONT would skip the exit stop: the stepper must hear the child's pid
+                self._to_exit_stop(t)
+            else:
+                self._resume(tid)
+        elif event == pt.EVENT_EXEC:
+            self.stops.add("event:exec")
+            self._on_exec(t)
+        elif event == pt.EVENT_STOP:
+            self.stops.add("event:stop")
+            if t.startup or sig not in STOP_SIGNALS:
+                t.startup = False
+                self._resume(tid)
+            elif self._detaching:
+                self._detach_thread(tid, 0)
+            else:
+                t.state = "stopped"
+                pt.listen(tid)
+                self._maybe_stop_self()
+        elif event:
+            self._resume(tid)
+        else:
+            t.startup = False
+            self.stops.add(f"signal:{_signame(sig)}")
+            self._on_signal(t, sig)
+
+    def _resume(self, tid: int, sig: int = 0) -> None:
+        """Let a stopped tracee go on: PTRACE_CONT when launched (the filter
+        stops what matters), PTRACE_SYSCALL when attached, detach while detaching."""
+        t = self.threads.get(tid)
+        if t is not None:
+            t.running = True
+        if self._detaching:
+            self._detach_thread(tid, sig)
+        elif self.attached:
+            pt.syscall(tid, sig)
+        else:
+            pt.cont(tid, sig)
+
+    def _to_exit_stop(self, t: _Thread) -> None:
+        """Resume to the syscall-exit stop of the current call."""
+        t.running = True
+        pt.syscall(t.tid)
+
+    def _maybe_stop_self(self) -> None:
+        """After a terminal stop request, stop the broker too once the main
+        program is stopped, so the shell reports the job stopped and ``fg``
+        (SIGCONT to the whole job) resumes both: job control as without tracing."""
+        if not self._tty_stop:
+            return
+        main = [t for t in self.threads.values() if t.tgid == self.main_pid]
+        if main and all(t.state == "stopped" for t in main):
+            self._tty_stop = False
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    def _is_tracee(self, tid: int) -> bool:
+        """A stop from a tid we do not know yet: a new child whose first stop
+        came before its parent's fork event.  Authorizer processes never stop."""
+        return all(a.pid != tid for a in self.stack)
+
+    def _on_exit(self, tid: int, status: int) -> None:
+        t = self.threads.pop(tid, None)
+        if t is None:
+            return
+        region = self._regions.get(t.tgid)
+        if region is not None:
+            if tid == t.tgid:
+                del self._regions[t.tgid]
+            self._release_slots(region, [tid])
+        if tid == t.tgid:
+            if os.WIFEXITED(status):
+                self._proc_event(t, "exit", (Int(os.WEXITSTATUS(status)),))
+            else:
+                self._proc_event(t, "killed", (Int(os.WTERMSIG(status)),))
+        if tid == self.main_pid:
+            self.main_status = status
+
+    def _gone(self, tid: int) -> None:
+        t = self.threads.get(tid)
+        if t is not None:
+            t.walk = None
+            t.state = "run"
+
+    def _on_exec(self, t: _Thread) -> None:
+        former = pt.geteventmsg(t.tid)
+        if former != t.tid:
+            # exec from a non-leader thread: it takes over the leader's tid, and
+            # its record (maybe a stepped execve waiting for its result) with it
+            old = self.threads.pop(former, None)
+            if old is not None:
+                old.tid = t.tid
+                t = old
+        old_region = self._regions.pop(t.tgid, None)  # a new address space: the old mapping is gone
+        if old_region is not None:  # (shared with the parent it was forked from, maybe)
+            self._release_slots(old_region, [former, t.tid, *(x.tid for x in self.threads.values()
+                                                               if x.tgid == t.tgid)])
+        t.execed = True
+        self.threads[t.tid] = t
+        if self._symbolizer is not None:
+            self._symbolizer.forget(t.tgid)
+        if any("exec" in a.events for a in self.stack):
+            self._proc_event(t, "exec", _exec_args(t.tid))
+        if t.state in ("step", "verify"):
+            self._to_exit_stop(t)  # a stepped or checked execve: its result comes at the exit stop
+        else:
+            t.state = "run"
+            self._resume(t.tid)
+
+    def _proc_event(self, t: _Thread, kind: str, args: tuple) -> None:
+        subscribers = [a for a in self.stack if kind in a.events or (kind == "killed" and "exit" in a.events)]
+        if not subscribers:
+            return
+        line = codec.format_event(ProcEvent(t.tgid, t.tid, kind, args))
+        for a in subscribers:
+            a.notify(line)
+
+    def _on_syscall_stop(self, t: _Thread) -> None:
+        info = pt.get_syscall_info(t.tid, self._info)
+        if info.op == pt.INFO_ENTRY:
+            if t.state == "inject":
+                self._to_exit_stop(t)  # one of our injected calls: on to its exit
+                return
+            if t.state in ("step", "skip"):
+                self._resume(t.tid)  # cannot happen; never strand a tracee
+                return
+            self._on_entry(t, info.arch, info.u.entry.nr, info.u.entry.args, info.instruction_pointer)
+            return
+        if info.op != pt.INFO_EXIT:
+            self._resume(t.tid)
+            return
+        self.stops.add(f"exit:{t.spec.name if t.spec is not None and t.state != 'inject' else t.state}")
+        rval = info.u.exit.rval
+        if t.state == "inject":
+            step = t.inject.pop(0)
+            step(t, rval, bool(info.u.exit.is_error))
+            return
+        if t.state == "skip":
+            self._after_skip(t)
+            return
+        if t.guard_exit and t.state in ("verify", "step"):
+            t.guard_exit = False
+            if rval >= 0 and not self.guard.opened_ok(t.tid, t.tgid, rval):
+                t.verify = None
+                self._log(f"pid {t.tgid}: {t.spec.name if t.spec else 'open'} reached into a process outside "
+                          "the session: closed, EACCES")
+                self._undo_open(t, rval)
+                return
+            if t.state == "verify" and t.verify is None:
+                t.state = "run"
+                self._resume(t.tid)
+                return
+        if t.verify is not None and t.state in ("verify", "step"):
+            expect, t.verify = t.verify, None
+            if rval >= 0 and not self._opened_expected(t, rval, expect):
+                what = t.spec.name if t.spec else "open"
+                if expect[0] in ("exe", "absent-exe"):  # an exec cannot be undone: the process must not go on
+                    self._log(f"pid {t.tgid}: {what} ran another program than the one judged "
+                              "(a path component changed in between): killed")
+                    os.kill(t.tgid, signal.SIGKILL)
+                    return
+                self._log(f"pid {t.tgid}: {what} opened another object than the one "
+                          "judged (a path component changed in between): closed, EACCES")
+                self._undo_open(t, rval)
+                return
+            if t.state == "verify":
+                t.state = "run"
+                self._resume(t.tid)
+                return
+        if t.state != "step" or t.decision is None or t.spec is None or t.abi is None:
+            t.state = "run"
+            self._resume(t.tid)
+            return
+        self._sysret(t, rval)
+
+
+def _exec_args(pid: int) -> tuple:
+    """The exec event's facts: path, then ELF class, machine and interpreter."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        exe = ""
+    args: list = [Str(os.fsencode(exe))]
+    from ..elfinfo import exec_facts  # pyelftools: only for sessions that asked for exec events
+
+    facts = exec_facts(f"/proc/{pid}/exe")
+    if facts is not None:
+        args += [
+            Field("class", Int(facts.elfclass)),
+            Field("machine", Sym((facts.machine,))),
+            Field("interp", Str(os.fsencode(facts.interp))),
+        ]
+    return tuple(args)
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)

@@ -1,0 +1,74 @@
+"""The shim's record of one tracee thread, and tracee memory for the decoder."""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass, field
+
+from brokerd.decision.stack import Decision, EntryWalk, ExitWalk
+from brokerd.protocol.abi import Abi, SyscallSpec
+
+from .. import ptrace as pt
+from ..states import State, move
+
+
+class _Mem:
+    """Tracee memory for the argument decoder (process_vm_readv)."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def read(self, addr: int, size: int) -> bytes:
+        return pt.read_memory(self.pid, addr, size)
+
+    def read_cstr(self, addr: int, limit: int) -> tuple[bytes, bool]:
+        out = b""
+        while len(out) <= limit:
+            chunk = 4096 - ((addr + len(out)) & 4095)
+            data = pt.read_memory(self.pid, addr + len(out), min(chunk, limit + 1 - len(out)))
+            nul = data.find(b"\0")
+            if nul >= 0:
+                return out + data[:nul], True
+            out += data
+            if not data:
+                break
+        return out[:limit], False
+
+
+@dataclass(slots=True)
+class _Thread:
+    tid: int
+    tgid: int
+    _state: State = State.RUN
+    startup: bool = True
+    abi: Abi | None = None
+    spec: SyscallSpec | None = None
+    raw: tuple[int, ...] = ()
+    event_id: int = 0
+    walk: EntryWalk | ExitWalk | None = None
+    decision: Decision | None = None
+    replay: Decision | None = None
+    saved_regs: pt.Regs | None = None
+    inject: list = field(default_factory=list)  # steps of a running injection
+    inject_fd: int = -1
+    saved_view: mmap.mmap | None = None  # the shim's mapping of a scratch region being set up
+    verify: tuple | None = None  # what an open must have opened (see _expected_object)
+    undo_step: bool = False  # an undone open was stepped: its sysret is still owed
+    map_flags: int = 0  # extra flags of the injected mmap of the scratch region
+    guard_exit: bool = False  # the guard checks what this open opened (no Landlock wall)
+    #: it exec'd: a fork event arriving late must not hand it its parent's scratch region
+    #: (an execve nobody stops, e.g. one a kernel layer settles, can win that race)
+    execed: bool = False
+    t0: float = 0.0
+    running: bool = True
+
+    @property
+    def state(self) -> State:
+        """What the shim waits for on this thread (states.py: every move is in its table)."""
+        return self._state
+
+    @state.setter
+    def state(self, new: str) -> None:
+        self._state = move(self._state, new)
