@@ -68,20 +68,23 @@ class FlagTest:
 
     arg: int
     mask: int
-    hit: int
-    miss: int
+    hit: Action  # another test: the next matcher of an argument rule
+    miss: Action
 
 
 @dataclass(frozen=True, slots=True)
 class ArgEquals:
     """An action that depends on one whole 64-bit argument: ``hit`` when
     ``args[arg] == value``, else ``miss`` (the launched child's hand-over of
-    its listener carries a session nonce in an argument the call ignores)."""
+    its listener carries a session nonce in an argument the call ignores).
+    Not ``wide``: only the low 32 bits are compared (an ``int`` argument,
+    which the kernel reads from the low word whatever the high one holds)."""
 
     arg: int
     value: int
-    hit: int | ArgEquals  # another test: i386's two 32-bit halves of a nonce
-    miss: int
+    hit: Action  # another test: i386's two 32-bit halves of a nonce
+    miss: Action
+    wide: bool = True
 
 
 #: what the filter does for one number: a return value, or a test on an argument
@@ -183,9 +186,10 @@ def _tree(prog: _Program, runs: list[tuple[int, int, Action]], leaves: dict[int,
         if isinstance(action, ArgEquals):
             hit = _tree(prog, [(0, 0, action.hit)], leaves)
             miss = _tree(prog, [(0, 0, action.miss)], leaves)
-            prog.cond(_JMP_JEQ_K, action.value >> 32, hit, miss)
-            high = prog.emit(_insn(_LD_W_ABS, 0, 0, 16 + 8 * action.arg + 4))
-            prog.cond(_JMP_JEQ_K, action.value & 0xFFFFFFFF, high, miss)
+            if action.wide:
+                prog.cond(_JMP_JEQ_K, action.value >> 32, hit, miss)
+                hit = prog.emit(_insn(_LD_W_ABS, 0, 0, 16 + 8 * action.arg + 4))
+            prog.cond(_JMP_JEQ_K, action.value & 0xFFFFFFFF, hit, miss)
             return prog.emit(_insn(_LD_W_ABS, 0, 0, 16 + 8 * action.arg))
         if action not in leaves or prog.dist(leaves[action]) > 255:
             leaves[action] = prog.ret(action)

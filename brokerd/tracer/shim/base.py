@@ -91,6 +91,9 @@ class ShimBase:
         self._saved_dispositions: dict[signal.Signals, Any] = {}
         self._old_mask: set[int] = set()
         self.stats = {"stops": 0, "decisions": 0}
+        #: children that stopped and exited before their parent's fork/clone event
+        #: came: that event must not bring them back into the table (the loop would wait for ever)
+        self._gone_unannounced: set[int] = set()
         self.stops = StopCounter()  # per syscall name; BROKERD_STOP_COUNTS=FILE writes it (stopcount.py)
         self.attached = False
         #: what SIGTERM/SIGHUP of the broker do to attached tracees: "detach" or "kill"

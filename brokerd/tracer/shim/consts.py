@@ -27,6 +27,9 @@ MASK64 = (1 << 64) - 1
 ARG_REGS_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 ARG_REGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
 CLONE_UNTRACED = constant("CLONE_UNTRACED")
+#: calls the broker stops for itself only when they carry CLONE_UNTRACED (a
+#: flag test in the filter: its flags are in a register, argument 0 on both ABIs)
+UNTRACED_TESTED = frozenset({"clone"})
 #: sendmsg's 4th argument register (unused by the call) carries the listener hand-over's nonce
 HANDOFF_ARG = 3
 #: the same register (and the next, for i386's 32-bit halves) carries the
@@ -41,7 +44,8 @@ INJECTED_CALLS = ("memfd_create", "close", "mseal")
 # shim copies its struct clone_args into the read-only scratch region without
 # CLONE_UNTRACED (see _stable_clone3); without a region (--no-stable-args, the
 # notify backend) it fails with ENOSYS and libc falls back to clone, whose
-# flags are in registers and lose CLONE_UNTRACED; clone itself always stops.
+# flags are in registers and lose CLONE_UNTRACED; clone stops for it only when
+# it carries CLONE_UNTRACED (a flag test in the filter).
 IO_URING_DENIED = (("io_uring_setup", E.EPERM), ("io_uring_enter", E.EPERM), ("io_uring_register", E.EPERM))
 CLONE3_DENIED = (("clone3", E.ENOSYS),)
 #: a watch-only attach's rules (brokerctl): no region, so clone3 fails as without stable args

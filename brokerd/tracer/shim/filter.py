@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import errno as E
 
-from brokerd.protocol.abi import ABIS
+from brokerd.decision.rules import ALLOW, RegisterTest, register_tests, static_verdict
+from brokerd.protocol.abi import ABIS, Abi, SyscallSpec
 
 from .. import seccomp
 from ..guard import OWNER_CALLS, OWNER_CMD_BIT
 from .base import ShimBase
 from .consts import (
+    CLONE_UNTRACED,
     HANDOFF_ARG,
     INJECT_ARG,
     INJECTED_CALLS,
     MAP_FIXED,
     TRACE_MARK,
     UFFD_USER_MODE_ONLY,
+    UNTRACED_TESTED,
 )
 
 
@@ -52,7 +55,16 @@ class Filter(ShimBase):
             acts: dict[int, seccomp.Action] = {}
             for name, spec in abi.by_name.items():
                 what, err = self.stack_action(name)
+                if what == "trace" and name in UNTRACED_TESTED and name in self.internal_trace:
+                    # the broker's own stop is needed only for CLONE_UNTRACED: a flag test
+                    what, err = self.stack.action(name, self.internal.action(name, False))
+                    untraced = what == "allow" and self.backend == "ptrace"
+                    what, err = ("allow", 0) if untraced else ("trace", 0)
+                else:
+                    untraced = False
                 action: seccomp.Action = kernel[what](err)
+                if untraced:
+                    action = seccomp.FlagTest(0, CLONE_UNTRACED, stop, action)
                 if not guard_region or self.seals or action != seccomp.RET_ALLOW or name not in ("mmap", "mmap2"):
                     pass
                 elif spec.args[3:4] == ("mmap_flags",):
@@ -61,6 +73,8 @@ class Filter(ShimBase):
                 else:
                     action = stop  # i386's old mmap passes its flags in memory
                 action = self._flag_rule(name, action, stop)
+                if what == "allow":  # the members' argument rules, in front of the broker's own tests
+                    action = self._behind_rules(abi, spec, kernel, stop, action)
                 if handoff is not None and name == "sendmsg" and isinstance(action, int):
                     action = seccomp.ArgEquals(HANDOFF_ARG, handoff, seccomp.RET_ALLOW, action)
                 if name in INJECTED_CALLS and isinstance(action, int) and action not in (seccomp.RET_ALLOW, stop):
@@ -83,6 +97,27 @@ class Filter(ShimBase):
         if x32_rules.default != seccomp.RET_ALLOW or x32_rules.actions:
             x32 = seccomp.AbiRules({**x32_rules.actions, 0xFFFFFFFF: seccomp.RET_ALLOW}, x32_rules.default)
         return seccomp.compile_filter(rules["x86_64"], rules["i386"], x32)
+
+    def _behind_rules(self, abi: Abi, spec: SyscallSpec, kernel: dict, stop: int,
+                      allowed: seccomp.Action) -> seccomp.Action:
+        """An allowed call in the filter, behind the argument rules of the
+        members that let it run unasked (``Stack.guards``): each member's
+        rules in order, first match wins, no match (or ``cont``) goes on to
+        the next member, then ``allowed`` (the call runs, or meets the
+        broker's own tests).  A rule the filter cannot test makes the call
+        stop, and the broker applies it."""
+        action = allowed
+        for _, rules in reversed(self.stack.guards(spec.name)):
+            rest = action
+            for rule in reversed(rules):
+                tests, verdict = register_tests(rule, spec.args, abi.reg_mask), static_verdict(rule)
+                if tests is None or verdict is None:
+                    return stop
+                node = rest if verdict == ALLOW else kernel[verdict[0]](verdict[1])
+                for t in reversed(tests):
+                    node = _filter_test(t, node, action)
+                action = node
+        return action
 
     def _injected_rule(self, abi_name: str, action: int) -> seccomp.ArgEquals:
         """Let exactly the broker's injected call through a static rule: it
@@ -108,3 +143,12 @@ class Filter(ShimBase):
         if name in OWNER_CALLS and self.guard.owner_checks and action == seccomp.RET_ALLOW:
             return seccomp.FlagTest(1, OWNER_CMD_BIT, stop, action)
         return action
+
+
+def _filter_test(t: RegisterTest, hit: seccomp.Action, miss: seccomp.Action) -> seccomp.Action:
+    """One argument-rule matcher as a filter test (``hit`` when it matches)."""
+    if t.op == "eq":
+        return seccomp.ArgEquals(t.index, t.value, hit, miss, wide=t.wide)
+    if t.op == "any":
+        return seccomp.FlagTest(t.index, t.value, hit, miss)
+    return seccomp.FlagTest(t.index, t.value, miss, hit)

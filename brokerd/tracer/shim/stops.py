@@ -58,11 +58,15 @@ class Stops(ShimBase):
         elif event in (pt.EVENT_FORK, pt.EVENT_VFORK, pt.EVENT_CLONE):
             self.stops.add(f"event:{EVENT_NAMES[event]}")
             child = pt.geteventmsg(tid)
-            if child not in self.threads:
-                self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else tgid_of(child))
-            ctgid = self.threads[child].tgid
-            if ctgid != t.tgid and t.tgid in self._regions and not self.threads[child].execed:
-                self._regions[ctgid] = self._regions[t.tgid]  # the shared mapping is inherited
+            if child in self._gone_unannounced:  # it already ran, stopped and exited
+                self._gone_unannounced.discard(child)
+            else:
+                if child not in self.threads:
+                    self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else tgid_of(child))
+                c = self.threads[child]
+                c.announced = True
+                if c.tgid != t.tgid and t.tgid in self._regions and not c.execed:
+                    self._regions[c.tgid] = self._regions[t.tgid]  # the shared mapping is inherited
             kind = EVENT_NAMES[event]
             self._proc_event(t, kind, (Int(child),))
             if t.state == "step":  # PTRACE_CONT would skip the exit stop: the stepper must hear the child's pid
@@ -128,6 +132,8 @@ class Stops(ShimBase):
         t = self.threads.pop(tid, None)
         if t is None:
             return
+        if not t.announced:
+            self._gone_unannounced.add(tid)
         region = self._regions.get(t.tgid)
         if region is not None:
             if tid == t.tgid:
