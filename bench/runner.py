@@ -245,6 +245,9 @@ class Bench:
                         cwd=str(AUTHZ)),
                     Cmd("brokerd 4 in-process py, openat",
                         brokerctl(*["-a", "py:inproc_cont:az"] * 4, "--", *argv), cwd=str(AUTHZ)),
+                    # the same without the stable copy and the check at exit (its second stop)
+                    Cmd("brokerd in-process py, no stable args",
+                        brokerctl("--no-stable-args", "-a", "py:inproc_cont:az", "--", *argv), cwd=str(AUTHZ)),
                     Cmd("brokerd awk, openat", brokerctl("-e", "trace=openat", "-a", awk_authz(), "--", *argv)),
                     Cmd("brokerd static rule, openat", brokerctl("-a", py_authz("static.py"), "--", *argv)),
                     Cmd("brokerd argument rule, openat", brokerctl("-a", py_authz("fast.py") + " rule", "--", *argv)),
@@ -317,6 +320,16 @@ class Bench:
                             f"{one:.1f} vs {s:.1f} us: {r1:.2f}x", "<= 1.0x", r1 <= 1.0)
                 self.target("4 stacked authorizers vs strace (openat)",
                             f"{four:.1f} vs {s:.1f} us: {r4:.2f}x", "<= 2.5x", r4 <= 2.5)
+                # issue #13's targets: in-process policies and one external plain authorizer
+                ri, ri4 = rr("brokerd in-process py, openat"), rr("brokerd 4 in-process py, openat")
+                self.target("one in-process decision vs strace (openat)",
+                            f"{summary['brokerd in-process py, openat']:.1f} vs {s:.1f} us: {ri:.2f}x", "<= 1.0x",
+                            ri <= 1.0)
+                self.target("one external plain Python authorizer vs strace (openat)", f"{r1:.2f}x", "<= 1.5x",
+                            r1 <= 1.5)
+                self.target("4 stacked in-process policies vs strace (openat)",
+                            f"{summary['brokerd 4 in-process py, openat']:.1f} vs {s:.1f} us: {ri4:.2f}x", "<= 1.5x",
+                            ri4 <= 1.5)
                 st_ = summary["brokerd static rule, openat"]
                 rs = rr("brokerd static rule, openat")
                 self.target("call settled by a static rule vs strace", f"{st_:.1f} vs {s:.1f} us: {rs:.2f}x",
@@ -773,8 +786,17 @@ def machine_line() -> str:
 # ---------------------------------------------------------------------------
 # profiling (optional: needs py-spy)
 # ---------------------------------------------------------------------------
-def profile(calls: int, out: Path) -> str:
-    """py-spy on the shim during the openat workload; returns a summary."""
+#: what ``--profile-config`` profiles: brokerctl arguments and the directory to run in
+PROFILE_CONFIGS = {
+    "external": (lambda: ["-e", "trace=openat", "-a", py_authz()], None),
+    "inproc": (lambda: ["-a", "py:inproc_cont:az"], AUTHZ),
+    "inproc4": (lambda: ["-a", "py:inproc_cont:az"] * 4, AUTHZ),
+}
+
+
+def profile(calls: int, out: Path, config: str = "external") -> str:
+    """py-spy on the shim during the openat workload, judged by ``config``
+    (PROFILE_CONFIGS); returns a summary."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not os.path.exists(pyspy):
         raise SystemExit("bench: --profile needs py-spy (.venv/bin/pip install py-spy)")
@@ -782,9 +804,10 @@ def profile(calls: int, out: Path) -> str:
     # Blocking mode (py-spy stops the shim for each sample): --nonblocking loses
     # a third of its samples here and the rest are skewed.  --idle keeps the
     # samples taken while the shim waits in epoll_wait.
+    args, cwd = PROFILE_CONFIGS[config]
     cmd = [pyspy, "record", "--format", "raw", "--rate", "500", "--idle", "-o", str(out), "--",
-           *brokerctl("-e", "trace=openat", "-a", py_authz(), "--", exe, str(calls))]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+           *brokerctl(*args(), "--", exe, str(calls))]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
     if p.returncode != 0:
         raise BenchError(f"py-spy failed: {p.stderr[-2000:]}")
     return summarise_profile(out)
@@ -919,6 +942,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", metavar="FILE", nargs="?", const=str(Path(tempfile.gettempdir()) / "brokerd-bench-profile.txt"),
                    help="instead of the tables: py-spy (raw/collapsed) profile of the shim during the openat "
                         "workload, written to FILE, and a summary")
+    p.add_argument("--profile-config", choices=sorted(PROFILE_CONFIGS), default="external",
+                   help="who judges each openat while profiling: one external plain Python authorizer (default), "
+                        "one in-process policy, or 4 stacked in-process policies")
     return p.parse_args(argv)
 
 
@@ -940,7 +966,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quick=q,
     )
     if a.profile:
-        print(profile(max(1000, int(50_000 * a.scale)), Path(a.profile)))
+        print(profile(max(1000, int(50_000 * a.scale)), Path(a.profile), a.profile_config))
         print(f"\nraw stacks: {a.profile}")
         return 0
     only = SECTIONS if not a.only else tuple(x.strip() for x in a.only.split(","))

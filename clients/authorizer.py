@@ -774,7 +774,7 @@ def kernel_layer(
         kernel_layer([("read,execute", "/usr"), ("all", "/home/box")], fs_handled="all")
         kernel_layer(net=[("connect", [443])])
 
-    Rights: ``read write execute create remove truncate ioctl-dev`` (or
+    Rights: ``read write execute create remove truncate ioctl-dev list`` (or
     ``all``); network: ``bind connect`` (TCP ports); scope: ``signal
     abstract-unix``.  ``settle`` (strace syntax) limits which calls the broker
     may stop asking about because the layer decides them; ``unjudged``
@@ -1145,7 +1145,7 @@ class Session:
             return job if isinstance(job, Reply) else None
         try:
             result = job.handler(job.arg) if job.handler is not None else None
-            if inspect.isawaitable(result):
+            if type(result) is not Reply and inspect.isawaitable(result):  # (a Reply never is: skip the ABC check)
                 if hasattr(result, "close"):
                     result.close()
                 raise TypeError("async handlers need Authorizer.serve(), not an in-process session")

@@ -24,20 +24,34 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from brokerd.clients.authorizer import Syscall, opens_for_writing
+from brokerd.clients.authorizer import Authorizer, Syscall, opens_for_writing
+from brokerd.clients.policies.network import (
+    ADDRESSED,
+    DESTS_NOTE,
+    MSG_SENDS,
+    PEER,
+    destinations,
+    endpoint,
+)
 from brokerd.clients.policies.readonly import OPEN, PATH_WRITES
-from brokerd.clients.replay import read_journal
+from brokerd.clients.replay import Entry, read_journal
 from brokerd.protocol import codec
+from brokerd.protocol.consts import errno_number
 from brokerd.protocol.errors import ProtocolError
-from brokerd.protocol.types import Fail, ProcEvent, Str
+from brokerd.protocol.types import Fail, Hello, Kill, ProcEvent, SkipFail, Str
 
 from brokerd.globs import glob_to_regex
 
-NET_CALLS = frozenset({"connect", "bind"})  # judged by address; sends go to the connected peer
+K = TypeVar("K")  # a table's key: a glob, a rule text, (call, old, new)
+
+#: judged by address: every address they name is learned ("peer": a send to the connected peer)
+NET_CALLS = frozenset(ADDRESSED) | MSG_SENDS
 SYSTEM_TREES = ("/usr",)  # read (and run) as a whole when the run read anything there
 #: never collapsed to DIR/** however many files were read there (secrets live there)
 NEVER_COLLAPSE = ("/", "/etc", "/proc", "/dev", "/sys", "/root", "/home", "/run", "/var", "/tmp", "/var/tmp")
@@ -89,8 +103,13 @@ class Observed:
     unresolved: set[str] = field(default_factory=set)  # calls with a path nobody could resolve
     on_fds: set[str] = field(default_factory=set)  # fstatat(fd, "", AT_EMPTY_PATH)-like calls
     ioctls: dict[int, str] = field(default_factory=dict)  # ioctl request -> its name, as the run made them
+    base: str = ""  # the shipped policy learned on (--base): only what it denied is in here
+    #: rename/link: (call, old path glob, new path glob) -> use; a rule allows
+    #: such a call only when it covers both paths (docs/policies.md)
+    moves: dict[tuple[str, str, str], Use] = field(default_factory=dict)
 
-    def use(self, table: dict[str, Use], key: str, use: Use) -> None:
+    @staticmethod
+    def use(table: dict[K, Use], key: K, use: Use) -> None:
         if key in table:
             table[key].add(use)
         else:
@@ -108,6 +127,11 @@ class Observed:
         self.unresolved |= other.unresolved
         self.on_fds |= other.on_fds
         self.ioctls.update(other.ioctls)
+        for move, u in other.moves.items():
+            self.use(self.moves, move, u)
+        if self.base != other.base and self.base and other.base:
+            raise NotLearned(f"learned on different bases: {self.base!r} and {other.base!r}")
+        self.base = self.base or other.base
 
 
 # ---------------------------------------------------------------------------
@@ -168,22 +192,25 @@ def _procs(lines: Sequence[str]) -> dict[int, ProcEvent]:
     return out
 
 
-def endpoint(call: Syscall) -> str | None:
-    """The network rule text (clients/policies/network.py) for a call's address."""
-    sa = call.sockaddr()
-    if sa is None:
+def endpoints(call: Syscall) -> list[str] | None:
+    """The network rule texts of every address the call names (the journal's
+    ``dests``, recorded while the process lived); None when one cannot be
+    named (then the call is learned by name, as any other)."""
+    recorded = call.notes.get(DESTS_NOTE)
+    if isinstance(recorded, Str):  # resolved then; the process is gone now
+        return os.fsdecode(recorded.data).split("\n")
+    try:
+        found = destinations(call)
+    except (OSError, ValueError, struct.error):
         return None
-    if sa.family == "AF_INET" and sa.host and sa.port is not None:
-        return f"{sa.host}:{sa.port}"
-    if sa.family == "AF_INET6" and sa.host and sa.port is not None:
-        return f"[{sa.host}]:{sa.port}"
-    if sa.family == "AF_UNIX" and sa.path:
-        return f"unix:{sa.path}"
-    return None
+    texts = [endpoint(call, sa) for sa in found or ()]
+    return [t for t in texts if t is not None] if texts and None not in texts else None
 
 
-def observe(lines: Sequence[str], *, command: str = "", cwd: str | None = None) -> Observed:
-    """What one recorded run did.  ``cwd``: where it ran (its tree)."""
+def observe(lines: Sequence[str], *, command: str = "", cwd: str | None = None,
+            keep: Callable[[Entry], bool] | None = None) -> Observed:
+    """What one recorded run did.  ``cwd``: where it ran (its tree);
+    ``keep``: only these calls (learning on a base: what it denied)."""
     obs = Observed()
     if command:
         obs.runs.add(command)
@@ -202,6 +229,8 @@ def observe(lines: Sequence[str], *, command: str = "", cwd: str | None = None) 
                     prog[int(codec.format_value(ev.args[0]))] = prog.get(ev.pid, "")
                 except ValueError:
                     pass
+        if keep is not None and not keep(entry):
+            continue
         call = Syscall(entry.event)
         resolved = {}
         for i in call.path_args():
@@ -222,8 +251,9 @@ def note(obs: Observed, call: Syscall, resolved: dict[int, str | None], *, ok: b
     """Add one call to ``obs``: its name, or its paths (``resolved``: by
     argument index, None when unknown) by kind, or its address."""
     progs = {who} - {""}
-    if call.name in NET_CALLS and (ep := endpoint(call)):
-        obs.use(obs.net, ep, Use("read", {call.name}, progs, ok))
+    if call.name in NET_CALLS and (eps := endpoints(call)):
+        for ep in eps:
+            obs.use(obs.net, ep, Use("read", {call.name}, progs, ok))
         return
     if call.name == "ioctl" and (req := _request(call)) is not None:
         obs.ioctls[req] = codec.format_value(call.args[1])
@@ -231,8 +261,12 @@ def note(obs: Observed, call: Syscall, resolved: dict[int, str | None], *, ok: b
         obs.calls.setdefault(call.name, set()).update(progs)
         return
     kind = _kind(call)
-    for i in call.path_args():
-        if _on_fd(call, i):
+    idx = call.path_args()
+    if len(idx) == 2 and all(resolved.get(i) for i in idx) and not any(_on_fd(call, i) for i in idx):
+        old, new = (as_glob(resolved[i] or "") for i in idx)
+        obs.use(obs.moves, (call.name, old, new), Use(kind, {call.name}, progs, ok))
+    for i in idx:
+        if _on_fd(call, i) and len(idx) == 1:
             obs.on_fds.add(call.name)  # a descriptor opened before: judged when it was opened
             continue
         path = resolved.get(i)
@@ -247,6 +281,46 @@ def note(obs: Observed, call: Syscall, resolved: dict[int, str | None], *, ok: b
         elif ok and call.name in ("unlink", "unlinkat", "rmdir"):
             use.removed = True
         obs.use(obs.paths, as_glob(path), use)
+
+
+def denied_by(base: Authorizer) -> Callable[[Entry], bool]:
+    """Would ``base`` deny this recorded call?  Its static rules first (a call
+    it neither allows nor subscribes to gets ``unknown``), then its handlers,
+    replayed in this process (the paths the journal recorded).  A denial with
+    the error the call got anyway (a missing file's ENOENT) changes nothing
+    the program sees: not counted."""
+    session = base.session()
+    session.start_event(Hello((codec.VERSION,), (("role", "broker"), ("session", "learn"), ("replay", "yes"))))
+    sub = base.subscription()
+    asked = None if sub == "all" else frozenset(sub.split(","))
+    static = _static_denial(base.unknown)
+
+    def same_error(entry: Entry, err: int | None) -> bool:
+        return isinstance(entry.result, Fail) and entry.result.errno == err
+
+    def denies(entry: Entry) -> bool:
+        name = entry.event.call.name
+        if name in base.allow:
+            return False
+        if asked is not None and name not in asked:
+            return static is not False and not same_error(entry, static)
+        reply = session.decide(entry.event)
+        v = reply.verdict if reply is not None else None
+        if isinstance(v, SkipFail):
+            return not same_error(entry, v.errno)
+        return isinstance(v, Kill)
+
+    return denies
+
+
+def _static_denial(unknown: str | None) -> int | None | bool:
+    """What a base's ``unknown`` does to a call it names nowhere: False (it
+    runs), the errno it fails with, or None (killed)."""
+    if not unknown or not unknown.startswith(("deny", "kill")):
+        return False
+    if unknown == "kill":
+        return None
+    return errno_number(unknown.partition(":")[2] or "EPERM")
 
 
 # ---------------------------------------------------------------------------
@@ -275,6 +349,9 @@ class Plan:
     unresolved: list[str]
     on_fds: list[str]
     ioctls: dict[int, str]
+    base: str = ""
+    #: rename/link between two grants: (from grant, to grant, calls and programs)
+    moves: list[tuple[Grant, Grant, Use]] = field(default_factory=list)
 
     @property
     def write_patterns(self) -> list[str]:
@@ -342,6 +419,13 @@ def _covered(path: str, grants: Iterable[tuple[str, str, str]], kind: str) -> tu
     return None
 
 
+def _net_what(ep: str, u: Use) -> str:
+    if ep == PEER:
+        return "sends naming no address (to the connected peer, judged at connect)"
+    return ", ".join(w for c, w in (("connect", "connected to"), ("bind", "bound"), ("send", "sent to"))
+                     if any(n.startswith(c) for n in u.calls))
+
+
 def plan(obs: Observed) -> Plan:
     shapes = _collapses(obs)
     grants: dict[str, Grant] = {}
@@ -370,12 +454,32 @@ def plan(obs: Observed) -> Plan:
                     f"{len(names)} file{'s' if len(names) != 1 else ''} in {parent}"))
         paths.append(Grant(kind, "\0".join(names), use, what))
     paths.sort(key=lambda g: (g.kind != "write", "/**" not in g.pattern, g.pattern))
-    net = [Grant("net", ep, u, u.why or ("connected to" if "connect" in u.calls else "bound"))
-           for ep, u in sorted(obs.net.items())]
+    net = [Grant("net", ep, u, u.why or _net_what(ep, u)) for ep, u in sorted(obs.net.items())]
     progs = {p for ps in obs.calls.values() for p in ps}
-    calls = Grant("calls", "", Use("calls", set(obs.calls) | ALWAYS, progs, True), "")
+    calls = Grant("calls", "", Use("calls", set(obs.calls) | (set() if obs.base else ALWAYS), progs, True), "")
     return Plan(sorted(obs.runs), calls, paths, net, sorted(obs.unresolved), sorted(obs.on_fds),
-                dict(sorted(obs.ioctls.items())))
+                dict(sorted(obs.ioctls.items())), obs.base, _moves(obs, paths))
+
+
+def _grant_of(glob: str, grants: list[Grant]) -> Grant | None:
+    for g in grants:
+        if glob in g.patterns or any(re.fullmatch(glob_to_regex(p), glob, re.S) for p in g.patterns):
+            return g
+    return None
+
+
+def _moves(obs: Observed, grants: list[Grant]) -> list[tuple[Grant, Grant, Use]]:
+    """The renames and links from one grant into another: each needs a rule
+    of its own naming both (a grant's rule allows one only within it)."""
+    writes = [g for g in grants if g.kind == "write"]
+    out: dict[tuple[str, str], tuple[Grant, Grant, Use]] = {}
+    for (name, old, new), u in sorted(obs.moves.items()):
+        a, b = _grant_of(old, writes) or _grant_of(old, grants), _grant_of(new, writes)
+        if a is None or b is None or a is b:
+            continue
+        _, _, use = out.setdefault((a.pattern, b.pattern), (a, b, Use("move")))
+        use.add(Use("move", {name}, u.progs, u.ok))
+    return [out[k] for k in sorted(out)]
 
 
 # ---------------------------------------------------------------------------
@@ -434,6 +538,9 @@ def layer_rules(p: Plan) -> tuple[list[tuple[tuple[str, ...], str]], list[str]]:
                 path, rights = pat[:-3] or "/", ({"all"} if g.kind == "write" else {"read"} | run)
                 if path in SYSTEM_TREES:
                     rights.add("execute")  # the kernel opens a program's ELF interpreter (ld.so) to execute it
+                if g.kind == "write" and not os.path.isdir(path):  # made (and removed) by the program:
+                    path = _parent(path)  # a Landlock rule needs an existing directory
+                    wider.append(f"{pat} does not exist before the run (the layer allows writing in {path})")
             elif _GLOB.search(pat):
                 path = "/".join(pat.split("/")[:next(i for i, c in enumerate(pat.split("/")) if _GLOB.search(c))])
                 rights = {"read", "write", "create", "remove", "truncate"} if g.kind == "write" else {"read"} | run
@@ -441,8 +548,10 @@ def layer_rules(p: Plan) -> tuple[list[tuple[tuple[str, ...], str]], list[str]]:
             elif os.path.isdir(pat):
                 if not g.use.calls & OPEN:
                     continue  # only looked at (stat, access, chdir): Landlock does not mediate that
-                path, rights = pat, {"read"}
-                wider.append(f"{pat} is listed (the layer allows reading beneath it)")
+                # opened: listed (a directory has no content but its names).  The layer's "list"
+                # right lets the names beneath it be listed, no file be read: counted as exact
+                # (an interpreter lists its whole search path: /opt/brokerd/python from a .pth)
+                path, rights = pat, {"list"}
             elif not os.path.exists(pat) or not g.use.calls & (OPEN | EXECS | NAMING):
                 continue  # missing (the kernel says ENOENT), or only looked at: nothing Landlock mediates
             else:
@@ -459,9 +568,33 @@ def layer_rules(p: Plan) -> tuple[list[tuple[tuple[str, ...], str]], list[str]]:
     return out, sorted(set(wider))
 
 
+def net_layer_rules(p: Plan) -> list[tuple[str, list[int]]]:
+    """The TCP ports the run connected and bound to, for the layer's
+    ``[[layer.net]]`` (Landlock knows ports, not addresses, and only TCP: the
+    per-call rules still judge the address; a UDP connect's port is allowed
+    for TCP too, a floor under the rules)."""
+    ports: dict[str, set[int]] = {}
+    for g in p.net:
+        if g.pattern == PEER or g.pattern.startswith("unix:"):
+            continue
+        port = g.pattern.rpartition(":")[2]
+        for right in ("connect", "bind"):
+            if right in g.use.calls and port.isdigit():
+                ports.setdefault(right, set()).add(int(port))
+    return [(r, sorted(ports[r])) for r in ("bind", "connect") if r in ports]
+
+
+def _net_lines(p: Plan) -> list[str]:
+    out: list[str] = []
+    for right, ports in net_layer_rules(p):
+        out += ["[[layer.net]]", f"rights = {_list([right])}", f"ports = [{', '.join(map(str, ports))}]", ""]
+    return out
+
+
 def _render_layer(p: Plan) -> str:
     rules, wider = layer_rules(p)
-    if not rules:
+    net = _net_lines(p)
+    if not rules and not net:
         return ""
     out = ["# The kernel layer (Landlock; docs/policies.md): the same grants, enforced by the kernel, holding even",
            "# if the broker dies."]
@@ -470,19 +603,36 @@ def _render_layer(p: Plan) -> str:
         out += [f"#   {w}" for w in wider]
     else:
         out.append("# Exactly the rules' grants: the calls it decides are not asked about (settle = \"all\").")
-    out += ["[layer]", 'fs_handled = "all"', f'settle = {_q("none" if wider else "all")}', ""]
+    if net:
+        out.append("# TCP: connect and bind only to the ports the run used (the rules below judge the addresses).")
+    out += ["[layer]", 'fs_handled = "all"']
+    if net:
+        out.append('net_handled = ["bind", "connect"]')
+    out += [f'settle = {_q("none" if wider else "all")}', ""]
     for rights, path in rules:
         out += ["[[layer.fs]]", f"rights = {_list(rights)}", f"path = {_q(path)}", ""]
-    return "\n".join(out) + "\n"
+    return "\n".join(out + net) + "\n"
 
 
-def render(p: Plan) -> str:
+def _head(p: Plan) -> list[str]:
     out = [HEADER]
     out += [f"# run: {r}\n" for r in p.runs]
     out.append("# Enforce: brokerctl run --policy THIS.toml -- PROG ARGS\n")
     out.append("# Check first (lists what it would deny): brokerctl learn --check THIS.toml -- PROG ARGS\n")
     if p.unresolved:
         out.append(f"# Not learned (a path nobody could resolve; denied): {', '.join(p.unresolved)}\n")
+    return out
+
+
+def _ioctl_rules(p: Plan) -> list[str]:
+    return [_rule(f"ioctl: {name}, as the run made it", ["ioctl"], "allow", arg1=str(req)) + "\n"
+            for req, name in p.ioctls.items()]
+
+
+def render(p: Plan) -> str:
+    if p.base:
+        return _render_on_base(p)
+    out = _head(p)
     out.append('\nname = "learned"\n'
                'unknown = "deny:ENOSYS"  # calls no run made fail in the kernel filter, as on a kernel without them\n'
                'default = "deny"  # the calls the rules name are asked about; what no rule allows is denied\n'
@@ -491,8 +641,7 @@ def render(p: Plan) -> str:
     out.append(f"allow = {_list(p.calls.use.calls - {'ioctl'})}\n\n")
     out.append(_render_layer(p))
     if "ioctl" in p.calls.use.calls:  # judged per request: TIOCSTI would type into the user's terminal
-        for req, name in p.ioctls.items():
-            out.append(_rule(f"ioctl: {name}, as the run made it", ["ioctl"], "allow", arg1=str(req)) + "\n")
+        out += _ioctl_rules(p)
         out.append(_rule("deny: any other ioctl (TIOCSTI would type into the user's terminal)", ["ioctl"],
                          "skip-fail ENOTTY") + "\n")
     if p.on_fds:
@@ -507,6 +656,7 @@ def render(p: Plan) -> str:
     for g in p.paths:
         out.append(_rule(f"{g.kind}: {g.what}{_by(g.use.progs)}", g.use.calls, "allow",
                          path=_list(g.patterns)) + "\n")
+    out += _move_rules(p)
     for g in p.net:
         out.append(_rule(f"net: {g.what}{_by(g.use.progs)}", g.use.calls, "allow", addr=_list([g.pattern])) + "\n")
     path_calls = sorted({c for g in p.paths for c in g.use.calls})
@@ -537,7 +687,7 @@ def parse(text: str) -> Observed:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise NotLearned(f"TOML syntax: {e}") from None
-    obs = Observed(runs=set(_RUN.findall(text)))
+    obs = Observed(runs=set(_RUN.findall(text)), base=str(data.get("base", "")))
     m = _CALLS_BY.search(text)
     by = {x for x in re.split(r", | and \d+ more", m.group(1) or "") if x} if m else set()
     for c in data.get("allow", []):
@@ -561,7 +711,86 @@ def parse(text: str) -> Observed:
             ok = not why.startswith("failed")  # probes stay probes
             for p in rule.get("path", []):
                 obs.use(obs.paths, p, Use(kind, calls, progs, ok, why=why))
+        elif kind == "move":
+            for c in calls:
+                for a in rule.get("from", []):
+                    for b in rule.get("to", []):
+                        obs.use(obs.moves, (c, a, b), Use("write", {c}, progs, True))
         elif kind == "net":
             for a in rule.get("addr", []):
                 obs.use(obs.net, a, Use("read", calls, progs, True, why=why))
     return obs
+
+
+# ---------------------------------------------------------------------------
+# render on a base (--base): the base, widened by what the run needed of it
+# ---------------------------------------------------------------------------
+
+BASE_NOTE = ("# base: the shipped policy this one widens. One policy, not a stack (a policy stacked on another can\n"
+             "# only narrow it): the rules below are tried first, and every call none matches is decided by the base,\n"
+             "# with its static rules and kernel layer widened by `allow` and [layer] here.\n")
+
+
+def _render_on_base(p: Plan) -> str:
+    from brokerd.clients.policies import build_shipped
+
+    base = build_shipped(p.base)
+    sub = base.subscription()
+    asked = None if sub == "all" else set(sub.split(","))
+    calls = p.calls.use.calls - {"ioctl"}
+    static = sorted(c for c in calls if asked is not None and c not in asked)
+    out = _head(p) + ["\n", BASE_NOTE, f"base = {_q(p.base)}\n", 'name = "learned"\n']
+    if static:
+        out.append(f"# calls: the system calls the run made that the base denies in its kernel filter{_by(p.calls.use.progs)}\n")
+        out.append(f"allow = {_list(static)}\n")
+    out.append("\n" + _render_layer_additions(p))
+    out += _ioctl_rules(p) if "ioctl" in p.calls.use.calls else []
+    traced = sorted(calls - set(static))
+    if traced:
+        out.append(_rule(f"calls: the base denied these{_by(p.calls.use.progs)}", traced, "allow") + "\n")
+    if p.on_fds:
+        out.append(_rule("fds: calls on descriptors already open (judged when they were opened)", p.on_fds,
+                         "allow", raw_path='""', flags='["AT_EMPTY_PATH"]') + "\n")
+    for g in p.paths:
+        comment = f"{g.kind}: {g.what}{_by(g.use.progs)}"
+        opens = g.use.calls & OPEN if g.kind == "read" else set()
+        if opens:  # a read grant opens for reading only; opening for writing goes on to the base
+            out.append(_rule(comment, opens, "allow", path=_list(g.patterns), writes="false") + "\n")
+        if g.use.calls - opens:
+            out.append(_rule(comment, g.use.calls - opens, "allow", path=_list(g.patterns)) + "\n")
+    out += _move_rules(p)
+    for g in p.net:
+        out.append(_rule(f"net: {g.what}{_by(g.use.progs)}", g.use.calls, "allow", addr=_list([g.pattern])) + "\n")
+    return "".join(out).rstrip("\n") + "\n"
+
+
+MOVE_WHAT = "from {a} into {b}"
+
+
+def _move_rules(p: Plan) -> list[str]:
+    """rename/link from one grant into another, by position: the old path
+    in the first grant, the new one in the second (never the other way)."""
+    return [_rule(f"move: {MOVE_WHAT.format(a=_short(a), b=_short(b))}{_by(u.progs)}", u.calls, "allow",
+                  **{"from": _list(a.patterns), "to": _list(b.patterns)}) + "\n" for a, b, u in p.moves]
+
+
+def _short(g: Grant) -> str:
+    return ", ".join(g.patterns[:2]) + (f" and {len(g.patterns) - 2} more" if len(g.patterns) > 2 else "")
+
+
+def _render_layer_additions(p: Plan) -> str:
+    rules, wider = layer_rules(p)
+    net = _net_lines(p)
+    if not rules and not net:
+        return ""
+    out = ["# Added to the base's kernel layer (only the rights it handles count)."]
+    if wider:
+        out.append("# Wider than the rules below, so the broker still judges every call the layer would settle:")
+        out += [f"#   {w}" for w in wider]
+    out.append("[layer]")
+    if wider:
+        out.append('settle = "none"')
+    out.append("")
+    for rights, path in rules:
+        out += ["[[layer.fs]]", f"rights = {_list(rights)}", f"path = {_q(path)}", ""]
+    return "\n".join(out + net) + "\n"

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from brokerd.clients.policies.network import DESTS_NOTE
 from brokerd.protocol import codec
 from brokerd.protocol.consts import errno_name
 from brokerd.protocol.errors import ProtocolError
@@ -135,7 +136,8 @@ def read_journal(lines: Iterator[str] | Sequence[str]) -> list[Entry]:
         except (ProtocolError, ValueError) as e:
             raise JournalError(n, getattr(e, "message", str(e))) from None
         assert isinstance(ev, SyscallEvent)
-        out.append(Entry(n, with_recorded_paths(ev, rec.get("paths")), verdict, result))
+        out.append(Entry(n, with_recorded_dests(with_recorded_paths(ev, rec.get("paths")), rec.get("dests")),
+                         verdict, result))
     return out
 
 
@@ -151,6 +153,15 @@ def with_recorded_paths(ev: SyscallEvent, paths: object) -> SyscallEvent:
     notes += [(f"real{k}", Str(os.fsencode(v))) for k, v in sorted(paths.items())
               if isinstance(k, str) and k.isdigit() and isinstance(v, str)]
     return dataclasses.replace(ev, notes=tuple(notes))
+
+
+def with_recorded_dests(ev: SyscallEvent, dests: object) -> SyscallEvent:
+    """The event with the journal's ``"dests"`` (where it sent, read while the
+    process lived) as its ``dests`` note, which network.destinations reads in
+    replay.  An unknown (null) one drops them all: unknown is judged as such."""
+    if not isinstance(dests, list) or not dests or not all(isinstance(d, str) and "\n" not in d for d in dests):
+        return ev
+    return dataclasses.replace(ev, notes=(*ev.notes, (DESTS_NOTE, Str("\n".join(dests).encode()))))
 
 
 class PeerError(Exception):

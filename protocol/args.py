@@ -151,7 +151,18 @@ class FlagSet:
         return cached
 
     def format(self, value: int) -> Value:
-        """An int as this set's names; round-trips through :func:`value_to_int`."""
+        """An int as this set's names; round-trips through :func:`value_to_int`.
+        Memoized (values are immutable): a program repeats the same few flag
+        words, and every judged call formats its flags."""
+        key = (self.name, value)
+        v = _FORMAT_CACHE.get(key)
+        if v is None:
+            if len(_FORMAT_CACHE) >= _FORMAT_CACHE_SIZE:  # bounded: a program may send any value
+                _FORMAT_CACHE.clear()
+            v = _FORMAT_CACHE[key] = self._format(value)
+        return v
+
+    def _format(self, value: int) -> Value:
         if self.enum is not None:
             n = self.enum.get(value)
             if n is not None:
@@ -183,6 +194,8 @@ class FlagSet:
 
 
 _NAMES_CACHE: dict[str, dict[str, int]] = {}
+_FORMAT_CACHE: dict[tuple[str, int], Value] = {}
+_FORMAT_CACHE_SIZE = 4096
 
 
 def _enum(name: str, pairs: Mapping[str, int], *, width: str = "u32", hex_unknown: bool = False,
@@ -1119,13 +1132,12 @@ def _plan(spec: SyscallSpec) -> _Plan:
 
 
 def _prebuild() -> None:
-    """Compile every table spec now, so no call pays for it later."""
+    """Compile every table spec (tests: every kind in the tables is known).
+    Not run at import: that was a tenth of brokerctl's start-up, and a spec
+    is compiled on its first call (a few microseconds, once)."""
     for abi in ABIS.values():
         for spec in abi.by_nr.values():
             _build(spec)
-
-
-_prebuild()
 
 
 def decode_args(spec: SyscallSpec, raw: Sequence[int], mem: Memory, *, strsize: int = 64,

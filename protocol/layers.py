@@ -33,14 +33,17 @@ __all__ = ["FS_RIGHTS", "NET_RIGHTS", "SCOPES", "RIGHT_ABI", "FILE_RIGHTS", "SET
            "FsRule", "NetRule", "LayerSpec", "parse_layer", "layer_attrs", "layer_to_json", "settled_calls"]
 
 #: file-system rights, in wire order
-FS_RIGHTS: tuple[str, ...] = ("read", "write", "execute", "create", "remove", "truncate", "ioctl-dev")
+FS_RIGHTS: tuple[str, ...] = ("read", "write", "execute", "create", "remove", "truncate", "ioctl-dev", "list")
 NET_RIGHTS: tuple[str, ...] = ("bind", "connect")
 SCOPES: tuple[str, ...] = ("signal", "abstract-unix")
 #: the first Landlock ABI that can express each right or scope
 RIGHT_ABI: Mapping[str, int] = MappingProxyType({
-    "read": 1, "write": 1, "execute": 1, "create": 1, "remove": 1, "truncate": 3, "ioctl-dev": 5,
+    "read": 1, "write": 1, "execute": 1, "create": 1, "remove": 1, "truncate": 3, "ioctl-dev": 5, "list": 1,
     "bind": 4, "connect": 4, "signal": 6, "abstract-unix": 6,
 })
+#: ``list`` is the directory half of ``read``: listing names beneath a
+#: directory, reading no file (a layer handling ``read`` handles it)
+IMPLIED: Mapping[str, frozenset[str]] = MappingProxyType({"read": frozenset({"list"})})
 #: the rights that mean something on a file (not a directory)
 FILE_RIGHTS = frozenset({"read", "write", "execute", "truncate", "ioctl-dev"})
 LAYER_KEYS = frozenset({"fs", "fs-handled", "net", "net-handled", "scope", "settle", "unjudged"})
@@ -156,8 +159,9 @@ def parse_layer(attrs: Iterable[tuple[str, str]]) -> LayerSpec | None:
     net_h = (_rights(one["net-handled"], NET_RIGHTS, "net-handled") if "net-handled" in one
              else frozenset().union(*(r.rights for r in net)))
     scopes = _rights(one["scope"], SCOPES, "scope") if "scope" in one else frozenset()
+    handled = fs_h.union(*(IMPLIED.get(r, frozenset()) for r in fs_h))
     for r in fs:
-        if not r.rights <= fs_h:
+        if not r.rights <= handled:
             raise ValueError(f"fs=\"{_join(r.rights, FS_RIGHTS)} {r.path}\": allows rights the layer "
                              f"does not handle (fs-handled={_join(fs_h, FS_RIGHTS)})")
     for n in net:

@@ -179,6 +179,12 @@ def test_kinds_are_valid(abi: str) -> None:
                 assert spec.args[int(n)] in ("int", "uint", "long", "ulong", "ptr"), spec
 
 
+def test_every_spec_compiles_to_decoders() -> None:
+    """Specs are compiled on first use (not at import, for start-up): a kind
+    no decoder knows must fail here, not in the middle of a session."""
+    args._prebuild()
+
+
 def test_abi_from_audit_and_unknown_numbers() -> None:
     assert abi_from_audit(AUDIT_ARCH_X86_64, 257) is ABIS["x86_64"]
     assert abi_from_audit(AUDIT_ARCH_X86_64, 0x40000000 | 257) is ABIS["x32"]

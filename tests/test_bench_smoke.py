@@ -30,7 +30,8 @@ def test_bench_quick_micro_prints_table():
     rows = ["native", "brokerd (a) openat only", "brokerd (b) 60 common", "brokerd (c) everything",
             "brokerd 4 stacked, openat", "brokerd awk, openat", "brokerd static rule, openat",
             "brokerd argument rule, openat", "brokerd cached verdict, openat",
-            "brokerd getppid decided, ptrace", "brokerd getppid decided, notify"]
+            "brokerd getppid decided, ptrace", "brokerd getppid decided, notify",
+            "brokerd in-process py, openat", "brokerd 4 in-process py, openat", "brokerd in-process py, no stable args"]
     if shutil.which("strace"):
         rows += ["strace -f", "strace --seccomp-bpf openat"]
     for row in rows:
@@ -38,7 +39,8 @@ def test_bench_quick_micro_prints_table():
     assert "### Targets" in out
     if shutil.which("strace"):
         for target in ("unsubscribed calls (getppid)", "one decision vs strace", "4 stacked authorizers vs strace",
-                       "call settled by a static rule vs strace"):
+                       "call settled by a static rule vs strace", "one in-process decision vs strace",
+                       "one external plain Python authorizer vs strace", "4 stacked in-process policies vs strace"):
             assert re.search(rf"^\| {re.escape(target)}.*\| (PASS|MISS) +\|$", out, re.M), f"no target {target!r}"
 
 

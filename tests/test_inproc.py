@@ -12,7 +12,7 @@ import pytest
 from conftest import brokerctl
 
 POLICY = '''
-import os, sys, time
+import os, signal, sys, time
 from brokerd.clients.authorizer import Authorizer, cont, skip_fail
 
 az = Authorizer("flaky")
@@ -29,6 +29,8 @@ def openat(call):
             pass
     if path.endswith("secret"):
         return skip_fail("EACCES")
+    if path.endswith("alarm"):  # a SIGALRM long before this question's deadline
+        os.kill(os.getpid(), signal.SIGALRM)
     return cont()
 
 if __name__ == "__main__":
@@ -40,7 +42,7 @@ if __name__ == "__main__":
 def flaky(request, tmp_path):
     """The -a argument running POLICY in the broker or as a process."""
     (tmp_path / "flakypol.py").write_text(textwrap.dedent(POLICY))
-    for name in ("raises", "exits", "loops", "secret", "fine"):
+    for name in ("raises", "exits", "loops", "secret", "fine", "alarm"):
         (tmp_path / name).write_text(name + "\n")
     if request.param == "inproc":
         return "py:flakypol:az"
@@ -89,6 +91,35 @@ def test_a_policy_that_loops_is_bounded_by_the_deadline(flaky, tmp_path, monkeyp
         assert r.stdout == "fine\n" and r.stderr.count("Operation not permitted") == 1
     else:
         assert r.stdout == "" and r.stderr.count("Operation not permitted") == 2
+
+
+def test_the_deadline_timer_firing_later_changes_nothing(flaky, tmp_path, monkeypatch):
+    """The in-process deadline's timer is armed per question and not cleared
+    after it (one system call, not two): when it fires later, while the
+    broker waits and the program sleeps, nothing is armed and nothing
+    happens: no error line, no default verdict, the program's output and
+    status as natively."""
+    monkeypatch.chdir(tmp_path)
+    r = brokerctl("run", "--timeout", "0.5", "-a", flaky, "--", "sh", "-c", "cat fine; sleep 1.2; cat fine",
+                  env={"PYTHONPATH": str(tmp_path)}, timeout=120)
+    assert (r.stdout, r.returncode) == ("fine\nfine\n", 0), r.stderr
+    assert "did not answer" not in r.stderr and "default" not in r.stderr
+
+
+def test_an_early_alarm_does_not_cut_a_question_short(tmp_path, monkeypatch):
+    """The deadline's timer is left running after a question that answered
+    in time (the next one re-arms it), so a SIGALRM can arrive while a later
+    question is armed but long before that question's own deadline (here the
+    policy raises it itself): it must be ignored, not turned into "did not
+    answer" and the default verdict.  In-process only (a process policy
+    that raises SIGALRM kills itself)."""
+    (tmp_path / "flakypol.py").write_text(textwrap.dedent(POLICY))
+    for name in ("alarm", "fine"):
+        (tmp_path / name).write_text(name + "\n")
+    monkeypatch.chdir(tmp_path)
+    r = _run(tmp_path, "py:flakypol:az", "alarm", "fine", timeout="30")
+    assert (r.stdout, r.returncode) == ("alarm\nfine\n", 0), r.stderr
+    assert "did not answer" not in r.stderr
 
 
 @pytest.mark.parametrize("ref, why", [

@@ -11,10 +11,12 @@ from brokerd.tracer import landlock as ll
 
 
 def test_wall_per_abi():
-    assert ll.wall(7) == ll.Layer(scoped=ll.SCOPES["signal"][0])
+    refer = ll.ACCESS_FS["refer"][0]  # allowed beneath /: the wall narrows no rename (test_learn_moves)
+    assert ll.wall(7) == ll.Layer(handled_fs=refer, scoped=ll.SCOPES["signal"][0], paths=(ll.PathRule("/", refer),))
     old = ll.wall(5)
-    assert old.handled_fs == ll.ACCESS_FS["make_block"][0] and old.paths == (ll.PathRule("/", old.handled_fs),)
+    assert old.handled_fs == ll.ACCESS_FS["make_block"][0] | refer and old.paths == (ll.PathRule("/", old.handled_fs),)
     assert not old.scoped
+    assert ll.wall(1).handled_fs == ll.ACCESS_FS["make_block"][0]  # no refer right before ABI 2
 
 
 def test_layer_within_an_abi():

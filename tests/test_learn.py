@@ -123,23 +123,26 @@ def test_python_script_learn_enforce_then_changed_script_denied(tmp_path, secret
         (work / "report.txt").unlink(missing_ok=True)
 
     env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": ""}
-    # -S: no site-packages .pth files (setup's own brokerd.pth makes every system python3 list
-    # /opt/brokerd/python, which would widen the learned layer past what the script needs)
-    policy, r = learn_and_enforce(tmp_path, work, [python, "-S", "report.py"], reset, env)
+    # no -S: site's .pth files put directories on sys.path (setup's brokerd.pth adds /opt/brokerd/python)
+    # that the interpreter only lists; listing is learned as the layer's "list" right, not as reading
+    # beneath them, so the layer stays exact
+    policy, r = learn_and_enforce(tmp_path, work, [python, "report.py"], reset, env)
     assert r.stdout == "report written\n"
     assert (work / "report.txt").read_text() == "3 rows, mean 2.3333333333333335, r, text/plain\n"
     # every grant is one Landlock can say: the kernel decides opens and execs, the seccomp filter
     # the calls that take no path; the broker is asked only about stat-like calls
     assert 'settle = "all"' in policy.read_text()
+    if os.path.isdir("/opt/brokerd/python"):  # listed from setup's brokerd.pth: names only
+        assert '[[layer.fs]]\nrights = ["list"]\npath = "/opt/brokerd/python"' in policy.read_text()
     audit = tmp_path / "audit.jsonl"
     reset()
-    r = bctl("run", "--audit", str(audit), "--policy", str(policy), "--", python, "-S", "report.py", cwd=work, env=env)
+    r = bctl("run", "--audit", str(audit), "--policy", str(policy), "--", python, "report.py", cwd=work, env=env)
     assert r.returncode == 0, r.stderr
     asked = {json.loads(line)["call"] for line in audit.read_text().splitlines()}
     assert asked and not asked & {"openat", "execve", "mmap", "read", "brk"}, asked
 
     script.write_text(REPORT_PY.replace("{extra}", f"print(open({str(secret)!r}).read())\n"))
-    r = bctl("run", "--policy", str(tmp_path / "learned.toml"), "--", python, "-S", "report.py", cwd=work, env=env)
+    r = bctl("run", "--policy", str(tmp_path / "learned.toml"), "--", python, "report.py", cwd=work, env=env)
     assert r.returncode != 0
     assert "PermissionError" in r.stderr and "TOP-SECRET" not in r.stdout
 

@@ -15,7 +15,8 @@ from test_attach_tty import _wait
 from test_job_control_tty import tmux  # noqa: F401  (fixture)
 
 
-def test_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  # noqa: F811
+def _learned_service(cprog, tmp_path):
+    """The service learned reading only ``public``: (secret, public, its binary, the policy)."""
     secret, public = tmp_path / "secret", tmp_path / "public"
     secret.write_text("s\n")
     public.write_text("p\n")
@@ -23,6 +24,11 @@ def test_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  # noq
     policy = tmp_path / "svc.toml"
     r = brokerctl("learn", "-o", str(policy), "--", svc_bin, str(public), "1")
     assert r.returncode == 0, r.stderr
+    return secret, public, svc_bin, policy
+
+
+def test_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  # noqa: F811
+    secret, public, svc_bin, policy = _learned_service(cprog, tmp_path)
     before = brokerctl("run", "--policy", str(policy), "--", svc_bin, f"{secret},{public}", "1")
     assert before.stdout.splitlines() == [f"0 {secret} EACCES", f"0 {public} ok"], before.stderr
 
@@ -50,3 +56,32 @@ def test_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  # noq
     assert check.returncode == 0, check.stdout + check.stderr
     after = brokerctl("run", "--policy", str(policy), "--", svc_bin, f"{secret},{public}", "1")
     assert after.stdout.splitlines() == [f"0 {secret} ok", f"0 {public} ok"], after.stderr
+
+
+def test_run_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  # noqa: F811
+    """brokerctl run --ask --learned: the program starts under the learned
+    policy's judgement, only what it would deny is asked (no -e needed), and
+    the "always allow" answer is learned into the file."""
+    secret, public, svc_bin, policy = _learned_service(cprog, tmp_path)
+    out = tmp_path / "svc.out"
+    cmd = [sys.executable, "-m", "brokerd.cli.main", "run", "--ask", "--learned", str(policy), "--",
+           svc_bin, f"{secret},{public}", "1"]
+    tmux.send(shlex.join(cmd) + f" > {shlex.quote(str(out))}; echo status=$?", "Enter")
+    screen = tmux.wait_for(f'openat(AT_FDCWD, "{secret}"')
+    assert "[a]llow" in screen
+    assert not re.search(rf'"{re.escape(str(public))}".*\) \?', screen), "asked about what the policy allows"
+    tmux.send("A", "Enter")
+    screen = tmux.wait_for(re.compile(r"^status=\d+", re.M))
+    assert "status=0" in screen and f"1 answer(s) added to {policy}" in screen, screen
+    assert out.read_text().splitlines() == [f"0 {secret} ok", f"0 {public} ok"]
+    after = brokerctl("run", "--policy", str(policy), "--", svc_bin, f"{secret},{public}", "1")
+    assert after.stdout.splitlines() == [f"0 {secret} ok", f"0 {public} ok"], after.stderr
+
+
+def test_run_ask_needs_a_terminal(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "brokerd.cli.main", "run", "--ask", "-e", "trace=openat", "--",
+                        "true"], capture_output=True, text=True, start_new_session=True, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no terminal" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "brokerd.cli.main", "run", "--learned", "x.toml", "--", "true"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "need --ask" in r.stderr, r.stderr

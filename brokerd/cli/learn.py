@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from brokerd.protocol.types import SyscallEvent
+
+if TYPE_CHECKING:  # subprocess and tempfile are imported when learn runs (brokerctl run's start-up)
+    import tempfile
 
 PROG = "brokerctl"
 
@@ -38,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="journals", action="append", default=[], metavar="JOURNAL",
                    help="learn from a recorded audit journal instead of running a program (repeatable)")
     p.add_argument("--journal", metavar="FILE", help="keep the run's audit journal here (JSON lines)")
+    p.add_argument("--base", metavar="NAME[:ARGS]",
+                   help="learn only what this shipped policy (sandbox, readonly, network...) denies; the policy"
+                        " written is the base widened by that (one policy that replaces the base)")
     p.add_argument("--check", metavar="POLICY.toml",
                    help="run the program allowing everything and list what POLICY would deny")
     p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
@@ -52,6 +57,8 @@ def record(argv: Sequence[str], journal: str, timeout: float) -> int:
     call with resolved paths) into ``journal``; the program's exit status."""
     audit = shlex.join([sys.executable, "-m", "brokerd.clients.policies.audit", journal])
     cmd = [sys.executable, "-m", "brokerd.cli.main", "run", "--timeout", str(timeout), "-a", audit, "--", *argv]
+    import subprocess
+
     try:
         return subprocess.run(cmd, check=False).returncode
     except KeyboardInterrupt:
@@ -78,8 +85,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise LearnError("--timeout must be positive")
     if args.check:
-        if args.output or args.journals or args.merge:
-            raise LearnError("learn --check POLICY.toml -- PROG: -o, --merge and --from do not apply")
+        if args.output or args.journals or args.merge or args.base:
+            raise LearnError("learn --check POLICY.toml -- PROG: -o, --merge, --from and --base do not apply")
         if not argv:
             raise LearnError("learn --check: no program given (brokerctl learn --check POLICY.toml -- PROG ARGS)")
         return _check(args.check, argv, args.journal, args.timeout)
@@ -95,15 +102,16 @@ def _learn(args: argparse.Namespace, argv: list[str]) -> int:
     from brokerd.clients.replay import JournalError
 
     status = 0
-    obs = learn.Observed()
+    obs = learn.Observed(base=args.base or "")
+    keep = _denied_by(args.base) if args.base else None
     cwd = os.path.realpath(os.getcwd())
     try:
         if argv:
             with _journal(args.journal) as journal:
                 status = record(argv, journal, args.timeout)
-                obs.merge(learn.observe(_read(journal), command=shlex.join(argv), cwd=cwd))
+                obs.merge(learn.observe(_read(journal), command=shlex.join(argv), cwd=cwd, keep=keep))
         for j in args.journals:
-            obs.merge(learn.observe(_read(j), cwd=cwd))
+            obs.merge(learn.observe(_read(j), cwd=cwd, keep=keep))
     except JournalError as e:
         raise LearnError(f"journal: {e}") from None
     if args.merge and os.path.exists(args.output):
@@ -118,6 +126,17 @@ def _learn(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"{PROG}: {n} rules written to {args.output}" + (f" (the program exited {status})" if status else ""),
           file=sys.stderr)
     return status
+
+
+def _denied_by(spec: str):
+    """--base SPEC: the predicate saying which recorded calls it denies."""
+    from brokerd.clients import learn
+    from brokerd.clients.policies import build_shipped
+
+    try:
+        return learn.denied_by(build_shipped(spec))
+    except ValueError as e:
+        raise LearnError(f"--base {e}") from None
 
 
 def _write(path: str, text: str) -> None:
@@ -148,6 +167,8 @@ class _journal:
         if self.path:
             open(self.path, "w").close()  # a fresh journal: the audit policy appends
             return self.path
+        import tempfile
+
         self.dir = tempfile.TemporaryDirectory(prefix="brokerctl-learn-")
         return os.path.join(self.dir.name, "journal.jsonl")
 
@@ -195,13 +216,23 @@ class AskSession:
             raise LearnError(f"--learned {path}: {e}") from None
         self.added = learn.Observed()
         self.count = 0
+        #: a learned file with a base: what no rule matches, the base decides
+        self.base = learn.denied_by(self.policy.base_policy) if self.policy.base_policy is not None else None
 
     def allows(self, event: SyscallEvent) -> bool:
         """Would the learned policy let this call run?"""
         from brokerd.clients.authorizer import Syscall
+        from brokerd.clients.replay import Entry
         from brokerd.protocol.types import Kill, SkipFail
 
-        _rule, reply = self.policy.decide(Syscall(event))
+        p, name = self.policy, event.call.name
+        if name in p.allow:
+            return True  # its static rules: allowed in the kernel filter
+        rule, reply = p.decide(Syscall(event))
+        if rule is None and self.base is not None:
+            return not self.base(Entry(0, event, "cont", None))
+        if rule is None and p.unknown is not None and p.trace != "all" and name not in p.trace:
+            return not p.unknown.startswith(("deny", "kill"))  # a call no run made
         return not isinstance(reply.verdict, SkipFail | Kill)
 
     def add(self, event: SyscallEvent) -> None:

@@ -66,9 +66,12 @@ def _parse_trace(exprs: Sequence[str]) -> tuple[frozenset[str] | None, bool]:
         raise UsageError(f"-e trace=: {e}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """brokerctl's parser; ``only="run"``: just that command (what main
+    builds for ``brokerctl run``: the other commands' parsers were a tenth
+    of its start-up)."""
     p = _Parser(prog=PROG, description="Run and steer programs under the brokerd syscall broker.")
-    p.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     run = sub.add_parser("run", help="run a program under a stack of authorizers (and show a trace, like strace)",
@@ -85,19 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="accepted for strace users: run always follows every child")
     run.add_argument("-p", dest="attach_pid", metavar="PID",
                      help="attach to a running process instead: the same as brokerctl attach PID")
+    _add_ask_options(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROG ARGS")
+    if only == "run":
+        return p
 
     att = sub.add_parser("attach", help="attach to a running process and steer it")
     att.add_argument("pid", metavar="PID", help="process to attach to (all its threads)")
     att.add_argument("-f", "--follow", action="store_true", help="also follow children it creates from now on")
-    att.add_argument("--ask", action="store_true",
-                     help="pause the calls -e trace= selects and ask at the terminal what to do")
+    _add_ask_options(att)
     att.add_argument("--caller", action="store_true", help="show the calling library:symbol+offset of each call")
-    att.add_argument("--save-policy", metavar="FILE",
-                     help="on exit, save the 'always' answers as a policy file (brokerctl run --policy FILE)")
-    att.add_argument("--learned", metavar="POLICY.toml",
-                     help="with --ask: start from a policy brokerctl learn wrote: ask only about what it would deny,"
-                          " and add the 'always allow' answers to it on exit")
     att.add_argument("-q", "--quiet", action="store_true", help="do not show each call (still steer and summarise)")
     att.add_argument("--on-exit", choices=("kill", "detach"), default=None,
                      help="what happens to PID if brokerctl dies or is told to stop (SIGTERM, SIGHUP, its output"
@@ -112,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_ask_options(p: argparse.ArgumentParser) -> None:
+    """Ask mode, shared by run and attach."""
+    p.add_argument("--ask", action="store_true",
+                   help="pause the calls -e trace= selects and ask at the terminal what to do")
+    p.add_argument("--save-policy", metavar="FILE",
+                   help="on exit, save the 'always' answers as a policy file (brokerctl run --policy FILE)")
+    p.add_argument("--learned", metavar="POLICY.toml",
+                   help="with --ask: start from a policy brokerctl learn wrote: ask only about what it would deny,"
+                        " and add the 'always allow' answers to it on exit")
+
+
 def _add_display_options(p: argparse.ArgumentParser) -> None:
     """strace's display options shared by run and attach."""
     p.add_argument("-o", dest="output", metavar="FILE", help="write the calls (and -c table) to FILE, not stderr")
@@ -119,6 +130,16 @@ def _add_display_options(p: argparse.ArgumentParser) -> None:
                    help="prefix each call with the time of day (-tt: with microseconds)")
     p.add_argument("-y", dest="fd_paths", action="store_true",
                    help="show the paths of descriptor arguments and results: 3</etc/hostname>")
+
+
+class _Version(argparse.Action):
+    """--version, looked up only when asked: importlib.metadata costs more
+    than a tenth of brokerctl's start-up."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object,
+                 option_string: str | None = None) -> NoReturn:
+        print(f"{PROG} {_version()}")
+        parser.exit()
 
 
 def _version() -> str:
@@ -255,7 +276,6 @@ def _pin(spec: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from brokerd.tracer.shim import LaunchError
 
     argv = list(args.argv)
     if argv and argv[0] == "--":
@@ -267,13 +287,53 @@ def cmd_run(args: argparse.Namespace) -> int:
         return cmd_attach(_as_attach(args))
     if not argv:
         raise UsageError("run: no program given (brokerctl run [OPTIONS] -- PROG ARGS)")
-    operator = out = None
+    operator = out = start = None
     display = _run_display(args)
-    if display is not None:
+    if args.ask or args.learned or args.save_policy:
+        operator, start = _run_asker(args, display)
+        out = operator.out
+    elif display is not None:
         from brokerd.cli.operator import Operator
 
         out = _output(args.output)
         operator = Operator(_parse_trace(args.exprs)[0], out=out, display=display)
+    try:
+        return _run(args, argv, operator, out)
+    finally:
+        if args.save_policy and operator is not None:
+            with open(args.save_policy, "w") as f:
+                f.write(operator.policy_toml(0))
+            _say(f"{PROG}: {len(operator.always)} rule(s) saved to {args.save_policy}")
+        if start is not None:
+            _say(f"{PROG}: {start.save()} answer(s) added to {args.learned}")
+
+
+def _run_asker(args: argparse.Namespace, display):
+    """run --ask: the operator asks at the controlling terminal (opened on its
+    own, so the program's stdin keeps its flags) about the -e trace= calls,
+    or with --learned and no -e, about any call the learned policy would deny."""
+    from brokerd.cli.learn import AskSession
+    from brokerd.cli.operator import Display, Operator
+
+    if not args.ask:
+        raise UsageError("run --learned/--save-policy need --ask")
+    trace, _signals = _parse_trace(args.exprs)
+    if trace is None and not args.learned:
+        raise UsageError("run --ask: say which calls to ask about with -e trace=LIST (e.g. -e trace=openat),"
+                         " or start from a learned policy (--learned POLICY.toml)")
+    try:
+        tty = os.open("/dev/tty", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        raise UsageError("run --ask: no terminal to answer on (/dev/tty)") from None
+    start = AskSession(args.learned) if args.learned else None
+    return Operator(trace, out=_output(args.output), ask=True, tty=tty,
+                    display=display or Display(calls=False, times=False), start=start), start
+
+
+def _run(args: argparse.Namespace, argv: list[str], operator, out) -> int:
+    """Launch ``argv`` under the stack (and ``operator``, when there is one)."""
+    from brokerd.tracer.shim import LaunchError
+
     shim, starter = _make_shim(args, operator)
     if args.backend == "auto" and not _has_daemon(shim):
         from brokerd.tracer import direct
@@ -422,8 +482,8 @@ def _audit_writer(path: str):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only="run" if argv[:1] == ["run"] else None)
     if not argv:
         print(f"{PROG}: no command given; {PROG} --help lists them (e.g. {PROG} run -- PROG)", file=sys.stderr)
         return 2

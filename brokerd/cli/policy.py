@@ -157,7 +157,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             status = 1
             continue
         trace = "every syscall" if pol.trace == "all" else ", ".join(sorted(pol.trace)) or "no syscall"
-        print(f"{path}: ok: {len(pol.rules)} rule{'s' if len(pol.rules) != 1 else ''}, traces {trace}")
+        what = f"widens {pol.base} (its rules first)" if pol.base else f"traces {trace}"
+        print(f"{path}: ok: {len(pol.rules)} rule{'s' if len(pol.rules) != 1 else ''}, {what}")
     return status
 
 

@@ -13,7 +13,7 @@ raises gets the library's failsafe (``skip-fail EPERM``) with its traceback
 on stderr; anything that escapes the library, and a question that runs past
 the member's deadline (``--timeout``), gets the default verdict and one error
 line.  The deadline is enforced with ``SIGALRM`` (an interval timer armed
-around each decision, main thread only): it interrupts Python code and
+before each decision, main thread only): it interrupts Python code and
 interruptible waits, not a single long C call.  See docs/policies.md.
 """
 
@@ -23,6 +23,7 @@ import math
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from brokerd.clients.authorizer import Authorizer as Policy
@@ -37,6 +38,9 @@ from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.layers import LayerSpec
 from brokerd.protocol.types import Error, Hello, Reply, SyscallEvent, Verdict
 
+#: an alarm this close before the deadline counts (the timer and the clock may differ slightly)
+_ALARM_SLACK = 0.005
+
 
 class Overrun(BaseException):
     """Raised by SIGALRM inside a policy that ran past its deadline (a
@@ -45,10 +49,13 @@ class Overrun(BaseException):
 
 class _Alarm:
     """The one SIGALRM handler of the process: raises :class:`Overrun` only
-    while a decision is armed, so a stray alarm elsewhere does nothing."""
+    while a decision is armed and its deadline has come, so a stray alarm
+    elsewhere does nothing, and neither does one that arrives early (the
+    timer of an earlier question: it is not cleared after each one)."""
 
     armed = False
     installed = False
+    due = 0.0  # time.monotonic() of the armed question's deadline
 
     @classmethod
     def install(cls) -> bool:
@@ -61,7 +68,7 @@ class _Alarm:
 
     @classmethod
     def _fire(cls, signum: int, frame: object) -> None:
-        if cls.armed:
+        if cls.armed and time.monotonic() >= cls.due - _ALARM_SLACK:
             cls.armed = False
             raise Overrun
 
@@ -143,15 +150,20 @@ class InProcess(LocalAuthorizer):
             raise _Failed(f"raised {type(e).__name__}: {e}") from None
 
     def _bounded(self, fn: Callable[[object], object], arg: object) -> object:
+        """One ``setitimer`` per question: the timer is re-armed by the next
+        question and not cleared after this one (that was a second system
+        call per member per decision).  When it fires later, nothing is armed,
+        or a later question is armed whose deadline has not come: the handler
+        returns and the interrupted wait is retried (PEP 475)."""
         if not self._timed:
             return fn(arg)
-        _Alarm.armed = True
+        _Alarm.due = time.monotonic() + self.timeout
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        _Alarm.armed = True
         try:
             return fn(arg)
         finally:
             _Alarm.armed = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _die(self, reason: str) -> None:
         if self.mode != "dead":

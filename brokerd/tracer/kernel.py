@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 SECCOMP_GET_ACTION_AVAIL = 2
 SYS_seccomp = 317
@@ -15,7 +14,9 @@ PR_GET_SECCOMP = 21
 
 
 def _version() -> tuple[int, int]:
-    release = platform.release()
+    # os.uname, not platform.release(): the platform module compiles a dozen
+    # regular expressions on first use (a tenth of brokerctl's start-up)
+    release = os.uname().release
     try:
         major, minor = release.split(".")[:2]
         return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
@@ -37,10 +38,10 @@ def missing_features() -> list[str]:
                 problems.append(f"seccomp filters with {what} are not available (CONFIG_SECCOMP_FILTER, Linux 4.14+)")
     version = _version()
     if version < (4, 8):
-        problems.append(f"Linux {platform.release()} runs seccomp before ptrace's syscall-entry stop "
+        problems.append(f"Linux {os.uname().release} runs seccomp before ptrace's syscall-entry stop "
                         "(the order brokerd relies on came in 4.8)")
     if version < (5, 3):
-        problems.append(f"Linux {platform.release()} lacks PTRACE_GET_SYSCALL_INFO (5.3+)")
+        problems.append(f"Linux {os.uname().release} lacks PTRACE_GET_SYSCALL_INFO (5.3+)")
     if os.uname().machine != "x86_64":
         problems.append(f"brokerd decodes x86_64 (and i386/x32) system calls; this machine is {os.uname().machine}")
     return problems

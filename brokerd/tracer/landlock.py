@@ -13,7 +13,11 @@ processes without a single stop:
 
 A domain needs something it handles.  From ABI 6 the signal scope is enough;
 below, the wall handles one filesystem right (making block devices) and a rule
-allows it beneath ``/``, so nothing is narrowed but the domain exists.
+allows it beneath ``/``, so nothing is narrowed but the domain exists.  From
+ABI 2 it also handles ``refer`` and allows it beneath ``/``: the kernel counts
+``refer`` as handled by every layer once any layer of the domain handles a
+file right, so a wall without that rule would make every rename or link
+across directories fail with EXDEV under a policy's file-system layer.
 
 The module is written for more than the wall: :class:`Layer` carries handled
 rights, rules beneath paths, TCP port rules and scopes, so per-policy kernel
@@ -119,9 +123,10 @@ def abi_version() -> int:
 def wall(abi: int) -> Layer:
     """The broker's wall for ``abi`` (>= 1): a domain that narrows no file
     access but cuts ptrace-mode access, and from ABI 6 signals, to outside."""
+    refer = ACCESS_FS["refer"][0] if abi >= ACCESS_FS["refer"][1] else 0
     if abi >= ABI_SCOPE:
-        return Layer(scoped=SCOPES["signal"][0])
-    block = ACCESS_FS["make_block"][0]
+        return Layer(handled_fs=refer, scoped=SCOPES["signal"][0], paths=(PathRule("/", refer),))
+    block = ACCESS_FS["make_block"][0] | refer
     return Layer(handled_fs=block, paths=(PathRule("/", block),))
 
 

@@ -25,7 +25,7 @@ _MAKE = ("make_reg", "make_dir", "make_sym", "make_fifo", "make_sock", "make_cha
 FS_BITS: dict[str, tuple[str, ...]] = {
     "read": ("read_file", "read_dir"), "write": ("write_file",), "execute": ("execute",),
     "create": _MAKE, "remove": ("remove_file", "remove_dir"), "truncate": ("truncate",),
-    "ioctl-dev": ("ioctl_dev",),
+    "ioctl-dev": ("ioctl_dev",), "list": ("read_dir",),
 }
 _FILE_ONLY = ("execute", "write_file", "read_file", "truncate", "ioctl_dev")
 NET_BITS = {"bind": "bind_tcp", "connect": "connect_tcp"}

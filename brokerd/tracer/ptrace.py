@@ -1,14 +1,18 @@
 """Raw ptrace, wait and process-memory calls through ctypes.
 
-python-ptrace gives us the x86_64 register structure (``user_regs_struct``),
-which we reuse.  Its ``ptrace()`` wrapper and debugger loop are not used on the
-hot path: they lack PTRACE_SEIZE, PTRACE_GET_SYSCALL_INFO, PTRACE_LISTEN and
-the EXITKILL option, and wrap every call in Python-level error juggling.  Here
-each request is one ctypes call with errno captured, raising OSError.
+The x86_64 register structure (``user_regs_struct``) is defined here, field
+for field as in python-ptrace (which the tests use for its syscall
+prototypes): importing python-ptrace for it cost a tenth of brokerctl's
+start-up (its package pulls in logging and traceback).  Its ``ptrace()``
+wrapper and debugger loop are not used either: they lack PTRACE_SEIZE,
+PTRACE_GET_SYSCALL_INFO, PTRACE_LISTEN and the EXITKILL option, and wrap
+every call in Python-level error juggling.  Here each request is one ctypes
+call with errno captured, raising OSError.
 """
 
 from __future__ import annotations
 
+import _thread
 import ctypes
 import os
 from ctypes import (
@@ -29,7 +33,14 @@ from ctypes import (
     sizeof,
 )
 
-from ptrace.binding.linux_struct import user_regs_struct as Regs  # noqa: F401 (re-exported)
+
+class Regs(Structure):
+    """struct user_regs_struct (x86_64, <sys/user.h>): PTRACE_GETREGS/SETREGS."""
+
+    _fields_ = [(name, c_ulong) for name in (
+        "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi", "rdi",
+        "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")]
+
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _ptrace = _libc.ptrace
@@ -41,6 +52,7 @@ PTRACE_TRACEME = 0
 PTRACE_PEEKDATA = 2
 PTRACE_CONT = 7
 PTRACE_KILL = 8
+PTRACE_POKEUSER = 6
 PTRACE_GETREGS = 12
 PTRACE_SETREGS = 13
 PTRACE_DETACH = 17
@@ -190,6 +202,17 @@ def setregs(pid: int, regs: Regs) -> None:
         raise _fail(PTRACE_SETREGS, pid)
 
 
+#: byte offset of each register in struct user (its first member is user_regs_struct)
+REG_OFFSET = {f[0]: getattr(Regs, f[0]).offset for f in Regs._fields_}
+
+
+def set_reg(pid: int, name: str, value: int) -> None:
+    """Set one register (PTRACE_POKEUSER): one system call, where changing
+    one argument with GETREGS + SETREGS took two."""
+    if _ptrace(PTRACE_POKEUSER, pid, REG_OFFSET[name], value) == -1:
+        raise _fail(PTRACE_POKEUSER, pid)
+
+
 _INFO_SIZE = sizeof(SyscallInfo)
 
 
@@ -200,16 +223,43 @@ def get_syscall_info(pid: int, info: SyscallInfo) -> SyscallInfo:
     return info
 
 
+class _Reader:
+    """One buffer and one pair of iovecs for every read (the broker has one
+    thread; a fresh ctypes buffer and two structures per read showed up in
+    the stop loop's profile).  Grows to the largest read asked for, up to
+    ``_READER_KEEP`` bytes (paths, probes of long strings)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.buf = ctypes.create_string_buffer(size)
+        self.local = _IOVec(addressof(self.buf), size)
+        self.remote = _IOVec(0, 0)
+        self.local_ref, self.remote_ref = byref(self.local), byref(self.remote)
+
+    def read(self, pid: int, addr: int, size: int) -> bytes:
+        if size > len(self.buf):
+            if size > _READER_KEEP:  # a rare big read (an authorizer's fetch): its own buffer, not kept
+                return _Reader(size).read(pid, addr, size)
+            self.buf = ctypes.create_string_buffer(size)
+            self.local.base = addressof(self.buf)
+        self.local.len = size
+        self.remote.base, self.remote.len = addr, size
+        n = _pvr(pid, self.local_ref, 1, self.remote_ref, 1, 0)
+        if n < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"process_vm_readv({pid}, {addr:#x}, {size}): {os.strerror(err)}")
+        return ctypes.string_at(self.buf, n)
+
+
+_READER_KEEP = 1 << 17
+_reader = _Reader()
+_reader_thread = _thread.get_ident()
+
+
 def read_memory(pid: int, addr: int, size: int) -> bytes:
     """Read up to ``size`` bytes at ``addr``; stops short at the first unmapped page."""
-    buf = ctypes.create_string_buffer(size)
-    local = _IOVec(addressof(buf), size)
-    remote = _IOVec(addr, size)
-    n = _pvr(pid, byref(local), 1, byref(remote), 1, 0)
-    if n < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"process_vm_readv({pid}, {addr:#x}, {size}): {os.strerror(err)}")
-    return buf.raw[:n]
+    if _thread.get_ident() != _reader_thread:  # the shared buffer is the importing thread's
+        return _Reader().read(pid, addr, size)
+    return _reader.read(pid, addr, size)
 
 
 def write_memory(pid: int, addr: int, data: bytes) -> None:

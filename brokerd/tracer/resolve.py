@@ -68,11 +68,13 @@ def resolve(root: bytes, path: bytes, tgid: int, tid: int, follow_last: bool = T
 def _walk(root: bytes, path: bytes, tgid: int, tid: int, follow_last: bool) -> Resolved | None:
     parts = deque(p for p in path.split(b"/") if p)
     cur = b""  # the real path so far; b"" is "/"
+    cur_st: os.stat_result | None = None  # lstat of cur, when the walk just took it
     links = 0
     while parts:
         comp = parts.popleft()
         if comp == b".":
             continue
+        cur_st = None
         if comp == b"..":
             cur = cur.rsplit(b"/", 1)[0]
             continue
@@ -93,7 +95,7 @@ def _walk(root: bytes, path: bytes, tgid: int, tid: int, follow_last: bool) -> R
         except OSError:
             return None
         if not stat.S_ISLNK(st.st_mode) or (last and not follow_last):
-            cur = cand
+            cur, cur_st = cand, st
             continue
         if MAGIC.match(cand):
             if not last:
@@ -120,6 +122,8 @@ def _walk(root: bytes, path: bytes, tgid: int, tid: int, follow_last: bool) -> R
             return Resolved(b"/", True, b"/", os.stat(root + b"/"))
         except OSError:
             return None
+    if cur_st is not None:  # the last component, just looked at: no second lstat
+        return Resolved(cur, True, cur.rsplit(b"/", 1)[0] or b"/", cur_st)
     try:
         st = os.lstat(root + cur)
     except FileNotFoundError:

@@ -26,3 +26,24 @@ POLICIES: dict[str, tuple[str, str]] = {
     "file": ("brokerd.clients.policies.rulefile",
              "a declarative TOML policy file"),
 }
+
+
+def build_shipped(spec: str):
+    """``NAME[:ARG,ARG...]`` -> the shipped policy built in this process (a
+    :class:`brokerd.clients.authorizer.Authorizer`): what a policy file's
+    ``base`` names.  ValueError, one line, for an unknown name or bad arguments."""
+    import contextlib
+    import importlib
+    import io
+
+    name, _, rest = spec.partition(":")
+    if name not in POLICIES or name in ("file", "audit"):
+        raise ValueError(f"{spec!r}: no shipped policy {name!r} to build on "
+                         f"(one of {', '.join(sorted(set(POLICIES) - {'file', 'audit'}))})")
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return importlib.import_module(POLICIES[name][0]).build([a for a in rest.split(",") if a])
+    except SystemExit:  # its argument parser said why
+        why = err.getvalue().strip().splitlines()
+        raise ValueError(f"{spec!r}: {why[-1] if why else 'bad arguments'}") from None

@@ -17,7 +17,11 @@ Records of calls with path arguments carry ``"paths"``: each looked-up path
 argument (1-based, as in the wire's ``pathN`` notes) resolved at entry, as
 policies resolve it (cwd, dirfd, ``..``, symlinks as the call follows them),
 ``null`` when it cannot be known; ``brokerctl replay`` and ``brokerctl
-learn`` judge these, not the long-gone process.  Every record has ``"v": 1``,
+learn`` judge these, not the long-gone process.  Records of ``connect``,
+``bind``, ``sendto``, ``sendmsg`` and ``sendmmsg`` carry ``"dests"``: each
+address as network rule text (``127.0.0.1:53``, ``unix:/run/x.sock``
+resolved, ``peer`` for a send to the connected peer, ``null`` unknown),
+read at entry (sendmsg's are in the program's memory).  Every record has ``"v": 1``,
 the journal schema version (docs/policies.md, "The audit journal").
 ``event`` and ``verdict`` are the fields ``brokerctl run --audit`` writes,
 so ``brokerctl replay`` reads this journal too.  Stacked below other
@@ -30,11 +34,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import struct
 import sys
 import time
 from collections.abc import Sequence
 
 from brokerd.clients.authorizer import Authorizer, Syscall, SysResult, cont, step
+from brokerd.clients.policies.network import ADDRESSED, MSG_SENDS, destinations, endpoint
 from brokerd.protocol import codec
 from brokerd.protocol.types import ProcEvent
 
@@ -60,6 +66,7 @@ def build(argv: Sequence[str]) -> Authorizer:
         out.flush()
 
     paths: dict[int, dict[str, str | None]] = {}  # call id -> resolved at entry
+    dests: dict[int, list[str | None]] = {}  # call id -> its destinations, read at entry
 
     def record(call: Syscall, result: str | None, resolved: dict[str, str | None] | None) -> dict:
         rec = {
@@ -70,11 +77,15 @@ def build(argv: Sequence[str]) -> Authorizer:
         }
         if resolved:
             rec["paths"] = resolved
+        if call.id in dests:
+            rec["dests"] = dests.pop(call.id)
         return rec
 
     @az.on("*")
     def entry(call: Syscall) -> object:
         resolved = {str(i + 1): p for i, p in call.resolved_paths()}
+        if call.name in ADDRESSED or call.name in MSG_SENDS:
+            dests[call.id] = _dests(call)
         if call.name in AT_ENTRY:
             write(record(call, None, resolved))
             return cont()
@@ -99,6 +110,18 @@ def build(argv: Sequence[str]) -> Authorizer:
             az.on(n)(entry)
             az.on_result(n)(result)
     return az
+
+
+def _dests(call: Syscall) -> list[str | None]:
+    """Where the call sends, connects or binds (network.endpoint's text,
+    ``peer`` for the connected peer, null for what the rules cannot name or
+    memory that cannot be read): sendmsg's addresses are in tracee memory,
+    gone after the run."""
+    try:
+        found = destinations(call) or []
+    except (OSError, ValueError, struct.error):
+        return [None]
+    return [endpoint(call, sa) for sa in found]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import errno
 import ipaddress
+import os
 import re
 import struct
 import sys
@@ -44,6 +45,7 @@ from brokerd.clients.authorizer import (
     sockaddr_of,
 )
 from brokerd.protocol.args import unpack_sockaddr
+from brokerd.protocol.types import Str
 
 from brokerd.globs import glob_to_regex  # noqa: F401  (re-exported: the rule files use it)
 
@@ -109,6 +111,67 @@ def parse_rule(text: str) -> IpRule | UnixRule:
     if not 0 <= low <= high <= 65535:
         raise ValueError(f"{text!r}: port out of range")
     return IpRule(net, low, high)
+
+
+#: calls naming an address directly: the index of their sockaddr argument
+ADDRESSED = {"connect": 1, "bind": 1, "sendto": 4}
+#: calls naming addresses in their msghdr(s), read from tracee memory
+MSG_SENDS = frozenset({"sendmsg", "sendmmsg"})
+#: a send naming no address (it goes to the connected peer, judged at connect)
+PEER = "peer"
+#: the note a replayed event carries the journal's destinations in (clients/replay.py)
+DESTS_NOTE = "dests"
+
+
+def destinations(call: Syscall) -> list[SockAddr | None] | None:
+    """Every address the call sends to, connects or binds to (None in the
+    list: a send to the connected peer); None for a call naming none.  In a
+    replayed journal: the destinations recorded while the process lived.
+    Raises OSError/ValueError/struct.error when tracee memory cannot be read."""
+    recorded = call.notes.get(DESTS_NOTE)
+    if isinstance(recorded, Str):
+        return [parse_endpoint(t) for t in os.fsdecode(recorded.data).split("\n") if t]
+    if call.name in ADDRESSED:
+        return [call.sockaddr(ADDRESSED[call.name])]
+    if call.name in MSG_SENDS:
+        count = 1 if call.name == "sendmsg" else max(0, min(call.num(2), 1024))
+        return _msg_names(call, 1, count, call.name == "sendmmsg")
+    return None
+
+
+def endpoint(call: Syscall, sa: SockAddr | None) -> str | None:
+    """A destination as rule text (``127.0.0.1:80``, ``[::1]:53``,
+    ``unix:/run/x.sock`` resolved against the caller's cwd, ``unix:@name``,
+    ``peer``); None for a family the rules cannot name."""
+    if sa is None:
+        return PEER
+    if sa.family == "AF_INET" and sa.host and sa.port is not None:
+        return f"{sa.host}:{sa.port}"
+    if sa.family == "AF_INET6" and sa.host and sa.port is not None:
+        return f"[{sa.host}]:{sa.port}"
+    if sa.family == "AF_UNIX" and sa.path is not None:
+        path = sa.path or "@"  # "": autobind, an abstract name the kernel picks
+        if not path.startswith("@"):
+            base = "/" if path.startswith("/") else call.cwd()
+            real = resolve_path(path, base, pid=None if call.replay else call.pid, tid=call.tid,
+                                follow=call.name != "bind") if base else None
+            if real is None:
+                return None
+            path = real
+        return f"unix:{path}"
+    return None
+
+
+def parse_endpoint(text: str) -> SockAddr | None:
+    """:func:`endpoint`'s text back to a SockAddr (None: ``peer``)."""
+    if text == PEER:
+        return None
+    if text.startswith("unix:"):
+        return SockAddr("AF_UNIX", path=text[5:])
+    host, _, port = text.rpartition(":")
+    if host.startswith("["):
+        return SockAddr("AF_INET6", host[1:-1], int(port))
+    return SockAddr("AF_INET", host, int(port)) if port.isdigit() else SockAddr("unknown")
 
 
 def _msg_names(call: Syscall, arg: int, count: int, mmsg: bool) -> list[SockAddr | None]:
@@ -210,9 +273,8 @@ def build(argv: Sequence[str]) -> Authorizer:
 
     @az.on("sendmsg", "sendmmsg")
     def sendmsg(call: Syscall) -> object:
-        count = 1 if call.name == "sendmsg" else max(0, min(call.num(2), 1024))
         try:
-            names = _msg_names(call, 1, count, call.name == "sendmmsg")
+            names = destinations(call) or []  # in replay: where the journal says it sent
         except (OSError, ValueError, struct.error):
             return verdict(call, False)  # cannot see where it goes: fail closed
         return verdict(call, all(allowed(call, sa, False) for sa in names))
@@ -235,4 +297,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
-__all__ = ["build", "main", "parse_rule", "glob_to_regex", "IpRule", "UnixRule"]
+__all__ = ["build", "main", "parse_rule", "glob_to_regex", "IpRule", "UnixRule", "destinations", "endpoint",
+           "parse_endpoint", "PEER"]

@@ -21,9 +21,14 @@ when the syscall is listed and *every* matcher it has matches:
 ``path`` / ``not_path``
     glob or list of globs on the resolved paths (cwd, dirfd, ``..`` and
     symlinks resolved; ``*`` ``?`` ``[..]`` within a component, ``**``
-    across ``/``, ``/dir/**`` also matches ``/dir``); ``path`` matches if any
-    path argument matches any glob, ``not_path`` excludes.  A path that cannot
-    be resolved counts as matching rules that deny and not those that allow.
+    across ``/``, ``/dir/**`` also matches ``/dir``); in a rule that denies,
+    ``path`` matches if any path argument matches a glob, in any other only
+    if every one does; ``not_path`` excludes if any matches.  A path that
+    cannot be resolved counts as matching rules that deny and not those that
+    allow.
+``from`` / ``to``
+    globs on the first / second looked-up path argument (rename's and
+    link's old and new path).
 ``raw_path``
     glob(s) on the path exactly as the program passed it, shell-style
     (fnmatch: ``*`` also crosses ``/``; ``[*]`` is a literal star).
@@ -36,7 +41,9 @@ when the syscall is listed and *every* matcher it has matches:
     (``arg2 = "*O_CREAT*"``).
 ``addr``
     network rules as in the network policy (``"127.0.0.0/8:53"``,
-    ``"[::1]:443"``, ``"unix:/run/*.sock"``) on the sockaddr argument.
+    ``"[::1]:443"``, ``"unix:/run/*.sock"``) on every address the call names
+    (connect/bind/sendto's sockaddr, sendmsg/sendmmsg's msghdr names);
+    ``"peer"`` matches a send naming none (to the connected peer).
 
 and says what to do: ``verdict`` (``allow``, ``deny``, ``kill``, ``cont``,
 ``step``, ``skip-fail ERRNO``, ``skip-ok VALUE`` or a rewritten call) and/or
@@ -53,6 +60,7 @@ import argparse
 import errno as _errno
 import fnmatch
 import re
+import struct
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -60,6 +68,7 @@ from dataclasses import dataclass, field
 
 from brokerd.clients.authorizer import (
     Authorizer,
+    SockAddr,
     Syscall,
     SysResult,
     cont,
@@ -67,18 +76,26 @@ from brokerd.clients.authorizer import (
     opens_for_writing,
     to_reply,
 )
-from brokerd.clients.policies.network import IpRule, UnixRule, glob_to_regex, parse_rule
+from brokerd.clients.policies.network import (
+    PEER,
+    IpRule,
+    UnixRule,
+    destinations,
+    endpoint,
+    glob_to_regex,
+    parse_rule,
+)
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS
 from brokerd.protocol.args import FLAGSETS
 from brokerd.protocol.consts import errno_number
 from brokerd.protocol.errors import ProtocolError
-from brokerd.protocol.layers import LayerSpec
+from brokerd.protocol.layers import FsRule, LayerSpec, NetRule, layer_attrs, parse_layer
 from brokerd.protocol.types import Cont, Fail, Kill, Ok, Reply, Rewrite, SkipFail, SkipOk, Step
 
-TOP_KEYS = {"name", "default", "deny_errno", "rule", "trace", "layer", "allow", "unknown"}
+TOP_KEYS = {"name", "default", "deny_errno", "rule", "trace", "layer", "allow", "unknown", "base"}
 LAYER_KEYS = {"fs_handled", "net_handled", "scope", "settle", "unjudged", "fs", "net"}
-RULE_KEYS = {"syscall", "path", "not_path", "raw_path", "flags", "writes", "addr", "verdict", "result",
+RULE_KEYS = {"syscall", "path", "not_path", "raw_path", "from", "to", "flags", "writes", "addr", "verdict", "result",
              "log", "comment"} | {f"arg{i}" for i in range(6)}
 ENTRY_VERDICTS = (Cont, Step, Kill, SkipFail, SkipOk, Rewrite)
 KNOWN_SYSCALLS = frozenset(n for abi in ABIS.values() for n in abi.by_name)
@@ -105,11 +122,14 @@ class Rule:
     result: Reply | None = None
     path: list[re.Pattern[str]] = field(default_factory=list)
     not_path: list[re.Pattern[str]] = field(default_factory=list)
+    #: ``from``/``to``: the first/second looked-up path argument (rename's and link's old and new)
+    from_path: list[re.Pattern[str]] = field(default_factory=list)
+    to_path: list[re.Pattern[str]] = field(default_factory=list)
     raw_path: list[re.Pattern[str]] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     writes: bool | None = None
     args: dict[int, int | re.Pattern[str]] = field(default_factory=dict)
-    addr: list[IpRule | UnixRule] = field(default_factory=list)
+    addr: list[IpRule | UnixRule | str] = field(default_factory=list)
     log: bool = False
 
     @property
@@ -123,13 +143,16 @@ class Rule:
             raws = [call.path(i) for i in call.path_args()]
             if not any(r is not None and p.fullmatch(r) for r in raws for p in self.raw_path):
                 return False
-        if self.path or self.not_path:
+        if self.path or self.not_path or self.from_path or self.to_path:
             resolved = [p for _, p in call.resolved_paths()]
             unknown = any(p is None for p in resolved)
             known = [p for p in resolved if p is not None]
-            if self.path and not (any(g.fullmatch(p) for p in known for g in self.path)
-                                  or (unknown and self.denies)):
+            if self.path and not self._paths_match(known, unknown):
                 return False
+            for k, globs in ((0, self.from_path), (1, self.to_path)):
+                p = resolved[k] if k < len(resolved) else None
+                if globs and not (any(g.fullmatch(p) for g in globs) if p is not None else self.denies):
+                    return False
             if self.not_path and (any(g.fullmatch(p) for p in known for g in self.not_path)
                                   or (unknown and not self.denies)):
                 return False
@@ -151,9 +174,18 @@ class Rule:
                     return False
             elif not want.fullmatch(codec.format_value(v)):
                 return False
-        if self.addr and not _addr_matches(call, self.addr):
+        if self.addr and not _addr_matches(call, self.addr, self.denies):
             return False
         return True
+
+
+    def _paths_match(self, known: list[str], unknown: bool) -> bool:
+        """A rule that denies matches when ANY path argument does; one that
+        allows only when EVERY one does (a rename from a read-only tree into
+        a writable one is not allowed by the writable tree's rule)."""
+        if self.denies:
+            return unknown or any(g.fullmatch(p) for p in known for g in self.path)
+        return not unknown and bool(known) and all(any(g.fullmatch(p) for g in self.path) for p in known)
 
 
 def _has_any_flag(call: Syscall, names: list[str]) -> bool:
@@ -186,22 +218,27 @@ def _flag_set(value: int, fs: object, name: str, bit: int) -> bool:
     return bit != 0 and value & bit == bit
 
 
-def _addr_matches(call: Syscall, rules: list[IpRule | UnixRule]) -> bool:
-    sa = call.sockaddr()
-    if sa is None:
+def _addr_matches(call: Syscall, rules: list[IpRule | UnixRule | str], denies: bool) -> bool:
+    """Every address the call names (sendmsg's in its msghdrs, read from
+    memory) matches a rule; a send naming none matches ``"peer"``.  An
+    address that cannot be read counts as matching rules that deny only."""
+    try:
+        dests = destinations(call)
+    except (OSError, ValueError, struct.error):
+        return denies
+    if not dests:
         return False
+    return all(_dest_matches(call, sa, rules) for sa in dests)
+
+
+def _dest_matches(call: Syscall, sa: SockAddr | None, rules: list[IpRule | UnixRule | str]) -> bool:
+    if sa is None:
+        return PEER in rules
     if sa.family in ("AF_INET", "AF_INET6") and sa.host is not None and sa.port is not None:
         return any(isinstance(r, IpRule) and r.matches(sa.host, sa.port) for r in rules)
     if sa.family == "AF_UNIX" and sa.path is not None:
-        path = sa.path
-        if path and not path.startswith("@"):
-            base = "/" if path.startswith("/") else call.cwd()
-            if base is None:
-                return False
-            from brokerd.clients.authorizer import resolve_path
-
-            path = resolve_path(path, base, pid=None if call.replay else call.pid, tid=call.tid) or path
-        return any(isinstance(r, UnixRule) and r.matches(path) for r in rules)
+        path = endpoint(call, sa)
+        return path is not None and any(isinstance(r, UnixRule) and r.matches(path[5:]) for r in rules)
     return False
 
 
@@ -216,6 +253,10 @@ class Policy:
     #: allowed without a stop, and what happens to calls named nowhere
     allow: frozenset[str] = frozenset()
     unknown: str | None = None
+    #: ``base = "NAME[:ARGS]"``: the shipped policy this file widens (built
+    #: here); what no rule matches is decided by it, not by ``default``
+    base: str | None = None
+    base_policy: Authorizer | None = None
 
     def decide(self, call: Syscall) -> tuple[Rule | None, Reply]:
         for r in self.rules:
@@ -342,9 +383,10 @@ def _compile_rule(k: int, raw: dict, deny_errno: int, lines: _Lines, errors: lis
         return None
     rule = Rule(k, lines.rule(k), syscalls, verdict, result)
     try:
-        for key in ("path", "not_path", "raw_path"):
+        for key, attr in (("path", "path"), ("not_path", "not_path"), ("raw_path", "raw_path"),
+                          ("from", "from_path"), ("to", "to_path")):
             if key in raw:
-                setattr(rule, key, _globs(raw[key], key, path=key != "raw_path"))
+                setattr(rule, attr, _globs(raw[key], key, path=key != "raw_path"))
     except (ValueError, re.error) as e:
         err(key, str(e))
     if "flags" in raw:
@@ -382,7 +424,7 @@ def _compile_rule(k: int, raw: dict, deny_errno: int, lines: _Lines, errors: lis
         else:
             for a in items:
                 try:
-                    rule.addr.append(parse_rule(a))
+                    rule.addr.append(PEER if a == PEER else parse_rule(a))
                 except (ValueError, re.error) as e:
                     err("addr", str(e))
     if "log" in raw:
@@ -434,6 +476,7 @@ def loads(text: str, path: str = "<policy>") -> Policy:
     rules = [r for k, raw in enumerate(raw_rules) if (r := _compile_rule(k, raw, deny_errno, lines, errors))]
     layer = _compile_layer(data.get("layer"), lines, errors)
     allow, unknown = _static(data, lines, errors)
+    base, base_policy = _base(data, lines, errors)
     if errors:
         raise PolicyFileError(path, sorted(errors, key=lambda e: e[0] or 0))
     trace: str | frozenset[str]
@@ -444,7 +487,27 @@ def loads(text: str, path: str = "<policy>") -> Policy:
         trace = frozenset(n for r in rules for n in r.syscalls or ()) - allow
     else:
         trace = "all"
-    return Policy(name, default, rules, trace, layer, allow, unknown)
+    return Policy(name, default, rules, trace, layer, allow, unknown, base, base_policy)
+
+
+def _base(data: dict, lines: _Lines, errors: list[tuple[int | None, str]]) -> tuple[str | None, Authorizer | None]:
+    """``base = "sandbox:/w,--ro=/usr"``: built now, so a bad one is a load error."""
+    from brokerd.clients.policies import build_shipped
+
+    spec = data.get("base")
+    if spec is None:
+        return None, None
+    if not isinstance(spec, str):
+        errors.append((lines.key("base"), "base must be a string (NAME[:ARG,ARG...])"))
+        return None, None
+    for key in ("default", "unknown", "trace"):
+        if key in data:
+            errors.append((lines.key(key), f"{key!r} does not apply with a base: the base decides what no rule matches"))
+    try:
+        return spec, build_shipped(spec)
+    except ValueError as e:
+        errors.append((lines.key("base"), f"base {e}"))
+        return None, None
 
 
 _UNKNOWN = re.compile(r"allow|trace|kill|deny(?::[A-Z0-9]+)?")
@@ -538,6 +601,8 @@ def load(path: str) -> Policy:
 
 
 def build_from(policy: Policy, *, log: bool = False) -> Authorizer:
+    if policy.base_policy is not None:
+        return _widened(policy, policy.base_policy, log)
     az = Authorizer(policy.name, trace=policy.trace, layer=policy.layer, allow=policy.allow, unknown=policy.unknown)
     stepped: dict[int, Rule] = {}
 
@@ -557,6 +622,73 @@ def build_from(policy: Policy, *, log: bool = False) -> Authorizer:
         rule = stepped.pop(ret.id, None)
         return rule.result if rule is not None and rule.result is not None else cont()
 
+    return az
+
+
+def _log_match(policy: Policy, rule: Rule, call: Syscall, verdict: Reply) -> None:
+    where = f"rule {rule.index + 1}" + (f" (line {rule.line})" if rule.line else "")
+    print(f"{policy.name}: {where}: pid {call.pid}: {call.text()} -> "
+          f"{codec.format_reply(verdict).decode().strip()}", file=sys.stderr, flush=True)
+
+
+def widened_layer(base: LayerSpec | None, extra: LayerSpec | None) -> LayerSpec | None:
+    """The base's kernel layer with the file's ``[[layer.fs]]``/``[[layer.net]]``
+    rules added (only the rights the base handles: the others it never
+    denies).  The base's ``settle`` holds unless the file says ``settle =
+    "none"`` (its additions are wider than its rules)."""
+    if base is None or extra is None:
+        return base
+    fs = [r for r in (FsRule(r.rights & base.fs_handled, r.path) for r in extra.fs) if r.rights]
+    net = [r for r in (NetRule(r.rights & base.net_handled, r.ports) for r in extra.net) if r.rights]
+    attrs = [(k, v) for k, v in layer_attrs(base) if k != "settle"]
+    attrs += layer_attrs(LayerSpec(fs=tuple(fs), net=tuple(net)))
+    attrs.append(("settle", base.settle if extra.settle == "all" else extra.settle))
+    return parse_layer(attrs)
+
+
+def _widened(policy: Policy, base: Authorizer, log: bool) -> Authorizer:
+    """A file with a ``base``: ONE policy, the base with the file's rules
+    tried first (a stack could only narrow the base, never widen it).  The
+    base's static rules and layer, widened by the file's ``allow`` and
+    ``[layer]``; calls no rule matches go to the base, in this process."""
+    sub = base.subscription()
+    named = frozenset(n for r in policy.rules for n in r.syscalls or ())
+    whole = sub == "all" or any(r.syscalls is None for r in policy.rules)
+    trace: str | frozenset[str] = "all" if whole else (frozenset(sub.split(",")) - {"none"}) | named
+    az = Authorizer(policy.name, trace=trace, layer=widened_layer(base.layer, policy.layer),
+                    allow=base.allow | policy.allow, unknown=base.unknown, events=base.events,
+                    default=base.default, failsafe=base.failsafe, strsize=base.strsize)
+    inner = base.session()
+    stepped: dict[int, Rule] = {}
+
+    @az.on_hello
+    def hello(session: object) -> None:
+        broker = getattr(session, "broker", None)
+        if broker is not None:
+            inner.start_event(broker)  # the same session id and replay flag
+
+    @az.on("*")
+    def judge(call: Syscall) -> object:
+        for rule in policy.rules:
+            if rule.matches(call):
+                if rule.log or log:
+                    _log_match(policy, rule, call, rule.verdict)
+                if rule.result is not None:
+                    stepped[call.id] = rule
+                return rule.verdict
+        return inner.decide(call.event) or cont()
+
+    @az.on_result("*")
+    def result(ret: SysResult) -> object:
+        rule = stepped.pop(ret.id, None)
+        if rule is not None:
+            return rule.result or cont()
+        return inner.decide(ret.event) or cont()
+
+    for kind in base.handlers.proc:
+        az.on_proc(kind)(inner.start_event)
+    if base.handlers.signal is not None:
+        az.on_signal(lambda sig: inner.decide(sig.event))
     return az
 
 

@@ -88,6 +88,7 @@ class ShimBase:
         self._sfd = -1
         self._ep: select.epoll | None = None
         self._fds: dict[int, Member] = {}
+        self._polled: list[Member] = list(self.stack)  # narrowed by _setup_loop
         self._saved_dispositions: dict[signal.Signals, Any] = {}
         self._old_mask: set[int] = set()
         self.stats = {"stops": 0, "decisions": 0}

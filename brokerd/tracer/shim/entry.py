@@ -34,10 +34,10 @@ from .consts import (
     MASK64,
     OPEN_CALLS,
     REGION_CALLS,
-    STABLE_KINDS,
     TRACE_MARK,
     UFFD_USER_MODE_ONLY,
 )
+from .rewrite import stable_positions
 from .thread import _Thread
 
 
@@ -159,8 +159,8 @@ class Entry(ShimBase):
             t.walk = None
             d = walk.decision
             self._record(walk.event, d, t)
-            if self.stable_args and d.action == "cont" and not d.rewritten and t.spec is not None and any(
-                    k in STABLE_KINDS or k.startswith("sockaddr:") for k in t.spec.args):
+            if self.stable_args and d.action == "cont" and not d.rewritten and t.spec is not None and (
+                    stable_positions(t.spec) != ((), ())):
                 d.stabilize = True
             if d.action != "cont" or d.rewritten:  # a rewritten path is the authorizer's own choice
                 t.verify = None
@@ -184,12 +184,11 @@ class Entry(ShimBase):
         try:
             self._check_rewrite(t, verdict)
             self._check_sets(t, reply.sets)
-            step = walk.next()
-            assert step is not None  # the walk is waiting for this very answer
-            ev = step[1]  # the event as this authorizer saw it (the cache key)
+            if reply.cache and not reason:
+                step = walk.next()
+                assert step is not None  # the walk is waiting for this very answer
+                self.stack.remember(pos, step[1], reply)  # the event as this authorizer saw it (the key)
             walk.feed(verdict, reply.sets)
-            if not reason:
-                self.stack.remember(pos, ev, reply)
         except VerdictError as e:
             a.report_error(e.code, str(e))
             walk.feed(a.default, ())

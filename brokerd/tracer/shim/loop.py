@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from brokerd.decision.authorizer import KILL_GRACE
+from brokerd.decision.local import LocalAuthorizer
 from brokerd.decision.member import Member
 
 from .. import ptrace as pt
@@ -26,6 +27,9 @@ from .consts import (
 from .launch import LaunchError
 from .libc import _libc, _signalfd
 from .thread import _Thread
+
+#: bytes read from the signalfd at once (16 signalfd_siginfo records)
+SIGNALFD_READ = 128 * 16
 
 
 class Loop(ShimBase):
@@ -45,6 +49,9 @@ class Loop(ShimBase):
         self._sfd = _signalfd(watched)
         self._ep = select.epoll()
         self._ep.register(self._sfd, select.EPOLLIN)
+        # the members the loop waits on (descriptors, deadlines): not those in
+        # this process that answer as they are asked (in-process policies)
+        self._polled = [a for a in self.stack if not (isinstance(a, LocalAuthorizer) and a.rfd < 0)]
         for a in self.stack:
             if a.rfd >= 0:
                 self._fds[a.rfd] = a
@@ -77,8 +84,9 @@ class Loop(ShimBase):
 
     def _poll_once(self, reap: bool) -> None:
         assert self._ep is not None
+        polled = self._polled
         deadline = None
-        for a in self.stack:
+        for a in polled:
             d = a.next_deadline()
             if d is not None and (deadline is None or d < deadline):
                 deadline = d
@@ -100,11 +108,12 @@ class Loop(ShimBase):
             if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
                 member.on_readable(now)
             self._sync_fd(member, fd)
-        now = time.monotonic()
-        for a in self.stack:
-            if a.mode != "dead":
-                a.expire(now)
-            self._sync_fd(a, None)
+        if polled:
+            now = time.monotonic()
+            for a in polled:
+                if a.mode != "dead":
+                    a.expire(now)
+                self._sync_fd(a, None)
 
     def _sync_fd(self, a: Member, fd: int | None) -> None:
         """Keep epoll's view of an authorizer's descriptors current: drop a
@@ -148,9 +157,12 @@ class Loop(ShimBase):
                 pass
 
     def _on_signals(self, reap: bool) -> None:
+        """Read the signalfd once (again only if the buffer came back full:
+        a signal that arrives later makes it readable again, and epoll says
+        so), then reap every stop that is waiting."""
         while True:
             try:
-                data = os.read(self._sfd, 128 * 16)
+                data = os.read(self._sfd, SIGNALFD_READ)
             except BlockingIOError:
                 break
             for off in range(0, len(data), 128):
@@ -167,6 +179,8 @@ class Loop(ShimBase):
                             os.kill(self.main_pid, signo)
                         except ProcessLookupError:
                             pass
+            if len(data) < SIGNALFD_READ:
+                break
         if reap:
             self._reap()
 

@@ -6,6 +6,7 @@ import errno as E
 from collections.abc import Sequence
 
 from brokerd.decision.stack import Decision
+from brokerd.protocol.abi import SyscallSpec
 from brokerd.protocol.args import (
     Encoded,
     encode_args,
@@ -44,14 +45,18 @@ class Rewriter(ShimBase):
         else:  # judged strings go as they were shown (NUL-terminated), the rest stays
             enc = None
             values = list(t.raw) + [0] * (6 - len(t.raw))
-            judged = [(i, v) for i, (k, v) in enumerate(zip(spec.args, d.call.args, strict=False))
-                      if k in STABLE_KINDS and type(v) is Str]
+            strs, sockaddrs = stable_positions(spec)
+            args = d.call.args
+            judged: list[tuple[int, Str]] = []
+            for i in strs:
+                a = args[i] if i < len(args) else None
+                if type(a) is Str:
+                    judged.append((i, a))
             if any(v.total is not None for _, v in judged):
                 # longer than PATH_MAX: only a prefix was judged; the kernel would refuse it anyway
                 return self._refuse(t, d, E.ENAMETOOLONG)
             blobs = [(i, v.data + b"\0") for i, v in judged]
-            socks = [i for i, k in enumerate(spec.args[: len(d.call.args)]) if k.startswith("sockaddr:")
-                     and type(d.call.args[i]) is Struct]
+            socks = [i for i in sockaddrs if i < len(args) and type(args[i]) is Struct]
             if socks:  # the judged address, packed again, with its own length
                 enc = encode_args(spec, d.call.args, t.raw)
                 for i, b in enc.blobs:
@@ -62,11 +67,10 @@ class Rewriter(ShimBase):
                 enc = None
             if not blobs:
                 return True
-        regs = pt.getregs(t.tid, self._regs)
         if blobs:
             region = self._regions.get(t.tgid)
             if region is None:
-                self._inject_region(t, regs, d)
+                self._inject_region(t, pt.getregs(t.tid, self._regs), d)
                 return False
             sizes = [len(b) for _, b in blobs]
             if not region.fits(sizes):  # a rewrite bigger than a slot: the call fails, as an oversized one would
@@ -80,6 +84,13 @@ class Rewriter(ShimBase):
                 region.write(addr, _relocate(enc, i, blob, addr) if enc is not None else blob)
                 values[i] = addr
         names = ARG_REGS_32 if t.abi.name == "i386" else ARG_REGS_64
+        if not d.rewritten:  # the same call: only the copied pointers (and a sockaddr's length) move
+            for i, v in enumerate(values):
+                if i >= len(t.raw) or v != t.raw[i]:
+                    pt.set_reg(t.tid, names[i], v & MASK64)  # one POKEUSER each, not GETREGS+SETREGS
+            t.spec = spec
+            return True
+        regs = pt.getregs(t.tid, self._regs)
         for name, v in zip(names, values, strict=False):
             setattr(regs, name, v & MASK64)
         regs.orig_rax = spec.nr | t.abi.nr_bit
@@ -105,6 +116,21 @@ class Rewriter(ShimBase):
         for w in waiting:
             if self.threads.get(w.tid) is w and w.state == "slotwait" and w.decision is not None:
                 self._on_tracee(w.tid, self._apply_entry, w, w.decision)
+
+
+_STABLE: dict[int, tuple[SyscallSpec, tuple[int, ...], tuple[int, ...]]] = {}
+
+
+def stable_positions(spec: SyscallSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The argument positions of ``spec`` whose judged bytes are copied
+    into the region: (strings and paths, sockaddrs).  Worked out once per
+    spec (it was a scan of the kinds on every judged call)."""
+    hit = _STABLE.get(id(spec))
+    if hit is None or hit[0] is not spec:
+        strs = tuple(i for i, k in enumerate(spec.args) if k in STABLE_KINDS)
+        socks = tuple(i for i, k in enumerate(spec.args) if k.startswith("sockaddr:"))
+        hit = _STABLE[id(spec)] = (spec, strs, socks)
+    return hit[1], hit[2]
 
 
 def _relocate(enc: Encoded, index: int, blob: bytes, addr: int) -> bytes:
