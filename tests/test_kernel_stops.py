@@ -98,3 +98,22 @@ def test_a_rule_guards_a_static_allow_even_when_another_member_stops_the_call(tm
     got, rep = _guarded(tmp_path, cprog, "-a", authz(GUARD), "-a", authz(ASKED))
     assert got["tiocsti"] == got["tiocsti-high"] == "fail EPERM" and got["tcgets"] == "fail ENOTTY"
     assert rep["stops"]["ioctl"] == 3
+
+
+PATH_GUARD = r'''
+import sys
+sys.stdin.readline()
+print('hello 1 role=authorizer name=pathguard trace=none allow=openat rule="openat path2=/etc/shadow => skip-fail EACCES"',
+      flush=True)
+for line in sys.stdin:
+    pass
+'''
+
+
+def test_a_rule_the_filter_cannot_test_keeps_the_session_traced(authz):
+    # a path is in memory: only the broker can apply the rule, so the policy
+    # is not "kernel only" (with no tracer the call would have nowhere to stop)
+    r = brokerctl("run", "-a", authz(PATH_GUARD), "--", "sh", "-c", "cat /etc/hostname >/dev/null && echo read; "
+                  "cat /etc/shadow >/dev/null 2>&1 || echo denied")
+    assert r.stdout.split() == ["read", "denied"], r.stderr
+    assert "kernel alone" not in r.stderr

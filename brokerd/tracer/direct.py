@@ -36,9 +36,11 @@ def why_traced(shim: Shim) -> str:
     if not shim.stack:
         return "no authorizer"
     for abi in ABIS.values():
-        for name in abi.by_name:
+        for name, spec in abi.by_name.items():
             if any(a.action(name)[0] == "trace" for a in shim.stack):
                 return f"{name} is decided per call"
+            if shim.rules_need_stop(abi, spec):
+                return f"{name} has an argument rule only the broker can apply"
     unknown = [a.static.unknown for a in shim.stack]
     if any(u is None and a.trace is None or u == ("trace", 0) for a, u in zip(shim.stack, unknown, strict=True)):
         return "calls unknown to the tables are decided per call"

@@ -106,18 +106,25 @@ class Filter(ShimBase):
         the next member, then ``allowed`` (the call runs, or meets the
         broker's own tests).  A rule the filter cannot test makes the call
         stop, and the broker applies it."""
+        if self.rules_need_stop(abi, spec):
+            return stop
         action = allowed
         for _, rules in reversed(self.stack.guards(spec.name)):
             rest = action
             for rule in reversed(rules):
                 tests, verdict = register_tests(rule, spec.args, abi.reg_mask), static_verdict(rule)
-                if tests is None or verdict is None:
-                    return stop
+                assert tests is not None and verdict is not None
                 node = rest if verdict == ALLOW else kernel[verdict[0]](verdict[1])
                 for t in reversed(tests):
                     node = _filter_test(t, node, action)
                 action = node
         return action
+
+    def rules_need_stop(self, abi: Abi, spec: SyscallSpec) -> bool:
+        """Does an argument rule guarding this allowed call need the broker
+        (a path, an argument in memory, a verdict only the broker carries out)?"""
+        return any(register_tests(r, spec.args, abi.reg_mask) is None or static_verdict(r) is None
+                   for _, rules in self.stack.guards(spec.name) for r in rules)
 
     def _injected_rule(self, abi_name: str, action: int) -> seccomp.ArgEquals:
         """Let exactly the broker's injected call through a static rule: it
