@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import BROKERCTL, brokerctl
 from daemon_fixtures import wait_for
 
@@ -111,6 +112,44 @@ def test_signal_delivered_natively(cprog, rules):
              30, "the program")
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=10) == 128 + signal.SIGTERM
+
+
+SLOW_GREETER = """
+import os, sys, time
+sys.stdin.readline()  # the broker's hello
+open({greeted!r}, "w").close()
+end = time.monotonic() + 60
+while not os.path.exists({go!r}) and time.monotonic() < end:
+    time.sleep(0.01)
+print("cont", flush=True)
+for line in sys.stdin:
+    print("cont", flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_signal_before_the_program_starts(authz, tmp_path, sig):
+    """SIGTERM/SIGHUP/SIGINT sent to brokerctl while an authorizer is still
+    greeting: the program is never started and brokerctl exits 128+N at once
+    (the signal used to be dropped: the program then ran in full)."""
+    greeted, go, started = tmp_path / "greeted", tmp_path / "go", tmp_path / "started"
+    cmd = authz(SLOW_GREETER.format(greeted=str(greeted), go=str(go)))
+    p = subprocess.Popen([*BROKERCTL, "run", "-a", cmd, "--", "sh", "-c", f"touch {started}; exec sleep 30"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(greeted.exists, 30, "the greeting")
+        p.send_signal(sig)  # queued in the broker's signalfd before the answer below exists
+        go.touch()
+        try:
+            _, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"brokerctl still runs 20 s after {sig.name}: the signal was dropped") from None
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == 128 + sig, err
+    assert not started.exists(), "the program ran"
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_exec_from_non_leader_thread(cprog, rules):

@@ -33,7 +33,13 @@ BUFFERING = ("awk", "mawk", "gawk", "sed", "grep", "perl", "python", "python3", 
 
 
 class StartError(Exception):
-    """An authorizer could not start: one line, the program does not run."""
+    """An authorizer could not start (or brokerctl was told to stop before
+    the program started): one line, the program does not run; ``status`` is
+    brokerctl's exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass

@@ -236,6 +236,11 @@ def _make_shim(args: argparse.Namespace, operator=None):
         daemon.bind(shim)
     starter.watch(shim.add_reader, shim.remove_reader)
     shim.handshake()
+    if shim.stop_signal:  # SIGTERM & co. while greeting: the program never starts (docs/shim.md)
+        shim.end_authorizers("brokerctl was told to stop")
+        status = daemon_client.finish(shim, 128 + shim.stop_signal)
+        raise StartError(f"{signal.Signals(shim.stop_signal).name} before the program started: "
+                         "it was not started", status)
     try:
         starter.check(args.timeout)
     except StartError:
@@ -501,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except StartError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
-        return 1
+        return e.status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `brokerctl ... | head`: the reader has all it wanted

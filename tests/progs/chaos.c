@@ -2,7 +2,18 @@
  * threads that open and exit at once, fork+exec storms, children killed
  * with SIGKILL mid-call, a symlink that keeps vanishing while it is opened,
  * and an ending by exit_group or execve from a non-main thread while other
- * threads are mid-call.   chaos SEED DIR ROUNDS */
+ * threads are mid-call.   chaos SEED DIR ROUNDS  (environment: CHAOS_SECONDS)
+ *
+ * It must end whatever the authorizers answer (the fuzz test's authorizers
+ * deny calls and forge results at random), so that a hang the fuzz test
+ * sees is always the broker's: nothing here waits for a call that may be
+ * denied to succeed, and every loop ends at a deadline (CHAOS_SECONDS
+ * after the start, default 20; exit status 9) read from the vDSO clock, which makes
+ * no system call.  Found by the fuzz test: a denied kill() left the child
+ * opening for ever and its parent in waitpid(); a clone3 whose result was
+ * forged to 0 ran a looping thread's body in the main thread.  A child
+ * meant to be SIGKILLed gives up after a second; a thread that cannot be
+ * created ends the program. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
@@ -11,10 +22,28 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+/* how long a child meant to be SIGKILLed makes calls if the kill is denied */
+#define KILLED_CHILD_SECONDS 1.0
 
 static char dir[3000], link_path[3100], tmp_path[3100];
 static volatile int stop;
+/* initialized, so in .data, below .bss: a `set` verdict's bytes written over
+ * the path buffers above run upwards, away from it */
+static double deadline = -1.0;
+
+/* Seconds on the monotonic clock; a clock that cannot be read ends the program. */
+static double now(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) _exit(9);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void check_deadline(void) {
+    if (now() > deadline) _exit(9);
+}
 
 static void *opener(void *arg) {
     int fd = open(arg ? (char *)arg : "/etc/hostname", O_RDONLY);
@@ -28,14 +57,34 @@ static void *flipper(void *arg) {
         unlink(tmp_path);
         if (symlink("/etc/hostname", tmp_path) == 0) rename(tmp_path, link_path);
         unlink(link_path);
+        check_deadline();
     }
     return NULL;
 }
 
 static void *spinner(void *arg) {
     (void)arg;
-    for (;;) opener(link_path);
+    for (;;) {
+        opener(link_path);
+        check_deadline();
+    }
     return NULL;
+}
+
+/* The child of case 2: opens until its parent's SIGKILL, or for a second if
+ * that kill was denied. */
+static void killed_child(void) {
+    double end = now() + KILLED_CHILD_SECONDS;
+    for (;;) {
+        opener(link_path);
+        if (now() > end) _exit(0);
+    }
+}
+
+/* The end comes from a thread; if it cannot be created, end now. */
+static void start(void *(*fn)(void *), void *arg, pthread_attr_t *det) {
+    pthread_t t;
+    if (pthread_create(&t, det, fn, arg) != 0) _exit(7);
 }
 
 static void *ender(void *arg) {
@@ -45,6 +94,8 @@ static void *ender(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc != 4) return 2;
+    const char *seconds = getenv("CHAOS_SECONDS");
+    deadline = now() + (seconds ? atof(seconds) : 20.0);
     srand(atoi(argv[1]));
     snprintf(dir, sizeof dir, "%s", argv[2]);
     snprintf(link_path, sizeof link_path, "%s/l", dir);
@@ -56,6 +107,7 @@ int main(int argc, char **argv) {
     pthread_attr_setdetachstate(&det, PTHREAD_CREATE_DETACHED);
     pthread_create(&t, &det, flipper, NULL);
     for (int i = 0; i < rounds; i++) {
+        check_deadline();
         switch (rand() % 5) {
         case 0:  /* a thread that opens and exits, never joined */
             pthread_create(&t, &det, opener, rand() % 2 ? link_path : NULL);
@@ -68,7 +120,7 @@ int main(int argc, char **argv) {
         }
         case 2: {  /* a child killed while it makes calls */
             pid_t p = fork();
-            if (p == 0) { for (;;) opener(link_path); }
+            if (p == 0) killed_child();
             if (p > 0) { if (rand() % 2) usleep(rand() % 2000); kill(p, SIGKILL); waitpid(p, NULL, 0); }
             break;
         }
@@ -86,11 +138,14 @@ int main(int argc, char **argv) {
         return 0;
     case 1:
         pthread_create(&t, &det, spinner, NULL);
-        pthread_create(&t, &det, ender, NULL);
+        start(ender, NULL, &det);
         break;
     default:
         pthread_create(&t, &det, spinner, NULL);
-        pthread_create(&t, &det, ender, (void *)1);
+        start(ender, (void *)1, &det);
     }
-    for (;;) pause();
+    for (;;) {  /* the ender ends the program; a denied usleep only makes this spin */
+        usleep(100000);
+        check_deadline();
+    }
 }

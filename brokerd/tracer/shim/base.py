@@ -112,6 +112,9 @@ class ShimBase:
         self._tty_stop = False
         self._readers: dict[int, Callable[[], None]] = {}
         self.forced: SkipFail | None = None  # set by fail("deny")
+        #: SIGTERM/SIGHUP/SIGINT/SIGQUIT that came before there was a program to forward it to
+        #: (during the handshake): the program must then never start (cli: exit 128+N)
+        self.stop_signal = 0
 
     def _guard_without_wall(self, proc: bool, owner: bool, emulate: bool) -> None:
         """Where no Landlock domain keeps the program away from the broker's

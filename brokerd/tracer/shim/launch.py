@@ -67,6 +67,8 @@ class Launch(ShimBase):
             a.greet(self.session, now)
         while not all(a.ready for a in self.stack):
             self._poll_once(reap=False)
+            if self.stop_signal:
+                return  # told to stop before anything started: the caller ends the session
         self.stack.forget()  # subscriptions are known now
         self._signal_order = self.stack.signal_order()
         self.guard.protected_groups |= {a.pid for a in self.stack if a.pid}

@@ -66,13 +66,17 @@ class Loop(ShimBase):
             self._poll_once(reap=True)
         if strays_text():
             self._log(f"internal: thread state moves outside the table (a bug, please report): {strays_text()}")
+        self.end_authorizers("session ended")
+        self.stops.report()
+        return self.exit_code()
+
+    def end_authorizers(self, why: str) -> None:
+        """Stop every authorizer: SIGTERM, and SIGKILL to one still there after KILL_GRACE."""
         for a in self.stack:
-            a.kill("session ended") if a.mode != "dead" else None
+            a.kill(why) if a.mode != "dead" else None
         deadline = time.monotonic() + KILL_GRACE
         for a in self.stack:
             a.reap(deadline)
-        self.stops.report()
-        return self.exit_code()
 
     def exit_code(self) -> int:
         st = self.main_status or 0
@@ -173,6 +177,8 @@ class Loop(ShimBase):
                     self._maybe_stop_self()
                 elif self.attached and signo != signal.SIGCHLD:
                     self.leave(signo in FORWARDED_SIGNALS)
+                elif not self.main_pid and signo != signal.SIGCHLD:
+                    self.stop_signal = self.stop_signal or signo  # no program yet: nothing may start
                 elif signo in FORWARDED_SIGNALS or (signo in TERMINAL_SIGNALS and code == SI_USER):
                     if self.main_pid and self.main_status is None:
                         try:
