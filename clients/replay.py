@@ -47,6 +47,8 @@ from brokerd.protocol.types import (
     SysretEvent,
 )
 
+from brokerd.decision.rules import NO_RULES, StaticRules, parse_static
+
 
 class JournalError(Exception):
     """A journal line that cannot be replayed: ``line`` is its number."""
@@ -175,6 +177,9 @@ class Peer:
     command: str
     timeout: float = 5.0
     trace: frozenset[str] | None = None  # None: every call
+    #: its handshake's static rules (allow=, deny=, kill=, unknown=): answered
+    #: without asking it, as the broker's kernel filter would
+    static: StaticRules = NO_RULES
     name: str = ""
     mode: str = "new"
     proc: subprocess.Popen | None = None
@@ -196,6 +201,10 @@ class Peer:
             self.name = parsed.get("name") or self.name
             t = parsed.get("trace")
             self.trace = None if t in (None, "all") else frozenset(x for x in t.split(",") if x)
+            try:
+                self.static = parse_static(dict(parsed.attrs))
+            except ValueError as e:
+                raise PeerError(f"{self.name}: bad handshake: {e}") from None
             self._send(codec.format_event(Hello((1,), (("role", "broker"),))))
         else:
             self.mode = "plain"
@@ -268,7 +277,12 @@ def decide(peers: Sequence[Peer], entry: Entry) -> tuple[str, Ok | Fail | None]:
     steppers: list[Peer] = []
     decision = "cont"
     for p in peers:
-        if not p.wants(call.name):
+        action, err = p.static.action(call.name, p.wants(call.name))
+        if action == "kill":
+            return "kill", None
+        if action == "deny":
+            return canonical(SkipFail(err)), None
+        if action == "allow":
             continue
         r = p.ask(SyscallEvent(ev.id, ev.pid, ev.tid, ev.abi, call, ev.notes))
         v = r.verdict

@@ -291,3 +291,24 @@ def test_ioctl_is_judged_per_request(tmp_path):
               if '"ioctl"' in line and json.loads(line)["verdict"] == "skip-fail 25"]
     assert len(denied) == 2, audit.read_text()
     assert r.stdout.splitlines()[1:] == ["0x5412 25", "0x100005412 25"]
+
+
+def test_check_reports_calls_no_run_made(tmp_path):
+    """learn --check applies the policy's static rules as the kernel filter
+    would: a system call no learning run made fails with ENOSYS there, so a
+    changed program making one is listed (before, replay asked only about the
+    calls the rules trace, and the check said nothing would be denied)."""
+    work = tmp_path / "w"
+    work.mkdir()
+    policy = tmp_path / "p.toml"
+    py = ["/usr/bin/python3", "-S", "-c"]
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    r = bctl("learn", "-o", str(policy), "--", *py, "print('plain')", cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    assert '"getpriority"' not in policy.read_text()
+    changed = "import os; print(os.getpriority(os.PRIO_PROCESS, 0))"
+    r = bctl("learn", "--check", str(policy), "--", *py, changed, cwd=work, env=env)
+    assert r.returncode == 1 and r.stdout.strip().lstrip("-").isdigit(), r.stderr
+    assert re.search(r"would deny: .* getpriority .*-> skip-fail ENOSYS", r.stderr), r.stderr
+    r = bctl("run", "--policy", str(policy), "--", *py, changed, cwd=work, env=env)
+    assert r.returncode != 0 and "Function not implemented" in r.stderr  # what the check said
