@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 from conftest import brokerctl
 
 DENY_HOST = '*openat *"/etc/hostname"* => skip-fail EACCES'
@@ -143,3 +144,24 @@ def test_program_cannot_ptrace_an_authorizer(rules, tmp_path):
                   f"strace -o /dev/null -p $(cat {pidfile}) & sleep 0.5; kill $! 2>/dev/null; wait $!; echo done")
     assert "Operation not permitted" in r.stderr, r.stderr
     assert "done" in r.stdout
+
+
+INJECT_DENY = "syscall * mkdir *escaped* => skip-fail EPERM"
+
+
+@pytest.mark.parametrize("mode", ["signal", "patch"])
+def test_no_program_code_runs_unjudged_during_an_injection(cprog, rules, tmp_path, mode):
+    """While the broker injects its scratch-region set-up into a thread, no
+    code of the program may run in that thread unjudged.  signal: a handler
+    due between two injected calls (another thread keeps SIGUSR1 pending)
+    used to run with every call let through; now signals wait until the
+    interrupted call is back.  patch: the call's code rewritten by another
+    thread while it is stopped used to run in its place; now a call that is
+    not the injected one ends the process.  Both make the denied
+    mkdir(escaped) without the fix (within a few fresh processes)."""
+    prog = str(cprog("injectsig", ("-static", "-mno-red-zone")))
+    r = brokerctl("run", "-e", "trace=mkdir", "-a", rules(INJECT_DENY), "--", prog, str(tmp_path), "30", mode,
+                  timeout=300)
+    assert not (tmp_path / "escaped").exists(), r.stdout + r.stderr[-2000:]
+    assert r.stdout == "held\n", r.stdout + r.stderr[-2000:]
+    assert "Traceback" not in r.stderr

@@ -86,3 +86,18 @@ def test_injected_memfd_passes_a_static_deny(authz, cprog, tmp_path):
     assert "thread-open ok" in r.stdout, r.stdout + r.stderr  # a judged path call with stable arguments
     assert "memfd_create" not in r.stderr, r.stderr  # no "cannot build the region" note
     assert "openat" in log.read_text()
+
+
+
+def test_the_injected_calls_nonce_is_useless_to_the_program(authz, cprog, tmp_path):
+    """The nonce that lets the injected memfd_create/close through a static
+    deny is visible to the program (/proc/self/task/TID/syscall of the
+    injecting thread, from another thread).  A memfd_create made with it used
+    to pass the deny; now the nonce only makes the call stop, and a thread
+    that is not running an injection gets the static answer (EPERM)."""
+    box = tmp_path / "box"
+    box.mkdir()
+    cmd, _ = _static(authz, tmp_path, "trace=mkdir deny=memfd_create:EPERM", "a")
+    prog = str(cprog("injectsig", ("-static", "-mno-red-zone")))
+    r = brokerctl("run", "-a", cmd, "--", prog, str(box), "30", "nonce", timeout=300)
+    assert r.stdout == "held\n", r.stdout + r.stderr[-2000:]

@@ -63,6 +63,8 @@ PTRACE_GETSIGINFO = 0x4202
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 PTRACE_LISTEN = 0x4208
+PTRACE_GETSIGMASK = 0x420A
+PTRACE_SETSIGMASK = 0x420B
 PTRACE_GET_SYSCALL_INFO = 0x420E
 
 # Options
@@ -182,6 +184,19 @@ def geteventmsg(pid: int) -> int:
     msg = c_ulong()
     ptrace(PTRACE_GETEVENTMSG, pid, 0, addressof(msg))
     return msg.value
+
+
+def getsigmask(pid: int) -> int:
+    """The blocked-signal mask of a stopped tracee (bit N-1: signal N)."""
+    mask = c_uint64()
+    ptrace(PTRACE_GETSIGMASK, pid, 8, addressof(mask))
+    return mask.value
+
+
+def setsigmask(pid: int, mask: int) -> None:
+    """Set a stopped tracee's blocked-signal mask (SIGKILL/SIGSTOP stay unblocked)."""
+    value = c_uint64(mask)
+    ptrace(PTRACE_SETSIGMASK, pid, 8, addressof(value))
 
 
 def getsiginfo(pid: int) -> bytes:

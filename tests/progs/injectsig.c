@@ -32,7 +32,7 @@
 #include <unistd.h>
 
 static char escaped[4096], trigger[4096], task_syscall[128];
-static volatile int running = 1, helper_started, forged;
+static volatile int running = 1, helper_started, helper_done, forged;
 static pid_t main_tid, tgid;
 static unsigned char *page;
 
@@ -92,6 +92,7 @@ static int helper(void *arg) {
             break;
         }
     }
+    helper_done = 1;
     syscall(SYS_exit, 0);
     return 0;
 }
@@ -126,7 +127,7 @@ static int victim(const char *mode) {
     page_mkdir(trigger);  /* the region is injected here */
     running = 0;
     double end = now() + 2;
-    while (!forged && now() < end && mode[0] == 'n') {}
+    while (!helper_done && now() < end && mode[0] == 'n') {}
     return forged ? 3 : 0;
 }
 

@@ -46,7 +46,8 @@ class Entry(ShimBase):
 
     def _on_seccomp(self, t: _Thread) -> None:
         if t.state == "inject":  # one of our injected calls meets the filter: let it run
-            self._to_exit_stop(t)
+            sc = pt.get_syscall_info(t.tid, self._info).u.seccomp
+            self._injected_entry(t, sc.nr, sc.args)
             return
         if pt.geteventmsg(t.tid) != TRACE_MARK:
             # the program's own RET_TRACE rule (newer filters' data wins): no
@@ -70,6 +71,11 @@ class Entry(ShimBase):
         when attached): decode it and start its walk through the stack."""
         if t.replay is not None:  # the call our injected mmap interrupted, back again
             d, t.replay = t.replay, None
+            if (arch, nr, tuple(rawargs), ip) != t.replay_key:  # its code was changed under it
+                self._log(f"pid {t.tgid}: made another call than the one the broker had judged (its code was "
+                          "changed under it): killed")
+                os.kill(t.tgid, signal.SIGKILL)
+                return
             self._apply_entry(t, d)
             return
         abi = abi_from_audit(arch, nr)

@@ -77,8 +77,9 @@ class Filter(ShimBase):
                     action = self._behind_rules(abi, spec, kernel, stop, action)
                 if handoff is not None and name == "sendmsg" and isinstance(action, int):
                     action = seccomp.ArgEquals(HANDOFF_ARG, handoff, seccomp.RET_ALLOW, action)
-                if name in INJECTED_CALLS and isinstance(action, int) and action not in (seccomp.RET_ALLOW, stop):
-                    action = self._injected_rule(abi_name, action)
+                if (guard_region and name in INJECTED_CALLS and isinstance(action, int)
+                        and action not in (seccomp.RET_ALLOW, stop)):
+                    action = self._injected_rule(abi_name, action, stop)
                 if action != default:
                     acts[spec.nr | abi.nr_bit] = action
             rules[abi_name] = seccomp.AbiRules(acts, default)
@@ -126,14 +127,19 @@ class Filter(ShimBase):
         return any(register_tests(r, spec.args, abi.reg_mask) is None or static_verdict(r) is None
                    for _, rules in self.stack.guards(spec.name) for r in rules)
 
-    def _injected_rule(self, abi_name: str, action: int) -> seccomp.ArgEquals:
-        """Let exactly the broker's injected call through a static rule: it
-        carries the session nonce in argument registers the call ignores (one
-        64-bit one, or two 32-bit ones for i386), which the program never sees."""
+    def _injected_rule(self, abi_name: str, action: int, stop: int) -> seccomp.ArgEquals:
+        """Take the broker's injected call out of a static rule: it carries the
+        session nonce in argument registers the call ignores (one 64-bit one,
+        or two 32-bit ones for i386).  The program can read the nonce (the
+        injecting thread's /proc/self/task/TID/syscall), so it only makes the
+        call stop (``stop``), never run: the shim lets it run for a thread
+        mid-injection, and gives any other thread the static answer
+        (``_on_entry``).  The first injected call, set at a seccomp stop, is
+        checked again by the kernel, which lets a RET_TRACE through then."""
         n = self._inject_nonce
         if abi_name != "i386":
-            return seccomp.ArgEquals(INJECT_ARG, n, seccomp.RET_ALLOW, action)
-        high = seccomp.ArgEquals(INJECT_ARG + 1, n >> 32, seccomp.RET_ALLOW, action)
+            return seccomp.ArgEquals(INJECT_ARG, n, stop, action)
+        high = seccomp.ArgEquals(INJECT_ARG + 1, n >> 32, stop, action)
         return seccomp.ArgEquals(INJECT_ARG, n & 0xFFFFFFFF, high, action)
 
     def _flag_rule(self, name: str, action: seccomp.Action, stop: int) -> seccomp.Action:

@@ -40,7 +40,12 @@ class Inject(ShimBase):
         ctypes.memmove(ctypes.addressof(saved), ctypes.addressof(regs), ctypes.sizeof(regs))
         t.saved_regs = saved
         t.replay = d
+        if d is not None:  # its decision is for this very call (checked in _on_entry)
+            info = pt.get_syscall_info(t.tid, pt.SyscallInfo())
+            u = info.u.seccomp if info.op == pt.INFO_SECCOMP else info.u.entry
+            t.replay_key = (info.arch, u.nr, tuple(u.args), info.instruction_pointer)
         t.state = "inject"
+        self._hold_signals(t)
         # the memfd's name, briefly on the stack well below the red zone
         name_at = (saved.rsp - 4096) & ~15
         pt.write_memory(t.tid, name_at, MEMFD_NAME.encode() + b"\0")
@@ -62,6 +67,37 @@ class Inject(ShimBase):
                 setattr(regs, names[INJECT_ARG], self._inject_nonce)
         regs.orig_rax = nr
         pt.setregs(t.tid, regs)
+        t.inject_call = (nr, tuple(getattr(regs, name) & mask for name in names))
+
+    def _hold_signals(self, t: _Thread) -> None:
+        """Block every signal of a thread the shim injects calls into.  Between
+        two injected calls the thread passes through user mode: a handler run
+        there would be program code in the injection, its calls taken for
+        ours.  Pending signals wait, with their siginfo, until
+        :meth:`_release_signals`: when the interrupted call is back, or done."""
+        if t.saved_mask is None:
+            t.saved_mask = pt.getsigmask(t.tid)
+            pt.setsigmask(t.tid, MASK64)
+
+    def _release_signals(self, t: _Thread) -> None:
+        """The thread's own signal mask again (pending signals are delivered as natively)."""
+        if t.saved_mask is not None:
+            mask, t.saved_mask = t.saved_mask, None
+            pt.setsigmask(t.tid, mask)
+
+    def _injected_entry(self, t: _Thread, nr: int, args) -> None:
+        """An entry of a thread mid-injection: it must be the call the shim
+        set.  Anything else is the program's own code (rewritten under the
+        stopped call by another thread): it would run unjudged, so its
+        process is killed (fail closed)."""
+        assert t.abi is not None
+        mask = 0xFFFFFFFF if t.abi.name == "i386" else MASK64
+        if (nr, tuple(a & mask for a in args)) != t.inject_call:
+            self._log(f"pid {t.tgid}: made another call than the one the broker injected (its code was changed "
+                      "under it): killed")
+            os.kill(t.tgid, signal.SIGKILL)
+            return
+        self._to_exit_stop(t)
 
     def _next_call(self, t: _Thread, nr: int, args: tuple[int, ...]) -> None:
         """From an exit stop: run one more syscall at the same instruction."""
@@ -129,6 +165,8 @@ class Inject(ShimBase):
         self._next_call(t, SYS_CLOSE[t.abi.name], (t.inject_fd,))
 
     def _injected_close(self, t: _Thread, rval: int, failed: bool) -> None:
+        # signals stay blocked until the interrupted call stops again (_on_status):
+        # a handler run on the way back would get that call's decision (t.replay)
         saved = t.saved_regs
         assert saved is not None
         t.saved_regs = None
@@ -150,4 +188,5 @@ class Inject(ShimBase):
         saved.rax = (-E.EPERM) & MASK64
         t.state = "run"
         pt.setregs(t.tid, saved)
+        self._release_signals(t)  # the call is over: not run again
         self._resume(t.tid)

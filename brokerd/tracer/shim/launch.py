@@ -267,6 +267,8 @@ class Launch(ShimBase):
         if t is not None:
             t.walk = None
         try:
+            if t is not None:
+                self._release_signals(t)
             pt.detach(tid, sig)
         except ProcessLookupError:
             pass

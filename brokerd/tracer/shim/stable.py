@@ -122,6 +122,7 @@ class Stable(ShimBase):
         t.saved_regs = saved
         t.undo_step = t.state == "step"
         t.state = "inject"
+        self._hold_signals(t)
         t.inject = [self._undone]
         self._next_call(t, SYS_CLOSE[t.abi.name], (fd,))
 
@@ -132,6 +133,7 @@ class Stable(ShimBase):
         saved.rax = (-E.EACCES) & MASK64
         t.state = "run"
         pt.setregs(t.tid, saved)
+        self._release_signals(t)
         if t.undo_step:  # someone stepped this call: it hears how it ended
             t.undo_step = False
             self._sysret(t, -E.EACCES)

@@ -45,6 +45,8 @@ class Stops(ShimBase):
             return
         t = self._thread(tid)
         t.running = False
+        if t.saved_mask is not None and t.state != "inject":  # the interrupted call is back
+            self._release_signals(t)
         sig = os.WSTOPSIG(status)
         event = status >> 16
         if self._detaching and t.state in ("stopped", "run", "ask", "ret", "step") and event != pt.EVENT_STOP:
@@ -84,7 +86,8 @@ class Stops(ShimBase):
             elif self._detaching:
                 self._detach_thread(tid, 0)
             else:
-                t.state = "stopped"
+                if t.state != "inject":  # mid-injection it stays so: its next call is ours (see _resume)
+                    t.state = "stopped"
                 pt.listen(tid)
                 self._maybe_stop_self()
         elif event:
@@ -102,8 +105,8 @@ class Stops(ShimBase):
             t.running = True
         if self._detaching:
             self._detach_thread(tid, sig)
-        elif self.attached:
-            pt.syscall(tid, sig)
+        elif self.attached or (t is not None and t.state == "inject"):
+            pt.syscall(tid, sig)  # (mid-injection, after a group-stop: the injected call's exit must stop)
         else:
             pt.cont(tid, sig)
 
@@ -189,8 +192,8 @@ class Stops(ShimBase):
     def _on_syscall_stop(self, t: _Thread) -> None:
         info = pt.get_syscall_info(t.tid, self._info)
         if info.op == pt.INFO_ENTRY:
-            if t.state == "inject":
-                self._to_exit_stop(t)  # one of our injected calls: on to its exit
+            if t.state == "inject":  # one of our injected calls (checked): on to its exit
+                self._injected_entry(t, info.u.entry.nr, info.u.entry.args)
                 return
             if t.state in ("step", "skip"):
                 self._resume(t.tid)  # cannot happen; never strand a tracee

@@ -51,9 +51,16 @@ class _Thread:
     walk: EntryWalk | ExitWalk | None = None
     decision: Decision | None = None
     replay: Decision | None = None
+    #: (arch, nr, args, ip) of the call an injection interrupted: it must come back as it was
+    replay_key: tuple = ()
     saved_regs: pt.Regs | None = None
     inject: list = field(default_factory=list)  # steps of a running injection
     inject_fd: int = -1
+    #: the injected call now set in its registers, (nr, its six argument registers): an entry
+    #: that is not this call is the program's own code, which must not run unjudged
+    inject_call: tuple = ()
+    #: its own signal mask while the shim injects calls into it (all signals blocked meanwhile)
+    saved_mask: int | None = None
     saved_view: mmap.mmap | None = None  # the shim's mapping of a scratch region being set up
     verify: tuple | None = None  # what an open must have opened (see _expected_object)
     undo_step: bool = False  # an undone open was stepped: its sysret is still owed
