@@ -818,7 +818,7 @@ def profile(calls: int, out: Path, config: str = "external") -> str:
 # file and the source text of the sampled line.
 EPOLL = "epoll wait (idle: authorizer round trip, tracee running)"
 CATEGORIES: list[tuple[str, Callable[[str, str, str], bool]]] = [
-    (EPOLL, lambda fn, path, src: ".poll(" in src and fn == "_poll_once"),
+    (EPOLL, lambda fn, path, src: ".poll(" in src and fn in ("poll_once", "_poll_once")),
     ("waitpid", lambda fn, path, src: "waitpid" in src),
     ("signalfd read", lambda fn, path, src: "self._sfd" in src and "os.read" in src),
     ("ptrace requests (GET_SYSCALL_INFO, CONT, regs)", lambda fn, path, src: path.endswith("tracer/ptrace.py")),
@@ -903,7 +903,7 @@ def summarise_profile(path: Path, top: int = 15) -> str:
     lines += ["", f"Top {top} functions by inclusive time (share of busy samples):"]
     skip = ("main (", "cmd_run (", "<module> (", "_run_module_as_main (", "_run_code (")
     for fr, n in sorted(((k, v) for k, v in incl.items() if not k.startswith(skip)
-                         and not _is_loop(k, ("run", "_poll_once"))), key=lambda kv: -kv[1])[:top]:
+                         and not _is_loop(k, ("run", "poll_once", "_poll_once"))), key=lambda kv: -kv[1])[:top]:
         lines.append(f"  {100 * n / max(busy, 1):5.1f}%  {fr}")
     return "\n".join(lines)
 

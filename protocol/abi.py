@@ -67,6 +67,10 @@ class Abi:
     #: pointer and time_t sizes in tracee memory
     ptr_bytes: int = 8
     time_bytes: int = 8
+    #: the argument registers, as a 64-bit tracer's user_regs_struct names them
+    arg_regs: tuple[str, ...] = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+    #: the mmap taking flags and offset in registers (i386: mmap2)
+    mmap_call: str = "mmap"
     _unknown: dict[int, SyscallSpec] = field(default_factory=dict, repr=False, compare=False)
 
     def spec(self, nr: int) -> SyscallSpec:
@@ -106,7 +110,8 @@ def _make(table: ModuleType) -> Abi:
              for nr, n, args, ret, classes in table.SYSCALLS}
     by_name = {s.name: s for s in by_nr.values()}
     return Abi(name, table.AUDIT_ARCH, table.NR_BIT, MappingProxyType(by_nr),
-               MappingProxyType(by_name), table.REG_BITS, table.PTR_BYTES, table.TIME_BYTES)
+               MappingProxyType(by_name), table.REG_BITS, table.PTR_BYTES, table.TIME_BYTES,
+               table.ARG_REGS, table.MMAP_CALL)
 
 
 ABIS: dict[str, Abi] = {t.ABI: _make(t) for t in (_t_x86_64, _t_i386, _t_x32)}

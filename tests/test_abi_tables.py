@@ -271,3 +271,35 @@ def test_abi_facts_come_from_the_tables() -> None:
     assert (x32.reg_bits, x32.ptr_bytes, x32.time_bytes) == (64, 4, 8)
     assert i.reg_mask == 0xFFFFFFFF
     assert x32.nr("close") == 0x40000003 and i.nr("mmap2") == 192
+
+
+def test_the_shims_per_abi_facts_come_from_the_tables():
+    """The shim reads and rewrites calls in these registers and injects this
+    mmap (issue #14: no ``abi.name == "i386"`` branches in the shim): a wrong
+    register would rewrite another argument than the one judged."""
+    assert ABIS["x86_64"].arg_regs == ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+    assert ABIS["x32"].arg_regs == ABIS["x86_64"].arg_regs
+    assert ABIS["i386"].arg_regs == ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
+    assert (ABIS["x86_64"].mmap_call, ABIS["i386"].mmap_call) == ("mmap", "mmap2")
+    # the injected mmap takes flags and offset in registers on every ABI
+    for abi in ABIS.values():
+        assert abi.by_name[abi.mmap_call].args[3] == "mmap_flags"
+
+
+def test_the_checked_opens_derive_from_the_tables():
+    """Which calls get the check at exit (opened object == judged path), with
+    their path and flags arguments, as the shim's former hand-written table said."""
+    from brokerd.tracer.shim.consts import OPEN_CALLS
+
+    assert OPEN_CALLS == {"open": (0, 1), "openat": (1, 2), "openat2": (1, None), "creat": (0, None),
+                          "execve": (0, -1), "execveat": (1, -1)}
+
+
+def test_every_remap_call_has_its_region_test():
+    """A call added to the ``remap`` class (may unmap, move or replace
+    mappings) must say how it could reach the scratch region, or the shim
+    would let it replace the region unchecked."""
+    from brokerd.tracer.shim.consts import REGION_CALLS
+    from brokerd.tracer.shim.stable import REGION_HITS
+
+    assert set(REGION_HITS) == REGION_CALLS

@@ -60,12 +60,13 @@ def test_profile_summary_categorises_stacks(tmp_path):
     shim = ROOT / "brokerd" / "tracer" / "shim" / "loop.py"
     lines = shim.read_text().splitlines()
     poll = next(i for i, line in enumerate(lines, 1) if "self._ep.poll(" in line)
-    base = f"main (brokerd/cli/main.py:1);Shim.run ({shim}:1)"
+    stops = shim.parent / "stops.py"
+    base = f"main (brokerd/cli/main.py:1);Stops.run ({stops}:1)"
     raw = tmp_path / "raw.txt"
     raw.write_text(
-        f"{base};Shim._poll_once ({shim}:{poll}) 60\n"
-        f"{base};Shim._poll_once ({shim}:1);cont (brokerd/tracer/ptrace.py:148) 30\n"
-        f"{base};Shim._poll_once ({shim}:1);format_event (protocol/codec.py:1) 10\n"
+        f"{base};EventLoop.poll_once ({shim}:{poll}) 60\n"
+        f"{base};EventLoop.poll_once ({shim}:1);cont (brokerd/tracer/ptrace.py:148) 30\n"
+        f"{base};EventLoop.poll_once ({shim}:1);format_event (protocol/codec.py:1) 10\n"
         "<module> (x.py:1) 5\n"
     )
     text = summarise_profile(raw)

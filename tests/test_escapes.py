@@ -153,7 +153,7 @@ INJECT_DENY = "syscall * mkdir *escaped* => skip-fail EPERM"
 def test_no_program_code_runs_unjudged_during_an_injection(cprog, rules, tmp_path, mode):
     """While the broker injects its scratch-region set-up into a thread, no
     code of the program may run in that thread unjudged.  signal: a handler
-    due between two injected calls (another thread keeps SIGUSR1 pending)
+    due between two injected calls (another thread sends SIGUSR1 meanwhile)
     used to run with every call let through; now signals wait until the
     interrupted call is back.  patch: the call's code rewritten by another
     thread while it is stopped used to run in its place; now a call that is

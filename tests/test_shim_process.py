@@ -152,6 +152,31 @@ def test_signal_before_the_program_starts(authz, tmp_path, sig):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_sigterm_after_the_main_program_reaches_its_background_children(rules, tmp_path):
+    """brokerctl waits for every traced process (a background child must not
+    escape the jail); SIGTERM then goes to those left, so brokerctl ends with
+    the main program's status (it used to be dropped once the main program
+    had exited: brokerctl waited for the child to end by itself)."""
+    pidfile = tmp_path / "pid"
+    p = subprocess.Popen([*BROKERCTL, "run", "-a", rules(), "--", "sh", "-c",
+                          f"sleep 60 & echo $$ > {pidfile}.new && mv {pidfile}.new {pidfile}; exit 5"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(pidfile.exists, 30, "the program")
+        main = pidfile.read_text().strip()
+        # the main program is over once brokerctl has reaped it: only the sleep is left
+        wait_for(lambda: not os.path.exists(f"/proc/{main}"), 30, "the main program's end")
+        p.send_signal(signal.SIGTERM)
+        try:
+            _, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("brokerctl still waits 20 s after SIGTERM: the signal was dropped") from None
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == 5, err
+
+
 def test_exec_from_non_leader_thread(cprog, rules):
     # The exec'ing thread takes over the leader's tid; the new program is still traced.
     r = brokerctl("run", "-e", "trace=execve,write", "-a", rules('*write 1, "hi* => write 1, "HI\\n", 3'),

@@ -57,6 +57,17 @@ def test_scratch_region_cannot_be_changed(cprog):
     }, r.stdout + r.stderr
 
 
+def test_scratch_region_cannot_be_replaced_by_i386s_old_mmap(cprog):
+    # i386's old mmap takes addr and MAP_FIXED in a struct in memory: a 32-bit
+    # program must not map its own writable pages over the region (its copies
+    # would then be the program's to change after the judgement)
+    r = brokerctl("run", "-e", "trace=openat", "-a", POLICY, "--", str(cprog("scratchattack", ("-m32",))))
+    got = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert got.get("oldmmap-fixed") == "EPERM", r.stdout + r.stderr
+    assert got["mmap-fixed"] == got["munmap"] == got["mremap-over"] == "EPERM"
+    assert got["open-after"] == "ok"
+
+
 def test_path_longer_than_path_max_fails_as_natively(cprog):
     # only a prefix of it could be judged, so it never reaches the kernel from tracee memory
     long = "/" + "x" * 5000

@@ -14,6 +14,7 @@ import json
 import os
 import pwd
 import shlex
+import signal
 import sys
 import time
 from typing import Any
@@ -189,7 +190,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 # serve
 # ----------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    import subprocess
+    from brokerd.decision.tether import sh_argv, spawn_tied
 
     argv = list(args.command)
     if argv and argv[0] == "--":
@@ -234,9 +235,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             env = dict(os.environ, BROKERD_SESSION=str(offer.id), BROKERD_SESSION_UID=str(offer.uid),
                        BROKERD_SESSION_PID=str(offer.pid))
             try:
-                p = subprocess.Popen(["/bin/sh", "-c", command], stdin=offer.sock.fileno(), stdout=offer.sock.fileno(), env=env,
-                                     process_group=0)
-                children.add(p.pid)
+                # tied to this process (its main thread): a SIGKILLed serve takes them along
+                sock = offer.sock.fileno()
+                children.add(spawn_tied("/bin/sh", sh_argv(command), env, fds=[(sock, 0), (sock, 1)],
+                                        sigdef=(signal.SIGPIPE, signal.SIGXFSZ)))
             except OSError as e:
                 print(f"{PROG}: serve: cannot start {command!r}: {e.strerror}", file=sys.stderr, flush=True)
             finally:
@@ -244,9 +246,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _reap(children)
         reg.close()
         if args.once:
-            print(f"{PROG}: serve: the brokerd daemon went away", file=sys.stderr)
+            print(f"{PROG}: serve: the brokerd daemon went away", file=sys.stderr, flush=True)
+            _outlive(children)
             return EXIT_DAEMON
         print(f"{PROG}: serve: the brokerd daemon went away; reconnecting", file=sys.stderr, flush=True)
+
+
+def _outlive(children: set[int]) -> None:
+    """Wait for the instances still serving their sessions: they die with us
+    (tether), and a session whose failure mode is ``allow`` goes on with them
+    after the daemon is gone."""
+    _reap(children)
+    if children:
+        print(f"{PROG}: serve: waiting for {len(children)} instance(s) still serving their sessions",
+              file=sys.stderr, flush=True)
+    for pid in list(children):
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        children.discard(pid)
 
 
 def _reap(children: set[int]) -> None:

@@ -197,11 +197,39 @@ def _add_stack_options(p: argparse.ArgumentParser, launch: bool) -> None:
                         " guard instead (docs/security.md)")
 
 
-def _make_shim(args: argparse.Namespace, operator=None):
-    """The shim and its authorizer stack, from the options run and attach share;
-    ``operator`` (attach's terminal) goes first in the stack, farthest from the
-    kernel, so every other policy still applies to what it allows."""
-    from brokerd.tracer.shim import Shim
+class _Session:
+    """A session's greeted authorizer stack, before its shim exists: the
+    backend is chosen from what the authorizers said (brokerd.tracer.notify),
+    then :meth:`shim` makes the shim of that backend."""
+
+    def __init__(self, args: argparse.Namespace, stack, loop, starter, daemon, audit) -> None:
+        self.args, self.stack, self.loop, self.starter, self.daemon, self.audit = (
+            args, stack, loop, starter, daemon, audit)
+
+    def shim(self, backend: str = "ptrace"):
+        """The shim of ``backend`` on the greeted stack; the daemon session
+        steers it through its control interface (shim/control.py)."""
+        from brokerd.tracer.notify import make_shim
+
+        args = self.args
+        shim = make_shim(backend, self.stack, loop=self.loop, strsize=args.strsize, audit=self.audit,
+                         caller=getattr(args, "caller", False), allow_io_uring=args.allow_io_uring,
+                         stable_args=args.stable_args, use_landlock=args.landlock,
+                         session=str(self.daemon.id) if self.daemon is not None else "1")
+        shim.greeted()
+        if self.daemon is not None:
+            self.daemon.bind(shim)
+        return shim
+
+
+def _make_session(args: argparse.Namespace, operator=None) -> _Session:
+    """The authorizer stack from the options run and attach share, greeted
+    (the handshake needs only the event loop, not the shim); ``operator``
+    (attach's terminal) goes first in the stack, farthest from the kernel,
+    so every other policy still applies to what it allows."""
+    from brokerd.decision.stack import Stack
+    from brokerd.tracer.shim.launch import end_authorizers, greet
+    from brokerd.tracer.shim.loop import EventLoop
 
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
@@ -216,9 +244,9 @@ def _make_shim(args: argparse.Namespace, operator=None):
 
     daemon = daemon_client.from_args(args)  # None: no daemon, embedded
     starter = Starter()
-    stack = _members(args, trace, signals, default, starter.spawn)
+    members = _members(args, trace, signals, default, starter.spawn)
     if operator is not None:
-        stack.insert(0, operator)
+        members.insert(0, operator)
         writer = audit
 
         def audit(rec) -> None:
@@ -227,26 +255,28 @@ def _make_shim(args: argparse.Namespace, operator=None):
                 writer(rec)
 
     if daemon is not None:
-        stack += daemon.authorizers  # after the -a ones: the owner's registered ones, then root's system ones
-    shim = Shim(stack, strsize=args.strsize, audit=audit, caller=getattr(args, "caller", False),
-                allow_io_uring=args.allow_io_uring, stable_args=args.stable_args,
-                use_landlock=args.landlock)
-    if daemon is not None:
-        shim.session = str(daemon.id)
-        daemon.bind(shim)
-    starter.watch(shim.add_reader, shim.remove_reader)
-    shim.handshake()
-    if shim.stop_signal:  # SIGTERM & co. while greeting: the program never starts (docs/shim.md)
-        shim.end_authorizers("brokerctl was told to stop")
-        status = daemon_client.finish(shim, 128 + shim.stop_signal)
-        raise StartError(f"{signal.Signals(shim.stop_signal).name} before the program started: "
+        members += daemon.authorizers  # after the -a ones: the owner's registered ones, then root's system ones
+    stack = Stack(members)
+    loop = EventLoop(stack)
+    starter.watch(loop.add_reader, loop.remove_reader)
+    greet(stack, loop, str(daemon.id) if daemon is not None else "1", None)
+    if loop.stop_signal:  # SIGTERM & co. while greeting: the program never starts (docs/shim.md)
+        end_authorizers(stack, "brokerctl was told to stop")
+        status = daemon_client.finish(daemon, 128 + loop.stop_signal)
+        raise StartError(f"{signal.Signals(loop.stop_signal).name} before the program started: "
                          "it was not started", status)
     try:
         starter.check(args.timeout)
     except StartError:
-        daemon_client.finish(shim, 1)
+        daemon_client.finish(daemon, 1)
         raise
-    return shim, starter
+    return _Session(args, stack, loop, starter, daemon, audit)
+
+
+def _make_shim(args: argparse.Namespace, operator=None):
+    """A ptrace shim on the greeted stack (attach), its starter and its daemon session."""
+    session = _make_session(args, operator)
+    return session.shim("ptrace"), session.starter, session.daemon
 
 
 def _members(args: argparse.Namespace, trace, signals: bool, default: object, spawn) -> list:
@@ -336,16 +366,18 @@ def _run_asker(args: argparse.Namespace, display):
 
 
 def _run(args: argparse.Namespace, argv: list[str], operator, out) -> int:
-    """Launch ``argv`` under the stack (and ``operator``, when there is one)."""
+    """Launch ``argv`` under the stack (and ``operator``, when there is one):
+    greet the authorizers, choose the backend, then make the shim of it."""
     from brokerd.tracer.shim import LaunchError
 
-    shim, starter = _make_shim(args, operator)
-    if args.backend == "auto" and not _has_daemon(shim):
+    session = _make_session(args, operator)
+    starter, daemon = session.starter, session.daemon
+    if args.backend == "auto" and daemon is None:
         from brokerd.tracer import direct
 
-        if not direct.why_traced(shim):  # the kernel enforces all of it: no tracer, no broker left
+        if not direct.why_traced(session.stack):  # the kernel enforces all of it: no tracer, no broker left
             try:
-                return direct.exec_direct(shim, argv)
+                return direct.exec_direct(session.shim("ptrace"), argv)
             except LaunchError as e:
                 print(f"{PROG}: {e}", file=sys.stderr)
                 return e.status
@@ -354,7 +386,10 @@ def _run(args: argparse.Namespace, argv: list[str], operator, out) -> int:
     if operator is not None and args.backend == "notify":
         operator.without_results()
 
-    shim = choose_backend(shim, args.backend, lambda m: print(f"{PROG}: {m}", file=sys.stderr))
+    backend = choose_backend(session.stack, args.backend, lambda m: print(f"{PROG}: {m}", file=sys.stderr),
+                             allow_io_uring=args.allow_io_uring, stable_args=args.stable_args,
+                             use_landlock=args.landlock)
+    shim = session.shim(backend)  # made once its backend is known
     try:
         pid = shim.launch(argv)
     except LaunchError as e:
@@ -362,12 +397,12 @@ def _run(args: argparse.Namespace, argv: list[str], operator, out) -> int:
         return e.status
     from brokerd.daemon import client as daemon_client
 
-    daemon_client.started(shim, pid)
+    daemon_client.started(daemon, pid)
     status = shim.run()
     starter.close()
     if operator is not None and args.summary:
         say(operator.out, operator.summary())
-    return daemon_client.finish(shim, status)
+    return daemon_client.finish(daemon, status)
 
 
 def _run_display(args: argparse.Namespace):
@@ -396,11 +431,6 @@ def _as_attach(args: argparse.Namespace) -> argparse.Namespace:
                                  "quiet": args.summary == "only"})
 
 
-def _has_daemon(shim) -> bool:
-    """Is the session registered with a daemon (it expects the session's end)?"""
-    return getattr(shim, "daemon_session", None) is not None
-
-
 def cmd_attach(args: argparse.Namespace) -> int:
     from brokerd.cli.operator import Display, Operator
     from brokerd.tracer.shim import LaunchError
@@ -423,7 +453,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     out = _output(args.output)
     display = Display(calls=not args.quiet, times=True, stamps=args.stamps, fd_paths=args.fd_paths)
     operator = Operator(trace, out=out, ask=args.ask, tty=0, display=display, start=start)
-    shim, starter = _make_shim(args, operator)
+    shim, starter, daemon = _make_shim(args, operator)
     enforcing = args.ask or len(shim.stack) > 1  # anyone but the watching operator decides
     on_exit = args.on_exit or ("kill" if enforcing else "detach")
     if not enforcing:
@@ -440,7 +470,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
          f"Ctrl-C detaches; if brokerctl dies, {pid} is {fate} (--on-exit)")
     from brokerd.daemon import client as daemon_client
 
-    status = daemon_client.finish(shim, shim.run())
+    status = daemon_client.finish(daemon, shim.run())
     starter.close()
     if shim.detached_cleanly:
         _say(f"{PROG}: detached from {pid}")

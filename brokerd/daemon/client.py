@@ -6,7 +6,8 @@ trio: the shim is a hand-written epoll loop, the hot path).
   descriptor per registered authorizer, each turned into an
   :class:`~brokerd.decision.authorizer.Authorizer` (``rfd == wfd``) that goes
   after the ``-a`` ones in the stack.  :meth:`DaemonSession.bind` then hooks
-  the daemon connection into the shim's loop (audit records out; ``detach``,
+  the daemon connection into the shim's loop through the shim's one control
+  interface (``brokerd.tracer.shim.control.SessionControl``) (audit records out; ``detach``,
   ``kill``, ``audit on|off`` in; the session's failure mode when the daemon is
   lost).
 * :class:`Registration` is an authorizer's side: register, then receive one
@@ -25,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from brokerd.decision.defaults import default_verdict
 from brokerd.protocol import codec
@@ -34,6 +35,9 @@ from brokerd.protocol.linebuf import LineBuffer, PartialLine, TooLong
 from brokerd.protocol.selection import TraceError, parse_trace
 
 from . import wire
+
+if TYPE_CHECKING:
+    from brokerd.tracer.shim.control import SessionControl
 
 CONNECT_TIMEOUT = 2.0
 AUDIT_BUFFER = 4 << 20  # bytes of audit lines held while the daemon is slow; beyond: dropped
@@ -219,8 +223,8 @@ class DaemonSession:
         self._early = [x for x in lines._lines if isinstance(x, bytes)]
         self._out = bytearray()
         self.dropped = 0
-        self.shim: Any = None  # the Shim (not imported: brokerd.tracer.shim imports this module)
-        self._local_audit: Callable | None = None
+        #: the session it steers, through brokerd.tracer.shim.control.SessionControl only
+        self.control: SessionControl | None = None
         self.lost = False
         self.killed = False
         self.detach_asked = False
@@ -237,25 +241,20 @@ class DaemonSession:
         sock.setblocking(False)
 
     # -- hooking into the shim ----------------------------------------------
-    def bind(self, shim) -> None:
-        self.shim = shim
-        shim.daemon_session = self
-        self._local_audit = shim.audit
+    def bind(self, control: SessionControl) -> None:
+        """Steer ``control`` (the shim): its loop reads this connection, the
+        audit records go to the daemon too while it wants them."""
+        self.control = control
         self._set_audit(self.audit_on)
-        shim.add_reader(self.sock.fileno(), self.on_readable)
+        control.add_reader(self.sock.fileno(), self.on_readable)
         early, self._early = self._early, []
         for line in early:
             self._command(line)
 
     def _set_audit(self, on: bool) -> None:
         self.audit_on = on
-        if self.shim is not None:
-            self.shim.audit = self._audit if on else self._local_audit
-
-    def _audit(self, rec) -> None:
-        if self._local_audit is not None:
-            self._local_audit(rec)
-        self.send_audit(rec)
+        if self.control is not None:
+            self.control.tee_audit(self.send_audit if on else None)
 
     def send_audit(self, rec) -> None:
         line = b"audit " + json.dumps(rec.to_json(), ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
@@ -297,16 +296,17 @@ class DaemonSession:
 
     def _command(self, line: bytes) -> None:
         verb, rest = wire.split_verb(line)
-        shim = self.shim
+        control = self.control
+        assert control is not None  # commands are read once bound
         if verb == "kill":
             self._log(f"session {self.id}: killed through the brokerd daemon")
             self.killed = True
-            shim.kill_all()
+            control.kill_all()
         elif verb == "detach":
             self._log(f"session {self.id}: detached through the brokerd daemon")
             self.detach_asked = True
-            if shim.threads:
-                shim.request_detach()
+            if control.has_tracees():
+                control.request_detach()
         elif verb == "audit":
             self._set_audit(rest == "on")
         elif verb == "error":
@@ -316,20 +316,21 @@ class DaemonSession:
         if self.lost:
             return
         self.lost = True
-        shim = self.shim
-        shim.remove_reader(self.sock.fileno())
+        control = self.control
+        assert control is not None  # only a bound session reads the connection
+        control.remove_reader(self.sock.fileno())
         self._set_audit(False)
-        shim.audit = self._local_audit
         self.sock.close()
-        shim.fail(self.failure, f"lost the brokerd daemon ({why})")
+        control.fail(self.failure, f"lost the brokerd daemon ({why})")
 
     # -- called by brokerctl around the program -----------------------------
     def started(self, pid: int) -> None:
         """The program runs (pid known): tell the daemon; apply what came before."""
+        assert self.control is not None  # bound before the program starts
         if self.killed or (self.lost and self.failure == "kill"):
-            self.shim.kill_all()
+            self.control.kill_all()
         elif self.detach_asked:
-            self.shim.request_detach()
+            self.control.request_detach()
         if not self.lost:
             self._out += f"pid {pid}\n".encode()
             self._flush()
@@ -337,8 +338,8 @@ class DaemonSession:
     def end(self, status: int) -> None:
         """The session is over: flush the audit records (a short, bounded wait)
         and say goodbye."""
-        if self.shim is not None:
-            self.shim.remove_reader(self.sock.fileno())
+        if self.control is not None:
+            self.control.remove_reader(self.sock.fileno())
         if self.lost:
             return
         self.lost = True
@@ -353,16 +354,16 @@ class DaemonSession:
         self.sock.close()
 
 
-def started(shim, pid: int) -> None:
-    s = getattr(shim, "daemon_session", None)
-    if s is not None:
-        s.started(pid)
+def started(session: DaemonSession | None, pid: int) -> None:
+    """brokerctl's program runs: tell the session's daemon, if it has one."""
+    if session is not None:
+        session.started(pid)
 
 
-def finish(shim, status: int) -> int:
-    s = getattr(shim, "daemon_session", None)
-    if s is not None:
-        s.end(status)
+def finish(session: DaemonSession | None, status: int) -> int:
+    """The session is over: say so to its daemon, if it has one; returns ``status``."""
+    if session is not None:
+        session.end(status)
     return status
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from brokerd.decision.defaults import DEFAULT_VERDICTS, DENY, default_reply
 from brokerd.decision.member import Answer
 from brokerd.decision.rules import ALLOW, NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
+from brokerd.decision.tether import sh_argv, spawn_tied
 from brokerd.protocol import codec
 from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
@@ -493,24 +494,21 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
 
     It gets its own process group, so a Ctrl-C meant for the traced program
     does not kill the policy, and an unblocked signal mask whatever the
-    broker's is.
+    broker's is.  It is SIGKILLed by the kernel if the broker dies, even by
+    SIGKILL (:mod:`brokerd.decision.tether`): call this from the thread that
+    runs the session.
     """
     to_r, to_w = os.pipe()
     from_r, from_w = os.pipe()
-    actions = [
-        (os.POSIX_SPAWN_DUP2, to_r, 0),
-        (os.POSIX_SPAWN_DUP2, from_w, 1),
-    ]
+    fds = [(to_r, 0), (from_w, 1)]
     if stderr is not None:
-        actions.append((os.POSIX_SPAWN_DUP2, stderr, 2))
-    pid = os.posix_spawn(
+        fds.append((stderr, 2))
+    pid = spawn_tied(
         "/bin/sh",
-        ["sh", "-c", command],
+        sh_argv(command),
         env if env is not None else os.environ,
-        file_actions=actions,
-        setpgroup=0,
-        setsigmask=(),
-        setsigdef=(signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE),
+        fds=fds,
+        sigdef=(signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE),
     )
     os.close(to_r)
     os.close(from_w)

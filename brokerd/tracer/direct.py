@@ -20,29 +20,33 @@ import sys
 import time
 from collections.abc import Sequence
 
+from brokerd.decision.member import Member
+from brokerd.decision.stack import Stack
 from brokerd.protocol.abi import ABIS
 
 from . import landlock, seccomp
 from .shim import LaunchError, Shim
+from .shim.filter import rules_need_stop
 
 
-def why_traced(shim: Shim) -> str:
-    """Empty when the stack needs no tracer; else the first reason it does."""
-    for a in shim.stack:
+def why_traced(stack: Sequence[Member]) -> str:
+    """Empty when the (greeted) stack needs no tracer; else the first reason it does."""
+    for a in stack:
         if getattr(a, "signals", False) or getattr(a, "events", ()):
             return f"{a.name} wants signals or process events"
         if a.mode == "plain" or a.mode == "greeting":
             return f"{a.name} is a plain authorizer"
-    if not shim.stack:
+    if not stack:
         return "no authorizer"
+    whole = Stack(stack)
     for abi in ABIS.values():
         for name, spec in abi.by_name.items():
-            if any(a.action(name)[0] == "trace" for a in shim.stack):
+            if any(a.action(name)[0] == "trace" for a in stack):
                 return f"{name} is decided per call"
-            if shim.rules_need_stop(abi, spec):
+            if rules_need_stop(whole, abi, spec):
                 return f"{name} has an argument rule only the broker can apply"
-    unknown = [a.static.unknown for a in shim.stack]
-    if any(u is None and a.trace is None or u == ("trace", 0) for a, u in zip(shim.stack, unknown, strict=True)):
+    unknown = [a.static.unknown for a in stack]
+    if any(u is None and a.trace is None or u == ("trace", 0) for a, u in zip(stack, unknown, strict=True)):
         return "calls unknown to the tables are decided per call"
     return ""
 
@@ -68,7 +72,7 @@ def exec_direct(shim: Shim, argv: Sequence[str], env: dict[str, str] | None = No
     print(f"brokerctl: {names}: enforced by the kernel alone (seccomp filter"
           f"{' and Landlock layers' if shim.layer_plan.layers else ''}); running {argv[0]} with no tracer",
           file=sys.stderr, flush=True)
-    signal.pthread_sigmask(signal.SIG_SETMASK, shim._old_mask)
+    signal.pthread_sigmask(signal.SIG_SETMASK, shim.loop.old_mask)
     try:
         for layer in shim.layer_plan.layers:
             landlock.restrict(layer)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import ctypes
 import os
 
+from brokerd.protocol.abi import ABIS
+
 SECCOMP_GET_ACTION_AVAIL = 2
-SYS_seccomp = 317
+SYS_seccomp = ABIS["x86_64"].nr("seccomp")  # the broker is a 64-bit process
 RET_TRACE = 0x7FF00000
 RET_KILL_PROCESS = 0x80000000
 PR_GET_SECCOMP = 21

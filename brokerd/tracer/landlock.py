@@ -31,14 +31,17 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-SYS_landlock_create_ruleset = 444
-SYS_landlock_add_rule = 445
-SYS_landlock_restrict_self = 446
+from brokerd.protocol.abi import ABIS
+
+_NR = ABIS["x86_64"].nr  # the broker and its launched children are 64-bit
+SYS_landlock_create_ruleset = _NR("landlock_create_ruleset")
+SYS_landlock_add_rule = _NR("landlock_add_rule")
+SYS_landlock_restrict_self = _NR("landlock_restrict_self")
 CREATE_RULESET_VERSION = 1
 RULE_PATH_BENEATH = 1
 RULE_NET_PORT = 2
 PR_SET_NO_NEW_PRIVS = 38
-SYS_prctl = 157
+SYS_prctl = _NR("prctl")
 CAP_SYS_ADMIN = 21
 
 # filesystem rights, with the ABI that introduced each
@@ -135,7 +138,7 @@ def wall(abi: int) -> Layer:
     return Layer(handled_fs=block, paths=(PathRule("/", block),))
 
 
-def _call(nr: int, what: str, *args) -> int:
+def _call(nr: int, what: str, *args: object) -> int:
     ret = _libc.syscall(nr, *args)
     if ret < 0:
         err = ctypes.get_errno()

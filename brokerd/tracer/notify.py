@@ -33,10 +33,12 @@ import signal
 import socket
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from brokerd.decision.stack import Decision
-from brokerd.protocol.abi import abi_from_audit
+from brokerd.decision.member import Member
+from brokerd.decision.stack import Decision, Stack
+from brokerd.protocol.abi import ABIS, abi_from_audit
 
 from . import seccomp
 from .shim import LaunchError, Shim, _Thread
@@ -53,16 +55,17 @@ RESP = struct.Struct("=QqiI")  # id, val, error, flags
 #: kinds whose judgement the kernel would re-read from tracee memory
 UNSTABLE_KINDS = ("path", "str", "sockaddr", "inbuf", "argv", "envp", "open_how", "clone_args")
 NOTIFY_VERDICTS = frozenset({"cont", "skip-fail", "skip-ok"})
-SYS_SENDMSG = 46
+SYS_SENDMSG = ABIS["x86_64"].nr("sendmsg")  # the launched child is a 64-bit Python
 
 
-def stack_allows_notify(shim: Shim) -> tuple[bool, str]:
-    """Whether a session may use this backend, and why not if it may not."""
-    from brokerd.protocol.abi import ABIS
-
-    if shim.guard.proc_checks:
+def stack_allows_notify(stack: Stack, proc_checks: bool,
+                        action: Callable[[str], tuple[str, int]]) -> tuple[bool, str]:
+    """Whether a session may use this backend, and why not if it may not.
+    ``proc_checks``: no Landlock wall (the guard checks opens at their exit);
+    ``action``: what the ptrace session would do with a call (shim.rules)."""
+    if proc_checks:
         return False, "there is no Landlock wall, and the broker's own open checks need ptrace's exit stop"
-    for a in shim.stack:
+    for a in stack:
         declared = getattr(a, "verdicts", None)
         if not declared or not set(declared) <= NOTIFY_VERDICTS:
             return False, f"authorizer {a.name} did not declare verdicts=cont,skip-fail,skip-ok"
@@ -70,27 +73,26 @@ def stack_allows_notify(shim: Shim) -> tuple[bool, str]:
             return False, f"authorizer {a.name} wants signal or process events"
         if a.rules:
             return False, f"authorizer {a.name} has argument rules"
-    names = shim.stack.subscriptions()
+    names = stack.subscriptions()
     specs = ABIS["x86_64"].by_name
     judged = specs.keys() if names is None else names
     for n in judged:
         spec = specs.get(n)
-        if spec is not None and shim.stack_action(n)[0] == "trace" and any(
+        if spec is not None and action(n)[0] == "trace" and any(
                 k.split(":")[0] in UNSTABLE_KINDS for k in spec.args):
             return False, f"{n} has memory arguments the kernel would re-read (seccomp_unotify(2))"
     return True, ""
 
 
 class NotifyShim(Shim):
-    """A launched session served through a seccomp listener, not ptrace."""
+    """A launched session served through a seccomp listener, not ptrace.
+    Chosen before it is made (:func:`choose_backend`, :func:`make_shim`):
+    a shim never changes its backend."""
 
     backend = "notify"
 
-    def __init__(self, *a, **kw) -> None:
+    def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
-        self._become_notify()
-
-    def _become_notify(self) -> None:
         # nothing to strip or guard by register: the broker is not a tracer here,
         # but kill/ptrace of the broker is still judged (with deny answers)
         from .guard import GUARDED
@@ -233,22 +235,28 @@ class NotifyShim(Shim):
         return code
 
 
-def choose_backend(shim: Shim, want: str, log) -> Shim:
-    """After the handshake: keep ptrace, or turn the shim into a NotifyShim.
+def choose_backend(stack: Stack, want: str, log: Callable[[str], None], *, allow_io_uring: bool = False,
+                   stable_args: bool = True, use_landlock: bool = True) -> str:
+    """After the handshake, before the shim is made: "ptrace" or "notify".
     ``want`` is auto (notify when the stack allows it and the kernel has
-    SECCOMP_USER_NOTIF_FLAG_CONTINUE, 5.5+), ptrace or notify (forced)."""
+    SECCOMP_USER_NOTIF_FLAG_CONTINUE, 5.5+), ptrace or notify (forced); the
+    options are the shim's own (they decide which calls stop)."""
     if want == "ptrace":
-        return shim
+        return "ptrace"
+    from . import landlock
     from .kernel import _version
+    from .shim.rules import ptrace_action
 
-    ok, why = stack_allows_notify(shim)
+    proc_checks = not (use_landlock and landlock.abi_version())
+    action = ptrace_action(stack, allow_io_uring=allow_io_uring, stable_args=stable_args, proc_checks=proc_checks)
+    ok, why = stack_allows_notify(stack, proc_checks, action)
     if _version() < (5, 5):
         if want == "notify":
             log("this kernel lacks SECCOMP_USER_NOTIF_FLAG_CONTINUE (Linux 5.5+): using the ptrace backend")
-        return shim
+        return "ptrace"
     if want == "auto":
         if not ok:
-            return shim
+            return "ptrace"
     elif not ok:
         log(f"--backend notify although {why}: such decisions are advisory on this backend")
     refused = listener_refused()
@@ -256,10 +264,18 @@ def choose_backend(shim: Shim, want: str, log) -> Shim:
         if want == "notify":
             log(f"cannot make a seccomp listener here ({refused}: a filter with a listener is already above "
                 "brokerctl, e.g. a container runtime's): using the ptrace backend")
-        return shim
-    shim.__class__ = NotifyShim
-    shim._become_notify()  # type: ignore[attr-defined]
-    return shim
+        return "ptrace"
+    return "notify"
+
+
+#: the shim class of each backend (make_shim)
+BACKENDS: dict[str, type[Shim]] = {"ptrace": Shim, "notify": NotifyShim}
+
+
+def make_shim(backend: str, stack: Sequence[Member], **kw: Any) -> Shim:
+    """The session's shim, of the backend :func:`choose_backend` chose
+    (``kw``: Shim's keyword arguments, e.g. the ``loop`` the handshake ran on)."""
+    return BACKENDS[backend](stack, **kw)
 
 
 def listener_refused() -> str | None:

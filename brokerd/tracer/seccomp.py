@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 # the ABI facts live with the syscall tables (one home); re-exported here
-from brokerd.protocol.abi import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT
+from brokerd.protocol.abi import ABIS, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT
 
 # seccomp return actions
 RET_KILL_PROCESS = 0x80000000
@@ -48,7 +48,7 @@ PR_SET_NO_NEW_PRIVS = 38
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_TSYNC = 1
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
-SYS_seccomp = 317
+SYS_seccomp = ABIS["x86_64"].nr("seccomp")  # the broker and its launched children are 64-bit
 BPF_MAXINSNS = 4096
 
 

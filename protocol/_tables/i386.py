@@ -11,6 +11,8 @@ NR_BIT = 0x0
 REG_BITS = 32
 PTR_BYTES = 4
 TIME_BYTES = 4
+ARG_REGS = ('rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rbp')
+MMAP_CALL = 'mmap2'
 
 # fmt: off
 SYSCALLS: tuple[tuple[int, str, tuple[str, ...], str, tuple[str, ...]], ...] = (

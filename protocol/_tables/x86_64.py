@@ -11,6 +11,8 @@ NR_BIT = 0x0
 REG_BITS = 64
 PTR_BYTES = 8
 TIME_BYTES = 8
+ARG_REGS = ('rdi', 'rsi', 'rdx', 'r10', 'r8', 'r9')
+MMAP_CALL = 'mmap'
 
 # fmt: off
 SYSCALLS: tuple[tuple[int, str, tuple[str, ...], str, tuple[str, ...]], ...] = (

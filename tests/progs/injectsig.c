@@ -7,8 +7,10 @@
  * the region set-up.  The authorizer denies mkdir(DIR/escaped) and (nonce)
  * memfd_create.  A second thread, made with a raw clone() (pthread's clone3
  * would make the region first), then:
- *   signal: keeps SIGUSR1 pending for the main thread, whose handler calls
- *           mkdir(DIR/escaped): a handler run between two injected calls;
+ *   signal: sends SIGUSR1 to the main thread while it is stopped in that
+ *           mkdir; its handler calls mkdir(DIR/escaped): a handler run
+ *           between two injected calls (a flood of signals before the
+ *           mkdir would keep the thread in its handler);
  *   patch:  rewrites the code of the main thread's stopped mkdir, so that
  *           the thread, sent back onto that instruction for the next
  *           injected call, runs mkdir(DIR/escaped) instead;
@@ -79,8 +81,11 @@ static int helper(void *arg) {
     helper_started = 1;
     unsigned long f[7];
     while (running) {
-        if (mode[0] == 's') {
-            syscall(SYS_tgkill, tgid, main_tid, SIGUSR1);
+        if (mode[0] == 's') {  /* once, while it waits for its verdict: pending when the injection runs */
+            if (main_syscall(f) && f[0] == SYS_mkdir) {
+                syscall(SYS_tgkill, tgid, main_tid, SIGUSR1);
+                break;
+            }
         } else if (mode[0] == 'p') {
             if (main_syscall(f) && f[0] == SYS_mkdir) {
                 patch();

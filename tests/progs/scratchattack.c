@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static void say(const char *what, long r) {
@@ -41,6 +42,12 @@ int main(void) {
     void *other = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     say("mremap-over", mremap(other, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, a) == MAP_FAILED ? -1 : 0);
     say("mremap-away", mremap(a, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, other) == MAP_FAILED ? -1 : 0);
+#ifdef __i386__
+    /* i386's old mmap (90) takes its arguments in a struct in memory, not registers */
+    unsigned long om[6] = {lo, 4096, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS,
+                           (unsigned long)-1, 0};
+    say("oldmmap-fixed", syscall(90, om) == -1 ? -1 : 0);
+#endif
     say("madvise", madvise(a, 4096, MADV_DONTNEED));
     int fd = open("/etc/hostname", O_RDONLY);  /* the region still works */
     say("open-after", fd);

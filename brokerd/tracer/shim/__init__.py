@@ -22,21 +22,24 @@ from .base import ShimBase
 from .consts import BROKER_RULES_IO_URING
 from .control import Control
 from .entry import Entry
+from .errors import LaunchError
 from .exitwalk import ExitWalker
 from .filter import Filter
 from .inject import Inject
-from .launch import Launch, LaunchError, attach_refusal
-from .loop import Loop
+from .launch import Launch, attach_refusal, greet
+from .loop import EventLoop
 from .rewrite import Rewriter
 from .signals import Signals
 from .stable import Stable
 from .stops import Stops
 from .thread import _Thread
 
-__all__ = ["BROKER_RULES_IO_URING", "LaunchError", "Shim", "_Thread", "attach_refusal"]
+__all__ = ["BROKER_RULES_IO_URING", "EventLoop", "LaunchError", "Shim", "_Thread", "attach_refusal", "greet"]
 
 
-class Shim(Loop, Launch, Filter, Control, Stops, Entry, Rewriter, ExitWalker, Stable, Inject, Signals, ShimBase):
+class Shim(Launch, Filter, Control, Stops, Entry, Rewriter, ExitWalker, Stable, Inject, Signals, ShimBase):
     """One traced session: a program, its descendants and an authorizer stack.
 
-    The parts (one module each) share the state of :class:`.base.ShimBase`."""
+    The parts (one module each) share the state of :class:`.base.ShimBase`;
+    the event loop (:class:`.loop.EventLoop`) is a separate object, made
+    first when the handshake runs before the shim (brokerctl)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -11,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from brokerd.decision.audit import AuditRecord
 from brokerd.decision.member import Member
-from brokerd.decision.rules import StaticRules
 from brokerd.decision.stack import Decision, Stack
 from brokerd.protocol.abi import Abi, SyscallSpec
 from brokerd.protocol.types import (
@@ -22,14 +20,12 @@ from brokerd.protocol.types import (
 from .. import landlock
 from .. import layers as kernel_layers
 from .. import ptrace as pt
-from ..guard import GUARDED, PROC_OPEN_CALLS, Guard
+from ..guard import PROC_OPEN_CALLS, Guard
 from ..scratch import Region, can_seal
 from ..stopcount import StopCounter
-from .consts import (
-    CLONE3_DENIED,
-    IO_URING_DENIED,
-    REGION_CALLS_ALWAYS,
-)
+from .consts import REGION_CALLS_ALWAYS
+from .loop import EventLoop
+from .rules import PTRACE_TRACE, broker_rules
 from .thread import _Mem, _Thread
 
 if TYPE_CHECKING:
@@ -45,6 +41,7 @@ class ShimBase:
         self,
         stack: Sequence[Member],
         *,
+        loop: EventLoop | None = None,
         strsize: int = 64,
         session: str = "1",
         audit: Callable[[AuditRecord], None] | None = None,
@@ -55,10 +52,16 @@ class ShimBase:
         stable_args: bool = True,
         use_landlock: bool = True,
     ) -> None:
-        self.stack = Stack(stack)
+        self.stack = stack if isinstance(stack, Stack) else Stack(stack)
+        #: the epoll loop (made before the shim when the handshake ran first, see launch.greet)
+        self.loop = loop if loop is not None else EventLoop(self.stack)
+        self.loop.on_signal = self._on_broker_signal
+        self.loop.on_children = self._reap
         self.strsize = strsize
         self.session = session
+        #: the local audit sink (--audit FILE, the operator); the daemon's copy is ``_audit_tee``
         self.audit = audit
+        self._audit_tee: Callable[[AuditRecord], None] | None = None
         self._log = log or (lambda m: print(f"brokerd: {m}", file=sys.stderr, flush=True))
         self.greeting_timeout = greeting_timeout
         self.threads: dict[int, _Thread] = {}
@@ -71,8 +74,7 @@ class ShimBase:
         self._action_cache: dict[str, tuple[str, int]] = {}
         #: the broker's own rules, below every authorizer (docs/security.md)
         self.stable_args = stable_args
-        self.internal = StaticRules(deny=(() if allow_io_uring else IO_URING_DENIED)
-                                    + (() if self._copies_clone3 else CLONE3_DENIED))
+        self.internal = broker_rules(allow_io_uring, self._copies_clone3)
         self._signal_order: tuple[int, ...] = ()
         self._regions: dict[int, Region] = {}  # tgid -> its read-only scratch region
         #: marks the broker's own injected calls to the filter (INJECT_ARG); the program never sees it
@@ -82,15 +84,9 @@ class ShimBase:
         #: the region is sealed in the tracee (mseal): the kernel refuses to unmap,
         #: move or replace it, so the calls that could need not stop for it
         self.seals = stable_args and can_seal()
-        self.internal_trace = (frozenset({"clone", "clone3"}) | GUARDED
-                               | (frozenset() if self.seals else REGION_CALLS_ALWAYS))
+        self.internal_trace = PTRACE_TRACE - (REGION_CALLS_ALWAYS if self.seals else frozenset())
         self._mem = _Mem(0)
-        self._sfd = -1
-        self._ep: select.epoll | None = None
-        self._fds: dict[int, Member] = {}
-        self._polled: list[Member] = list(self.stack)  # narrowed by _setup_loop
         self._saved_dispositions: dict[signal.Signals, Any] = {}
-        self._old_mask: set[int] = set()
         self.stats = {"stops": 0, "decisions": 0}
         #: children that stopped and exited before their parent's fork/clone event
         #: came: that event must not bring them back into the table (the loop would wait for ever)
@@ -110,11 +106,7 @@ class ShimBase:
         self._guard_without_wall(self.wall is None, self.landlock_abi < landlock.ABI_SCOPE, emulate=use_landlock)
         self.detached_cleanly = False
         self._tty_stop = False
-        self._readers: dict[int, Callable[[], None]] = {}
         self.forced: SkipFail | None = None  # set by fail("deny")
-        #: SIGTERM/SIGHUP/SIGINT/SIGQUIT that came before there was a program to forward it to
-        #: (during the handshake): the program must then never start (cli: exit 128+N)
-        self.stop_signal = 0
 
     def _guard_without_wall(self, proc: bool, owner: bool, emulate: bool) -> None:
         """Where no Landlock domain keeps the program away from the broker's
@@ -137,13 +129,14 @@ class ShimBase:
         return any(t.tgid == tgid for t in self.threads.values())
 
     if TYPE_CHECKING:  # the other parts' methods these ones call (defined in the sibling modules)
-        def _setup_loop(self) -> None: ...
         def stack_action(self, name: str) -> tuple[str, int]: ...
         def build_filter(self, stop: int = ..., guard_region: bool = ..., handoff: int | None = ...) -> list[tuple[int, int, int, int]]: ...
         def leave(self, dying: bool) -> None: ...
         def _detach_thread(self, tid: int, sig: int) -> None: ...
-        def _poll_once(self, reap: bool) -> None: ...
         def kill_all(self) -> None: ...
+        def _on_broker_signal(self, signo: int, code: int) -> None: ...
+        def _reap(self) -> None: ...
+        def end_authorizers(self, why: str) -> None: ...
         def _on_tracee(self, tid: int, fn: Callable[..., None], *args: object) -> None: ...
         def _on_status(self, tid: int, status: int) -> None: ...
         def _resume(self, tid: int, sig: int = ...) -> None: ...
@@ -151,15 +144,16 @@ class ShimBase:
         def _maybe_stop_self(self) -> None: ...
         def _gone(self, tid: int) -> None: ...
         def _on_seccomp(self, t: _Thread) -> None: ...
-        def _on_entry(self, t: _Thread, arch: int, nr: int, rawargs, ip: int) -> None: ...
+        def _on_entry(self, t: _Thread, arch: int, nr: int, rawargs: Sequence[int], ip: int) -> None: ...
         def _expected_object(self, t: _Thread, spec: SyscallSpec, raw: tuple, args: tuple) -> tuple: ...
         def _opened_expected(self, t: _Thread, fd: int, expect: tuple) -> bool: ...
         def _undo_open(self, t: _Thread, fd: int) -> None: ...
-        def _hits_region(self, t: _Thread, name: str, a: tuple[int, ...]) -> bool: ...
-        def _strip_untraced(self, t: _Thread, abi: Abi, rawargs): ...
+        def _guard_region(self, t: _Thread, abi: Abi, spec: SyscallSpec,
+                          rawargs: Sequence[int]) -> Sequence[int] | None: ...
+        def _strip_untraced(self, t: _Thread, abi: Abi, rawargs: Sequence[int]) -> Sequence[int]: ...
         @property
         def _copies_clone3(self) -> bool: ...
-        def _stable_clone3(self, t: _Thread, abi: Abi, rawargs): ...
+        def _stable_clone3(self, t: _Thread, abi: Abi, rawargs: Sequence[int]) -> Sequence[int] | None: ...
         def _check_sets(self, t: _Thread, sets: Sequence[SetMem]) -> None: ...
         def _apply_entry(self, t: _Thread, d: Decision) -> None: ...
         def _rewrite(self, t: _Thread, d: Decision) -> bool: ...
@@ -168,7 +162,7 @@ class ShimBase:
         def _next_call(self, t: _Thread, nr: int, args: tuple[int, ...]) -> None: ...
         def _hold_signals(self, t: _Thread) -> None: ...
         def _release_signals(self, t: _Thread) -> None: ...
-        def _injected_entry(self, t: _Thread, nr: int, args) -> None: ...
+        def _injected_entry(self, t: _Thread, nr: int, args: Sequence[int]) -> None: ...
         def _fetch(self, event_id: int, argn: int, offset: int, length: int) -> bytes: ...
         def _set_memory(self, t: _Thread, s: SetMem) -> None: ...
         def _sysret(self, t: _Thread, rval: int) -> None: ...

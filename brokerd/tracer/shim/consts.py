@@ -24,8 +24,8 @@ SYSCALL_STOP = signal.SIGTRAP | 0x80
 STOP_SIGNALS = frozenset((signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU))
 EVENT_NAMES = {pt.EVENT_FORK: "fork", pt.EVENT_VFORK: "vfork", pt.EVENT_CLONE: "clone"}
 MASK64 = (1 << 64) - 1
-ARG_REGS_64 = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
-ARG_REGS_32 = ("rbx", "rcx", "rdx", "rsi", "rdi", "rbp")
+#: the highest address a `set` may write, by register width (loose: the user half of 64 bits)
+USER_LIMIT = {32: 0xFFFFFFFF, 64: MASK64 >> 1}
 CLONE_UNTRACED = constant("CLONE_UNTRACED")
 #: calls the broker stops for itself only when they carry CLONE_UNTRACED (a
 #: flag test in the filter: its flags are in a register, argument 0 on both ABIs)
@@ -38,6 +38,15 @@ HANDOFF_ARG = 3
 INJECT_ARG = 3
 #: injected calls with a spare argument register; the injected mmap uses all six
 INJECTED_CALLS = ("memfd_create", "close", "mseal")
+
+
+def nonce_parts(nonce: int, reg_bits: int) -> tuple[int, ...]:
+    """The injection nonce as argument register values, from INJECT_ARG on:
+    one 64-bit register, or two 32-bit halves (low first) for a 32-bit ABI."""
+    if reg_bits >= 64:
+        return (nonce,)
+    return (nonce & 0xFFFFFFFF, nonce >> 32)
+
 # The broker's own rules, below every authorizer: io_uring reaches files and
 # sockets with no syscall to judge, so it is denied unless the operator allows
 # it.  clone3 keeps its flags in memory: on ptrace with stable arguments the
@@ -53,11 +62,6 @@ BROKER_RULES_IO_URING = StaticRules(deny=CLONE3_DENIED)
 #: struct clone_args sizes the kernel accepts (CLONE_ARGS_SIZE_VER0 .. PAGE_SIZE);
 #: others fail in the kernel before any child exists, so they run unchanged
 CLONE_ARGS_SIZES = range(64, 4096 + 1)
-# numbers of the calls the shim injects, from the tables (i386 maps with mmap2)
-SYS_MMAP = {n: a.nr("mmap2" if n == "i386" else "mmap") for n, a in ABIS.items()}
-SYS_MEMFD_CREATE = {n: a.nr("memfd_create") for n, a in ABIS.items()}
-SYS_CLOSE = {n: a.nr("close") for n, a in ABIS.items()}
-SYS_MSEAL = {n: a.nr("mseal") for n, a in ABIS.items()}
 MAP_FIXED = constant("MAP_FIXED")
 MAP_32BIT = constant("MAP_32BIT")
 # A userfaultfd that also handles faults taken by the kernel would freeze the
@@ -70,13 +74,31 @@ MREMAP_FIXED = constant("MREMAP_FIXED")
 SHM_REMAP = 0o40000
 #: calls that could replace or move the read-only scratch region; denied over it
 REGION_CALLS = names_in("remap")
+#: the argument kinds of i386's old mmap: one pointer to a struct of its six arguments
+OLD_MMAP_ARGS = ("ptr",)
 #: argument kinds whose judged bytes are copied into the region before the call runs
 #: (sockaddr:N arguments too, packed again from the judged value)
 STABLE_KINDS = frozenset({"path", "str"})
-#: open-like calls whose opened object is checked against the judged path at the exit stop
-#: (name -> (path argument index, flags argument index or None))
-OPEN_CALLS = {"open": (0, 1), "openat": (1, 2), "openat2": (1, None), "creat": (0, None),
-              "execve": (0, -1), "execveat": (1, -1)}  # -1: an exec, checked against /proc/PID/exe
+
+
+def _open_calls() -> dict[str, tuple[int, int | None]]:
+    """Open-like calls whose opened object is checked against the judged
+    path at the exit stop, from the tables: the ``open`` class and the execs
+    (an ``argv`` argument).  name -> (path argument index, ``open_flags``
+    argument index, None (no flags: openat2's are in its open_how, creat's
+    imply O_CREAT) or -1 (an exec, checked against /proc/PID/exe))."""
+    out: dict[str, tuple[int, int | None]] = {}
+    opens = names_in("open")
+    for abi in ABIS.values():
+        for name, spec in abi.by_name.items():
+            if name in opens or "argv" in spec.args:
+                flags = -1 if "argv" in spec.args else (
+                    spec.args.index("open_flags") if "open_flags" in spec.args else None)
+                out[name] = (spec.args.index("path"), flags)
+    return out
+
+
+OPEN_CALLS = _open_calls()
 O_CREAT, O_EXCL, O_NOFOLLOW = constant("O_CREAT"), constant("O_EXCL"), constant("O_NOFOLLOW")
 O_TMPFILE_BIT = constant("O_TMPFILE") & ~constant("O_DIRECTORY")  # __O_TMPFILE
 REGION_CALLS_ALWAYS = REGION_CALLS - {"mmap", "mmap2"}  # mmap: only with MAP_FIXED

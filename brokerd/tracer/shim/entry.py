@@ -25,6 +25,7 @@ from brokerd.protocol.types import (
     SetMem,
     Str,
     SyscallEvent,
+    SysretEvent,
 )
 
 from .. import ptrace as pt
@@ -36,6 +37,7 @@ from .consts import (
     REGION_CALLS,
     TRACE_MARK,
     UFFD_USER_MODE_ONLY,
+    USER_LIMIT,
 )
 from .rewrite import stable_positions
 from .thread import _Thread
@@ -66,7 +68,7 @@ class Entry(ShimBase):
         sc = info.u.seccomp
         self._on_entry(t, info.arch, sc.nr, sc.args, info.instruction_pointer)
 
-    def _on_entry(self, t: _Thread, arch: int, nr: int, rawargs, ip: int) -> None:
+    def _on_entry(self, t: _Thread, arch: int, nr: int, rawargs: Sequence[int], ip: int) -> None:
         """A call at its entry (seccomp stop when launched, syscall-entry stop
         when attached): decode it and start its walk through the stack."""
         if t.replay is not None:  # the call our injected mmap interrupted, back again
@@ -87,23 +89,22 @@ class Entry(ShimBase):
         if spec.name == "clone" and self.backend == "ptrace":
             rawargs = self._strip_untraced(t, abi, rawargs)
         elif spec.name == "clone3" and self._copies_clone3:
-            rawargs = self._stable_clone3(t, abi, rawargs)
-            if rawargs is None:
+            copied = self._stable_clone3(t, abi, rawargs)
+            if copied is None:
                 return  # the region is being made (the call comes back), or it failed
+            rawargs = copied
         elif spec.name in REGION_CALLS and t.tgid in self._regions:
-            mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
-            if self._hits_region(t, spec.name, tuple(a & mask for a in rawargs)):
-                t.raw = ()
-                self._log(f"pid {t.tgid}: {spec.name} over the broker's read-only scratch memory: denied")
-                self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
-                return
+            checked = self._guard_region(t, abi, spec, rawargs)
+            if checked is None:
+                return  # denied: it would reach the region
+            rawargs = checked
         t.guard_exit = False
         if spec.name == "userfaultfd" and not rawargs[0] & UFFD_USER_MODE_ONLY:  # attach mode (no filter)
             t.raw = ()
             self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
             return
         if spec.name in self._guarded:
-            mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
+            mask = abi.reg_mask
             verdict = self.guard.judge(spec.name, tuple(a & mask for a in rawargs), t.tid, t.tgid)
             if verdict is not None:
                 what, value = verdict
@@ -138,8 +139,9 @@ class Entry(ShimBase):
             self._resume(t.tid)
             return
         raw = tuple(rawargs)
-        if abi.name == "i386":
-            raw = tuple(a & 0xFFFFFFFF for a in raw)
+        if abi.reg_bits < 64:  # the upper halves of a 32-bit ABI's registers are not its arguments
+            mask = abi.reg_mask
+            raw = tuple(a & mask for a in raw)
         self._mem.pid = t.tid
         args = decode_args(spec, raw[: len(spec.args)], self._mem, strsize=self.strsize)
         ev_id = self._next_id
@@ -220,19 +222,23 @@ class Entry(ShimBase):
             if not 1 <= s.argn <= len(t.raw):
                 raise VerdictError("bad-value", f"set {s.argn}: the call has no argument {s.argn}")
             addr = t.raw[s.argn - 1] + s.offset
-            limit = 0xFFFFFFFF if t.abi is not None and t.abi.name == "i386" else MASK64 >> 1
+            limit = USER_LIMIT[t.abi.reg_bits if t.abi is not None else 64]
             if s.offset < 0 or addr + len(s.data) > limit:
                 raise VerdictError("bad-value", f"set {s.argn}+{s.offset}: outside the address space")
 
-    def _record(self, event: object, d: Decision, t: _Thread) -> None:
+    def _record(self, event: SyscallEvent | SysretEvent, d: Decision, t: _Thread) -> None:
         self.stats["decisions"] += 1
-        if self.audit is None:
+        if self.audit is None and self._audit_tee is None:
             return
         by = self.stack[d.decided_by].name if d.decided_by is not None else ""
         verdict = d.action if d.action in ("cont", "kill") else f"{d.action} {d.value}"
         if d.rewritten:
             verdict += " (rewritten) " + codec.format_call(d.call)
-        self.audit(AuditRecord(event, verdict, by, time.monotonic() - t.t0))  # type: ignore[arg-type]
+        rec = AuditRecord(event, verdict, by, time.monotonic() - t.t0)
+        if self.audit is not None:
+            self.audit(rec)
+        if self._audit_tee is not None:  # the daemon's copy (Control.tee_audit)
+            self._audit_tee(rec)
 
     def _apply_entry(self, t: _Thread, d: Decision) -> None:
         tid = t.tid

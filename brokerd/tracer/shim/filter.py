@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno as E
 
 from brokerd.decision.rules import ALLOW, RegisterTest, register_tests, static_verdict
+from brokerd.decision.stack import Stack
 from brokerd.protocol.abi import ABIS, Abi, SyscallSpec
 
 from .. import seccomp
@@ -19,6 +20,7 @@ from .consts import (
     TRACE_MARK,
     UFFD_USER_MODE_ONLY,
     UNTRACED_TESTED,
+    nonce_parts,
 )
 
 
@@ -79,7 +81,7 @@ class Filter(ShimBase):
                     action = seccomp.ArgEquals(HANDOFF_ARG, handoff, seccomp.RET_ALLOW, action)
                 if (guard_region and name in INJECTED_CALLS and isinstance(action, int)
                         and action not in (seccomp.RET_ALLOW, stop)):
-                    action = self._injected_rule(abi_name, action, stop)
+                    action = self._injected_rule(abi, action, stop)
                 if action != default:
                     acts[spec.nr | abi.nr_bit] = action
             rules[abi_name] = seccomp.AbiRules(acts, default)
@@ -122,12 +124,9 @@ class Filter(ShimBase):
         return action
 
     def rules_need_stop(self, abi: Abi, spec: SyscallSpec) -> bool:
-        """Does an argument rule guarding this allowed call need the broker
-        (a path, an argument in memory, a verdict only the broker carries out)?"""
-        return any(register_tests(r, spec.args, abi.reg_mask) is None or static_verdict(r) is None
-                   for _, rules in self.stack.guards(spec.name) for r in rules)
+        return rules_need_stop(self.stack, abi, spec)
 
-    def _injected_rule(self, abi_name: str, action: int, stop: int) -> seccomp.ArgEquals:
+    def _injected_rule(self, abi: Abi, action: int, stop: int) -> seccomp.ArgEquals:
         """Take the broker's injected call out of a static rule: it carries the
         session nonce in argument registers the call ignores (one 64-bit one,
         or two 32-bit ones for i386).  The program can read the nonce (the
@@ -136,11 +135,12 @@ class Filter(ShimBase):
         mid-injection, and gives any other thread the static answer
         (``_on_entry``).  The first injected call, set at a seccomp stop, is
         checked again by the kernel, which lets a RET_TRACE through then."""
-        n = self._inject_nonce
-        if abi_name != "i386":
-            return seccomp.ArgEquals(INJECT_ARG, n, stop, action)
-        high = seccomp.ArgEquals(INJECT_ARG + 1, n >> 32, stop, action)
-        return seccomp.ArgEquals(INJECT_ARG, n & 0xFFFFFFFF, high, action)
+        test: int | seccomp.ArgEquals = stop
+        parts = nonce_parts(self._inject_nonce, abi.reg_bits)
+        for i in reversed(range(len(parts))):  # the low half is tested first
+            test = seccomp.ArgEquals(INJECT_ARG + i, parts[i], test, action)
+        assert isinstance(test, seccomp.ArgEquals)
+        return test
 
     def _flag_rule(self, name: str, action: seccomp.Action, stop: int) -> seccomp.Action:
         """The filter's argument tests for the broker's own rules: a program's
@@ -165,3 +165,10 @@ def _filter_test(t: RegisterTest, hit: seccomp.Action, miss: seccomp.Action) -> 
     if t.op == "any":
         return seccomp.FlagTest(t.index, t.value, hit, miss)
     return seccomp.FlagTest(t.index, t.value, miss, hit)
+
+
+def rules_need_stop(stack: Stack, abi: Abi, spec: SyscallSpec) -> bool:
+    """Does an argument rule guarding this allowed call need the broker
+    (a path, an argument in memory, a verdict only the broker carries out)?"""
+    return any(register_tests(r, spec.args, abi.reg_mask) is None or static_verdict(r) is None
+               for _, rules in stack.guards(spec.name) for r in rules)

@@ -6,6 +6,7 @@ import ctypes
 import errno as E
 import os
 import signal
+from collections.abc import Sequence
 
 from brokerd.decision.stack import Decision
 
@@ -14,15 +15,10 @@ from .. import scratch
 from ..scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, Region, adopt
 from .base import ShimBase
 from .consts import (
-    ARG_REGS_32,
-    ARG_REGS_64,
     INJECT_ARG,
     MAP_32BIT,
     MASK64,
-    SYS_CLOSE,
-    SYS_MEMFD_CREATE,
-    SYS_MMAP,
-    SYS_MSEAL,
+    nonce_parts,
 )
 from .thread import _Thread
 
@@ -50,21 +46,19 @@ class Inject(ShimBase):
         name_at = (saved.rsp - 4096) & ~15
         pt.write_memory(t.tid, name_at, MEMFD_NAME.encode() + b"\0")
         t.inject = [self._injected_memfd, self._injected_mmap, self._injected_close]
-        self._set_call(t, regs, SYS_MEMFD_CREATE[t.abi.name], (name_at, MFD_CLOEXEC | MFD_ALLOW_SEALING))
+        self._set_call(t, regs, t.abi.nr("memfd_create"), (name_at, MFD_CLOEXEC | MFD_ALLOW_SEALING))
         self._to_exit_stop(t)
 
     def _set_call(self, t: _Thread, regs: pt.Regs, nr: int, args: tuple[int, ...]) -> None:
         assert t.abi is not None
-        names = ARG_REGS_32 if t.abi.name == "i386" else ARG_REGS_64
-        mask = 0xFFFFFFFF if t.abi.name == "i386" else MASK64
+        names = t.abi.arg_regs
+        mask = t.abi.reg_mask
         for name, v in zip(names, args, strict=False):
             setattr(regs, name, v & mask)
         if len(args) <= INJECT_ARG:  # memfd_create, close: the nonce passes the program's static rules
-            if t.abi.name == "i386":
-                setattr(regs, names[INJECT_ARG], self._inject_nonce & 0xFFFFFFFF)
-                setattr(regs, names[INJECT_ARG + 1], self._inject_nonce >> 32)
-            else:
-                setattr(regs, names[INJECT_ARG], self._inject_nonce)
+            # in one register, or in two halves where registers are 32 bits wide
+            for i, part in enumerate(nonce_parts(self._inject_nonce, t.abi.reg_bits)):
+                setattr(regs, names[INJECT_ARG + i], part)
         regs.orig_rax = nr
         pt.setregs(t.tid, regs)
         t.inject_call = (nr, tuple(getattr(regs, name) & mask for name in names))
@@ -85,13 +79,13 @@ class Inject(ShimBase):
             mask, t.saved_mask = t.saved_mask, None
             pt.setsigmask(t.tid, mask)
 
-    def _injected_entry(self, t: _Thread, nr: int, args) -> None:
+    def _injected_entry(self, t: _Thread, nr: int, args: Sequence[int]) -> None:
         """An entry of a thread mid-injection: it must be the call the shim
         set.  Anything else is the program's own code (rewritten under the
         stopped call by another thread): it would run unjudged, so its
         process is killed (fail closed)."""
         assert t.abi is not None
-        mask = 0xFFFFFFFF if t.abi.name == "i386" else MASK64
+        mask = t.abi.reg_mask
         if (nr, tuple(a & mask for a in args)) != t.inject_call:
             self._log(f"pid {t.tgid}: made another call than the one the broker injected (its code was changed "
                       "under it): killed")
@@ -123,7 +117,7 @@ class Inject(ShimBase):
         os.close(fd)  # the shim's mapping keeps the memory alive
         t.saved_view = view
         assert t.abi is not None
-        self._map_region(t, MAP_32BIT if t.abi.name == "x86_64" else 0)
+        self._map_region(t, MAP_32BIT if t.abi.ptr_bytes == 8 else 0)
 
     def _map_region(self, t: _Thread, low: int) -> None:
         """mmap(PROT_READ, MAP_SHARED) the memfd in the tracee; in a 64-bit
@@ -131,7 +125,7 @@ class Inject(ShimBase):
         are within reach of 32-bit pointers (``int $0x80`` calls)."""
         assert t.abi is not None
         t.map_flags = low
-        self._next_call(t, SYS_MMAP[t.abi.name], (0, scratch.REGION_SIZE, 1, 1 | low, t.inject_fd, 0))
+        self._next_call(t, t.abi.nr(t.abi.mmap_call), (0, scratch.REGION_SIZE, 1, 1 | low, t.inject_fd, 0))
 
     def _injected_mmap(self, t: _Thread, rval: int, failed: bool) -> None:
         view = t.saved_view
@@ -144,14 +138,14 @@ class Inject(ShimBase):
             view.close()
             self._inject_failed(t, f"mmap of the scratch region: {os.strerror(-rval)}")
             return
-        region = Region(rval & (0xFFFFFFFF if t.abi and t.abi.name == "i386" else MASK64), view)
-        self._regions[t.tgid] = region
         assert t.abi is not None
+        region = Region(rval & t.abi.reg_mask, view)
+        self._regions[t.tgid] = region
         if self.seals:
             t.inject.insert(0, self._injected_mseal)
-            self._next_call(t, SYS_MSEAL[t.abi.name], (region.addr, region.size, 0))
+            self._next_call(t, t.abi.nr("mseal"), (region.addr, region.size, 0))
             return
-        self._next_call(t, SYS_CLOSE[t.abi.name], (t.inject_fd,))
+        self._next_call(t, t.abi.nr("close"), (t.inject_fd,))
 
     def _injected_mseal(self, t: _Thread, rval: int, failed: bool) -> None:
         """The region is sealed: nothing the program calls can unmap, move or
@@ -162,7 +156,7 @@ class Inject(ShimBase):
             os.kill(t.tgid, signal.SIGKILL)
             return
         assert t.abi is not None
-        self._next_call(t, SYS_CLOSE[t.abi.name], (t.inject_fd,))
+        self._next_call(t, t.abi.nr("close"), (t.inject_fd,))
 
     def _injected_close(self, t: _Thread, rval: int, failed: bool) -> None:
         # signals stay blocked until the interrupted call stops again (_on_status):

@@ -9,6 +9,9 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 
+from brokerd.decision.authorizer import KILL_GRACE
+from brokerd.decision.stack import Stack
+
 from .. import landlock, seccomp
 from .. import layers as kernel_layers
 from .. import ptrace as pt
@@ -17,16 +20,10 @@ from .consts import (
     OPTIONS,
     TERMINAL_SIGNALS,
 )
+from .errors import LaunchError
 from .libc import _libc
+from .loop import EventLoop
 from .thread import _Thread
-
-
-class LaunchError(Exception):
-    """The program could not be started; ``status`` is what a shell would exit with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def attach_refusal(pid: int, err: OSError) -> str:
@@ -53,23 +50,52 @@ def attach_refusal(pid: int, err: OSError) -> str:
             "unless you are root)")
 
 
+def greet(stack: Stack, loop: EventLoop, session: str, greeting_timeout: float | None) -> None:
+    """Greet every authorizer and wait for its first answer, which says
+    whether it speaks the handshake or is a plain line filter.  Needs only
+    the loop: brokerctl greets before it chooses the backend and makes the shim."""
+    loop.setup()
+    now = time.monotonic()
+    for a in stack:
+        if greeting_timeout is not None:
+            a.greeting_timeout = greeting_timeout
+        a.greet(session, now)
+    while not all(a.ready for a in stack):
+        loop.poll_once(reap=False)
+        if loop.stop_signal:
+            return  # told to stop before anything started: the caller ends the session
+    stack.forget()  # subscriptions are known now
+
+
+def end_authorizers(stack: Stack, why: str) -> None:
+    """Stop every authorizer: SIGTERM, and SIGKILL to one still there after KILL_GRACE."""
+    for a in stack:
+        a.kill(why) if a.mode != "dead" else None
+    deadline = time.monotonic() + KILL_GRACE
+    for a in stack:
+        a.reap(deadline)
+
+
 class Launch(ShimBase):
     """Launch and attach: the handshake, kernel layers, spawn, seize, detach."""
 
     def handshake(self) -> None:
-        """Greet every authorizer and wait for its first answer, which says
-        whether it speaks the handshake or is a plain line filter."""
-        self._setup_loop()
-        now = time.monotonic()
-        for a in self.stack:
-            if self.greeting_timeout is not None:
-                a.greeting_timeout = self.greeting_timeout
-            a.greet(self.session, now)
-        while not all(a.ready for a in self.stack):
-            self._poll_once(reap=False)
-            if self.stop_signal:
-                return  # told to stop before anything started: the caller ends the session
-        self.stack.forget()  # subscriptions are known now
+        """Greet every authorizer (:func:`greet`), then take in what they said."""
+        greet(self.stack, self.loop, self.session, self.greeting_timeout)
+        if not self.stop_signal:  # else the caller ends the session (end_authorizers)
+            self.greeted()
+
+    @property
+    def stop_signal(self) -> int:
+        """A signal that came before there was a program (EventLoop.stop_signal)."""
+        return self.loop.stop_signal
+
+    def end_authorizers(self, why: str) -> None:
+        end_authorizers(self.stack, why)
+
+    def greeted(self) -> None:
+        """The stack's handshakes are done (here, or by :func:`greet` before
+        this shim was made): signal order, string size, fetches, layers."""
         self._signal_order = self.stack.signal_order()
         self.guard.protected_groups |= {a.pid for a in self.stack if a.pid}
         if self.stack:  # one decode serves every authorizer: the largest prefix any wants
@@ -133,7 +159,7 @@ class Launch(ShimBase):
         path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
         if path is None:
             raise LaunchError(127, f"{argv[0]}: command not found")
-        self._setup_loop()
+        self.loop.setup()
         if self.wall is None and self.use_landlock:
             self._log("no Landlock here (not in this kernel, or refused by a seccomp profile): the broker's "
                       "own checks guard its processes instead (every open stops once more; docs/security.md)")
@@ -142,7 +168,7 @@ class Launch(ShimBase):
             self._saved_dispositions[s] = signal.getsignal(s)
         r, w = os.pipe()
         # the child must be dumpable for a non-root broker to seize it or take
-        # its listener (the broker itself is not, see _setup_loop)
+        # its listener (the broker itself is not, see EventLoop.setup)
         _libc().prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
         pid = os.fork()
         if pid != 0:
@@ -152,7 +178,7 @@ class Launch(ShimBase):
                 os.close(w)
                 for s, disp in self._saved_dispositions.items():
                     signal.signal(s, signal.SIG_DFL if disp in (None, signal.default_int_handler) else disp)
-                signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
+                signal.pthread_sigmask(signal.SIG_SETMASK, self.loop.old_mask)
                 if self.wall is not None:
                     try:
                         landlock.restrict(self.wall)
@@ -203,7 +229,7 @@ class Launch(ShimBase):
             options |= pt.O_EXITKILL
         if follow:
             options |= pt.O_TRACEFORK | pt.O_TRACEVFORK
-        self._setup_loop()
+        self.loop.setup()
         self.attached = True
         # no domain can be given to a running process: the guard's own checks, for the broker's processes
         self._guard_without_wall(True, True, emulate=False)

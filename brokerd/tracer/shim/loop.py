@@ -1,41 +1,67 @@
-"""The event loop: epoll over the signalfd, the authorizers' descriptors and extra readers; deadlines."""
+"""The event loop: one epoll over the signalfd (SIGCHLD, i.e. ptrace stops,
+and the signals the broker acts on), every authorizer's descriptors and extra
+readers (the daemon connection, spawned authorizers' stderr), with the
+authorizers' deadlines as its timeout.
+
+A collaborator object with a narrow interface: it knows the stack's members
+(their descriptors and deadlines) but nothing of tracees.  The shim hands it
+two callbacks: ``on_signal`` for each signal to the broker other than
+SIGCHLD, ``on_children`` when a SIGCHLD (a stop, an exit) may be waiting.
+It exists before the shim: the handshake runs on it, and only then is the
+backend chosen and the shim made (brokerd.cli.main).
+"""
 
 from __future__ import annotations
 
-import errno as E
 import os
 import select
 import signal
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from brokerd.decision.authorizer import KILL_GRACE
 from brokerd.decision.local import LocalAuthorizer
 from brokerd.decision.member import Member
 
-from .. import ptrace as pt
 from ..kernel import missing_features
-from ..states import strays_text
-from .base import ShimBase
-from .consts import (
-    FORWARDED_SIGNALS,
-    SI_USER,
-    TERMINAL_SIGNALS,
-    TTY_STOP_SIGNALS,
-)
-from .launch import LaunchError
+from .consts import FORWARDED_SIGNALS, TERMINAL_SIGNALS, TTY_STOP_SIGNALS
+from .errors import LaunchError
 from .libc import _libc, _signalfd
-from .thread import _Thread
 
+#: every signal the loop reads from its signalfd (blocked while it runs)
+WATCHED = (signal.SIGCHLD, *FORWARDED_SIGNALS, *TERMINAL_SIGNALS, *TTY_STOP_SIGNALS)
 #: bytes read from the signalfd at once (16 signalfd_siginfo records)
 SIGNALFD_READ = 128 * 16
 
 
-class Loop(ShimBase):
-    """The event loop: epoll over the signalfd, the authorizers' descriptors and extra readers; deadlines."""
+def _no_children() -> None:
+    """Before a shim exists nothing is reaped."""
 
-    def _setup_loop(self) -> None:
+
+class EventLoop:
+    """epoll over the signalfd, the members' descriptors and extra readers."""
+
+    def __init__(self, members: Iterable[Member]) -> None:
+        self.members = members
+        self._sfd = -1
+        self._ep: select.epoll | None = None
+        self._fds: dict[int, Member] = {}
+        self._readers: dict[int, Callable[[], None]] = {}
+        self._epollout: set[int] = set()  # one-descriptor members registered for EPOLLOUT too
+        self._polled: list[Member] = list(members)  # narrowed by setup
+        #: the signal mask before the loop blocked its signals (the launched child gets it back)
+        self.old_mask: set[int] = set()
+        #: SIGTERM/SIGHUP/SIGINT/SIGQUIT that came before there was a program to forward it to
+        #: (during the handshake): the program must then never start (cli: exit 128+N)
+        self.stop_signal = 0
+        #: a signal to the broker other than SIGCHLD: (signo, si_code); the shim's once it exists
+        self.on_signal: Callable[[int, int], None] = self._before_the_program
+        #: SIGCHLD arrived and the caller of poll_once asked to reap
+        self.on_children: Callable[[], None] = _no_children
+
+    def setup(self) -> None:
+        """Check the kernel, block the watched signals, make the signalfd and
+        the epoll set (once; later calls do nothing)."""
         if self._ep is not None:
             return
         problems = missing_features()
@@ -44,49 +70,21 @@ class Loop(ShimBase):
         # not dumpable: a traced program of the same user cannot ptrace the
         # broker or read its memory through /proc (docs/security.md)
         _libc().prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
-        watched = (signal.SIGCHLD, *FORWARDED_SIGNALS, *TERMINAL_SIGNALS, *TTY_STOP_SIGNALS)
-        self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
-        self._sfd = _signalfd(watched)
+        self.old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+        self._sfd = _signalfd(WATCHED)
         self._ep = select.epoll()
         self._ep.register(self._sfd, select.EPOLLIN)
         # the members the loop waits on (descriptors, deadlines): not those in
         # this process that answer as they are asked (in-process policies)
-        self._polled = [a for a in self.stack if not (isinstance(a, LocalAuthorizer) and a.rfd < 0)]
-        for a in self.stack:
+        self._polled = [a for a in self.members if not (isinstance(a, LocalAuthorizer) and a.rfd < 0)]
+        for a in self.members:
             if a.rfd >= 0:
                 self._fds[a.rfd] = a
                 self._ep.register(a.rfd, select.EPOLLIN)
 
-    def run(self) -> int:
-        """Trace until every tracee is gone; returns the main program's status
-        the way a shell reports it (exit code, or 128+signal)."""
-        self._setup_loop()
-        self._reap()
-        while self.threads or self.main_status is None:
-            self._poll_once(reap=True)
-        if strays_text():
-            self._log(f"internal: thread state moves outside the table (a bug, please report): {strays_text()}")
-        self.end_authorizers("session ended")
-        self.stops.report()
-        return self.exit_code()
-
-    def end_authorizers(self, why: str) -> None:
-        """Stop every authorizer: SIGTERM, and SIGKILL to one still there after KILL_GRACE."""
-        for a in self.stack:
-            a.kill(why) if a.mode != "dead" else None
-        deadline = time.monotonic() + KILL_GRACE
-        for a in self.stack:
-            a.reap(deadline)
-
-    def exit_code(self) -> int:
-        st = self.main_status or 0
-        if os.WIFEXITED(st):
-            return os.WEXITSTATUS(st)
-        if os.WIFSIGNALED(st):
-            return 128 + os.WTERMSIG(st)
-        return 1
-
-    def _poll_once(self, reap: bool) -> None:
+    def poll_once(self, reap: bool) -> None:
+        """Wait for one batch of events (or the next member deadline) and
+        dispatch it; ``reap``: SIGCHLD calls ``on_children``."""
         assert self._ep is not None
         polled = self._polled
         deadline = None
@@ -127,6 +125,7 @@ class Loop(ShimBase):
         if a.mode == "dead":
             for k in [k for k, v in self._fds.items() if v is a]:
                 del self._fds[k]
+                self._epollout.discard(k)
                 try:
                     self._ep.unregister(k)
                 except (OSError, ValueError):
@@ -134,8 +133,11 @@ class Loop(ShimBase):
             return
         want_out = a.wants_write
         if a.wfd == a.rfd:
-            if want_out != getattr(a, "_epollout", False):
-                a._epollout = want_out  # type: ignore[attr-defined]
+            if want_out != (a.rfd in self._epollout):
+                if want_out:
+                    self._epollout.add(a.rfd)
+                else:
+                    self._epollout.discard(a.rfd)
                 self._ep.modify(a.rfd, select.EPOLLIN | (select.EPOLLOUT if want_out else 0))
             return
         registered = a.wfd in self._fds
@@ -148,7 +150,7 @@ class Loop(ShimBase):
 
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
         """Call ``callback()`` from the loop whenever ``fd`` is readable."""
-        self._setup_loop()
+        self.setup()
         assert self._ep is not None
         self._readers[fd] = callback
         self._ep.register(fd, select.EPOLLIN)
@@ -159,6 +161,12 @@ class Loop(ShimBase):
                 self._ep.unregister(fd)
             except (OSError, ValueError):
                 pass
+
+    def _before_the_program(self, signo: int, code: int) -> None:
+        """A signal to the broker before any shim exists (the greeting): there
+        is no program to forward it to, so nothing may start (Ctrl-Z aside)."""
+        if signo not in TTY_STOP_SIGNALS:
+            self.stop_signal = self.stop_signal or signo
 
     def _on_signals(self, reap: bool) -> None:
         """Read the signalfd once (again only if the buffer came back full:
@@ -171,67 +179,9 @@ class Loop(ShimBase):
                 break
             for off in range(0, len(data), 128):
                 signo, _err, code = struct.unpack_from("=Iii", data, off)
-                if signo in TTY_STOP_SIGNALS:
-                    # Ctrl-Z: the program got it too; follow it into the stop
-                    self._tty_stop = not self.attached
-                    self._maybe_stop_self()
-                elif self.attached and signo != signal.SIGCHLD:
-                    self.leave(signo in FORWARDED_SIGNALS)
-                elif not self.main_pid and signo != signal.SIGCHLD:
-                    self.stop_signal = self.stop_signal or signo  # no program yet: nothing may start
-                elif signo in FORWARDED_SIGNALS or (signo in TERMINAL_SIGNALS and code == SI_USER):
-                    if self.main_pid and self.main_status is None:
-                        try:
-                            os.kill(self.main_pid, signo)
-                        except ProcessLookupError:
-                            pass
+                if signo != signal.SIGCHLD:
+                    self.on_signal(signo, code)
             if len(data) < SIGNALFD_READ:
                 break
         if reap:
-            self._reap()
-
-    def _reap(self) -> None:
-        while True:
-            try:
-                tid, status = os.waitpid(-1, pt.WNOHANG | pt.WALL)
-            except ChildProcessError:
-                return
-            if tid == 0:
-                return
-            self.stats["stops"] += 1
-            self._on_tracee(tid, self._on_status, tid, status)
-
-    def _on_tracee(self, tid: int, fn: Callable[..., None], *args: object) -> None:
-        """Run ``fn(*args)``, which works on tracee ``tid`` (ptrace requests,
-        /proc reads, its memory).  Every entry from the loop into per-tracee
-        work goes through here (a stop, an authorizer's answer), because a
-        tracee may be gone at any moment: SIGKILL from outside, the OOM
-        killer, a sibling thread's exit_group or execve.  A gone tracee is
-        forgotten quietly (its exit status comes later); any other failure
-        on a live one kills its process rather than leave it stopped for ever
-        or running unjudged (fail closed), and never ends the session."""
-        try:
-            fn(*args)
-        except (OSError, ValueError, OverflowError) as e:
-            t = self.threads.get(tid)
-            if not (isinstance(e, OSError) and e.errno == E.ESRCH) and self._alive(tid):
-                tgid = t.tgid if t is not None else tid
-                self._log(f"pid {tgid}: cannot handle its stop ({e}): killed")
-                try:
-                    os.kill(tgid, signal.SIGKILL)
-                except OSError:
-                    pass
-            self._gone(tid)
-
-    @staticmethod
-    def _alive(tid: int) -> bool:
-        """Is ``tid`` still in a ptrace-stop (so still ours to resume)?"""
-        try:
-            pt.geteventmsg(tid)
-        except OSError:
-            return False
-        return True
-
-    def _answered(self, t: _Thread, fn: Callable[..., None], *args: object) -> None:
-        """An authorizer's answer (or its default) about tracee ``t``."""
-        self._on_tracee(t.tid, fn, *args)
+            self.on_children()

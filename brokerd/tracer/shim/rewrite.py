@@ -20,8 +20,6 @@ from .. import ptrace as pt
 from ..scratch import Region
 from .base import ShimBase
 from .consts import (
-    ARG_REGS_32,
-    ARG_REGS_64,
     MASK64,
     STABLE_KINDS,
 )
@@ -83,7 +81,7 @@ class Rewriter(ShimBase):
             for (i, blob), addr in zip(blobs, addrs, strict=True):
                 region.write(addr, _relocate(enc, i, blob, addr) if enc is not None else blob)
                 values[i] = addr
-        names = ARG_REGS_32 if t.abi.name == "i386" else ARG_REGS_64
+        names = t.abi.arg_regs
         if not d.rewritten:  # the same call: only the copied pointers (and a sockaddr's length) move
             for i, v in enumerate(values):
                 if i >= len(t.raw) or v != t.raw[i]:

@@ -1,4 +1,5 @@
-"""Signals to the program: asked of the authorizers that subscribed to them."""
+"""Signals: those to the program, asked of the authorizers that subscribed to
+them; those to the broker (Ctrl-C, Ctrl-Z, SIGTERM), forwarded or followed."""
 
 from __future__ import annotations
 
@@ -17,11 +18,36 @@ from brokerd.protocol.types import (
 
 from .. import ptrace as pt
 from .base import ShimBase
+from .consts import FORWARDED_SIGNALS, SI_USER, TERMINAL_SIGNALS, TTY_STOP_SIGNALS
 from .thread import _Thread
 
 
 class Signals(ShimBase):
-    """Signals to the program: asked of the authorizers that subscribed to them."""
+    """Signals to the program and to the broker."""
+
+    def _on_broker_signal(self, signo: int, code: int) -> None:
+        """A signal to the broker itself (the loop's ``on_signal``; SIGCHLD goes to _reap)."""
+        if signo in TTY_STOP_SIGNALS:
+            # Ctrl-Z: the program got it too; follow it into the stop
+            self._tty_stop = not self.attached
+            self._maybe_stop_self()
+        elif self.attached:
+            self.leave(signo in FORWARDED_SIGNALS)
+        elif not self.main_pid:  # no program yet: nothing may start (launch.greet, the cli)
+            self.loop.stop_signal = self.loop.stop_signal or signo
+        elif signo in FORWARDED_SIGNALS or (signo in TERMINAL_SIGNALS and code == SI_USER):
+            self._forward(signo)
+
+    def _forward(self, signo: int) -> None:
+        """A signal sent to the broker goes to the program; once the main
+        process is over, to every traced process left (the broker waits for
+        them, like strace -f), so SIGTERM still ends the session."""
+        targets = [self.main_pid] if self.main_status is None else sorted({t.tgid for t in self.threads.values()})
+        for pid in targets:
+            try:
+                os.kill(pid, signo)
+            except ProcessLookupError:
+                pass
 
     def _on_signal(self, t: _Thread, sig: int) -> None:
         if t.state == "inject":  # mid-injection: deliver as is, keep catching our calls' exits

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno as E
 import os
+from collections.abc import Callable, Sequence
 
 from brokerd.decision.stack import Decision
 from brokerd.protocol.abi import Abi, SyscallSpec
@@ -15,10 +16,9 @@ from brokerd.protocol.types import (
 
 from .. import ptrace as pt
 from ..resolve import resolve
+from ..scratch import Region
 from .base import ShimBase
 from .consts import (
-    ARG_REGS_32,
-    ARG_REGS_64,
     CLONE_ARGS_SIZES,
     CLONE_UNTRACED,
     MAP_FIXED,
@@ -28,12 +28,28 @@ from .consts import (
     O_EXCL,
     O_NOFOLLOW,
     O_TMPFILE_BIT,
+    OLD_MMAP_ARGS,
     OPEN_CALLS,
     SHM_REMAP,
-    SYS_CLOSE,
 )
 from .entry import _absolute
 from .thread import _Thread
+
+
+def _maps_over(r: Region, a: tuple[int, ...]) -> bool:
+    return bool(a[3] & MAP_FIXED) and r.covers(a[0], a[1])
+
+
+#: per call of the ``remap`` class: do these arguments (registers, or the
+#: copied struct of i386's old mmap) unmap, move or replace part of region r?
+REGION_HITS: dict[str, Callable[[Region, tuple[int, ...]], bool]] = {
+    "munmap": lambda r, a: r.covers(a[0], a[1]),
+    "remap_file_pages": lambda r, a: r.covers(a[0], a[1]),
+    "mremap": lambda r, a: r.covers(a[0], a[1]) or bool(a[3] & MREMAP_FIXED) and r.covers(a[4], a[2]),
+    "mmap": _maps_over,
+    "mmap2": _maps_over,
+    "shmat": lambda r, a: bool(a[2] & SHM_REMAP) and a[1] < r.addr + r.size,
+}
 
 
 class Stable(ShimBase):
@@ -124,7 +140,7 @@ class Stable(ShimBase):
         t.state = "inject"
         self._hold_signals(t)
         t.inject = [self._undone]
-        self._next_call(t, SYS_CLOSE[t.abi.name], (fd,))
+        self._next_call(t, t.abi.nr("close"), (fd,))
 
     def _undone(self, t: _Thread, rval: int, failed: bool) -> None:
         saved = t.saved_regs
@@ -142,28 +158,65 @@ class Stable(ShimBase):
 
     def _hits_region(self, t: _Thread, name: str, a: tuple[int, ...]) -> bool:
         """Would this call unmap, move or replace (part of) the scratch region?"""
-        r = self._regions[t.tgid]
-        if name == "munmap" or name == "remap_file_pages":
-            return r.covers(a[0], a[1])
-        if name == "mremap":
-            return r.covers(a[0], a[1]) or bool(a[3] & MREMAP_FIXED) and r.covers(a[4], a[2])
-        if name in ("mmap", "mmap2"):
-            return bool(a[3] & MAP_FIXED) and r.covers(a[0], a[1])
-        if name == "shmat":
-            return bool(a[2] & SHM_REMAP) and a[1] < r.addr + r.size
-        return False
+        hits = REGION_HITS.get(name)
+        return hits is not None and hits(self._regions[t.tgid], a)
 
-    def _strip_untraced(self, t: _Thread, abi: Abi, rawargs):
+    def _guard_region(self, t: _Thread, abi: Abi, spec: SyscallSpec,
+                      rawargs: Sequence[int]) -> Sequence[int] | None:
+        """A call that may unmap, move or replace mappings, in a process with
+        a scratch region: denied (EPERM) where it would reach the region.
+        i386's old mmap takes its six arguments in a struct in memory, which
+        another thread could change after the check: the struct is copied into
+        the thread's read-only slot first, the call pointed at the copy and
+        the copy checked.  Returns the arguments the call runs with, or None
+        when it was answered."""
+        args = tuple(a & abi.reg_mask for a in rawargs)
+        if spec.args == OLD_MMAP_ARGS:
+            copied = self._stable_struct(t, abi, spec.name, args[0], 6 * abi.ptr_bytes)
+            if copied is None:
+                return None
+            where, blob = copied
+            rawargs = (where, *args[1:])
+            n = abi.ptr_bytes
+            args = tuple(int.from_bytes(blob[i:i + n], "little") for i in range(0, len(blob), n))
+        if self._hits_region(t, spec.name, args):
+            t.raw = ()
+            self._log(f"pid {t.tgid}: {spec.name} over the broker's read-only scratch memory: denied")
+            self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
+            return None
+        return rawargs
+
+    def _stable_struct(self, t: _Thread, abi: Abi, name: str, addr: int, size: int) -> tuple[int, bytes] | None:
+        """Copy ``size`` bytes at ``addr`` (the struct call ``name`` takes as
+        its first argument) into the thread's scratch slot and point that
+        argument at the copy: (the copy's address, its bytes).  None: the call
+        was answered (EFAULT as natively when unreadable, EAGAIN when every
+        slot is held)."""
+        region = self._regions[t.tgid]
+        try:
+            blob = pt.read_memory(t.tid, addr, size)
+        except OSError:
+            blob = b""
+        where = region.reserve(t.tid, [size]) if len(blob) == size else None
+        if where is None:
+            t.raw = ()
+            self._apply_entry(t, Decision("skip-fail", Call(name), E.EFAULT if len(blob) != size else E.EAGAIN))
+            return None
+        region.write(where[0], blob)
+        regs = pt.getregs(t.tid, self._regs)
+        setattr(regs, abi.arg_regs[0], where[0])
+        pt.setregs(t.tid, regs)
+        return where[0], blob
+
+    def _strip_untraced(self, t: _Thread, abi: Abi, rawargs: Sequence[int]) -> Sequence[int]:
         """clone(CLONE_UNTRACED) would create a child no tracer follows: clear
         the flag (it is in a register, so no other thread can race us)."""
         flags = rawargs[0]
         if not flags & CLONE_UNTRACED:
             return rawargs
         regs = pt.getregs(t.tid, self._regs)
-        if abi.name == "i386":
-            regs.rbx &= ~CLONE_UNTRACED
-        else:
-            regs.rdi &= ~CLONE_UNTRACED
+        first = abi.arg_regs[0]
+        setattr(regs, first, getattr(regs, first) & ~CLONE_UNTRACED)
         pt.setregs(t.tid, regs)
         return (flags & ~CLONE_UNTRACED, *tuple(rawargs)[1:])
 
@@ -172,13 +225,13 @@ class Stable(ShimBase):
         """clone3 runs (on a stable copy) only where the shim has a region."""
         return self.backend == "ptrace" and self.stable_args
 
-    def _stable_clone3(self, t: _Thread, abi: Abi, rawargs):
+    def _stable_clone3(self, t: _Thread, abi: Abi, rawargs: Sequence[int]) -> Sequence[int] | None:
         """clone3's flags are in memory another thread can change after any
         check: copy its struct clone_args once into the thread's read-only
         scratch slot, without CLONE_UNTRACED, and point the call (and what the
         authorizers are shown) at the copy.  Returns the new arguments, or
         None when the call was answered or a region is being injected."""
-        mask = 0xFFFFFFFF if abi.name == "i386" else MASK64
+        mask = abi.reg_mask
         addr, size = rawargs[0] & mask, rawargs[1] & mask
         if size not in CLONE_ARGS_SIZES:
             return rawargs  # EINVAL/E2BIG from the kernel, as natively; size is a register
@@ -204,6 +257,6 @@ class Stable(ShimBase):
             return None
         region.write(where[0], bytes(blob))
         regs = pt.getregs(t.tid, self._regs)
-        setattr(regs, (ARG_REGS_32 if abi.name == "i386" else ARG_REGS_64)[0], where[0])
+        setattr(regs, abi.arg_regs[0], where[0])
         pt.setregs(t.tid, regs)
         return (where[0], *tuple(rawargs)[1:])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno as E
 import os
 import signal
+from collections.abc import Callable
 
 from brokerd.protocol import codec
 from brokerd.protocol.types import (
@@ -16,6 +18,7 @@ from brokerd.protocol.types import (
 
 from .. import ptrace as pt
 from ..procfs import tgid_of
+from ..states import strays_text
 from .base import ShimBase
 from .consts import (
     EVENT_NAMES,
@@ -246,6 +249,74 @@ class Stops(ShimBase):
             self._resume(t.tid)
             return
         self._sysret(t, rval)
+
+    # -- the session's run: the loop until every tracee is gone ---------------
+    def run(self) -> int:
+        """Trace until every tracee is gone; returns the main program's status
+        the way a shell reports it (exit code, or 128+signal)."""
+        self.loop.setup()
+        self._reap()
+        while self.threads or self.main_status is None:
+            self.loop.poll_once(reap=True)
+        if strays_text():
+            self._log(f"internal: thread state moves outside the table (a bug, please report): {strays_text()}")
+        self.end_authorizers("session ended")
+        self.stops.report()
+        return self.exit_code()
+
+    def exit_code(self) -> int:
+        st = self.main_status or 0
+        if os.WIFEXITED(st):
+            return os.WEXITSTATUS(st)
+        if os.WIFSIGNALED(st):
+            return 128 + os.WTERMSIG(st)
+        return 1
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                tid, status = os.waitpid(-1, pt.WNOHANG | pt.WALL)
+            except ChildProcessError:
+                return
+            if tid == 0:
+                return
+            self.stats["stops"] += 1
+            self._on_tracee(tid, self._on_status, tid, status)
+
+    def _on_tracee(self, tid: int, fn: Callable[..., None], *args: object) -> None:
+        """Run ``fn(*args)``, which works on tracee ``tid`` (ptrace requests,
+        /proc reads, its memory).  Every entry from the loop into per-tracee
+        work goes through here (a stop, an authorizer's answer), because a
+        tracee may be gone at any moment: SIGKILL from outside, the OOM
+        killer, a sibling thread's exit_group or execve.  A gone tracee is
+        forgotten quietly (its exit status comes later); any other failure
+        on a live one kills its process rather than leave it stopped for ever
+        or running unjudged (fail closed), and never ends the session."""
+        try:
+            fn(*args)
+        except (OSError, ValueError, OverflowError) as e:
+            t = self.threads.get(tid)
+            if not (isinstance(e, OSError) and e.errno == E.ESRCH) and self._alive(tid):
+                tgid = t.tgid if t is not None else tid
+                self._log(f"pid {tgid}: cannot handle its stop ({e}): killed")
+                try:
+                    os.kill(tgid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self._gone(tid)
+
+    @staticmethod
+    def _alive(tid: int) -> bool:
+        """Is ``tid`` still in a ptrace-stop (so still ours to resume)?"""
+        try:
+            pt.geteventmsg(tid)
+        except OSError:
+            return False
+        return True
+
+    def _answered(self, t: _Thread, fn: Callable[..., None], *args: object) -> None:
+        """An authorizer's answer (or its default) about tracee ``t``."""
+        self._on_tracee(t.tid, fn, *args)
 
 
 def _exec_args(pid: int) -> tuple:

@@ -1,0 +1,107 @@
+"""Start a process that dies with the thread that started it.
+
+An authorizer is a separate program in any language.  If the broker that
+spawned it is SIGKILLed (or OOM-killed), its input pipe closes, but an
+authorizer stuck in a loop, or one that ignores EOF and SIGTERM, would live on
+for ever as an orphan.  ``PR_SET_PDEATHSIG`` set in the child before exec is
+the language-neutral tie: the kernel sends SIGKILL when the parent dies,
+whatever the child runs, and the setting survives exec (it is cleared only by
+a set-uid/set-gid exec or a credential change, neither of which an authorizer
+started by us does).
+
+Two caveats the callers honour:
+
+* the signal fires when the parent *thread* exits, not the process; so a
+  process is only spawned from a thread that lives as long as its session
+  (brokerctl's and ``brokerctl serve``'s main thread);
+* the parent may die between ``fork`` and ``prctl``: the child then checks that
+  its parent is still the one that forked it, and exits if not.
+
+The tie covers the process exec'd, and so :func:`sh_argv` makes a command
+that is one simple command (``python3 policy.py --strict``) run as
+``sh -c 'exec CMD'``: the shell becomes the authorizer, instead of forking it
+as Debian's dash does (the tie would then hold the shell, and the authorizer
+would outlive it).  Compound commands (``a | b``, ``x; y``) keep their shell;
+the processes it forks are not tied (they keep its process group, which the
+broker kills at the end of a session, but not when the broker is SIGKILLed):
+write ``exec`` before the last command yourself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shlex
+import signal
+from collections.abc import Iterable, Mapping, Sequence
+
+PR_SET_PDEATHSIG = 1
+#: first words that make ``exec CMD`` mean something else than ``CMD``: the
+#: shell's keywords and builtins (``exit 3`` must stay the shell's own exit)
+NOT_A_PROGRAM = frozenset("""
+    if while until for case { ! function select time
+    break : . continue eval exec exit export readonly return set shift times trap unset
+    alias bg cd command false fg getopts hash jobs kill local newgrp pwd read source true type
+    ulimit umask unalias wait echo printf test [
+""".split())
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def spawn_tied(path: str, argv: Sequence[str], env: Mapping[str, str], *,
+               fds: Iterable[tuple[int, int]] = (),
+               sigdef: Iterable[signal.Signals] = ()) -> int:
+    """Fork and exec ``path`` as a process SIGKILLed when the calling thread
+    dies, in a process group of its own, with an empty signal mask and the
+    ``sigdef`` signals at their default action.  ``fds`` are (source, target)
+    descriptors dup'ed in order.  Returns the pid; exits 127 in the child if
+    anything fails before exec (the parent sees it exit)."""
+    fds, sigdef = list(fds), list(sigdef)
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the child: only async-signal-safe work until exec
+        try:
+            _child(parent, path, argv, env, fds, sigdef)
+        finally:
+            os._exit(127)
+    try:  # both sides set the group, so a kill of it cannot race the child's own setpgid
+        os.setpgid(pid, pid)
+    except OSError:
+        pass  # it already exec'd (EACCES) or died (ESRCH): it set its group itself
+    return pid
+
+
+def sh_argv(command: str) -> list[str]:
+    """``sh -c COMMAND``, with ``exec`` in front when COMMAND is one simple
+    command (no operators, no newline, no leading assignment or keyword), so
+    that the tied process is the program itself."""
+    if "\n" in command:
+        return ["sh", "-c", command]
+    try:
+        words = list(shlex.shlex(command, posix=True, punctuation_chars=True))
+    except ValueError:  # unbalanced quotes: the shell says so itself
+        return ["sh", "-c", command]
+    simple = words and words[0] not in NOT_A_PROGRAM and "=" not in words[0] and not any(
+        w and all(c in "();<>|&" for c in w) for w in words)
+    return ["sh", "-c", f"exec {command}" if simple else command]
+
+
+def _child(parent: int, path: str, argv: Sequence[str], env: Mapping[str, str],
+           fds: list[tuple[int, int]], sigdef: list[signal.Signals]) -> None:
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent:  # the parent died before the tie was made
+        return
+    os.setpgid(0, 0)
+    for src, dst in fds:
+        if src == dst:
+            os.set_inheritable(dst, True)
+        else:
+            os.dup2(src, dst)
+    for s in sigdef:
+        signal.signal(s, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    os.execve(path, list(argv), dict(env))
+
+
+__all__ = ["sh_argv", "spawn_tied"]
