@@ -904,6 +904,8 @@ class Authorizer:
         log: Callable[[str], None] | None = None,
         layer: LayerSpec | None = None,
         allow: Iterable[str] = (),
+        deny: Iterable[str] = (),
+        rules: Iterable[str] = (),
         unknown: str | None = None,
     ) -> None:
         if not re.fullmatch(r"[\x21\x23-\x7e]+", name):
@@ -920,6 +922,12 @@ class Authorizer:
         #: static rules sent in the handshake: calls allowed without asking, and what
         #: happens to calls it names nowhere (PROTOCOL.md 7.2)
         self.allow = frozenset(allow)
+        #: ``NAME[:ERRNO]``: calls that fail in the kernel filter, never asked about
+        self.deny = tuple(deny)
+        #: argument rules (``"ioctl arg2=TIOCSTI => skip-fail EPERM"``) the broker
+        #: applies for it; on calls it allows they guard the allow, in the kernel
+        #: filter where the rule tests only register arguments (PROTOCOL.md 7.2)
+        self.rules = tuple(rules)
         self.unknown = unknown
         self.handlers = _Handlers()
         self._log = log or (lambda msg: print(f"{self.name}: {msg}", file=sys.stderr, flush=True))
@@ -1004,6 +1012,9 @@ class Authorizer:
             attrs.append(("strsize", str(self.strsize)))
         if self.allow:
             attrs.append(("allow", ",".join(sorted(self.allow))))
+        if self.deny:
+            attrs.append(("deny", ",".join(self.deny)))
+        attrs += [("rule", r) for r in self.rules]
         if self.unknown:
             attrs.append(("unknown", self.unknown))
         attrs += layer_attrs(self.layer)

@@ -546,6 +546,22 @@ def format_flags(kind: str, value: int) -> Value:
     return Int(value)
 
 
+def register_bits(kind: str, reg_mask: int) -> int | None:
+    """The bits of the argument register that a ``kind`` argument's decoded
+    value reflects (what the kernel reads of it: an ``int`` is the low 32
+    bits, a ``long`` the whole register), or None when the value is no
+    integer held in the register (strings, buffers, structs in memory)."""
+    base, _ = _split(kind)
+    fs = FLAGSETS.get(base)
+    if fs is not None:
+        return reg_mask if fs.width == "reg" else _M32
+    if base in ("int", "fd", "pid", "uid", "uint"):
+        return _M32
+    if base in ("long", "ulong", "hex", "ptr"):
+        return reg_mask
+    return None
+
+
 def value_to_int(v: Value, kind: str) -> int:
     """A protocol value as an int for a ``kind`` argument (not yet masked).
 

@@ -8,19 +8,31 @@ from conftest import brokerctl
 from brokerd.tracer import landlock
 
 
+def _sections(out: str) -> dict[str, list[str]]:
+    lines = out.splitlines()
+    return {line.rsplit(":", 1)[0]: nxt.split() for line, nxt in zip(lines, lines[1:], strict=False)
+            if line.endswith(tuple("0123456789")) and not line.startswith(" ")}
+
+
 @pytest.mark.skipif(landlock.abi_version() < 3, reason="needs Landlock ABI 3 for opens to settle")
 def test_sandbox_explained_on_this_kernel(tmp_path):
-    r = brokerctl("policy", "explain", f"sandbox:{tmp_path},--ro=/usr", "openat", "stat", "read", "getcpu", "symlink")
+    r = brokerctl("policy", "explain", f"sandbox:{tmp_path},--ro=/usr", "openat", "stat", "read", "getcpu", "symlink",
+                  "chmod", "ioctl", "clone")
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert f'fs="all {tmp_path}"' in out
-    sections = {line.split(":")[0]: next_line.split() for line, next_line in zip(out.splitlines(), out.splitlines()[1:], strict=False)
-                if line.endswith(tuple("0123456789"))}
+    sections = _sections(out)
     assert sections["Landlock layer (kernel, no stop)"] == ["openat"]
-    assert sections["the authorizer (per call)"] == ["symlink"]
+    assert sections["the authorizer (per call)"] == ["chmod"]  # no Landlock right for a file's mode
     assert sections["unjudged while the layer is in force (no stop)"] == ["stat"]  # metadata: contents are guarded
-    assert sections["seccomp filter"] in (["read"], ["getcpu"])  # runs / fails with ENOSYS
-    assert "ENOSYS" in out and "lacks nothing" in out
+    assert sections["seccomp filter: runs (no stop)"] == ["read"]
+    assert sections["seccomp filter: fails with ENOSYS (no stop)"] == ["getcpu"]
+    assert sections["seccomp filter: fails with EPERM (no stop)"] == ["symlink"]  # link creation: never
+    # TIOCSTI and namespace flags: register tests in the filter, no stop
+    assert sorted(sections["seccomp filter: argument rules, then runs (no stop)"]) == ["clone", "ioctl"]
+    assert "lacks nothing" in out
+    # what keeps the sandbox on the tracer path, over all calls (not only those asked about)
+    assert "tracer: needed" in out and "mode, owner, times" in out and "chmod" in out.split("tracer:")[1]
 
 
 def test_without_landlock_everything_is_per_call(tmp_path):

@@ -89,6 +89,15 @@ def container(tmp_path_factory):
             pytest.fail(f"the container's systemd did not come up (state {state!r})")
         yield c
     finally:
+        # the container's systemd first: killing systemd-nspawn alone leaves it
+        # running, reparented to the host's init (seen: a booted container left
+        # behind by every run); its PID namespace dies with it
+        kids = subprocess.run(["pgrep", "-P", str(boot.pid)], capture_output=True, text=True).stdout.split()
+        for kid in map(int, kids):
+            try:
+                os.kill(kid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         boot.send_signal(signal.SIGKILL)
         boot.wait()
         shutil.rmtree(root, ignore_errors=True)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from brokerd.decision.inproc import InProcess
-from brokerd.protocol.abi import ABIS
+from brokerd.decision.rules import register_tests, static_verdict
+from brokerd.protocol.abi import ABIS, names_in
 from brokerd.protocol.layers import LayerSpec, layer_attrs, settled_calls
 from brokerd.tracer import landlock
 from brokerd.tracer import layers as kernel_layers
@@ -33,6 +35,13 @@ def where(a: InProcess, name: str, rule_names: frozenset[str]) -> str:
         return "unjudged while the layer is in force (no stop)"
     if name in a.settled:
         return "Landlock layer (kernel, no stop)"
+    if what == "allow" and name in rule_names:
+        spec = ABIS["x86_64"].by_name[name]
+        rules = [r for r in a.rules if r.name == name]
+        if all(register_tests(r, spec.args, ABIS["x86_64"].reg_mask) is not None and static_verdict(r) is not None
+               for r in rules):
+            return "seccomp filter: argument rules, then runs (no stop)"
+        return "argument rule in the broker (stops), else runs"
     if what == "allow":
         return "seccomp filter: runs (no stop)"
     if what == "deny":
@@ -61,6 +70,12 @@ def explain(a: InProcess, abi: int, names: Iterable[str], out: Callable[[str], N
     for place, calls in sorted(groups.items()):
         out(f"{place}: {len(calls)}")
         out("    " + " ".join(calls))
+    everything: dict[str, list[str]] = {}
+    for n in sorted(ABIS["x86_64"].by_name):
+        everything.setdefault(where(a, n, rule_names), []).append(n)
+    layer: LayerSpec | None = getattr(a, "layer", None)
+    floor = settled_calls(replace(layer, settle="all", _settle_names=None), NEWEST_ABI) - a.settled if layer else set()
+    _tracer(a, everything, frozenset(floor), out)
     if spec is not None:
         lacking = spec.missing(abi) if abi else ("Landlock (or --no-landlock)",)
         later = sorted(settled_calls(spec, NEWEST_ABI) - a.settled)
@@ -68,6 +83,45 @@ def explain(a: InProcess, abi: int, names: Iterable[str], out: Callable[[str], N
             out(f"this kernel lacks: {', '.join(lacking)}" + (f"; so per call: {' '.join(later)}" if later else ""))
         else:
             out("this kernel lacks nothing the layer uses")
+
+
+#: why a call class stays per call under a Landlock layer (what the kernel's ABI cannot say)
+BEYOND_LANDLOCK = (
+    (names_in("fs-write") | names_in("fs-read"),
+     "path calls no Landlock right covers (a file's mode, owner, times, extended attributes; inotify)"),
+    (names_in("fd-write"), "changing the file behind a descriptor opened before the layer, or outside it"),
+    (names_in("signal-send"), "signals, judged by target (Landlock's signal scope only knows its domain)"),
+    (names_in("mknod"), "mknod: the node's type (devices) is judged per call"),
+    (names_in("network"), "sockets: AF_UNIX paths, UDP and addresses (Landlock knows TCP ports only)"),
+)
+PER_CALL = ("the authorizer (per call)", "argument rule in the broker, else the authorizer",
+            "argument rule in the broker (stops), else runs")
+
+
+def _tracer(a: InProcess, groups: dict[str, list[str]], floor: frozenset[str], out: Callable[[str], None]) -> None:
+    """Say whether the policy could run with no tracer (the kernel alone,
+    docs/security.md "Kernel-only sessions"), and if not, what keeps it
+    traced (``floor``: calls its layer could settle but the policy keeps)."""
+    per_call = sorted(n for place in PER_CALL for n in groups.get(place, ()))
+    if a.signals or a.events:
+        out("tracer: needed (the policy wants signals or process events)")
+    elif not per_call:
+        out("tracer: none needed: brokerctl run enforces this policy with the kernel alone")
+    else:
+        out(f"tracer: needed for the {len(per_call)} calls decided per call:")
+        rest = set(per_call)
+        kept = sorted(rest & floor)
+        if kept:
+            out(f"    the layer could settle them, the policy keeps them per call (its own answer or check, "
+                f"e.g. EROFS; the layer is a floor there): {' '.join(kept)}")
+            rest -= floor
+        for names, why in BEYOND_LANDLOCK:
+            hit = sorted(rest & names)
+            if hit:
+                out(f"    {why}: {' '.join(hit)}")
+                rest -= names
+        if rest:
+            out(f"    decided by the policy's own code: {' '.join(sorted(rest))}")
 
 
 def run(a: InProcess, names: Iterable[str], out: Callable[[str], None] = print, *, landlock_on: bool = True) -> int:

@@ -156,6 +156,65 @@ class ArgRule:
         return True
 
 
+_M32 = (1 << 32) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterTest:
+    """An argument-rule matcher as the seccomp filter can test it, on
+    argument register ``index`` (0-based): ``eq`` compares ``value`` with the
+    register's low 32 bits (the whole register when ``wide``), ``any`` /
+    ``none``: some / none of the bits of ``value`` (all in the low word) set."""
+
+    op: str
+    index: int
+    value: int
+    wide: bool = False
+
+
+def register_tests(rule: ArgRule, kinds: Sequence[str], reg_mask: int) -> tuple[RegisterTest, ...] | None:
+    """``rule``'s matchers as filter tests for a call with argument ``kinds``
+    on an ABI whose registers hold ``reg_mask``, testing exactly what
+    :meth:`ArgRule.matches` tests (an ``int`` argument is the register's low
+    word, as the kernel reads it); None when the filter cannot (a path, an
+    argument in memory, a value or flag beyond what it can compare)."""
+    from brokerd.protocol.args import register_bits, value_to_int
+
+    tests = []
+    for op, n, operand in rule.matchers:
+        if op == "path" or n > len(kinds):
+            return None
+        bits = register_bits(kinds[n - 1], reg_mask)
+        if bits is None:
+            return None
+        try:
+            want = operand if isinstance(operand, int) else value_to_int(operand, kinds[n - 1])
+        except (ValueError, TypeError):
+            return None
+        if op == "eq" and bits == _M32 and -(1 << 31) <= want <= _M32:
+            tests.append(RegisterTest("eq", n - 1, want & _M32))
+        elif op == "eq" and bits != _M32 and -(1 << 63) <= want <= bits:
+            tests.append(RegisterTest("eq", n - 1, want & bits, wide=True))
+        elif op in ("any", "none") and 0 < want <= _M32:
+            tests.append(RegisterTest(op, n - 1, want))
+        else:
+            return None
+    return tuple(tests)
+
+
+def static_verdict(rule: ArgRule) -> tuple[str, int] | None:
+    """The rule's verdict as a filter answer (allow, deny(errno), kill), or
+    None when only the broker can carry it out (step, skip-ok, a rewrite)."""
+    v = rule.verdict
+    if isinstance(v, Cont):
+        return ALLOW
+    if isinstance(v, SkipFail):
+        return ("deny", v.errno)
+    if isinstance(v, Kill):
+        return KILL
+    return None
+
+
 def parse_arg_rule(text: str) -> ArgRule:
     """Parse one ``rule=`` handshake value; raises ValueError naming the problem."""
     from brokerd.globs import glob_to_regex

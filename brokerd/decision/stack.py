@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, overload
 
 from brokerd.decision.cache import VerdictCache
 from brokerd.decision.member import Member
-from brokerd.decision.rules import ALLOW, ENTRY_VERDICTS, TRACE, combine
+from brokerd.decision.rules import ALLOW, ENTRY_VERDICTS, TRACE, ArgRule, combine
 from brokerd.protocol.types import (
     Call,
     Cont,
@@ -181,11 +181,12 @@ class Stack(Sequence[Member]):
     keep getting its default verdict (fail closed).
     """
 
-    __slots__ = ("_members", "_orders", "cache")
+    __slots__ = ("_guards", "_members", "_orders", "cache")
 
     def __init__(self, members: Iterable[Member] = ()) -> None:
         self._members: tuple[Member, ...] = tuple(members)
         self._orders: dict[str, tuple[int, ...]] = {}
+        self._guards: dict[str, tuple[tuple[int, tuple[ArgRule, ...]], ...]] = {}
         self.cache = VerdictCache()
 
     @overload
@@ -206,14 +207,30 @@ class Stack(Sequence[Member]):
     def forget(self) -> None:
         """Drop the per-call facts (after the members' handshakes)."""
         self._orders.clear()
+        self._guards.clear()
 
     # -- who is asked, and what the stack answers before any argument ---------
     def order(self, name: str) -> tuple[int, ...]:
         """The positions that must be asked about syscall ``name``, in order."""
         order = self._orders.get(name)
         if order is None:
-            order = self._orders[name] = tuple(i for i, m in enumerate(self._members) if m.wants(name))
+            guarded = {pos for pos, _ in self.guards(name)}
+            order = self._orders[name] = tuple(i for i, m in enumerate(self._members)
+                                               if m.wants(name) or i in guarded)
         return order
+
+    def guards(self, name: str) -> tuple[tuple[int, tuple[ArgRule, ...]], ...]:
+        """``(position, its rules for name)`` of the members that would let
+        syscall ``name`` run unasked (a static allow, a call their kernel
+        layer settles) but declared argument rules for it: the rules still
+        apply (first match; no match: allowed).  The launched session's
+        filter tests them where it can (PROTOCOL.md 7.2)."""
+        g = self._guards.get(name)
+        if g is None:
+            g = self._guards[name] = tuple(
+                (i, rules) for i, m in enumerate(self._members)
+                if m.rules and m.action(name) == ALLOW and (rules := tuple(r for r in m.rules if r.name == name)))
+        return g
 
     def action(self, name: str, *below: tuple[str, int]) -> tuple[str, int]:
         """The stack's answer for syscall ``name`` whatever its arguments
@@ -250,6 +267,8 @@ class Stack(Sequence[Member]):
             for rule in rules:
                 if rule.matches(event, kinds):
                     return Reply(rule.verdict)
+            if self._members[pos].action(event.call.name) == ALLOW:
+                return Reply(Cont())  # asked only for its rules (guards): none matched
         return self.cache.get(pos, event)
 
     def remember(self, pos: int, event: SyscallEvent, reply: Reply) -> None:

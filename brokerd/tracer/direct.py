@@ -22,10 +22,12 @@ import time
 from collections.abc import Sequence
 
 from brokerd.decision.member import Member
+from brokerd.decision.stack import Stack
 from brokerd.protocol.abi import ABIS
 
 from . import landlock, seccomp
 from .shim import LaunchError, Shim
+from .shim.filter import rules_need_stop
 
 
 def why_traced(stack: Sequence[Member]) -> str:
@@ -37,10 +39,13 @@ def why_traced(stack: Sequence[Member]) -> str:
             return f"{a.name} is a plain authorizer"
     if not stack:
         return "no authorizer"
+    whole = Stack(stack)
     for abi in ABIS.values():
-        for name in abi.by_name:
+        for name, spec in abi.by_name.items():
             if any(a.action(name)[0] == "trace" for a in stack):
                 return f"{name} is decided per call"
+            if rules_need_stop(whole, abi, spec):
+                return f"{name} has an argument rule only the broker can apply"
     unknown = [a.static.unknown for a in stack]
     if any(u is None and a.trace is None or u == ("trace", 0) for a, u in zip(stack, unknown, strict=True)):
         return "calls unknown to the tables are decided per call"

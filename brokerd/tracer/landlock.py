@@ -55,6 +55,11 @@ ACCESS_NET = {"bind_tcp": (1 << 0, 4), "connect_tcp": (1 << 1, 4)}
 SCOPES = {"abstract_unix_socket": (1 << 0, 6), "signal": (1 << 1, 6)}
 #: the first ABI with each whole feature
 ABI_NET, ABI_SCOPE = 4, 6
+#: ABI 7 can log denials to the audit subsystem; by default only those of the
+#: executable that made the domain, and brokerd makes it just before exec:
+#: LOG_NEW_EXEC_ON asks for the program's own denials (docs/security.md)
+ABI_AUDIT = 7
+RESTRICT_SELF_LOG_NEW_EXEC_ON = 1 << 1
 
 _ATTR = struct.Struct("=QQQ")  # handled_access_fs, handled_access_net, scoped
 _PATH_BENEATH = struct.Struct("=Qi")  # packed: allowed_access, parent_fd
@@ -163,7 +168,8 @@ def restrict(layer: Layer) -> None:
             _call(SYS_landlock_add_rule, f"landlock_add_rule(port {port.port})", rfd, RULE_NET_PORT, buf, 0)
         if not _has_cap_sys_admin():
             _call(SYS_prctl, "prctl(PR_SET_NO_NEW_PRIVS)", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        _call(SYS_landlock_restrict_self, "landlock_restrict_self", rfd, 0)
+        flags = RESTRICT_SELF_LOG_NEW_EXEC_ON if abi_version() >= ABI_AUDIT else 0
+        _call(SYS_landlock_restrict_self, "landlock_restrict_self", rfd, flags)
     finally:
         os.close(rfd)
 

@@ -15,11 +15,15 @@ tracee ``mprotect(PROT_WRITE)`` on it, ``write()`` through any descriptor of
 it, and ``/proc/self/mem`` writes (FOLL_FORCE does not write through a
 read-only shared mapping).  What is left, replacing or moving the mapping
 (``munmap``, ``mremap``, ``mmap(MAP_FIXED)``, ``shmat(SHM_REMAP)``,
-``remap_file_pages``), the shim denies for ranges that touch it.
+``remap_file_pages``), the kernel refuses too where it has ``mseal`` (6.10+):
+the shim seals the mapping in the tracee (an injected ``mseal``, inherited by
+forked children), so none of those calls needs to stop.  On older kernels
+they stop, and the shim denies them for ranges that touch the region.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno as E
 import fcntl
 import mmap
@@ -36,6 +40,14 @@ F_ADD_SEALS = 1033
 F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_FUTURE_WRITE = 1, 2, 4, 16
 MFD_CLOEXEC, MFD_ALLOW_SEALING = 1, 2
 MEMFD_NAME = "brokerd-scratch"
+SYS_MSEAL = 462  # the same number on x86_64 and i386
+
+
+def can_seal() -> bool:
+    """Does this kernel have ``mseal`` (sealing an empty range is a no-op)?"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc.syscall(SYS_MSEAL, 0, 0, 0) == 0
 
 
 @dataclass

@@ -68,8 +68,8 @@ class FlagTest:
 
     arg: int
     mask: int
-    hit: int
-    miss: int
+    hit: Action  # another test: the next matcher of an argument rule
+    miss: Action
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +82,8 @@ class ArgEquals:
 
     arg: int
     value: int
-    hit: int | ArgEquals  # another test: i386's two 32-bit halves of a nonce
-    miss: int | ArgEquals  # another test: a second value
+    hit: Action  # another test: i386's two 32-bit halves of a nonce
+    miss: Action  # another test: a second value
     low32: bool = False
 
 

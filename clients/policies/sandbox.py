@@ -83,8 +83,7 @@ from brokerd.clients.authorizer import (
     tracer_of,
 )
 from brokerd.protocol.abi import all_names, names_in
-from brokerd.protocol.args import constant
-from brokerd.protocol.types import Field, Struct, Sym
+from brokerd.protocol.args import FLAGSETS, constant
 
 #: Run without any check: they act on memory, signals, the process itself or
 #: descriptors that were judged when opened.
@@ -126,7 +125,6 @@ MKNOD = names_in("mknod")
 SIGNALS = names_in("signal-send")
 #: calls that name another process: only the caller's session (signals too)
 TARGETED = names_in("process-access") | names_in("process-control")
-TIOCSTI = constant("TIOCSTI")
 AT_EMPTY_PATH = constant("AT_EMPTY_PATH")
 #: the S_IFMT types mknod may create inside the box (no devices)
 NODE_TYPES = frozenset({stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, 0})
@@ -137,8 +135,14 @@ NODE_TYPES = frozenset({stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, 0})
 #: that may not exist: a missing one is normal, an EACCES one fatal), except on
 #: the way in: the box's own ancestors (git and sqlite lstat them) are allowed
 METADATA = READ_PATH - {"execve", "execveat"}
-#: calls of SAFE that still need a look at their arguments
-CHECKED_SAFE = frozenset({"ioctl", "clone", "clone3"})
+#: calls of SAFE whose arguments are checked, by argument rules the kernel
+#: filter tests (their arguments are registers): no stop, and they hold with
+#: or without the broker; clone3 keeps its flags in memory, where no filter
+#: can look: it fails with ENOSYS, so libc falls back to clone
+NAMESPACES = "|".join(n for n, _ in FLAGSETS["unshare_flags"].bits
+                      if n.startswith("CLONE_NEW") and n != "CLONE_NEWTIME")  # 0x80: clone's exit signal byte
+RULES = ("ioctl arg2=TIOCSTI => skip-fail EPERM", f"clone arg1&{NAMESPACES} => skip-fail EPERM")
+DENIED = ("clone3:ENOSYS",)
 #: what the kernel layer must not settle: link creation (always EPERM here),
 #: device nodes, and the descriptor forms judged by the descriptor's file
 KEEP_PER_CALL = "!%link,%mknod,ftruncate,ftruncate64"
@@ -155,7 +159,7 @@ def _ancestor(path: str, roots: Sequence[str]) -> bool:
 #: of them (gcc's realpath: one readlink per path component)
 LOOKUPS = names_in("stat") | names_in("lstat") | names_in("fstat") | names_in("statfs") | frozenset({
     "newfstatat", "fstatat64", "statx", "access", "faccessat", "faccessat2", "readlink", "readlinkat",
-    "getxattr", "lgetxattr", "listxattr", "llistxattr", "getxattrat", "listxattrat"}) & all_names()
+    "getxattr", "lgetxattr", "listxattr", "llistxattr", "getxattrat", "listxattrat", "chdir"}) & all_names()
 
 
 def _layer(rw: Sequence[str], ro: Sequence[str], hide_outside: bool):
@@ -193,9 +197,11 @@ def build(argv: Sequence[str]) -> Authorizer:
     # calls that need no look run without a stop (static allow); calls it
     # names nowhere fail with ENOSYS in the kernel filter; the layer settles
     # opens, exec, mkdir, unlink, rename... where the kernel has Landlock
-    traced = OPEN | LINKS | MKNOD | READ_PATH | WRITE_PATH | FD_WRITE | SIGNALS | CHECKED_SAFE | (TARGETED & safe)
-    az = Authorizer("sandbox", trace=traced, allow=(safe - traced) & all_names(), unknown="deny:ENOSYS",
-                    layer=_layer(rw, ro_only, a.hide_outside))
+    # links: always EPERM, in the filter (no escape by planting links)
+    traced = OPEN | MKNOD | READ_PATH | WRITE_PATH | FD_WRITE | SIGNALS | (TARGETED & safe)
+    denied = (*DENIED, *(f"{n}:EPERM" for n in sorted(LINKS & all_names())))
+    az = Authorizer("sandbox", trace=traced - LINKS, allow=(safe - traced - {"clone3"}) & all_names(),
+                    deny=denied, rules=RULES, unknown="deny:ENOSYS", layer=_layer(rw, ro_only, a.hide_outside))
 
     def judge(call: Syscall, indices: Sequence[int], writing: bool) -> object:
         roots = rw if writing else ro
@@ -229,7 +235,7 @@ def build(argv: Sequence[str]) -> Authorizer:
         if name in OPEN:
             flags = call.open_flags() or 0
             return judge(call, call.path_args(), opens_for_writing(flags))
-        if name in LINKS or name in MKNOD and not _harmless_node(call):
+        if name in MKNOD and not _harmless_node(call):
             return skip_fail(errno.EPERM)
         if name in WRITE_PATH:
             idx = call.path_args()
@@ -242,11 +248,7 @@ def build(argv: Sequence[str]) -> Authorizer:
             return _fd_write(call, rw, denial)
         if name in SIGNALS or name in TARGETED and name in safe:
             return cont_reply if _same_session(call) else skip_fail(errno.EPERM)
-        if name in safe:
-            if name == "ioctl" and call.num(1) & 0xFFFFFFFF == TIOCSTI:
-                return skip_fail(errno.EPERM)
-            if name in ("clone", "clone3") and _new_namespace(call):
-                return skip_fail(errno.EPERM)
+        if name in safe:  # asked only with --allow-syscall of a traced call
             return cont_reply
         return skip_fail(errno.ENOSYS)
 
@@ -279,13 +281,6 @@ def _same_session(call: Syscall) -> bool:
     targets = call.target_pids()
     mine = tracer_of(call.tid)
     return targets is not None and bool(mine) and all(tracer_of(t) == mine for t in targets)
-
-
-def _new_namespace(call: Syscall) -> bool:
-    v = call.arg(0)
-    if isinstance(v, Struct):
-        v = next((f.value for f in v.fields if isinstance(f, Field) and f.name == "flags"), None)
-    return isinstance(v, Sym) and any(n.startswith("CLONE_NEW") for n in v.names)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -21,7 +21,9 @@ from .. import landlock
 from .. import layers as kernel_layers
 from .. import ptrace as pt
 from ..guard import PROC_OPEN_CALLS, Guard
-from ..scratch import Region
+from ..scratch import Region, can_seal
+from ..stopcount import StopCounter
+from .consts import REGION_CALLS_ALWAYS
 from .loop import EventLoop
 from .rules import PTRACE_TRACE, broker_rules
 from .thread import _Mem, _Thread
@@ -79,10 +81,17 @@ class ShimBase:
         self._inject_nonce = int.from_bytes(os.urandom(8), "little") | 1
         self._slot_waiters: list[_Thread] = []  # calls waiting for a free scratch slot
         #: calls that always stop for the broker's own checks (clone flags, the guard, the region)
-        self.internal_trace = PTRACE_TRACE
+        #: the region is sealed in the tracee (mseal): the kernel refuses to unmap,
+        #: move or replace it, so the calls that could need not stop for it
+        self.seals = stable_args and can_seal()
+        self.internal_trace = PTRACE_TRACE - (REGION_CALLS_ALWAYS if self.seals else frozenset())
         self._mem = _Mem(0)
         self._saved_dispositions: dict[signal.Signals, Any] = {}
         self.stats = {"stops": 0, "decisions": 0}
+        #: children that stopped and exited before their parent's fork/clone event
+        #: came: that event must not bring them back into the table (the loop would wait for ever)
+        self._gone_unannounced: set[int] = set()
+        self.stops = StopCounter()  # per syscall name; BROKERD_STOP_COUNTS=FILE writes it (stopcount.py)
         self.attached = False
         #: what SIGTERM/SIGHUP of the broker do to attached tracees: "detach" or "kill"
         self.on_leave = "detach"

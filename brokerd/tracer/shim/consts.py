@@ -22,10 +22,14 @@ OPTIONS = (
 )
 SYSCALL_STOP = signal.SIGTRAP | 0x80
 STOP_SIGNALS = frozenset((signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU))
+EVENT_NAMES = {pt.EVENT_FORK: "fork", pt.EVENT_VFORK: "vfork", pt.EVENT_CLONE: "clone"}
 MASK64 = (1 << 64) - 1
 #: the highest address a `set` may write, by register width (loose: the user half of 64 bits)
 USER_LIMIT = {32: 0xFFFFFFFF, 64: MASK64 >> 1}
 CLONE_UNTRACED = constant("CLONE_UNTRACED")
+#: calls the broker stops for itself only when they carry CLONE_UNTRACED (a
+#: flag test in the filter: its flags are in a register, argument 0 on both ABIs)
+UNTRACED_TESTED = frozenset({"clone"})
 #: sendmsg's 4th argument register (unused by the call) carries the listener hand-over's nonce
 HANDOFF_ARG = 3
 #: the same register (and the next, for i386's 32-bit halves) carries the
@@ -33,7 +37,7 @@ HANDOFF_ARG = 3
 #: (both ignore it): the filter lets exactly those through the program's static rules
 INJECT_ARG = 3
 #: injected calls with a spare argument register; the injected mmap uses all six
-INJECTED_CALLS = ("memfd_create", "close")
+INJECTED_CALLS = ("memfd_create", "close", "mseal")
 
 
 def nonce_parts(nonce: int, reg_bits: int) -> tuple[int, ...]:
@@ -49,7 +53,8 @@ def nonce_parts(nonce: int, reg_bits: int) -> tuple[int, ...]:
 # shim copies its struct clone_args into the read-only scratch region without
 # CLONE_UNTRACED (see _stable_clone3); without a region (--no-stable-args, the
 # notify backend) it fails with ENOSYS and libc falls back to clone, whose
-# flags are in registers and lose CLONE_UNTRACED; clone itself always stops.
+# flags are in registers and lose CLONE_UNTRACED; clone stops for it only when
+# it carries CLONE_UNTRACED (a flag test in the filter).
 IO_URING_DENIED = (("io_uring_setup", E.EPERM), ("io_uring_enter", E.EPERM), ("io_uring_register", E.EPERM))
 CLONE3_DENIED = (("clone3", E.ENOSYS),)
 #: a watch-only attach's rules (brokerctl): no region, so clone3 fails as without stable args

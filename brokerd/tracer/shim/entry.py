@@ -85,6 +85,7 @@ class Entry(ShimBase):
             os.kill(t.tgid, signal.SIGKILL)
             return
         spec = abi.spec(nr)
+        self.stops.add(spec.name)
         if spec.name == "clone" and self.backend == "ptrace":
             rawargs = self._strip_untraced(t, abi, rawargs)
         elif spec.name == "clone3" and self._copies_clone3:
@@ -120,6 +121,8 @@ class Entry(ShimBase):
                 return
             t.guard_exit = spec.name in PROC_OPEN_CALLS  # what was opened is checked at the exit stop
         what, err = self.stack_action(spec.name)
+        if what == "allow" and self.stack.guards(spec.name):
+            what = "trace"  # allowed behind argument rules: the walk applies them (attach; a rule the filter cannot test)
         if what != "trace":  # settled by static rules: no round trip (attach mode gets here)
             if what == "allow":
                 t.state = "run"

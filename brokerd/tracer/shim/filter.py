@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno as E
 
+from brokerd.decision.rules import ALLOW, RegisterTest, register_tests, static_verdict
+from brokerd.decision.stack import Stack
 from brokerd.protocol.abi import ABIS, Abi, SyscallSpec
 from brokerd.protocol.args import WHO_TARGETS
 
@@ -11,12 +13,14 @@ from .. import seccomp
 from ..guard import CONTROL, OWNER_BY_CALL, OWNER_CALLS, OWNER_CMD_BIT, OWNER_KIND
 from .base import ShimBase
 from .consts import (
+    CLONE_UNTRACED,
     HANDOFF_ARG,
     INJECT_ARG,
     INJECTED_CALLS,
     MAP_FIXED,
     TRACE_MARK,
     UFFD_USER_MODE_ONLY,
+    UNTRACED_TESTED,
     nonce_parts,
 )
 
@@ -57,8 +61,17 @@ class Filter(ShimBase):
             acts: dict[int, seccomp.Action] = {}
             for name, spec in abi.by_name.items():
                 what, err = self.stack_action(name)
+                if what == "trace" and name in UNTRACED_TESTED and name in self.internal_trace:
+                    # the broker's own stop is needed only for CLONE_UNTRACED: a flag test
+                    what, err = self.stack.action(name, self.internal.action(name, False))
+                    untraced = what == "allow" and self.backend == "ptrace"
+                    what, err = ("allow", 0) if untraced else ("trace", 0)
+                else:
+                    untraced = False
                 action: seccomp.Action = kernel[what](err)
-                if not guard_region or action != seccomp.RET_ALLOW or name not in ("mmap", "mmap2"):
+                if untraced:
+                    action = seccomp.FlagTest(0, CLONE_UNTRACED, stop, action)
+                if not guard_region or self.seals or action != seccomp.RET_ALLOW or name not in ("mmap", "mmap2"):
                     pass
                 elif spec.args[3:4] == ("mmap_flags",):
                     # a MAP_FIXED mapping could replace the scratch region: it stops (and is checked)
@@ -71,6 +84,8 @@ class Filter(ShimBase):
                     action = seccomp.ArgEquals(spec.args.index("pid"), 0, seccomp.RET_ALLOW, stop, low32=True)
                 if control_outside is not None and name in CONTROL and action == seccomp.RET_ALLOW:
                     action = _self_only(spec, control_outside)
+                if what == "allow":  # the members' argument rules, in front of the broker's own tests
+                    action = self._behind_rules(abi, spec, kernel, stop, action)
                 if handoff is not None and name == "sendmsg" and isinstance(action, int):
                     action = seccomp.ArgEquals(HANDOFF_ARG, handoff, seccomp.RET_ALLOW, action)
                 if (guard_region and name in INJECTED_CALLS and isinstance(action, int)
@@ -98,6 +113,30 @@ class Filter(ShimBase):
     def _stops_for_guard_only(self, name: str) -> bool:
         """Would the stack let ``name`` run without the broker's own stop?"""
         return self.stack.action(name, self.internal.action(name, False))[0] == "allow"
+    def _behind_rules(self, abi: Abi, spec: SyscallSpec, kernel: dict, stop: int,
+                      allowed: seccomp.Action) -> seccomp.Action:
+        """An allowed call in the filter, behind the argument rules of the
+        members that let it run unasked (``Stack.guards``): each member's
+        rules in order, first match wins, no match (or ``cont``) goes on to
+        the next member, then ``allowed`` (the call runs, or meets the
+        broker's own tests).  A rule the filter cannot test makes the call
+        stop, and the broker applies it."""
+        if self.rules_need_stop(abi, spec):
+            return stop
+        action = allowed
+        for _, rules in reversed(self.stack.guards(spec.name)):
+            rest = action
+            for rule in reversed(rules):
+                tests, verdict = register_tests(rule, spec.args, abi.reg_mask), static_verdict(rule)
+                assert tests is not None and verdict is not None
+                node = rest if verdict == ALLOW else kernel[verdict[0]](verdict[1])
+                for t in reversed(tests):
+                    node = _filter_test(t, node, action)
+                action = node
+        return action
+
+    def rules_need_stop(self, abi: Abi, spec: SyscallSpec) -> bool:
+        return rules_need_stop(self.stack, abi, spec)
 
     def _injected_rule(self, abi: Abi, action: int, stop: int) -> seccomp.ArgEquals:
         """Take the broker's injected call out of a static rule: it carries the
@@ -158,3 +197,18 @@ def _self_only(spec: SyscallSpec, other: int) -> seccomp.Action:
     process = next(v for v, what in WHO_TARGETS[spec.args[which]].items() if what == "process")
     who_self = seccomp.ArgEquals(which + 1, 0, seccomp.RET_ALLOW, other, low32=True)
     return seccomp.ArgEquals(which, process, who_self, other, low32=True)
+
+def _filter_test(t: RegisterTest, hit: seccomp.Action, miss: seccomp.Action) -> seccomp.Action:
+    """One argument-rule matcher as a filter test (``hit`` when it matches)."""
+    if t.op == "eq":
+        return seccomp.ArgEquals(t.index, t.value, hit, miss, low32=not t.wide)
+    if t.op == "any":
+        return seccomp.FlagTest(t.index, t.value, hit, miss)
+    return seccomp.FlagTest(t.index, t.value, miss, hit)
+
+
+def rules_need_stop(stack: Stack, abi: Abi, spec: SyscallSpec) -> bool:
+    """Does an argument rule guarding this allowed call need the broker
+    (a path, an argument in memory, a verdict only the broker carries out)?"""
+    return any(register_tests(r, spec.args, abi.reg_mask) is None or static_verdict(r) is None
+               for _, rules in stack.guards(spec.name) for r in rules)

@@ -139,7 +139,23 @@ class Inject(ShimBase):
             self._inject_failed(t, f"mmap of the scratch region: {os.strerror(-rval)}")
             return
         assert t.abi is not None
-        self._regions[t.tgid] = Region(rval & t.abi.reg_mask, view)
+        region = Region(rval & t.abi.reg_mask, view)
+        self._regions[t.tgid] = region
+        if self.seals:
+            t.inject.insert(0, self._injected_mseal)
+            self._next_call(t, t.abi.nr("mseal"), (region.addr, region.size, 0))
+            return
+        self._next_call(t, t.abi.nr("close"), (t.inject_fd,))
+
+    def _injected_mseal(self, t: _Thread, rval: int, failed: bool) -> None:
+        """The region is sealed: nothing the program calls can unmap, move or
+        replace it.  Unsealed, nothing stops those calls (the filter lets them
+        run when sealing works): the process cannot go on (fail closed)."""
+        if failed:
+            self._log(f"pid {t.tgid}: mseal of the scratch region: {os.strerror(-rval)}; killed")
+            os.kill(t.tgid, signal.SIGKILL)
+            return
+        assert t.abi is not None
         self._next_call(t, t.abi.nr("close"), (t.inject_fd,))
 
     def _injected_close(self, t: _Thread, rval: int, failed: bool) -> None:

@@ -130,6 +130,7 @@ class Launch(ShimBase):
             if hasattr(a, "settled"):
                 a.settled = settled
         self._action_cache.clear()
+        self.stack.forget()
 
     def _no_layers(self, why: str) -> None:
         """Nothing can be given to the program (attach): every call per call."""
@@ -140,6 +141,7 @@ class Launch(ShimBase):
             if hasattr(a, "settled"):
                 a.settled = frozenset()
         self._action_cache.clear()
+        self.stack.forget()
 
     def launch(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
         """Fork, let the tracer seize the child, install the filter, exec ``argv``."""
@@ -223,7 +225,7 @@ class Launch(ShimBase):
     def _started(self, pid: int, go: int) -> None:
         """The broker holds the program: record it and let it exec."""
         self.main_pid = pid
-        self.threads[pid] = _Thread(pid, pid, startup=False)
+        self.threads[pid] = _Thread(pid, pid, startup=False, announced=True)
         os.write(go, b"go")
         os.close(go)
 
@@ -265,7 +267,7 @@ class Launch(ShimBase):
                     if not seized:
                         raise LaunchError(1, attach_refusal(pid, e)) from e
                     continue
-                self.threads[tid] = _Thread(tid, pid, startup=False)
+                self.threads[tid] = _Thread(tid, pid, startup=False, announced=True)
                 seized.append(tid)
                 pt.interrupt(tid)
         self.main_pid = pid

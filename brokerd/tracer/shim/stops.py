@@ -21,6 +21,7 @@ from ..procfs import tgid_of
 from ..states import strays_text
 from .base import ShimBase
 from .consts import (
+    EVENT_NAMES,
     STOP_SIGNALS,
     SYSCALL_STOP,
 )
@@ -60,21 +61,28 @@ class Stops(ShimBase):
         elif sig == SYSCALL_STOP:
             self._on_syscall_stop(t)
         elif event in (pt.EVENT_FORK, pt.EVENT_VFORK, pt.EVENT_CLONE):
+            self.stops.add(f"event:{EVENT_NAMES[event]}")
             child = pt.geteventmsg(tid)
-            if child not in self.threads:
-                self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else tgid_of(child))
-            ctgid = self.threads[child].tgid
-            if ctgid != t.tgid and t.tgid in self._regions and not self.threads[child].execed:
-                self._regions[ctgid] = self._regions[t.tgid]  # the shared mapping is inherited
-            kind = {pt.EVENT_FORK: "fork", pt.EVENT_VFORK: "vfork", pt.EVENT_CLONE: "clone"}[event]
+            if child in self._gone_unannounced:  # it already ran, stopped and exited
+                self._gone_unannounced.discard(child)
+            else:
+                if child not in self.threads:
+                    self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else tgid_of(child))
+                c = self.threads[child]
+                c.announced = True
+                if c.tgid != t.tgid and t.tgid in self._regions and not c.execed:
+                    self._regions[c.tgid] = self._regions[t.tgid]  # the shared mapping is inherited
+            kind = EVENT_NAMES[event]
             self._proc_event(t, kind, (Int(child),))
             if t.state == "step":  # PTRACE_CONT would skip the exit stop: the stepper must hear the child's pid
                 self._to_exit_stop(t)
             else:
                 self._resume(tid)
         elif event == pt.EVENT_EXEC:
+            self.stops.add("event:exec")
             self._on_exec(t)
         elif event == pt.EVENT_STOP:
+            self.stops.add("event:stop")
             if t.startup or sig not in STOP_SIGNALS:
                 t.startup = False
                 self._resume(tid)
@@ -89,6 +97,7 @@ class Stops(ShimBase):
             self._resume(tid)
         else:
             t.startup = False
+            self.stops.add(f"signal:{_signame(sig)}")
             self._on_signal(t, sig)
 
     def _resume(self, tid: int, sig: int = 0) -> None:
@@ -129,6 +138,8 @@ class Stops(ShimBase):
         t = self.threads.pop(tid, None)
         if t is None:
             return
+        if not t.announced:
+            self._gone_unannounced.add(tid)
         region = self._regions.get(t.tgid)
         if region is not None:
             if tid == t.tgid:
@@ -195,6 +206,7 @@ class Stops(ShimBase):
         if info.op != pt.INFO_EXIT:
             self._resume(t.tid)
             return
+        self.stops.add(f"exit:{t.spec.name if t.spec is not None and t.state != 'inject' else t.state}")
         rval = info.u.exit.rval
         if t.state == "inject":
             step = t.inject.pop(0)
@@ -249,6 +261,7 @@ class Stops(ShimBase):
         if strays_text():
             self._log(f"internal: thread state moves outside the table (a bug, please report): {strays_text()}")
         self.end_authorizers("session ended")
+        self.stops.report()
         return self.exit_code()
 
     def exit_code(self) -> int:
@@ -323,3 +336,10 @@ def _exec_args(pid: int) -> tuple:
             Field("interp", Str(os.fsencode(facts.interp))),
         ]
     return tuple(args)
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)

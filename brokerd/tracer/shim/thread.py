@@ -43,6 +43,7 @@ class _Thread:
     tgid: int
     _state: State = State.RUN
     startup: bool = True
+    announced: bool = False  # its parent's fork/vfork/clone event was seen (it may come after the child's stops)
     abi: Abi | None = None
     spec: SyscallSpec | None = None
     raw: tuple[int, ...] = ()
