@@ -461,12 +461,12 @@ def _run(args: argparse.Namespace, argv: list[str], operator, out) -> int:
 def _run_display(args: argparse.Namespace):
     """strace's behaviour for run: a trace when calls are selected with no
     authorizer to decide them, or when a display option asks for one."""
-    from brokerd.cli.operator import Display
-
     asked = args.output or args.summary or args.stamps or args.times or args.fd_paths
     selected = any(e.partition("=")[0] in ("trace", "t") or "=" not in e for e in args.exprs)
     if not asked and (args.authorizer or args.policy or not selected):
         return None
+    from brokerd.cli.operator import Display
+
     return Display(calls=args.summary != "only", times=args.times, stamps=args.stamps, fd_paths=args.fd_paths)
 
 
