@@ -46,15 +46,12 @@ is openat's path); ``set`` clauses use the protocol's **1-based** ARGN.
 from __future__ import annotations
 
 import errno as _errno
-import inspect
 import os
 import re
 import stat
 import sys
-import traceback
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeGuard
 
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS, SyscallSpec
@@ -63,6 +60,7 @@ from brokerd.protocol.consts import errno_number, signal_number
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.layers import LayerSpec, layer_attrs, parse_layer
 from brokerd.protocol.linebuf import LineBuffer, PartialLine, TooLong
+from brokerd.protocol.record import Record, _set, replace
 from brokerd.protocol.types import (
     Addr,
     Call,
@@ -375,17 +373,41 @@ def opens_for_writing(flags: int) -> bool:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SockAddr:
+class SockAddr(Record):
     """A decoded sockaddr argument: ``family`` is ``"AF_INET"``, ``"AF_INET6"``,
     ``"AF_UNIX"``...; ``host``/``port`` for IP, ``path`` for AF_UNIX (abstract
     names start with ``@``), ``raw`` the protocol value."""
 
+    __slots__ = ("family", "host", "port", "path", "raw")
     family: str
-    host: str | None = None
-    port: int | None = None
-    path: str | None = None
-    raw: Value | None = None
+    host: str | None
+    port: int | None
+    path: str | None
+    raw: Value | None
+
+    def __init__(self, family: str, host: str | None = None, port: int | None = None,
+                 path: str | None = None, raw: Value | None = None) -> None:
+        _set(self, "family", family)
+        _set(self, "host", host)
+        _set(self, "port", port)
+        _set(self, "path", path)
+        _set(self, "raw", raw)
+
+
+def _isawaitable(obj: object) -> TypeGuard[Awaitable[Any]]:
+    """``inspect.isawaitable``, imported here: ``inspect`` costs several ms of
+    every start-up, and an in-process policy's handlers are plain functions."""
+    from inspect import isawaitable
+
+    return isawaitable(obj)
+
+
+def _format_exc() -> str:
+    """The exception being handled, as ``traceback.format_exc()`` (imported
+    only when a handler failed)."""
+    import traceback
+
+    return traceback.format_exc()
 
 
 def sockaddr_of(v: Value) -> SockAddr | None:
@@ -792,12 +814,16 @@ class SysResult:
         return f"<SysResult {self.id} pid={self.pid} {self.name} {self.text()}>"
 
 
-@dataclass(frozen=True, slots=True)
-class SignalInfo:
+class SignalInfo(Record):
     """A signal about to be delivered (``on_signal`` handlers)."""
 
+    __slots__ = ("event", "session")
     event: SignalEvent
-    session: Session | None = None
+    session: Session | None
+
+    def __init__(self, event: SignalEvent, session: Session | None = None) -> None:
+        _set(self, "event", event)
+        _set(self, "session", session)
 
     @property
     def signo(self) -> int:
@@ -866,14 +892,24 @@ def kernel_layer(
 Handler = Callable[[Any], Any]
 
 
-@dataclass
 class _Handlers:
-    entry: dict[str, Handler] = field(default_factory=dict)
-    result: dict[str, Handler] = field(default_factory=dict)
-    signal: Handler | None = None
-    proc: dict[str, Handler] = field(default_factory=dict)
-    error: Handler | None = None
-    hello: Handler | None = None
+    entry: dict[str, Handler]
+    result: dict[str, Handler]
+    signal: Handler | None
+    proc: dict[str, Handler]
+    error: Handler | None
+    hello: Handler | None
+
+    def __init__(self, entry: dict[str, Handler] | None = None,
+                 result: dict[str, Handler] | None = None, signal: Handler | None = None,
+                 proc: dict[str, Handler] | None = None, error: Handler | None = None,
+                 hello: Handler | None = None) -> None:
+        self.entry = {} if entry is None else entry
+        self.result = {} if result is None else result
+        self.signal = signal
+        self.proc = {} if proc is None else proc
+        self.error = error
+        self.hello = hello
 
 
 # Calls that never return: stepping them would leave state behind forever.
@@ -1113,14 +1149,20 @@ class Authorizer:
             pass
 
 
-@dataclass(slots=True)
 class _Job:
     """One event waiting for its handler: ``kind`` entry/result/signal/proc."""
 
+    __slots__ = ("kind", "event", "handler", "arg")
     kind: str
     event: object
     handler: Handler | None
     arg: object
+
+    def __init__(self, kind: str, event: object, handler: Handler | None, arg: object) -> None:
+        self.kind = kind
+        self.event = event
+        self.handler = handler
+        self.arg = arg
 
 
 class Session:
@@ -1159,7 +1201,7 @@ class Session:
             return self._answer(job, None)
         try:
             result = job.handler(job.arg)
-            if inspect.isawaitable(result):
+            if _isawaitable(result):
                 if hasattr(result, "close"):
                     result.close()
                 raise TypeError("async handlers need Authorizer.serve(), not run()")
@@ -1172,7 +1214,7 @@ class Session:
             return self._answer(job, None)
         try:
             result = job.handler(job.arg)
-            if inspect.isawaitable(result):
+            if _isawaitable(result):
                 result = await result
         except Exception:  # noqa: BLE001
             return self._crashed(job)
@@ -1204,7 +1246,7 @@ class Session:
             return job if isinstance(job, Reply) else None
         try:
             result = job.handler(job.arg) if job.handler is not None else None
-            if type(result) is not Reply and inspect.isawaitable(result):  # (a Reply never is: skip the ABC check)
+            if type(result) is not Reply and _isawaitable(result):  # (a Reply never is: skip the ABC check)
                 if hasattr(result, "close"):
                     result.close()
                 raise TypeError("async handlers need Authorizer.serve(), not an in-process session")
@@ -1241,7 +1283,7 @@ class Session:
                 try:
                     fn(ev)
                 except Exception:  # noqa: BLE001
-                    self.az._log("proc handler failed:\n" + traceback.format_exc())
+                    self.az._log("proc handler failed:\n" + _format_exc())
             return None
         if isinstance(ev, Error):
             if h.error is not None:
@@ -1320,7 +1362,7 @@ class Session:
     def _crash_verdict(self, job: _Job) -> Reply:
         self.stats["errors"] += 1
         self.az._log(f"handler of {_what(job)} failed; answering {codec.format_reply(self._safe(job)).decode().strip()}\n"
-                     + traceback.format_exc().rstrip())
+                     + _format_exc().rstrip())
         safe = self._safe(job)
         return Reply(safe.verdict, job.event.id, safe.sets)  # type: ignore[attr-defined]
 

@@ -18,13 +18,13 @@ what they do instead of keeping their own lists (:func:`names_in`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import cache
 from types import MappingProxyType, ModuleType
 
 from ._tables import i386 as _t_i386
 from ._tables import x32 as _t_x32
 from ._tables import x86_64 as _t_x86_64
+from .record import Record, _set
 
 __all__ = ["ABIS", "AUDIT_ARCH_I386", "AUDIT_ARCH_X86_64", "CLASSES", "X32_SYSCALL_BIT", "Abi",
            "SyscallSpec", "abi_from_audit", "all_names", "names_in"]
@@ -35,8 +35,7 @@ AUDIT_ARCH_I386: int = _t_i386.AUDIT_ARCH
 X32_SYSCALL_BIT: int = _t_x32.NR_BIT
 
 
-@dataclass(frozen=True, slots=True)
-class SyscallSpec:
+class SyscallSpec(Record):
     """One syscall of one ABI.
 
     ``args`` are the argument kinds (see :mod:`brokerd.protocol.args`), one
@@ -45,33 +44,68 @@ class SyscallSpec:
     the register and pointer widths.
     """
 
+    __slots__ = ("name", "nr", "args", "ret", "abi", "classes")
     name: str
     nr: int
     args: tuple[str, ...]
-    ret: str = "int"
-    abi: str = "x86_64"
-    classes: frozenset[str] = frozenset()
+    ret: str
+    abi: str
+    classes: frozenset[str]
+
+    def __init__(self, name: str, nr: int, args: tuple[str, ...], ret: str = "int",
+                 abi: str = "x86_64", classes: frozenset[str] = frozenset()) -> None:
+        _set(self, "name", name)
+        _set(self, "nr", nr)
+        _set(self, "args", args)
+        _set(self, "ret", ret)
+        _set(self, "abi", abi)
+        _set(self, "classes", classes)
 
 
-@dataclass(frozen=True)
-class Abi:
+class Abi(Record):
     """A syscall ABI: its audit arch, x32 number bit and tables."""
 
+    __slots__ = (
+        "name", "audit_arch", "nr_bit", "by_nr", "by_name", "reg_bits", "ptr_bytes", "time_bytes",
+        "arg_regs", "mmap_call", "_unknown", "_by_class",
+    )
+    _hidden = ("_unknown", "_by_class")
     name: str
     audit_arch: int
     nr_bit: int
     by_nr: Mapping[int, SyscallSpec]
     by_name: Mapping[str, SyscallSpec]
     #: register width in bits (i386: 32; x32 passes 64-bit registers)
-    reg_bits: int = 64
+    reg_bits: int
     #: pointer and time_t sizes in tracee memory
-    ptr_bytes: int = 8
-    time_bytes: int = 8
+    ptr_bytes: int
+    time_bytes: int
     #: the argument registers, as a 64-bit tracer's user_regs_struct names them
-    arg_regs: tuple[str, ...] = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+    arg_regs: tuple[str, ...]
     #: the mmap taking flags and offset in registers (i386: mmap2)
-    mmap_call: str = "mmap"
-    _unknown: dict[int, SyscallSpec] = field(default_factory=dict, repr=False, compare=False)
+    mmap_call: str
+    _unknown: dict[int, SyscallSpec]
+    #: class -> its calls, made on first use (one pass over the table for all classes)
+    _by_class: dict[str, frozenset[str]]
+
+    def __init__(self, name: str, audit_arch: int, nr_bit: int, by_nr: Mapping[int, SyscallSpec],
+                 by_name: Mapping[str, SyscallSpec], reg_bits: int = 64, ptr_bytes: int = 8,
+                 time_bytes: int = 8,
+                 arg_regs: tuple[str, ...] = ("rdi", "rsi", "rdx", "r10", "r8", "r9"),
+                 mmap_call: str = "mmap", _unknown: dict[int, SyscallSpec] | None = None,
+                 _by_class: dict[str, frozenset[str]] | None = None) -> None:
+        _set(self, "name", name)
+        _set(self, "audit_arch", audit_arch)
+        _set(self, "nr_bit", nr_bit)
+        _set(self, "by_nr", by_nr)
+        _set(self, "by_name", by_name)
+        _set(self, "reg_bits", reg_bits)
+        _set(self, "ptr_bytes", ptr_bytes)
+        _set(self, "time_bytes", time_bytes)
+        _set(self, "arg_regs", arg_regs)
+        _set(self, "mmap_call", mmap_call)
+        _set(self, "_unknown", {} if _unknown is None else _unknown)
+        _set(self, "_by_class", {} if _by_class is None else _by_class)
 
     def spec(self, nr: int) -> SyscallSpec:
         """The spec of number ``nr`` (x32: with or without the x32 bit).
@@ -89,7 +123,6 @@ class Abi:
                 self._unknown[nr] = s
         return s
 
-
     @property
     def reg_mask(self) -> int:
         """All ones over one register of this ABI (what a raw argument holds)."""
@@ -101,7 +134,13 @@ class Abi:
 
     def names_in(self, cls: str) -> frozenset[str]:
         """The calls of this ABI in class ``cls`` (empty if nothing is)."""
-        return frozenset(n for n, s in self.by_name.items() if cls in s.classes)
+        if not self._by_class:
+            groups: dict[str, set[str]] = {}
+            for n, s in self.by_name.items():
+                for c in s.classes:
+                    groups.setdefault(c, set()).add(n)
+            self._by_class.update((c, frozenset(names)) for c, names in groups.items())
+        return self._by_class.get(cls, frozenset())
 
 
 def _make(table: ModuleType) -> Abi:

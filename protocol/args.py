@@ -50,11 +50,11 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .abi import ABIS, SyscallSpec
 from .consts import MAX_ERRNO, SIGNAL_NAMES, SIGNALS
+from .record import Record, _set
 from .types import Addr, Array, Fail, Field, Int, Oct, Ok, Ptr, Result, Str, Struct, Sym, Value
 
 __all__ = [
@@ -83,11 +83,16 @@ class Memory(Protocol):
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Widths:
+class _Widths(Record):
+    __slots__ = ("mask", "ptr", "time")
     mask: int  # register mask
     ptr: int  # pointer size in tracee memory
     time: int  # size of time_t/long fields of timespec/timeval
+
+    def __init__(self, mask: int, ptr: int, time: int) -> None:
+        _set(self, "mask", mask)
+        _set(self, "ptr", ptr)
+        _set(self, "time", time)
 
 
 _WIDTHS: dict[str, _Widths] = {
@@ -110,8 +115,7 @@ def _s64(v: int) -> int:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FlagSet:
+class FlagSet(Record):
     """A named set of constants for one argument kind.
 
     ``fields`` are multi-valued bit fields shown by exact value (O_ACCMODE:
@@ -122,15 +126,33 @@ class FlagSet:
     (enums that can be negative) or ``reg`` (full register, e.g. clone flags).
     """
 
+    __slots__ = (
+        "name", "bits", "fields", "enum", "zero", "width", "hex_unknown", "aliases", "fields_last",
+    )
     name: str
-    bits: tuple[tuple[str, int], ...] = ()
-    fields: tuple[tuple[int, Mapping[int, str]], ...] = ()
-    enum: Mapping[int, str] | None = None
-    zero: str | None = None
-    width: str = "u32"
-    hex_unknown: bool = False
-    aliases: Mapping[str, int] | None = None
-    fields_last: bool = False  # clone: CLONE_VM|...|SIGCHLD, as strace writes it
+    bits: tuple[tuple[str, int], ...]
+    fields: tuple[tuple[int, Mapping[int, str]], ...]
+    enum: Mapping[int, str] | None
+    zero: str | None
+    width: str
+    hex_unknown: bool
+    aliases: Mapping[str, int] | None
+    fields_last: bool  # clone: CLONE_VM|...|SIGCHLD, as strace writes it
+
+    def __init__(self, name: str, bits: tuple[tuple[str, int], ...] = (),
+                 fields: tuple[tuple[int, Mapping[int, str]], ...] = (),
+                 enum: Mapping[int, str] | None = None, zero: str | None = None, width: str = "u32",
+                 hex_unknown: bool = False, aliases: Mapping[str, int] | None = None,
+                 fields_last: bool = False) -> None:
+        _set(self, "name", name)
+        _set(self, "bits", bits)
+        _set(self, "fields", fields)
+        _set(self, "enum", enum)
+        _set(self, "zero", zero)
+        _set(self, "width", width)
+        _set(self, "hex_unknown", hex_unknown)
+        _set(self, "aliases", aliases)
+        _set(self, "fields_last", fields_last)
 
     @property
     def names(self) -> dict[str, int]:
@@ -1057,18 +1079,27 @@ def _strings_pack(cstr: bool) -> Packer:
 # The registry of argument kinds: one row per kind, what each step does
 # ---------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class _Kind:
+class _Kind(Record):
     """One argument kind: its decoder at entry, its decoder after the call
     (output memory), and how a rewrite's memory value becomes a blob.
     ``with_n``: written ``kind:N``, N naming the length/count argument;
     ``scalar``: the register is the value (no memory behind it)."""
 
+    __slots__ = ("entry", "out", "pack", "with_n", "scalar")
     entry: Callable[[int, int | None, _Widths], Decoder]
-    out: Callable[[int, int | None, _Widths], OutDecoder] | None = None
-    pack: Packer | None = None
-    with_n: bool = False
-    scalar: bool = False
+    out: Callable[[int, int | None, _Widths], OutDecoder] | None
+    pack: Packer | None
+    with_n: bool
+    scalar: bool
+
+    def __init__(self, entry: Callable[[int, int | None, _Widths], Decoder],
+                 out: Callable[[int, int | None, _Widths], OutDecoder] | None = None,
+                 pack: Packer | None = None, with_n: bool = False, scalar: bool = False) -> None:
+        _set(self, "entry", entry)
+        _set(self, "out", out)
+        _set(self, "pack", pack)
+        _set(self, "with_n", with_n)
+        _set(self, "scalar", scalar)
 
 
 _REGISTRY: dict[str, _Kind] = {
@@ -1103,12 +1134,19 @@ KINDS: frozenset[str] = frozenset(_REGISTRY) | frozenset(FLAGSETS)
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
+class _Plan(Record):
+    __slots__ = ("spec", "widths", "entry", "out")
     spec: SyscallSpec
     widths: _Widths
     entry: tuple[Decoder, ...]
     out: tuple[tuple[int, OutDecoder], ...]
+
+    def __init__(self, spec: SyscallSpec, widths: _Widths, entry: tuple[Decoder, ...],
+                 out: tuple[tuple[int, OutDecoder], ...]) -> None:
+        _set(self, "spec", spec)
+        _set(self, "widths", widths)
+        _set(self, "entry", entry)
+        _set(self, "out", out)
 
 
 _PLANS: dict[int, _Plan] = {}
@@ -1194,8 +1232,7 @@ def decode_outbufs(spec: SyscallSpec, raw: Sequence[int], retval: int, mem: Memo
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Encoded:
+class Encoded(Record):
     """Registers and memory for a rewritten call.
 
     ``regs`` has the six argument registers.  For each ``(i, data)`` in
@@ -1207,10 +1244,18 @@ class Encoded:
     (argv arrays, iovecs).
     """
 
+    __slots__ = ("regs", "blobs", "relocs", "ptr_size")
     regs: tuple[int, ...]
-    blobs: tuple[tuple[int, bytes], ...] = ()
-    relocs: tuple[tuple[int, int], ...] = ()
-    ptr_size: int = 8
+    blobs: tuple[tuple[int, bytes], ...]
+    relocs: tuple[tuple[int, int], ...]
+    ptr_size: int
+
+    def __init__(self, regs: tuple[int, ...], blobs: tuple[tuple[int, bytes], ...] = (),
+                 relocs: tuple[tuple[int, int], ...] = (), ptr_size: int = 8) -> None:
+        _set(self, "regs", regs)
+        _set(self, "blobs", blobs)
+        _set(self, "relocs", relocs)
+        _set(self, "ptr_size", ptr_size)
 
 
 class _Keep(Exception):

@@ -24,9 +24,9 @@ asking the authorizer about them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .record import Record, _set
 from .selection import TraceError, parse_trace
 
 __all__ = ["FS_RIGHTS", "NET_RIGHTS", "SCOPES", "RIGHT_ABI", "FILE_RIGHTS", "SETTLES", "LAYER_KEYS",
@@ -63,36 +63,61 @@ SETTLES: Mapping[str, frozenset[str]] = MappingProxyType({
 })
 
 
-@dataclass(frozen=True, slots=True)
-class FsRule:
+class FsRule(Record):
     """Allow ``rights`` beneath ``path`` (or on the file ``path``)."""
 
+    __slots__ = ("rights", "path")
     rights: frozenset[str]
     path: str
 
+    def __init__(self, rights: frozenset[str], path: str) -> None:
+        _set(self, "rights", rights)
+        _set(self, "path", path)
 
-@dataclass(frozen=True, slots=True)
-class NetRule:
+
+class NetRule(Record):
     """Allow the TCP ``rights`` (bind, connect) on ``ports``."""
 
+    __slots__ = ("rights", "ports")
     rights: frozenset[str]
     ports: tuple[int, ...]
 
+    def __init__(self, rights: frozenset[str], ports: tuple[int, ...]) -> None:
+        _set(self, "rights", rights)
+        _set(self, "ports", ports)
 
-@dataclass(frozen=True, slots=True)
-class LayerSpec:
+
+class LayerSpec(Record):
     """One authorizer's kernel layer, as declared (whatever the kernel)."""
 
-    fs_handled: frozenset[str] = frozenset()
-    fs: tuple[FsRule, ...] = ()
-    net_handled: frozenset[str] = frozenset()
-    net: tuple[NetRule, ...] = ()
-    scopes: frozenset[str] = frozenset()
-    settle: str = "all"
-    _settle_names: frozenset[str] | None = field(default=None, compare=False, repr=False)
+    __slots__ = (
+        "fs_handled", "fs", "net_handled", "net", "scopes", "settle", "_settle_names", "unjudged",
+    )
+    _hidden = ("_settle_names",)
+    fs_handled: frozenset[str]
+    fs: tuple[FsRule, ...]
+    net_handled: frozenset[str]
+    net: tuple[NetRule, ...]
+    scopes: frozenset[str]
+    settle: str
+    _settle_names: frozenset[str] | None
     #: calls the authorizer lets run unasked while its layer is in force, though the
     #: layer does not decide them (e.g. metadata look-ups: the layer guards contents)
-    unjudged: frozenset[str] = frozenset()
+    unjudged: frozenset[str]
+
+    def __init__(self, fs_handled: frozenset[str] = frozenset(), fs: tuple[FsRule, ...] = (),
+                 net_handled: frozenset[str] = frozenset(), net: tuple[NetRule, ...] = (),
+                 scopes: frozenset[str] = frozenset(), settle: str = "all",
+                 _settle_names: frozenset[str] | None = None,
+                 unjudged: frozenset[str] = frozenset()) -> None:
+        _set(self, "fs_handled", fs_handled)
+        _set(self, "fs", fs)
+        _set(self, "net_handled", net_handled)
+        _set(self, "net", net)
+        _set(self, "scopes", scopes)
+        _set(self, "settle", settle)
+        _set(self, "_settle_names", _settle_names)
+        _set(self, "unjudged", unjudged)
 
     def at_abi(self, abi: int) -> LayerSpec:
         """What ABI ``abi`` can express of it (rules keep only those rights)."""

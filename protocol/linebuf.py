@@ -12,15 +12,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from .errors import ProtocolError
+from .record import Record, _set
 
 __all__ = ["LineBuffer", "TooLong", "PartialLine"]
 
 
-@dataclass(frozen=True, slots=True)
-class TooLong:
+class TooLong(Record):
     """An over-long line was seen and is being discarded.
 
     ``length`` is how many bytes of it (newline excluded) had been seen when it
@@ -28,17 +27,24 @@ class TooLong:
     crossed, before its end arrives, so the true length may be larger.
     """
 
+    __slots__ = ("length",)
     length: int
+
+    def __init__(self, length: int) -> None:
+        _set(self, "length", length)
 
     def to_error(self) -> ProtocolError:
         return ProtocolError("line-too-long", f"line of at least {self.length + 1} bytes discarded")
 
 
-@dataclass(frozen=True, slots=True)
-class PartialLine:
+class PartialLine(Record):
     """The stream ended (``eof()``) after these bytes, with no final newline."""
 
+    __slots__ = ("data",)
     data: bytes
+
+    def __init__(self, data: bytes) -> None:
+        _set(self, "data", data)
 
     def to_error(self) -> ProtocolError:
         return ProtocolError("partial-line", f"stream ended inside a line of {len(self.data)} bytes")

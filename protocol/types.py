@@ -5,91 +5,15 @@ These types are the whole vocabulary of the protocol: the codec
 other part of brokerd (shim, daemon, clients) builds and inspects them.
 Nothing here does I/O.  See ``protocol/PROTOCOL.md`` for the wire syntax.
 
-They behave as frozen, slotted dataclasses (keyword or positional
-arguments, equality and hashing by value, ``repr``, ``match`` patterns,
-``FrozenInstanceError`` on assignment, ``dataclasses.replace``/``fields``/
-``asdict``) but are plain classes with their ``__init__`` written out:
-``@dataclass`` compiles half a dozen methods per class when the module is
-imported, which was a tenth of ``brokerd run``'s start-up (issue 13).
+They behave as frozen, slotted dataclasses but are
+:class:`~brokerd.protocol.record.Record` classes with their ``__init__``
+written out: ``@dataclass`` compiles half a dozen methods per class when the
+module is imported (issue 13: brokerctl's start-up).
 """
 
 from __future__ import annotations
 
-from operator import attrgetter
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:
-    from dataclasses import Field as _DataclassField
-
-_set = object.__setattr__
-
-
-class _DataclassFields:
-    """``__dataclass_fields__`` of a :class:`Record` class, made on first use
-    (``dataclasses.fields``/``replace``/``asdict`` look for it): the fields a
-    frozen dataclass of the same definition has.  Importing ``dataclasses``
-    (and ``inspect`` with it) is left to whoever needs them."""
-
-    def __get__(self, obj: object, cls: type[Record]) -> dict[str, _DataclassField[Any]]:
-        import dataclasses
-
-        names = cls.__slots__
-        defaults = cls.__init__.__defaults__ or ()
-        default = dict(zip(names[len(names) - len(defaults):], defaults, strict=True))
-        specs = [(n, cls.__annotations__[n], dataclasses.field(default=default[n])) if n in default
-                 else (n, cls.__annotations__[n]) for n in names]
-        twin = dataclasses.make_dataclass(cls.__name__, specs, frozen=True)
-        fields = {f.name: f for f in dataclasses.fields(twin)}
-        type.__setattr__(cls, "__dataclass_fields__", fields)  # found first from now on
-        return fields
-
-
-class Record:
-    """The base of every protocol type: an immutable value whose fields are
-    its ``__slots__``, in ``__init__``'s order, compared and hashed as a
-    tuple (only with values of the very same class)."""
-
-    __slots__: ClassVar[tuple[str, ...]] = ()
-    __match_args__: ClassVar[tuple[str, ...]] = ()
-    __dataclass_fields__: ClassVar[dict[str, _DataclassField[Any]]] = _DataclassFields()  # type: ignore[assignment]
-    _values: ClassVar[Any] = staticmethod(lambda obj: ())
-
-    def __init_subclass__(cls) -> None:
-        names = cls.__slots__
-        type.__setattr__(cls, "__match_args__", names)
-        if names:  # a tuple even for one field: as a dataclass compares and hashes
-            get = attrgetter(*names)
-            cls._values = staticmethod(get if len(names) > 1 else lambda obj: (get(obj),))
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return self._values(self) == self._values(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._values(self))
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{n}={v!r}" for n, v in zip(self.__slots__, self._values(self), strict=True))
-        return f"{self.__class__.__qualname__}({shown})"
-
-    def __setattr__(self, name: str, value: object) -> None:
-        from dataclasses import FrozenInstanceError
-
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        from dataclasses import FrozenInstanceError
-
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
-
-    def __getstate__(self) -> tuple[Any, ...]:  # pickle and copy: slots and a frozen __setattr__
-        return self._values(self)
-
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        for name, value in zip(self.__slots__, state, strict=True):
-            _set(self, name, value)
-
+from .record import Record, _set
 
 # ---------------------------------------------------------------------------
 # Argument values (the syntax of one argument of a call line)

@@ -14,8 +14,11 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: modules a run needs no part of (prefixes: a package and its submodules)
 NEVER_FOR_RUN = (
@@ -27,6 +30,9 @@ NEVER_FOR_RUN = (
     "elftools",
     "ptrace",  # python-ptrace: brokerd.tracer.ptrace has its own definitions
     "shutil",  # which() only, imported when PROG has no slash
+    "dataclasses",  # brokerd.protocol.record instead (and inspect, ast, dis... with it)
+    "inspect",
+    "traceback",  # only when a handler failed
 )
 
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +(\S+)$", re.M)
@@ -44,11 +50,14 @@ def _unwanted(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
     return sorted(m for m in modules for p in prefixes if m == p or m.startswith(p + "."))
 
 
-def test_plain_run_imports_only_what_it_uses():
-    r, modules = imported_by("run", "--", "/bin/true")
+@pytest.mark.parametrize("policy", [(), ("--policy", "sandbox:{tmp},--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/etc")],
+                         ids=["no policy", "sandbox"])
+def test_run_imports_only_what_it_uses(policy, tmp_path):
+    r, modules = imported_by("run", *(p.format(tmp=tmp_path) for p in policy), "--", "/bin/true")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "brokerd.tracer.shim" in modules  # the check sees the run's imports at all
-    assert _unwanted(modules, NEVER_FOR_RUN) == []
+    allowed = {"shutil"} if policy else set()  # the shipped policies' argparse sizes its help with it
+    assert [m for m in _unwanted(modules, NEVER_FOR_RUN) if m not in allowed] == []
 
 
 def test_no_daemon_socket_means_no_daemon_client(tmp_path):
@@ -69,3 +78,33 @@ def test_no_daemon_socket_means_no_daemon_client(tmp_path):
                        capture_output=True, text=True, timeout=60, env={**e, "BROKERD_SOCKET": str(missing)})
     assert r.returncode == 1
     assert "cannot reach the brokerd daemon" in r.stderr and str(missing) in r.stderr
+
+
+def test_launcher_runs_the_checkout_without_site(tmp_path):
+    """scripts/write-launcher's brokerctl (what scripts/setup puts in
+    .venv/bin): the program runs, ``-a py:MODULE:NAME`` still finds a module
+    on PYTHONPATH, ``--version`` still finds the installed metadata, and no
+    .pth file is read (the editable install's finder was a tenth of a run)."""
+    import sysconfig
+
+    launcher = tmp_path / "brokerctl"
+    subprocess.run([str(ROOT / "scripts" / "write-launcher"), str(launcher), sys.executable,
+                    sysconfig.get_paths()["purelib"], str(ROOT)], check=True)
+    (tmp_path / "mine.py").write_text(
+        "from brokerd.clients.authorizer import Authorizer, cont, skip_fail\n"
+        "az = Authorizer('mine')\n"
+        "@az.on('openat', 'open')\n"
+        "def deny(call):\n"
+        "    return skip_fail('EACCES') if call.path(call.path_args()[0]) == '/etc/hostname' else cont()\n")
+    env = {**os.environ, "BROKERD_SOCKET": "none", "PYTHONPATH": str(tmp_path)}
+    r = subprocess.run([str(launcher), "run", "-a", "py:mine:az", "--", "cat", "/etc/hostname"],
+                       capture_output=True, text=True, timeout=60, env=env, cwd="/")
+    assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
+    r = subprocess.run([str(launcher), "run", "--", "/bin/true"], capture_output=True, text=True, timeout=60,
+                       env={**env, "PYTHONPROFILEIMPORTTIME": "1"})  # -X importtime, its shebang kept
+    assert r.returncode == 0, r.stderr[-2000:]
+    modules = set(_IMPORTED.findall(r.stderr))
+    assert "brokerd.tracer.shim" in modules
+    assert not any(m.startswith("__editable__") or m in ("site", "pathlib") for m in modules), modules
+    v = subprocess.run([str(launcher), "--version"], capture_output=True, text=True, timeout=60, env=env)
+    assert v.returncode == 0 and v.stdout.startswith("brokerctl 0."), v.stdout + v.stderr

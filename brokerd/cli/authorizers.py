@@ -17,7 +17,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -42,14 +41,20 @@ class StartError(Exception):
         self.status = status
 
 
-@dataclass
 class Started:
     """One spawned authorizer and its stderr pipe."""
 
     command: str
     authorizer: Authorizer
     errfd: int
-    held: bytearray = field(default_factory=bytearray)
+    held: bytearray
+
+    def __init__(self, command: str, authorizer: Authorizer, errfd: int,
+                 held: bytearray | None = None) -> None:
+        self.command = command
+        self.authorizer = authorizer
+        self.errfd = errfd
+        self.held = bytearray() if held is None else held
 
 
 class Starter:

@@ -4,21 +4,29 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from brokerd.protocol import codec
+from brokerd.protocol.record import Record, _set
 from brokerd.protocol.types import SignalEvent, SyscallEvent, SysretEvent
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
+class AuditRecord(Record):
     """What one decision was: passed to the shim's ``audit`` callback."""
 
+    __slots__ = ("event", "verdict", "by", "latency", "reason")
     event: SyscallEvent | SysretEvent | SignalEvent
     verdict: str
     by: str  # the authorizer whose verdict ended the walk ("" when all said cont)
     latency: float  # seconds from the stop to the decision
-    reason: str = ""  # why a default applied, when one did
+    reason: str  # why a default applied, when one did
+
+    def __init__(self, event: SyscallEvent | SysretEvent | SignalEvent, verdict: str, by: str,
+                 latency: float, reason: str = "") -> None:
+        _set(self, "event", event)
+        _set(self, "verdict", verdict)
+        _set(self, "by", by)
+        _set(self, "latency", latency)
+        _set(self, "reason", reason)
 
     def to_json(self) -> dict:
         """The record as a JSON object: when (wall clock), who, which call,

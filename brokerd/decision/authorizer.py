@@ -26,7 +26,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from brokerd.decision.defaults import DEFAULT_VERDICTS, DENY, default_reply
 from brokerd.decision.member import Answer
@@ -65,13 +64,21 @@ KILL_GRACE = 2.0
 EOF_GRACE = 1.0
 
 
-@dataclass(slots=True)
 class _Question:
+    __slots__ = ("id", "deadline", "answer", "kind", "name")
     id: int
     deadline: float
     answer: Answer | None  # None once answered by default (kept as a placeholder)
     kind: type
-    name: str = ""
+    name: str
+
+    def __init__(self, id: int, deadline: float, answer: Answer | None, kind: type,
+                 name: str = "") -> None:
+        self.id = id
+        self.deadline = deadline
+        self.answer = answer
+        self.kind = kind
+        self.name = name
 
 
 def _leading_id(line: bytes) -> int | None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from brokerd.protocol.record import Record, _set
 from brokerd.protocol.types import (
     Cont,
     Kill,
@@ -41,16 +41,24 @@ TRACE = ("trace", 0)
 KILL = ("kill", 0)
 
 
-@dataclass(frozen=True, slots=True)
-class StaticRules:
+class StaticRules(Record):
     """What one authorizer declared in its handshake (``allow=``, ``deny=``,
     ``kill=``, ``unknown=``): answers for whole syscalls, whatever the
     arguments, that the broker may give without asking it."""
 
-    allow: frozenset[str] = frozenset()
-    deny: tuple[tuple[str, int], ...] = ()
-    kill: frozenset[str] = frozenset()
-    unknown: tuple[str, int] | None = None  # for every syscall it does not name
+    __slots__ = ("allow", "deny", "kill", "unknown")
+    allow: frozenset[str]
+    deny: tuple[tuple[str, int], ...]
+    kill: frozenset[str]
+    unknown: tuple[str, int] | None  # for every syscall it does not name
+
+    def __init__(self, allow: frozenset[str] = frozenset(), deny: tuple[tuple[str, int], ...] = (),
+                 kill: frozenset[str] = frozenset(),
+                 unknown: tuple[str, int] | None = None) -> None:
+        _set(self, "allow", allow)
+        _set(self, "deny", deny)
+        _set(self, "kill", kill)
+        _set(self, "unknown", unknown)
 
     def action(self, name: str, subscribed: bool) -> tuple[str, int]:
         """This authorizer's answer for ``name``: allow / trace / deny(errno) / kill."""
@@ -116,18 +124,25 @@ def parse_static(attrs: dict[str, str]) -> StaticRules:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ArgRule:
+class ArgRule(Record):
     """``rule="openat path2=/usr/lib/** => cont"`` from a handshake: when the
     call and every matcher match, ``verdict`` is that authorizer's answer,
     given by the broker with no round trip.  Matchers: ``pathN=GLOB`` (the
     resolved path note), ``argN=VALUE`` (equality, symbols allowed),
     ``argN&FLAGS`` / ``argN!&FLAGS`` (any of the flags set / none set)."""
 
+    __slots__ = ("name", "matchers", "verdict", "text")
     name: str
     matchers: tuple[tuple[str, int, Any], ...]  # (op, argn, operand: a compiled glob or a value)
     verdict: Verdict
     text: str
+
+    def __init__(self, name: str, matchers: tuple[tuple[str, int, Any], ...], verdict: Verdict,
+                 text: str) -> None:
+        _set(self, "name", name)
+        _set(self, "matchers", matchers)
+        _set(self, "verdict", verdict)
+        _set(self, "text", text)
 
     def matches(self, event: SyscallEvent, kinds: Sequence[str]) -> bool:
         from brokerd.protocol.args import value_to_int
@@ -159,17 +174,23 @@ class ArgRule:
 _M32 = (1 << 32) - 1
 
 
-@dataclass(frozen=True, slots=True)
-class RegisterTest:
+class RegisterTest(Record):
     """An argument-rule matcher as the seccomp filter can test it, on
     argument register ``index`` (0-based): ``eq`` compares ``value`` with the
     register's low 32 bits (the whole register when ``wide``), ``any`` /
     ``none``: some / none of the bits of ``value`` (all in the low word) set."""
 
+    __slots__ = ("op", "index", "value", "wide")
     op: str
     index: int
     value: int
-    wide: bool = False
+    wide: bool
+
+    def __init__(self, op: str, index: int, value: int, wide: bool = False) -> None:
+        _set(self, "op", op)
+        _set(self, "index", index)
+        _set(self, "value", value)
+        _set(self, "wide", wide)
 
 
 def register_tests(rule: ArgRule, kinds: Sequence[str], reg_mask: int) -> tuple[RegisterTest, ...] | None:

@@ -21,12 +21,12 @@ cached verdicts).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, overload
 
 from brokerd.decision.cache import VerdictCache
 from brokerd.decision.member import Member
 from brokerd.decision.rules import ALLOW, ENTRY_VERDICTS, TRACE, ArgRule, combine
+from brokerd.protocol.record import replace
 from brokerd.protocol.types import (
     Call,
     Cont,
@@ -58,7 +58,6 @@ class VerdictError(ValueError):
 
 
 
-@dataclass(slots=True)
 class Decision:
     """Where an entry walk ended.
 
@@ -70,14 +69,29 @@ class Decision:
     everyone said cont).
     """
 
+    __slots__ = (
+        "action", "call", "value", "steppers", "sets", "decided_by", "rewritten", "stabilize",
+    )
     action: str
     call: Call
-    value: int = 0
-    steppers: list[int] = field(default_factory=list)
-    sets: list[SetMem] = field(default_factory=list)
-    decided_by: int | None = None
-    rewritten: bool = False
-    stabilize: bool = False  # copy the judged strings/paths into read-only scratch first
+    value: int
+    steppers: list[int]
+    sets: list[SetMem]
+    decided_by: int | None
+    rewritten: bool
+    stabilize: bool  # copy the judged strings/paths into read-only scratch first
+
+    def __init__(self, action: str, call: Call, value: int = 0, steppers: list[int] | None = None,
+                 sets: list[SetMem] | None = None, decided_by: int | None = None,
+                 rewritten: bool = False, stabilize: bool = False) -> None:
+        self.action = action
+        self.call = call
+        self.value = value
+        self.steppers = [] if steppers is None else steppers
+        self.sets = [] if sets is None else sets
+        self.decided_by = decided_by
+        self.rewritten = rewritten
+        self.stabilize = stabilize
 
 
 class EntryWalk:

@@ -58,10 +58,10 @@ import errno as E
 import os
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 from brokerd.protocol.abi import ABIS, names_in
 from brokerd.protocol.args import WHO_TARGETS
+from brokerd.protocol.record import Record, _set
 
 from .procfs import (
     AT_FDCWD,
@@ -133,16 +133,23 @@ def owner_form(name: str, raw: Sequence[int]) -> str | None:
     return OWNER_BY_CALL.get(name, {}).get(raw[1] & 0xFFFFFFFF) if len(raw) > 2 else None
 
 
-@dataclass(frozen=True)
-class _Target:
+class _Target(Record):
     """Where a guarded call names its target: ``pid`` argument indices, or a
     pidfd in argument 0; whether the first kind is a ptrace request; the
     index of a ``which`` kind whose next argument is the target (``who``)."""
 
+    __slots__ = ("pids", "pidfd", "ptrace", "which")
     pids: tuple[int, ...]
     pidfd: bool
     ptrace: bool
-    which: int | None = None
+    which: int | None
+
+    def __init__(self, pids: tuple[int, ...], pidfd: bool, ptrace: bool,
+                 which: int | None = None) -> None:
+        _set(self, "pids", pids)
+        _set(self, "pidfd", pidfd)
+        _set(self, "ptrace", ptrace)
+        _set(self, "which", which)
 
 
 def _targets() -> dict[str, _Target]:

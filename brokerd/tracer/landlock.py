@@ -29,9 +29,9 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-from dataclasses import dataclass, field
 
 from brokerd.protocol.abi import ABIS
+from brokerd.protocol.record import Record, _set
 
 _NR = ABIS["x86_64"].nr  # the broker and its launched children are 64-bit
 SYS_landlock_create_ruleset = _NR("landlock_create_ruleset")
@@ -73,32 +73,48 @@ class LandlockError(OSError):
     """A Landlock call failed; the message names the call."""
 
 
-@dataclass(frozen=True, slots=True)
-class PathRule:
+class PathRule(Record):
     """Allow ``access`` (ACCESS_FS bits) beneath ``path``."""
 
+    __slots__ = ("path", "access")
     path: str
     access: int
 
+    def __init__(self, path: str, access: int) -> None:
+        _set(self, "path", path)
+        _set(self, "access", access)
 
-@dataclass(frozen=True, slots=True)
-class PortRule:
+
+class PortRule(Record):
     """Allow ``access`` (ACCESS_NET bits) on TCP ``port``."""
 
+    __slots__ = ("port", "access")
     port: int
     access: int
 
+    def __init__(self, port: int, access: int) -> None:
+        _set(self, "port", port)
+        _set(self, "access", access)
 
-@dataclass(frozen=True, slots=True)
-class Layer:
+
+class Layer(Record):
     """One Landlock ruleset: what it handles (denied unless a rule allows it)
     and the rules; applied with :func:`restrict`, which only ever narrows."""
 
-    handled_fs: int = 0
-    handled_net: int = 0
-    scoped: int = 0
-    paths: tuple[PathRule, ...] = field(default=())
-    ports: tuple[PortRule, ...] = field(default=())
+    __slots__ = ("handled_fs", "handled_net", "scoped", "paths", "ports")
+    handled_fs: int
+    handled_net: int
+    scoped: int
+    paths: tuple[PathRule, ...]
+    ports: tuple[PortRule, ...]
+
+    def __init__(self, handled_fs: int = 0, handled_net: int = 0, scoped: int = 0,
+                 paths: tuple[PathRule, ...] = (), ports: tuple[PortRule, ...] = ()) -> None:
+        _set(self, "handled_fs", handled_fs)
+        _set(self, "handled_net", handled_net)
+        _set(self, "scoped", scoped)
+        _set(self, "paths", paths)
+        _set(self, "ports", ports)
 
     def handles_anything(self) -> bool:
         return bool(self.handled_fs or self.handled_net or self.scoped)

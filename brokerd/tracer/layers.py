@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 from brokerd.protocol.layers import LayerSpec, settled_calls
+from brokerd.protocol.record import Record, _set
 
 from . import landlock
 
@@ -66,12 +66,17 @@ def compile_layer(spec: LayerSpec, abi: int) -> landlock.Layer | None:
     return layer if layer.handles_anything() else None
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(Record):
     """The layers a launched session applies, and per stack position the calls they settle."""
 
-    layers: tuple[landlock.Layer, ...] = ()
-    settled: tuple[frozenset[str], ...] = ()
+    __slots__ = ("layers", "settled")
+    layers: tuple[landlock.Layer, ...]
+    settled: tuple[frozenset[str], ...]
+
+    def __init__(self, layers: tuple[landlock.Layer, ...] = (),
+                 settled: tuple[frozenset[str], ...] = ()) -> None:
+        _set(self, "layers", layers)
+        _set(self, "settled", settled)
 
 
 def plan(specs: Sequence[tuple[str, LayerSpec | None]], abi: int, log: Callable[[str], None]) -> Plan:

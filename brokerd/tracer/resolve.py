@@ -24,15 +24,15 @@ import os
 import re
 import stat
 from collections import deque
-from dataclasses import dataclass
+
+from brokerd.protocol.record import Record, _set
 
 MAX_LINKS = 40  # the kernel's own limit (ELOOP)
 ATTEMPTS = 3  # walks tried when a link changes under the resolver
 MAGIC = re.compile(rb"/proc/\d+(?:/task/\d+)?/(?:fd/\d+|cwd|root|exe|map_files/[^/]+|ns/[^/]+)\Z")
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(Record):
     """Where a path leads in the tracee's view.
 
     ``path``: the real path (``realN``); ``exists``: its last component
@@ -41,10 +41,18 @@ class Resolved:
     ``lstat`` of the last component when it exists (the object itself when
     it is a magic link or ``/``)."""
 
+    __slots__ = ("path", "exists", "parent", "st")
     path: bytes
     exists: bool
     parent: bytes | None
-    st: os.stat_result | None = None
+    st: os.stat_result | None
+
+    def __init__(self, path: bytes, exists: bool, parent: bytes | None,
+                 st: os.stat_result | None = None) -> None:
+        _set(self, "path", path)
+        _set(self, "exists", exists)
+        _set(self, "parent", parent)
+        _set(self, "st", st)
 
 
 class _Changed(Exception):

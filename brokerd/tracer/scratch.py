@@ -28,7 +28,6 @@ import errno as E
 import fcntl
 import mmap
 import os
-from dataclasses import dataclass, field
 
 # 4096 slots: one per live thread that made a judged call.  Address space
 # only: pages are used as slots are written.  A forked child shares its
@@ -50,16 +49,24 @@ def can_seal() -> bool:
     return libc.syscall(SYS_MSEAL, 0, 0, 0) == 0
 
 
-@dataclass
 class Region:
     """One sealed memfd mapped at ``addr`` in every process that shares it
     (a forked child inherits the mapping), with a slot per thread."""
 
     addr: int
     view: mmap.mmap
-    size: int = field(default_factory=lambda: REGION_SIZE)  # read when made (tests shrink it)
-    slots: dict[int, int] = field(default_factory=dict)  # tid -> offset
-    free: list[int] = field(default_factory=list)
+    size: int  # read when made (tests shrink it)
+    slots: dict[int, int]  # tid -> offset
+    free: list[int]
+
+    def __init__(self, addr: int, view: mmap.mmap, size: int | None = None,
+                 slots: dict[int, int] | None = None, free: list[int] | None = None) -> None:
+        self.addr = addr
+        self.view = view
+        self.size = REGION_SIZE if size is None else size
+        self.slots = {} if slots is None else slots
+        self.free = [] if free is None else free
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not self.free and not self.slots:

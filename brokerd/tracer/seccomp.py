@@ -17,10 +17,10 @@ import ctypes
 import os
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 # the ABI facts live with the syscall tables (one home); re-exported here
 from brokerd.protocol.abi import ABIS, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT
+from brokerd.protocol.record import Record, _set
 
 # seccomp return actions
 RET_KILL_PROCESS = 0x80000000
@@ -60,45 +60,63 @@ def trace(data: int = 0) -> int:
     return RET_TRACE | (data & 0xFFFF)
 
 
-@dataclass(frozen=True, slots=True)
-class FlagTest:
+class FlagTest(Record):
     """An action that depends on one argument: ``hit`` when any bit of
     ``mask`` is set in the low 32 bits of ``args[arg]``, else ``miss``
     (e.g. trace mmap only when it asks for MAP_FIXED)."""
 
+    __slots__ = ("arg", "mask", "hit", "miss")
     arg: int
     mask: int
     hit: Action  # another test: the next matcher of an argument rule
     miss: Action
 
+    def __init__(self, arg: int, mask: int, hit: Action, miss: Action) -> None:
+        _set(self, "arg", arg)
+        _set(self, "mask", mask)
+        _set(self, "hit", hit)
+        _set(self, "miss", miss)
 
-@dataclass(frozen=True, slots=True)
-class ArgEquals:
+
+class ArgEquals(Record):
     """An action that depends on one whole 64-bit argument: ``hit`` when
     ``args[arg] == value``, else ``miss`` (the launched child's hand-over of
     its listener carries a session nonce in an argument the call ignores).
     ``low32``: compare the low 32 bits only, for arguments the kernel takes
     as 32-bit (an ioctl's command), whatever the register's high half holds."""
 
+    __slots__ = ("arg", "value", "hit", "miss", "low32")
     arg: int
     value: int
     hit: Action  # another test: i386's two 32-bit halves of a nonce
     miss: Action  # another test: a second value
-    low32: bool = False
+    low32: bool
+
+    def __init__(self, arg: int, value: int, hit: Action, miss: Action,
+                 low32: bool = False) -> None:
+        _set(self, "arg", arg)
+        _set(self, "value", value)
+        _set(self, "hit", hit)
+        _set(self, "miss", miss)
+        _set(self, "low32", low32)
 
 
 #: what the filter does for one number: a return value, or a test on an argument
 Action = int | FlagTest | ArgEquals
 
 
-@dataclass(frozen=True, slots=True)
-class AbiRules:
+class AbiRules(Record):
     """What the filter does for one ABI: ``actions`` maps syscall numbers (as
     seen in ``seccomp_data.nr``, the x32 bit included) to an action; every
     other number gets ``default``."""
 
+    __slots__ = ("actions", "default")
     actions: Mapping[int, Action]
-    default: int = RET_ALLOW
+    default: int
+
+    def __init__(self, actions: Mapping[int, Action], default: int = RET_ALLOW) -> None:
+        _set(self, "actions", actions)
+        _set(self, "default", default)
 
 
 # --------------------------------------------------------------------------
