@@ -27,6 +27,7 @@ is the one the program asked for; flags with bits this table does not know
 from __future__ import annotations
 
 import ctypes
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ AT_FDCWD = -100
 RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS = 0x02, 0x04
 PIN_RESOLVE = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
 OPEN_HOW = struct.Struct("<QQQ")  # struct open_how {u64 flags, mode, resolve}
+HOW_ROOM = 32  # the path follows the struct in the slot, 16-byte aligned
 #: x86_64 calls that can be pinned: name -> (flags argument index, None for
 #: creat's implied flags; mode argument index).  i386 and x32 keep the check
 #: at exit (their openat does not force O_LARGEFILE, openat2 would)
@@ -70,10 +72,12 @@ class Pinned:
     how: bytes
 
 
+@functools.lru_cache(maxsize=256)
 def open_how(flags: int, mode: int) -> bytes | None:
     """``struct open_how`` for an ``openat(flags, mode)``, as the kernel's
     ``build_open_how`` makes it (so ``openat2`` opens alike), with the pin's
-    resolve flags; None for flag bits the table does not know."""
+    resolve flags; None for flag bits the table does not know.  Cached: a
+    program uses a handful of flag and mode combinations."""
     flags &= 0xFFFFFFFF
     if flags & ~VALID_OPEN_FLAGS:
         return None
@@ -95,7 +99,7 @@ def pinned(name: str, raw: tuple[int, ...], given: bytes, real: bytes) -> Pinned
     need search permission on the ancestors of the cwd, which natively it
     does not."""
     form = PIN_FORMS.get(name)
-    if form is None or given != real or not real.startswith(b"/") or len(real) >= PATH_MAX:
+    if form is None or given != real or not canonical(real) or len(real) >= PATH_MAX:
         return None
     if real == b"/proc" or real.startswith(b"/proc/"):
         return None  # magic links and per-process files: their own rules (security.md)
@@ -103,6 +107,17 @@ def pinned(name: str, raw: tuple[int, ...], given: bytes, real: bytes) -> Pinned
     flags = CREAT_FLAGS if fidx is None else raw[fidx]
     how = open_how(flags, raw[midx] if midx < len(raw) else 0)
     return None if how is None else Pinned(real, how)
+
+
+def canonical(path: bytes) -> bool:
+    """Is ``path`` absolute with no ``.`` or ``..`` component and no doubled
+    or trailing slash (the form a resolved real path has)?"""
+    if not path.startswith(b"/"):
+        return False
+    if path == b"/":
+        return True
+    return not (path.endswith(b"/") or b"//" in path or b"/./" in path or b"/../" in path
+                or path.endswith((b"/.", b"/..")))
 
 
 _OPENAT2_WORKS: bool | None = None
@@ -171,16 +186,16 @@ class Pin(ShimBase):
         if region is None:
             self._inject_region(t, pt.getregs(t.tid, self._regs), d)
             return False
-        path = pin.path + b"\0"
-        addrs = region.reserve(t.tid, [len(path), len(pin.how)])
+        blob = pin.how + bytes(HOW_ROOM - len(pin.how)) + pin.path + b"\0"  # one write: how, then the path
+        addrs = region.reserve(t.tid, [len(blob)])
         if addrs is None:
             t.state = "slotwait"
             self._slot_waiters.append(t)
             return False
-        region.write(addrs[0], path)
-        region.write(addrs[1], pin.how)
+        how_at = addrs[0]
+        region.write(how_at, blob)
         regs = pt.getregs(t.tid, self._regs)
-        for name, v in zip(abi.arg_regs, (AT_FDCWD, addrs[0], addrs[1], len(pin.how)), strict=False):
+        for name, v in zip(abi.arg_regs, (AT_FDCWD, how_at + HOW_ROOM, how_at, len(pin.how)), strict=False):
             setattr(regs, name, v & MASK64)
         regs.orig_rax = SYS_OPENAT2
         pt.setregs(t.tid, regs)

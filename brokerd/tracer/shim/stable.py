@@ -16,7 +16,7 @@ from brokerd.protocol.types import (
 
 from .. import ptrace as pt
 from ..guard import OWNER_MEMORY, owner_form
-from ..resolve import resolve
+from ..resolve import plain_path, resolve
 from ..scratch import Region
 from .base import ShimBase
 from .consts import (
@@ -86,6 +86,12 @@ class Stable(ShimBase):
         # O_NOFOLLOW, and O_CREAT|O_EXCL, open a final symlink itself (or fail)
         follow = not (flags & O_NOFOLLOW or flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL)
         root = os.fsencode(f"/proc/{t.tid}/root")
+        pinnable = pinned(spec.name, raw, v.data, path) if pin else None
+        if pinnable is not None:  # already its real path, if the kernel's walk meets no symlink
+            st = plain_path(root, path, follow)
+            if st is not None:
+                t.pin = pinnable
+                return ("inode", st.st_dev, st.st_ino), path
         r = resolve(root, path, t.tgid, t.tid, follow)  # one resolution: note and expectation agree
         if r is None:
             return None, None
