@@ -72,6 +72,8 @@ class Stops(ShimBase):
                 c.announced = True
                 if c.tgid != t.tgid and t.tgid in self._regions and not c.execed:
                     self._regions[c.tgid] = self._regions[t.tgid]  # the shared mapping is inherited
+                if t.tgid in self._own_filters:  # so are seccomp filters
+                    self._own_filters.add(c.tgid)
             kind = EVENT_NAMES[event]
             self._proc_event(t, kind, (Int(child),))
             if t.state == "step":  # PTRACE_CONT would skip the exit stop: the stepper must hear the child's pid

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import mmap
+from typing import TYPE_CHECKING
 
 from brokerd.decision.stack import Decision, EntryWalk, ExitWalk
 from brokerd.protocol.abi import Abi, SyscallSpec
 
 from .. import ptrace as pt
 from ..states import State, move
+
+if TYPE_CHECKING:
+    from .pin import Pinned
 
 
 class _Mem:
@@ -40,8 +44,8 @@ class _Thread:
     __slots__ = (
         "tid", "tgid", "_state", "startup", "announced", "abi", "spec", "raw", "event_id", "walk",
         "decision", "replay", "replay_key", "saved_regs", "inject", "inject_fd", "inject_call",
-        "saved_mask", "saved_view", "verify", "undo_step", "map_flags", "guard_exit", "execed",
-        "t0", "running",
+        "saved_mask", "saved_view", "verify", "pin", "undo_step", "map_flags", "guard_exit",
+        "execed", "t0", "running",
     )
     tid: int
     tgid: int
@@ -67,6 +71,7 @@ class _Thread:
     saved_mask: int | None
     saved_view: mmap.mmap | None  # the shim's mapping of a scratch region being set up
     verify: tuple | None  # what an open must have opened (see _expected_object)
+    pin: Pinned | None  # the open as openat2 of its judged real path (pin.py), or None
     undo_step: bool  # an undone open was stepped: its sysret is still owed
     map_flags: int  # extra flags of the injected mmap of the scratch region
     guard_exit: bool  # the guard checks what this open opened (no Landlock wall)
@@ -84,7 +89,7 @@ class _Thread:
                  saved_regs: pt.Regs | None = None, inject: list | None = None, inject_fd: int = -1,
                  inject_call: tuple = (), saved_mask: int | None = None,
                  saved_view: mmap.mmap | None = None, verify: tuple | None = None,
-                 undo_step: bool = False, map_flags: int = 0, guard_exit: bool = False,
+                 pin: Pinned | None = None, undo_step: bool = False, map_flags: int = 0, guard_exit: bool = False,
                  execed: bool = False, t0: float = 0.0, running: bool = True) -> None:
         self.tid = tid
         self.tgid = tgid
@@ -106,6 +111,7 @@ class _Thread:
         self.saved_mask = saved_mask
         self.saved_view = saved_view
         self.verify = verify
+        self.pin = pin
         self.undo_step = undo_step
         self.map_flags = map_flags
         self.guard_exit = guard_exit
