@@ -47,7 +47,6 @@ kinds are compiled once into a tuple of closures (kind strings such as
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -627,6 +626,8 @@ def unpack_sockaddr(data: bytes) -> Value:
     ``flowinfo=``/``scope_id=`` fields only when non-zero; other families keep
     their raw ``sa_data`` bytes as a string.
     """
+    import ipaddress  # here, not at import: most runs decode no address, every start-up paid it
+
     if len(data) < 2:
         return Struct((Str(data),))
     fam = int.from_bytes(data[:2], "little")
@@ -671,6 +672,8 @@ def pack_sockaddr(v: Value) -> bytes:
         if len(pos) != 1 or not isinstance(pos[0], Addr):
             raise ValueError(f"an AF_INET/AF_INET6 sockaddr needs one address:port, got {v!r}")
         a = pos[0]
+        import ipaddress  # (see unpack_sockaddr)
+
         try:
             ip = ipaddress.ip_address(a.host)
         except ValueError as e:

@@ -21,11 +21,11 @@ value, or raises ``ProtocolError`` (code ``bad-value``, ``bad-number``,
 from __future__ import annotations
 
 import codecs
-import ipaddress
 import re
 from collections.abc import Callable
 from typing import Any
 
+from . import lazyre
 from .consts import ERRNO, ERRNO_NAMES, MAX_ERRNO, SIGNAL_NAMES, SIGNALS
 from .errors import ProtocolError
 from .types import (
@@ -107,37 +107,37 @@ REPLY_VERBS = frozenset(
 # Precompiled scanners
 # ---------------------------------------------------------------------------
 
-_BAD_CHAR_B = re.compile(rb"[^\x20-\x7e]")
-_BAD_CHAR_S = re.compile(r"[^\x20-\x7e]")
-_SPACES = re.compile(r" *")
-_VERB = re.compile(r"[^ ;]*")
-_SP_TOKEN = re.compile(r" +([^ ;]+)")
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ABI = re.compile(r"[A-Za-z0-9_]+")
-_SYM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_+]*")
-_SYM = re.compile(r"([A-Za-z_][A-Za-z0-9_+]*(?:\|[A-Za-z_][A-Za-z0-9_+]*)*)(?:\|0x([0-9A-Fa-f]+))?")
-_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
-_NUM = re.compile(r"0x[0-9A-Fa-f]+|-?[0-9]+")
-_INT_TOKEN = re.compile(r"0x[0-9A-Fa-f]+|-?(?:0|[1-9][0-9]*)")
-_ADDR4 = re.compile(r"([0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}):([0-9]{1,5})")
-_ADDR6 = re.compile(r"\[([0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?:%[A-Za-z0-9_.\-]+)?)\]:([0-9]{1,5})")
-_STRING = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"')
-_GOOD_BODY = re.compile(r'[^\\]*(?:\\(?:[\\"nrt]|x[0-9A-Fa-f]{2})[^\\]*)*')
-_ESCAPE_PAIR = re.compile(r'\\(?:x[0-9A-Fa-f]{2}|[\\"nrt])?')
-_TRUNC = re.compile(r"\.\.\.([0-9]+)")
-_SET = re.compile(r"set +([0-9]+)(?:\+([0-9]+))? +")
-_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
-_HELLO_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_\-]*)=")
-_BARE = re.compile(r'[\x21\x23-\x7e]*')
-_BARE_FULL = re.compile(r'[\x21\x23-\x7e]+')
-_VERSIONS = re.compile(r" +([0-9]+(?:,[0-9]+)*)(?![^ ])")
-_ERROR_CODE = re.compile(r"[a-z0-9][a-z0-9\-]*")
-_PLAIN_TEXT = re.compile(r"[\x20-\x7e]*")
-_NEEDS_ESCAPE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+_BAD_CHAR_B = lazyre.compile(rb"[^\x20-\x7e]")
+_BAD_CHAR_S = lazyre.compile(r"[^\x20-\x7e]")
+_SPACES = lazyre.compile(r" *")
+_VERB = lazyre.compile(r"[^ ;]*")
+_SP_TOKEN = lazyre.compile(r" +([^ ;]+)")
+_IDENT = lazyre.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ABI = lazyre.compile(r"[A-Za-z0-9_]+")
+_SYM_NAME = lazyre.compile(r"[A-Za-z_][A-Za-z0-9_+]*")
+_SYM = lazyre.compile(r"([A-Za-z_][A-Za-z0-9_+]*(?:\|[A-Za-z_][A-Za-z0-9_+]*)*)(?:\|0x([0-9A-Fa-f]+))?")
+_FIELD = lazyre.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
+_NUM = lazyre.compile(r"0x[0-9A-Fa-f]+|-?[0-9]+")
+_INT_TOKEN = lazyre.compile(r"0x[0-9A-Fa-f]+|-?(?:0|[1-9][0-9]*)")
+_ADDR4 = lazyre.compile(r"([0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}):([0-9]{1,5})")
+_ADDR6 = lazyre.compile(r"\[([0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?:%[A-Za-z0-9_.\-]+)?)\]:([0-9]{1,5})")
+_STRING = lazyre.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"')
+_GOOD_BODY = lazyre.compile(r'[^\\]*(?:\\(?:[\\"nrt]|x[0-9A-Fa-f]{2})[^\\]*)*')
+_ESCAPE_PAIR = lazyre.compile(r'\\(?:x[0-9A-Fa-f]{2}|[\\"nrt])?')
+_TRUNC = lazyre.compile(r"\.\.\.([0-9]+)")
+_SET = lazyre.compile(r"set +([0-9]+)(?:\+([0-9]+))? +")
+_KEY = lazyre.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
+_HELLO_KEY = lazyre.compile(r"([A-Za-z_][A-Za-z0-9_\-]*)=")
+_BARE = lazyre.compile(r'[\x21\x23-\x7e]*')
+_BARE_FULL = lazyre.compile(r'[\x21\x23-\x7e]+')
+_VERSIONS = lazyre.compile(r" +([0-9]+(?:,[0-9]+)*)(?![^ ])")
+_ERROR_CODE = lazyre.compile(r"[a-z0-9][a-z0-9\-]*")
+_PLAIN_TEXT = lazyre.compile(r"[\x20-\x7e]*")
+_NEEDS_ESCAPE = lazyre.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 
 # Fast paths: the shapes nearly every event has.  Each only accepts text the
 # general scanner would parse to the same value; anything else falls through.
-_FAST_HEAD = re.compile(
+_FAST_HEAD = lazyre.compile(
     r" +([1-9][0-9]{0,17}|0) +([1-9][0-9]{0,8}|0) +([1-9][0-9]{0,8}|0) +([A-Za-z0-9_]+)"
     r" +([A-Za-z_][A-Za-z0-9_]*)(?=[ ;]|\Z)")
 _FAST_SCALAR = (r'(?:"([^"\\]*)"|(-?[1-9][0-9]{0,17}|0)'
@@ -385,6 +385,8 @@ def _number(s: str, pos: int) -> tuple[Value, int]:
 
 
 def _addr(host: str, port: str, pos: int) -> Addr:
+    import ipaddress  # here, not at import: few lines carry addresses, every start-up paid it
+
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -988,6 +990,8 @@ def _fmt(v: Any, depth: int) -> str:
             raise _err("bad-value", f"bad port {port!r}")
         if type(host) is not str:
             raise _err("bad-value", f"bad host {host!r}")
+        import ipaddress  # here, not at import (see _addr)
+
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:

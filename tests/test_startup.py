@@ -33,6 +33,8 @@ NEVER_FOR_RUN = (
     "dataclasses",  # brokerd.protocol.record instead (and inspect, ast, dis... with it)
     "inspect",
     "traceback",  # only when a handler failed
+    "json",  # --audit and $BROKERD_STOP_COUNTS only
+    "ipaddress",  # addresses in events (connect & co.), not a start-up's
 )
 
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +(\S+)$", re.M)
@@ -47,7 +49,13 @@ def imported_by(*argv: str, env: dict[str, str] | None = None) -> tuple[subproce
 
 
 def _unwanted(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
-    return sorted(m for m in modules for p in prefixes if m == p or m.startswith(p + "."))
+    """Those of ``modules`` under ``prefixes`` that brokerd imported (not the
+    interpreter's start-up: a checkout's editable install imports pathlib,
+    and with it ipaddress, before any brokerd code runs)."""
+    r = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True,
+                       timeout=60)
+    before = set(_IMPORTED.findall(r.stderr))
+    return sorted(m for m in modules - before for p in prefixes if m == p or m.startswith(p + "."))
 
 
 @pytest.mark.parametrize("policy", [(), ("--policy", "sandbox:{tmp},--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/etc")],

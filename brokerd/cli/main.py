@@ -8,7 +8,6 @@ program's status (128+N when a signal N killed it), as a shell would.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -559,6 +558,8 @@ def _say(text: str) -> None:
 
 
 def _audit_writer(path: str):
+    import json  # only with --audit
+
     f = sys.stderr if path == "-" else open(path, "a", buffering=1)  # noqa: SIM115
 
     def write(rec) -> None:

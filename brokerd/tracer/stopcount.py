@@ -20,7 +20,6 @@ always on, and written only when asked.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys
@@ -56,6 +55,8 @@ class StopCounter:
             return
         try:
             with open(path, "a") as f:
+                import json  # here: most runs never write it
+
                 f.write(json.dumps(self.summary()) + "\n")
         except OSError as e:
             print(f"brokerctl: {ENV}={path}: {e.strerror}", file=sys.stderr, flush=True)

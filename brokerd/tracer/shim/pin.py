@@ -30,11 +30,11 @@ import ctypes
 import functools
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from brokerd.decision.stack import Decision
 from brokerd.protocol.abi import Abi
 from brokerd.protocol.args import constant
+from brokerd.protocol.record import Record, _set
 
 from .. import ptrace as pt
 from .base import ShimBase
@@ -64,12 +64,16 @@ S_IALLUGO = 0o7777
 PATH_MAX = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class Pinned:
+class Pinned(Record):
     """What a pinned open runs: the real path and the ``struct open_how`` bytes."""
 
+    __slots__ = ("path", "how")
     path: bytes
     how: bytes
+
+    def __init__(self, path: bytes, how: bytes) -> None:
+        _set(self, "path", path)
+        _set(self, "how", how)
 
 
 @functools.lru_cache(maxsize=256)
