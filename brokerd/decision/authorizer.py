@@ -131,6 +131,10 @@ class Authorizer:
         self.answered = 0
         self.defaulted = 0
         self._warned_missing_id = False
+        #: inside on_readable: a question asked from an answer's callback (the
+        #: next step of a walk) does not read again before the lines already
+        #: read are handled (the loop reads the rest)
+        self._reading = False
         os.set_blocking(rfd, False)
         os.set_blocking(wfd, False)
 
@@ -178,7 +182,13 @@ class Authorizer:
 
     # -- questions --------------------------------------------------------
     def ask(self, event: SyscallEvent | SysretEvent | SignalEvent, answer: Answer, now: float) -> None:
-        """Send ``event``; ``answer`` is called exactly once, later (or now, if dead)."""
+        """Send ``event``; ``answer`` is called exactly once, later, or now if
+        the authorizer is dead or its reply is already waiting: the write
+        wakes the authorizer, which often answers before the write returns
+        (it preempts the broker on the same CPU, or runs on the other), so one
+        non-blocking read right after it takes the reply without a return to
+        the loop and its ``epoll_wait`` (docs/performance.md).  Replies that
+        come later are read by the loop as before; deadlines are unchanged."""
         if self.mode == "dead":
             self.defaulted += 1
             answer(default_reply(type(event), _call_name(event), self.default),
@@ -195,6 +205,8 @@ class Authorizer:
         self._fifo.append(q)
         self._by_id[event.id] = q
         self._send(line)
+        if not self._out and not self._reading and self.mode != "dead":
+            self.on_readable(now)  # the reply may be there already (see _reading)
 
     def notify(self, line: bytes) -> None:
         """Send a line that needs no answer (proc events) to a handshake authorizer."""
@@ -247,11 +259,15 @@ class Authorizer:
             self._die("closed its output (exited?)")
             return
         self._lines.feed(data)
-        for line in self._lines:
-            if self.mode == "dead":
-                return
-            if not isinstance(line, PartialLine):  # only after the end of the stream
-                self._on_line(line)
+        self._reading = True
+        try:
+            for line in self._lines:
+                if self.mode == "dead":
+                    return
+                if not isinstance(line, PartialLine):  # only after the end of the stream
+                    self._on_line(line)
+        finally:
+            self._reading = False
 
     def _on_line(self, line: bytes | TooLong) -> None:
         if isinstance(line, TooLong):
