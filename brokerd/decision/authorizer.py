@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from brokerd.decision.defaults import DEFAULT_VERDICTS, DENY, default_reply
 from brokerd.decision.member import Answer
 from brokerd.decision.rules import ALLOW, NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
-from brokerd.decision.tether import sh_argv, spawn_tied
+from brokerd.decision.tether import Ward, sh_argv, spawn_warded
 from brokerd.protocol import codec
 from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
@@ -120,6 +120,8 @@ class Authorizer:
         self.on_fetch: Callable[[int, int, int, int], bytes] | None = None
         self.greeting_timeout = max(timeout, GREETING_TIMEOUT)
         self.pidfd = -1  # set by spawn(): lets close() make sure the process ends
+        #: set by spawn(): SIGKILLs the process group when released (reap) or when the broker dies
+        self.ward: Ward | None = None
         self.mode = "new"  # new -> greeting -> plain | hello ; dead
         self.strsize: int | None = None
         self.dead_reason = ""
@@ -463,6 +465,8 @@ class Authorizer:
             if self.pidfd >= 0:
                 os.close(self.pidfd)
                 self.pidfd = -1
+            if self.ward is not None:  # what the process left in its group goes too
+                self.ward.release()
             self._close_output()
 
     def _close_output(self) -> None:
@@ -539,15 +543,16 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
     It gets its own process group, so a Ctrl-C meant for the traced program
     does not kill the policy, and an unblocked signal mask whatever the
     broker's is.  It is SIGKILLed by the kernel if the broker dies, even by
-    SIGKILL (:mod:`brokerd.decision.tether`): call this from the thread that
-    runs the session.
+    SIGKILL, and a warden then kills what it forked (its process group:
+    :mod:`brokerd.decision.tether`): call this from the thread that runs the
+    session.
     """
     to_r, to_w = os.pipe()
     from_r, from_w = os.pipe()
     fds = [(to_r, 0), (from_w, 1)]
     if stderr is not None:
         fds.append((stderr, 2))
-    pid = spawn_tied(
+    pid, warden = spawn_warded(
         "/bin/sh",
         sh_argv(command),
         env if env is not None else os.environ,
@@ -559,6 +564,7 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
     label = name or shlex.split(command)[0].rsplit("/", 1)[-1] if command.strip() else "authorizer"
     a = Authorizer(label, from_r, to_w, pid=pid, **kw)
     a.pidfd = os.pidfd_open(pid)
+    a.ward = warden
     return a
 
 
