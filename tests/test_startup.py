@@ -116,3 +116,18 @@ def test_launcher_runs_the_checkout_without_site(tmp_path):
     assert not any(m.startswith("__editable__") or m in ("site", "pathlib") for m in modules), modules
     v = subprocess.run([str(launcher), "--version"], capture_output=True, text=True, timeout=60, env=env)
     assert v.returncode == 0 and v.stdout.startswith("brokerctl 0."), v.stdout + v.stderr
+
+
+def test_a_quick_exit_loses_no_output(tmp_path):
+    """``run`` ends with os._exit (no interpreter finalization): everything
+    brokerctl wrote must be out by then: the -o trace with its -C table (the
+    last thing written, buffered in a file), its own stderr lines."""
+    out = tmp_path / "trace.txt"
+    r = subprocess.run([sys.executable, "-m", "brokerd.cli.main", "run", "-o", str(out), "-C", "-e", "trace=openat",
+                        "--", "cat", "/etc/hostname", "/nonexistent"],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "BROKERD_SOCKET": "none"})
+    assert r.returncode == 1 and "No such file" in r.stderr  # cat's status and message
+    text = out.read_text()
+    assert 'openat(AT_FDCWD, "/etc/hostname"' in text
+    assert re.search(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+\d+\s+openat$", text, re.M), text  # the table, at the end
+    assert text.rstrip().splitlines()[-1].split()[-1] == "total", text

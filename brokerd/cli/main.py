@@ -385,6 +385,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         out = _output(args.output)
         operator = Operator(_parse_trace(args.exprs)[0], out=out, display=display)
+    # console() may end the process without the interpreter's finalization
+    # unless code of the user's runs in it (a py: authorizer's files)
+    _ending.quick = not any(a.startswith("py:") for a in args.authorizer)
     try:
         return _run(args, argv, operator, out)
     finally:
@@ -394,6 +397,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             _say(f"{PROG}: {len(operator.always)} rule(s) saved to {args.save_policy}")
         if start is not None:
             _say(f"{PROG}: {start.save()} answer(s) added to {args.learned}")
+        if out is not None and out is not sys.stderr:
+            out.close()  # -o FILE
 
 
 def _run_asker(args: argparse.Namespace, display):
@@ -605,5 +610,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+class _ending:
+    """How console() ends brokerctl (set by the command that ran)."""
+
+    quick = False
+
+
+def console(argv: Sequence[str] | None = None) -> NoReturn:
+    """brokerctl's entry point: :func:`main`, then exit with its status.
+
+    After ``run`` (with no ``py:`` authorizer, the one way the user's code runs
+    in this process) the process ends with ``os._exit`` once its standard
+    streams are flushed: the interpreter's finalization (tearing down some
+    140 modules and their objects) was a sixth of a plain run's CPU time.
+    Every file a run writes is closed or line-buffered by then (``-o``,
+    ``--audit``, ``--save-policy``, the shipped policies' own)."""
+    status = main(argv)
+    if not _ending.quick:
+        sys.exit(status)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: what the normal exit would have said nothing about
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -24,14 +24,15 @@ needed an answer fail with ENOSYS, and static rules stay in the kernel.
 
 from __future__ import annotations
 
+import _socket  # not socket: its wrapper makes an enum of every constant (5% of a run's start-up)
 import ctypes
 import errno as E
 import fcntl
 import os
 import select
 import signal
-import socket
 import struct
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -130,7 +131,7 @@ class NotifyShim(Shim):
     def launch(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
         nonce = int.from_bytes(os.urandom(8), "little") | 1
         insns = self.build_filter(stop=seccomp.RET_USER_NOTIF, guard_region=False, handoff=nonce)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
 
         def prepare(go: int) -> None:
             ours.close()
@@ -336,7 +337,7 @@ class _HandOver:
         self.sock, self.nonce = sock, nonce
         self.byte = ctypes.create_string_buffer(b"L", 1)
         self.iov = ctypes.create_string_buffer(struct.pack("=QQ", ctypes.addressof(self.byte), 1), 16)
-        self.cmsg = ctypes.create_string_buffer(struct.pack("=QiiiI", 20, socket.SOL_SOCKET, socket.SCM_RIGHTS,
+        self.cmsg = ctypes.create_string_buffer(struct.pack("=QiiiI", 20, _socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                                                             -1, 0), 24)
         self.msg = ctypes.create_string_buffer(struct.pack(
             "=QI4xQQQQi4x", 0, 0, ctypes.addressof(self.iov), 1, ctypes.addressof(self.cmsg), 24, 0), 56)
@@ -352,13 +353,15 @@ class _HandOver:
             raise OSError(err, f"sendmsg of the seccomp listener: {os.strerror(err)}")
 
 
-def _receive_listener(sock: socket.socket, timeout: float = 10.0) -> int:
-    """The listener the child sends (see _HandOver)."""
+def _receive_listener(sock: _socket.socket, timeout: float = 10.0) -> int:
+    """The listener the child sends (see _HandOver): ``socket.recv_fds`` of one."""
     sock.settimeout(timeout)
     try:
-        _msg, fds, _flags, _addr = socket.recv_fds(sock, 1, 1)
+        _msg, ancdata, _flags, _addr = sock.recvmsg(1, _socket.CMSG_LEN(4))
     except TimeoutError:
         raise OSError(E.ETIMEDOUT, "the program did not hand over its seccomp listener") from None
+    fds = [int.from_bytes(data[:4], sys.byteorder, signed=True) for level, kind, data in ancdata
+           if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= 4]
     if not fds:
         raise OSError(E.ESRCH, "the program died before its filter was installed")
     return fds[0]
