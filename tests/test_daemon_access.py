@@ -70,12 +70,14 @@ def test_users_cannot_see_or_steer_each_other(world):
     fifo.chmod(0o666)
     p1 = popen_ctl("run", "--", str(opener), str(fifo), "/etc/hostname", env=d.env, user=U1)
     procs.append(p1)
-    [s1] = wait_for(lambda: d.query("sessions"), what="user 1's session")
-    assert s1["uid"] == U1
-    # its stack: root's system authorizer only, never user 2's
-    assert [a["name"] for a in s1["authorizers"]] == ["sysspy"]
+    wait_for(lambda: d.query("sessions"), what="user 1's session")
     # the program waits on the fifo once the system authorizer has seen its open
     wait_for(lambda: syslog.exists() and str(fifo) in syslog.read_text(), what="user 1's program at the fifo")
+    # its stack (complete once the program runs: the session is listed while
+    # the daemon still offers it to its authorizers): root's system one only
+    [s1] = d.query("sessions")
+    assert s1["uid"] == U1
+    assert [a["name"] for a in s1["authorizers"]] == ["sysspy"]
 
     # user 1 sees it; user 2 does not, and cannot steer it
     assert [s["id"] for s in d.query("sessions", user=U1)] == [s1["id"]]

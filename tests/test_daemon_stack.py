@@ -148,11 +148,13 @@ def test_sessions_listing_shows_the_stack(daemon, served, rules, cprog, tmp_path
     served("watcher", rules(), "--trace", "openat")
     p = popen_ctl("run", "--", str(cprog("opener")), str(fifo), env=daemon.env)
     try:
-        [s] = wait_for(lambda: daemon.query("sessions"), what="the session")
+        # the program's pid comes after the stack is complete (a session is
+        # listed while the daemon still offers it to its authorizers)
+        wait_for(lambda: [s for s in daemon.query("sessions") if s["target"]], what="the program's pid")
+        [s] = daemon.query("sessions")
         assert s["mode"] == "run" and s["failure"] == "kill" and s["uid"] == 0
         assert [a["name"] for a in s["authorizers"]] == ["watcher"]
         assert s["argv"] == [str(cprog("opener")), str(fifo)]
-        wait_for(lambda: daemon.query("sessions")[0]["target"], what="the program's pid")
         human = daemon.ctl("sessions")
         assert human.returncode == 0
         header, row = human.stdout.splitlines()
