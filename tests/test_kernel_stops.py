@@ -117,3 +117,17 @@ def test_a_rule_the_filter_cannot_test_keeps_the_session_traced(authz):
                   "cat /etc/shadow >/dev/null 2>&1 || echo denied")
     assert r.stdout.split() == ["read", "denied"], r.stderr
     assert "kernel alone" not in r.stderr
+
+
+def test_sandbox_limits_of_the_caller_itself_do_not_stop(tmp_path, cprog):
+    # glibc's getrlimit/setrlimit are prlimit64(0, ...): every process of a
+    # build makes a few (gcc: 4 each; 256 stops in a 20-file make -j2).  Under
+    # the layer the sandbox leaves the process-control calls to the broker's
+    # guard, whose pid-0 test is in the filter: no stop; another target still
+    # stops and is judged (test_policies_sandbox.py, test_wall.py)
+    prog = cprog("boxholes")
+    rep, r = _stops(tmp_path, "--policy", f"sandbox:{tmp_path},--ro=/usr,--ro=/lib,--ro=/lib64,--ro={prog}",
+                    "--", str(prog), "prlimit:0", "nice:0", "prlimit:child")
+    assert r.stdout.splitlines() == ["prlimit ok", "nice ok", "prlimit ok"], r.stderr
+    assert rep["stops"].get("prlimit64", 0) == 2, rep  # on the child, by pid (get, then set): judged
+    assert "setpriority" not in rep["stops"], rep
