@@ -17,7 +17,6 @@ from typing import NoReturn
 
 from brokerd.cli.argtypes import seconds
 from brokerd.cli.authorizers import Starter, StartError
-from brokerd.cli.control import register as add_daemon_commands
 from brokerd.cli.learn import LearnError
 from brokerd.cli.learn import register as add_learn_command
 from brokerd.cli.output import say, silence
@@ -38,7 +37,34 @@ class UsageError(Exception):
     pass
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, sized as argparse does (``COLUMNS``, else the
+    terminal, else 80) without its ``import shutil``: argparse makes one
+    formatter per option it is given, help or not."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
+
+
+def _columns() -> int:
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kw) -> None:
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kw)
+
     def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
         raise UsageError(f"{message} (see {self.prog} --help)")
 
@@ -106,6 +132,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _add_stack_options(att, launch=False)
     _add_display_options(att)
     att.set_defaults(summary="both", times=True)
+    # the daemon client comes with the daemon commands: never for run
+    from brokerd.cli.control import register as add_daemon_commands
+
     add_subcommands(sub)
     add_learn_command(sub)
     add_daemon_commands(sub)
@@ -209,10 +238,15 @@ class _Session:
     def shim(self, backend: str = "ptrace"):
         """The shim of ``backend`` on the greeted stack; the daemon session
         steers it through its control interface (shim/control.py)."""
-        from brokerd.tracer.notify import make_shim
+        from brokerd.tracer.shim import Shim
 
+        shim_class: type[Shim] = Shim
+        if backend != "ptrace":  # its module (socket, threading) only when chosen
+            from brokerd.tracer.notify import BACKENDS
+
+            shim_class = BACKENDS[backend]
         args = self.args
-        shim = make_shim(backend, self.stack, loop=self.loop, strsize=args.strsize, audit=self.audit,
+        shim = shim_class(self.stack, loop=self.loop, strsize=args.strsize, audit=self.audit,
                          caller=getattr(args, "caller", False), allow_io_uring=args.allow_io_uring,
                          stable_args=args.stable_args, use_landlock=args.landlock,
                          session=str(self.daemon.id) if self.daemon is not None else "1")
@@ -240,9 +274,7 @@ def _make_session(args: argparse.Namespace, operator=None) -> _Session:
     if args.cpu:
         _pin(args.cpu)  # before anything is spawned: children inherit it
     audit = _audit_writer(args.audit) if args.audit else None
-    from brokerd.daemon import client as daemon_client
-
-    daemon = daemon_client.from_args(args)  # None: no daemon, embedded
+    daemon = _daemon_session(args)  # None: no daemon, embedded
     starter = Starter()
     members = _members(args, trace, signals, default, starter.spawn)
     if operator is not None:
@@ -262,15 +294,37 @@ def _make_session(args: argparse.Namespace, operator=None) -> _Session:
     greet(stack, loop, str(daemon.id) if daemon is not None else "1", None)
     if loop.stop_signal:  # SIGTERM & co. while greeting: the program never starts (docs/shim.md)
         end_authorizers(stack, "brokerctl was told to stop")
-        status = daemon_client.finish(daemon, 128 + loop.stop_signal)
+        status = _finish(daemon, 128 + loop.stop_signal)
         raise StartError(f"{signal.Signals(loop.stop_signal).name} before the program started: "
                          "it was not started", status)
     try:
         starter.check(args.timeout)
     except StartError:
-        daemon_client.finish(daemon, 1)
+        _finish(daemon, 1)
         raise
     return _Session(args, stack, loop, starter, daemon, audit)
+
+
+def _daemon_session(args: argparse.Namespace):
+    """The daemon's session for this run or attach, or None (embedded).  The
+    daemon client (socket, the codec's parser...) is imported only when a
+    daemon may be listening: a plain run with none pays nothing for it."""
+    from brokerd.daemon.sockets import maybe_listening
+
+    if not maybe_listening():
+        return None
+    from brokerd.daemon import client as daemon_client
+
+    return daemon_client.from_args(args)
+
+
+def _finish(daemon, status: int) -> int:
+    """The session is over: tell its daemon, if it has one; returns ``status``."""
+    if daemon is None:
+        return status
+    from brokerd.daemon import client as daemon_client
+
+    return daemon_client.finish(daemon, status)
 
 
 def _make_shim(args: argparse.Namespace, operator=None):
@@ -395,25 +449,24 @@ def _run(args: argparse.Namespace, argv: list[str], operator, out) -> int:
     except LaunchError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.status
-    from brokerd.daemon import client as daemon_client
-
-    daemon_client.started(daemon, pid)
+    if daemon is not None:
+        daemon.started(pid)
     status = shim.run()
     starter.close()
     if operator is not None and args.summary:
         say(operator.out, operator.summary())
-    return daemon_client.finish(daemon, status)
+    return _finish(daemon, status)
 
 
 def _run_display(args: argparse.Namespace):
     """strace's behaviour for run: a trace when calls are selected with no
     authorizer to decide them, or when a display option asks for one."""
-    from brokerd.cli.operator import Display
-
     asked = args.output or args.summary or args.stamps or args.times or args.fd_paths
     selected = any(e.partition("=")[0] in ("trace", "t") or "=" not in e for e in args.exprs)
     if not asked and (args.authorizer or args.policy or not selected):
         return None
+    from brokerd.cli.operator import Display
+
     return Display(calls=args.summary != "only", times=args.times, stamps=args.stamps, fd_paths=args.fd_paths)
 
 
@@ -468,9 +521,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     fate = "killed" if on_exit == "kill" else "left running, untraced"
     _say(f"{PROG}: attached to {pid} ({len(tids)} thread{'s' if len(tids) != 1 else ''}); "
          f"Ctrl-C detaches; if brokerctl dies, {pid} is {fate} (--on-exit)")
-    from brokerd.daemon import client as daemon_client
-
-    status = daemon_client.finish(daemon, shim.run())
+    status = _finish(daemon, shim.run())
     starter.close()
     if shim.detached_cleanly:
         _say(f"{PROG}: detached from {pid}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import array
 import json
-import os
 import socket
 import struct
 from typing import Any
@@ -33,34 +32,10 @@ from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.types import Hello
 
-SYSTEM_SOCKET = "/run/brokerd/brokerd.sock"
-SOCKET_NAME = "brokerd.sock"
+from .sockets import SOCKET_NAME, SYSTEM_SOCKET, candidate_sockets, user_socket  # noqa: F401 (their old home)
+
 FAILURE_MODES = ("kill", "deny", "allow")
 MAX_FDS = 64  # most authorizers one session can get
-
-
-def user_socket() -> str | None:
-    """A user's own daemon socket: ``$XDG_RUNTIME_DIR/brokerd.sock``."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    return os.path.join(xdg, SOCKET_NAME) if xdg else None
-
-
-def candidate_sockets() -> tuple[list[str], bool]:
-    """Where a client looks for the daemon, and whether the user said so.
-
-    ``BROKERD_SOCKET`` set: just that path (empty or ``none``: no daemon at
-    all), explicitly.  Otherwise the user's own daemon (non-root), then the
-    system one."""
-    env = os.environ.get("BROKERD_SOCKET")
-    if env is not None:
-        return ([] if env in ("", "none") else [env]), True
-    paths = []
-    if os.geteuid() != 0:
-        u = user_socket()
-        if u:
-            paths.append(u)
-    paths.append(SYSTEM_SOCKET)
-    return paths, False
 
 
 def peercred(sock: socket.socket) -> tuple[int, int, int]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import signal
 import sys
 import time
@@ -28,6 +27,7 @@ from brokerd.protocol.abi import ABIS
 from . import landlock, seccomp
 from .shim import LaunchError, Shim
 from .shim.filter import rules_need_stop
+from .shim.launch import program_path
 
 
 def why_traced(stack: Sequence[Member]) -> str:
@@ -55,7 +55,7 @@ def why_traced(stack: Sequence[Member]) -> str:
 def exec_direct(shim: Shim, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
     """Become the program under the stack's filter and layers (returns only
     on failure, with brokerctl's exit status)."""
-    path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+    path = program_path(argv[0])
     if path is None:
         raise LaunchError(127, f"{argv[0]}: command not found")
     # the broker's own per-call checks guard the broker's processes: there will be none

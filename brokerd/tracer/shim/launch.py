@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno as E
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -90,6 +89,17 @@ def end_authorizers(stack: Stack, why: str) -> None:
         a.reap(deadline)
 
 
+def program_path(name: str) -> str | None:
+    """The file ``name`` runs: itself when it has a slash, else the first on
+    $PATH (None: not found).  ``shutil`` is imported only then: it brings
+    bz2, lzma and fnmatch, a noticeable part of brokerctl's start-up."""
+    if "/" in name:
+        return name
+    import shutil
+
+    return shutil.which(name)
+
+
 class Launch(ShimBase):
     """Launch and attach: the handshake, kernel layers, spawn, seize, detach."""
 
@@ -171,7 +181,7 @@ class Launch(ShimBase):
         pid and the pipe's write end, for :meth:`_started`."""
         if not argv:
             raise LaunchError(2, "no program given")
-        path = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+        path = program_path(argv[0])
         if path is None:
             raise LaunchError(127, f"{argv[0]}: command not found")
         self.loop.setup()
