@@ -12,6 +12,7 @@ from conftest import brokerctl
 
 from brokerd.tracer import seccomp
 from brokerd.tracer.shim import Shim
+from brokerd.tracer.shim.consts import TRACE_MARK
 
 DENY_HOST = '*openat *"/etc/hostname"* => skip-fail EACCES'
 
@@ -30,8 +31,10 @@ def test_filter_refuses_new_listener_statically():
     nr = ABIS["x86_64"].by_name["seccomp"].nr
     listener = seccomp.run(insns, nr, seccomp.AUDIT_ARCH_X86_64, (1, seccomp.SECCOMP_FILTER_FLAG_NEW_LISTENER, 0))
     assert listener == seccomp.ret_errno(errno.EBUSY)
+    # any other filter install stops (it marks the process: its opens are not pinned, pin.py)
     plain = seccomp.run(insns, nr, seccomp.AUDIT_ARCH_X86_64, (1, seccomp.SECCOMP_FILTER_FLAG_TSYNC, 0))
-    assert plain == seccomp.RET_ALLOW
+    assert plain == seccomp.trace(TRACE_MARK)
+    assert seccomp.run(insns, nr, seccomp.AUDIT_ARCH_X86_64, (2, 0, 0)) == seccomp.RET_ALLOW  # not an install
     nr32 = ABIS["i386"].by_name["seccomp"].nr
     assert seccomp.run(insns, nr32, seccomp.AUDIT_ARCH_I386, (1, 8, 0)) == seccomp.ret_errno(errno.EBUSY)
 

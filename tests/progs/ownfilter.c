@@ -6,6 +6,11 @@
  *   ownfilter trace PATH      a SECCOMP_RET_TRACE filter (data 0x1234) for getppid and openat;
  *                             natively (no tracer) both fail with ENOSYS:
  *                             "getppid ...", then "open ..."
+ *   ownfilter noopenat2 PATH [prctl]
+ *                             a filter failing openat2 (only) with ENOSYS, installed with
+ *                             seccomp() or prctl(PR_SET_SECCOMP), then open PATH with openat
+ *                             in this process and in a forked child: natively both work
+ *                             (the broker must not pin them into openat2): "open ...", "child-open ..."
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,6 +24,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "report.h"
@@ -34,6 +40,20 @@ static long install(unsigned int action, int nr2, unsigned int flags) {
     struct sock_fprog prog = {sizeof f / sizeof f[0], f};
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+}
+
+static long no_openat2(int use_prctl) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat2, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    if (use_prctl)
+        return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0);
+    return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
 }
 
 static int listener = -1;
@@ -74,6 +94,20 @@ int main(int argc, char **argv) {
         }
         report("getppid", syscall(SYS_getppid));
         report("open", open(argv[2], O_RDONLY));
+        return 0;
+    }
+    if (!strcmp(argv[1], "noopenat2")) {
+        if (no_openat2(argc > 3 && !strcmp(argv[3], "prctl")) < 0) {
+            report("install", -1);
+            return 1;
+        }
+        report("open", openat(AT_FDCWD, argv[2], O_RDONLY));
+        pid_t pid = fork();
+        if (pid == 0) {
+            report("child-open", openat(AT_FDCWD, argv[2], O_RDONLY));
+            _exit(0);
+        }
+        waitpid(pid, NULL, 0);
         return 0;
     }
     return 2;

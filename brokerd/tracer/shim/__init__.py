@@ -28,6 +28,7 @@ from .filter import Filter
 from .inject import Inject
 from .launch import Launch, attach_refusal, greet
 from .loop import EventLoop
+from .pin import Pin
 from .rewrite import Rewriter
 from .signals import Signals
 from .stable import Stable
@@ -37,7 +38,7 @@ from .thread import _Thread
 __all__ = ["BROKER_RULES_IO_URING", "EventLoop", "LaunchError", "Shim", "_Thread", "attach_refusal", "greet"]
 
 
-class Shim(Launch, Filter, Control, Stops, Entry, Rewriter, ExitWalker, Stable, Inject, Signals, ShimBase):
+class Shim(Launch, Filter, Control, Stops, Entry, Rewriter, ExitWalker, Stable, Pin, Inject, Signals, ShimBase):
     """One traced session: a program, its descendants and an authorizer stack.
 
     The parts (one module each) share the state of :class:`.base.ShimBase`;

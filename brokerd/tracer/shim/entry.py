@@ -39,6 +39,7 @@ from .consts import (
     UFFD_USER_MODE_ONLY,
     USER_LIMIT,
 )
+from .pin import FILTER_INSTALLS, PIN_FORMS
 from .rewrite import stable_positions
 from .thread import _Thread
 
@@ -104,6 +105,8 @@ class Entry(ShimBase):
                 return  # denied: it would reach the region
             rawargs = checked
         t.guard_exit = False
+        if spec.name in FILTER_INSTALLS:
+            self._note_filter(t, spec.name, rawargs)
         if spec.name == "userfaultfd" and not rawargs[0] & UFFD_USER_MODE_ONLY:  # attach mode (no filter)
             t.raw = ()
             self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
@@ -152,9 +155,9 @@ class Entry(ShimBase):
         ev_id = self._next_id
         self._next_id += 1
         notes = _path_notes(t.tid, spec, raw, args) if "path" in spec.args else ()
-        t.verify = None
+        t.verify = t.pin = None
         if self.stable_args and spec.name in OPEN_CALLS and notes:
-            t.verify, real = self._expected_object(t, spec, raw, args)
+            t.verify, real = self._expected_object(t, spec, raw, args, spec.name in PIN_FORMS and self._may_pin(t, abi))
             if real is not None:
                 notes += ((f"real{OPEN_CALLS[spec.name][0] + 1}", Str(real)),)
         if self._symbolizer is not None:
@@ -176,7 +179,7 @@ class Entry(ShimBase):
                     stable_positions(t.spec) != ((), ())):
                 d.stabilize = True
             if d.action != "cont" or d.rewritten:  # a rewritten path is the authorizer's own choice
-                t.verify = None
+                t.verify = t.pin = None
             self._apply_entry(t, d)
             return
         pos, ev = nxt
@@ -266,7 +269,10 @@ class Entry(ShimBase):
                 t.state = "run"
                 self._resume(tid)
             return
-        if d.rewritten or d.stabilize:
+        if t.pin is not None and d.stabilize and not d.steppers and not t.guard_exit:
+            if not self._pin_open(t, d):
+                return  # scratch memory is being injected, or a slot awaited; the call comes back
+        elif d.rewritten or d.stabilize:
             if not self._rewrite(t, d):
                 return  # scratch memory is being injected; the call comes back
         if d.steppers:

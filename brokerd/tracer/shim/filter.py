@@ -23,6 +23,7 @@ from .consts import (
     UNTRACED_TESTED,
     nonce_parts,
 )
+from .pin import FILTER_INSTALLS
 
 
 class Filter(ShimBase):
@@ -78,7 +79,7 @@ class Filter(ShimBase):
                     action = seccomp.FlagTest(3, MAP_FIXED, stop, seccomp.RET_ALLOW)
                 else:
                     action = stop  # i386's old mmap passes its flags in memory
-                action = self._flag_rule(name, action, stop)
+                action = self._flag_rule(name, action, stop, installs_stop=guard_region and self._pins_opens())
                 if name in CONTROL and action == stop and self._stops_for_guard_only(name):
                     # prlimit64(0, ...) (glibc's getrlimit), sched_setaffinity(0, ...),
                     # setpriority(PRIO_PROCESS, 0, ...): the caller itself
@@ -155,15 +156,23 @@ class Filter(ShimBase):
         assert isinstance(test, seccomp.ArgEquals)
         return test
 
-    def _flag_rule(self, name: str, action: seccomp.Action, stop: int) -> seccomp.Action:
+    def _flag_rule(self, name: str, action: seccomp.Action, stop: int,
+                   installs_stop: bool = False) -> seccomp.Action:
         """The filter's argument tests for the broker's own rules: a program's
         own seccomp listener would see its calls before us (USER_NOTIF outranks
         TRACE), so creating one fails with EBUSY, as when a listener exists;
-        without Landlock's signal scope, fcntl's owner commands stop for the guard."""
+        where opens are pinned (``installs_stop``), installing a filter of its
+        own stops (``seccomp``/``prctl``: pin.py); without Landlock's signal
+        scope, fcntl's owner commands stop for the guard."""
         if not isinstance(action, int) or action not in (seccomp.RET_ALLOW, stop):
             return action
+        rest: seccomp.Action = action
+        if installs_stop and name in FILTER_INSTALLS and action == seccomp.RET_ALLOW:
+            rest = seccomp.ArgEquals(0, FILTER_INSTALLS[name], stop, action, low32=True)
         if name == "seccomp":
-            return seccomp.FlagTest(1, seccomp.SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp.ret_errno(E.EBUSY), action)
+            return seccomp.FlagTest(1, seccomp.SECCOMP_FILTER_FLAG_NEW_LISTENER, seccomp.ret_errno(E.EBUSY), rest)
+        if name in FILTER_INSTALLS:
+            return rest
         if name == "userfaultfd":  # only the user-mode kind: see UFFD_USER_MODE_ONLY
             return seccomp.FlagTest(0, UFFD_USER_MODE_ONLY, action, seccomp.ret_errno(E.EPERM))
         if name in OWNER_CALLS and self.guard.owner_checks and action == seccomp.RET_ALLOW:

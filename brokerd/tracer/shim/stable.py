@@ -16,7 +16,7 @@ from brokerd.protocol.types import (
 
 from .. import ptrace as pt
 from ..guard import OWNER_MEMORY, owner_form
-from ..resolve import resolve
+from ..resolve import plain_path, resolve
 from ..scratch import Region
 from .base import ShimBase
 from .consts import (
@@ -34,6 +34,7 @@ from .consts import (
     SHM_REMAP,
 )
 from .entry import _absolute
+from .pin import pinned
 from .thread import _Thread
 
 
@@ -56,14 +57,16 @@ REGION_HITS: dict[str, Callable[[Region, tuple[int, ...]], bool]] = {
 class Stable(ShimBase):
     """Stable arguments and the check at exit: what the kernel runs is what was judged."""
 
-    def _expected_object(self, t: _Thread, spec: SyscallSpec, raw: tuple, args: tuple) -> tuple:
+    def _expected_object(self, t: _Thread, spec: SyscallSpec, raw: tuple, args: tuple,
+                         pin: bool = False) -> tuple:
         """Resolve the path of an open as the tracee would, once, before anyone
         judges it: (what the open must turn out to have opened, the real path
         for the ``realN`` note).  Checked again at the exit stop, so a symlink
         swapped after this snapshot cannot make the kernel open something else.
         The expectation is the inode it names or, for a path that does not
         exist yet, whatever is at that very place (in that very directory)
-        when the call returns: never the target of a link put there meanwhile."""
+        when the call returns: never the target of a link put there meanwhile.
+        With ``pin``, ``t.pin`` is set where the open can be pinned instead (pin.py)."""
         pidx, fidx = OPEN_CALLS[spec.name]
         v = args[pidx] if pidx < len(args) else None
         if not isinstance(v, Str) or v.truncated or not v.data:
@@ -83,9 +86,17 @@ class Stable(ShimBase):
         # O_NOFOLLOW, and O_CREAT|O_EXCL, open a final symlink itself (or fail)
         follow = not (flags & O_NOFOLLOW or flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL)
         root = os.fsencode(f"/proc/{t.tid}/root")
+        pinnable = pinned(spec.name, raw, v.data, path) if pin else None
+        if pinnable is not None:  # already its real path, if the kernel's walk meets no symlink
+            st = plain_path(root, path, follow)
+            if st is not None:
+                t.pin = pinnable
+                return ("inode", st.st_dev, st.st_ino), path
         r = resolve(root, path, t.tgid, t.tid, follow)  # one resolution: note and expectation agree
         if r is None:
             return None, None
+        if pin:
+            t.pin = pinned(spec.name, raw, v.data, r.path)
         if not r.exists:
             # what will be there then: the open must have opened what is *then*
             # at the judged place, in the judged directory (not a link's target)

@@ -77,6 +77,8 @@ class Stops(ShimBase):
                     self._set_exec_events(t, True)
                 elif t.tgid in self._regions and not c.execed and c.exec_events:
                     self._regions[c.tgid] = self._regions[t.tgid]  # the shared mapping is inherited
+                if t.tgid in self._own_filters:  # so are seccomp filters
+                    self._own_filters.add(c.tgid)
             kind = EVENT_NAMES[event]
             self._proc_event(t, kind, (Int(child),))
             if t.state == "step":  # PTRACE_CONT would skip the exit stop: the stepper must hear the child's pid

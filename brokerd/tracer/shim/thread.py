@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import mmap
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from brokerd.decision.stack import Decision, EntryWalk, ExitWalk
 from brokerd.protocol.abi import Abi, SyscallSpec
 
 from .. import ptrace as pt
 from ..states import State, move
+
+if TYPE_CHECKING:
+    from .pin import Pinned
 
 
 class _Mem:
@@ -63,6 +67,7 @@ class _Thread:
     saved_mask: int | None = None
     saved_view: mmap.mmap | None = None  # the shim's mapping of a scratch region being set up
     verify: tuple | None = None  # what an open must have opened (see _expected_object)
+    pin: Pinned | None = None  # the open as openat2 of its judged real path (pin.py), or None
     undo_step: bool = False  # an undone open was stepped: its sysret is still owed
     map_flags: int = 0  # extra flags of the injected mmap of the scratch region
     guard_exit: bool = False  # the guard checks what this open opened (no Landlock wall)

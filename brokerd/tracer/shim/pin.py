@@ -1,0 +1,203 @@
+"""Pinned opens: an allowed open made as ``openat2`` of the judged real path, following no symlink.
+
+The check at exit (``stable.py``) costs a second stop per judged open.  When
+the path the program gave is already the real path the broker resolved (an
+absolute path with no symlink, no ``..``, no ``.`` or doubled or trailing
+slash: the kernel walks exactly the components that were judged), the call
+is rewritten at its seccomp stop into ``openat2(AT_FDCWD, REALPATH, &how,
+sizeof how)`` with ``how.resolve = RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS``,
+path and ``how`` in the sealed scratch region.  A component swapped for a
+symlink after the decision then fails with ELOOP in the kernel (fail closed),
+so there is nothing to check at exit and the tracee is resumed with
+PTRACE_CONT: one stop per open.  Since Linux 4.8 seccomp runs its filters
+again on the changed call and lets a RET_TRACE through then
+(``recheck_after_trace``), so every filter still judges ``openat2``: the
+broker pins only where its own filter lets ``openat2`` run, where the
+program has installed no filter of its own (``seccomp``/``prctl`` installs
+stop and mark the process), and where ``openat2`` works for the broker
+itself (a container's profile may refuse it).
+
+``how`` is built as the kernel's ``build_open_how`` builds it for ``open``,
+``openat`` and ``creat`` (mode only with O_CREAT/O_TMPFILE, O_PATH keeping
+only its own flags, O_LARGEFILE forced on x86_64 by both calls), so the open
+is the one the program asked for; flags with bits this table does not know
+(which ``openat`` ignores and ``openat2`` refuses) keep the check at exit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from brokerd.decision.stack import Decision
+from brokerd.protocol.abi import Abi
+from brokerd.protocol.args import constant
+
+from .. import ptrace as pt
+from .base import ShimBase
+from .consts import MASK64, O_CREAT, O_TMPFILE_BIT
+from .thread import _Thread
+
+SYS_OPENAT2 = 437  # x86_64
+AT_FDCWD = -100
+RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS = 0x02, 0x04
+PIN_RESOLVE = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+OPEN_HOW = struct.Struct("<QQQ")  # struct open_how {u64 flags, mode, resolve}
+HOW_ROOM = 32  # the path follows the struct in the slot, 16-byte aligned
+#: x86_64 calls that can be pinned: name -> (flags argument index, None for
+#: creat's implied flags; mode argument index).  i386 and x32 keep the check
+#: at exit (their openat does not force O_LARGEFILE, openat2 would)
+PIN_FORMS: dict[str, tuple[int | None, int]] = {"open": (1, 2), "openat": (2, 3), "creat": (None, 1)}
+CREAT_FLAGS = O_CREAT | constant("O_WRONLY") | constant("O_TRUNC")
+O_PATH = constant("O_PATH")
+#: the kernel's VALID_OPEN_FLAGS (x86_64)
+VALID_OPEN_FLAGS = 0
+for _name in ("O_WRONLY", "O_RDWR", "O_CREAT", "O_EXCL", "O_NOCTTY", "O_TRUNC", "O_APPEND", "O_NONBLOCK",
+              "O_SYNC", "O_DSYNC", "FASYNC", "O_DIRECT", "O_LARGEFILE", "O_DIRECTORY", "O_NOFOLLOW",
+              "O_NOATIME", "O_CLOEXEC", "O_PATH", "O_TMPFILE"):
+    VALID_OPEN_FLAGS |= constant(_name)
+O_PATH_FLAGS = constant("O_DIRECTORY") | constant("O_NOFOLLOW") | O_PATH | constant("O_CLOEXEC")
+S_IALLUGO = 0o7777
+PATH_MAX = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Pinned:
+    """What a pinned open runs: the real path and the ``struct open_how`` bytes."""
+
+    path: bytes
+    how: bytes
+
+
+@functools.lru_cache(maxsize=256)
+def open_how(flags: int, mode: int) -> bytes | None:
+    """``struct open_how`` for an ``openat(flags, mode)``, as the kernel's
+    ``build_open_how`` makes it (so ``openat2`` opens alike), with the pin's
+    resolve flags; None for flag bits the table does not know.  Cached: a
+    program uses a handful of flag and mode combinations."""
+    flags &= 0xFFFFFFFF
+    if flags & ~VALID_OPEN_FLAGS:
+        return None
+    if flags & O_PATH:
+        flags &= O_PATH_FLAGS
+    mode &= S_IALLUGO
+    if not flags & (O_CREAT | O_TMPFILE_BIT):
+        mode = 0
+    return OPEN_HOW.pack(flags, mode, PIN_RESOLVE)
+
+
+def pinned(name: str, raw: tuple[int, ...], given: bytes, real: bytes) -> Pinned | None:
+    """The pinned form of open call ``name`` (x86_64 registers ``raw``) whose
+    path argument was ``given`` and resolved to ``real``; None where the
+    check at exit must stay: another call, a path the kernel would walk
+    differently from the judged one (relative, a symlink or ``..`` in it,
+    ``.``, doubled or trailing slashes), anything under ``/proc``, unknown
+    flag bits.  A relative path stays unpinned because an absolute walk would
+    need search permission on the ancestors of the cwd, which natively it
+    does not."""
+    form = PIN_FORMS.get(name)
+    if form is None or given != real or not canonical(real) or len(real) >= PATH_MAX:
+        return None
+    if real == b"/proc" or real.startswith(b"/proc/"):
+        return None  # magic links and per-process files: their own rules (security.md)
+    fidx, midx = form
+    flags = CREAT_FLAGS if fidx is None else raw[fidx]
+    how = open_how(flags, raw[midx] if midx < len(raw) else 0)
+    return None if how is None else Pinned(real, how)
+
+
+def canonical(path: bytes) -> bool:
+    """Is ``path`` absolute with no ``.`` or ``..`` component and no doubled
+    or trailing slash (the form a resolved real path has)?"""
+    if not path.startswith(b"/"):
+        return False
+    if path == b"/":
+        return True
+    return not (path.endswith(b"/") or b"//" in path or b"/./" in path or b"/../" in path
+                or path.endswith((b"/.", b"/..")))
+
+
+_OPENAT2_WORKS: bool | None = None
+
+
+def openat2_works() -> bool:
+    """Does ``openat2`` with the pin's resolve flags work here (kernel 5.6+,
+    no seccomp profile above the broker refusing it)?  Asked once."""
+    global _OPENAT2_WORKS
+    if _OPENAT2_WORKS is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        how = ctypes.create_string_buffer(OPEN_HOW.pack(O_PATH | constant("O_CLOEXEC"), 0, PIN_RESOLVE))
+        fd = libc.syscall(SYS_OPENAT2, AT_FDCWD, b"/", how, OPEN_HOW.size)
+        _OPENAT2_WORKS = fd >= 0
+        if fd >= 0:
+            libc.close(fd)
+    return _OPENAT2_WORKS
+
+
+SECCOMP_SET_MODE_FILTER, PR_SET_SECCOMP = 1, 22
+#: calls that install a seccomp filter of the program's own, by their first
+#: argument (the filter makes exactly these stop where the broker pins opens):
+#: such a filter would judge the pinned ``openat2`` too, maybe otherwise than ``openat``
+FILTER_INSTALLS: dict[str, int] = {"seccomp": SECCOMP_SET_MODE_FILTER, "prctl": PR_SET_SECCOMP}
+
+
+class Pin(ShimBase):
+    """Pinned opens: an allowed open made as ``openat2`` of the judged real path, following no symlink."""
+
+    def _pins_opens(self) -> bool:
+        """May this session pin opens at all?  Launched under ptrace with
+        stable arguments, ``openat2`` working, and the broker's own filter
+        letting it run (a stop, or allowed with no argument rule)."""
+        if self._pin_ok is None:
+            what, _ = self.stack_action("openat2")
+            self._pin_ok = (self.backend == "ptrace" and self.stable_args and not self.attached
+                            and (what == "trace" or what == "allow" and not self.stack.guards("openat2"))
+                            and openat2_works())
+        return self._pin_ok
+
+    def _may_pin(self, t: _Thread, abi: Abi) -> bool:
+        """May this call of thread ``t`` be pinned?  A 64-bit call, of a
+        process known to have no seccomp filter of its own (a forked child
+        counts once its parent's fork event has told whose filters it has)."""
+        if abi.name != "x86_64" or t.tgid in self._own_filters or not self._pins_opens():
+            return False
+        leader = self.threads.get(t.tgid)
+        return t.tgid == self.main_pid or (leader is not None and leader.announced)
+
+    def _note_filter(self, t: _Thread, name: str, rawargs: Sequence[int]) -> None:
+        """A ``seccomp``/``prctl`` call installing a filter: no more pinned
+        opens in this process (nor in what it forks afterwards)."""
+        op = FILTER_INSTALLS.get(name)
+        if op is not None and rawargs[0] & 0xFFFFFFFF == op:
+            self._own_filters.add(t.tgid)
+
+    def _pin_open(self, t: _Thread, d: Decision) -> bool:
+        """Make the judged open ``openat2(AT_FDCWD, REALPATH, &how, sizeof how)``
+        from the read-only scratch region: nothing is left to check at exit.
+        False when the region is being made or every slot is held (the call
+        comes back to :meth:`_apply_entry`)."""
+        pin, abi = t.pin, t.abi
+        assert pin is not None and abi is not None
+        region = self._regions.get(t.tgid)
+        if region is None:
+            self._inject_region(t, pt.getregs(t.tid, self._regs), d)
+            return False
+        blob = pin.how + bytes(HOW_ROOM - len(pin.how)) + pin.path + b"\0"  # one write: how, then the path
+        addrs = region.reserve(t.tid, [len(blob)])
+        if addrs is None:
+            t.state = "slotwait"
+            self._slot_waiters.append(t)
+            return False
+        how_at = addrs[0]
+        region.write(how_at, blob)
+        regs = pt.getregs(t.tid, self._regs)
+        for name, v in zip(abi.arg_regs, (AT_FDCWD, how_at + HOW_ROOM, how_at, len(pin.how)), strict=False):
+            setattr(regs, name, v & MASK64)
+        regs.orig_rax = SYS_OPENAT2
+        pt.setregs(t.tid, regs)
+        t.verify = None  # the kernel follows no symlink: what it opens is the judged path
+        return True
