@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 
 from brokerd.cli import main as cli
@@ -45,8 +46,7 @@ def main(argv: list[str]) -> int:
         a.kill("bench.parts: measuring")
     path = prog[0] if "/" in prog[0] else shutil.which(prog[0])
     assert path is not None, prog[0]
-    import signal
-
+    signal.setitimer(signal.ITIMER_REAL, 0)  # an in-process policy's deadline timer survives exec
     signal.pthread_sigmask(signal.SIG_SETMASK, shim.loop.old_mask)
     if mode in ("landlock", "kernel"):
         if wall is not None:
