@@ -45,7 +45,7 @@ class _Thread:
         "tid", "tgid", "_state", "startup", "announced", "abi", "spec", "raw", "event_id", "walk",
         "decision", "replay", "replay_key", "saved_regs", "inject", "inject_fd", "inject_call",
         "saved_mask", "saved_view", "verify", "pin", "undo_step", "map_flags", "guard_exit",
-        "execed", "t0", "running",
+        "execed", "exec_events", "t0", "running",
     )
     tid: int
     tgid: int
@@ -78,6 +78,8 @@ class _Thread:
     #: it exec'd: a fork event arriving late must not hand it its parent's scratch region
     #: (an execve nobody stops, e.g. one a kernel layer settles, can win that race)
     execed: bool
+    #: its ptrace options include TRACEEXEC: an exec stops it (PTRACE_EVENT_EXEC)
+    exec_events: bool
     t0: float
     running: bool
 
@@ -89,8 +91,10 @@ class _Thread:
                  saved_regs: pt.Regs | None = None, inject: list | None = None, inject_fd: int = -1,
                  inject_call: tuple = (), saved_mask: int | None = None,
                  saved_view: mmap.mmap | None = None, verify: tuple | None = None,
-                 pin: Pinned | None = None, undo_step: bool = False, map_flags: int = 0, guard_exit: bool = False,
-                 execed: bool = False, t0: float = 0.0, running: bool = True) -> None:
+                 pin: Pinned | None = None, undo_step: bool = False, map_flags: int = 0,
+                 guard_exit: bool = False,
+                 execed: bool = False, exec_events: bool = True, t0: float = 0.0,
+                 running: bool = True) -> None:
         self.tid = tid
         self.tgid = tgid
         self._state = _state
@@ -116,6 +120,7 @@ class _Thread:
         self.map_flags = map_flags
         self.guard_exit = guard_exit
         self.execed = execed
+        self.exec_events = exec_events
         self.t0 = t0
         self.running = running
 
