@@ -123,9 +123,12 @@ def _errno_of(e: int | str) -> int:
     return e if isinstance(e, int) else errno_number(e)
 
 
+_CONT = Reply(Cont())  # (immutable: one for every plain ``cont()``)
+
+
 def cont(*, sets: Iterable[SetSpec] = ()) -> Reply:
     """Let the call run (at entry) / keep the result (after ``step``)."""
-    return Reply(Cont(), sets=_sets(sets))
+    return Reply(Cont(), sets=_sets(sets)) if sets else _CONT
 
 
 def step(*, sets: Iterable[SetSpec] = ()) -> Reply:
@@ -1027,28 +1030,40 @@ class Authorizer:
 
     def run(self, stdin: Any = None, stdout: Any = None) -> int:
         """Serve one session on stdin/stdout (binary files) until end of input.
-        Returns 0; this is what ``python -m`` policies call."""
+        Returns 0; this is what ``python -m`` policies call.
+
+        One ``read`` takes whatever lines are waiting and one ``write`` sends
+        all their replies: one of each per decision when the broker asks one
+        question at a time, fewer when several threads' questions wait."""
         rfile = stdin if stdin is not None else sys.stdin.buffer
         wfile = stdout if stdout is not None else sys.stdout.buffer
+        read = getattr(rfile, "read1", rfile.read)  # read1: at most one read(2), never waits for more
         s = self.session()
+        buf = LineBuffer()
         try:
             while True:
-                line = rfile.readline(codec.MAX_LINE + 1)
-                if not line:
-                    break
-                if not line.endswith(b"\n"):
-                    if len(line) > codec.MAX_LINE:  # drop the rest of an over-long line
-                        while line and not line.endswith(b"\n"):
-                            line = rfile.readline(codec.MAX_LINE + 1)
-                        s.protocol_error(TooLong(codec.MAX_LINE + 1).to_error())
-                        continue
-                out = s.feed(line)
-                if out:
-                    wfile.write(out)
+                data = read(65536)
+                if data:
+                    buf.feed(data)
+                else:
+                    buf.eof()
+                out = [self._serve_line(s, item) for item in buf]
+                if any(out):
+                    wfile.write(b"".join(out))
                     wfile.flush()
+                if not data:
+                    break
         except (BrokenPipeError, KeyboardInterrupt):
             pass
         return 0
+
+    @staticmethod
+    def _serve_line(s: Session, item: bytes | TooLong | PartialLine) -> bytes:
+        """The reply bytes to one framed line (an over-long or cut line: logged, none)."""
+        if isinstance(item, TooLong | PartialLine):
+            s.protocol_error(item.to_error())
+            return b""
+        return s.feed(item)
 
     def main(self) -> None:
         """``run()`` then exit: the body of a policy's ``if __name__ == "__main__"``."""
@@ -1113,6 +1128,19 @@ class Authorizer:
             pass
 
 
+def _call_sync(job: _Job, where: str) -> object:
+    """The handler's result for ``job`` where nothing can await it (``run()``,
+    an in-process session): an awaitable is closed and refused (TypeError)."""
+    if job.handler is None:
+        return None
+    result = job.handler(job.arg)
+    if type(result) is not Reply and inspect.isawaitable(result):  # (a Reply never is: skip the ABC check)
+        if hasattr(result, "close"):
+            result.close()
+        raise TypeError(f"async handlers need Authorizer.serve(), not {where}")
+    return result
+
+
 @dataclass(slots=True)
 class _Job:
     """One event waiting for its handler: ``kind`` entry/result/signal/proc."""
@@ -1155,14 +1183,8 @@ class Session:
         return self.finish(job)
 
     def finish(self, job: _Job) -> bytes:
-        if job.handler is None:
-            return self._answer(job, None)
         try:
-            result = job.handler(job.arg)
-            if inspect.isawaitable(result):
-                if hasattr(result, "close"):
-                    result.close()
-                raise TypeError("async handlers need Authorizer.serve(), not run()")
+            result = _call_sync(job, "run()")
         except Exception:  # noqa: BLE001 - a policy bug must not kill the session
             return self._crashed(job)
         return self._answer(job, result)
@@ -1203,11 +1225,7 @@ class Session:
         if job is None or isinstance(job, Reply | Hello):
             return job if isinstance(job, Reply) else None
         try:
-            result = job.handler(job.arg) if job.handler is not None else None
-            if type(result) is not Reply and inspect.isawaitable(result):  # (a Reply never is: skip the ABC check)
-                if hasattr(result, "close"):
-                    result.close()
-                raise TypeError("async handlers need Authorizer.serve(), not an in-process session")
+            result = _call_sync(job, "an in-process session")
         except Exception:  # noqa: BLE001 - a policy bug must not kill the session
             return self._crash_verdict(job)
         return self._verdict(job, result)
@@ -1273,10 +1291,9 @@ class Session:
             del self._pending[k]
 
     def _reply(self, eid: int, r: Reply) -> bytes:
-        if self.mode == "hello":
-            r = replace(r, id=eid)
-        elif r.id is not None:
-            r = replace(r, id=None)
+        want = eid if self.mode == "hello" else None  # plain mode: replies carry no ID
+        if r.id != want:
+            r = Reply(r.verdict, want, r.sets, r.cache)
         return codec.format_reply(r)
 
     def _answer(self, job: _Job, result: object) -> bytes:

@@ -23,7 +23,6 @@ import json
 import os
 import select
 import signal
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from brokerd.protocol.types import (
 )
 
 from brokerd.decision.rules import NO_RULES, StaticRules, parse_static
+from brokerd.decision.tether import Ward, sh_argv, spawn_warded
 
 
 class JournalError(Exception):
@@ -258,13 +258,25 @@ class Peer:
     static: StaticRules = NO_RULES
     name: str = ""
     mode: str = "new"
-    proc: subprocess.Popen | None = None
+    pid: int = 0
+    _to: int = -1  # its stdin
+    _from: int = -1  # its stdout
+    _ward: Ward | None = None
     _buf: LineBuffer = field(default_factory=LineBuffer)
     _lines: list[bytes] = field(default_factory=list)
 
     def start(self, session: str = "replay") -> None:
-        self.proc = subprocess.Popen(["sh", "-c", self.command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     start_new_session=True)
+        """Start it as the broker does (:func:`spawn_warded`): in a process
+        group of its own, SIGKILLed with everything it forked if we die."""
+        to_r, self._to = os.pipe()
+        self._from, from_w = os.pipe()
+        try:
+            self.pid, self._ward = spawn_warded("/bin/sh", sh_argv(self.command), os.environ,
+                                                fds=[(to_r, 0), (from_w, 1)],
+                                                sigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        finally:
+            os.close(to_r)
+            os.close(from_w)
         self.name = self.name or self.command.split()[0].rsplit("/", 1)[-1]
         self._send(codec.format_event(_greeting(session)))
         first = self._read_line()
@@ -299,16 +311,15 @@ class Peer:
             # error/hello lines are not answers: keep reading
 
     def _send(self, data: bytes) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
+        view = memoryview(data)
         try:
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
+            while view:
+                view = view[os.write(self._to, view):]
+        except OSError:
             raise PeerError(f"{self.name or self.command} exited") from None
 
     def _read_line(self) -> bytes:
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
+        fd = self._from
         deadline = time.monotonic() + self.timeout
         while not self._lines:
             left = deadline - time.monotonic()
@@ -325,20 +336,21 @@ class Peer:
         return self._lines.pop(0)
 
     def close(self) -> None:
-        if self.proc is None:
+        """End of its input; it has 2 s to exit, then its group is SIGKILLed."""
+        if not self.pid:
             return
-        try:
-            if self.proc.stdin:
-                self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        os.close(self._to)
+        deadline = time.monotonic() + 2
+        while not os.waitpid(self.pid, os.WNOHANG)[0]:
+            if time.monotonic() > deadline:
+                os.killpg(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                break
+            time.sleep(0.01)
+        assert self._ward is not None
+        self._ward.release()  # what it left in its group goes too
+        os.close(self._from)
+        self.pid = 0
 
 
 def decide(peers: Sequence[Asked], entry: Entry) -> tuple[str, Ok | Fail | None]:

@@ -926,6 +926,17 @@ def _u(n: object, lo: int, hi: int, what: str, code: str = "bad-number") -> int:
     return n
 
 
+#: names already checked by the formatter (syscall names, note keys / symbol
+#: names): the same few recur on every line; bounded like the parse caches
+_GOOD_IDENTS: set[str] = set()
+_GOOD_SYM_NAMES: set[str] = set()
+
+
+def _remember(good: set[str], name: str) -> None:
+    if len(good) < _CACHE_MAX:
+        good.add(name)
+
+
 def _fmt(v: Any, depth: int) -> str:
     # type(v) is X: one lookup, faster than isinstance chains; Any because
     # mypy narrows only isinstance
@@ -954,8 +965,10 @@ def _fmt(v: Any, depth: int) -> str:
         if not names:
             return f"0x{rest:x}" if rest else "NULL"
         for name in names:
-            if type(name) is not str or _sym_name_full(name) is None:
-                raise _err("bad-value", f"bad symbol name {name!r}")
+            if type(name) is not str or name not in _GOOD_SYM_NAMES:
+                if type(name) is not str or _sym_name_full(name) is None:
+                    raise _err("bad-value", f"bad symbol name {name!r}")
+                _remember(_GOOD_SYM_NAMES, name)
         text = "|".join(names)
         return f"{text}|0x{rest:x}" if rest else text
     if t is Ptr:
@@ -1006,8 +1019,10 @@ def format_value(v: Value) -> str:
 
 
 def _fmt_name(name: object, what: str = "system call name") -> str:
-    if type(name) is not str or _ident_full(name) is None:
-        raise _err("syntax", f"bad {what} {name!r}")
+    if type(name) is not str or name not in _GOOD_IDENTS:
+        if type(name) is not str or _ident_full(name) is None:
+            raise _err("syntax", f"bad {what} {name!r}")
+        _remember(_GOOD_IDENTS, name)
     return name
 
 
@@ -1030,8 +1045,10 @@ def _fmt_notes(notes: tuple[tuple[str, Value], ...]) -> str:
         return ""
     parts = []
     for k, v in notes:
-        if type(k) is not str or _ident_full(k) is None:
-            raise _err("syntax", f"bad note key {k!r}")
+        if type(k) is not str or k not in _GOOD_IDENTS:
+            if type(k) is not str or _ident_full(k) is None:
+                raise _err("syntax", f"bad note key {k!r}")
+            _remember(_GOOD_IDENTS, k)
         parts.append(k + "=" + _fmt(v, 0))
     return " ; " + " ".join(parts)
 
@@ -1104,11 +1121,21 @@ def format_event(ev: Event) -> bytes:
 
     Raises ``ProtocolError("line-too-long")`` if the line would exceed
     :data:`MAX_LINE` (e.g. a string prefix too long for its escapes).
+    The last line is kept for its (immutable) event: a stack asks each member
+    about the same event object, and the audit log formats it once more.
     """
+    global _last_event
+    last = _last_event
+    if last[0] is ev:
+        return last[1]
     line = _format_event(ev)
     if len(line) > MAX_LINE:
         raise _err("line-too-long", f"formatted line of {len(line)} bytes (limit {MAX_LINE})")
+    _last_event = (ev, line)  # one assignment: a reader in another thread sees a matching pair
     return line
+
+
+_last_event: tuple[object, bytes] = (object(), b"")
 
 
 def _format_event(event: Event) -> bytes:
@@ -1192,11 +1219,12 @@ def _format_reply(reply: Reply | Fetch | Hello | Error) -> bytes:
     r: Any = reply  # see _fmt: dispatch on the exact type
     t = type(r)
     if t is Reply:
-        if r.id is None and not r.sets and not r.cache:
+        if not r.sets and not r.cache:
             fast = _FAST_FORMAT.get(type(r.verdict))
-            if fast is not None:
-                return fast
-            return (_fmt_verdict(r.verdict) + "\n").encode("ascii")
+            if r.id is None:
+                return fast if fast is not None else (_fmt_verdict(r.verdict) + "\n").encode("ascii")
+            if fast is not None:  # ``ID cont``: every answer of a handshake authorizer that lets calls run
+                return b"%d %s" % (_u(r.id, 0, _U63, "reply ID"), fast)
         line = _fmt_verdict(r.verdict)
         if r.id is not None:
             line = f"{_u(r.id, 0, _U63, 'reply ID')} {line}"

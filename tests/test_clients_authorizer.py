@@ -130,6 +130,40 @@ def test_blocking_loop_over_real_pipes(tmp_path):
     assert p.wait(timeout=10) == 0
 
 
+class _Writes:
+    """A stdout that records each write (what reaches the pipe at once)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def flush(self) -> None:
+        pass
+
+
+def test_blocking_loop_answers_lines_read_together_in_one_write(capsys):
+    """Lines that wait together (several threads' questions) are read in one
+    go and answered with one write; an over-long line is refused with one
+    log line and the stream goes on; a line cut by the end of input is not
+    answered."""
+    import io
+
+    ask = (b'syscall 4 10 10 x86_64 openat AT_FDCWD, "/etc/shadow", O_RDONLY, 00\n'
+           b'syscall 5 10 10 x86_64 openat AT_FDCWD, "/etc/hostname", O_RDONLY, 00\n')
+    out = _Writes()
+    assert make().run(io.BytesIO(GREETING + ask), out) == 0
+    assert len(out.writes) == 1
+    replies = out.writes[0].splitlines()
+    assert replies[0].startswith(b"hello 1 role=authorizer") and replies[1:] == [b"4 skip-fail EACCES", b"5 cont"]
+    out = _Writes()
+    make().run(io.BytesIO(GREETING + b"x" * (codec.MAX_LINE + 10) + b"\n" + ask + b"syscall 6 10 10 x86_64 openat"), out)
+    assert b"".join(out.writes).splitlines()[1:] == [b"4 skip-fail EACCES", b"5 cont"]
+    err = capsys.readouterr().err
+    assert "line-too-long" in err and "partial-line" in err
+
+
 async def test_trio_serve_concurrent_over_socketpair():
     az = Authorizer("async")
     slow_started = trio.Event()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from conftest import BROKERCTL
 from daemon_fixtures import wait_for
 
@@ -51,14 +52,22 @@ def _kill(pid: int | None) -> None:
             pass
 
 
-def test_sigkilled_brokerctl_takes_its_authorizer_and_program(tmp_path):
+#: an authorizer command, as one program, and as compound shell commands whose
+#: shell forks it (the process the broker starts is then the shell)
+FORMS = {"simple": "{}", "pipeline": "{} | cat", "list": "{}; true", "nested-sh": "sh -c '{}'"}
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_sigkilled_brokerctl_takes_its_authorizer_and_program(tmp_path, form):
     """kill -9 of brokerctl: the authorizer (ignoring SIGTERM, looping, never
     reading its closed input) and the traced program are both gone.  Without
-    the authorizer's parent-death signal it lived on as an orphan for ever."""
+    the authorizer's parent-death signal it lived on as an orphan for ever;
+    with it, but without the warden, one a compound command's shell forked
+    did (the tie holds only the process the broker started)."""
     script = tmp_path / "stuck.py"
     script.write_text(textwrap.dedent(STUCK))
     apid, ppid = tmp_path / "authorizer.pid", tmp_path / "program.pid"
-    cmd = f"{sys.executable} -u {script} {apid}"
+    cmd = FORMS[form].format(f"{sys.executable} -u {script} {apid}")
     broker = subprocess.Popen([*BROKERCTL, "run", "-a", cmd, "--", "sh", "-c", f"echo $$ > {ppid}; exec sleep 600"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     authorizer = program = None
@@ -91,17 +100,19 @@ while True:
 '''
 
 
-def test_sigkilled_serve_takes_its_session_instances(tmp_path):
+@pytest.mark.parametrize("form", ["simple", "list"])
+def test_sigkilled_serve_takes_its_session_instances(tmp_path, form):
     """kill -9 of `brokerctl serve` (only serve, not its group): the instance
     it started for a session (ignoring SIGTERM, looping) is gone too.  Without
-    the tie it lived on as an orphan after serve and its session were gone."""
+    the tie it lived on as an orphan after serve and its session were gone
+    (and, as a compound command's child, without the warden)."""
     from daemon_fixtures import Daemon, Served, popen_ctl
 
     script = tmp_path / "stuck.py"
     script.write_text(textwrap.dedent(STUCK_INSTANCE))
     apid, ppid = tmp_path / "instance.pid", tmp_path / "program.pid"
     d = Daemon(tmp_path / "d")
-    served = Served(d, "stuck", f"{sys.executable} -u {script} {apid}", "--trace", "getppid")
+    served = Served(d, "stuck", FORMS[form].format(f"{sys.executable} -u {script} {apid}"), "--trace", "getppid")
     run = popen_ctl("run", "--", "sh", "-c", f"echo $$ > {ppid}; exec sleep 600", env=d.env)
     instance = None
     try:
@@ -116,6 +127,38 @@ def test_sigkilled_serve_takes_its_session_instances(tmp_path):
         _kill(instance)
         served.kill()
         d.stop()
+
+
+# Answers the greeting with a handshake asking about every openat, says its
+# pid, then never reads again, ignoring SIGTERM: replay waits for an answer.
+STUCK_OPENAT = STUCK.replace("trace=getppid", "trace=openat")
+
+
+def test_sigkilled_replay_takes_its_authorizer(tmp_path):
+    """kill -9 of `brokerctl replay` while it waits for an authorizer's
+    answer: the authorizer is gone too.  Before, replay started it with a
+    plain Popen: it lived on as an orphan for ever."""
+    journal = tmp_path / "run.jsonl"
+    r = subprocess.run([*BROKERCTL, "run", "--audit", str(journal), "-a", "sed -u s/.*/cont/", "--",
+                        "cat", "/etc/hostname"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    script = tmp_path / "stuck.py"
+    script.write_text(textwrap.dedent(STUCK_OPENAT))
+    apid = tmp_path / "authorizer.pid"
+    replay = subprocess.Popen([*BROKERCTL, "replay", str(journal), "--timeout", "600", "-a",
+                               FORMS["list"].format(f"{sys.executable} -u {script} {apid}")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    authorizer = None
+    try:
+        authorizer = wait_for(lambda: _read_pid(apid), timeout=30, what="the authorizer to start")
+        replay.kill()
+        replay.wait()
+        wait_for(lambda: _gone(authorizer), timeout=10, what="the authorizer to die with replay")
+    finally:
+        if replay.poll() is None:
+            replay.kill()
+            replay.wait()
+        _kill(authorizer)
 
 
 def test_authorizer_killed_by_a_signal_mid_session(cprog, tmp_path):

@@ -534,6 +534,37 @@ def test_late_reply_by_id_is_refused_in_hello_mode(conn):
     assert c.answers[1] == (Reply(Cont(), 2), "")
 
 
+def test_a_reply_already_waiting_is_taken_when_the_question_is_sent(conn):
+    """The write wakes the authorizer, which often answers before the write
+    returns: ask() reads that reply at once (no loop turn, no epoll_wait)."""
+    for mode, reply, expect in (("hello", "1 skip-fail EACCES", Reply(SkipFail(errno.EACCES), 1)),
+                                ("plain", "skip-fail EACCES", Reply(SkipFail(errno.EACCES)))):
+        c = conn(mode)
+        os.write(c.to_w, reply.encode() + b"\n")
+        c.ask(_ev(1))
+        assert c.answers == [(expect, "")]
+        assert c.sent()[0].startswith("syscall 1 ")  # the question went out first
+        c.ask(_ev(2))  # nothing waiting: the question stays open for the loop
+        assert len(c.answers) == 1 and c.a.next_deadline() is not None
+
+
+def test_a_question_asked_from_an_answer_gets_the_reply_read_with_it(conn):
+    """An answer's callback asking the same authorizer again (the next step of
+    a walk) while its lines are being handled: no nested read, and the reply
+    already read answers it, in order."""
+    c = conn()
+    os.write(c.to_w, b"1 cont\n2 skip-fail EACCES\n")
+    got: list[Reply] = []
+
+    def first(reply: Reply, reason: str) -> None:
+        got.append(reply)
+        c.a.ask(_ev(2), lambda r, why: got.append(r), 0.0)
+
+    c.a.ask(_ev(1), first, 0.0)
+    assert got == [Reply(Cont(), 1), Reply(SkipFail(errno.EACCES), 2)]
+    assert not c.a._fifo and not any(line.startswith("error") for line in c.sent())
+
+
 def test_default_never_denies_exit_and_keeps_results_and_signals(conn):
     c = conn(timeout=1.0)
     c.ask(_ev(1, "exit_group"))

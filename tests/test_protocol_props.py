@@ -323,3 +323,19 @@ def test_protocol_error_to_line() -> None:
     assert e.to_line() == b"error line-too-long line of 70000 bytes\n"
     assert parse_event(e.to_line()) == Error("line-too-long", "line of 70000 bytes")
     assert str(e) == "line-too-long: line of 70000 bytes"
+
+
+def test_the_formatters_memos_never_let_a_bad_line_through() -> None:
+    """format_event keeps the last event's line and the names it checked
+    (a stack formats the same event once per member): still a fresh check
+    for everything else, and a refused event is refused every time."""
+    ev = SyscallEvent(1, 2, 2, "x86_64", Call("openat", (Sym(("AT_FDCWD",)), Str(b"/x"))), (("path2", Str(b"/x")),))
+    line = format_event(ev)
+    assert format_event(ev) is line and parse_event(line) == ev
+    assert format_event(SyscallEvent(2, 2, 2, "x86_64", ev.call, ev.notes)).startswith(b"syscall 2 ")
+    for bad in (None, SyscallEvent(1, 2, 2, "x86_64", Call("openat", (Sym(("AT FDCWD",)),))),
+                SyscallEvent(1, 2, 2, "x86_64", ev.call, (("path 2", Str(b"/x")),)),
+                SyscallEvent(1, 2, 2, "x86_64", Call("write", (Int(1), Str(b"\x00" * 16384))))):
+        for _ in range(2):
+            with pytest.raises(ProtocolError):
+                format_event(bad)  # type: ignore[arg-type]

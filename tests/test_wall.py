@@ -7,6 +7,7 @@ everything outside its session, as the wall would); and with ``--no-landlock``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -100,10 +101,11 @@ def test_answer_pipe_cannot_be_injected(mode, ctl, victim, cprog):
     assert r.stdout == "inject fail EACCES\nopen fail EACCES\n", r.stderr
 
 
-@pytest.mark.parametrize("mode", ["landlock", "refused"])
-def test_answer_pipe_of_another_session_cannot_be_injected(mode, ctl, victim, cprog):
+@contextlib.contextmanager
+def other_session(ctl, mode: str, victim):
+    """Session A, running until the block ends (its program waits on a pipe
+    we hold); yields its authorizer's pid, for session B's program to go for."""
     authz, pidfile, _ = victim
-    # session A: its program waits on a pipe we hold; session B's program goes for A's authorizer
     a = ctl(mode, "run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c", "read x", popen=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -111,13 +113,48 @@ def test_answer_pipe_of_another_session_cannot_be_injected(mode, ctl, victim, cp
         while not pidfile.exists() and time.monotonic() < deadline and a.poll() is None:
             time.sleep(0.02)
         assert pidfile.exists(), "session A did not start"
-        pid = pidfile.read_text()
+        yield pidfile.read_text()
+    finally:
+        a.communicate("x\n", timeout=20)
+
+
+@pytest.mark.parametrize("mode", ["landlock", "refused"])
+def test_answer_pipe_of_another_session_cannot_be_injected(mode, ctl, victim, cprog):
+    with other_session(ctl, mode, victim) as pid:
         r = ctl(mode, "run", "--", cprog("reach"), "inject", pid, "/nonexistent")
         assert r.stdout.splitlines()[0] == "inject fail EACCES", r.stderr
         r = ctl(mode, "run", "--", cprog("reach"), "pidfd", pid)
         assert r.stdout == "pidfd fail EPERM\n", r.stderr
-    finally:
-        a.communicate("x\n", timeout=20)
+
+
+KERNEL_ONLY = {  # policies the kernel enforces alone: a filter only, and a filter with a file layer
+    "filter": 'name = "filter"\ndefault = "allow"\n',
+    "layer": 'name = "layer"\ndefault = "allow"\n[layer]\nfs_handled = "all"\n'
+             '[[layer.fs]]\nrights = "all"\npath = "/"\n',
+}
+
+
+@pytest.mark.parametrize("policy", sorted(KERNEL_ONLY))
+@pytest.mark.parametrize("mode", ["landlock", "refused"])
+def test_kernel_only_session_cannot_reach_another_session(mode, policy, ctl, victim, cprog, tmp_path):
+    """A kernel-only session (no tracer) had no wall: its program could open
+    another session's authorizer's memory and answer pipe read-write (a
+    filter-only policy), or signal it (a layer without the signal scope).
+    Now it gets the wall; where none can be had (Landlock refused), the
+    session is traced and the guard stands in."""
+    pol = tmp_path / f"{policy}.toml"
+    pol.write_text(KERNEL_ONLY[policy])
+    reach = cprog("reach")
+    with other_session(ctl, mode, victim) as pid:
+        r = ctl(mode, "run", "--policy", str(pol), "--", "sh", "-c",
+                f"{reach} mem {pid}; {reach} inject {pid} /nonexistent; {reach} pidfd {pid}")
+    lines = r.stdout.splitlines()
+    assert [ln for ln in lines if not ln.startswith("open ")] == [
+        "mem fail EACCES", "inject fail EACCES", "pidfd fail EPERM"], r.stderr
+    if mode == "landlock":
+        assert "no tracer" in r.stderr  # still kernel-only: the wall costs it nothing
+    if mode == "refused":
+        assert "no tracer" not in r.stderr  # traced: the guard stands in for the wall
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -17,13 +17,16 @@ import shlex
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brokerd.cli.argtypes import seconds
 from brokerd.daemon import client
 from brokerd.daemon.wire import printable
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.selection import TraceError, parse_trace
+
+if TYPE_CHECKING:
+    from brokerd.decision.tether import Ward
 
 PROG = "brokerctl"
 EXIT_DAEMON = 1
@@ -193,7 +196,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 # serve
 # ----------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    from brokerd.decision.tether import sh_argv, spawn_tied
+    from brokerd.decision.tether import sh_argv, spawn_warded
 
     argv = list(args.command)
     if argv and argv[0] == "--":
@@ -209,7 +212,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             parse_trace(args.trace)
         except TraceError as e:
             return _fail(f"serve: --trace: {e}", EXIT_USAGE)
-    children: set[int] = set()
+    children: dict[int, Ward] = {}  # each instance, and the warden of its process group
     backoff = 0.2
     first = True
     while True:
@@ -238,10 +241,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             env = dict(os.environ, BROKERD_SESSION=str(offer.id), BROKERD_SESSION_UID=str(offer.uid),
                        BROKERD_SESSION_PID=str(offer.pid))
             try:
-                # tied to this process (its main thread): a SIGKILLed serve takes them along
+                # tied to this process (its main thread): a SIGKILLed serve takes them along,
+                # and their wardens what they forked
                 sock = offer.sock.fileno()
-                children.add(spawn_tied("/bin/sh", sh_argv(command), env, fds=[(sock, 0), (sock, 1)],
-                                        sigdef=(signal.SIGPIPE, signal.SIGXFSZ)))
+                pid, warden = spawn_warded("/bin/sh", sh_argv(command), env, fds=[(sock, 0), (sock, 1)],
+                                           sigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+                children[pid] = warden
             except OSError as e:
                 print(f"{PROG}: serve: cannot start {command!r}: {e.strerror}", file=sys.stderr, flush=True)
             finally:
@@ -255,7 +260,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"{PROG}: serve: the brokerd daemon went away; reconnecting", file=sys.stderr, flush=True)
 
 
-def _outlive(children: set[int]) -> None:
+def _outlive(children: dict[int, Ward]) -> None:
     """Wait for the instances still serving their sessions: they die with us
     (tether), and a session whose failure mode is ``allow`` goes on with them
     after the daemon is gone."""
@@ -268,15 +273,16 @@ def _outlive(children: set[int]) -> None:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
-        children.discard(pid)
+        children.pop(pid).release()
 
 
-def _reap(children: set[int]) -> None:
+def _reap(children: dict[int, Ward]) -> None:
+    """Forget the instances that ended; their wardens kill what they left in their groups."""
     for pid in list(children):
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             done = pid
         if done:
-            children.discard(pid)
+            children.pop(pid).release()
 

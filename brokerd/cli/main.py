@@ -429,7 +429,7 @@ def _run(args: argparse.Namespace, argv: list[str], operator, out) -> int:
     if args.backend == "auto" and daemon is None:
         from brokerd.tracer import direct
 
-        if not direct.why_traced(session.stack):  # the kernel enforces all of it: no tracer, no broker left
+        if not direct.why_traced(session.stack, args.landlock):  # the kernel enforces all of it: no tracer, no broker left
             try:
                 return direct.exec_direct(session.shim("ptrace"), argv)
             except LaunchError as e:

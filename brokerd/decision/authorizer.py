@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from brokerd.decision.defaults import DEFAULT_VERDICTS, DENY, default_reply
 from brokerd.decision.member import Answer
 from brokerd.decision.rules import ALLOW, NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
-from brokerd.decision.tether import sh_argv, spawn_tied
+from brokerd.decision.tether import Ward, sh_argv, spawn_warded
 from brokerd.protocol import codec
 from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
@@ -120,6 +120,8 @@ class Authorizer:
         self.on_fetch: Callable[[int, int, int, int], bytes] | None = None
         self.greeting_timeout = max(timeout, GREETING_TIMEOUT)
         self.pidfd = -1  # set by spawn(): lets close() make sure the process ends
+        #: set by spawn(): SIGKILLs the process group when released (reap) or when the broker dies
+        self.ward: Ward | None = None
         self.mode = "new"  # new -> greeting -> plain | hello ; dead
         self.strsize: int | None = None
         self.dead_reason = ""
@@ -131,6 +133,10 @@ class Authorizer:
         self.answered = 0
         self.defaulted = 0
         self._warned_missing_id = False
+        #: inside on_readable: a question asked from an answer's callback (the
+        #: next step of a walk) does not read again before the lines already
+        #: read are handled (the loop reads the rest)
+        self._reading = False
         os.set_blocking(rfd, False)
         os.set_blocking(wfd, False)
 
@@ -178,7 +184,13 @@ class Authorizer:
 
     # -- questions --------------------------------------------------------
     def ask(self, event: SyscallEvent | SysretEvent | SignalEvent, answer: Answer, now: float) -> None:
-        """Send ``event``; ``answer`` is called exactly once, later (or now, if dead)."""
+        """Send ``event``; ``answer`` is called exactly once, later, or now if
+        the authorizer is dead or its reply is already waiting: the write
+        wakes the authorizer, which often answers before the write returns
+        (it preempts the broker on the same CPU, or runs on the other), so one
+        non-blocking read right after it takes the reply without a return to
+        the loop and its ``epoll_wait`` (docs/performance.md).  Replies that
+        come later are read by the loop as before; deadlines are unchanged."""
         if self.mode == "dead":
             self.defaulted += 1
             answer(default_reply(type(event), _call_name(event), self.default),
@@ -195,6 +207,8 @@ class Authorizer:
         self._fifo.append(q)
         self._by_id[event.id] = q
         self._send(line)
+        if not self._out and not self._reading and self.mode != "dead":
+            self.on_readable(now)  # the reply may be there already (see _reading)
 
     def notify(self, line: bytes) -> None:
         """Send a line that needs no answer (proc events) to a handshake authorizer."""
@@ -247,11 +261,15 @@ class Authorizer:
             self._die("closed its output (exited?)")
             return
         self._lines.feed(data)
-        for line in self._lines:
-            if self.mode == "dead":
-                return
-            if not isinstance(line, PartialLine):  # only after the end of the stream
-                self._on_line(line)
+        self._reading = True
+        try:
+            for line in self._lines:
+                if self.mode == "dead":
+                    return
+                if not isinstance(line, PartialLine):  # only after the end of the stream
+                    self._on_line(line)
+        finally:
+            self._reading = False
 
     def _on_line(self, line: bytes | TooLong) -> None:
         if isinstance(line, TooLong):
@@ -447,6 +465,8 @@ class Authorizer:
             if self.pidfd >= 0:
                 os.close(self.pidfd)
                 self.pidfd = -1
+            if self.ward is not None:  # what the process left in its group goes too
+                self.ward.release()
             self._close_output()
 
     def _close_output(self) -> None:
@@ -523,15 +543,16 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
     It gets its own process group, so a Ctrl-C meant for the traced program
     does not kill the policy, and an unblocked signal mask whatever the
     broker's is.  It is SIGKILLed by the kernel if the broker dies, even by
-    SIGKILL (:mod:`brokerd.decision.tether`): call this from the thread that
-    runs the session.
+    SIGKILL, and a warden then kills what it forked (its process group:
+    :mod:`brokerd.decision.tether`): call this from the thread that runs the
+    session.
     """
     to_r, to_w = os.pipe()
     from_r, from_w = os.pipe()
     fds = [(to_r, 0), (from_w, 1)]
     if stderr is not None:
         fds.append((stderr, 2))
-    pid = spawn_tied(
+    pid, warden = spawn_warded(
         "/bin/sh",
         sh_argv(command),
         env if env is not None else os.environ,
@@ -543,6 +564,7 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
     label = name or shlex.split(command)[0].rsplit("/", 1)[-1] if command.strip() else "authorizer"
     a = Authorizer(label, from_r, to_w, pid=pid, **kw)
     a.pidfd = os.pidfd_open(pid)
+    a.ward = warden
     return a
 
 

@@ -21,10 +21,15 @@ The tie covers the process exec'd, and so :func:`sh_argv` makes a command
 that is one simple command (``python3 policy.py --strict``) run as
 ``sh -c 'exec CMD'``: the shell becomes the authorizer, instead of forking it
 as Debian's dash does (the tie would then hold the shell, and the authorizer
-would outlive it).  Compound commands (``a | b``, ``x; y``) keep their shell;
-the processes it forks are not tied (they keep its process group, which the
-broker kills at the end of a session, but not when the broker is SIGKILLed):
-write ``exec`` before the last command yourself.
+would outlive it).  What that process forks is not tied (the kernel clears
+the setting in a forked child): the processes of a compound command
+(``a | b``, ``x; y``), or the workers a policy starts.  They keep its process
+group, which the broker kills at the end of a session; for the broker's
+death, :func:`ward` starts a *warden*: a shell, outside the broker's process
+group and session, blocked reading a pipe only the broker holds.  When the
+broker lets go of it (at the end of the session) or dies, whatever kills it,
+the kernel closes the pipe and the warden SIGKILLs the whole group.
+:func:`spawn_warded` is both, the way authorizers are started.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import os
 import shlex
 import signal
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 PR_SET_PDEATHSIG = 1
 #: first words that make ``exec CMD`` mean something else than ``CMD``: the
@@ -71,6 +77,63 @@ def spawn_tied(path: str, argv: Sequence[str], env: Mapping[str, str], *,
     return pid
 
 
+#: the warden: a background subshell (so the broker never waits for it, and it
+#: is nobody's child but init's) that blocks on descriptor 3 until EOF, then
+#: SIGKILLs process group $1 (fd 3: a background job's stdin is /dev/null)
+WARDEN = '(read _ <&3; exec 3<&-; kill -s KILL -- "-$1" 2>/dev/null) &'
+
+
+@dataclass
+class Ward:
+    """A warden over one process group: :meth:`release` (or the broker's
+    death) makes it SIGKILL the group."""
+
+    fd: int  #: the pipe's only write end
+    group: int  #: the warden's own process group (for the guard to protect)
+
+    def release(self) -> None:
+        """Let go: the warden kills the group now (what is left of it)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def ward(pgid: int) -> Ward:
+    """Start a warden that SIGKILLs process group ``pgid`` once the returned
+    :class:`Ward` is released or this process dies (however: the kernel
+    closes the pipe).  It runs in a session of its own, so Ctrl-C and a
+    hang-up at the broker's terminal do not end it."""
+    r, w = os.pipe()
+    try:
+        pid = os.posix_spawn("/bin/sh", ["sh", "-c", WARDEN, "brokerd-warden", str(pgid)], {},
+                             file_actions=[(os.POSIX_SPAWN_DUP2, r, 3),
+                                           (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                           (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                                           (os.POSIX_SPAWN_DUP2, 1, 2)],
+                             setsid=True, setsigmask=())
+    except OSError:
+        os.close(w)
+        raise
+    finally:
+        os.close(r)
+    os.waitpid(pid, 0)  # the shell that started the warden in the background: gone at once
+    return Ward(w, pid)
+
+
+def spawn_warded(path: str, argv: Sequence[str], env: Mapping[str, str], *,
+                 fds: Iterable[tuple[int, int]] = (),
+                 sigdef: Iterable[signal.Signals] = ()) -> tuple[int, Ward]:
+    """:func:`spawn_tied`, and a :func:`ward` over the process group it leads:
+    the process dies with the calling thread, and everything it forked that
+    kept its group with this process."""
+    pid = spawn_tied(path, argv, env, fds=fds, sigdef=sigdef)
+    try:
+        return pid, ward(pid)
+    except OSError:
+        os.killpg(pid, signal.SIGKILL)  # fail closed: nothing runs untied
+        raise
+
+
 def sh_argv(command: str) -> list[str]:
     """``sh -c COMMAND``, with ``exec`` in front when COMMAND is one simple
     command (no operators, no newline, no leading assignment or keyword), so
@@ -104,4 +167,4 @@ def _child(parent: int, path: str, argv: Sequence[str], env: Mapping[str, str],
     os.execve(path, list(argv), dict(env))
 
 
-__all__ = ["sh_argv", "spawn_tied"]
+__all__ = ["Ward", "sh_argv", "spawn_tied", "spawn_warded", "ward"]

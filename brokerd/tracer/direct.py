@@ -7,8 +7,17 @@ would only add cost and a process to kill.  ``brokerctl run`` then applies
 the authorizers' Landlock layers and the filter to itself and execs the
 program directly: no ptrace (so strace, gdb and a nested ``brokerctl run``
 work on the program), nothing left to kill, and what was declared holds
-exactly as in a traced session.  The wall is not applied: it exists to keep
-the program away from the broker, and none is left.
+exactly as in a traced session.
+
+The wall (:func:`.landlock.wall`) is applied all the same: there is no broker
+of this session left to protect, but other sessions' shims and authorizers,
+and every other process of the uid, are there.  Without it a program whose
+policy had no layer could write into another session's authorizer through
+``/proc/PID/mem`` or its answer pipe, and with a layer but no signal scope
+still SIGSTOP another session's shim.  Where the wall cannot be whole (no
+Landlock, or no signal scope: ABI < 6) and the user did not opt out of it
+(``--no-landlock``), the session is traced instead: the broker's guard then
+stands in for the wall, as in any traced session.
 """
 
 from __future__ import annotations
@@ -30,8 +39,9 @@ from .shim.filter import rules_need_stop
 from .shim.launch import program_path
 
 
-def why_traced(stack: Sequence[Member]) -> str:
-    """Empty when the (greeted) stack needs no tracer; else the first reason it does."""
+def why_traced(stack: Sequence[Member], use_landlock: bool = True) -> str:
+    """Empty when the (greeted) stack needs no tracer; else the first reason
+    it does.  ``use_landlock`` false: the user opted out of the wall."""
     for a in stack:
         if getattr(a, "signals", False) or getattr(a, "events", ()):
             return f"{a.name} wants signals or process events"
@@ -49,6 +59,8 @@ def why_traced(stack: Sequence[Member]) -> str:
     unknown = [a.static.unknown for a in stack]
     if any(u is None and a.trace is None or u == ("trace", 0) for a, u in zip(stack, unknown, strict=True)):
         return "calls unknown to the tables are decided per call"
+    if use_landlock and landlock.abi_version() < landlock.ABI_SCOPE:
+        return "no Landlock wall with the signal scope here: the guard keeps the program from other sessions"
     return ""
 
 
@@ -76,8 +88,8 @@ def exec_direct(shim: Shim, argv: Sequence[str], env: dict[str, str] | None = No
           f"{' and Landlock layers' if shim.layer_plan.layers else ''}); running {argv[0]} with no tracer",
           file=sys.stderr, flush=True)
     signal.pthread_sigmask(signal.SIG_SETMASK, shim.loop.old_mask)
-    try:
-        for layer in shim.layer_plan.layers:
+    try:  # the wall first, as in a launched child; then the layers, each only narrowing
+        for layer in ([shim.wall] if shim.wall is not None else []) + list(shim.layer_plan.layers):
             landlock.restrict(layer)
         seccomp.install(insns)
     except OSError as e:  # nothing was exec'd: fail closed

@@ -121,6 +121,8 @@ class Launch(ShimBase):
         this shim was made): signal order, string size, fetches, layers."""
         self._signal_order = self.stack.signal_order()
         self.guard.protected_groups |= {a.pid for a in self.stack if a.pid}
+        # their wardens, which kill those groups should the broker die (tether.ward)
+        self.guard.protected_groups |= {w.group for a in self.stack if (w := getattr(a, "ward", None))}
         if self.stack:  # one decode serves every authorizer: the largest prefix any wants
             self.strsize = max(a.strsize if a.strsize is not None else self.strsize for a in self.stack)
         for a in self.stack:
