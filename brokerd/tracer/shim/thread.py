@@ -69,7 +69,7 @@ class _Thread:
     verify: tuple | None = None  # what an open must have opened (see _expected_object)
     pin: Pinned | None = None  # the open as openat2 of its judged real path (pin.py), or None
     #: the registers the broker changed for the call it let run: {name: (set, program's own)};
-    #: a restart after a signal gets the program's own back (Stable._unpoint_restart)
+    #: a restart after a signal gets the program's own back (Signals._unpoint_restart)
     repointed: dict[str, tuple[int, int]] | None = None
     undo_step: bool = False  # an undone open was stepped: its sysret is still owed
     map_flags: int = 0  # extra flags of the injected mmap of the scratch region
