@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import mmap
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from brokerd.decision.stack import Decision, EntryWalk, ExitWalk
 from brokerd.protocol.abi import Abi, SyscallSpec
@@ -41,88 +41,58 @@ class _Mem:
 
 
 class _Thread:
-    __slots__ = (
-        "tid", "tgid", "_state", "startup", "announced", "abi", "spec", "raw", "event_id", "walk",
-        "decision", "replay", "replay_key", "saved_regs", "inject", "inject_fd", "inject_call",
-        "saved_mask", "saved_view", "verify", "pin", "undo_step", "map_flags", "guard_exit",
-        "execed", "exec_events", "t0", "running",
-    )
+    """One tracee thread as the shim sees it.  A plain class, not a dataclass
+    (whose import and generated methods cost every start-up): each field is
+    one annotated line with its default, read from the class until set;
+    ``__init__`` takes tid, tgid and any field by keyword."""
+
     tid: int
     tgid: int
-    _state: State
-    startup: bool
-    announced: bool  # its parent's fork/vfork/clone event was seen (it may come after the child's stops)
-    abi: Abi | None
-    spec: SyscallSpec | None
-    raw: tuple[int, ...]
-    event_id: int
-    walk: EntryWalk | ExitWalk | None
-    decision: Decision | None
-    replay: Decision | None
+    _state: State = State.RUN
+    startup: bool = True
+    announced: bool = False  # its parent's fork/vfork/clone event was seen (it may come after the child's stops)
+    abi: Abi | None = None
+    spec: SyscallSpec | None = None
+    raw: tuple[int, ...] = ()
+    event_id: int = 0
+    walk: EntryWalk | ExitWalk | None = None
+    decision: Decision | None = None
+    replay: Decision | None = None
     #: (arch, nr, args, ip) of the call an injection interrupted: it must come back as it was
-    replay_key: tuple
-    saved_regs: pt.Regs | None
-    inject: list  # steps of a running injection
-    inject_fd: int
+    replay_key: tuple = ()
+    saved_regs: pt.Regs | None = None
+    inject: list  # steps of a running injection (a list of its own, made in __init__)
+    inject_fd: int = -1
     #: the injected call now set in its registers, (nr, its six argument registers): an entry
     #: that is not this call is the program's own code, which must not run unjudged
-    inject_call: tuple
+    inject_call: tuple = ()
     #: its own signal mask while the shim injects calls into it (all signals blocked meanwhile)
-    saved_mask: int | None
-    saved_view: mmap.mmap | None  # the shim's mapping of a scratch region being set up
-    verify: tuple | None  # what an open must have opened (see _expected_object)
-    pin: Pinned | None  # the open as openat2 of its judged real path (pin.py), or None
-    undo_step: bool  # an undone open was stepped: its sysret is still owed
-    map_flags: int  # extra flags of the injected mmap of the scratch region
-    guard_exit: bool  # the guard checks what this open opened (no Landlock wall)
+    saved_mask: int | None = None
+    saved_view: mmap.mmap | None = None  # the shim's mapping of a scratch region being set up
+    verify: tuple | None = None  # what an open must have opened (see _expected_object)
+    pin: Pinned | None = None  # the open as openat2 of its judged real path (pin.py), or None
+    #: the registers the broker changed for the call it let run: {name: (set, program's own)};
+    #: a restart after a signal gets the program's own back (Signals._unpoint_restart)
+    repointed: dict[str, tuple[int, int]] | None = None
+    undo_step: bool = False  # an undone open was stepped: its sysret is still owed
+    map_flags: int = 0  # extra flags of the injected mmap of the scratch region
+    guard_exit: bool = False  # the guard checks what this open opened (no Landlock wall)
     #: it exec'd: a fork event arriving late must not hand it its parent's scratch region
     #: (an execve nobody stops, e.g. one a kernel layer settles, can win that race)
-    execed: bool
+    execed: bool = False
     #: its ptrace options include TRACEEXEC: an exec stops it (PTRACE_EVENT_EXEC)
-    exec_events: bool
-    t0: float
-    running: bool
+    exec_events: bool = True
+    t0: float = 0.0
+    running: bool = True
 
-    def __init__(self, tid: int, tgid: int, _state: State = State.RUN, startup: bool = True,
-                 announced: bool = False, abi: Abi | None = None, spec: SyscallSpec | None = None,
-                 raw: tuple[int, ...] = (), event_id: int = 0,
-                 walk: EntryWalk | ExitWalk | None = None, decision: Decision | None = None,
-                 replay: Decision | None = None, replay_key: tuple = (),
-                 saved_regs: pt.Regs | None = None, inject: list | None = None, inject_fd: int = -1,
-                 inject_call: tuple = (), saved_mask: int | None = None,
-                 saved_view: mmap.mmap | None = None, verify: tuple | None = None,
-                 pin: Pinned | None = None, undo_step: bool = False, map_flags: int = 0,
-                 guard_exit: bool = False,
-                 execed: bool = False, exec_events: bool = True, t0: float = 0.0,
-                 running: bool = True) -> None:
+    def __init__(self, tid: int, tgid: int, **fields: Any) -> None:
         self.tid = tid
         self.tgid = tgid
-        self._state = _state
-        self.startup = startup
-        self.announced = announced
-        self.abi = abi
-        self.spec = spec
-        self.raw = raw
-        self.event_id = event_id
-        self.walk = walk
-        self.decision = decision
-        self.replay = replay
-        self.replay_key = replay_key
-        self.saved_regs = saved_regs
-        self.inject = [] if inject is None else inject
-        self.inject_fd = inject_fd
-        self.inject_call = inject_call
-        self.saved_mask = saved_mask
-        self.saved_view = saved_view
-        self.verify = verify
-        self.pin = pin
-        self.undo_step = undo_step
-        self.map_flags = map_flags
-        self.guard_exit = guard_exit
-        self.execed = execed
-        self.exec_events = exec_events
-        self.t0 = t0
-        self.running = running
+        self.inject = []
+        for name, value in fields.items():
+            if name not in _FIELDS:
+                raise TypeError(f"_Thread has no field {name!r}")
+            setattr(self, name, value)
 
     @property
     def state(self) -> State:
@@ -132,3 +102,6 @@ class _Thread:
     @state.setter
     def state(self, new: str) -> None:
         self._state = move(self._state, new)
+
+
+_FIELDS = frozenset(_Thread.__annotations__)
