@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,6 +38,8 @@ ROOT = HERE.parent
 CSRC = HERE / "c"
 AUTHZ = HERE / "authz"
 SECTIONS = ("micro", "latency", "placement", "real", "scale", "memory")
+#: the parts of the sandbox measured alone (bench/parts.py)
+PARTS = ("filter", "landlock", "kernel")
 
 # 60 common system calls, getppid not among them (configuration b).
 COMMON60 = (
@@ -99,6 +102,8 @@ class Result:
     stdout: str
     loop_ns: int | None = None
     calls: int | None = None
+    #: user+sys CPU of the command and every descendant it waited for
+    cpu: float = 0.0
 
 
 class BenchError(RuntimeError):
@@ -106,16 +111,18 @@ class BenchError(RuntimeError):
 
 
 def run(cmd: Sequence[str], *, cwd: str | None = None, timeout: float = 3600,
-        before: Callable[[], None] | None = None) -> Result:
+        before: Callable[[], None] | None = None, env: dict[str, str] | None = None) -> Result:
     if before is not None:
         before()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run(list(cmd), capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
+                       stdin=subprocess.DEVNULL, env=env)
     wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
         raise BenchError(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
-    r = Result(wall, p.stdout)
+    r = Result(wall, p.stdout, cpu=ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime)
     m = re.search(r"^loop_ns (\d+) (\d+)$", p.stdout, re.M)
     if m:
         r.calls, r.loop_ns = int(m.group(1)), int(m.group(2))
@@ -204,6 +211,9 @@ class Opts:
     build_files: int
     tar_files: int
     quick: bool
+    #: programs of the bigger C build (each linked statically), and modules per program
+    static_progs: int = 14
+    static_modules: int = 6
 
 
 class Bench:
@@ -467,6 +477,7 @@ class Bench:
         work = Path(tempfile.mkdtemp(prefix="brokerd-bench-real-"))
         try:
             proj = _make_c_project(work / "proj", o.build_files)
+            big = _make_static_project(work / "static", o.static_progs, o.static_modules)
             pyscript = _make_import_script(work / "imports.py")
             archive = _make_archive(work, o.tar_files)
             out = work / "x"
@@ -477,8 +488,11 @@ class Bench:
 
             make = shutil.which("make") or "make"
             tar = shutil.which("tar") or "tar"
+            small_make = f"make -j2 ({o.build_files} C files)"
+            big_make = f"make -j2 ({o.static_progs} static programs)"
             workloads = {
-                f"make -j2 ({o.build_files} C files)": ([make, "-B", "-j2", "-s", "-C", str(proj)], None),
+                small_make: ([make, "-B", "-j2", "-s", "-C", str(proj)], None),
+                big_make: ([make, "-B", "-j2", "-s", "-C", str(big)], None),
                 "python: import ~100 stdlib modules": ([sys.executable, "-I", str(pyscript)], None),
                 f"tar -xf ({o.tar_files} files)": ([tar, "-xf", str(archive), "-C", str(out)], fresh_out),
                 "true": (["/bin/true"], None),
@@ -487,16 +501,22 @@ class Bench:
             kinds = {"native": None, "simple": simple}
             notes = ["simple = a plain Python authorizer subscribed to openat/openat2/execve doing a path-prefix "
                      "check (bench/authz/sandbox.py)"]
+            #: the bigger build runs only natively and under the shipped sandbox (and its
+            #: parts): several seconds natively, it would take minutes per call
+            only_policy = {big_make}
             policy = self.sandbox_policy()
+            dirs: dict[str, str] = {}
             if policy:
                 # read-only system, read-write only where the workload writes
                 ro = ",".join(f"--ro={d}" for d in ("/usr", "/lib", "/lib64", "/etc", "/dev/null", "/dev/urandom"))
                 pyro = f"--ro={os.path.realpath(sys.base_prefix)},--ro={ROOT / '.venv'}"
+                # make runs its children with setresuid as root: allow it
+                as_root = "--allow-syscall=setresuid,--allow-syscall=setresgid"
                 dirs = {
-                    # make runs its children with setresuid as root: allow it
-                    "make": f"{proj},{tempfile.gettempdir()},{ro},--allow-syscall=setresuid,--allow-syscall=setresgid",
-                    "python": f"{work},{ro},{pyro}",
-                    "tar": f"{out},{ro},--ro={archive}",
+                    small_make: f"{proj},{tempfile.gettempdir()},{ro},{as_root}",
+                    big_make: f"{big},{tempfile.gettempdir()},{ro},{as_root}",
+                    "python: import ~100 stdlib modules": f"{work},{ro},{pyro}",
+                    f"tar -xf ({o.tar_files} files)": f"{out},{ro},--ro={archive}",
                     "true": f"{work},{ro}",
                 }
                 kinds["policy"] = "policy"
@@ -507,19 +527,29 @@ class Bench:
                                 "setresgid); with Landlock its kernel layer settles opens, exec, mkdir, unlink, "
                                 "rename (no stop); per-call = the same policy with --no-landlock (every path call "
                                 "judged by the authorizer)")
+                notes.append(f"{big_make}: {o.static_progs} programs of {o.static_modules} generated modules each, "
+                             "linked with -static, plus a small archive (ar): the size of the issue's own example "
+                             "(#12: 5.6 s natively); run natively and under the policy only (— elsewhere)")
             else:
                 notes.append("no shipped path-sandbox policy yet (no --policy in `brokerctl run --help`)")
+            builds = (small_make, big_make)
             cmds = []
             for name, (argv, before) in workloads.items():
                 for kind, extra in kinds.items():
                     if kind == "native":
                         cmds.append(Cmd(f"{name}|native", argv, before=before))
+                    elif name in only_policy and kind != "policy":
+                        continue
                     elif kind in ("policy", "per-call"):
-                        pol = ["--policy", "sandbox:" + dirs[name.split(" ")[0].rstrip(":")]]
+                        pol = ["--policy", "sandbox:" + dirs[name]]
                         flag = ["--no-landlock"] if kind == "per-call" else []
                         cmds.append(Cmd(f"{name}|{kind}", brokerctl(*flag, *pol, "--", *argv), before=before))
                     else:
                         cmds.append(Cmd(f"{name}|simple", brokerctl(*extra, "--", *argv), before=before))
+                if policy and name in builds:  # the sandbox's parts, no tracer (bench/parts.py)
+                    for part in PARTS:
+                        cmds.append(Cmd(f"{name}|{part}", [sys.executable, "-m", "bench.parts", part, "--policy",
+                                                           "sandbox:" + dirs[name], "--", *argv], before=before))
             res = alternate(cmds, o.rounds, "real workloads")
             sb = "policy" if policy else "simple"
             t = Table(f"Real workloads: native vs sandboxed (wall time, median of {o.rounds} alternating rounds)",
@@ -529,17 +559,22 @@ class Bench:
             for name in workloads:
                 n = res[f"{name}|native"]
                 walls, xs = [], []
-                row = {"native_s": med([r.wall for r in n])}
+                row = {"native_s": med([r.wall for r in n]), "native_cpu_s": med([r.cpu for r in n])}
                 for k in kinds:
                     if k == "native":
                         continue
-                    s_ = res[f"{name}|{k}"]
+                    s_ = res.get(f"{name}|{k}")
+                    if s_ is None:
+                        walls.append("—")
+                        xs.append("—")
+                        continue
                     x = per_round(res, lambda i, n=n, s_=s_: s_[i].wall / n[i].wall)
                     walls.append(f"{med([r.wall for r in s_]):.3f} s")
                     xs.append(fx(x))
                     row[f"{k}_s"], row[f"{k}_ratio"] = med([r.wall for r in s_]), x
-                    if name.startswith("make") and k == sb:
-                        self.target(f"C build under the sandbox ({k}) vs native", f"{x:.2f}x", "<= 1.15x",
+                    row[f"{k}_cpu_s"] = med([r.cpu for r in s_])
+                    if name in builds and k == sb:
+                        self.target(f"{name} under the sandbox ({k}) vs native", f"{x:.2f}x", "<= 1.15x",
                                     x <= 1.15)
                 shown = name if name != "true" else "/bin/true (fixed start-up cost)"
                 t.add(shown, f"{row['native_s']:.3f} s", *walls, *xs)
@@ -547,8 +582,42 @@ class Bench:
             t.notes += [n + "." for n in notes]
             t.notes.append("Wall time includes brokerctl's own start-up (see the /bin/true row).")
             self.tables.append(t)
+            if policy:
+                self.tables.append(self._parts_table(res, builds, dirs, workloads, o.rounds))
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _parts_table(self, res: dict[str, list[Result]], builds: Sequence[str], dirs: dict[str, str],
+                     workloads: dict, rounds: int) -> Table:
+        """The C builds under each part of the sandbox alone (same rounds as the
+        real workloads), and what the full sandbox stopped for (one more run)."""
+        t = Table(f"C builds under parts of the sandbox (wall and CPU, median of {rounds} alternating rounds)",
+                  ["build", "configuration", "wall", "wall x native", "CPU (user+sys)", "CPU x native"])
+        labels = {"native": "native", "filter": "seccomp filter only (no tracer)", "landlock": "Landlock only",
+                  "kernel": "filter + Landlock (no tracer)", "policy": "full sandbox (tracer, filter, Landlock)"}
+        self.data["parts"] = {}
+        for name in builds:
+            n = res[f"{name}|native"]
+            rows = {}
+            for k in ("native", *PARTS, "policy"):
+                s_ = res[f"{name}|{k}"]
+                xw = per_round(res, lambda i, n=n, s_=s_: s_[i].wall / n[i].wall)
+                xc = per_round(res, lambda i, n=n, s_=s_: s_[i].cpu / n[i].cpu)
+                rows[k] = {"wall_s": med([r.wall for r in s_]), "cpu_s": med([r.cpu for r in s_]),
+                           "wall_ratio": xw, "cpu_ratio": xc}
+                t.add(name, labels[k], f"{rows[k]['wall_s']:.3f} s", fx(xw), f"{rows[k]['cpu_s']:.3f} s", fx(xc))
+            counts = _stop_counts(brokerctl("--policy", "sandbox:" + dirs[name], "--", *workloads[name][0]))
+            if counts:
+                rows["stops"] = counts
+                by = ", ".join(f"{k} {v}" for k, v in sorted(counts["stops"].items(), key=lambda kv: -kv[1]))
+                t.notes.append(f"{name}: the full sandbox stopped {counts['total']} times ({by}); the broker's "
+                               f"own CPU {counts['broker_cpu_s']:.3f} s, start-up included (one more run, "
+                               "BROKERD_STOP_COUNTS).")
+            self.data["parts"][name] = rows
+        t.notes.append("The parts run without a tracer (bench/parts.py): the session's filter with every stop "
+                       "turned into an allow, the Landlock wall and the policy's layer, or both; CPU = user+sys "
+                       "of the command and all its descendants (brokerctl's start-up included where it runs).")
+        return t
 
     # -- scale -----------------------------------------------------------------
     def scale(self) -> None:
@@ -734,6 +803,54 @@ def _make_c_project(d: Path, nfiles: int) -> Path:
         "CFLAGS = -O1\nOBJS = main.o " + " ".join(objs) + "\n"
         "prog: $(OBJS)\n\t$(CC) -o $@ $(OBJS) -lm\n"
         "%.o: %.c common.h\n\t$(CC) $(CFLAGS) -c -o $@ $<\n")
+    return d
+
+
+def _stop_counts(cmd: Sequence[str]) -> dict | None:
+    """One run of ``cmd`` (a brokerctl run) with BROKERD_STOP_COUNTS: its report."""
+    with tempfile.TemporaryDirectory(prefix="brokerd-bench-stops-") as d:
+        out = Path(d) / "stops.jsonl"
+        try:
+            run(cmd, env={**os.environ, "BROKERD_STOP_COUNTS": str(out)})
+            return json.loads(out.read_text().splitlines()[-1])
+        except (BenchError, OSError, ValueError, IndexError) as e:
+            log(f"stop count failed: {e}")
+            return None
+
+
+def _make_static_project(d: Path, nprogs: int, modules: int) -> Path:
+    """The issue's kind of build: ``nprogs`` programs of ``modules`` generated
+    modules each, linked statically against a small archive and libm."""
+    d.mkdir(parents=True)
+    progs = []
+    for p in range(nprogs):
+        objs = []
+        for m in range(modules):
+            name = f"p{p}_m{m}"
+            (d / f"{name}.c").write_text(
+                "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <math.h>\n"
+                "#include \"util.h\"\n"
+                + "".join(
+                    f"double {name}_f{j}(const char *s, double x) {{ double a = 0; for (size_t k = 0; "
+                    f"k < strlen(s); k++) a += sqrt(x * k + {j}) * util_scale(k); return a + atof(s); }}\n"
+                    for j in range(16))
+                + f"int {name}(void) {{ char b[64]; snprintf(b, sizeof b, \"%d\", {m}); "
+                  f"return (int){name}_f0(b, {p}.0); }}\n")
+            objs.append(f"{name}.o")
+        decls = "".join(f"int p{p}_m{m}(void);\n" for m in range(modules))
+        calls = "".join(f"  s += p{p}_m{m}();\n" for m in range(modules))
+        (d / f"p{p}.c").write_text(f"#include <stdio.h>\n{decls}int main(void) {{\n  int s = 0;\n{calls}"
+                                   "  printf(\"%d\\n\", s);\n  return 0;\n}\n")
+        objs.append(f"p{p}.o")
+        progs.append((f"p{p}", objs))
+    (d / "util.h").write_text("#pragma once\n#include <stddef.h>\ndouble util_scale(size_t k);\n")
+    (d / "util.c").write_text("#include \"util.h\"\ndouble util_scale(size_t k) { return 1.0 + (double)(k % 7) / 8; }\n")
+    rules = "".join(f"{p}: {' '.join(objs)} libutil.a\n\t$(CC) -static -o $@ {' '.join(objs)} libutil.a -lm\n"
+                    for p, objs in progs)
+    (d / "Makefile").write_text(
+        "CFLAGS = -O2\nPROGS = " + " ".join(p for p, _ in progs) + "\nall: $(PROGS)\n"
+        "libutil.a: util.o\n\t$(AR) rcs $@ util.o\n" + rules
+        + "%.o: %.c util.h\n\t$(CC) $(CFLAGS) -c -o $@ $<\n")
     return d
 
 
@@ -964,6 +1081,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_files=max(2, int(20 * min(1.0, a.scale * (0.3 if q else 1.0)))),
         tar_files=max(20, int(2000 * s)),
         quick=q,
+        static_progs=max(1, int(14 * min(1.0, a.scale * (0.15 if q else 1.0)))),
     )
     if a.profile:
         print(profile(max(1000, int(50_000 * a.scale)), Path(a.profile), a.profile_config))

@@ -74,3 +74,21 @@ def test_profile_summary_categorises_stacks(tmp_path):
     assert re.search(r"60\.0% \|\s+—\s+epoll wait", text)
     assert re.search(r"30\.0% \|\s+75\.0%\s+ptrace requests", text)
     assert re.search(r"10\.0% \|\s+25\.0%\s+event formatting", text)
+
+
+@pytest.mark.parametrize("part, seccomp", [("filter", "2"), ("landlock", "0"), ("kernel", "2")])
+def test_bench_parts_run_the_program_under_one_part_without_a_tracer(tmp_path, part, seccomp):
+    # bench/parts.py: what each part of the sandbox costs alone (the "parts" table)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.write_text("secret\n")
+    p = subprocess.run(
+        [sys.executable, "-m", "bench.parts", part, "--policy",
+         f"sandbox:{tmp_path},--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/etc,--ro=/proc", "--",
+         "sh", "-c", f"grep -E '^(Seccomp|TracerPid):' /proc/self/status; cat /etc/hostname >/dev/null; "
+                     f"echo x > {tmp_path}/out; echo made=$?; cat {outside}; echo read=$?"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split()
+    assert lines[:4] == ["TracerPid:", "0", "Seccomp:", seccomp], p.stdout
+    assert "made=0" in lines and (tmp_path / "out").read_text() == "x\n"
+    assert lines[-1] == ("read=0" if part == "filter" else "read=1")  # the layer holds without the broker

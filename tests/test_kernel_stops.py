@@ -117,3 +117,52 @@ def test_a_rule_the_filter_cannot_test_keeps_the_session_traced(authz):
                   "cat /etc/shadow >/dev/null 2>&1 || echo denied")
     assert r.stdout.split() == ["read", "denied"], r.stderr
     assert "kernel alone" not in r.stderr
+
+
+def test_sandbox_limits_of_the_caller_itself_do_not_stop(tmp_path, cprog):
+    # glibc's getrlimit/setrlimit are prlimit64(0, ...): every process of a
+    # build makes a few (gcc: 4 each; 256 stops in a 20-file make -j2).  Under
+    # the layer the sandbox leaves the process-control calls to the broker's
+    # guard, whose pid-0 test is in the filter: no stop; another target still
+    # stops and is judged (test_policies_sandbox.py, test_wall.py)
+    prog = cprog("boxholes")
+    rep, r = _stops(tmp_path, "--policy", f"sandbox:{tmp_path},--ro=/usr,--ro=/lib,--ro=/lib64,--ro={prog}",
+                    "--", str(prog), "prlimit:0", "nice:0", "prlimit:child")
+    assert r.stdout.splitlines() == ["prlimit ok", "nice ok", "prlimit ok"], r.stderr
+    assert rep["stops"].get("prlimit64", 0) == 2, rep  # on the child, by pid (get, then set): judged
+    assert "setpriority" not in rep["stops"], rep
+
+
+def test_processes_with_nothing_to_forget_do_not_stop_at_exec(tmp_path):
+    # a single-threaded process with no scratch region needs no exec event
+    # (ptrace's PTRACE_O_TRACEEXEC): under the sandbox's layer nothing judged
+    # gives the shell or its children a region, so none of the five execs stops
+    box = f"sandbox:{tmp_path},--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/etc"
+    rep, r = _stops(tmp_path, "--policy", box, "--", "sh", "-c", "/bin/true; /bin/true; /bin/true; exec /bin/true")
+    assert r.returncode == 0, r.stderr
+    assert "event:exec" not in rep["stops"], rep
+    assert rep["stops"]["event:vfork"] + rep["stops"].get("event:fork", 0) == 3, rep
+
+
+def test_a_process_given_a_region_still_forgets_it_at_exec(tmp_path, rules):
+    # the exec event is what drops a process's scratch region: a process that
+    # starts without it gets it with its region (here the loader's judged
+    # opens give sh one), or its exec would leave the broker pointing the next
+    # program's judged paths at an address that program maps as it likes
+    # (without: cat's loader fails to open libc, EFAULT)
+    rep, r = _stops(tmp_path, "-e", "trace=openat", "-a", rules(), "--", "sh", "-c", "exec cat /etc/hostname")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == open("/etc/hostname").read()
+    assert rep["stops"]["event:exec"] == 1, rep
+
+
+def test_exec_from_a_second_thread_without_a_region(tmp_path, cprog):
+    # a process with a second thread stops at its exec whatever else it has:
+    # an exec from a non-leader thread takes the leader's tid, which only the
+    # event tells.  Under the sandbox's layer nothing gives it a region
+    prog = cprog("calls")
+    box = f"sandbox:{tmp_path},--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/etc,--ro={prog}"
+    rep, r = _stops(tmp_path, "--policy", box, "--", str(prog), "thread-exec:hi")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "hi\n"
+    assert rep["stops"]["event:exec"] == 1, rep

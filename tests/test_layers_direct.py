@@ -147,3 +147,12 @@ def test_kernel_only_session_refuses_cgroup_and_cpu_wide_perf_events(tree, cprog
     lines = r.stdout.splitlines()
     assert lines[:2] == ["perfcg fail EPERM", "perfall fail EPERM"], r.stderr
     assert "perf ok" in lines, r.stdout
+
+
+def test_a_kernel_only_program_outlives_the_policy_deadline(tree):
+    # the in-process policy answered its handshake under a deadline timer
+    # (ITIMER_REAL), which survives exec: before, every kernel-only session's
+    # program died of SIGALRM at --timeout (5 s by default) after the start
+    pol = policy(tree, "kernel", tree / "box")
+    r = brokerctl("run", "--timeout", "0.5", "--policy", pol, "--", "sh", "-c", "sleep 1.5; echo survived")
+    assert (r.returncode, r.stdout) == (0, "survived\n"), r.stderr

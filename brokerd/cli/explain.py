@@ -12,6 +12,7 @@ evaluates, or the authorizer (a round trip).  What the running kernel lacks
 from __future__ import annotations
 
 import errno
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -53,6 +54,42 @@ def where(a: InProcess, name: str, rule_names: frozenset[str]) -> str:
     return "the authorizer (per call)"
 
 
+#: a directory with more rule paths than this directly in it is summed up (readonly's /dev)
+LISTED = 6
+#: the entries named first when a directory is summed up (the ones people look for)
+FIRST = {n: i for i, n in enumerate(("null", "pts", "tty", "zero", "urandom", "random"))}
+
+
+def layer_lines(spec: LayerSpec) -> list[str]:
+    """The layer for people: its attributes on one line, then one line per
+    set of rights with the paths it is granted beneath, where many files of
+    one directory (every character device in /dev) are counted, a few named."""
+    attrs = [(k, v) for k, v in layer_attrs(spec) if k != "fs"]
+    lines = ["kernel layer: " + " ".join(f'{k}="{v}"' if " " in v else f"{k}={v}" for k, v in attrs)]
+    by_rights: dict[str, list[str]] = {}
+    for k, v in layer_attrs(spec):
+        if k == "fs":
+            rights, _, path = v.partition(" ")
+            by_rights.setdefault(rights, []).append(path)
+    for rights, paths in by_rights.items():
+        lines.append(f"    {rights} beneath: {_paths_text(paths)}")
+    return lines
+
+
+def _paths_text(paths: list[str]) -> str:
+    by_dir: dict[str, list[str]] = {}
+    for p in paths:
+        by_dir.setdefault(os.path.dirname(p) or "/", []).append(p)
+    parts = []
+    for d, ps in by_dir.items():
+        if len(ps) <= LISTED:
+            parts += ps
+            continue
+        names = sorted((os.path.basename(p) for p in ps), key=lambda n: (n not in FIRST, FIRST.get(n, 0), n))
+        parts.append(f"{len(ps)} entries of {d} ({', '.join(names[:LISTED])}, ...)")
+    return ", ".join(parts)
+
+
 def explain(a: InProcess, abi: int, names: Iterable[str], out: Callable[[str], None]) -> None:
     """Print the report for a greeted authorizer on Landlock ABI ``abi``."""
     spec: LayerSpec | None = getattr(a, "layer", None)
@@ -61,7 +98,8 @@ def explain(a: InProcess, abi: int, names: Iterable[str], out: Callable[[str], N
     out(f"policy {a.name} ({'handshake' if a.mode == 'hello' else a.mode + ' mode'}); "
         f"Landlock ABI here: {abi or 'none'}")
     if spec is not None:
-        out("kernel layer: " + " ".join(f'{k}="{v}"' if " " in v else f"{k}={v}" for k, v in layer_attrs(spec)))
+        for line in layer_lines(spec):
+            out(line)
     rule_names = frozenset(r.name for r in a.rules)
     groups: dict[str, list[str]] = {}
     wanted = list(names) or sorted(ABIS["x86_64"].by_name)

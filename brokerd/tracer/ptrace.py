@@ -158,6 +158,10 @@ def seize(pid: int, options: int) -> None:
     ptrace(PTRACE_SEIZE, pid, 0, options)
 
 
+def setoptions(pid: int, options: int) -> None:
+    ptrace(PTRACE_SETOPTIONS, pid, 0, options)
+
+
 def cont(pid: int, sig: int = 0) -> None:
     if _ptrace(PTRACE_CONT, pid, 0, sig) == -1:
         raise _fail(PTRACE_CONT, pid)

@@ -52,7 +52,11 @@ syscalls opted in, so that calls added by new kernels are denied by default::
   clone), including calls unknown to brokerd's tables.  ``--allow-syscall``
   adds to the safe list.
 * ``ioctl(TIOCSTI)`` (typing into the terminal) and namespace flags in
-  ``clone``/``clone3`` are denied with EPERM.
+  ``clone``/``clone3`` are denied with EPERM.  ``clone3`` itself fails with
+  ENOSYS (libc falls back to ``clone``) unless named in ``--allow-syscall``:
+  then each call is judged on the read-only copy of its struct the broker
+  makes (namespace flags EPERM); with ``--no-stable-args`` there is no copy
+  and the broker keeps it ENOSYS.
 
 Limits: the path is read from tracee memory at syscall entry, so another
 thread (or process sharing the memory) can change it after the check, and a
@@ -83,7 +87,7 @@ from brokerd.clients.authorizer import (
     tracer_of,
 )
 from brokerd.protocol.abi import all_names, names_in
-from brokerd.protocol.args import FLAGSETS, constant
+from brokerd.protocol.args import FLAGSETS, constant, value_to_int
 
 #: Run without any check: they act on memory, signals, the process itself or
 #: descriptors that were judged when opened.
@@ -141,6 +145,8 @@ METADATA = READ_PATH - {"execve", "execveat"}
 #: can look: it fails with ENOSYS, so libc falls back to clone
 NAMESPACES = "|".join(n for n, _ in FLAGSETS["unshare_flags"].bits
                       if n.startswith("CLONE_NEW") and n != "CLONE_NEWTIME")  # 0x80: clone's exit signal byte
+#: clone3's namespace flags (its exit signal has a field of its own), for ``--allow-syscall=clone3``
+CLONE3_NAMESPACES = sum(v for n, v in FLAGSETS["unshare_flags"].bits if n.startswith("CLONE_NEW"))
 RULES = ("ioctl arg2=TIOCSTI => skip-fail EPERM", f"clone arg1&{NAMESPACES} => skip-fail EPERM")
 DENIED = ("clone3:ENOSYS",)
 #: what the kernel layer must not settle: link creation (always EPERM here),
@@ -162,11 +168,19 @@ LOOKUPS = names_in("stat") | names_in("lstat") | names_in("fstat") | names_in("s
     "getxattr", "lgetxattr", "listxattr", "llistxattr", "getxattrat", "listxattrat", "chdir"}) & all_names()
 
 
+#: with the layer in force these run unasked too: the broker's guard, which
+#: refuses them outside the session whenever the Landlock wall is up, stops
+#: only those that name another process (pid 0, glibc's getrlimit: no stop;
+#: a build made ~4 prlimit64 stops per process)
+CONTROL = names_in("process-control")
+
+
 def _layer(rw: Sequence[str], ro: Sequence[str], hide_outside: bool):
     """The same box in the kernel: everything beneath the read-write
     directories, read and execute beneath the read-only ones, nothing else."""
+    unjudged = (frozenset() if hide_outside else LOOKUPS) | CONTROL
     return kernel_layer([("all", d) for d in rw] + [("read,execute", d) for d in ro],
-                        fs_handled="all", settle=KEEP_PER_CALL, unjudged=() if hide_outside else sorted(LOOKUPS))
+                        fs_handled="all", settle=KEEP_PER_CALL, unjudged=sorted(unjudged))
 
 
 def _resolve_dir(d: str) -> str:
@@ -191,15 +205,19 @@ def build(argv: Sequence[str]) -> Authorizer:
     rw = tuple(_resolve_dir(d) for d in a.dirs)
     ro_only = tuple(_resolve_dir(d) for d in a.ro)
     ro = rw + ro_only
-    safe = SAFE | {n for s in a.allow_syscall for n in re.split(r"[,+]", s) if n}
+    asked = frozenset(n for s in a.allow_syscall for n in re.split(r"[,+]", s) if n)
+    safe = SAFE | asked
+    # allowed by name, clone3 is judged per call: its flags are in memory, where
+    # the filter cannot look; the broker shows a read-only copy, which the call uses
+    clone3 = asked & {"clone3"}
     denial = skip_fail(a.errno)
     hidden = skip_fail(errno.ENOENT)
     # calls that need no look run without a stop (static allow); calls it
     # names nowhere fail with ENOSYS in the kernel filter; the layer settles
     # opens, exec, mkdir, unlink, rename... where the kernel has Landlock
     # links: always EPERM, in the filter (no escape by planting links)
-    traced = OPEN | MKNOD | READ_PATH | WRITE_PATH | FD_WRITE | SIGNALS | (TARGETED & safe)
-    denied = (*DENIED, *(f"{n}:EPERM" for n in sorted(LINKS & all_names())))
+    traced = OPEN | MKNOD | READ_PATH | WRITE_PATH | FD_WRITE | SIGNALS | (TARGETED & safe) | clone3
+    denied = (*(() if clone3 else DENIED), *(f"{n}:EPERM" for n in sorted(LINKS & all_names())))
     az = Authorizer("sandbox", trace=traced - LINKS, allow=(safe - traced - {"clone3"}) & all_names(),
                     deny=denied, rules=RULES, unknown="deny:ENOSYS", layer=_layer(rw, ro_only, a.hide_outside))
 
@@ -248,6 +266,8 @@ def build(argv: Sequence[str]) -> Authorizer:
             return _fd_write(call, rw, denial)
         if name in SIGNALS or name in TARGETED and name in safe:
             return cont_reply if _same_session(call) else skip_fail(errno.EPERM)
+        if name in clone3:
+            return skip_fail(errno.EPERM) if _clone3_flags(call) & CLONE3_NAMESPACES else cont_reply
         if name in safe:  # asked only with --allow-syscall of a traced call
             return cont_reply
         return skip_fail(errno.ENOSYS)
@@ -263,6 +283,13 @@ def _fd_write(call: Syscall, rw: Sequence[str], denial: object) -> object:
     if target is not None and (not target.startswith("/") or path_under(target, rw)):
         return cont()
     return denial
+
+
+def _clone3_flags(call: Syscall) -> int:
+    """clone3's flags (0 when its struct cannot be read: the kernel then fails
+    the call itself, EFAULT or EINVAL)."""
+    v = call.field(0, "flags")
+    return 0 if v is None else value_to_int(v, "clone3_flags")
 
 
 def _harmless_node(call: Syscall) -> bool:

@@ -66,7 +66,12 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         struct args ca;
-        if (!strcmp(a, "plain") || !strcmp(a, "untraced")) {
+        if (!strcmp(a, "newuser")) {
+            /* a namespace flag, which only a look at the struct can see */
+            long p = fork3(&ca, CLONE_NEWUSER);
+            printf("%s: clone3 %s\n", a, p > 0 ? "ok" : strerrorname_np(errno));
+            if (p > 0) child_status(p);
+        } else if (!strcmp(a, "plain") || !strcmp(a, "untraced")) {
             long p = fork3(&ca, a[0] == 'u' ? UNTRACED : 0);
             const char *how = p > 0 ? "ok" : strerrorname_np(errno);
             printf("%s: clone3 %s, child open %s\n", a, how, open_result(child_status(p)));

@@ -20,6 +20,9 @@ OPTIONS = (
     | pt.O_TRACESECCOMP
     | pt.O_EXITKILL
 )
+#: a launched tracee that needs no exec event (Stops._choose_exec_events): seized,
+#: an exec then stops nothing at all (no event, no SIGTRAP)
+OPTIONS_NO_EXEC = OPTIONS & ~pt.O_TRACEEXEC
 SYSCALL_STOP = signal.SIGTRAP | 0x80
 STOP_SIGNALS = frozenset((signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU))
 EVENT_NAMES = {pt.EVENT_FORK: "fork", pt.EVENT_VFORK: "vfork", pt.EVENT_CLONE: "clone"}

@@ -88,9 +88,10 @@ class Filter(ShimBase):
                 else:
                     action = stop  # i386's old mmap passes its flags in memory
                 action = self._flag_rule(name, action, stop, installs_stop=guard_region and self._pins_opens())
-                if name in CONTROL and action == stop and "pid" in spec.args and self._stops_for_guard_only(name):
-                    # prlimit64(0, ...) (glibc's getrlimit), sched_setaffinity(0, ...): the caller itself
-                    action = seccomp.ArgEquals(spec.args.index("pid"), 0, seccomp.RET_ALLOW, stop, low32=True)
+                if name in CONTROL and action == stop and self._stops_for_guard_only(name):
+                    # prlimit64(0, ...) (glibc's getrlimit), sched_setaffinity(0, ...),
+                    # setpriority(PRIO_PROCESS, 0, ...): the caller itself
+                    action = _self_only(spec, stop)
                 if control_outside is not None and name in CONTROL and action == seccomp.RET_ALLOW:
                     action = _self_only(spec, control_outside)
                 if control_outside is not None and action == seccomp.RET_ALLOW:

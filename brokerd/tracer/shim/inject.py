@@ -32,6 +32,7 @@ class Inject(ShimBase):
         takes and seals it), mmap it read-only and shared, close the fd; then
         rewind so the interrupted call runs again and gets decision ``d``."""
         assert t.abi is not None
+        self._set_exec_events(t, True)  # its exec must drop the region (single-threaded, or it has it)
         saved = pt.Regs()
         ctypes.memmove(ctypes.addressof(saved), ctypes.addressof(regs), ctypes.sizeof(regs))
         t.saved_regs = saved

@@ -17,6 +17,7 @@ from .. import ptrace as pt
 from .base import ShimBase, _symbolizer
 from .consts import (
     OPTIONS,
+    OPTIONS_NO_EXEC,
     TERMINAL_SIGNALS,
 )
 from .errors import LaunchError
@@ -158,6 +159,7 @@ class Launch(ShimBase):
     def launch(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
         """Fork, let the tracer seize the child, install the filter, exec ``argv``."""
         insns = self.build_filter()
+        self.exec_everywhere = self._symbolizer is not None or any("exec" in a.events for a in self.stack)
 
         def prepare(go: int) -> None:
             os.read(go, 1)  # wait until we are seized
@@ -165,7 +167,7 @@ class Launch(ShimBase):
 
         pid, go = self._spawn(argv, env, prepare)
         try:
-            pt.seize(pid, OPTIONS)
+            pt.seize(pid, OPTIONS if self.exec_everywhere else OPTIONS_NO_EXEC)
         except OSError as e:
             os.kill(pid, signal.SIGKILL)
             os.close(go)
@@ -237,7 +239,7 @@ class Launch(ShimBase):
     def _started(self, pid: int, go: int) -> None:
         """The broker holds the program: record it and let it exec."""
         self.main_pid = pid
-        self.threads[pid] = _Thread(pid, pid, startup=False, announced=True)
+        self.threads[pid] = _Thread(pid, pid, startup=False, announced=True, exec_events=self.exec_everywhere)
         os.write(go, b"go")
         os.close(go)
 

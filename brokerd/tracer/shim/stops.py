@@ -22,6 +22,8 @@ from ..states import strays_text
 from .base import ShimBase
 from .consts import (
     EVENT_NAMES,
+    OPTIONS,
+    OPTIONS_NO_EXEC,
     STOP_SIGNALS,
     SYSCALL_STOP,
 )
@@ -66,11 +68,14 @@ class Stops(ShimBase):
             if child in self._gone_unannounced:  # it already ran, stopped and exited
                 self._gone_unannounced.discard(child)
             else:
-                if child not in self.threads:
-                    self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else tgid_of(child))
+                if child not in self.threads:  # (its options are its parent's until its first stop)
+                    self.threads[child] = _Thread(child, child if event != pt.EVENT_CLONE else tgid_of(child),
+                                                  exec_events=t.exec_events)
                 c = self.threads[child]
                 c.announced = True
-                if c.tgid != t.tgid and t.tgid in self._regions and not c.execed:
+                if c.tgid == t.tgid:  # a second thread: an exec in this process may now change tids
+                    self._set_exec_events(t, True)
+                elif t.tgid in self._regions and not c.execed and c.exec_events:
                     self._regions[c.tgid] = self._regions[t.tgid]  # the shared mapping is inherited
                 if t.tgid in self._own_filters:  # so are seccomp filters
                     self._own_filters.add(c.tgid)
@@ -86,6 +91,8 @@ class Stops(ShimBase):
         elif event == pt.EVENT_STOP:
             self.stops.add("event:stop")
             if t.startup or sig not in STOP_SIGNALS:
+                if t.startup:
+                    self._choose_exec_events(t)
                 t.startup = False
                 self._resume(tid)
             elif self._detaching:
@@ -114,6 +121,28 @@ class Stops(ShimBase):
             pt.syscall(tid, sig)  # (mid-injection, after a group-stop: the injected call's exit must stop)
         else:
             pt.cont(tid, sig)
+
+    def _choose_exec_events(self, t: _Thread) -> None:
+        """At a new tracee's first stop: does it need to stop at its exec?
+        The exec event is what tells the shim that a process's scratch region
+        (the mapping is gone) and its tids (an exec from a non-leader thread
+        takes the leader's) changed; a single-threaded process with no region
+        needs neither, unless someone wants exec events (or callers' symbols).
+        A process that is given a region or a second thread later gets the
+        event then (:meth:`_set_exec_events`, while that thread is stopped:
+        every other thread of a process that has several already has it).
+        A build: one stop fewer per process, a quarter of its stops."""
+        if self.attached:
+            return  # attach keeps its own options
+        want = self.exec_everywhere or t.tid != t.tgid or bool(self._regions)
+        pt.setoptions(t.tid, OPTIONS if want else OPTIONS_NO_EXEC)  # its parent's until now
+        t.exec_events = want
+
+    def _set_exec_events(self, t: _Thread, on: bool) -> None:
+        """Give stopped tracee ``t`` the exec event (or take it away)."""
+        if t.exec_events != on and not self.attached:
+            pt.setoptions(t.tid, OPTIONS if on else OPTIONS_NO_EXEC)
+            t.exec_events = on
 
     def _to_exit_stop(self, t: _Thread) -> None:
         """Resume to the syscall-exit stop of the current call."""

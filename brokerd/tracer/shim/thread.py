@@ -74,6 +74,8 @@ class _Thread:
     #: it exec'd: a fork event arriving late must not hand it its parent's scratch region
     #: (an execve nobody stops, e.g. one a kernel layer settles, can win that race)
     execed: bool = False
+    #: its ptrace options include TRACEEXEC: an exec stops it (PTRACE_EVENT_EXEC)
+    exec_events: bool = True
     t0: float = 0.0
     running: bool = True
 
