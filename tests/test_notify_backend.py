@@ -39,12 +39,12 @@ def test_same_verdicts_on_both_backends(authz, cprog, backend):
 
 
 def _child_sh(p: subprocess.Popen) -> int:
-    """The program (``sh -c 'while ...'``) brokerctl ``p`` launched, once it runs (a loaded
-    machine starts slowly); by its command line: brokerctl's other children run ``sh`` for a
-    moment too (an authorizer's ``sh -c 'exec CMD'``, the shell that starts its warden)."""
+    """The program (``sh -c 'while ...'``) brokerctl ``p`` launched, once it
+    runs (a loaded machine starts slowly); not the ``sh -c`` that starts an
+    authorizer, a child of brokerctl too for a moment."""
     def find() -> int | None:
-        out = subprocess.run(["pgrep", "-P", str(p.pid), "-f", "^sh -c while "],
-                             capture_output=True, text=True).stdout.split()
+        out = subprocess.run(["pgrep", "-P", str(p.pid), "-f", "^sh -c while"], capture_output=True,
+                             text=True).stdout.split()
         assert p.poll() is None, p.communicate()[1]
         return int(out[0]) if out else None
     return wait_for(find, 30, "the launched program")

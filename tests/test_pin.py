@@ -125,3 +125,19 @@ def test_a_program_with_its_own_filter_keeps_its_opens_unpinned(cprog, rules, ho
     assert native == "open ok\nchild-open ok\n"
     r = brokerctl("run", "-e", "trace=openat", "-a", rules(), "--", *argv)
     assert r.stdout == native, r.stderr
+
+
+@pytest.mark.parametrize("via", ["pinned", "checked-at-exit"])
+def test_open_restarted_after_a_signal_handler_opens_what_the_program_asked(cprog, rules, tmp_path, via):
+    """An open of a FIFO blocks; a signal handler (SA_RESTART) opens another
+    file meanwhile; the kernel then runs the interrupted open again with the
+    registers the broker had set, which pointed at the thread's scratch slot,
+    by then holding the handler's path: the program's open returned the
+    handler's file ("parent other" pinned, ENOENT on the check-at-exit path,
+    both before the fix).  Now the program's own registers go back at the
+    signal stop and the restarted open is judged again."""
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "via")  # a symlink in the path: not pinned
+    fifo = tmp_path / ("real" if via == "pinned" else "via") / "fifo"
+    r = brokerctl("run", "-e", "trace=openat", "-a", rules(), "--", str(cprog("sigrestart")), str(fifo), "/etc/hostname")
+    assert sorted(r.stdout.splitlines()) == ["parent fifo", "writer ok"], r.stdout + r.stderr[-1000:]

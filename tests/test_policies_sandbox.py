@@ -282,3 +282,7 @@ def test_clone3_allowed_by_name_is_judged_on_its_flags(box, cprog):
                                      "newuser: clone3 EPERM"], r.stderr
     r = brokerctl("run", "--policy", f"sandbox:{box},{SYSTEM_RO},--ro={os.path.dirname(prog)}", "--", prog, "plain")
     assert r.stdout.splitlines() == ["plain: clone3 ENOSYS, child open died"], r.stderr  # not allowed: libc falls back
+    # no read-only copy to judge (--no-stable-args): the broker keeps it ENOSYS
+    r = brokerctl("run", "--no-stable-args", "--policy",
+                  f"sandbox:{box},{SYSTEM_RO},--ro={os.path.dirname(prog)},--allow-syscall=clone3", "--", prog, "newuser")
+    assert r.stdout.splitlines() == ["newuser: clone3 ENOSYS"], r.stderr

@@ -155,7 +155,7 @@ class Entry(ShimBase):
         ev_id = self._next_id
         self._next_id += 1
         notes = _path_notes(t.tid, spec, raw, args) if "path" in spec.args else ()
-        t.verify = t.pin = None
+        t.verify = t.pin = t.repointed = None
         if self.stable_args and spec.name in OPEN_CALLS and notes:
             t.verify, real = self._expected_object(t, spec, raw, args, spec.name in PIN_FORMS and self._may_pin(t, abi))
             if real is not None:

@@ -195,9 +195,11 @@ class Pin(ShimBase):
         how_at = addrs[0]
         region.write(how_at, blob)
         regs = pt.getregs(t.tid, self._regs)
-        for name, v in zip(abi.arg_regs, (AT_FDCWD, how_at + HOW_ROOM, how_at, len(pin.how)), strict=False):
-            setattr(regs, name, v & MASK64)
-        regs.orig_rax = SYS_OPENAT2
+        new = dict(zip(abi.arg_regs, (AT_FDCWD & MASK64, how_at + HOW_ROOM, how_at, len(pin.how)), strict=False))
+        new["orig_rax"] = SYS_OPENAT2
+        t.repointed = {name: (v, getattr(regs, name)) for name, v in new.items()}
+        for name, v in new.items():
+            setattr(regs, name, v)
         pt.setregs(t.tid, regs)
         t.verify = None  # the kernel follows no symlink: what it opens is the judged path
         return True

@@ -83,15 +83,23 @@ class Rewriter(ShimBase):
                 values[i] = addr
         names = t.abi.arg_regs
         if not d.rewritten:  # the same call: only the copied pointers (and a sockaddr's length) move
+            moved = {}
             for i, v in enumerate(values):
                 if i >= len(t.raw) or v != t.raw[i]:
                     pt.set_reg(t.tid, names[i], v & MASK64)  # one POKEUSER each, not GETREGS+SETREGS
+                    moved[names[i]] = (v & MASK64, t.raw[i] if i < len(t.raw) else 0)
+            if moved:  # the call's number too, so only this very call matches (signals.py)
+                nr = spec.nr | t.abi.nr_bit
+                moved["orig_rax"] = (nr, nr)
+            t.repointed = moved or None
             t.spec = spec
             return True
         regs = pt.getregs(t.tid, self._regs)
-        for name, v in zip(names, values, strict=False):
-            setattr(regs, name, v & MASK64)
-        regs.orig_rax = spec.nr | t.abi.nr_bit
+        new = {name: v & MASK64 for name, v in zip(names, values, strict=False)}
+        new["orig_rax"] = spec.nr | t.abi.nr_bit
+        t.repointed = {name: (v, getattr(regs, name)) for name, v in new.items()}
+        for name, v in new.items():
+            setattr(regs, name, v)
         pt.setregs(t.tid, regs)
         t.spec = spec
         return True

@@ -18,8 +18,12 @@ from brokerd.protocol.types import (
 
 from .. import ptrace as pt
 from .base import ShimBase
-from .consts import FORWARDED_SIGNALS, SI_USER, TERMINAL_SIGNALS, TTY_STOP_SIGNALS
+from .consts import FORWARDED_SIGNALS, MASK64, SI_USER, TERMINAL_SIGNALS, TTY_STOP_SIGNALS
 from .thread import _Thread
+
+#: ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND: the kernel runs the call again with the
+#: registers it then has (ERESTART_RESTARTBLOCK runs restart_syscall instead)
+RESTARTING = frozenset({512, 513, 514})
 
 
 class Signals(ShimBase):
@@ -50,6 +54,8 @@ class Signals(ShimBase):
                 pass
 
     def _on_signal(self, t: _Thread, sig: int) -> None:
+        if t.repointed is not None and t.state != "inject":
+            self._unpoint_restart(t)
         if t.state == "inject":  # mid-injection: deliver as is, keep catching our calls' exits
             t.running = True
             pt.syscall(t.tid, sig)
@@ -63,6 +69,24 @@ class Signals(ShimBase):
         t.state = "ask"
         t.t0 = time.monotonic()
         self._ask_signal(t, ev, 0, sig)
+
+    def _unpoint_restart(self, t: _Thread) -> None:
+        """A signal interrupted the call the broker had pointed at its scratch
+        slot (a stable copy, a rewrite, a pinned open), and the kernel will
+        run that call again (``-ERESTART*``) after the handler, with the
+        registers as they are: by then the handler's own judged calls may
+        have filled the slot with their bytes, and the call would run with
+        them (an open of a FIFO returned the handler's file).  The program's
+        own registers go back instead, so the call comes back as the program
+        made it, stops and is judged again, as natively it simply runs again."""
+        changed, t.repointed = t.repointed, None
+        assert changed is not None
+        regs = pt.getregs(t.tid, self._regs)
+        if (-regs.rax) & MASK64 not in RESTARTING or any(getattr(regs, n) != v for n, (v, _) in changed.items()):
+            return  # not our call, or not to be restarted
+        for name, (_, own) in changed.items():
+            setattr(regs, name, own)
+        pt.setregs(t.tid, regs)
 
     def _ask_signal(self, t: _Thread, ev: SignalEvent, i: int, sig: int) -> None:
         if i == len(self._signal_order):

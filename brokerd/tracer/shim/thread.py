@@ -68,6 +68,9 @@ class _Thread:
     saved_view: mmap.mmap | None = None  # the shim's mapping of a scratch region being set up
     verify: tuple | None = None  # what an open must have opened (see _expected_object)
     pin: Pinned | None = None  # the open as openat2 of its judged real path (pin.py), or None
+    #: the registers the broker changed for the call it let run: {name: (set, program's own)};
+    #: a restart after a signal gets the program's own back (Signals._unpoint_restart)
+    repointed: dict[str, tuple[int, int]] | None = None
     undo_step: bool = False  # an undone open was stepped: its sysret is still owed
     map_flags: int = 0  # extra flags of the injected mmap of the scratch region
     guard_exit: bool = False  # the guard checks what this open opened (no Landlock wall)
