@@ -125,6 +125,30 @@ def test_kernel_only_session_cannot_change_processes_outside(tree):
         victim.wait()
 
 
+def test_kernel_only_session_refuses_cgroup_and_cpu_wide_perf_events(tree, cprog):
+    """perf_event_open of a cgroup (PERF_FLAG_PID_CGROUP) or of every process
+    on a CPU (pid -1) samples other sessions' brokers too, and no Landlock
+    domain looks at it; a kernel-only session has no guard to refuse it, so
+    the filter does.  Before, the program opened both; one on itself still works."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: without CAP_PERFMON the kernel refuses these events itself")
+    mount = next((ln.split(" - ")[0].split()[4] for ln in open("/proc/self/mountinfo") if " - cgroup2 " in ln), None)
+    path = next((ln[3:].strip() for ln in open("/proc/self/cgroup") if ln.startswith("0::")), None)
+    reach = cprog("reach")
+    cgroup = f"{mount}{path}"
+    native = subprocess.run(["sh", "-c", f"{reach} perfcg {cgroup}; {reach} perfall"],
+                            capture_output=True, text=True).stdout
+    if mount is None or path is None or native != "perfcg ok\nperfall ok\n":
+        pytest.skip(f"no cgroup-v2 perf events here ({native.strip()!r})")
+    pol = policy(tree, "kernel", tree / "box")
+    r = brokerctl("run", "--policy", pol, "--", "sh", "-c",
+                  f"{reach} perfcg {cgroup}; {reach} perfall; exec {reach} peek $$")
+    assert "no tracer" in r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["perfcg fail EPERM", "perfall fail EPERM"], r.stderr
+    assert "perf ok" in lines, r.stdout
+
+
 def test_a_kernel_only_program_outlives_the_policy_deadline(tree):
     # the in-process policy answered its handshake under a deadline timer
     # (ITIMER_REAL), which survives exec: before, every kernel-only session's

@@ -17,6 +17,14 @@ def _status(pid: int) -> dict[str, str]:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
+def _tracer_of(pid: int) -> str | None:
+    """Its TracerPid; None when it is gone (strace forks short-lived probe children)."""
+    try:
+        return _status(pid)["TracerPid"].strip()
+    except FileNotFoundError:
+        return None
+
+
 def _lines(path) -> list[str]:
     return path.read_text().splitlines()
 
@@ -98,7 +106,7 @@ def test_attach_refusals():
     try:
         def traced_child() -> int | None:
             kids = subprocess.run(["pgrep", "-P", str(sleeper.pid)], capture_output=True, text=True).stdout.split()
-            return next((int(k) for k in kids if _status(int(k))["TracerPid"].strip() == str(sleeper.pid)), None)
+            return next((int(k) for k in kids if _tracer_of(int(k)) == str(sleeper.pid)), None)
 
         end = time.monotonic() + 20
         while (child := traced_child()) is None:

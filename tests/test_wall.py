@@ -286,6 +286,32 @@ def test_ptrace_mode_calls_do_not_reach_outside(mode, ctl, victim, cprog):
     assert r.stdout.splitlines() == want, r.stderr
 
 
+def _own_cgroup2_dir() -> str | None:
+    """This process's cgroup-v2 directory (the broker's and its program's too), or None."""
+    mount = next((ln.split(" - ")[0].split()[4] for ln in open("/proc/self/mountinfo") if " - cgroup2 " in ln), None)
+    path = next((ln[3:].strip() for ln in open("/proc/self/cgroup") if ln.startswith("0::")), None)
+    return mount + path if mount and path else None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cgroup_and_cpu_wide_perf_events_do_not_reach_the_broker(mode, ctl, cprog):
+    """perf_event_open with PERF_FLAG_PID_CGROUP takes a cgroup's descriptor
+    where the pid goes, and pid -1 means every process on a CPU: both sample
+    the broker's processes too (their registers and stacks), and no Landlock
+    domain looks at them.  Before, the guard read the descriptor as a pid
+    (and -1 as none) and let both through; now they are refused."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: without CAP_PERFMON the kernel refuses these events itself")
+    cgroup, reach = _own_cgroup2_dir(), cprog("reach")
+    native = subprocess.run([reach, "perfcg", str(cgroup)], capture_output=True, text=True).stdout \
+        + subprocess.run([reach, "perfall"], capture_output=True, text=True).stdout
+    if cgroup is None or native != "perfcg ok\nperfall ok\n":
+        pytest.skip(f"no cgroup-v2 perf events here ({native.strip()!r})")
+    r = ctl(mode, "run", "--", "sh", "-c", f"{reach} perfcg {cgroup}; {reach} perfall; exec {reach} peek $$")
+    want = ["perfcg fail EPERM", "perfall fail EPERM"] + [f"{c} ok" for c in PEEK]  # its own: as natively
+    assert r.stdout.splitlines() == want, r.stderr
+
+
 @pytest.mark.parametrize("mode", ["refused", "opted-out"])
 def test_symlink_into_proc_is_caught_by_the_guard(mode, ctl, victim, cprog, tmp_path):
     authz, pidfile, _ = victim

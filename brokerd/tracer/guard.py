@@ -81,6 +81,12 @@ _GROUP = names_in("signal-group")
 _SIGNALS = names_in("signal-send")
 #: reach another process without ptrace-mode access, so a Landlock domain lets them through
 _NO_ACCESS_CHECK = frozenset({"pidfd_open", "process_mrelease"})
+#: calls whose ``pid`` argument is no pid when a flag is set: (flags argument,
+#: bit).  perf_event_open's PERF_FLAG_PID_CGROUP makes it a cgroup directory's
+#: descriptor: every process in that cgroup (and beneath it) on a CPU
+PID_AS_CGROUP: dict[str, tuple[int, int]] = {"perf_event_open": (4, 0x4)}
+#: calls where a ``pid`` of -1 means every process (perf_event_open: on a CPU)
+PID_MEANS_ALL = frozenset({"perf_event_open"})
 
 
 def _open_args() -> dict[str, tuple[int | None, int]]:
@@ -234,6 +240,10 @@ class Guard:
                       caller_tgid: int) -> tuple[str, int] | None:
         if target.ptrace and raw[0] == PTRACE_TRACEME:
             return None  # names no other process
+        if _wide(name, target, raw):
+            # every process on a CPU, or a cgroup's: the broker's are among them, or can be
+            # moved there by the root (or CAP_PERFMON) such a call needs (as kill(-1): refused)
+            return ("deny", E.EPERM)
         if name in CONTROL:
             return self._judge_control(name, target, raw, caller_tgid)
         pids = [_s32(raw[i]) for i in target.pids if i < len(raw)]
@@ -356,6 +366,15 @@ class Guard:
             if st is not None and st[0] == pgrp:
                 out.append(p)
         return out
+
+
+def _wide(name: str, target: _Target, raw: Sequence[int]) -> bool:
+    """Does the call aim at a cgroup (its pid argument a descriptor) or at
+    every process (pid -1), rather than at one process?"""
+    flag = PID_AS_CGROUP.get(name)
+    if flag is not None and len(raw) > flag[0] and raw[flag[0]] & flag[1]:
+        return True
+    return name in PID_MEANS_ALL and any(_s32(raw[i]) == -1 for i in target.pids if i < len(raw))
 
 
 def _owner_of(form: str, arg: int, tid: int) -> tuple[int, int]:

@@ -17,6 +17,9 @@
  *                              "ownrace WHAT won N" (times PID became the owner) or "ownrace WHAT never"
  *   reach peek PID             get_robust_list, move_pages (status only), migrate_pages (node 0 to
  *                              node 0) and perf_event_open (a software clock) on PID: one line each
+ *   reach perfcg DIR           perf_event_open of the cgroup DIR on CPU 0 (PERF_FLAG_PID_CGROUP: the
+ *                              pid argument is DIR's descriptor)
+ *   reach perfall              perf_event_open of every process on CPU 0 (pid -1)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -103,11 +106,27 @@ static int owner_race(int fd, int ioctl_form, int target, int n) {
     return won;
 }
 
+/* a software clock event on CPU 0 of `pid` (flags: how pid reads) */
+static long perf_on_cpu0(int pid, unsigned long flags) {
+    struct perf_event_attr attr = {.type = PERF_TYPE_SOFTWARE, .size = sizeof attr,
+                                   .config = PERF_COUNT_SW_CPU_CLOCK, .disabled = 1};
+    return syscall(SYS_perf_event_open, &attr, pid, 0, -1, flags);
+}
+
 int main(int argc, char **argv) {
     char path[64];
+    if (argc == 2 && !strcmp(argv[1], "perfall")) {
+        report("perfall", perf_on_cpu0(-1, 0));
+        return 0;
+    }
     if (argc < 3)
         return 2;
     const char *mode = argv[1];
+    if (!strcmp(mode, "perfcg")) {
+        int dfd = open(argv[2], O_RDONLY | O_DIRECTORY);
+        report("perfcg", dfd < 0 ? dfd : perf_on_cpu0(dfd, PERF_FLAG_PID_CGROUP));
+        return 0;
+    }
     if (!strcmp(mode, "via")) {
         report("via", open(argv[2], O_RDWR));
         return 0;

@@ -10,7 +10,15 @@ from brokerd.protocol.abi import ABIS, Abi, SyscallSpec
 from brokerd.protocol.args import WHO_TARGETS
 
 from .. import seccomp
-from ..guard import CONTROL, OWNER_BY_CALL, OWNER_CALLS, OWNER_CMD_BIT, OWNER_KIND
+from ..guard import (
+    CONTROL,
+    OWNER_BY_CALL,
+    OWNER_CALLS,
+    OWNER_CMD_BIT,
+    OWNER_KIND,
+    PID_AS_CGROUP,
+    PID_MEANS_ALL,
+)
 from .base import ShimBase
 from .consts import (
     CLONE_UNTRACED,
@@ -86,6 +94,8 @@ class Filter(ShimBase):
                     action = _self_only(spec, stop)
                 if control_outside is not None and name in CONTROL and action == seccomp.RET_ALLOW:
                     action = _self_only(spec, control_outside)
+                if control_outside is not None and action == seccomp.RET_ALLOW:
+                    action = _one_process_only(name, spec, control_outside)
                 if what == "allow":  # the members' argument rules, in front of the broker's own tests
                     action = self._behind_rules(abi, spec, kernel, stop, action)
                 if handoff is not None and name == "sendmsg" and isinstance(action, int):
@@ -190,6 +200,20 @@ class Filter(ShimBase):
         for cmd in sorted(OWNER_BY_CALL[name]):
             rule = seccomp.ArgEquals(1, cmd, stop, rule, low32=True)
         return rule
+
+
+def _one_process_only(name: str, spec: SyscallSpec, other: int) -> seccomp.Action:
+    """``other`` for a call aimed at a cgroup (its pid argument a descriptor)
+    or at every process (pid -1), where the guard would refuse it
+    (perf_event_open: it samples other sessions' brokers too, and no
+    Landlock domain looks at it); the call as it was otherwise."""
+    action: seccomp.Action = seccomp.RET_ALLOW
+    if name in PID_MEANS_ALL:
+        action = seccomp.ArgEquals(spec.args.index("pid"), 0xFFFFFFFF, other, action, low32=True)
+    if name in PID_AS_CGROUP:
+        flags, bit = PID_AS_CGROUP[name]
+        action = seccomp.FlagTest(flags, bit, other, action)
+    return action
 
 
 def _self_only(spec: SyscallSpec, other: int) -> seccomp.Action:
