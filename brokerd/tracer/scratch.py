@@ -60,6 +60,10 @@ class Region:
     size: int = field(default_factory=lambda: REGION_SIZE)  # read when made (tests shrink it)
     slots: dict[int, int] = field(default_factory=dict)  # tid -> offset
     free: list[int] = field(default_factory=list)
+    ident: tuple[int, int] = (0, 0)  # the memfd's (st_dev, st_ino): what /proc/PID/maps must show at addr
+    #: the shim's resume count when the region became complete (mapped and sealed): only a
+    #: thread let run after that can have forked a child holding the sealed mapping
+    ready: int | None = None
 
     def __post_init__(self) -> None:
         if not self.free and not self.slots:
@@ -104,9 +108,10 @@ class Region:
             self.free.append(off)
 
 
-def adopt(tid: int, remote_fd: int) -> tuple[int, mmap.mmap]:
+def adopt(tid: int, remote_fd: int) -> tuple[mmap.mmap, tuple[int, int]]:
     """Take the tracee's memfd into the shim, size it, map it writable here,
-    seal it.  Returns the shim's descriptor (the caller closes it) and the view."""
+    seal it.  Returns the view (which keeps the memory alive) and the memfd's
+    (st_dev, st_ino), by which :func:`mapped_in` knows the tracee's mapping."""
     where = f"/proc/{tid}/fd/{remote_fd}"
     try:
         fd = os.open(where, os.O_RDWR | os.O_CLOEXEC)
@@ -118,7 +123,30 @@ def adopt(tid: int, remote_fd: int) -> tuple[int, mmap.mmap]:
         os.ftruncate(fd, REGION_SIZE)
         view = mmap.mmap(fd, REGION_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL)
-    except OSError:
+        st = os.fstat(fd)
+    finally:
         os.close(fd)
-        raise
-    return fd, view
+    return view, (st.st_dev, st.st_ino)
+
+
+def mapped_in(pid: int, region: Region) -> bool:
+    """Does process ``pid`` map ``region``'s memfd over the whole region,
+    read-only and shared, from offset 0 (one line of /proc/PID/maps)?
+
+    The shim writes the region through its own mapping of the memfd; a
+    process believed to have the region without this mapping would have the
+    kernel read the judged copies from memory of its own (a child forked
+    before the region's mmap completed, or after ``MADV_DONTFORK`` on it),
+    so it is asked rather than assumed.  False when ``pid`` is gone."""
+    want = f"{region.addr:08x}-{region.addr + region.size:08x} r--s 00000000 "  # as the kernel pads
+    dev, ino = region.ident
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                if line.startswith(want):
+                    fields = line.split()
+                    major, minor = (int(x, 16) for x in fields[3].split(":"))
+                    return int(fields[4]) == ino and os.makedev(major, minor) == dev
+    except (OSError, ValueError, IndexError):
+        return False
+    return False
