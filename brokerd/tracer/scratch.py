@@ -30,6 +30,8 @@ import mmap
 import os
 from dataclasses import dataclass, field
 
+from .procfs import read_whole
+
 # 4096 slots: one per live thread that made a judged call.  Address space
 # only: pages are used as slots are written.  A forked child shares its
 # parent's region (and gives its slot back at exec or exit); past 4096 live
@@ -138,15 +140,15 @@ def mapped_in(pid: int, region: Region) -> bool:
     kernel read the judged copies from memory of its own (a child forked
     before the region's mmap completed, or after ``MADV_DONTFORK`` on it),
     so it is asked rather than assumed.  False when ``pid`` is gone."""
-    want = f"{region.addr:08x}-{region.addr + region.size:08x} r--s 00000000 "  # as the kernel pads
-    dev, ino = region.ident
+    want = f"\n{region.addr:08x}-{region.addr + region.size:08x} r--s 00000000 ".encode()  # as the kernel pads
     try:
-        with open(f"/proc/{pid}/maps") as f:
-            for line in f:
-                if line.startswith(want):
-                    fields = line.split()
-                    major, minor = (int(x, 16) for x in fields[3].split(":"))
-                    return int(fields[4]) == ino and os.makedev(major, minor) == dev
+        maps = b"\n" + read_whole(f"/proc/{pid}/maps")
+        at = maps.find(want)
+        if at < 0:
+            return False
+        fields = maps[at + 1:maps.find(b"\n", at + 1)].split()
+        major, minor = (int(x, 16) for x in fields[3].split(b":"))
+        return (int(fields[4]), os.makedev(major, minor)) == (region.ident[1], region.ident[0])
     except (OSError, ValueError, IndexError):
         return False
-    return False
+
