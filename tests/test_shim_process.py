@@ -279,3 +279,46 @@ def test_signal_events_suppress_replace_deliver(authz):
     r = brokerctl("run", "-a", authz(SIGNAL_POLICY), "--", sys.executable, "-c", SIGNAL_PROG)
     assert r.stdout == "got HUP\nafter\n", r.stderr
     assert r.returncode == 128 + signal.SIGTERM  # SIGUSR2 was replaced by SIGTERM
+
+
+BUSY_POLICY = '''
+from brokerd.clients.authorizer import Authorizer, cont
+
+az = Authorizer("busy")
+
+
+@az.on("openat")
+def openat(call):
+    return cont()
+
+
+if __name__ == "__main__":
+    az.main()
+'''
+
+
+@pytest.mark.parametrize("where", ["inproc", "process"])
+def test_sigterm_reaches_a_busy_multithreaded_program(cprog, tmp_path, where):
+    """32 threads open files in a loop, every call judged: in-process (or by
+    an authorizer whose reply is read right after its question) there is
+    always another stop waiting, and a broker that drained every waiting stop
+    before looking at anything else never read its SIGTERM: it ran on until
+    the program ended by itself.  Stops are now handled in batches, and the
+    loop serves its signals between them."""
+    (tmp_path / "busypol.py").write_text(BUSY_POLICY)
+    a = "py:busypol:az" if where == "inproc" else f"{sys.executable} -u {tmp_path / 'busypol.py'}"
+    going = tmp_path / "going"
+    p = subprocess.Popen([*BROKERCTL, "run", "-e", "trace=openat", "-a", a, "--", str(cprog("openloop")), "32",
+                          str(going)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    try:
+        wait_for(going.exists, 120, "5000 calls")
+        p.send_signal(signal.SIGTERM)
+        try:
+            _, err = p.communicate(timeout=10)  # (about 0.1 s here; 8 s and more before the fix)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("brokerctl still runs 10 s after SIGTERM: the signal was not read") from None
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == 128 + signal.SIGTERM, err

@@ -32,6 +32,8 @@ from .libc import _libc, _signalfd
 WATCHED = (signal.SIGCHLD, *FORWARDED_SIGNALS, *TERMINAL_SIGNALS, *TTY_STOP_SIGNALS)
 #: bytes read from the signalfd at once (16 signalfd_siginfo records)
 SIGNALFD_READ = 128 * 16
+#: stops handled per turn of the loop before it looks at its other sources again
+REAP_BATCH = 64
 
 
 def _no_children() -> None:
@@ -58,6 +60,10 @@ class EventLoop:
         self.on_signal: Callable[[int, int], None] = self._before_the_program
         #: SIGCHLD arrived and the caller of poll_once asked to reap
         self.on_children: Callable[[], None] = _no_children
+        #: set by on_children when it stopped with stops still waiting (their
+        #: SIGCHLD may be consumed already): the next turn polls without
+        #: waiting and reaps again
+        self.more_children = False
 
     def setup(self) -> None:
         """Check the kernel, block the watched signals, make the signalfd and
@@ -93,9 +99,13 @@ class EventLoop:
             if d is not None and (deadline is None or d < deadline):
                 deadline = d
         timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if self.more_children and reap:
+            timeout = 0.0  # stops are waiting: serve the other sources, then them
+        reaped = False
         for fd, mask in self._ep.poll(timeout):
             if fd == self._sfd:
                 self._on_signals(reap)
+                reaped = reap
                 continue
             reader = self._readers.get(fd)
             if reader is not None:
@@ -110,6 +120,8 @@ class EventLoop:
             if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
                 member.on_readable(now)
             self._sync_fd(member, fd)
+        if self.more_children and reap and not reaped:
+            self.on_children()
         if polled:
             now = time.monotonic()
             for a in polled:

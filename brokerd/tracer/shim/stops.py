@@ -28,6 +28,7 @@ from .consts import (
     STOP_SIGNALS,
     SYSCALL_STOP,
 )
+from .loop import REAP_BATCH
 from .thread import _Thread
 
 
@@ -331,7 +332,14 @@ class Stops(ShimBase):
         return 1
 
     def _reap(self) -> None:
-        while True:
+        """Handle the stops that are waiting, at most REAP_BATCH of them: a
+        busy multi-threaded program decided in-process (or by an authorizer
+        whose reply is read right after its question) always has another stop
+        waiting, and draining until ``waitpid`` says "nothing" would never
+        give the loop back its signals, other replies and deadlines.  With
+        stops left, the loop comes back at once (``more_children``)."""
+        self.loop.more_children = False
+        for _ in range(REAP_BATCH):
             try:
                 tid, status = os.waitpid(-1, pt.WNOHANG | pt.WALL)
             except ChildProcessError:
@@ -340,6 +348,7 @@ class Stops(ShimBase):
                 return
             self.stats["stops"] += 1
             self._on_tracee(tid, self._on_status, tid, status)
+        self.loop.more_children = True
 
     def _on_tracee(self, tid: int, fn: Callable[..., None], *args: object) -> None:
         """Run ``fn(*args)``, which works on tracee ``tid`` (ptrace requests,
