@@ -68,6 +68,22 @@ def test_scratch_region_cannot_be_replaced_by_i386s_old_mmap(cprog):
     assert got["open-after"] == "ok"
 
 
+def test_child_without_the_region_mapping_is_not_handed_the_region(cprog, files):
+    # The state a fork racing the region's injection leaves (thread B forks
+    # before thread A's injected mmap completes; the shim sees the mmap first):
+    # the shim holds a region for the parent, the child does not map it.  Built
+    # here without a race: the region is sealed, but MADV_DONTFORK on it works,
+    # so the child lacks it and maps its own writable page there.  Had the
+    # child been given its parent's region, the judged copy of bk-good (written
+    # through the memfd the child does not map) would be read by the kernel
+    # from the child's own page, which says bk-bad0: the denied file opened.
+    good, bad = files
+    r = brokerctl("run", "-e", "trace=openat", "-a", POLICY, "--", str(cprog("regionfork")), good, bad)
+    got = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert got.get("dontfork") == "ok" and got.get("child-map") == "ok", r.stdout + r.stderr  # the state is built
+    assert got.get("child") == "good", r.stdout + r.stderr  # the child got a region of its own: the judged path
+
+
 def test_path_longer_than_path_max_fails_as_natively(cprog):
     # only a prefix of it could be judged, so it never reaches the kernel from tracee memory
     long = "/" + "x" * 5000

@@ -29,6 +29,8 @@ import fcntl
 import mmap
 import os
 
+from .procfs import read_whole
+
 # 4096 slots: one per live thread that made a judged call.  Address space
 # only: pages are used as slots are written.  A forked child shares its
 # parent's region (and gives its slot back at exec or exit); past 4096 live
@@ -58,14 +60,21 @@ class Region:
     size: int  # read when made (tests shrink it)
     slots: dict[int, int]  # tid -> offset
     free: list[int]
+    ident: tuple[int, int]  # the memfd's (st_dev, st_ino): what /proc/PID/maps must show at addr
+    #: the shim's resume count when the region became complete (mapped and sealed): only a
+    #: thread let run after that can have forked a child holding the sealed mapping
+    ready: int | None
 
     def __init__(self, addr: int, view: mmap.mmap, size: int | None = None,
-                 slots: dict[int, int] | None = None, free: list[int] | None = None) -> None:
+                 slots: dict[int, int] | None = None, free: list[int] | None = None,
+                 ident: tuple[int, int] = (0, 0), ready: int | None = None) -> None:
         self.addr = addr
         self.view = view
         self.size = REGION_SIZE if size is None else size
         self.slots = {} if slots is None else slots
         self.free = [] if free is None else free
+        self.ident = ident
+        self.ready = ready
         self.__post_init__()
 
     def __post_init__(self) -> None:
@@ -111,9 +120,10 @@ class Region:
             self.free.append(off)
 
 
-def adopt(tid: int, remote_fd: int) -> tuple[int, mmap.mmap]:
+def adopt(tid: int, remote_fd: int) -> tuple[mmap.mmap, tuple[int, int]]:
     """Take the tracee's memfd into the shim, size it, map it writable here,
-    seal it.  Returns the shim's descriptor (the caller closes it) and the view."""
+    seal it.  Returns the view (which keeps the memory alive) and the memfd's
+    (st_dev, st_ino), by which :func:`mapped_in` knows the tracee's mapping."""
     where = f"/proc/{tid}/fd/{remote_fd}"
     try:
         fd = os.open(where, os.O_RDWR | os.O_CLOEXEC)
@@ -125,7 +135,30 @@ def adopt(tid: int, remote_fd: int) -> tuple[int, mmap.mmap]:
         os.ftruncate(fd, REGION_SIZE)
         view = mmap.mmap(fd, REGION_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL)
-    except OSError:
+        st = os.fstat(fd)
+    finally:
         os.close(fd)
-        raise
-    return fd, view
+    return view, (st.st_dev, st.st_ino)
+
+
+def mapped_in(pid: int, region: Region) -> bool:
+    """Does process ``pid`` map ``region``'s memfd over the whole region,
+    read-only and shared, from offset 0 (one line of /proc/PID/maps)?
+
+    The shim writes the region through its own mapping of the memfd; a
+    process believed to have the region without this mapping would have the
+    kernel read the judged copies from memory of its own (a child forked
+    before the region's mmap completed, or after ``MADV_DONTFORK`` on it),
+    so it is asked rather than assumed.  False when ``pid`` is gone."""
+    want = f"\n{region.addr:08x}-{region.addr + region.size:08x} r--s 00000000 ".encode()  # as the kernel pads
+    try:
+        maps = b"\n" + read_whole(f"/proc/{pid}/maps")
+        at = maps.find(want)
+        if at < 0:
+            return False
+        fields = maps[at + 1:maps.find(b"\n", at + 1)].split()
+        major, minor = (int(x, 16) for x in fields[3].split(b":"))
+        return (int(fields[4]), os.makedev(major, minor)) == (region.ident[1], region.ident[0])
+    except (OSError, ValueError, IndexError):
+        return False
+

@@ -12,7 +12,7 @@ from brokerd.decision.stack import Decision
 
 from .. import ptrace as pt
 from .. import scratch
-from ..scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, Region, adopt
+from ..scratch import MEMFD_NAME, MFD_ALLOW_SEALING, MFD_CLOEXEC, Region, adopt, mapped_in
 from .base import ShimBase
 from .consts import (
     INJECT_ARG,
@@ -110,13 +110,13 @@ class Inject(ShimBase):
             return
         t.inject_fd = rval
         try:
-            fd, view = adopt(t.tid, rval)
+            view, ident = adopt(t.tid, rval)
         except OSError as e:
             self._inject_failed(t, f"cannot take the scratch memfd ({e.strerror}; the broker needs its tracee's "
                                    "/proc/PID/fd, and --no-stable-args would do without the region, unsafely)")
             return
-        os.close(fd)  # the shim's mapping keeps the memory alive
         t.saved_view = view
+        t.region_ident = ident
         assert t.abi is not None
         self._map_region(t, MAP_32BIT if t.abi.ptr_bytes == 8 else 0)
 
@@ -140,24 +140,38 @@ class Inject(ShimBase):
             self._inject_failed(t, f"mmap of the scratch region: {os.strerror(-rval)}")
             return
         assert t.abi is not None
-        region = Region(rval & t.abi.reg_mask, view)
-        self._regions[t.tgid] = region
-        if self.seals:
+        region = Region(rval & t.abi.reg_mask, view, ident=t.region_ident)
+        if self.seals:  # the program's calls cannot touch it once sealed: it is the program's until then
+            t.new_region = region
             t.inject.insert(0, self._injected_mseal)
             self._next_call(t, t.abi.nr("mseal"), (region.addr, region.size, 0))
             return
+        self._publish_region(t, region)  # from now on the guard stops what could unmap it
         self._next_call(t, t.abi.nr("close"), (t.inject_fd,))
 
     def _injected_mseal(self, t: _Thread, rval: int, failed: bool) -> None:
         """The region is sealed: nothing the program calls can unmap, move or
         replace it.  Unsealed, nothing stops those calls (the filter lets them
-        run when sealing works): the process cannot go on (fail closed)."""
-        if failed:
-            self._log(f"pid {t.tgid}: mseal of the scratch region: {os.strerror(-rval)}; killed")
+        run when sealing works): the process cannot go on (fail closed).
+        Between the mmap and the mseal another thread could have put a mapping
+        of its own there, which the mseal sealed instead: the sealed range must
+        be the memfd, or the process cannot go on either."""
+        region, t.new_region = t.new_region, None
+        assert region is not None and t.abi is not None
+        if failed or not mapped_in(t.tid, region):
+            why = os.strerror(-rval) if failed else "another mapping is there"
+            self._log(f"pid {t.tgid}: mseal of the scratch region: {why}; killed")
             os.kill(t.tgid, signal.SIGKILL)
             return
-        assert t.abi is not None
+        self._publish_region(t, region)
         self._next_call(t, t.abi.nr("close"), (t.inject_fd,))
+
+    def _publish_region(self, t: _Thread, region: Region) -> None:
+        """The region is complete (mapped, sealed where the kernel can): the
+        process's calls may use it, and a child forked by a thread let run
+        from now on inherits it (see Stops._inherit_region)."""
+        region.ready = self._resume_count
+        self._regions[t.tgid] = region
 
     def _injected_close(self, t: _Thread, rval: int, failed: bool) -> None:
         # signals stay blocked until the interrupted call stops again (_on_status):

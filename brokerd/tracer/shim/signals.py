@@ -57,7 +57,7 @@ class Signals(ShimBase):
         if t.repointed is not None and t.state != "inject":
             self._unpoint_restart(t)
         if t.state == "inject":  # mid-injection: deliver as is, keep catching our calls' exits
-            t.running = True
+            self._mark_run(t)
             pt.syscall(t.tid, sig)
             return
         if not self._signal_order:

@@ -18,6 +18,7 @@ from brokerd.protocol.types import (
 
 from .. import ptrace as pt
 from ..procfs import tgid_of
+from ..scratch import mapped_in
 from ..states import strays_text
 from .base import ShimBase
 from .consts import (
@@ -76,8 +77,8 @@ class Stops(ShimBase):
                 c.announced = True
                 if c.tgid == t.tgid:  # a second thread: an exec in this process may now change tids
                     self._set_exec_events(t, True)
-                elif t.tgid in self._regions and not c.execed and c.exec_events:
-                    self._regions[c.tgid] = self._regions[t.tgid]  # the shared mapping is inherited
+                elif not c.execed and c.exec_events:
+                    self._inherit_region(t, c)
                 if t.tgid in self._own_filters:  # so are seccomp filters
                     self._own_filters.add(c.tgid)
             kind = EVENT_NAMES[event]
@@ -101,6 +102,8 @@ class Stops(ShimBase):
             else:
                 if t.state != "inject":  # mid-injection it stays so: its next call is ours (see _resume)
                     t.state = "stopped"
+                self._mark_run(t)  # (a SIGCONT lets it run with no stop of ours)
+                t.running = False
                 pt.listen(tid)
                 self._maybe_stop_self()
         elif event:
@@ -110,12 +113,36 @@ class Stops(ShimBase):
             self.stops.add(f"signal:{_signame(sig)}")
             self._on_signal(t, sig)
 
+    def _inherit_region(self, t: _Thread, c: _Thread) -> None:
+        """At ``t``'s fork/vfork/clone event: the child ``c`` (another process)
+        shares its parent's scratch region only if it really maps it, sealed.
+        Its mapping is the parent's at the moment of the fork, which need not
+        be what the shim knows now: a thread may fork before another thread's
+        injected mmap completes (the shim can see the mmap's exit first), or
+        between that mmap and its mseal (an unsealed copy: the child could
+        unmap it unstopped), and ``MADV_DONTFORK`` keeps the mapping from the
+        child altogether.  So: the region was complete before ``t`` was last
+        let run (so before the fork began), and the child's /proc/PID/maps
+        shows the memfd there (it cannot change: the child has not run yet).
+        Otherwise the child gets a region of its own on its first need."""
+        region = self._regions.get(t.tgid)
+        if region is None or region.ready is None or region.ready >= t.resumed:
+            return
+        if mapped_in(c.tid, region):
+            self._regions[c.tgid] = region
+
+    def _mark_run(self, t: _Thread) -> None:
+        """Count one more resume and note it on ``t`` (see :meth:`_inherit_region`)."""
+        self._resume_count += 1
+        t.resumed = self._resume_count
+        t.running = True
+
     def _resume(self, tid: int, sig: int = 0) -> None:
         """Let a stopped tracee go on: PTRACE_CONT when launched (the filter
         stops what matters), PTRACE_SYSCALL when attached, detach while detaching."""
         t = self.threads.get(tid)
         if t is not None:
-            t.running = True
+            self._mark_run(t)
         if self._detaching:
             self._detach_thread(tid, sig)
         elif self.attached or (t is not None and t.state == "inject"):
@@ -147,7 +174,7 @@ class Stops(ShimBase):
 
     def _to_exit_stop(self, t: _Thread) -> None:
         """Resume to the syscall-exit stop of the current call."""
-        t.running = True
+        self._mark_run(t)
         pt.syscall(t.tid)
 
     def _maybe_stop_self(self) -> None:

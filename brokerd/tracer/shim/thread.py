@@ -12,6 +12,7 @@ from .. import ptrace as pt
 from ..states import State, move
 
 if TYPE_CHECKING:
+    from ..scratch import Region
     from .pin import Pinned
 
 
@@ -69,6 +70,10 @@ class _Thread:
     #: its own signal mask while the shim injects calls into it (all signals blocked meanwhile)
     saved_mask: int | None = None
     saved_view: mmap.mmap | None = None  # the shim's mapping of a scratch region being set up
+    region_ident: tuple[int, int] = (0, 0)  # and its memfd's (st_dev, st_ino)
+    new_region: Region | None = None  # mapped, not sealed yet (not the process's until it is)
+    #: the shim's resume count when it last let this thread run (Stops._inherit_region)
+    resumed: int = 0
     verify: tuple | None = None  # what an open must have opened (see _expected_object)
     pin: Pinned | None = None  # the open as openat2 of its judged real path (pin.py), or None
     #: the registers the broker changed for the call it let run: {name: (set, program's own)};
