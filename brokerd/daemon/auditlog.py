@@ -33,6 +33,7 @@ DROP_LOG_PERIOD = 10.0
 CLAIMED_FIELDS: dict[str, tuple[type, ...]] = {
     "time": (int, float), "pid": (int,), "tid": (int,), "call": (str,), "event": (str,),
     "verdict": (str,), "by": (str,), "latency_us": (int, float), "reason": (str,),
+    "path": (str,), "blockers": (str,), "domain": (str,),  # a Landlock denial (brokerd.tracer.auditlog)
 }
 
 

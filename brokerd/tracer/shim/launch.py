@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from brokerd.decision.authorizer import EOF_GRACE, KILL_GRACE, Authorizer
 from brokerd.decision.stack import Stack
 
-from .. import landlock, seccomp
+from .. import auditlog, landlock, seccomp
 from .. import layers as kernel_layers
 from .. import ptrace as pt
 from .base import ShimBase, _symbolizer
@@ -240,8 +240,49 @@ class Launch(ShimBase):
         """The broker holds the program: record it and let it exec."""
         self.main_pid = pid
         self.threads[pid] = _Thread(pid, pid, startup=False, announced=True, exec_events=self.exec_everywhere)
+        self._watch_landlock_audit()
         os.write(go, b"go")
         os.close(go)
+
+    def _watch_landlock_audit(self) -> None:
+        """Put the program's Landlock denials into the journal: with a journal,
+        a Landlock domain, root and audit on, read the kernel's audit records
+        (brokerd.tracer.auditlog) as one more source of the loop; before the
+        program runs, so its first denial is seen.  Otherwise nothing changes."""
+        if (self.audit is None and self._audit_tee is None) or (self.wall is None and not self.layer_plan.layers):
+            return
+        sock = auditlog.open_readlog()
+        if sock is None:
+            return
+        corr = auditlog.Correlator(lambda pid: pid == self.main_pid or self._in_session(pid))
+        self._landlock_audit = (sock, corr)
+        self.loop.add_reader(sock.fileno(), lambda: self._landlock_records(auditlog.read_records(sock)))
+
+    def _landlock_records(self, records: list[tuple[int, str]]) -> None:
+        """Records in; the session's denials out to the journal (local, then the daemon's copy)."""
+        assert self._landlock_audit is not None
+        corr = self._landlock_audit[1]
+        for rtype, text in records:
+            self._journal(corr.feed(rtype, text))
+
+    def _journal(self, denials: list[auditlog.LandlockDenial]) -> None:
+        for rec in denials:
+            if self.audit is not None:
+                self.audit(rec)  # type: ignore[arg-type]
+            if self._audit_tee is not None:
+                self._audit_tee(rec)  # type: ignore[arg-type]
+
+    def _end_landlock_audit(self) -> None:
+        """The session is over: the records the kernel has still to deliver
+        (briefly), then those that had no SYSCALL record; the socket closed."""
+        if self._landlock_audit is None:
+            return
+        sock, corr = self._landlock_audit
+        auditlog.drain(sock, lambda t, text: self._journal(corr.feed(t, text)))
+        self._journal(corr.flush())
+        self.loop.remove_reader(sock.fileno())
+        sock.close()
+        self._landlock_audit = None
 
     def attach(self, pid: int, follow: bool = False, exit_kill: bool = True) -> list[int]:
         """PTRACE_SEIZE every thread of ``pid`` (re-reading /proc/PID/task

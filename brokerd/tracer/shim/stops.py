@@ -317,6 +317,7 @@ class Stops(ShimBase):
         self._reap()
         while self.threads or self.main_status is None:
             self.loop.poll_once(reap=True)
+        self._end_landlock_audit()
         if strays_text():
             self._log(f"internal: thread state moves outside the table (a bug, please report): {strays_text()}")
         self.end_authorizers("session ended")
