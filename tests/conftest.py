@@ -94,6 +94,29 @@ for line in sys.stdin:
 '''
 
 
+#: an authorizer that judges the object, not the spelling: the broker's
+#: resolution (``real2``) or, with --no-stable-args (where there is none),
+#: the path resolved now; refuses the file named by its argument
+RESOLVING = r'''
+import os, sys
+bad = sys.argv[1]
+sys.stdin.readline()
+print("hello 1 role=authorizer name=resolver trace=openat,open", flush=True)
+for line in sys.stdin:
+    if not line.startswith("syscall"):
+        continue
+    f = line.split()
+    if ' real2="' in line:
+        real = line.split(' real2="')[1].split('"')[0]
+    else:
+        try:
+            real = os.path.realpath(line.split('"')[1])
+        except OSError:  # a loop or a vanishing link mid-swap: refuse
+            real = bad
+    print(f[1], "skip-fail EACCES" if real == bad else "cont", flush=True)
+'''
+
+
 @pytest.fixture
 def rules(tmp_path):
     """rules("PATTERN => VERDICT", ...) -> a plain authorizer command: the first

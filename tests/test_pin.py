@@ -10,30 +10,9 @@ import os
 import subprocess
 
 import pytest
-from conftest import brokerctl
+from conftest import RESOLVING, brokerctl
 
 OPENS = "trace=open,openat,creat,openat2"
-
-#: judges the object, not the spelling: the broker's realN or (with
-#: --no-stable-args, where there is none) the path resolved now
-RESOLVING = r'''
-import os, sys
-bad = sys.argv[1]
-sys.stdin.readline()
-print("hello 1 role=authorizer name=resolver trace=openat", flush=True)
-for line in sys.stdin:
-    if not line.startswith("syscall"):
-        continue
-    f = line.split()
-    if ' real2="' in line:
-        real = line.split(' real2="')[1].split('"')[0]
-    else:
-        try:
-            real = os.path.realpath(line.split('"')[1])
-        except OSError:  # a loop or a vanishing link mid-swap: refuse
-            real = bad
-    print(f[1], "skip-fail EACCES" if real == bad else "cont", flush=True)
-'''
 
 
 def _stops(path) -> dict:

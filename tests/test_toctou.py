@@ -6,7 +6,7 @@ scratch memory that makes this so cannot be changed by the program."""
 from __future__ import annotations
 
 import pytest
-from conftest import brokerctl
+from conftest import RESOLVING, brokerctl
 
 POLICY = 'while read -r l; do case "$l" in *bk-bad*) echo "skip-fail EACCES";; *) echo cont;; esac; done'
 
@@ -89,25 +89,6 @@ def test_path_longer_than_path_max_fails_as_natively(cprog):
     long = "/" + "x" * 5000
     r = brokerctl("run", "-e", "trace=openat", "-a", POLICY, "--", str(cprog("opener")), long)
     assert r.stdout.split()[-1] == "ENAMETOOLONG", r.stdout[-200:] + r.stderr
-
-
-RESOLVING = r'''
-import os, sys
-bad = sys.argv[1]
-sys.stdin.readline()
-print("hello 1 role=authorizer name=resolver trace=openat,open", flush=True)
-for line in sys.stdin:
-    if not line.startswith("syscall"):
-        continue
-    f = line.split()
-    # judge the object, not the spelling: the broker's resolution (realN), or
-    # (with --no-stable-args, where there is none) follow the symlink now
-    if ' real2="' in line:
-        real = line.split(' real2="')[1].split('"')[0]
-    else:
-        real = os.path.realpath(line.split('"')[1])
-    print(f[1], "skip-fail EACCES" if real == bad else "cont", flush=True)
-'''
 
 
 def _swap(cprog, authz, tmp_path, *opts, mode=()):
