@@ -8,8 +8,10 @@ change to the walk shows up here first, naming the rule it broke."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 
 import pytest
 from brokerd.protocol import codec
@@ -563,6 +565,50 @@ def test_a_question_asked_from_an_answer_gets_the_reply_read_with_it(conn):
     c.a.ask(_ev(1), first, 0.0)
     assert got == [Reply(Cont(), 1), Reply(SkipFail(errno.EACCES), 2)]
     assert not c.a._fifo and not any(line.startswith("error") for line in c.sent())
+
+
+@contextlib.contextmanager
+def _reply_later(c: Conn, line: bytes, after: float):
+    """The authorizer's reply arrives ``after`` seconds after this starts
+    (SIGALRM: the same thread, so a spinning ask() sees it and nothing
+    else can race it)."""
+    old = signal.signal(signal.SIGALRM, lambda *_: os.write(c.to_w, line))
+    signal.setitimer(signal.ITIMER_REAL, after)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_a_reply_that_comes_soon_after_the_question_is_taken_by_ask(conn):
+    """ask() keeps reading for a short while after the question (the spin):
+    the reply of an authorizer that answers within it answers the question
+    before ask() returns, without the loop's epoll_wait."""
+    c = conn()
+    c.a.spin_ns = 60 * 10**9  # the budget is not what is tested: the reply comes after 0.05 s
+    with _reply_later(c, b"1 skip-fail EACCES\n", 0.05):
+        c.ask(_ev(1))
+    assert c.answers == [(Reply(SkipFail(errno.EACCES), 1), "")]
+
+
+def test_an_authorizer_that_misses_the_spin_is_then_asked_without_one(conn):
+    """A spin that saw no reply: the next question is left to the loop at
+    once (a slow authorizer costs no CPU spent spinning), and after
+    the back-off the spin is back."""
+    c = conn()
+    c.a.spin_ns = 10**6
+    c.ask(_ev(1))  # nobody answers: the spin runs out
+    assert c.answers == []
+    c.a.spin_ns = 60 * 10**9
+    with _reply_later(c, b"1 cont\n2 cont\n", 1.0):
+        c.ask(_ev(2))  # no spin: ask() returns before the reply
+        assert c.answers == []
+        c.ask(_ev(3))  # the back-off is over: this one spins and takes both replies
+    assert [r.id for r, _ in c.answers] == [1, 2]
+    with _reply_later(c, b"3 cont\n", 0.05):
+        c.ask(_ev(4))  # spins; a hit reset the back-off: nothing skipped
+    assert [r.id for r, _ in c.answers] == [1, 2, 3]
 
 
 def test_default_never_denies_exit_and_keeps_results_and_signals(conn):
