@@ -567,6 +567,20 @@ def test_a_question_asked_from_an_answer_gets_the_reply_read_with_it(conn):
     assert not c.a._fifo and not any(line.startswith("error") for line in c.sent())
 
 
+def test_replies_split_across_reads_or_ending_in_crlf_answer_in_order(conn):
+    """A read of one whole line skips the line buffer: a line completed by a
+    later read, a CRLF line and several lines in one read still answer
+    exactly as the buffer splits them."""
+    c = conn("plain")
+    for n in range(1, 6):
+        c.ask(_ev(n))
+    for chunk in (b"skip-fail EA", b"CCES\n", b"cont\r\n", b"kill\nskip-ok 3\n", b"skip-fail EPERM\r\n"):
+        os.write(c.to_w, chunk)
+        c.a.on_readable(0.0)
+    assert [r.verdict for r, _ in c.answers] == [SkipFail(errno.EACCES), Cont(), Kill(), SkipOk(3), SkipFail(errno.EPERM)]
+    assert all(reason == "" for _, reason in c.answers)
+
+
 @contextlib.contextmanager
 def _reply_later(c: Conn, line: bytes, after: float):
     """The authorizer's reply arrives ``after`` seconds after this starts

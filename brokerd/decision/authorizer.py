@@ -59,6 +59,9 @@ GREETING_TIMEOUT = 30.0
 MAX_PENDING_OUT = 16 * 65536
 #: bytes read from an authorizer's output at once
 READ_SIZE = 65536
+#: a read of one line up to this long is handled without the line buffer
+#: (far below its limit, so never a line it would refuse as too long)
+ONE_LINE_MAX = 4096
 #: how long :meth:`Authorizer.ask` keeps reading for the reply before it leaves
 #: it to the loop's ``epoll_wait`` (see ``_await_reply``)
 SPIN_NS = 100_000
@@ -316,10 +319,21 @@ class Authorizer:
         if not data:
             self._die("closed its output (exited?)")
             return
-        self._lines.feed(data)
+        lines = self._lines
+        if (len(data) <= ONE_LINE_MAX and data.find(b"\n") == len(data) - 1
+                and not lines.pending and not lines.discarding and not len(lines)):
+            # One whole line and nothing held (the usual read: one reply, e.g.
+            # ``cont``): what the buffer would give, without its bookkeeping.
+            self._reading = True
+            try:
+                self._on_line(data[:-2] if data.endswith(b"\r\n") else data[:-1])
+            finally:
+                self._reading = False
+            return
+        lines.feed(data)
         self._reading = True
         try:
-            for line in self._lines:
+            for line in lines:
                 if self.mode == "dead":
                     return
                 if not isinstance(line, PartialLine):  # only after the end of the stream
