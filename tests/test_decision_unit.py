@@ -600,7 +600,7 @@ def test_a_reply_that_comes_soon_after_the_question_is_taken_by_ask(conn):
     the reply of an authorizer that answers within it answers the question
     before ask() returns, without the loop's epoll_wait."""
     c = conn()
-    c.a.spin_ns = 60 * 10**9  # the budget is not what is tested: the reply comes after 0.05 s
+    c.a.spin.budget_ns = 60 * 10**9  # the budget is not what is tested: the reply comes after 0.05 s
     with _reply_later(c, b"1 skip-fail EACCES\n", 0.05):
         c.ask(_ev(1))
     assert c.answers == [(Reply(SkipFail(errno.EACCES), 1), "")]
@@ -611,10 +611,10 @@ def test_an_authorizer_that_misses_the_spin_is_then_asked_without_one(conn):
     once (a slow authorizer costs no CPU spent spinning), and after
     the back-off the spin is back."""
     c = conn()
-    c.a.spin_ns = 10**6
+    c.a.spin.budget_ns = 10**6
     c.ask(_ev(1))  # nobody answers: the spin runs out
     assert c.answers == []
-    c.a.spin_ns = 60 * 10**9
+    c.a.spin.budget_ns = 60 * 10**9
     with _reply_later(c, b"1 cont\n2 cont\n", 1.0):
         c.ask(_ev(2))  # no spin: ask() returns before the reply
         assert c.answers == []

@@ -49,6 +49,7 @@ from brokerd.protocol.types import (
     SysretEvent,
     Verdict,
 )
+from brokerd.spin import Spin
 
 DEFAULT_TIMEOUT = 5.0
 #: the greeting gets at least this long: an interpreter may need a while to
@@ -62,11 +63,6 @@ READ_SIZE = 65536
 #: a read of one line up to this long is handled without the line buffer
 #: (far below its limit, so never a line it would refuse as too long)
 ONE_LINE_MAX = 4096
-#: how long :meth:`Authorizer.ask` keeps reading for the reply before it leaves
-#: it to the loop's ``epoll_wait`` (see ``_await_reply``)
-SPIN_NS = 100_000
-#: the most questions asked without a spin after spins that saw no reply
-SPIN_BACKOFF_MAX = 1024
 #: after SIGTERM, how long an authorizer process may take to exit before SIGKILL
 KILL_GRACE = 2.0
 #: when a session ends, how long an authorizer may take after the end of its
@@ -154,10 +150,8 @@ class Authorizer:
         #: next step of a walk) does not read again before the lines already
         #: read are handled (the loop reads the rest)
         self._reading = False
-        self.spin_ns = SPIN_NS
-        #: questions left to ask without a spin, and the run of missed spins' back-off
-        self._spin_skip = 0
-        self._spin_backoff = 0
+        #: how ask() waits for a reply before leaving it to the loop
+        self.spin = Spin()
         os.set_blocking(rfd, False)
         os.set_blocking(wfd, False)
 
@@ -229,41 +223,26 @@ class Authorizer:
             self._await_reply(now)
 
     def _await_reply(self, now: float) -> None:
-        """Read the reply right after its question, for up to ``spin_ns``
-        (:data:`SPIN_NS`) of non-blocking reads, instead of leaving it to the loop.
-
-        The write wakes the authorizer; a plain one answers in microseconds,
-        often before the write returns (it preempts the broker on its CPU),
-        else on the other CPU some 5-60 us later.  Had the broker gone to
-        sleep in ``epoll_wait``, that answer would have to wake it again, and
-        waking a sleeping CPU (an idle vCPU above all) costs more wall and
-        system time than the spin.  A spin that sees nothing makes the
-        following questions (1, 2, 4 ... up to :data:`SPIN_BACKOFF_MAX` of
-        them, doubling per miss in a row) get one read only: an authorizer
-        that thinks longer, or a machine so loaded that it does not get a CPU
-        in time, is waited for in ``epoll_wait`` as before, without burning
-        CPU (docs/performance.md)."""
-        if self._spin_skip:
-            self._spin_skip -= 1
-            self.on_readable(now)
+        """Read the reply right after its question, spinning briefly
+        (:mod:`brokerd.spin`) instead of leaving it to the loop: the write
+        wakes the authorizer, and a plain one answers in microseconds, often
+        before the write returns (it preempts the broker on its CPU), else on
+        the other CPU some 5-60 us later; had the broker slept in
+        ``epoll_wait``, that answer would have had to wake its CPU again."""
+        try:
+            data = self.spin.until(self._read_now)
+        except OSError as e:
+            self._die(f"read failed: {e.strerror}")
             return
-        rfd = self.rfd
-        end = time.monotonic_ns() + self.spin_ns
-        while True:
-            try:
-                data = os.read(rfd, READ_SIZE)
-            except BlockingIOError:
-                if time.monotonic_ns() < end:
-                    continue
-                self._spin_backoff = min(2 * self._spin_backoff or 1, SPIN_BACKOFF_MAX)
-                self._spin_skip = self._spin_backoff
-                return
-            except OSError as e:
-                self._die(f"read failed: {e.strerror}")
-                return
-            self._spin_backoff = 0
+        if data is not None:
             self._take(data)
-            return
+
+    def _read_now(self) -> bytes | None:
+        """One non-blocking read: None when nothing is there yet."""
+        try:
+            return os.read(self.rfd, READ_SIZE)
+        except BlockingIOError:
+            return None
 
     def notify(self, line: bytes) -> None:
         """Send a line that needs no answer (proc events) to a handshake authorizer."""
