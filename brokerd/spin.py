@@ -12,6 +12,11 @@ authorizers").  A spin that sees nothing makes the next 1, 2, 4 ... waits
 takes longer (an authorizer that thinks, a program computing between calls,
 a machine too loaded to run the other side at once) is waited for in
 ``epoll_wait`` as before, without burning CPU.
+
+Nothing spins while the machine is busy: when tasks wait for a CPU (the
+kernel's CPU pressure, ``/proc/pressure/cpu`` "some avg10", at or above
+:data:`BUSY_PRESSURE` percent), a spin would take a CPU from them, or from
+the very process it waits for, and no CPU is idle to halt anyway.
 """
 
 from __future__ import annotations
@@ -26,6 +31,33 @@ T = TypeVar("T")
 SPIN_NS = 100_000
 #: the most waits that poll once only after spins that saw nothing
 MAX_SKIP = 1024
+#: CPU pressure (percent of the last 10 s some task waited for a CPU) from which nothing spins
+BUSY_PRESSURE = 10.0
+#: where the kernel says it (absent without CONFIG_PSI: then only the back-off limits spinning)
+PRESSURE_FILE = "/proc/pressure/cpu"
+#: how often the pressure is read again
+PRESSURE_EVERY_NS = 100_000_000
+
+
+class _Load:
+    """The last reading of the CPU pressure (one per process, shared by every wait)."""
+
+    busy = False
+    next_read = 0
+
+
+def machine_busy(now_ns: int) -> bool:
+    """Do tasks wait for a CPU?  Read at most every :data:`PRESSURE_EVERY_NS`."""
+    if now_ns < _Load.next_read:
+        return _Load.busy
+    _Load.next_read = now_ns + PRESSURE_EVERY_NS
+    try:
+        with open(PRESSURE_FILE, "rb") as f:
+            head = f.readline()  # b"some avg10=1.23 avg60=... total=..."
+        _Load.busy = float(head.split(b"avg10=", 1)[1].split(None, 1)[0]) >= BUSY_PRESSURE
+    except (OSError, IndexError, ValueError):
+        _Load.busy = False
+    return _Load.busy
 
 
 class Spin:
@@ -49,7 +81,10 @@ class Spin:
         if self._skip:
             self._skip -= 1
             return None
-        end = monotonic_ns() + self.budget_ns
+        now = monotonic_ns()
+        if machine_busy(now):
+            return None
+        end = now + self.budget_ns
         while monotonic_ns() < end:
             got = poll()
             if got is not None:
@@ -60,4 +95,4 @@ class Spin:
         return None
 
 
-__all__ = ["MAX_SKIP", "SPIN_NS", "Spin"]
+__all__ = ["BUSY_PRESSURE", "MAX_SKIP", "SPIN_NS", "Spin", "machine_busy"]

@@ -37,6 +37,7 @@ from brokerd.protocol.types import (
     SysretEvent,
 )
 
+from brokerd import spin
 from brokerd.decision.authorizer import Authorizer
 from brokerd.decision.cache import VerdictCache, cache_key
 from brokerd.decision.local import LocalAuthorizer
@@ -581,6 +582,22 @@ def test_replies_split_across_reads_or_ending_in_crlf_answer_in_order(conn):
     assert all(reason == "" for _, reason in c.answers)
 
 
+@pytest.fixture
+def cpu_pressure(tmp_path, monkeypatch):
+    """The CPU pressure brokerd.spin sees, set by the test (the machine's
+    own would make the spin tests depend on the load)."""
+    path = tmp_path / "cpu"
+    monkeypatch.setattr(spin, "PRESSURE_FILE", str(path))
+
+    def set_to(percent: float) -> None:
+        path.write_text(f"some avg10={percent:.2f} avg60=0.00 avg300=0.00 total=0\n"
+                        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+        monkeypatch.setattr(spin._Load, "next_read", 0)
+
+    set_to(0.0)
+    return set_to
+
+
 @contextlib.contextmanager
 def _reply_later(c: Conn, line: bytes, after: float):
     """The authorizer's reply arrives ``after`` seconds after this starts
@@ -595,7 +612,7 @@ def _reply_later(c: Conn, line: bytes, after: float):
         signal.signal(signal.SIGALRM, old)
 
 
-def test_a_reply_that_comes_soon_after_the_question_is_taken_by_ask(conn):
+def test_a_reply_that_comes_soon_after_the_question_is_taken_by_ask(conn, cpu_pressure):
     """ask() keeps reading for a short while after the question (the spin):
     the reply of an authorizer that answers within it answers the question
     before ask() returns, without the loop's epoll_wait."""
@@ -606,7 +623,24 @@ def test_a_reply_that_comes_soon_after_the_question_is_taken_by_ask(conn):
     assert c.answers == [(Reply(SkipFail(errno.EACCES), 1), "")]
 
 
-def test_an_authorizer_that_misses_the_spin_is_then_asked_without_one(conn):
+def test_nothing_spins_while_tasks_wait_for_a_cpu(conn, cpu_pressure):
+    """On a busy machine (CPU pressure at or above BUSY_PRESSURE) ask() does
+    not spin: the CPU goes to whoever waits for it, the authorizer maybe;
+    the reply is left to the loop."""
+    c = conn()
+    c.a.spin.budget_ns = 60 * 10**9
+    cpu_pressure(spin.BUSY_PRESSURE + 1)
+    with _reply_later(c, b"1 cont\n", 0.5):
+        c.ask(_ev(1))
+        assert c.answers == []
+    c.say("1 cont")  # the loop reads it
+    cpu_pressure(0.0)
+    with _reply_later(c, b"2 cont\n", 0.05):
+        c.ask(_ev(2))  # calm again: it spins
+    assert [r.id for r, _ in c.answers] == [1, 2]
+
+
+def test_an_authorizer_that_misses_the_spin_is_then_asked_without_one(conn, cpu_pressure):
     """A spin that saw no reply: the next question is left to the loop at
     once (a slow authorizer costs no CPU spent spinning), and after
     the back-off the spin is back."""
