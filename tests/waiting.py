@@ -20,9 +20,12 @@ T = TypeVar("T")
 INTERVAL = 0.02
 #: how much of the last value a timeout shows (the end of a long text)
 SHOWN = 2000
+#: seconds a wait lasts unless the test says: generous, for a loaded machine
+#: (a wait that succeeds costs no more for it)
+TIMEOUT = 30.0
 
 
-def wait_for(probe: Callable[[], T], timeout: float = 10.0, what: str = "condition", *,
+def wait_for(probe: Callable[[], T], timeout: float = TIMEOUT, what: str = "condition", *,
              until: Callable[[T], object] = bool, interval: float = INTERVAL) -> T:
     """Call ``probe()`` until ``until(value)`` holds (by default: the value is
     true) and return that value.  After ``timeout`` seconds fail with an
