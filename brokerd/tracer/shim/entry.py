@@ -30,6 +30,7 @@ from brokerd.protocol.types import (
 
 from .. import ptrace as pt
 from ..guard import OWNER_CALLS, PROC_OPEN_CALLS
+from ..resolve import ROOT_CALLS
 from .base import ShimBase
 from .consts import (
     MASK64,
@@ -107,6 +108,8 @@ class Entry(ShimBase):
         t.guard_exit = False
         if spec.name in FILTER_INSTALLS:
             self._note_filter(t, spec.name, rawargs)
+        elif spec.name in ROOT_CALLS and self._roots.on:
+            self._roots.off()  # a root may change: resolve from /proc/TID/root from now on
         if spec.name == "userfaultfd" and not rawargs[0] & UFFD_USER_MODE_ONLY:  # attach mode (no filter)
             t.raw = ()
             self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
