@@ -79,10 +79,23 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_sigstop_sigcont_job_control(cprog, rules):
+#: ticks until the file named by its argument exists (the test says when:
+#: a fixed number of ticks would be a race with the test's SIGSTOP under load)
+TICKER = """
+import os, sys, time
+i = 0
+while not os.path.exists(sys.argv[1]):
+    print(i, flush=True)
+    i += 1
+    time.sleep(0.05)
+print("end", flush=True)
+"""
+
+
+def test_sigstop_sigcont_job_control(cprog, rules, tmp_path):
     # A traced program stopped with SIGSTOP really stops, and SIGCONT resumes it.
-    p = subprocess.Popen([*BROKERCTL, "run", "-a", rules(), "--", sys.executable, "-c",
-                          "import time,sys\nfor i in range(40):\n print(i, flush=True); time.sleep(0.05)"],
+    end = tmp_path / "end"
+    p = subprocess.Popen([*BROKERCTL, "run", "-a", rules(), "--", sys.executable, "-c", TICKER, str(end)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = p.stdout.readline()
     assert first.strip() == "0"
@@ -92,9 +105,10 @@ def test_sigstop_sigcont_job_control(cprog, rules):
     wait_for(lambda: text_of(f"/proc/{py}/stat").split(") ")[1][0], 20, "the program to stop",
              until=lambda state: state in "tT")
     os.kill(py, signal.SIGCONT)
+    end.touch()
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
-    assert out.split()[-1] == "39"
+    assert out.split()[-1] == "end"
 
 
 def test_signal_delivered_natively(cprog, rules):
