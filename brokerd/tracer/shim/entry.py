@@ -40,7 +40,7 @@ from .consts import (
     UFFD_USER_MODE_ONLY,
     USER_LIMIT,
 )
-from .pin import FILTER_INSTALLS, PIN_FORMS, canonical
+from .pin import FILTER_INSTALLS, PIN_FORMS
 from .rewrite import stable_positions
 from .thread import _Thread
 
@@ -322,9 +322,7 @@ def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple) 
             continue
         path = _absolute(tid, kinds, raw, i, v.data)
         if path is not None:
-            if not canonical(path):  # most paths are already (and a pinned one must be)
-                path = os.path.normpath(path).replace(b"//", b"/")
-            notes.append((f"path{i + 1}", Str(path)))
+            notes.append((f"path{i + 1}", Str(os.path.normpath(path).replace(b"//", b"/"))))
     return tuple(notes)
 
 
