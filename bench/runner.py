@@ -275,6 +275,14 @@ class Bench:
                     Cmd("strace --seccomp-bpf openat", [self.strace, "-f", "-o", "/dev/null", "--seccomp-bpf",
                                                         "-e", "trace=openat", *argv]),
                 ]
+            if prog == "openat":
+                # the floor: a C tracer doing nothing but resume each openat's seccomp stop
+                # (bench/c/floor.c), then the same also reading the call and its path
+                floor = str(build("floor"))
+                cmds += [
+                    Cmd("C tracer floor: stop, CONT", [floor, "cont", *argv]),
+                    Cmd("C tracer floor: + args, path", [floor, "read", *argv]),
+                ]
             res = alternate(cmds, o.rounds, f"micro {prog}")
             self.data[f"micro_{prog}"] = {k: [r.loop_ns for r in v] for k, v in res.items()}
             nat = res["native"]
@@ -310,6 +318,11 @@ class Bench:
                            "Plain Python authorizer answering `cont` (bench/authz/cont.py); (b) = "
                            "60 common syscalls without getppid; ratios vs strace are ratios of per-call "
                            "overheads, shown as the strace overhead itself when that is ~0.")
+            if prog == "openat":
+                t.notes.append("C tracer floor (bench/c/floor.c): one seccomp stop per openat resumed by a tracer "
+                               "written in C that does nothing else (\"stop, CONT\"), or that also fetches the call "
+                               "(PTRACE_GET_SYSCALL_INFO) and reads its path (process_vm_readv): what the kernel "
+                               "and the machine charge for one stop, before any decision.")
             if not self.strace:
                 t.notes.append("strace not found: strace columns skipped (scripts/setup installs it).")
             self.tables.append(t)

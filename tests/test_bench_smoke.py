@@ -31,7 +31,8 @@ def test_bench_quick_micro_prints_table():
             "brokerd 4 stacked, openat", "brokerd awk, openat", "brokerd static rule, openat",
             "brokerd argument rule, openat", "brokerd cached verdict, openat",
             "brokerd getppid decided, ptrace", "brokerd getppid decided, notify",
-            "brokerd in-process py, openat", "brokerd 4 in-process py, openat", "brokerd in-process py, no stable args"]
+            "brokerd in-process py, openat", "brokerd 4 in-process py, openat", "brokerd in-process py, no stable args",
+            "C tracer floor: stop, CONT", "C tracer floor: + args, path"]
     if shutil.which("strace"):
         rows += ["strace -f", "strace --seccomp-bpf openat"]
     for row in rows:

@@ -116,3 +116,31 @@ def test_a_landlock_denial_is_in_the_run_journal(tmp_path, audit_on):
     assert mine[0]["pid"] > 0
     # settled by Landlock: no per-call decision about the file (zero stops for it)
     assert not [x for x in recs if str(secret) in x.get("event", "")], recs
+
+
+def test_a_landlock_denial_reaches_the_daemons_audit_log(tmp_path, audit_on):
+    """The same record in the daemon's audit trail (the shim's copy to the
+    daemon, `Control.tee_audit`), for a session the daemon audits."""
+    from daemon_fixtures import Daemon, wait_for
+
+    box = tmp_path / "box"
+    box.mkdir()
+    secret = tmp_path / "secret"
+    secret.write_text("no\n")
+    log = tmp_path / "audit.jsonl"
+    d = Daemon(tmp_path / "d", "--audit-log", str(log))
+    try:
+        r = brokerctl("run", "--policy", f"sandbox:{box},--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/bin,--ro=/etc",
+                      "--", "cat", str(secret), env=d.env)
+        assert r.returncode == 1 and "Permission denied" in r.stderr
+
+        def mine() -> list[dict]:
+            recs = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+            return [x for x in recs if x.get("path") == str(secret)]
+
+        [rec] = wait_for(mine, what="the Landlock denial in the daemon's audit log")
+        assert (rec["call"], rec["verdict"], rec["by"], rec["blockers"]) == (
+            "openat", "fail EACCES", "landlock", "fs.read_file"), rec
+        assert rec["uid"] == 0 and isinstance(rec["session"], int) and rec["pid"] > 0
+    finally:
+        d.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -164,6 +165,49 @@ def test_pidfd_signals_do_not_reach_the_broker(mode, ctl, victim, cprog):
     r = ctl(mode, "run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c",
             f"{reach} pidfd $(cat {pidfile}); exec {reach} pidfd $PPID")
     assert r.stdout == "pidfd fail EPERM\npidfd fail EPERM\n", r.stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_pidfd_re_pointed_after_the_check_never_signals_the_broker(mode, ctl, victim, cprog):
+    """Without a kernel wall the guard reads which process a pidfd names
+    from /proc before the call runs; a second thread dup2()ed the
+    authorizer's /proc/PID directory over that number meanwhile, and SIGIO
+    reached the authorizer (its handler wrote the file).  Now a caller whose
+    descriptor table another task shares gets EPERM for such calls where
+    only the guard stands; with the wall the kernel decides at the call."""
+    authz, pidfile, sigfile = victim
+    r = ctl(mode, "run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c",
+            f'exec {cprog("reach")} pidfdrace $(cat {pidfile})')
+    words = r.stdout.split()
+    assert words[:1] == ["pidfdrace"] and len(words) == 5, r.stderr
+    assert not sigfile.exists(), "the authorizer got SIGIO through a re-pointed pidfd"
+    sent, refused = int(words[2]), int(words[4])
+    assert sent + refused == 2000
+    if mode == "landlock":
+        assert sent > 0, "the kernel's scope lets signals to the program's own child through"
+    else:
+        assert sent == 0, "only the guard stands here: a shared descriptor table gets EPERM"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_single_threaded_program_signals_its_child_by_pidfd(mode, ctl):
+    """Native behaviour stays where no other task can re-point the number:
+    one thread, pidfd_send_signal(SIGTERM) to its own child by pidfd.  Under
+    a container's profile that refuses kcmp (and Landlock) the broker cannot
+    tell whether the child shares the caller's descriptor table: EPERM
+    (fail closed), and the program's fallback (kill by pid) works."""
+    prog = ("import os, signal, subprocess\n"
+            "c = subprocess.Popen(['sleep', '60'])\n"
+            "fd = os.pidfd_open(c.pid)\n"
+            "try:\n"
+            "    signal.pidfd_send_signal(fd, signal.SIGTERM)\n"
+            "except PermissionError:\n"
+            "    print('EPERM')\n"
+            "    c.kill()\n"
+            "print(c.wait())\n")
+    r = ctl(mode, "run", "--", sys.executable, "-S", "-c", prog)
+    expected = f"EPERM\n{-signal.SIGKILL}\n" if mode == "refused" else f"{-signal.SIGTERM}\n"
+    assert r.stdout == expected, r.stderr
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -200,6 +200,8 @@ class Guard:
         self.emulate_domain = False
         #: no signal scope, not by the user's choice: signals to outside refused, as the scope would
         self.emulate_signals = False
+        #: the tasks of the session the shim has let run (their descriptor tables are compared)
+        self.session_tasks: Callable[[], Iterable[int]] = lambda: ()
         #: a launched session the user did not opt out of the wall for: process-control calls
         #: (which no domain covers) aimed outside the session are refused
         self.emulate_control = False
@@ -215,6 +217,29 @@ class Guard:
         if self._is_protected(pid) or self._is_protected(tgid_of(pid)):
             return True
         return emulated and not self.in_session(tgid_of(pid))
+
+    def _unbacked(self, name: str) -> bool:
+        """Is the guard's judgement of a pidfd call the only barrier?  A
+        Landlock signal scope settles pidfd_send_signal in the kernel, a
+        domain the others (their ptrace-mode access check); without them
+        (attach, ``--no-landlock``, old kernels) only the guard stands."""
+        return self.owner_checks if name in _SIGNALS else self.proc_checks
+
+    def _descriptors_shared(self, tid: int) -> bool:
+        """Could another task change what descriptor numbers of ``tid`` name
+        while its call waits at this stop?  The guard reads a pidfd's
+        process from /proc before the call runs; a thread sharing the
+        descriptor table can ``dup2`` another process's pidfd (or /proc/PID
+        directory) over that number meanwhile, so for such a caller no
+        verdict on the number is sound.  Asked of every task of the session
+        the shim has let run, the caller's threads and its children
+        (``kcmp(KCMP_FILES)``: the same table); a task that cannot be
+        compared counts as sharing (fail closed)."""
+        others = set(self.session_tasks())
+        tgid = tgid_of(tid)
+        others.update(_tasks_and_children(tgid))
+        others.discard(tid)
+        return any(_same_files(tid, o) for o in others)
 
     def _is_protected(self, pid: int) -> bool:
         if pid in self.protected:
@@ -252,6 +277,8 @@ class Guard:
         if not pids and target.pidfd:
             pidfd = _pidfd_target(caller_tid, _s32(raw[0]))
             pids = [pidfd] if pidfd is not None else []
+            if self._unbacked(name) and self._descriptors_shared(caller_tid):
+                return ("deny", E.EPERM)  # the number judged may name another process when the call runs
         emulated = (self.emulate_signals if name in _SIGNALS
                     else self.emulate_domain and name not in _NO_ACCESS_CHECK)
         # a thread id names its process too (tkill, tgkill, ptrace): _outside looks at both
@@ -404,6 +431,44 @@ def _pidfd_target(tid: int, fd: int) -> int | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+def _tasks_and_children(tgid: int) -> set[int]:
+    """The threads of process ``tgid`` and the processes its threads forked."""
+    out: set[int] = set()
+    try:
+        tids = os.listdir(f"/proc/{tgid}/task")
+    except OSError:
+        return out
+    for t in tids:
+        out.add(int(t))
+        try:
+            with open(f"/proc/{tgid}/task/{t}/children", "rb") as f:
+                out.update(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+_SYS_KCMP, _KCMP_FILES = 312, 2  # x86_64, the broker's own ABI
+_kcmp_libc = None
+
+
+def _same_files(a: int, b: int) -> bool:
+    """Do tasks ``a`` and ``b`` share one descriptor table?  A task gone
+    meanwhile shares nothing; one that cannot be compared (no access) may."""
+    global _kcmp_libc
+    if _kcmp_libc is None:
+        import ctypes
+
+        _kcmp_libc = ctypes.CDLL(None, use_errno=True)
+        _kcmp_libc.syscall.restype = ctypes.c_long
+    r = _kcmp_libc.syscall(_SYS_KCMP, a, b, _KCMP_FILES, 0, 0)
+    if r >= 0:
+        return r == 0
+    import ctypes
+
+    return ctypes.get_errno() != E.ESRCH
 
 
 def _read(tid: int, addr: int, size: int) -> bytes:

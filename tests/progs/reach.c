@@ -15,6 +15,10 @@
  *   reach ownrace PID          a thread flips the owner in memory between the caller and PID while
  *                              F_SETOWN_EX and ioctl(FIOSETOWN) name it 2000 times each; prints
  *                              "ownrace WHAT won N" (times PID became the owner) or "ownrace WHAT never"
+ *   reach pidfdrace PID        a thread flips descriptor 100 between a /proc/CHILD directory (a child
+ *                              of ours, SIGIO ignored) and /proc/PID while the main thread sends SIGIO
+ *                              through descriptor 100 2000 times (pidfd_send_signal); prints
+ *                              "pidfdrace sent N refused M" (PID's own SIGIO handler tells who got it)
  *   reach peek PID             get_robust_list, move_pages (status only), migrate_pages (node 0 to
  *                              node 0) and perf_event_open (a software clock) on PID: one line each
  *   reach perfcg DIR           perf_event_open of the cgroup DIR on CPU 0 (PERF_FLAG_PID_CGROUP: the
@@ -106,6 +110,50 @@ static int owner_race(int fd, int ioctl_form, int target, int n) {
     return won;
 }
 
+static volatile int flip_stop;
+static int flip_a, flip_b;
+#define FLIP_FD 100
+
+static void *fd_flipper(void *arg) {
+    (void)arg;
+    while (!flip_stop) {
+        dup2(flip_b, FLIP_FD);
+        dup2(flip_a, FLIP_FD);
+    }
+    return NULL;
+}
+
+/* SIGIO through a descriptor number another thread re-points between our child and `pid` */
+static int pidfd_race(int pid) {
+    char path[64];
+    signal(SIGIO, SIG_IGN); /* inherited: the child ignores it from its first instruction */
+    pid_t child = fork();
+    if (child == 0) {
+        for (;;)
+            pause();
+    }
+    snprintf(path, sizeof path, "/proc/%d", child);
+    flip_a = open(path, O_RDONLY | O_DIRECTORY);
+    snprintf(path, sizeof path, "/proc/%d", pid);
+    flip_b = open(path, O_RDONLY | O_DIRECTORY);
+    if (child < 0 || flip_a < 0 || flip_b < 0 || dup2(flip_a, FLIP_FD) < 0)
+        return 1;
+    pthread_t t;
+    pthread_create(&t, NULL, fd_flipper, NULL);
+    int sent = 0, refused = 0;
+    for (int i = 0; i < 2000; i++) {
+        if (syscall(SYS_pidfd_send_signal, FLIP_FD, SIGIO, NULL, 0) == 0)
+            sent++;
+        else
+            refused++;
+    }
+    flip_stop = 1;
+    pthread_join(t, NULL);
+    kill(child, SIGKILL);
+    printf("pidfdrace sent %d refused %d\n", sent, refused);
+    return 0;
+}
+
 /* a software clock event on CPU 0 of `pid` (flags: how pid reads) */
 static long perf_on_cpu0(int pid, unsigned long flags) {
     struct perf_event_attr attr = {.type = PERF_TYPE_SOFTWARE, .size = sizeof attr,
@@ -167,6 +215,8 @@ int main(int argc, char **argv) {
         report("pidfd", syscall(SYS_pidfd_send_signal, dfd, SIGCONT, NULL, 0));
         return 0;
     }
+    if (!strcmp(mode, "pidfdrace"))
+        return pidfd_race(pid);
     if (!strcmp(mode, "peek")) {
         /* calls that need ptrace-mode access to PID (a Landlock domain refuses them outside) */
         void *head;

@@ -119,6 +119,7 @@ class ShimBase:
         self.on_leave = "detach"
         self._detaching = False
         self.guard = Guard([os.getpid()], (a.pid for a in self.stack if a.pid), self._in_session)
+        self.guard.session_tasks = self.threads.keys
         #: the Landlock domain every launched program gets (None: none; the guard's own checks stand in)
         self.landlock_abi = landlock.abi_version() if use_landlock else 0
         self.use_landlock = use_landlock
