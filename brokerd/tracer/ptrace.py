@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import _thread
 import ctypes
+import errno
 import os
 from ctypes import (
     POINTER,
@@ -66,6 +67,7 @@ PTRACE_LISTEN = 0x4208
 PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
 PTRACE_GET_SYSCALL_INFO = 0x420E
+PTRACE_SET_SYSCALL_INFO = 0x4212  # Linux 6.16+
 
 # Options
 O_TRACESYSGOOD = 0x1
@@ -125,6 +127,12 @@ class SyscallInfo(Structure):
         ("stack_pointer", c_uint64),
         ("u", _InfoU),
     )
+
+
+#: may :func:`set_syscall_info` be used?  False after the kernel refused the
+#: request as unknown (EIO: before 6.16), or when BROKERD_NO_SET_SYSCALL_INFO
+#: is set (the tests force the GETREGS/SETREGS fallback that way)
+SET_INFO_WORKS = not os.environ.get("BROKERD_NO_SET_SYSCALL_INFO")
 
 
 class _IOVec(Structure):
@@ -240,6 +248,29 @@ def get_syscall_info(pid: int, info: SyscallInfo) -> SyscallInfo:
     if _ptrace(PTRACE_GET_SYSCALL_INFO, pid, _INFO_SIZE, addressof(info)) == -1:
         raise _fail(PTRACE_GET_SYSCALL_INFO, pid)
     return info
+
+
+def set_syscall_info(pid: int, info: SyscallInfo) -> bool:
+    """Change the call a tracee stopped at its seccomp (or entry) stop is
+    about to make, number and all six arguments in one request
+    (PTRACE_SET_SYSCALL_INFO): where GETREGS + SETREGS took two.  ``info``
+    carries the stop's own ``op`` (the kernel refuses another) and zero
+    ``pad`` (its reserved and flags fields); ``arch``, the instruction and
+    stack pointers and a seccomp stop's ``ret_data`` are ignored.  False,
+    nothing changed, where the kernel lacks the request or refuses it (then
+    it is never tried again: the shim calls it only at seccomp stops, so a
+    refusal means a kernel whose request differs): the caller uses
+    GETREGS/SETREGS.  Raises OSError for other failures (the tracee is gone)."""
+    global SET_INFO_WORKS
+    if not SET_INFO_WORKS:
+        return False
+    if _ptrace(PTRACE_SET_SYSCALL_INFO, pid, _INFO_SIZE, addressof(info)) == -1:
+        err = ctypes.get_errno()
+        if err in (errno.EIO, errno.EINVAL):  # an unknown request (an older kernel), or refused
+            SET_INFO_WORKS = False
+            return False
+        raise _fail(PTRACE_SET_SYSCALL_INFO, pid)
+    return True
 
 
 class _Reader:

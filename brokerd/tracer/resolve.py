@@ -142,32 +142,112 @@ def _walk(root: bytes, path: bytes, tgid: int, tid: int, follow_last: bool) -> R
     return Resolved(cur, True, cur.rsplit(b"/", 1)[0] or b"/", st)
 
 
-def plain_path(root: bytes, path: bytes, follow_last: bool = True) -> os.stat_result | None:
-    """The object canonical absolute ``path`` names under ``root``
-    (``/proc/TID/root``) when no component of it is a symlink (the last one
-    may be, unfollowed, with ``follow_last=False``): one ``openat2`` with
+def plain_path(root: bytes | int, path: bytes, follow_last: bool = True) -> os.stat_result | None:
+    """The object canonical absolute ``path`` names under ``root`` (an
+    O_PATH descriptor of the tracee's root from :class:`RootFds`, or the
+    path ``/proc/TID/root``) when no component of it is a symlink (the last
+    one may be, unfollowed, with ``follow_last=False``): one ``openat2`` with
     ``RESOLVE_NO_SYMLINKS|RESOLVE_IN_ROOT``, the kernel's own walk, instead
     of a Python ``lstat`` per component.  Then the real path is ``path``
     itself.  None when it is not so (a symlink, an absent component, no
     ``openat2``): :func:`resolve` then walks it."""
+    if isinstance(root, int):
+        return _plain_under(root, path, follow_last)
     try:
         rfd = os.open(root, os.O_PATH | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        fd = _openat2(rfd, path, os.O_PATH | os.O_CLOEXEC | (0 if follow_last else os.O_NOFOLLOW),
-                      _NO_SYMLINKS | _IN_ROOT)
-        if fd < 0:
-            return None
-        try:
-            return os.fstat(fd)
-        finally:
-            os.close(fd)
+        return _plain_under(rfd, path, follow_last)
     finally:
         os.close(rfd)
 
 
+def _plain_under(rfd: int, path: bytes, follow_last: bool) -> os.stat_result | None:
+    fd = _openat2(rfd, path, _PLAIN_FLAGS if follow_last else _PLAIN_FLAGS | os.O_NOFOLLOW,
+                  _NO_SYMLINKS | _IN_ROOT)
+    if fd < 0:
+        return None
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+class RootFds:
+    """O_PATH descriptors of tracee threads' roots, one per thread, kept
+    between calls: :func:`plain_path` then walks from the kept descriptor
+    instead of opening ``/proc/TID/root`` (and closing it) for every judged
+    open.  At most ``limit`` are kept (the oldest closed first); a thread's
+    is closed when it exits or execs (:meth:`forget`), and each is kept with
+    the thread record it was opened for, so a reused tid never gets a
+    former thread's root.
+
+    A root changes by ``chroot``, ``pivot_root`` (of every process whose
+    root was the old one), ``setns`` into a mount namespace and
+    ``unshare(CLONE_NEWNS)``.  Those calls stop while descriptors are kept
+    (``ROOT_CALLS``), and the first one a traced process makes closes them
+    all and switches keeping off for the session (:meth:`off`): from then
+    on every resolution opens ``/proc/TID/root`` again, as before.  A root
+    changed behind the broker's back (a ``pivot_root`` by a process outside
+    the session in a mount namespace the program made) can at worst make a
+    call fail, never open something other than the judged path: only
+    :func:`plain_path` uses the kept root, and what it says is that the
+    judged path names an object with no symlink on the way.  A pinned open
+    then runs as ``openat2`` of exactly that path with
+    ``RESOLVE_NO_SYMLINKS`` in the thread's actual root: it opens what the
+    judged path names there, or fails (ELOOP, ENOENT).  An unpinned one is
+    checked at exit against the object the stale walk found: another object
+    is closed and the call fails with EACCES."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self.on = True
+        self._fds: dict[int, tuple[object, int]] = {}
+
+    def get(self, tid: int, owner: object) -> int | None:
+        """The kept root descriptor of thread ``tid`` (whose record is
+        ``owner``), opened now if need be; None when keeping is off or the
+        root cannot be opened (the caller opens ``/proc/TID/root`` itself)."""
+        kept = self._fds.get(tid)
+        if kept is not None:
+            if kept[0] is owner:
+                return kept[1]
+            self.forget(tid)  # a former thread's tid
+        if not self.on:
+            return None
+        try:
+            fd = os.open(f"/proc/{tid}/root", os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return None
+        if len(self._fds) >= self.limit:
+            self.forget(next(iter(self._fds)))
+        self._fds[tid] = (owner, fd)
+        return fd
+
+    def forget(self, tid: int) -> None:
+        """Thread ``tid`` exited or exec'd: its root descriptor is closed."""
+        kept = self._fds.pop(tid, None)
+        if kept is not None:
+            os.close(kept[1])
+
+    def off(self) -> None:
+        """A root may have changed: close every descriptor, keep none from now on."""
+        self.on = False
+        self.close()
+
+    def close(self) -> None:
+        for tid in list(self._fds):
+            self.forget(tid)
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+
+#: calls that change a thread's root (or another's: pivot_root): they switch RootFds off
+ROOT_CALLS = frozenset({"chroot", "pivot_root", "setns", "unshare"})
 _NO_SYMLINKS, _IN_ROOT = 0x04, 0x10
+_PLAIN_FLAGS = os.O_PATH | os.O_CLOEXEC
 _SYS_OPENAT2 = 437  # x86_64, the broker's own ABI
 _libc = None
 
@@ -180,5 +260,10 @@ def _openat2(dirfd: int, path: bytes, flags: int, resolve_flags: int) -> int:
 
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.syscall.restype = ctypes.c_long
-    how = struct.pack("<QQQ", flags, 0, resolve_flags)
-    return _libc.syscall(_SYS_OPENAT2, dirfd, path, how, len(how))
+    how = _HOWS.get((flags, resolve_flags))
+    if how is None:
+        how = _HOWS[flags, resolve_flags] = struct.pack("<QQQ", flags, 0, resolve_flags)
+    return _libc.syscall(_SYS_OPENAT2, dirfd, path, how, 24)
+
+
+_HOWS: dict[tuple[int, int], bytes] = {}  # struct open_how per (flags, resolve): a handful

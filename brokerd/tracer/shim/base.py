@@ -21,6 +21,7 @@ from .. import landlock
 from .. import layers as kernel_layers
 from .. import ptrace as pt
 from ..guard import PROC_OPEN_CALLS, Guard
+from ..resolve import ROOT_CALLS, RootFds
 from ..scratch import Region, can_seal
 from ..stopcount import StopCounter
 from .consts import REGION_CALLS_ALWAYS
@@ -88,6 +89,8 @@ class ShimBase:
         self._next_id = 1
         self._info = pt.SyscallInfo()
         self._regs = pt.Regs()
+        #: PTRACE_SET_SYSCALL_INFO's argument (pin.py), None where the kernel lacks the request
+        self._set_info: pt.SyscallInfo | None = pt.SyscallInfo() if pt.SET_INFO_WORKS else None
         self._action_cache = Answers()
         #: the broker's own rules, below every authorizer (docs/security.md)
         self.stable_args = stable_args
@@ -107,6 +110,11 @@ class ShimBase:
         #: move or replace it, so the calls that could need not stop for it
         self.seals = stable_args and can_seal()
         self.internal_trace = PTRACE_TRACE - (REGION_CALLS_ALWAYS if self.seals else frozenset())
+        #: tracees' root descriptors kept for pinned opens' resolution; the calls that
+        #: change a root stop, and switch keeping off (resolve.RootFds)
+        self._roots = RootFds()
+        if stable_args:
+            self.internal_trace |= ROOT_CALLS
         self._mem = _Mem(0)
         self._saved_dispositions: dict[signal.Signals, Any] = {}
         self.stats = {"stops": 0, "decisions": 0}

@@ -31,6 +31,7 @@ from brokerd.protocol.types import (
 
 from .. import ptrace as pt
 from ..guard import OWNER_CALLS, PROC_OPEN_CALLS
+from ..resolve import ROOT_CALLS
 from .base import ShimBase
 from .consts import (
     MASK64,
@@ -154,6 +155,12 @@ class Entry(ShimBase):
     def _note_filter_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int]) -> bool:
         """A filter being installed: no more pinned opens in that process (pin.py)."""
         self._note_filter(t, plan.spec.name, rawargs)
+        return False
+
+    def _root_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int]) -> bool:
+        """A call that may change a root: resolve from /proc/TID/root from now on (resolve.RootFds)."""
+        if self._roots.on:
+            self._roots.off()
         return False
 
     def _userfaultfd_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int]) -> bool:
@@ -364,6 +371,7 @@ class Entry(ShimBase):
 #: the broker's own checks at a call's entry, by the calls they are for, in order (the guard's last)
 _ENTRY_CHECKS: tuple[tuple[Collection[str], Callable[[Entry, _Thread, _Plan, Sequence[int]], bool]], ...] = (
     (FILTER_INSTALLS, Entry._note_filter_entry),
+    (ROOT_CALLS, Entry._root_entry),
     (("userfaultfd",), Entry._userfaultfd_entry),
 )
 #: entry plans kept at most (numbers no table names get one each: bounded)

@@ -198,12 +198,36 @@ class Pin(ShimBase):
             return False
         how_at = addrs[0]
         region.write(how_at, blob)
+        self._repoint(t, abi, SYS_OPENAT2, (AT_FDCWD & MASK64, how_at + HOW_ROOM, how_at, len(pin.how)))
+        t.verify = None  # the kernel follows no symlink: what it opens is the judged path
+        return True
+
+    def _repoint(self, t: _Thread, abi: Abi, nr: int, args: tuple[int, ...]) -> None:
+        """Make the call thread ``t`` is stopped at (its seccomp stop) call
+        ``nr`` with ``args`` (its other arguments as they were), and keep in
+        ``t.repointed`` what was changed from what (signals.py puts the
+        program's own values back if a signal restarts the call).  One
+        PTRACE_SET_SYSCALL_INFO where the kernel has it (6.16+): the program's
+        values are the stop's own (``t.raw``, the call's number), so no
+        GETREGS is needed; GETREGS + SETREGS otherwise."""
+        names = abi.arg_regs
+        info, own = self._set_info, t.raw
+        if info is not None and len(own) == 6:
+            info.op = pt.INFO_SECCOMP
+            sc = info.u.seccomp
+            sc.nr = nr
+            sc.args[:] = args + own[len(args):]
+            if pt.set_syscall_info(t.tid, info):
+                changed = dict(zip(names, zip(args, own, strict=False), strict=False))
+                assert t.spec is not None
+                changed["orig_rax"] = (nr, t.spec.nr | abi.nr_bit)
+                t.repointed = changed
+                return
+            self._set_info = None  # refused: never asked again
         regs = pt.getregs(t.tid, self._regs)
-        new = dict(zip(abi.arg_regs, (AT_FDCWD & MASK64, how_at + HOW_ROOM, how_at, len(pin.how)), strict=False))
-        new["orig_rax"] = SYS_OPENAT2
+        new = dict(zip(names, args, strict=False))
+        new["orig_rax"] = nr
         t.repointed = {name: (v, getattr(regs, name)) for name, v in new.items()}
         for name, v in new.items():
             setattr(regs, name, v)
         pt.setregs(t.tid, regs)
-        t.verify = None  # the kernel follows no symlink: what it opens is the judged path
-        return True

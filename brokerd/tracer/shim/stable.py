@@ -88,7 +88,8 @@ class Stable(ShimBase):
         root = os.fsencode(f"/proc/{t.tid}/root")
         pinnable = pinned(spec.name, raw, v.data, path) if pin else None
         if pinnable is not None:  # already its real path, if the kernel's walk meets no symlink
-            st = plain_path(root, path, follow)
+            rfd = self._roots.get(t.tid, t)
+            st = plain_path(root if rfd is None else rfd, path, follow)
             if st is not None:
                 t.pin = pinnable
                 return ("inode", st.st_dev, st.st_ino), path

@@ -208,6 +208,7 @@ class Stops(ShimBase):
 
     def _on_exit(self, tid: int, status: int) -> None:
         t = self.threads.pop(tid, None)
+        self._roots.forget(tid)
         if t is None:
             return
         if not t.announced:
@@ -240,6 +241,8 @@ class Stops(ShimBase):
             if old is not None:
                 old.tid = t.tid
                 t = old
+        self._roots.forget(former)
+        self._roots.forget(t.tid)
         old_region = self._regions.pop(t.tgid, None)  # a new address space: the old mapping is gone
         if old_region is not None:  # (shared with the parent it was forked from, maybe)
             self._release_slots(old_region, [former, t.tid, *(x.tid for x in self.threads.values()
@@ -331,6 +334,7 @@ class Stops(ShimBase):
         self._reap()
         while self.threads or self.main_status is None:
             self.loop.poll_once(reap=True)
+        self._roots.close()
         self._end_landlock_audit()
         if strays_text():
             self._log(f"internal: thread state moves outside the table (a bug, please report): {strays_text()}")

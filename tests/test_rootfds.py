@@ -1,0 +1,100 @@
+"""The shim keeps an O_PATH descriptor of each tracee thread's root
+(brokerd/tracer/resolve.py RootFds) for resolving the opens it pins,
+instead of opening /proc/TID/root for every judged open.  A kept root
+must never be used once the thread's root may be another: after a chroot
+(the call stops and switches keeping off), or for another process that got
+the same pid; and the descriptors of exited processes are closed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from conftest import BROKERCTL
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot, mounts and ns_last_pid need root")
+
+
+def _files(tmp_path, jail_at: str):
+    """tmp/d/f says "outside"; in JAIL (at ``jail_at`` below it) f is a
+    symlink to g, which says "inside"."""
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "f").write_text("outside\n")
+    inner = tmp_path / "jail" / jail_at.lstrip("/")
+    inner.mkdir(parents=True)
+    (inner / "g").write_text("inside\n")
+    os.symlink("g", inner / "f")
+    return tmp_path / "jail", d
+
+
+def _run(authz: str, argv: list[str], *opts: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*BROKERCTL, "run", *opts, "-e", "trace=openat", "-a", authz, "--", *argv],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_after_a_chroot_opens_resolve_in_the_new_root(cprog, rules, tmp_path):
+    """The program opens D/f (a plain file: the open is pinned and its root
+    kept), chroots into a jail where the same path is a symlink, and opens
+    it again: natively it reads the symlink's target.  Resolved against the
+    kept (old) root the second open was pinned as a symlink-free path and
+    failed with ELOOP."""
+    jail, d = _files(tmp_path, str(tmp_path / "d"))
+    argv = [str(cprog("rootswap")), "chroot", str(jail), str(d / "f")]
+    native = subprocess.run(argv, capture_output=True, text=True)
+    assert native.stdout == "before outside\nafter inside\n", native
+    r = _run(rules(), argv)
+    assert r.stdout == native.stdout, r.stderr[-2000:]
+
+
+def test_a_reused_pid_never_gets_the_former_process_root(cprog, rules, tmp_path):
+    """A child opens D/f and exits; another child made with the same pid
+    (ns_last_pid) in a mount namespace of its own (clone(CLONE_NEWNS): no
+    call that stops) bind-mounts a jail over D, where f is a symlink, and
+    opens D/f: natively it reads the target.  Resolved against the first
+    child's kept root (the old namespace, where D/f is a plain file) the
+    open failed: EACCES at the check at exit (ELOOP where it was pinned)."""
+    jail, d = _files(tmp_path, "/")
+    argv = [str(cprog("rootswap")), "reuse", str(jail), str(d), str(d / "f")]
+    native = subprocess.run(argv, capture_output=True, text=True)
+    if "noreuse" in native.stdout:
+        pytest.skip("the machine forks too busily to have the same pid twice")
+    assert native.stdout == "first outside\nsecond inside\n", native
+    for _ in range(5):
+        r = _run(rules(), argv, "--no-landlock")  # a Landlock domain forbids mount(2)
+        if "noreuse" not in r.stdout:
+            break
+    else:
+        pytest.skip("the machine forks too busily to have the same pid twice")
+    assert r.stdout == native.stdout, r.stderr[-2000:]
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_roots_of_exited_processes_are_closed(cprog, rules, tmp_path):
+    """300 short-lived children each make a pinned open (their roots are
+    kept): once they are gone the shim holds no more descriptors than
+    before them (with roots only dropped when the bound is reached it held
+    64 more)."""
+    f = tmp_path / "f"
+    f.write_text("x\n")
+    p = subprocess.Popen([*BROKERCTL, "run", "-e", "trace=openat", "-a", rules(), "--",
+                          str(cprog("rootswap")), "many", "300", str(f)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "start\n"
+        before = _fds(p.pid)
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "done\n"
+        after = _fds(p.pid)
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert p.wait(timeout=60) == 0, p.stderr.read()[-2000:]
+    finally:
+        p.kill()
+        p.wait()
+    assert after <= before + 1, (before, after)
