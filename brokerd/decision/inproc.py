@@ -134,18 +134,19 @@ class InProcess(LocalAuthorizer):
             self._die(str(e))
 
     def ask(self, event, answer: Answer, now: float) -> None:
-        name = event.call.name if isinstance(event, SyscallEvent) else ""
         if self.mode == "dead":
-            answer(default_reply(type(event), name, self.default), f"authorizer {self.name} is gone ({self.dead_reason})")
+            answer(self._default(event), f"authorizer {self.name} is gone ({self.dead_reason})")
             return
         try:
             reply = self._call(self._session.decide, event)
         except _Failed as e:  # the shim prints the reason, as for a process
-            answer(default_reply(type(event), name, self.default), f"authorizer {self.name} {e}")
+            answer(self._default(event), f"authorizer {self.name} {e}")
             return
-        if not isinstance(reply, Reply):
-            reply = default_reply(type(event), name, self.default)
-        answer(reply, "")
+        answer(reply if isinstance(reply, Reply) else self._default(event), "")
+
+    def _default(self, event: object) -> Reply:
+        """This member's default answer to ``event``."""
+        return default_reply(type(event), event.call.name if isinstance(event, SyscallEvent) else "", self.default)
 
     def notify(self, line: bytes) -> None:
         """Proc events come as lines (the shim formats them once for all members)."""

@@ -231,38 +231,40 @@ class Entry(ShimBase):
         return None
 
     def _advance_entry(self, t: _Thread, walk: EntryWalk) -> None:
-        nxt = walk.next()
-        if nxt is None:
-            assert walk.decision is not None
-            t.walk = None
-            d = walk.decision
-            self._record(walk.event, d, t)
-            if self.stable_args and d.action == "cont" and not d.rewritten and t.spec is not None and (
-                    stable_positions(t.spec) != ((), ())):
-                d.stabilize = True
-            if d.action != "cont" or d.rewritten:  # a rewritten path is the authorizer's own choice
-                t.verify = t.pin = None
-            self._apply_entry(t, d)
-            return
-        pos, ev = nxt
-        known = self.stack.known_answer(pos, ev, t.abi)
-        if known is not None:  # its own argument rule, or its cached verdict for this very call
-            walk.feed(known.verdict, known.sets)
-            self._advance_entry(t, walk)
-            return
-        # (Stops._answered, one partial fewer per question: _on_tracee keeps a gone tracee quiet)
-        self.stack[pos].ask(ev, partial(self._on_tracee, t.tid, self._on_entry_answer, t, walk, pos), time.monotonic())
+        """Ask the next member of the walk (answers the broker knows for it
+        are fed without asking), or apply the decision once it is made."""
+        while (nxt := walk.next()) is not None:
+            pos, ev = nxt
+            known = self.stack.known_answer(pos, ev, t.abi)
+            if known is None:
+                # (its answer comes through _on_tracee, which keeps a gone tracee quiet)
+                self.stack.members[pos].ask(ev, partial(self._on_tracee, t.tid, self._on_entry_answer, t, walk, pos),
+                                            time.monotonic())
+                return
+            walk.feed(known.verdict, known.sets)  # its own argument rule, or its cached verdict for this very call
+        assert walk.decision is not None
+        t.walk = None
+        d = walk.decision
+        self._record(walk.event, d, t)
+        if self.stable_args and d.action == "cont" and not d.rewritten and t.spec is not None and (
+                stable_positions(t.spec) != ((), ())):
+            d.stabilize = True
+        if d.action != "cont" or d.rewritten:  # a rewritten path is the authorizer's own choice
+            t.verify = t.pin = None
+        self._apply_entry(t, d)
 
     def _on_entry_answer(self, t: _Thread, walk: EntryWalk, pos: int, reply: Reply, reason: str) -> None:
         if t.walk is not walk or self.threads.get(t.tid) is not t:
             return  # the tracee died meanwhile
-        a = self.stack[pos]
+        a = self.stack.members[pos]
         if reason:
             self._log(f"{reason}: {a.name}'s default applies to {walk.event.call.name} (pid {t.tgid})")
         verdict = reply.verdict
         try:
-            self._check_rewrite(t, verdict)
-            self._check_sets(t, reply.sets)
+            if isinstance(verdict, Rewrite):
+                self._check_rewrite(t, verdict)
+            if reply.sets:
+                self._check_sets(t, reply.sets)
             if reply.cache and not reason:
                 step = walk.next()
                 assert step is not None  # the walk is waiting for this very answer
