@@ -4,13 +4,16 @@ programs under `brokerctl run` with small authorizers written by the tests."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 HERE = Path(__file__).parent
 PROGS = HERE / "progs"
@@ -144,3 +147,51 @@ def landlock_brokerctl(mode: str):
         return brokerctl(*args, **kw)
 
     return run
+
+
+class Tmux:
+    """A real terminal for a test: a tmux server of its own (``-L``: its own
+    socket; no config file), running one bash.  The shared default server
+    would be a race between test runs: it exits with its last session, and a
+    command another run sends it meanwhile fails ("server exited"); its
+    sessions would also start with the environment of whoever started it."""
+
+    def __init__(self) -> None:
+        self.server = f"brokerd-{uuid.uuid4().hex[:12]}"
+        self._env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+        self._tmux("new-session", "-d", "-s", "t", "-x", "200", "-y", "50", "bash --norc --noprofile")
+        self._socket = self._tmux("display-message", "-p", "#{socket_path}").strip()
+        self.send("PS1='$ '", "Enter")
+
+    def _tmux(self, *args: str) -> str:
+        r = subprocess.run(["tmux", "-L", self.server, "-f", "/dev/null", *args], capture_output=True, text=True,
+                           env=self._env, timeout=60)
+        assert r.returncode == 0, f"tmux {args[0]} failed: {r.stderr.strip()}"
+        return r.stdout
+
+    def send(self, *keys: str) -> None:
+        self._tmux("send-keys", "-t", "t", *keys)
+
+    def screen(self) -> str:
+        """The screen and what scrolled off it, wrapped lines joined."""
+        return self._tmux("capture-pane", "-p", "-J", "-t", "t", "-S", "-200")
+
+    def wait_for(self, text: str | re.Pattern, timeout: float = 60) -> str:
+        """The screen, once ``text`` (or a match of the pattern) is on it."""
+        found = text.search if isinstance(text, re.Pattern) else (lambda screen: text in screen)
+        return wait_for(self.screen, timeout, f"{text!r} on the screen", until=found, interval=0.1)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.server, "kill-server"], capture_output=True, env=self._env)
+        if self._socket:  # tmux leaves it behind
+            Path(self._socket).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def tmux():
+    """A Tmux terminal, its server killed after the test."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (scripts/setup installs it)")
+    t = Tmux()
+    yield t
+    t.close()

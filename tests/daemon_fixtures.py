@@ -16,6 +16,8 @@ import sysconfig
 import time
 from pathlib import Path
 
+from waiting import wait_for
+
 BROKERD = [sys.executable, "-m", "brokerd.daemon.main"]
 BROKERCTL = [sys.executable, "-m", "brokerd.cli.main"]
 SITE = sysconfig.get_paths()["purelib"]  # the venv's, with the editable brokerd
@@ -55,23 +57,12 @@ def readable_copy() -> str:
 
 def release_fifo(fifo) -> bool:
     """Let a program blocked opening ``fifo`` for reading go on (if alive);
-    False when nobody has it open for reading (yet): poll it with wait_for."""
+    False when nobody has it open for reading (yet): poll it with waiting.wait_for."""
     try:
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
     except OSError:
         return False
     return True
-
-
-def wait_for(pred, timeout: float = 10.0, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Notify:

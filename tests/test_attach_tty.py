@@ -9,23 +9,12 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 
 from conftest import brokerctl
-from test_job_control_tty import tmux  # noqa: F401  (fixture)
+from waiting import wait_for, wait_for_text
 
 
-def _wait(path, pattern: str, timeout: float = 15) -> str:
-    end = time.monotonic() + timeout
-    while True:
-        text = path.read_text() if path.exists() else ""
-        if re.search(pattern, text, re.M):
-            return text
-        assert time.monotonic() < end, f"{pattern!r} not in {path}:\n{text[-2000:]}"
-        time.sleep(0.05)
-
-
-def test_ask_deny_allow_save_detach_replay(tmux, cprog, tmp_path):  # noqa: F811
+def test_ask_deny_allow_save_detach_replay(tmux, cprog, tmp_path):
     secret, public = tmp_path / "secret", tmp_path / "public"
     secret.write_text("s\n")
     public.write_text("p\n")
@@ -33,7 +22,7 @@ def test_ask_deny_allow_save_detach_replay(tmux, cprog, tmp_path):  # noqa: F811
     policy = tmp_path / "saved.toml"
     svc = subprocess.Popen([str(cprog("service")), f"{secret},{public}"], stdout=open(out, "w"))
     try:
-        _wait(out, r"^3 ")
+        wait_for_text(out, r"^3 ")
         cmd = [sys.executable, "-m", "brokerd.cli.main", "attach", str(svc.pid), "--ask", "-e", "trace=openat",
                "--save-policy", str(policy)]
         tmux.send(shlex.join(cmd), "Enter")
@@ -43,7 +32,7 @@ def test_ask_deny_allow_save_detach_replay(tmux, cprog, tmp_path):  # noqa: F811
         tmux.wait_for(f'openat(AT_FDCWD, "{public}"')
         tmux.send("A", "Enter")  # always allow the public one
         # from now on the rules answer: the service goes on without prompts
-        text = _wait(out, rf"{secret} EACCES\n(.*\n)*.*{secret} EACCES")
+        text = wait_for_text(out, rf"{secret} EACCES\n(.*\n)*.*{secret} EACCES")
         assert f"{public} ok" in text
         screen = tmux.wait_for("= -1 EACCES")
         tmux.send("C-c")
@@ -52,10 +41,8 @@ def test_ask_deny_allow_save_detach_replay(tmux, cprog, tmp_path):  # noqa: F811
         assert re.search(r"\d+\s+\d+\s+openat", screen), screen  # the summary table
         # the service keeps serving, untraced, and opens the secret again
         n = len(out.read_text().splitlines())
-        end = time.monotonic() + 15
-        while not any(line.endswith(f"{secret} ok") for line in out.read_text().splitlines()[n:]):
-            assert time.monotonic() < end, "the service did not open the secret again after detach"
-            time.sleep(0.05)
+        wait_for(lambda: out.read_text().splitlines()[n:], 60, "the service to open the secret again after detach",
+                 until=lambda new: any(line.endswith(f"{secret} ok") for line in new))
         assert svc.poll() is None
     finally:
         svc.kill()

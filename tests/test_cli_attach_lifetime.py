@@ -9,19 +9,12 @@ from __future__ import annotations
 import shlex
 import signal
 import subprocess
-import time
 
 import pytest
 from conftest import BROKERCTL
+from waiting import wait_for
 
 DENY_HOSTNAME = 'while read -r l; do case "$l" in *hostname*) echo "skip-fail EACCES";; *) echo cont;; esac; done'
-
-
-def _wait(cond, what: str, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, f"timed out waiting: {what}"
-        time.sleep(0.02)
 
 
 def _tracer(pid: int) -> int:
@@ -39,7 +32,7 @@ def service(cprog, tmp_path):
     out = tmp_path / "svc.out"
     with open(out, "w") as f:
         svc = subprocess.Popen([str(cprog("service")), "/etc/hostname"], stdout=f)
-    _wait(lambda: len(_lines(out)) >= 3, "the service starts")
+    wait_for(lambda: _lines(out), 30, "the service to start", until=lambda lines: len(lines) >= 3)
     yield svc, out
     svc.kill()
     svc.wait()
@@ -54,9 +47,9 @@ def _attach(pid: int, *extra: str) -> subprocess.Popen:
 
 
 def _goes_on_untraced(svc, out) -> None:
-    _wait(lambda: _tracer(svc.pid) == 0, "the program is released")
+    wait_for(lambda: _tracer(svc.pid), 30, "the program to be released (TracerPid 0)", until=lambda pid: pid == 0)
     n = len(_lines(out))
-    _wait(lambda: len(_lines(out)) >= n + 5, "the program goes on")
+    wait_for(lambda: _lines(out), 30, "the program to go on", until=lambda lines: len(lines) >= n + 5)
     assert svc.poll() is None
     assert all(line.endswith(" ok") for line in _lines(out)[n + 1:])
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from conftest import BROKERCTL
+from waiting import wait_for
 
 from brokerd.tracer import seccomp
 
@@ -73,11 +73,12 @@ def test_watch_only_attach_works_in_a_container(cprog, tmp_path):
     def lines() -> list[str]:
         return out.read_text().splitlines()
 
+    def alive_lines() -> list[str]:
+        assert svc.poll() is None, f"the service ended ({svc.returncode})"
+        return lines()
+
     def wait_lines(n: int) -> None:
-        end = time.monotonic() + 20
-        while len(lines()) < n:
-            assert time.monotonic() < end and svc.poll() is None, "the service made no progress"
-            time.sleep(0.02)
+        wait_for(alive_lines, 20, f"the service's line {n}", until=lambda ls: len(ls) >= n)
 
     try:
         wait_lines(3)

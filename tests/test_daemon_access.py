@@ -12,7 +12,8 @@ import signal
 import subprocess
 
 import pytest
-from daemon_fixtures import OTHER_PY, Daemon, Served, popen_ctl, python_for, shared_dir, wait_for
+from daemon_fixtures import OTHER_PY, Daemon, Served, popen_ctl, python_for, shared_dir
+from waiting import wait_for
 
 U1, U2 = 65534, 65533
 

@@ -13,7 +13,8 @@ import threading
 import time
 
 import pytest
-from daemon_fixtures import Daemon, Served, popen_ctl, release_fifo, run_ctl, wait_for
+from daemon_fixtures import Daemon, Served, popen_ctl, release_fifo, run_ctl
+from waiting import wait_for
 
 SPY = r'''
 import sys

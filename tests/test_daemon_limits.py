@@ -25,8 +25,8 @@ from daemon_fixtures import (
     run_ctl,
     shared_dir,
     tracer_session,
-    wait_for,
 )
+from waiting import wait_for
 
 U1, U2 = 65534, 65533
 

@@ -14,7 +14,8 @@ import time
 
 import pytest
 from conftest import brokerctl
-from daemon_fixtures import Daemon, Served, popen_ctl, wait_for
+from daemon_fixtures import Daemon, Served, popen_ctl
+from waiting import wait_for
 
 HOST = '*openat *"/etc/hostname"*'
 

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 from conftest import BROKERCTL
-from daemon_fixtures import wait_for
+from waiting import wait_for
 
 # Answers the greeting, says its pid, then never reads again: it ignores
 # SIGTERM and loops (as a policy stuck in a bug would), so neither EOF on its

@@ -8,8 +8,10 @@ change to the walk shows up here first, naming the rule it broke."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 
 import pytest
 from brokerd.protocol import codec
@@ -35,6 +37,7 @@ from brokerd.protocol.types import (
     SysretEvent,
 )
 
+from brokerd import spin
 from brokerd.decision.authorizer import Authorizer
 from brokerd.decision.cache import VerdictCache, cache_key
 from brokerd.decision.local import LocalAuthorizer
@@ -563,6 +566,97 @@ def test_a_question_asked_from_an_answer_gets_the_reply_read_with_it(conn):
     c.a.ask(_ev(1), first, 0.0)
     assert got == [Reply(Cont(), 1), Reply(SkipFail(errno.EACCES), 2)]
     assert not c.a._fifo and not any(line.startswith("error") for line in c.sent())
+
+
+def test_replies_split_across_reads_or_ending_in_crlf_answer_in_order(conn):
+    """A read of one whole line skips the line buffer: a line completed by a
+    later read, a CRLF line and several lines in one read still answer
+    exactly as the buffer splits them."""
+    c = conn("plain")
+    for n in range(1, 6):
+        c.ask(_ev(n))
+    for chunk in (b"skip-fail EA", b"CCES\n", b"cont\r\n", b"kill\nskip-ok 3\n", b"skip-fail EPERM\r\n"):
+        os.write(c.to_w, chunk)
+        c.a.on_readable(0.0)
+    assert [r.verdict for r, _ in c.answers] == [SkipFail(errno.EACCES), Cont(), Kill(), SkipOk(3), SkipFail(errno.EPERM)]
+    assert all(reason == "" for _, reason in c.answers)
+
+
+@pytest.fixture
+def cpu_pressure(tmp_path, monkeypatch):
+    """The CPU pressure brokerd.spin sees, set by the test (the machine's
+    own would make the spin tests depend on the load)."""
+    path = tmp_path / "cpu"
+    monkeypatch.setattr(spin, "PRESSURE_FILE", str(path))
+
+    def set_to(percent: float) -> None:
+        path.write_text(f"some avg10={percent:.2f} avg60=0.00 avg300=0.00 total=0\n"
+                        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+        monkeypatch.setattr(spin._Load, "next_read", 0)
+
+    set_to(0.0)
+    return set_to
+
+
+@contextlib.contextmanager
+def _reply_later(c: Conn, line: bytes, after: float):
+    """The authorizer's reply arrives ``after`` seconds after this starts
+    (SIGALRM: the same thread, so a spinning ask() sees it and nothing
+    else can race it)."""
+    old = signal.signal(signal.SIGALRM, lambda *_: os.write(c.to_w, line))
+    signal.setitimer(signal.ITIMER_REAL, after)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_a_reply_that_comes_soon_after_the_question_is_taken_by_ask(conn, cpu_pressure):
+    """ask() keeps reading for a short while after the question (the spin):
+    the reply of an authorizer that answers within it answers the question
+    before ask() returns, without the loop's epoll_wait."""
+    c = conn()
+    c.a.spin.budget_ns = 60 * 10**9  # the budget is not what is tested: the reply comes after 0.05 s
+    with _reply_later(c, b"1 skip-fail EACCES\n", 0.05):
+        c.ask(_ev(1))
+    assert c.answers == [(Reply(SkipFail(errno.EACCES), 1), "")]
+
+
+def test_nothing_spins_while_tasks_wait_for_a_cpu(conn, cpu_pressure):
+    """On a busy machine (CPU pressure at or above BUSY_PRESSURE) ask() does
+    not spin: the CPU goes to whoever waits for it, the authorizer maybe;
+    the reply is left to the loop."""
+    c = conn()
+    c.a.spin.budget_ns = 60 * 10**9
+    cpu_pressure(spin.BUSY_PRESSURE + 1)
+    with _reply_later(c, b"1 cont\n", 0.5):
+        c.ask(_ev(1))
+        assert c.answers == []
+    c.say("1 cont")  # the loop reads it
+    cpu_pressure(0.0)
+    with _reply_later(c, b"2 cont\n", 0.05):
+        c.ask(_ev(2))  # calm again: it spins
+    assert [r.id for r, _ in c.answers] == [1, 2]
+
+
+def test_an_authorizer_that_misses_the_spin_is_then_asked_without_one(conn, cpu_pressure):
+    """A spin that saw no reply: the next question is left to the loop at
+    once (a slow authorizer costs no CPU spent spinning), and after
+    the back-off the spin is back."""
+    c = conn()
+    c.a.spin.budget_ns = 10**6
+    c.ask(_ev(1))  # nobody answers: the spin runs out
+    assert c.answers == []
+    c.a.spin.budget_ns = 60 * 10**9
+    with _reply_later(c, b"1 cont\n2 cont\n", 1.0):
+        c.ask(_ev(2))  # no spin: ask() returns before the reply
+        assert c.answers == []
+        c.ask(_ev(3))  # the back-off is over: this one spins and takes both replies
+    assert [r.id for r, _ in c.answers] == [1, 2]
+    with _reply_later(c, b"3 cont\n", 0.05):
+        c.ask(_ev(4))  # spins; a hit reset the back-off: nothing skipped
+    assert [r.id for r, _ in c.answers] == [1, 2, 3]
 
 
 def test_default_never_denies_exit_and_keeps_results_and_signals(conn):

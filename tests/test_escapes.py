@@ -73,9 +73,9 @@ def _state(pid: int) -> str:
 def test_stopping_own_group_does_not_stop_the_broker(rules, tmp_path):
     import os
     import signal
-    import time
 
     from conftest import BROKERCTL
+    from waiting import wait_for
 
     # like a shell job: brokerctl leads a process group the program shares
     p = subprocess.Popen([*BROKERCTL, "run", "-a", rules(), "--", "sh", "-c", "kill -STOP 0; echo resumed"],
@@ -84,28 +84,26 @@ def test_stopping_own_group_does_not_stop_the_broker(rules, tmp_path):
         # wait (no fixed sleep) until the program is stopped *after* its kill
         # returned (outside any syscall): any SIGSTOP the group kill sent the
         # broker has been sent by then, so it is pending or has stopped it
-        deadline = time.monotonic() + 60
-        sh = None
-        while sh is None:
-            assert time.monotonic() < deadline, "the program did not stop itself"
+        def stopped_sh() -> int | None:
             kids = subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout
-            sh = next((int(k) for k in kids.split() if _stopped_after_a_call(int(k))), None)
-            time.sleep(0.02)
+            return next((int(k) for k in kids.split() if _stopped_after_a_call(int(k))), None)
+
+        sh = wait_for(stopped_sh, 60, "the program to stop itself")
         assert _state(p.pid) not in "tT" and not _pending(p.pid, signal.SIGSTOP), \
             "the broker was stopped with its program's group"
+
         # "t" may still be the signal-delivery stop: SIGCONT until the job goes on
-        out = None
-        while out is None:
-            assert time.monotonic() < deadline, "the program did not go on after SIGCONT"
+        def continued() -> tuple[str, str] | None:
             try:
                 os.kill(sh, signal.SIGCONT)
             except ProcessLookupError:  # it already went on and ended
-                out, err = p.communicate(timeout=60)
-                break
+                return p.communicate(timeout=60)
             try:
-                out, err = p.communicate(timeout=0.2)
+                return p.communicate(timeout=0.2)
             except subprocess.TimeoutExpired:
-                continue
+                return None
+
+        out, err = wait_for(continued, 60, "the program to go on after SIGCONT")
         assert out == "resumed\n", err
         assert p.returncode == 0
     finally:

@@ -121,7 +121,8 @@ def test_a_landlock_denial_is_in_the_run_journal(tmp_path, audit_on):
 def test_a_landlock_denial_reaches_the_daemons_audit_log(tmp_path, audit_on):
     """The same record in the daemon's audit trail (the shim's copy to the
     daemon, `Control.tee_audit`), for a session the daemon audits."""
-    from daemon_fixtures import Daemon, wait_for
+    from daemon_fixtures import Daemon
+    from waiting import wait_for
 
     box = tmp_path / "box"
     box.mkdir()

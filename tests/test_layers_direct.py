@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 from conftest import BROKERCTL, brokerctl
+from waiting import text_of, wait_for
 
 from brokerd.tracer import landlock
 
@@ -57,22 +57,26 @@ def test_the_program_is_brokerctl_itself_and_strace_attaches(tree):
     if shutil.which("strace") is None:
         pytest.skip("strace is not installed")
     pol = policy(tree, "kernel", tree / "box")
-    p = subprocess.Popen([*BROKERCTL, "run", "--policy", pol, "--", "sleep", "3"],
+    # the program runs until the test ends it: a fixed run time would be a
+    # race with strace's attach on a loaded machine
+    p = subprocess.Popen([*BROKERCTL, "run", "--policy", pol, "--", "sleep", "600"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # the same pid becomes sleep: no broker process is left
-            try:
-                if open(f"/proc/{p.pid}/comm").read().strip() == "sleep":
-                    break
-            except OSError:
-                pass
-            time.sleep(0.05)
-        else:
-            pytest.fail("the program never started")
-        s = subprocess.run(["strace", "-p", str(p.pid), "-e", "trace=none", "-o", os.devnull],
-                           capture_output=True, text=True, timeout=30)
-        assert s.returncode == 0, s.stderr  # attached (a traced session would refuse: one tracer only)
+        # the same pid becomes sleep: no broker process is left
+        wait_for(lambda: text_of(f"/proc/{p.pid}/comm").strip(), 30, "the program to start (comm sleep)",
+                 until=lambda comm: comm == "sleep")
+        s = subprocess.Popen(["strace", "-p", str(p.pid), "-e", "trace=none", "-o", os.devnull],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            # attached (a traced session would refuse: one tracer only), or strace gave up
+            wait_for(lambda: s.poll() is not None or f"TracerPid:\t{s.pid}\n" in text_of(f"/proc/{p.pid}/status"),
+                     30, "strace to attach or give up")
+            p.kill()
+            _, err = s.communicate(timeout=30)
+        finally:
+            s.kill()
+            s.wait()
+        assert s.returncode == 0, err
     finally:
         p.kill()
         p.wait()

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 from conftest import BROKERCTL, brokerctl
+from waiting import wait_for
 
 from brokerd.tracer import landlock
 
@@ -96,19 +96,16 @@ def test_killed_broker_leaves_nothing_running(tmp_path):
     p = subprocess.Popen([*BROKERCTL, "run", "--policy", f"sandbox:{box},--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/etc",
                           "--", "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not (box / "ticks").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert (box / "ticks").exists(), "the program never ran"
+    wait_for((box / "ticks").exists, 60, "the program to run (its first tick)")
     os.kill(p.pid, signal.SIGKILL)
     p.wait(timeout=30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def group_gone() -> bool:
         try:
             os.killpg(p.pid, 0)  # the session's processes (sh, cat...) are in its group
         except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("the program outlived its broker")
+            return True
+        return False
+
+    wait_for(group_gone, 30, "the program to die with its broker (it outlived it)")
     assert not (box / "leak").exists() or (box / "leak").read_text() == ""

@@ -11,8 +11,7 @@ import subprocess
 import sys
 
 from conftest import brokerctl
-from test_attach_tty import _wait
-from test_job_control_tty import tmux  # noqa: F401  (fixture)
+from waiting import wait_for_text
 
 
 def _learned_service(cprog, tmp_path):
@@ -27,7 +26,7 @@ def _learned_service(cprog, tmp_path):
     return secret, public, svc_bin, policy
 
 
-def test_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  # noqa: F811
+def test_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):
     secret, public, svc_bin, policy = _learned_service(cprog, tmp_path)
     before = brokerctl("run", "--policy", str(policy), "--", svc_bin, f"{secret},{public}", "1")
     assert before.stdout.splitlines() == [f"0 {secret} EACCES", f"0 {public} ok"], before.stderr
@@ -35,7 +34,7 @@ def test_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  # noq
     out = tmp_path / "svc.out"
     svc = subprocess.Popen([svc_bin, f"{secret},{public}"], stdout=open(out, "w"))
     try:
-        _wait(out, r"^3 ")
+        wait_for_text(out, r"^3 ")
         cmd = [sys.executable, "-m", "brokerd.cli.main", "attach", str(svc.pid), "--ask", "-e", "trace=openat",
                "--learned", str(policy)]
         tmux.send(shlex.join(cmd), "Enter")
@@ -58,7 +57,7 @@ def test_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  # noq
     assert after.stdout.splitlines() == [f"0 {secret} ok", f"0 {public} ok"], after.stderr
 
 
-def test_run_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):  # noqa: F811
+def test_run_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):
     """brokerctl run --ask --learned: the program starts under the learned
     policy's judgement, only what it would deny is asked (no -e needed), and
     the "always allow" answer is learned into the file."""

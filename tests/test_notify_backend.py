@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 from conftest import BROKERCTL, brokerctl
-from daemon_fixtures import wait_for
+from waiting import wait_for
 
 NOTIFY_AUTHZ = r'''
 import sys

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 from conftest import BROKERCTL, brokerctl
+from waiting import wait_for
 
 DENY_HOSTNAME = 'while read -r l; do case "$l" in *hostname*) echo "skip-fail EACCES";; *) echo cont;; esac; done'
 
@@ -29,11 +29,8 @@ def _lines(path) -> list[str]:
     return path.read_text().splitlines()
 
 
-def _wait_lines(path, n: int, timeout: float = 10) -> None:
-    end = time.monotonic() + timeout
-    while len(_lines(path)) < n:
-        assert time.monotonic() < end, "service made no progress"
-        time.sleep(0.02)
+def _wait_lines(path, n: int, timeout: float = 30) -> None:
+    wait_for(lambda: _lines(path), timeout, f"the service's line {n}", until=lambda lines: len(lines) >= n)
 
 
 def test_attach_steer_and_detach(cprog, tmp_path):
@@ -66,11 +63,9 @@ def test_attach_steer_and_detach(cprog, tmp_path):
         svc.wait()
 
 
-def _wait_state(pid: int, states: str, timeout: float = 10) -> None:
-    end = time.monotonic() + timeout
-    while _status(pid)["State"][0] not in states:
-        assert time.monotonic() < end, f"{pid} never reached state {states}: {_status(pid)['State']}"
-        time.sleep(0.02)
+def _wait_state(pid: int, states: str, timeout: float = 30) -> None:
+    wait_for(lambda: _status(pid)["State"], timeout, f"{pid} to reach state {states}",
+             until=lambda state: state[0] in states)
 
 
 def test_detach_leaves_stopped_process_stopped(cprog, tmp_path):
@@ -108,10 +103,7 @@ def test_attach_refusals():
             kids = subprocess.run(["pgrep", "-P", str(sleeper.pid)], capture_output=True, text=True).stdout.split()
             return next((int(k) for k in kids if _tracer_of(int(k)) == str(sleeper.pid)), None)
 
-        end = time.monotonic() + 20
-        while (child := traced_child()) is None:
-            assert time.monotonic() < end, "strace never traced its child"
-            time.sleep(0.02)
+        child = wait_for(traced_child, 20, "strace to trace its child")
         r = brokerctl("attach", str(child))
         assert r.returncode == 1
         assert f"already traced by pid {sleeper.pid}" in r.stderr

@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import BROKERCTL, brokerctl
-from daemon_fixtures import wait_for
+from waiting import text_of, wait_for
 
 
 def test_threads_are_traced(cprog, rules):
@@ -56,19 +55,14 @@ def test_shim_killed_tracee_dies(cprog, rules, tmp_path):
     script = f"while :; do date +%s%N > {marker}; sleep 0.05; done"
     p = subprocess.Popen([*BROKERCTL, "run", "-e", "trace=openat", "-a", rules(), "--", "sh", "-c", script],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    end = time.monotonic() + 30  # a loaded machine: wait for the condition, with a deadline
-    while not marker.exists() and time.monotonic() < end:
-        time.sleep(0.02)
-    assert marker.exists()
+    wait_for(marker.exists, 30, "the program's first mark")
     tracees = _descendants(p.pid)
     assert tracees
     p.kill()
     p.wait()
-    end = time.monotonic() + 20  # the kernel kills them (EXITKILL): wait for it, not a fixed time
-    while any(_alive(pid) for pid in tracees) and time.monotonic() < end:
-        time.sleep(0.02)
-    for pid in tracees:
-        assert not _alive(pid), f"tracee {pid} survived the broker"
+    # the kernel kills them (EXITKILL)
+    wait_for(lambda: [pid for pid in tracees if _alive(pid)], 20, "the tracees to die with the broker",
+             until=lambda survivors: not survivors)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -85,24 +79,36 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_sigstop_sigcont_job_control(cprog, rules):
+#: ticks until the file named by its argument exists (the test says when:
+#: a fixed number of ticks would be a race with the test's SIGSTOP under load)
+TICKER = """
+import os, sys, time
+i = 0
+while not os.path.exists(sys.argv[1]):
+    print(i, flush=True)
+    i += 1
+    time.sleep(0.05)
+print("end", flush=True)
+"""
+
+
+def test_sigstop_sigcont_job_control(cprog, rules, tmp_path):
     # A traced program stopped with SIGSTOP really stops, and SIGCONT resumes it.
-    p = subprocess.Popen([*BROKERCTL, "run", "-a", rules(), "--", sys.executable, "-c",
-                          "import time,sys\nfor i in range(40):\n print(i, flush=True); time.sleep(0.05)"],
+    end = tmp_path / "end"
+    p = subprocess.Popen([*BROKERCTL, "run", "-a", rules(), "--", sys.executable, "-c", TICKER, str(end)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = p.stdout.readline()
     assert first.strip() == "0"
     child = _descendants(p.pid)
     py = [c for c in child if _alive(c)][0]
     os.kill(py, signal.SIGSTOP)
-    end = time.monotonic() + 20
-    while (state := open(f"/proc/{py}/stat").read().split(") ")[1][0]) not in "tT" and time.monotonic() < end:
-        time.sleep(0.02)
-    assert state in "tT", state
+    wait_for(lambda: text_of(f"/proc/{py}/stat").split(") ")[1][0], 20, "the program to stop",
+             until=lambda state: state in "tT")
     os.kill(py, signal.SIGCONT)
+    end.touch()
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
-    assert out.split()[-1] == "39"
+    assert out.split()[-1] == "end"
 
 
 def test_signal_delivered_natively(cprog, rules):

@@ -107,7 +107,8 @@ def test_on_failure_deny_lets_the_program_exit(tmp_path, cprog):
     import os
     import signal
 
-    from daemon_fixtures import Daemon, Served, popen_ctl, release_fifo, wait_for
+    from daemon_fixtures import Daemon, Served, popen_ctl, release_fifo
+    from waiting import wait_for
 
     d = Daemon(tmp_path / "d")
     spy = tmp_path / "spy.py"
@@ -184,7 +185,7 @@ def test_authorizer_ignoring_sigterm_is_killed(tmp_path):
     import os
     import signal
 
-    from daemon_fixtures import wait_for
+    from waiting import wait_for
 
     pidfile = tmp_path / "pid"
     cmd = f"trap '' TERM; echo $$ > {pidfile}; read x; echo cont; while :; do sleep 1; done"

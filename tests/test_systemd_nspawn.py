@@ -11,10 +11,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from waiting import text_of, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -79,14 +79,8 @@ def container(tmp_path_factory):
     try:
         leader = _leader(boot.pid)
         c = Container(leader)
-        state = ""
-        for _ in range(120):
-            state = c.run("systemctl is-system-running").stdout.strip()
-            if state in ("running", "degraded"):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"the container's systemd did not come up (state {state!r})")
+        wait_for(lambda: c.run("systemctl is-system-running").stdout.strip(), 90, "the container's systemd to come up",
+                 until=lambda state: state in ("running", "degraded"), interval=0.5)
         yield c
     finally:
         # the container's systemd first: killing systemd-nspawn alone leaves it
@@ -105,17 +99,11 @@ def container(tmp_path_factory):
 
 def _leader(nspawn_pid: int) -> int:
     """The container's PID 1 as seen from here: the child of systemd-nspawn running systemd."""
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
+    def systemd_child() -> int | None:
         kids = subprocess.run(["pgrep", "-P", str(nspawn_pid)], capture_output=True, text=True).stdout.split()
-        for k in kids:
-            try:
-                if Path(f"/proc/{k}/comm").read_text().strip() == "systemd":
-                    return int(k)
-            except OSError:
-                pass
-        time.sleep(0.2)
-    pytest.fail("systemd-nspawn did not start the container's systemd")
+        return next((int(k) for k in kids if text_of(f"/proc/{k}/comm").strip() == "systemd"), None)
+
+    return wait_for(systemd_child, 60, "systemd-nspawn to start the container's systemd", interval=0.2)
 
 
 class Container:
@@ -140,9 +128,10 @@ def test_socket_activation_and_notify(container):
 
 
 def test_traced_session_through_installed_units(container):
-    r = container.run("systemctl start brokerd-authorizer@no-shadow && for i in $(seq 300); do "
-                      "brokerctl authorizers | grep -q no-shadow && break; sleep 0.1; done; brokerctl authorizers")
-    assert "no-shadow" in r.stdout, r.stdout + r.stderr
+    r = container.run("systemctl start brokerd-authorizer@no-shadow")
+    wait_for(lambda: container.run("brokerctl authorizers").stdout, 30,
+             f"the no-shadow authorizer to register (systemctl start: {r.returncode} {r.stderr.strip()})",
+             until=lambda listed: "no-shadow" in listed, interval=0.1)
     r = container.run("brokerctl run -- cat /etc/hostname /etc/shadow; echo status=$?")
     assert "Permission denied" in r.stdout + r.stderr, r.stdout + r.stderr
     assert "status=1" in r.stdout

@@ -12,11 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import BROKERCTL
 from daemon_fixtures import OTHER_PY, _cmd, as_user, shared_dir
+from waiting import wait_for
 
 from brokerd.tracer import landlock
 
@@ -110,10 +110,13 @@ def other_session(ctl, mode: str, victim):
     a = ctl(mode, "run", "-e", "trace=openat", "-a", authz, "--", "sh", "-c", "read x", popen=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20
-        while not pidfile.exists() and time.monotonic() < deadline and a.poll() is None:
-            time.sleep(0.02)
-        assert pidfile.exists(), "session A did not start"
+        def started() -> bool:
+            if pidfile.exists():
+                return True
+            assert a.poll() is None, f"session A did not start: it ended ({a.returncode})"
+            return False
+
+        wait_for(started, 20, "session A to start (its authorizer's pid)")
         yield pidfile.read_text()
     finally:
         a.communicate("x\n", timeout=20)

@@ -49,6 +49,7 @@ from brokerd.protocol.types import (
     SysretEvent,
     Verdict,
 )
+from brokerd.spin import Spin
 
 DEFAULT_TIMEOUT = 5.0
 #: the greeting gets at least this long: an interpreter may need a while to
@@ -57,6 +58,11 @@ GREETING_TIMEOUT = 30.0
 #: bytes of event lines waiting for an authorizer that stopped reading; past
 #: this it is treated as failed (16 lines of the maximal length)
 MAX_PENDING_OUT = 16 * 65536
+#: bytes read from an authorizer's output at once
+READ_SIZE = 65536
+#: a read of one line up to this long is handled without the line buffer
+#: (far below its limit, so never a line it would refuse as too long)
+ONE_LINE_MAX = 4096
 #: after SIGTERM, how long an authorizer process may take to exit before SIGKILL
 KILL_GRACE = 2.0
 #: when a session ends, how long an authorizer may take after the end of its
@@ -144,6 +150,8 @@ class Authorizer:
         #: next step of a walk) does not read again before the lines already
         #: read are handled (the loop reads the rest)
         self._reading = False
+        #: how ask() waits for a reply before leaving it to the loop
+        self.spin = Spin()
         os.set_blocking(rfd, False)
         os.set_blocking(wfd, False)
 
@@ -192,12 +200,9 @@ class Authorizer:
     # -- questions --------------------------------------------------------
     def ask(self, event: SyscallEvent | SysretEvent | SignalEvent, answer: Answer, now: float) -> None:
         """Send ``event``; ``answer`` is called exactly once, later, or now if
-        the authorizer is dead or its reply is already waiting: the write
-        wakes the authorizer, which often answers before the write returns
-        (it preempts the broker on the same CPU, or runs on the other), so one
-        non-blocking read right after it takes the reply without a return to
-        the loop and its ``epoll_wait`` (docs/performance.md).  Replies that
-        come later are read by the loop as before; deadlines are unchanged."""
+        the authorizer is dead or answers within a short spin
+        (:meth:`_await_reply`).  Replies that come later are read by the loop
+        as before; deadlines are unchanged."""
         if self.mode == "dead":
             self.defaulted += 1
             answer(default_reply(type(event), _call_name(event), self.default),
@@ -215,7 +220,29 @@ class Authorizer:
         self._by_id[event.id] = q
         self._send(line)
         if not self._out and not self._reading and self.mode != "dead":
-            self.on_readable(now)  # the reply may be there already (see _reading)
+            self._await_reply(now)
+
+    def _await_reply(self, now: float) -> None:
+        """Read the reply right after its question, spinning briefly
+        (:mod:`brokerd.spin`) instead of leaving it to the loop: the write
+        wakes the authorizer, and a plain one answers in microseconds, often
+        before the write returns (it preempts the broker on its CPU), else on
+        the other CPU some 5-60 us later; had the broker slept in
+        ``epoll_wait``, that answer would have had to wake its CPU again."""
+        try:
+            data = self.spin.until(self._read_now)
+        except OSError as e:
+            self._die(f"read failed: {e.strerror}")
+            return
+        if data is not None:
+            self._take(data)
+
+    def _read_now(self) -> bytes | None:
+        """One non-blocking read: None when nothing is there yet."""
+        try:
+            return os.read(self.rfd, READ_SIZE)
+        except BlockingIOError:
+            return None
 
     def notify(self, line: bytes) -> None:
         """Send a line that needs no answer (proc events) to a handshake authorizer."""
@@ -258,19 +285,34 @@ class Authorizer:
 
     def on_readable(self, now: float) -> None:
         try:
-            data = os.read(self.rfd, 65536)
+            data = os.read(self.rfd, READ_SIZE)
         except BlockingIOError:
             return
         except OSError as e:
             self._die(f"read failed: {e.strerror}")
             return
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """Handle bytes read from the authorizer (empty: the end of its output)."""
         if not data:
             self._die("closed its output (exited?)")
             return
-        self._lines.feed(data)
+        lines = self._lines
+        if (len(data) <= ONE_LINE_MAX and data.find(b"\n") == len(data) - 1
+                and not lines.pending and not lines.discarding and not len(lines)):
+            # One whole line and nothing held (the usual read: one reply, e.g.
+            # ``cont``): what the buffer would give, without its bookkeeping.
+            self._reading = True
+            try:
+                self._on_line(data[:-2] if data.endswith(b"\r\n") else data[:-1])
+            finally:
+                self._reading = False
+            return
+        lines.feed(data)
         self._reading = True
         try:
-            for line in self._lines:
+            for line in lines:
                 if self.mode == "dead":
                     return
                 if not isinstance(line, PartialLine):  # only after the end of the stream

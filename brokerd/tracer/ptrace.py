@@ -16,6 +16,7 @@ import _thread
 import ctypes
 import errno
 import os
+import struct
 from ctypes import (
     POINTER,
     Structure,
@@ -250,21 +251,28 @@ def get_syscall_info(pid: int, info: SyscallInfo) -> SyscallInfo:
     return info
 
 
-def set_syscall_info(pid: int, info: SyscallInfo) -> bool:
-    """Change the call a tracee stopped at its seccomp (or entry) stop is
-    about to make, number and all six arguments in one request
-    (PTRACE_SET_SYSCALL_INFO): where GETREGS + SETREGS took two.  ``info``
-    carries the stop's own ``op`` (the kernel refuses another) and zero
-    ``pad`` (its reserved and flags fields); ``arch``, the instruction and
-    stack pointers and a seccomp stop's ``ret_data`` are ignored.  False,
-    nothing changed, where the kernel lacks the request or refuses it (then
-    it is never tried again: the shim calls it only at seccomp stops, so a
-    refusal means a kernel whose request differs): the caller uses
-    GETREGS/SETREGS.  Raises OSError for other failures (the tracee is gone)."""
+#: struct ptrace_syscall_info as PTRACE_SET_SYSCALL_INFO reads it: op, reserved
+#: and flags (zero), arch, instruction and stack pointers (ignored), nr, six
+#: arguments, a seccomp stop's ret_data (ignored), padding
+_SET_INFO = struct.Struct("<B3xI2Q7Q8x")
+_set_info_buf = ctypes.create_string_buffer(_SET_INFO.size)
+_set_info_at = addressof(_set_info_buf)
+
+
+def set_syscall_info(pid: int, op: int, nr: int, args: tuple[int, ...]) -> bool:
+    """Change the call a tracee stopped at a stop of kind ``op`` (its
+    seccomp stop, INFO_SECCOMP, or a syscall-entry stop) is about to make:
+    its number and all six arguments in one request
+    (PTRACE_SET_SYSCALL_INFO), where GETREGS + SETREGS took two.  False,
+    nothing changed, where the kernel lacks the request or refuses it
+    (then it is never tried again: the shim asks only at stops of the kind
+    it names, so a refusal means a kernel whose request differs): the caller
+    uses GETREGS/SETREGS.  Raises OSError for other failures (the tracee is gone)."""
     global SET_INFO_WORKS
     if not SET_INFO_WORKS:
         return False
-    if _ptrace(PTRACE_SET_SYSCALL_INFO, pid, _INFO_SIZE, addressof(info)) == -1:
+    _SET_INFO.pack_into(_set_info_buf, 0, op, 0, 0, 0, nr, *args)
+    if _ptrace(PTRACE_SET_SYSCALL_INFO, pid, _SET_INFO.size, _set_info_at) == -1:
         err = ctypes.get_errno()
         if err in (errno.EIO, errno.EINVAL):  # an unknown request (an older kernel), or refused
             SET_INFO_WORKS = False

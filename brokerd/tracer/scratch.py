@@ -91,15 +91,24 @@ class Region:
         """Do blobs of ``sizes`` fit in one slot (aligned as reserve places them)?"""
         return sum((n + 15) & ~15 for n in sizes) <= SLOT_SIZE
 
-    def reserve(self, tid: int, sizes: list[int]) -> list[int] | None:
-        """Addresses (in the tracee) for blobs of ``sizes`` in the thread's
-        slot, or None if no slot is free (check :meth:`fits` first)."""
+    def slot(self, tid: int) -> int | None:
+        """The address (in the tracee) of the thread's slot, taken now if it
+        has none; None if no slot is free.  One blob of up to SLOT_SIZE bytes
+        goes there (a pinned open's); :meth:`reserve` places several."""
         off = self.slots.get(tid)
         if off is None:
             if not self.free:
                 return None
-            off = self.free.pop()
-            self.slots[tid] = off
+            off = self.slots[tid] = self.free.pop()
+        return self.addr + off
+
+    def reserve(self, tid: int, sizes: list[int]) -> list[int] | None:
+        """Addresses (in the tracee) for blobs of ``sizes`` in the thread's
+        slot, or None if no slot is free (check :meth:`fits` first)."""
+        at = self.slot(tid)
+        if at is None:
+            return None
+        off = at - self.addr
         addrs = []
         pos = off
         for n in sizes:

@@ -89,8 +89,6 @@ class ShimBase:
         self._next_id = 1
         self._info = pt.SyscallInfo()
         self._regs = pt.Regs()
-        #: PTRACE_SET_SYSCALL_INFO's argument (pin.py), None where the kernel lacks the request
-        self._set_info: pt.SyscallInfo | None = pt.SyscallInfo() if pt.SET_INFO_WORKS else None
         self._action_cache = Answers()
         #: the broker's own rules, below every authorizer (docs/security.md)
         self.stable_args = stable_args

@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from brokerd.decision.stack import Decision
 from brokerd.protocol.abi import Abi
 from brokerd.protocol.args import constant
-from brokerd.protocol.record import Record, _set
 
 from .. import ptrace as pt
 from .base import ShimBase
@@ -64,24 +63,18 @@ S_IALLUGO = 0o7777
 PATH_MAX = 4096
 
 
-class Pinned(Record):
-    """What a pinned open runs: the real path and the ``struct open_how`` bytes."""
-
-    __slots__ = ("path", "how")
-    path: bytes
-    how: bytes
-
-    def __init__(self, path: bytes, how: bytes) -> None:
-        _set(self, "path", path)
-        _set(self, "how", how)
+#: what a pinned open writes to its scratch slot: ``struct open_how`` padded
+#: to HOW_ROOM bytes, then the real path and its NUL (one write; pinned())
+Pinned = bytes
 
 
 @functools.lru_cache(maxsize=256)
 def open_how(flags: int, mode: int) -> bytes | None:
     """``struct open_how`` for an ``openat(flags, mode)``, as the kernel's
     ``build_open_how`` makes it (so ``openat2`` opens alike), with the pin's
-    resolve flags; None for flag bits the table does not know.  Cached: a
-    program uses a handful of flag and mode combinations."""
+    resolve flags, padded to HOW_ROOM bytes (the path follows it); None for
+    flag bits the table does not know.  Cached: a program uses a handful of
+    flag and mode combinations."""
     flags &= 0xFFFFFFFF
     if flags & ~VALID_OPEN_FLAGS:
         return None
@@ -90,12 +83,13 @@ def open_how(flags: int, mode: int) -> bytes | None:
     mode &= S_IALLUGO
     if not flags & (O_CREAT | O_TMPFILE_BIT):
         mode = 0
-    return OPEN_HOW.pack(flags, mode, PIN_RESOLVE)
+    return OPEN_HOW.pack(flags, mode, PIN_RESOLVE) + bytes(HOW_ROOM - OPEN_HOW.size)
 
 
 def pinned(name: str, raw: tuple[int, ...], given: bytes, real: bytes) -> Pinned | None:
     """The pinned form of open call ``name`` (x86_64 registers ``raw``) whose
-    path argument was ``given`` and resolved to ``real``; None where the
+    path argument was ``given`` and resolved to ``real`` (what its scratch
+    slot is to hold: ``struct open_how``, then the path); None where the
     check at exit must stay: another call, a path the kernel would walk
     differently from the judged one (relative, a symlink or ``..`` in it,
     ``.``, doubled or trailing slashes), anything under ``/proc``, unknown
@@ -103,14 +97,13 @@ def pinned(name: str, raw: tuple[int, ...], given: bytes, real: bytes) -> Pinned
     need search permission on the ancestors of the cwd, which natively it
     does not."""
     form = PIN_FORMS.get(name)
-    if form is None or given != real or not canonical(real) or len(real) >= PATH_MAX:
+    if form is None or given != real or len(real) >= PATH_MAX or not canonical(real):
         return None
-    if real == b"/proc" or real.startswith(b"/proc/"):
+    if real.startswith(b"/proc") and (len(real) == 5 or real[5] == 47):  # b"/proc", b"/proc/..."
         return None  # magic links and per-process files: their own rules (security.md)
     fidx, midx = form
-    flags = CREAT_FLAGS if fidx is None else raw[fidx]
-    how = open_how(flags, raw[midx] if midx < len(raw) else 0)
-    return None if how is None else Pinned(real, how)
+    how = open_how(CREAT_FLAGS if fidx is None else raw[fidx], raw[midx] if midx < len(raw) else 0)
+    return None if how is None else how + real + b"\0"
 
 
 def canonical(path: bytes) -> bool:
@@ -190,15 +183,13 @@ class Pin(ShimBase):
         if region is None:
             self._inject_region(t, pt.getregs(t.tid, self._regs), d)
             return False
-        blob = pin.how + bytes(HOW_ROOM - len(pin.how)) + pin.path + b"\0"  # one write: how, then the path
-        addrs = region.reserve(t.tid, [len(blob)])
-        if addrs is None:
+        how_at = region.slot(t.tid)  # one write: how, then the path
+        if how_at is None:
             t.state = "slotwait"
             self._slot_waiters.append(t)
             return False
-        how_at = addrs[0]
-        region.write(how_at, blob)
-        self._repoint(t, abi, SYS_OPENAT2, (AT_FDCWD & MASK64, how_at + HOW_ROOM, how_at, len(pin.how)))
+        region.write(how_at, pin)
+        self._repoint(t, abi, SYS_OPENAT2, (AT_FDCWD & MASK64, how_at + HOW_ROOM, how_at, OPEN_HOW.size))
         t.verify = None  # the kernel follows no symlink: what it opens is the judged path
         return True
 
@@ -210,20 +201,13 @@ class Pin(ShimBase):
         PTRACE_SET_SYSCALL_INFO where the kernel has it (6.16+): the program's
         values are the stop's own (``t.raw``, the call's number), so no
         GETREGS is needed; GETREGS + SETREGS otherwise."""
-        names = abi.arg_regs
-        info, own = self._set_info, t.raw
-        if info is not None and len(own) == 6:
-            info.op = pt.INFO_SECCOMP
-            sc = info.u.seccomp
-            sc.nr = nr
-            sc.args[:] = args + own[len(args):]
-            if pt.set_syscall_info(t.tid, info):
-                changed = dict(zip(names, zip(args, own, strict=False), strict=False))
-                assert t.spec is not None
-                changed["orig_rax"] = (nr, t.spec.nr | abi.nr_bit)
-                t.repointed = changed
-                return
-            self._set_info = None  # refused: never asked again
+        names, own = abi.arg_regs, t.raw
+        if len(own) == 6 and pt.set_syscall_info(t.tid, pt.INFO_SECCOMP, nr, args + own[len(args):]):
+            changed = dict(zip(names, zip(args, own, strict=False), strict=False))
+            assert t.spec is not None
+            changed["orig_rax"] = (nr, t.spec.nr | abi.nr_bit)
+            t.repointed = changed
+            return
         regs = pt.getregs(t.tid, self._regs)
         new = dict(zip(names, args, strict=False))
         new["orig_rax"] = nr

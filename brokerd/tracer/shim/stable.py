@@ -85,7 +85,7 @@ class Stable(ShimBase):
             return None, None
         # O_NOFOLLOW, and O_CREAT|O_EXCL, open a final symlink itself (or fail)
         follow = not (flags & O_NOFOLLOW or flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL)
-        root = os.fsencode(f"/proc/{t.tid}/root")
+        root = b"/proc/%d/root" % t.tid
         pinnable = pinned(spec.name, raw, v.data, path) if pin else None
         if pinnable is not None:  # already its real path, if the kernel's walk meets no symlink
             rfd = self._roots.get(t.tid, t)

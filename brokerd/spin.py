@@ -1,0 +1,98 @@
+"""A short, bounded busy wait for something due within microseconds, with a
+back-off for when it does not come.
+
+Why spin at all: the shim waits for two things per decision that usually
+come within tens of microseconds, an external authorizer's reply and the
+traced program's next stop after it was resumed.  Going to sleep in
+``epoll_wait`` for them idles the shim's CPU, and on a VM an idle vCPU halts:
+waking it again costs more wall and system time than the spin (an IPI to a
+halted vCPU, 20-40 us and more on this host; docs/performance.md, "External
+authorizers").  A spin that sees nothing makes the next 1, 2, 4 ... waits
+(doubling per miss in a row, up to ``max_skip``) poll once only, so what
+takes longer (an authorizer that thinks, a program computing between calls,
+a machine too loaded to run the other side at once) is waited for in
+``epoll_wait`` as before, without burning CPU.
+
+Nothing spins while the machine is busy: when tasks wait for a CPU (the
+kernel's CPU pressure, ``/proc/pressure/cpu`` "some avg10", at or above
+:data:`BUSY_PRESSURE` percent), a spin would take a CPU from them, or from
+the very process it waits for, and no CPU is idle to halt anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from time import monotonic_ns
+from typing import TypeVar
+
+T = TypeVar("T")
+
+#: how long one wait spins at most
+SPIN_NS = 100_000
+#: the most waits that poll once only after spins that saw nothing
+MAX_SKIP = 1024
+#: CPU pressure (percent of the last 10 s some task waited for a CPU) from which nothing spins
+BUSY_PRESSURE = 10.0
+#: where the kernel says it (absent without CONFIG_PSI: then only the back-off limits spinning)
+PRESSURE_FILE = "/proc/pressure/cpu"
+#: how often the pressure is read again
+PRESSURE_EVERY_NS = 100_000_000
+
+
+class _Load:
+    """The last reading of the CPU pressure (one per process, shared by every wait)."""
+
+    busy = False
+    next_read = 0
+
+
+def machine_busy(now_ns: int) -> bool:
+    """Do tasks wait for a CPU?  Read at most every :data:`PRESSURE_EVERY_NS`."""
+    if now_ns < _Load.next_read:
+        return _Load.busy
+    _Load.next_read = now_ns + PRESSURE_EVERY_NS
+    try:
+        with open(PRESSURE_FILE, "rb") as f:
+            head = f.readline()  # b"some avg10=1.23 avg60=... total=..."
+        _Load.busy = float(head.split(b"avg10=", 1)[1].split(None, 1)[0]) >= BUSY_PRESSURE
+    except (OSError, IndexError, ValueError):
+        _Load.busy = False
+    return _Load.busy
+
+
+class Spin:
+    """One kind of wait's spin budget and back-off state."""
+
+    __slots__ = ("budget_ns", "max_skip", "_skip", "_backoff")
+
+    def __init__(self, budget_ns: int = SPIN_NS, max_skip: int = MAX_SKIP) -> None:
+        self.budget_ns = budget_ns
+        self.max_skip = max_skip
+        self._skip = 0  # waits left that poll once only
+        self._backoff = 0  # the skip the next miss sets: doubles per miss in a row, 0 after a hit
+
+    def until(self, poll: Callable[[], T | None]) -> T | None:
+        """``poll()`` until it gives something other than None, for up to
+        ``budget_ns`` (once only while backing off); None if it never did."""
+        got = poll()
+        if got is not None:
+            self._backoff = 0
+            return got
+        if self._skip:
+            self._skip -= 1
+            return None
+        now = monotonic_ns()
+        if machine_busy(now):
+            return None
+        end = now + self.budget_ns
+        while monotonic_ns() < end:
+            got = poll()
+            if got is not None:
+                self._backoff = 0
+                return got
+        self._backoff = min(2 * self._backoff or 1, self.max_skip)
+        self._skip = self._backoff
+        return None
+
+
+__all__ = ["BUSY_PRESSURE", "MAX_SKIP", "SPIN_NS", "Spin", "machine_busy"]
