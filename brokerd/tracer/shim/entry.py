@@ -424,17 +424,8 @@ def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple,
             continue
         path = _absolute(tid, spec.args, raw, i, v.data)
         if path is not None:
-            notes.append((key, Str(_folded(path))))
+            notes.append((key, Str(os.path.normpath(path).replace(b"//", b"/"))))
     return tuple(notes)
-
-
-def _folded(path: bytes) -> bytes:
-    """An absolute path with ``.``, ``..``, ``//`` and a trailing ``/``
-    folded; most paths have none of them (no ``/.``, ``//`` or trailing
-    ``/``) and are returned as they are (normpath is pure Python)."""
-    if b"/." in path or b"//" in path or (path.endswith(b"/") and path != b"/"):
-        return os.path.normpath(path).replace(b"//", b"/")
-    return path
 
 
 def _absolute(tid: int, kinds: tuple[str, ...], raw: tuple[int, ...], i: int, path: bytes) -> bytes | None:
