@@ -1264,7 +1264,7 @@ class Session:
         """The sans-text path (an in-process policy, brokerd.decision.inproc):
         an event object -> the Reply object to it (None: nothing to answer)."""
         job = self.start_event(ev)
-        if job is None or isinstance(job, Reply | Hello):
+        if type(job) is not _Job:
             return job if isinstance(job, Reply) else None
         try:
             result = _call_sync(job, "an in-process session")

@@ -27,6 +27,8 @@ def openat(call):
     if path.endswith("loops"):
         while True:
             pass
+    if path.endswith("slow"):  # answers in time, but late in its deadline
+        time.sleep(0.6)
     if path.endswith("secret"):
         return skip_fail("EACCES")
     if path.endswith("alarm"):  # a SIGALRM long before this question's deadline
@@ -42,7 +44,7 @@ if __name__ == "__main__":
 def flaky(request, tmp_path):
     """The -a argument running POLICY in the broker or as a process."""
     (tmp_path / "flakypol.py").write_text(textwrap.dedent(POLICY))
-    for name in ("raises", "exits", "loops", "secret", "fine", "alarm"):
+    for name in ("raises", "exits", "loops", "secret", "fine", "alarm", "slow"):
         (tmp_path / name).write_text(name + "\n")
     if request.param == "inproc":
         return "py:flakypol:az"
@@ -104,6 +106,22 @@ def test_the_deadline_timer_firing_later_changes_nothing(flaky, tmp_path, monkey
                   env={"PYTHONPATH": str(tmp_path)}, timeout=120)
     assert (r.stdout, r.returncode) == ("fine\nfine\n", 0), r.stderr
     assert "did not answer" not in r.stderr and "default" not in r.stderr
+
+
+def test_a_question_begun_while_the_timer_runs_gets_its_own_deadline(tmp_path, monkeypatch):
+    """The deadline timer is set only when it is not running: a question
+    that begins while it runs for an earlier one (here after a slow answer)
+    is still bounded, by its own deadline: when the timer fires early for
+    it, it is set again for what is left, and the looping handler gets the
+    default verdict (without that the run hangs).  In-process only."""
+    (tmp_path / "flakypol.py").write_text(textwrap.dedent(POLICY))
+    for name in ("slow", "loops", "fine"):
+        (tmp_path / name).write_text(name + "\n")
+    monkeypatch.chdir(tmp_path)
+    r = _run(tmp_path, "py:flakypol:az", "slow", "loops", "fine", timeout="2")
+    assert r.stdout == "slow\nfine\n", r.stderr
+    assert r.stderr.count("did not answer within 2s") == 1
+    assert r.stderr.count("Operation not permitted") == 1
 
 
 def test_an_early_alarm_does_not_cut_a_question_short(tmp_path, monkeypatch):

@@ -12,9 +12,9 @@ Failures are those of a process, answered the same way: a handler that
 raises gets the library's failsafe (``skip-fail EPERM``) with its traceback
 on stderr; anything that escapes the library, and a question that runs past
 the member's deadline (``--timeout``), gets the default verdict and one error
-line.  The deadline is enforced with ``SIGALRM`` (an interval timer armed
-before each decision, main thread only): it interrupts Python code and
-interruptible waits, not a single long C call.  See docs/policies.md.
+line.  The deadline is enforced with ``SIGALRM`` (one interval timer, set
+again only when it fires or was stopped, main thread only): it interrupts
+Python code and interruptible waits, not a single long C call.  See docs/policies.md.
 """
 
 from __future__ import annotations
@@ -48,13 +48,23 @@ class Overrun(BaseException):
 
 
 class _Alarm:
-    """The one SIGALRM handler of the process: raises :class:`Overrun` only
-    while a decision is armed and its deadline has come, so a stray alarm
-    elsewhere does nothing, and neither does one that arrives early (the
-    timer of an earlier question: it is not cleared after each one)."""
+    """The one SIGALRM handler of the process, and its one timer.
+
+    The timer is not set per question (that was a system call per member
+    per decision): a question sets its deadline (``due``) and ``armed``, and
+    arms the timer only when it is not running (``ticking``).  When the
+    timer fires, the handler raises :class:`Overrun` if the armed question's
+    deadline has come; if a question is armed whose deadline has not come (it
+    began after the one the timer was set for, or the alarm is a stray one),
+    it sets the timer again for what is left of that deadline; with nothing
+    armed it lets the timer stop.  So a busy session sets the timer about
+    once per deadline, an idle one not at all, and no timer runs for long
+    after the last question (a kernel-only session clears it before its
+    exec: brokerd.tracer.direct)."""
 
     armed = False
     installed = False
+    ticking = False  # the timer is set (it will fire, or has and the handler has not run yet)
     due = 0.0  # time.monotonic() of the armed question's deadline
 
     @classmethod
@@ -67,10 +77,25 @@ class _Alarm:
         return True
 
     @classmethod
+    def start(cls, due: float, timeout: float) -> None:
+        """Arm a question whose deadline is ``due`` (``timeout`` from now)."""
+        cls.due = due
+        cls.armed = True  # (before the test: a handler running in between sees this question)
+        if not cls.ticking:
+            cls.ticking = True
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+
+    @classmethod
     def _fire(cls, signum: int, frame: object) -> None:
-        if cls.armed and time.monotonic() >= cls.due - _ALARM_SLACK:
+        cls.ticking = False
+        if not cls.armed:
+            return  # between questions: the timer stops
+        left = cls.due - time.monotonic()
+        if left <= _ALARM_SLACK:
             cls.armed = False
             raise Overrun
+        cls.ticking = True  # a later question (or a stray alarm): on to its own deadline
+        signal.setitimer(signal.ITIMER_REAL, left)
 
 
 class InProcess(LocalAuthorizer):
@@ -109,18 +134,19 @@ class InProcess(LocalAuthorizer):
             self._die(str(e))
 
     def ask(self, event, answer: Answer, now: float) -> None:
-        name = event.call.name if isinstance(event, SyscallEvent) else ""
         if self.mode == "dead":
-            answer(default_reply(type(event), name, self.default), f"authorizer {self.name} is gone ({self.dead_reason})")
+            answer(self._default(event), f"authorizer {self.name} is gone ({self.dead_reason})")
             return
         try:
             reply = self._call(self._session.decide, event)
         except _Failed as e:  # the shim prints the reason, as for a process
-            answer(default_reply(type(event), name, self.default), f"authorizer {self.name} {e}")
+            answer(self._default(event), f"authorizer {self.name} {e}")
             return
-        if not isinstance(reply, Reply):
-            reply = default_reply(type(event), name, self.default)
-        answer(reply, "")
+        answer(reply if isinstance(reply, Reply) else self._default(event), "")
+
+    def _default(self, event: object) -> Reply:
+        """This member's default answer to ``event``."""
+        return default_reply(type(event), event.call.name if isinstance(event, SyscallEvent) else "", self.default)
 
     def notify(self, line: bytes) -> None:
         """Proc events come as lines (the shim formats them once for all members)."""
@@ -150,16 +176,11 @@ class InProcess(LocalAuthorizer):
             raise _Failed(f"raised {type(e).__name__}: {e}") from None
 
     def _bounded(self, fn: Callable[[object], object], arg: object) -> object:
-        """One ``setitimer`` per question: the timer is re-armed by the next
-        question and not cleared after this one (that was a second system
-        call per member per decision).  When it fires later, nothing is armed,
-        or a later question is armed whose deadline has not come: the handler
-        returns and the interrupted wait is retried (PEP 475)."""
+        """``fn(arg)`` with its deadline armed (:class:`_Alarm`: no system
+        call per question while the timer runs)."""
         if not self._timed:
             return fn(arg)
-        _Alarm.due = time.monotonic() + self.timeout
-        signal.setitimer(signal.ITIMER_REAL, self.timeout)
-        _Alarm.armed = True
+        _Alarm.start(time.monotonic() + self.timeout, self.timeout)
         try:
             return fn(arg)
         finally:

@@ -124,6 +124,11 @@ class EntryWalk:
         valid at syscall entry (the caller then feeds that authorizer's default)."""
         if self.decision is not None:
             raise RuntimeError("walk already decided")
+        if type(verdict) is Cont and not sets:  # the common answer: none of the tests below
+            self._pos += 1
+            if self._pos == len(self._order):
+                self._end(Decision("cont", self._call))
+            return
         if not isinstance(verdict, ENTRY_VERDICTS):
             raise VerdictError("bad-verdict", f"{type(verdict).__name__.lower()} is not a verdict for a syscall entry")
         who = self._order[self._pos]
@@ -195,10 +200,12 @@ class Stack(Sequence[Member]):
     keep getting its default verdict (fail closed).
     """
 
-    __slots__ = ("_guards", "_members", "_orders", "cache")
+    __slots__ = ("_guards", "_members", "_orders", "cache", "members")
 
     def __init__(self, members: Iterable[Member] = ()) -> None:
         self._members: tuple[Member, ...] = tuple(members)
+        #: the members as a tuple (``stack[pos]`` is a Python call: the shim indexes this per question)
+        self.members = self._members
         self._orders: dict[str, tuple[int, ...]] = {}
         self._guards: dict[str, tuple[tuple[int, tuple[ArgRule, ...]], ...]] = {}
         self.cache = VerdictCache()

@@ -87,8 +87,8 @@ def exec_direct(shim: Shim, argv: Sequence[str], env: dict[str, str] | None = No
     print(f"brokerctl: {names}: enforced by the kernel alone (seccomp filter"
           f"{' and Landlock layers' if shim.layer_plan.layers else ''}); running {argv[0]} with no tracer",
           file=sys.stderr, flush=True)
-    # an in-process policy's deadline timer (ITIMER_REAL, armed per question and
-    # never cleared) survives exec: the program would die of SIGALRM seconds later
+    # an in-process policy's deadline timer (ITIMER_REAL, left running between
+    # questions: decision/inproc.py) survives exec: the program would die of SIGALRM seconds later
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.pthread_sigmask(signal.SIG_SETMASK, shim.loop.old_mask)
     try:  # the wall first, as in a launched child; then the layers, each only narrowing

@@ -3,7 +3,7 @@
 A decision the kernel settles (seccomp filter, Landlock layer) costs nothing;
 every ptrace stop costs the program a round trip through the broker (tens of
 microseconds, more on a loaded machine).  To see which calls still stop
-under a policy, set ``BROKERD_STOP_COUNTS=FILE``: at the end of the session
+under a policy, set ``BROKERD_STOP_COUNTS=FILE`` (before the session starts): at the end of the session
 the shim writes one JSON object to FILE (appending, one line per session)::
 
     {"stops": {"clone": 14, "chdir": 2, "exit:clone": 14, "event:fork": 14, ...},
@@ -15,7 +15,8 @@ event, ``signal:NAME`` a signal-delivery stop.  ``broker_cpu_s`` is the
 broker process's own CPU time (user + system; in-process policies run in
 it), ``children_cpu_s`` that of its reaped children (the program and
 authorizer processes).  Counting is a dictionary increment per stop; it is
-always on, and written only when asked.
+done only when asked (``on``: the shim's stop path tests it and skips
+even the key's formatting otherwise).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class StopCounter:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.t0 = time.monotonic()
+        self.on = bool(os.environ.get(ENV))
 
     def add(self, key: str) -> None:
         self.counts[key] += 1

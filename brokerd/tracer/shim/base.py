@@ -33,6 +33,21 @@ if TYPE_CHECKING:
     from ..elfinfo import Symbolizer
 
 
+class Answers(dict[str, tuple[str, int]]):
+    """The stack's static answer per syscall name (Filter.stack_action), and
+    the entry plans built from them (``plans``, Entry._plan): whatever
+    changes the answers clears this cache, and so the plans with it; no plan
+    outlives what it was made from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plans: dict[tuple[int, int], Any] = {}
+
+    def clear(self) -> None:
+        super().clear()
+        self.plans.clear()
+
+
 class ShimBase:
     """The session's state that every part of the shim works on."""
 
@@ -74,7 +89,7 @@ class ShimBase:
         self._next_id = 1
         self._info = pt.SyscallInfo()
         self._regs = pt.Regs()
-        self._action_cache: dict[str, tuple[str, int]] = {}
+        self._action_cache = Answers()
         #: the broker's own rules, below every authorizer (docs/security.md)
         self.stable_args = stable_args
         self.internal = broker_rules(allow_io_uring, self._copies_clone3)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import errno as E
 import os
 import signal
+import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 
 from brokerd.decision.audit import AuditRecord
 from brokerd.decision.defaults import NEVER_DENIED
 from brokerd.decision.stack import Decision, EntryWalk, VerdictError
 from brokerd.protocol import codec
-from brokerd.protocol.abi import SyscallSpec, abi_from_audit
+from brokerd.protocol.abi import Abi, SyscallSpec, abi_from_audit
 from brokerd.protocol.args import (
     decode_args,
     encode_args,
@@ -44,16 +45,27 @@ from .pin import FILTER_INSTALLS, PIN_FORMS
 from .rewrite import stable_positions
 from .thread import _Thread
 
+#: the six argument registers of PTRACE_GET_SYSCALL_INFO as a tuple of ints: one
+#: C call (``tuple()`` of the ctypes array made an int object per item: 1.5 us a call)
+ARGS = struct.Struct("=6Q")
+
 
 class Entry(ShimBase):
     """The entry pipeline: a call at its entry, decoded, walked through the stack, its decision applied."""
 
     def _on_seccomp(self, t: _Thread) -> None:
+        """A seccomp stop.  One PTRACE_GET_SYSCALL_INFO tells all: the call,
+        and the filter's data (``ret_data``, what PTRACE_GETEVENTMSG would
+        give: a second request per stop before)."""
+        info = pt.get_syscall_info(t.tid, self._info)
+        if info.op != pt.INFO_SECCOMP:
+            self._resume(t.tid)
+            return
+        sc = info.u.seccomp
         if t.state == "inject":  # one of our injected calls meets the filter: let it run
-            sc = pt.get_syscall_info(t.tid, self._info).u.seccomp
             self._injected_entry(t, sc.nr, sc.args)
             return
-        if pt.geteventmsg(t.tid) != TRACE_MARK:
+        if sc.ret_data != TRACE_MARK:
             # the program's own RET_TRACE rule (newer filters' data wins): no
             # tracer of its own, so ENOSYS as natively, and nobody judges a call that never runs
             regs = pt.getregs(t.tid, self._regs)
@@ -63,12 +75,7 @@ class Entry(ShimBase):
             t.state = "run"
             self._resume(t.tid)
             return
-        info = pt.get_syscall_info(t.tid, self._info)
-        if info.op != pt.INFO_SECCOMP:
-            self._resume(t.tid)
-            return
-        sc = info.u.seccomp
-        self._on_entry(t, info.arch, sc.nr, sc.args, info.instruction_pointer)
+        self._on_entry(t, info.arch, sc.nr, ARGS.unpack(sc.args), info.instruction_pointer)
 
     def _on_entry(self, t: _Thread, arch: int, nr: int, rawargs: Sequence[int], ip: int) -> None:
         """A call at its entry (seccomp stop when launched, syscall-entry stop
@@ -82,65 +89,32 @@ class Entry(ShimBase):
                 return
             self._apply_entry(t, d)
             return
-        abi = abi_from_audit(arch, nr)
-        if abi is None:  # the filter kills unknown arches; never misread one
-            os.kill(t.tgid, signal.SIGKILL)
-            return
-        spec = abi.spec(nr)
-        self.stops.add(spec.name)
-        if spec.name == "clone" and self.backend == "ptrace":
-            rawargs = self._strip_untraced(t, abi, rawargs)
-        elif spec.name == "clone3" and self._copies_clone3:
-            copied = self._stable_clone3(t, abi, rawargs)
-            if copied is None:
-                return  # the region is being made (the call comes back), or it failed
-            rawargs = copied
-        elif spec.name in OWNER_CALLS and self._copies_clone3 and self.guard.owner_checks:
-            owned = self._stable_owner(t, abi, spec.name, rawargs)
-            if owned is None:
-                return  # answered, or the region is being made (the call comes back)
-            rawargs = owned
-        elif spec.name in REGION_CALLS and t.tgid in self._regions:
-            checked = self._guard_region(t, abi, spec, rawargs)
-            if checked is None:
-                return  # denied: it would reach the region
-            rawargs = checked
-        t.guard_exit = False
-        if spec.name in FILTER_INSTALLS:
-            self._note_filter(t, spec.name, rawargs)
-        elif spec.name in ROOT_CALLS and self._roots.on:
-            self._roots.off()  # a root may change: resolve from /proc/TID/root from now on
-        if spec.name == "userfaultfd" and not rawargs[0] & UFFD_USER_MODE_ONLY:  # attach mode (no filter)
-            t.raw = ()
-            self._apply_entry(t, Decision("skip-fail", Call(spec.name), E.EPERM))
-            return
-        if spec.name in self._guarded:
-            mask = abi.reg_mask
-            verdict = self.guard.judge(spec.name, tuple(a & mask for a in rawargs), t.tid, t.tgid)
-            if verdict is not None:
-                what, value = verdict
-                t.raw = ()
-                target = "a process outside the session" if spec.name in PROC_OPEN_CALLS else "the broker"
-                self._log(f"pid {t.tgid}: {spec.name} aimed at {target}: "
-                          + ("denied" if what == "deny" else "sent to the rest of the group only"))
-                self._apply_entry(t, Decision("skip-fail" if what == "deny" else "skip-ok", Call(spec.name), value))
+        plan = self._action_cache.plans.get((arch, nr))
+        if plan is None:
+            plan = self._plan(arch, nr)
+            if plan is None:  # the filter kills unknown arches; never misread one
+                os.kill(t.tgid, signal.SIGKILL)
                 return
-            t.guard_exit = spec.name in PROC_OPEN_CALLS  # what was opened is checked at the exit stop
-        what, err = self.stack_action(spec.name)
-        if what == "allow" and self.stack.guards(spec.name):
-            what = "trace"  # allowed behind argument rules: the walk applies them (attach; a rule the filter cannot test)
-        if what != "trace":  # settled by static rules: no round trip (attach mode gets here)
-            if what == "allow":
+        spec = plan.spec
+        if self.stops.on:
+            self.stops.add(spec.name)
+        if plan.prepare is not None:
+            rawargs = plan.prepare(t, plan.abi, spec, rawargs)
+            if rawargs is None:
+                return  # answered (denied), or the region is being made (the call comes back)
+        t.guard_exit = False
+        for check in plan.checks:  # the broker's own checks before anyone judges it
+            if check(self, t, plan, rawargs):
+                return  # answered here
+        if plan.what != "trace":  # settled by static rules: no round trip (attach mode gets here)
+            if plan.what == "allow":
                 t.state = "run"
                 self._resume(t.tid)
             else:
                 t.raw = ()
-                self._apply_entry(t, Decision("skip-fail" if what == "deny" else "kill", Call(spec.name), err))
+                self._apply_entry(t, Decision("skip-fail" if plan.what == "deny" else "kill", Call(spec.name), plan.err))
             return
-        order = self.stack.order(spec.name)
-        if order and self.forced is not None and spec.name not in NEVER_DENIED:
-            self._apply_entry(t, Decision("skip-fail", Call(spec.name), self.forced.errno))
-            return
+        order = plan.order
         if not order:
             if t.guard_exit:
                 t.state = "verify"
@@ -149,60 +123,148 @@ class Entry(ShimBase):
             t.state = "run"
             self._resume(t.tid)
             return
-        raw = tuple(rawargs)
-        if abi.reg_bits < 64:  # the upper halves of a 32-bit ABI's registers are not its arguments
-            mask = abi.reg_mask
-            raw = tuple(a & mask for a in raw)
+        if self.forced is not None and not plan.never_denied:
+            self._apply_entry(t, Decision("skip-fail", Call(spec.name), self.forced.errno))
+            return
+        self._ask_entry(t, plan, rawargs, ip)
+
+    def _ask_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int], ip: int) -> None:
+        """A call someone must be asked about: its event (arguments decoded,
+        notes made) starts its walk through the stack."""
+        abi, spec = plan.abi, plan.spec
+        raw = tuple(rawargs) if plan.mask is None else tuple(a & plan.mask for a in rawargs)
         self._mem.pid = t.tid
-        args = decode_args(spec, raw[: len(spec.args)], self._mem, strsize=self.strsize)
+        args = decode_args(spec, raw[: plan.nargs], self._mem, strsize=self.strsize)
         ev_id = self._next_id
         self._next_id += 1
-        notes = _path_notes(t.tid, spec, raw, args) if "path" in spec.args else ()
+        notes = _path_notes(t.tid, spec, raw, args, plan.paths) if plan.paths else ()
         t.verify = t.pin = t.repointed = None
-        if self.stable_args and spec.name in OPEN_CALLS and notes:
-            t.verify, real = self._expected_object(t, spec, raw, args, spec.name in PIN_FORMS and self._may_pin(t, abi))
+        if plan.real is not None and notes:
+            t.verify, real = self._expected_object(t, spec, raw, args, plan.pin_form and self._may_pin(t, abi))
             if real is not None:
-                notes += ((f"real{OPEN_CALLS[spec.name][0] + 1}", Str(real)),)
+                notes += ((plan.real, Str(real)),)
         if self._symbolizer is not None:
             notes += (("caller", Str(self._symbolizer.caller(t.tgid, ip).encode())),)
         ev = SyscallEvent(ev_id, t.tgid, t.tid, abi.name, Call(spec.name, args), notes)
         t.abi, t.spec, t.raw, t.event_id, t.state = abi, spec, raw, ev_id, "ask"
-        t.t0 = time.monotonic()
-        t.walk = EntryWalk(ev, order)
-        self._advance_entry(t, t.walk)
+        if self.audit is not None or self._audit_tee is not None:  # (the record's duration)
+            t.t0 = time.monotonic()
+        t.walk = walk = EntryWalk(ev, plan.order)
+        self._advance_entry(t, walk)
+
+    def _note_filter_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int]) -> bool:
+        """A filter being installed: no more pinned opens in that process (pin.py)."""
+        self._note_filter(t, plan.spec.name, rawargs)
+        return False
+
+    def _root_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int]) -> bool:
+        """A call that may change a root: resolve from /proc/TID/root from now on (resolve.RootFds)."""
+        if self._roots.on:
+            self._roots.off()
+        return False
+
+    def _userfaultfd_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int]) -> bool:
+        """userfaultfd outside user mode (attach mode: no filter tests the flag): EPERM."""
+        if rawargs[0] & UFFD_USER_MODE_ONLY:
+            return False
+        t.raw = ()
+        self._apply_entry(t, Decision("skip-fail", Call(plan.spec.name), E.EPERM))
+        return True
+
+    def _guard_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int]) -> bool:
+        """The guard's calls (docs/security.md): one aimed at the broker (or
+        outside the session) is answered here; True when it was."""
+        name = plan.spec.name
+        mask = plan.abi.reg_mask
+        verdict = self.guard.judge(name, tuple(a & mask for a in rawargs), t.tid, t.tgid)
+        if verdict is not None:
+            what, value = verdict
+            t.raw = ()
+            target = "a process outside the session" if name in PROC_OPEN_CALLS else "the broker"
+            self._log(f"pid {t.tgid}: {name} aimed at {target}: "
+                      + ("denied" if what == "deny" else "sent to the rest of the group only"))
+            self._apply_entry(t, Decision("skip-fail" if what == "deny" else "skip-ok", Call(name), value))
+            return True
+        t.guard_exit = name in PROC_OPEN_CALLS  # what was opened is checked at the exit stop
+        return False
+
+    def _plan(self, arch: int, nr: int) -> _Plan | None:
+        """What the entry of call ``nr`` of ``arch`` needs, worked out once
+        (kept until the stack's static answers change, :class:`.base.Answers`):
+        at every entry a dozen name tests, the stack's action and order were
+        a fifth of the broker's own time per decision (issue #13).  None: an
+        unknown arch."""
+        abi = abi_from_audit(arch, nr)
+        if abi is None:
+            return None
+        spec = abi.spec(nr)
+        name = spec.name
+        what, err = self.stack_action(name)
+        if what == "allow" and self.stack.guards(name):
+            what = "trace"  # allowed behind argument rules: the walk applies them (attach; a rule the filter cannot test)
+        checks = tuple(check for names, check in _ENTRY_CHECKS if name in names)
+        if name in self._guarded:
+            checks += (Entry._guard_entry,)
+        plan = _Plan(abi, spec, self._preparer(name), checks, what, err,
+                     self.stack.order(name) if what == "trace" else ())
+        if self.stable_args and name in OPEN_CALLS:
+            plan.real = f"real{OPEN_CALLS[name][0] + 1}"
+            plan.pin_form = name in PIN_FORMS
+        if len(self._action_cache.plans) < _PLANS_KEPT:
+            self._action_cache.plans[(arch, nr)] = plan
+        return plan
+
+    def _preparer(self, name: str) -> Callable[[_Thread, Abi, SyscallSpec, Sequence[int]], Sequence[int] | None] | None:
+        """The broker's own step for call ``name`` before it is judged, which
+        may change the arguments judged (None: the call was answered, or comes
+        back): CLONE_UNTRACED stripped, clone3's and owner commands' memory
+        copied, calls that could reach the scratch region checked."""
+        if name == "clone" and self.backend == "ptrace":
+            return lambda t, abi, spec, raw: self._strip_untraced(t, abi, raw)
+        if name == "clone3" and self._copies_clone3:
+            return lambda t, abi, spec, raw: self._stable_clone3(t, abi, raw)
+        if name in OWNER_CALLS and self._copies_clone3 and self.guard.owner_checks:
+            return lambda t, abi, spec, raw: self._stable_owner(t, abi, name, raw)
+        if name in REGION_CALLS:
+            return lambda t, abi, spec, raw: (self._guard_region(t, abi, spec, raw) if t.tgid in self._regions
+                                              else raw)
+        return None
 
     def _advance_entry(self, t: _Thread, walk: EntryWalk) -> None:
-        nxt = walk.next()
-        if nxt is None:
-            assert walk.decision is not None
-            t.walk = None
-            d = walk.decision
-            self._record(walk.event, d, t)
-            if self.stable_args and d.action == "cont" and not d.rewritten and t.spec is not None and (
-                    stable_positions(t.spec) != ((), ())):
-                d.stabilize = True
-            if d.action != "cont" or d.rewritten:  # a rewritten path is the authorizer's own choice
-                t.verify = t.pin = None
-            self._apply_entry(t, d)
-            return
-        pos, ev = nxt
-        known = self.stack.known_answer(pos, ev, t.abi)
-        if known is not None:  # its own argument rule, or its cached verdict for this very call
-            walk.feed(known.verdict, known.sets)
-            self._advance_entry(t, walk)
-            return
-        self.stack[pos].ask(ev, partial(self._answered, t, partial(self._on_entry_answer, t, walk, pos)), time.monotonic())
+        """Ask the next member of the walk (answers the broker knows for it
+        are fed without asking), or apply the decision once it is made."""
+        while (nxt := walk.next()) is not None:
+            pos, ev = nxt
+            known = self.stack.known_answer(pos, ev, t.abi)
+            if known is None:
+                # (its answer comes through _on_tracee, which keeps a gone tracee quiet)
+                self.stack.members[pos].ask(ev, partial(self._on_tracee, t.tid, self._on_entry_answer, t, walk, pos),
+                                            time.monotonic())
+                return
+            walk.feed(known.verdict, known.sets)  # its own argument rule, or its cached verdict for this very call
+        assert walk.decision is not None
+        t.walk = None
+        d = walk.decision
+        self._record(walk.event, d, t)
+        if self.stable_args and d.action == "cont" and not d.rewritten and t.spec is not None and (
+                stable_positions(t.spec) != ((), ())):
+            d.stabilize = True
+        if d.action != "cont" or d.rewritten:  # a rewritten path is the authorizer's own choice
+            t.verify = t.pin = None
+        self._apply_entry(t, d)
 
     def _on_entry_answer(self, t: _Thread, walk: EntryWalk, pos: int, reply: Reply, reason: str) -> None:
         if t.walk is not walk or self.threads.get(t.tid) is not t:
             return  # the tracee died meanwhile
-        a = self.stack[pos]
+        a = self.stack.members[pos]
         if reason:
             self._log(f"{reason}: {a.name}'s default applies to {walk.event.call.name} (pid {t.tgid})")
         verdict = reply.verdict
         try:
-            self._check_rewrite(t, verdict)
-            self._check_sets(t, reply.sets)
+            if isinstance(verdict, Rewrite):
+                self._check_rewrite(t, verdict)
+            if reply.sets:
+                self._check_sets(t, reply.sets)
             if reply.cache and not reason:
                 step = walk.next()
                 assert step is not None  # the walk is waiting for this very answer
@@ -308,22 +370,71 @@ class Entry(ShimBase):
             self._log(f"set {s.argn}: cannot write tracee memory: {e}")
 
 
-def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple) -> tuple:
-    """``pathN`` notes: each path argument made absolute against the caller's
-    cwd or dirfd, ``.`` and ``..`` folded lexically (symlinks not followed).
-    Advisory: the kernel resolves again when the call runs."""
+#: the broker's own checks at a call's entry, by the calls they are for, in order (the guard's last)
+_ENTRY_CHECKS: tuple[tuple[Collection[str], Callable[[Entry, _Thread, _Plan, Sequence[int]], bool]], ...] = (
+    (FILTER_INSTALLS, Entry._note_filter_entry),
+    (ROOT_CALLS, Entry._root_entry),
+    (("userfaultfd",), Entry._userfaultfd_entry),
+)
+#: entry plans kept at most (numbers no table names get one each: bounded)
+_PLANS_KEPT = 4096
+
+
+class _Plan:
+    """What the entry of one call (an ABI's syscall number) needs, worked out
+    once (:meth:`Entry._plan`): its spec, the broker's own steps, the stack's
+    static answer and who must be asked."""
+
+    __slots__ = ("abi", "spec", "prepare", "checks", "what", "err", "order", "mask", "nargs", "paths",
+                 "never_denied", "real", "pin_form")
+
+    def __init__(self, abi: Abi, spec: SyscallSpec,
+                 prepare: Callable[[_Thread, Abi, SyscallSpec, Sequence[int]], Sequence[int] | None] | None,
+                 checks: tuple[Callable[[Entry, _Thread, _Plan, Sequence[int]], bool], ...],
+                 what: str, err: int, order: tuple[int, ...]) -> None:
+        self.abi = abi
+        self.spec = spec
+        self.prepare = prepare
+        self.checks = checks
+        self.what = what
+        self.err = err
+        self.order = order
+        #: the upper halves of a 32-bit ABI's registers are not its arguments
+        self.mask = abi.reg_mask if abi.reg_bits < 64 else None
+        self.nargs = len(spec.args)
+        #: the path arguments: (position, their pathN note's name)
+        self.paths = tuple((i, f"path{i + 1}") for i, kind in enumerate(spec.args) if kind == "path")
+        self.never_denied = spec.name in NEVER_DENIED  # not even by fail("deny")
+        self.real: str | None = None  # an open whose object is resolved first: its realN note's name
+        self.pin_form = False  # an open that may be pinned (pin.py)
+
+
+def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple,
+                paths: tuple[tuple[int, str], ...]) -> tuple:
+    """``pathN`` notes: each path argument (``paths``: its position and note
+    name) made absolute against the caller's cwd or dirfd, ``.`` and ``..``
+    folded lexically (symlinks not followed).  Advisory: the kernel resolves
+    again when the call runs."""
     notes = []
-    kinds = spec.args
-    for i, kind in enumerate(kinds):
-        if kind != "path" or i >= len(args):
+    for i, key in paths:
+        if i >= len(args):
             continue
         v = args[i]
         if not isinstance(v, Str) or v.truncated or not v.data:
             continue
-        path = _absolute(tid, kinds, raw, i, v.data)
+        path = _absolute(tid, spec.args, raw, i, v.data)
         if path is not None:
-            notes.append((f"path{i + 1}", Str(os.path.normpath(path).replace(b"//", b"/"))))
+            notes.append((key, Str(_folded(path))))
     return tuple(notes)
+
+
+def _folded(path: bytes) -> bytes:
+    """An absolute path with ``.``, ``..``, ``//`` and a trailing ``/``
+    folded; most paths have none of them (no ``/.``, ``//`` or trailing
+    ``/``) and are returned as they are (normpath is pure Python)."""
+    if b"/." in path or b"//" in path or (path.endswith(b"/") and path != b"/"):
+        return os.path.normpath(path).replace(b"//", b"/")
+    return path
 
 
 def _absolute(tid: int, kinds: tuple[str, ...], raw: tuple[int, ...], i: int, path: bytes) -> bytes | None:

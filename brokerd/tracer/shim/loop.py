@@ -32,6 +32,9 @@ from .libc import _libc, _signalfd
 WATCHED = (signal.SIGCHLD, *FORWARDED_SIGNALS, *TERMINAL_SIGNALS, *TTY_STOP_SIGNALS)
 #: bytes read from the signalfd at once (16 signalfd_siginfo records)
 SIGNALFD_READ = 128 * 16
+#: the head of a signalfd_siginfo (ssi_signo, ssi_errno, ssi_code), and the rest of its 128 bytes
+_SIGINFO = struct.Struct("=Iii116x")
+_SIGCHLD = int(signal.SIGCHLD)
 #: stops handled per turn of the loop before it looks at its other sources again
 REAP_BATCH = 64
 
@@ -189,9 +192,8 @@ class EventLoop:
                 data = os.read(self._sfd, SIGNALFD_READ)
             except BlockingIOError:
                 break
-            for off in range(0, len(data), 128):
-                signo, _err, code = struct.unpack_from("=Iii", data, off)
-                if signo != signal.SIGCHLD:
+            for signo, _err, code in _SIGINFO.iter_unpack(data):
+                if signo != _SIGCHLD:
                     self.on_signal(signo, code)
             if len(data) < SIGNALFD_READ:
                 break

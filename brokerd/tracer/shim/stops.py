@@ -28,8 +28,12 @@ from .consts import (
     STOP_SIGNALS,
     SYSCALL_STOP,
 )
+from .entry import ARGS
 from .loop import REAP_BATCH
 from .thread import _Thread
+
+#: the wait status of a PTRACE_EVENT_SECCOMP stop
+SECCOMP_STOP = (((pt.EVENT_SECCOMP << 8) | signal.SIGTRAP) << 8) | 0x7F
 
 
 class Stops(ShimBase):
@@ -43,6 +47,11 @@ class Stops(ShimBase):
         return t
 
     def _on_status(self, tid: int, status: int) -> None:
+        t = self.threads.get(tid)
+        if status == SECCOMP_STOP and t is not None and t.saved_mask is None and not self._detaching:
+            t.running = False  # the common stop, a known tracee's seccomp stop: one test, not a dozen
+            self._on_seccomp(t)
+            return
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             self._on_exit(tid, status)
             return
@@ -65,7 +74,8 @@ class Stops(ShimBase):
         elif sig == SYSCALL_STOP:
             self._on_syscall_stop(t)
         elif event in (pt.EVENT_FORK, pt.EVENT_VFORK, pt.EVENT_CLONE):
-            self.stops.add(f"event:{EVENT_NAMES[event]}")
+            if self.stops.on:
+                self.stops.add(f"event:{EVENT_NAMES[event]}")
             child = pt.geteventmsg(tid)
             if child in self._gone_unannounced:  # it already ran, stopped and exited
                 self._gone_unannounced.discard(child)
@@ -88,10 +98,12 @@ class Stops(ShimBase):
             else:
                 self._resume(tid)
         elif event == pt.EVENT_EXEC:
-            self.stops.add("event:exec")
+            if self.stops.on:
+                self.stops.add("event:exec")
             self._on_exec(t)
         elif event == pt.EVENT_STOP:
-            self.stops.add("event:stop")
+            if self.stops.on:
+                self.stops.add("event:stop")
             if t.startup or sig not in STOP_SIGNALS:
                 if t.startup:
                     self._choose_exec_events(t)
@@ -110,7 +122,8 @@ class Stops(ShimBase):
             self._resume(tid)
         else:
             t.startup = False
-            self.stops.add(f"signal:{_signame(sig)}")
+            if self.stops.on:
+                self.stops.add(f"signal:{_signame(sig)}")
             self._on_signal(t, sig)
 
     def _inherit_region(self, t: _Thread, c: _Thread) -> None:
@@ -263,12 +276,13 @@ class Stops(ShimBase):
             if t.state in ("step", "skip"):
                 self._resume(t.tid)  # cannot happen; never strand a tracee
                 return
-            self._on_entry(t, info.arch, info.u.entry.nr, info.u.entry.args, info.instruction_pointer)
+            self._on_entry(t, info.arch, info.u.entry.nr, ARGS.unpack(info.u.entry.args), info.instruction_pointer)
             return
         if info.op != pt.INFO_EXIT:
             self._resume(t.tid)
             return
-        self.stops.add(f"exit:{t.spec.name if t.spec is not None and t.state != 'inject' else t.state}")
+        if self.stops.on:
+            self.stops.add(f"exit:{t.spec.name if t.spec is not None and t.state != 'inject' else t.state}")
         rval = info.u.exit.rval
         if t.state == "inject":
             step = t.inject.pop(0)
