@@ -31,8 +31,13 @@ T = TypeVar("T")
 SPIN_NS = 100_000
 #: the most waits that poll once only after spins that saw nothing
 MAX_SKIP = 1024
-#: CPU pressure (percent of the last 10 s some task waited for a CPU) from which nothing spins
-BUSY_PRESSURE = 10.0
+#: CPU pressure (percent of the last 10 s some task waited for a CPU) from
+#: which nothing spins.  A session makes some itself: its tracee, shim and
+#: authorizer wake each other, and a woken one often waits a little for the
+#: CPU the waker still holds (22-28% of a 40,000-decision run with one
+#: ``cont.py`` on an otherwise idle 2-vCPU machine, spin or not); other
+#: people's work on top of that is what the spin must give way to.
+BUSY_PRESSURE = 40.0
 #: where the kernel says it (absent without CONFIG_PSI: then only the back-off limits spinning)
 PRESSURE_FILE = "/proc/pressure/cpu"
 #: how often the pressure is read again

@@ -630,7 +630,7 @@ def test_nothing_spins_while_tasks_wait_for_a_cpu(conn, cpu_pressure):
     c = conn()
     c.a.spin.budget_ns = 60 * 10**9
     cpu_pressure(spin.BUSY_PRESSURE + 1)
-    with _reply_later(c, b"1 cont\n", 0.5):
+    with _reply_later(c, b"1 cont\n", 5.0):  # would come during a spin
         c.ask(_ev(1))
         assert c.answers == []
     c.say("1 cont")  # the loop reads it
@@ -649,7 +649,7 @@ def test_an_authorizer_that_misses_the_spin_is_then_asked_without_one(conn, cpu_
     c.ask(_ev(1))  # nobody answers: the spin runs out
     assert c.answers == []
     c.a.spin.budget_ns = 60 * 10**9
-    with _reply_later(c, b"1 cont\n2 cont\n", 1.0):
+    with _reply_later(c, b"1 cont\n2 cont\n", 2.0):
         c.ask(_ev(2))  # no spin: ask() returns before the reply
         assert c.answers == []
         c.ask(_ev(3))  # the back-off is over: this one spins and takes both replies
