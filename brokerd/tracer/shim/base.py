@@ -16,6 +16,7 @@ from brokerd.protocol.types import (
     SetMem,
     SkipFail,
 )
+from brokerd.spin import Spin
 
 from .. import landlock
 from .. import layers as kernel_layers
@@ -73,6 +74,8 @@ class ShimBase:
         self.loop = loop if loop is not None else EventLoop(self.stack)
         self.loop.on_signal = self._on_broker_signal
         self.loop.on_children = self._reap
+        #: how _reap waits for the next stop once it handled one (brokerd/spin.py)
+        self._stop_spin = Spin()
         self.strsize = strsize
         self.session = session
         #: the local audit sink (--audit FILE, the operator); the daemon's copy is ``_audit_tee``

@@ -356,15 +356,20 @@ class Stops(ShimBase):
         whose reply is read right after its question) always has another stop
         waiting, and draining until ``waitpid`` says "nothing" would never
         give the loop back its signals, other replies and deadlines.  With
-        stops left, the loop comes back at once (``more_children``)."""
+        stops left, the loop comes back at once (``more_children``).  Once a
+        stop was handled, the next is waited for in a short spin
+        (:mod:`brokerd.spin`): a resumed tracee that makes its next judged
+        call at once stops again within microseconds, and the shim's CPU
+        need not go idle and be woken for it."""
         self.loop.more_children = False
-        for _ in range(REAP_BATCH):
-            try:
-                tid, status = os.waitpid(-1, pt.WNOHANG | pt.WALL)
+        for n in range(REAP_BATCH):
+            try:  # after a stop handled (a tracee resumed), its next stop is often due in microseconds
+                got = self._stop_spin.until(_stop_now) if n else _stop_now()
             except ChildProcessError:
                 return
-            if tid == 0:
+            if got is None:
                 return
+            tid, status = got
             self.stats["stops"] += 1
             self._on_tracee(tid, self._on_status, tid, status)
         self.loop.more_children = True
@@ -403,6 +408,12 @@ class Stops(ShimBase):
     def _answered(self, t: _Thread, fn: Callable[..., None], *args: object) -> None:
         """An authorizer's answer (or its default) about tracee ``t``."""
         self._on_tracee(t.tid, fn, *args)
+
+
+def _stop_now() -> tuple[int, int] | None:
+    """One ``waitpid`` that does not wait: a stop (or exit) waiting, or None."""
+    got = os.waitpid(-1, pt.WNOHANG | pt.WALL)
+    return got if got[0] else None
 
 
 def _exec_args(pid: int) -> tuple:
