@@ -457,6 +457,13 @@ class Bench:
                 [taskset, "-c", c0, *brokerctl(*bd, "-a", pa, "--", taskset, "-c", c1, *argv)]),
             Cmd("brokerd, each on its own CPU (shim; authorizer+tracee)",
                 [taskset, "-c", c0, *brokerctl(*bd, "-a", f"{taskset} -c {c1} {pa}", "--", taskset, "-c", c1, *argv)]),
+            # the in-process decision (#13), as the user pins it: brokerctl --cpu
+            Cmd("brokerd in-process py, scheduler's choice", brokerctl("-a", "py:inproc_cont:az", "--", *argv),
+                cwd=str(AUTHZ)),
+            Cmd("brokerd in-process py, all on one CPU (--cpu)",
+                brokerctl("--cpu", c0, "-a", "py:inproc_cont:az", "--", *argv), cwd=str(AUTHZ)),
+            Cmd("C tracer floor, scheduler's choice", [str(build("floor")), "cont", *argv]),
+            Cmd("C tracer floor, all on one CPU", [taskset, "-c", c0, str(build("floor")), "cont", *argv]),
         ]
         if self.strace:
             sb = [self.strace, "-f", "-o", "/dev/null", "--seccomp-bpf", "-e", "trace=openat", *argv]
@@ -471,14 +478,23 @@ class Bench:
               for c in cmds if c.label != "native"}
         for lab, v in ov.items():
             ref = None
-            if self.strace and lab.startswith("brokerd"):
+            if self.strace and not lab.startswith("strace"):
                 ref = ov["strace --seccomp-bpf, all on one CPU" if "all on one CPU" in lab
                          else "strace --seccomp-bpf, scheduler's choice"]
             t.add(lab, f"{v:.1f}", fx(v / ref) if ref else "—")
         t.notes.append("taskset pins the processes: a decision is a chain of four wake-ups "
                        "(tracee -> shim -> authorizer -> shim -> tracee); every hop that crosses CPUs "
-                       "pays an inter-processor wake-up, which is expensive in a VM.")
+                       "pays an inter-processor wake-up, which is expensive in a VM. An in-process decision "
+                       "is two (tracee -> shim -> tracee), strace's two stops per call four. On one CPU no "
+                       "wake-up crosses CPUs and what is left is each tracer's own CPU per call: the C tracer "
+                       "floor (bench/c/floor.c) is what any tracer pays for one seccomp stop.")
         self.data["placement_us"] = ov
+        if self.strace:
+            one = ov["strace --seccomp-bpf, all on one CPU"]
+            r = ov["brokerd in-process py, all on one CPU (--cpu)"] / max(one, 1e-9)
+            self.target("one in-process decision vs strace, both on one CPU (--cpu)",
+                        f"{ov['brokerd in-process py, all on one CPU (--cpu)']:.1f} vs {one:.1f} us: {r:.2f}x",
+                        "<= 1.0x", r <= 1.0)
         self.tables.append(t)
 
     # -- real workloads --------------------------------------------------------
