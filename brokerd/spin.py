@@ -21,13 +21,16 @@ the very process it waits for, and no CPU is idle to halt anyway.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from time import monotonic_ns
 from typing import TypeVar
 
 T = TypeVar("T")
 
-#: how long one wait spins at most
+#: how long one wait spins at most (``BROKERD_SPIN_US`` in the environment
+#: sets it in microseconds; 0 turns spinning off, e.g. where every CPU
+#: cycle counts more than a decision's latency)
 SPIN_NS = 100_000
 #: the most waits that poll once only after spins that saw nothing
 MAX_SKIP = 1024
@@ -65,13 +68,20 @@ def machine_busy(now_ns: int) -> bool:
     return _Load.busy
 
 
+def configured_budget() -> int:
+    """The spin budget in ns: ``BROKERD_SPIN_US`` if it is a whole number
+    of microseconds (0: no spinning), else :data:`SPIN_NS`."""
+    text = os.environ.get("BROKERD_SPIN_US", "")
+    return int(text) * 1000 if text.isdigit() else SPIN_NS
+
+
 class Spin:
     """One kind of wait's spin budget and back-off state."""
 
     __slots__ = ("budget_ns", "max_skip", "_skip", "_backoff")
 
-    def __init__(self, budget_ns: int = SPIN_NS, max_skip: int = MAX_SKIP) -> None:
-        self.budget_ns = budget_ns
+    def __init__(self, budget_ns: int | None = None, max_skip: int = MAX_SKIP) -> None:
+        self.budget_ns = configured_budget() if budget_ns is None else budget_ns
         self.max_skip = max_skip
         self._skip = 0  # waits left that poll once only
         self._backoff = 0  # the skip the next miss sets: doubles per miss in a row, 0 after a hit
@@ -100,4 +110,4 @@ class Spin:
         return None
 
 
-__all__ = ["BUSY_PRESSURE", "MAX_SKIP", "SPIN_NS", "Spin", "machine_busy"]
+__all__ = ["BUSY_PRESSURE", "MAX_SKIP", "SPIN_NS", "Spin", "configured_budget", "machine_busy"]

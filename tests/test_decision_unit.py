@@ -623,6 +623,23 @@ def test_a_reply_that_comes_soon_after_the_question_is_taken_by_ask(conn, cpu_pr
     assert c.answers == [(Reply(SkipFail(errno.EACCES), 1), "")]
 
 
+def test_brokerd_spin_us_0_turns_the_spin_off(conn, cpu_pressure, monkeypatch):
+    """BROKERD_SPIN_US=0: ask() reads once and leaves a reply that comes a
+    little later to the loop (a user who counts CPU cycles over latency)."""
+    monkeypatch.setenv("BROKERD_SPIN_US", "0")
+    c = conn()
+    assert c.a.spin.budget_ns == 0
+    with _reply_later(c, b"1 cont\n", 0.05):
+        c.ask(_ev(1))
+        assert c.answers == []
+    c.say("1 cont")  # the loop reads it
+    assert [r.id for r, _ in c.answers] == [1]
+    monkeypatch.setenv("BROKERD_SPIN_US", "250")
+    assert spin.Spin().budget_ns == 250_000
+    monkeypatch.setenv("BROKERD_SPIN_US", "lots")
+    assert spin.Spin().budget_ns == spin.SPIN_NS
+
+
 def test_nothing_spins_while_tasks_wait_for_a_cpu(conn, cpu_pressure):
     """On a busy machine (CPU pressure at or above BUSY_PRESSURE) ask() does
     not spin: the CPU goes to whoever waits for it, the authorizer maybe;
