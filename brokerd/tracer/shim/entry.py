@@ -99,9 +99,10 @@ class Entry(ShimBase):
         if self.stops.on:
             self.stops.add(spec.name)
         if plan.prepare is not None:
-            rawargs = plan.prepare(t, plan.abi, spec, rawargs)
-            if rawargs is None:
+            prepared = plan.prepare(t, plan.abi, spec, rawargs)
+            if prepared is None:
                 return  # answered (denied), or the region is being made (the call comes back)
+            rawargs = prepared
         t.guard_exit = False
         for check in plan.checks:  # the broker's own checks before anyone judges it
             if check(self, t, plan, rawargs):
