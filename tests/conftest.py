@@ -98,19 +98,23 @@ for line in sys.stdin:
 
 
 #: an authorizer that judges the object, not the spelling: the broker's
-#: resolution (``real2``) or, with --no-stable-args (where there is none),
-#: the path resolved now; refuses the file named by its argument
+#: resolution (the ``realN`` note) or, with --no-stable-args (where there is
+#: none), the path resolved now; refuses the file named by its first argument.
+#: Arguments: BAD [CALLS [NOTE]], by default the opens and ``real2``
+#: (``BAD execve real1`` judges execs)
 RESOLVING = r'''
 import os, sys
-bad = sys.argv[1]
+bad = os.path.realpath(sys.argv[1])
+calls = sys.argv[2] if len(sys.argv) > 2 else "openat,open"
+note = (sys.argv[3] if len(sys.argv) > 3 else "real2") + '="'
 sys.stdin.readline()
-print("hello 1 role=authorizer name=resolver trace=openat,open", flush=True)
+print(f"hello 1 role=authorizer name=resolver trace={calls}", flush=True)
 for line in sys.stdin:
     if not line.startswith("syscall"):
         continue
     f = line.split()
-    if ' real2="' in line:
-        real = line.split(' real2="')[1].split('"')[0]
+    if " " + note in line:
+        real = line.split(" " + note)[1].split('"')[0]
     else:
         try:
             real = os.path.realpath(line.split('"')[1])

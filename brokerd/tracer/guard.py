@@ -457,24 +457,15 @@ def _tasks_and_children(tgid: int) -> set[int]:
 
 
 _SYS_KCMP, _KCMP_FILES = 312, 2  # x86_64, the broker's own ABI
-_kcmp_libc = None
-
-
 def _same_files(a: int, b: int) -> bool:
     """Do tasks ``a`` and ``b`` share one descriptor table?  A task gone
     meanwhile shares nothing; one that cannot be compared (no access) may."""
-    global _kcmp_libc
-    if _kcmp_libc is None:
-        import ctypes
-
-        _kcmp_libc = ctypes.CDLL(None, use_errno=True)
-        _kcmp_libc.syscall.restype = ctypes.c_long
-    r = _kcmp_libc.syscall(_SYS_KCMP, a, b, _KCMP_FILES, 0, 0)
-    if r >= 0:
-        return r == 0
     import ctypes
 
-    return ctypes.get_errno() != E.ESRCH
+    from .ptrace import _libc  # the broker's one handle on libc
+
+    r = _libc.syscall(_SYS_KCMP, a, b, _KCMP_FILES, 0, 0)
+    return r == 0 if r >= 0 else ctypes.get_errno() != E.ESRCH
 
 
 def _read(tid: int, addr: int, size: int) -> bytes:
