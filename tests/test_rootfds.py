@@ -13,7 +13,8 @@ import subprocess
 import pytest
 from conftest import BROKERCTL
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot, mounts and ns_last_pid need root")
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="chroot, mounts and ns_last_pid need root"),
+              pytest.mark.usefixtures("accel_mode")]  # compiled stop-loop calls and the pure-Python fallback
 
 
 def _files(tmp_path, jail_at: str):

@@ -32,6 +32,7 @@ from brokerd.protocol.types import (
 )
 
 from .. import ptrace as pt
+from ..accel import accel
 from ..guard import OWNER_CALLS, PROC_OPEN_CALLS
 from ..resolve import ROOT_CALLS
 from .base import ShimBase
@@ -61,6 +62,9 @@ class Entry(ShimBase):
         """A seccomp stop.  One PTRACE_GET_SYSCALL_INFO tells all: the call,
         and the filter's data (``ret_data``, what PTRACE_GETEVENTMSG would
         give: a second request per stop before)."""
+        if accel is not None:
+            self._on_seccomp_accel(t)
+            return
         info = pt.get_syscall_info(t.tid, self._info)
         if info.op != pt.INFO_SECCOMP:
             self._resume(t.tid)
@@ -70,16 +74,47 @@ class Entry(ShimBase):
             self._injected_entry(t, sc.nr, sc.args)
             return
         if sc.ret_data != TRACE_MARK:
-            # the program's own RET_TRACE rule (newer filters' data wins): no
-            # tracer of its own, so ENOSYS as natively, and nobody judges a call that never runs
-            regs = pt.getregs(t.tid, self._regs)
-            regs.orig_rax = MASK64
-            regs.rax = (-E.ENOSYS) & MASK64
-            pt.setregs(t.tid, regs)
-            t.state = "run"
-            self._resume(t.tid)
+            self._foreign_trace(t)
             return
         self._on_entry(t, info.arch, sc.nr, ARGS.unpack(sc.args), info.instruction_pointer)
+
+    def _on_seccomp_accel(self, t: _Thread) -> None:
+        """:meth:`_on_seccomp` with the compiled calls (brokerd.tracer.accel):
+        the stop's information, its arguments and the path a judged call's
+        plan reads, in one C call.  The path is handed to the decoder for
+        this stop only (``_Mem.pre``), so nothing read here outlives it."""
+        assert accel is not None
+        got = accel.seccomp_info(t.tid, self._path_reads)
+        if got is None:
+            self._resume(t.tid)
+            return
+        arch, nr, args, ip, ret_data, path = got
+        if t.state == "inject":
+            self._injected_entry(t, nr, args)
+            return
+        if ret_data != TRACE_MARK:
+            self._foreign_trace(t)
+            return
+        if path is None:
+            self._on_entry(t, arch, nr, args, ip)
+            return
+        mem = self._mem
+        mem.pre = (t.tid, args[self._path_reads[nr] - 1], path)
+        try:
+            self._on_entry(t, arch, nr, args, ip)
+        finally:
+            mem.pre = None
+
+    def _foreign_trace(self, t: _Thread) -> None:
+        """A stop from the program's own RET_TRACE rule (newer filters' data
+        wins): no tracer of its own, so ENOSYS as natively, and nobody judges
+        a call that never runs."""
+        regs = pt.getregs(t.tid, self._regs)
+        regs.orig_rax = MASK64
+        regs.rax = (-E.ENOSYS) & MASK64
+        pt.setregs(t.tid, regs)
+        t.state = "run"
+        self._resume(t.tid)
 
     def _on_entry(self, t: _Thread, arch: int, nr: int, rawargs: Sequence[int], ip: int) -> None:
         """A call at its entry (seccomp stop when launched, syscall-entry stop
@@ -217,6 +252,8 @@ class Entry(ShimBase):
             plan.pin_form = name in PIN_FORMS
         if len(self._action_cache.plans) < _PLANS_KEPT:
             self._action_cache.plans[(arch, nr)] = plan
+        if plan.paths and plan.order and plan.mask is None and 0 <= nr < len(self._path_reads):
+            self._path_reads[nr] = plan.paths[0][0] + 1  # the compiled stop reads this path (accel)
         return plan
 
     def _preparer(self, name: str) -> Callable[[_Thread, Abi, SyscallSpec, Sequence[int]], Sequence[int] | None] | None:
