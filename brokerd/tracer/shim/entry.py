@@ -281,13 +281,15 @@ class Entry(ShimBase):
         are fed without asking; an in-process member's answer is taken here
         and now, without a callback), or apply the decision once it is made."""
         stack = self.stack
+        members = stack.members
         while (nxt := walk.next()) is not None:
             pos, ev = nxt
-            known = stack.known_answer(pos, ev, t.abi)
-            if known is not None:  # its own argument rule, or its cached verdict for this very call
-                walk.feed(known.verdict, known.sets)
-                continue
-            member = stack.members[pos]
+            member = members[pos]
+            if member.rules or stack.cache.replies:  # (neither: nothing the broker could know for it)
+                known = stack.known_answer(pos, ev, t.abi)
+                if known is not None:  # its own argument rule, or its cached verdict for this very call
+                    walk.feed(known.verdict, known.sets)
+                    continue
             if member.sync:  # it answers inside ask(): no partial, no second trip through _on_tracee
                 self._taken = None
                 member.ask(ev, self._take, time.monotonic())
