@@ -78,7 +78,7 @@ class Entry(ShimBase):
             return
         self._on_entry(t, si.arch, sc.nr, ARGS.unpack(sc.args), si.instruction_pointer)
 
-    def _on_seccomp_accel(self, t: _Thread, info: tuple | None) -> None:
+    def _on_seccomp_accel(self, t: _Thread, info: tuple | None = None) -> None:
         """:meth:`_on_seccomp` with the compiled calls (brokerd.tracer.accel):
         the stop's information, its arguments and the path a judged call's
         plan reads, in one C call (``info``: made with the wait already).
@@ -446,6 +446,9 @@ _ENTRY_CHECKS: tuple[tuple[Collection[str], Callable[[Entry, _Thread, _Plan, Seq
     (ROOT_CALLS, Entry._root_entry),
     (("userfaultfd",), Entry._userfaultfd_entry),
 )
+if accel is not None:  # the compiled stop's handler is _on_seccomp itself: one Python call less per stop
+    Entry._on_seccomp = Entry._on_seccomp_accel  # type: ignore[method-assign]
+
 #: entry plans kept at most (numbers no table names get one each: bounded)
 _PLANS_KEPT = 4096
 

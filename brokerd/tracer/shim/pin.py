@@ -231,10 +231,8 @@ class Pin(ShimBase):
     def _repointed(self, t: _Thread, abi: Abi, nr: int, args: tuple[int, ...]) -> None:
         """Keep in ``t.repointed`` that the call at its seccomp stop was made
         ``nr`` with ``args`` instead of its own values (``t.raw``)."""
-        changed = {name: (v, o) for name, v, o in zip(abi.arg_regs, args, t.raw, strict=False)}
-        assert t.spec is not None
-        changed["orig_rax"] = (nr, t.spec.nr | abi.nr_bit)
-        t.repointed = changed
+        assert t.spec is not None  # kept as a tuple: the dict (thread.changed_regs) only at a signal
+        t.repointed = (abi.arg_regs, args, t.raw, nr, t.spec.nr | abi.nr_bit)
 
     def _repoint(self, t: _Thread, abi: Abi, nr: int, args: tuple[int, ...]) -> None:
         """Make the call thread ``t`` is stopped at (its seccomp stop) call

@@ -19,7 +19,7 @@ from brokerd.protocol.types import (
 from .. import ptrace as pt
 from .base import ShimBase
 from .consts import FORWARDED_SIGNALS, MASK64, SI_USER, TERMINAL_SIGNALS, TTY_STOP_SIGNALS
-from .thread import _Thread
+from .thread import _Thread, changed_regs
 
 #: ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND: the kernel runs the call again with the
 #: registers it then has (ERESTART_RESTARTBLOCK runs restart_syscall instead)
@@ -79,8 +79,9 @@ class Signals(ShimBase):
         them (an open of a FIFO returned the handler's file).  The program's
         own registers go back instead, so the call comes back as the program
         made it, stops and is judged again, as natively it simply runs again."""
-        changed, t.repointed = t.repointed, None
-        assert changed is not None
+        repointed, t.repointed = t.repointed, None
+        assert repointed is not None
+        changed = changed_regs(repointed)
         regs = pt.getregs(t.tid, self._regs)
         if (-regs.rax) & MASK64 not in RESTARTING or any(getattr(regs, n) != v for n, (v, _) in changed.items()):
             return  # not our call, or not to be restarted

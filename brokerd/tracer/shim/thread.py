@@ -104,9 +104,11 @@ class _Thread:
     resumed: int = 0
     verify: tuple | None = None  # what an open must have opened (see _expected_object)
     pin: Pinned | None = None  # the open as openat2 of its judged real path (pin.py), or None
-    #: the registers the broker changed for the call it let run: {name: (set, program's own)};
-    #: a restart after a signal gets the program's own back (Signals._unpoint_restart)
-    repointed: dict[str, tuple[int, int]] | None = None
+    #: the registers the broker changed for the call it let run: {name: (set, program's own)},
+    #: or the same as a tuple to be made that dict (:func:`changed_regs`; a pinned open's,
+    #: made at every one but needed only at a signal); a restart after a signal gets the
+    #: program's own back (Signals._unpoint_restart)
+    repointed: dict[str, tuple[int, int]] | tuple | None = None
     undo_step: bool = False  # an undone open was stepped: its sysret is still owed
     map_flags: int = 0  # extra flags of the injected mmap of the scratch region
     guard_exit: bool = False  # the guard checks what this open opened (no Landlock wall)
@@ -138,3 +140,15 @@ class _Thread:
 
 
 _FIELDS = frozenset(_Thread.__annotations__)
+
+
+def changed_regs(repointed: dict[str, tuple[int, int]] | tuple) -> dict[str, tuple[int, int]]:
+    """``t.repointed`` as ``{register: (set, program's own)}``: the tuple form
+    is ``(argument registers, values set, program's own values, nr set, own
+    nr)``, kept as it was at the stop."""
+    if isinstance(repointed, dict):
+        return repointed
+    names, args, own, nr, own_nr = repointed
+    changed = {name: (v, o) for name, v, o in zip(names, args, own, strict=False)}
+    changed["orig_rax"] = (nr, own_nr)
+    return changed
