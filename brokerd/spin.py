@@ -13,6 +13,12 @@ takes longer (an authorizer that thinks, a program computing between calls,
 a machine too loaded to run the other side at once) is waited for in
 ``epoll_wait`` as before, without burning CPU.
 
+On one CPU (the process's affinity, e.g. ``brokerctl --cpu N``: the other
+side shares it) a spin cannot see the other side progress, since that needs
+this very CPU: a wait first gives it up once (``sched_yield``) and polls
+again, which takes the stop or reply without the loop's ``epoll_wait`` and
+the wake-up after it (docs/performance.md, the "accel2" figures).
+
 Nothing spins while the machine is busy: when tasks wait for a CPU (the
 kernel's CPU pressure, ``/proc/pressure/cpu`` "some avg10", at or above
 :data:`BUSY_PRESSURE` percent), a spin would take a CPU from them, or from
@@ -68,6 +74,14 @@ def machine_busy(now_ns: int) -> bool:
     return _Load.busy
 
 
+def one_cpu() -> bool:
+    """May this process run on one CPU only (its affinity, or the machine)?"""
+    try:
+        return len(os.sched_getaffinity(0)) == 1
+    except OSError:
+        return os.cpu_count() == 1
+
+
 def configured_budget() -> int:
     """The spin budget in ns: ``BROKERD_SPIN_US`` if it is a whole number
     of microseconds (0: no spinning), else :data:`SPIN_NS`."""
@@ -78,11 +92,13 @@ def configured_budget() -> int:
 class Spin:
     """One kind of wait's spin budget and back-off state."""
 
-    __slots__ = ("budget_ns", "max_skip", "_skip", "_backoff")
+    __slots__ = ("budget_ns", "max_skip", "yields", "_skip", "_backoff")
 
-    def __init__(self, budget_ns: int | None = None, max_skip: int = MAX_SKIP) -> None:
+    def __init__(self, budget_ns: int | None = None, max_skip: int = MAX_SKIP, yields: bool | None = None) -> None:
         self.budget_ns = configured_budget() if budget_ns is None else budget_ns
         self.max_skip = max_skip
+        #: give the CPU up once before spinning (:func:`one_cpu` when made; never with no budget)
+        self.yields = (one_cpu() if yields is None else yields) and self.budget_ns > 0
         self._skip = 0  # waits left that poll once only
         self._backoff = 0  # the skip the next miss sets: doubles per miss in a row, 0 after a hit
 
@@ -96,6 +112,12 @@ class Spin:
         if self._skip:
             self._skip -= 1
             return None
+        if self.yields:  # one CPU: the other side runs only if this process lets it
+            os.sched_yield()
+            got = poll()
+            if got is not None:
+                self._backoff = 0
+                return got
         now = monotonic_ns()
         if machine_busy(now):
             return None
@@ -110,4 +132,4 @@ class Spin:
         return None
 
 
-__all__ = ["BUSY_PRESSURE", "MAX_SKIP", "SPIN_NS", "Spin", "configured_budget", "machine_busy"]
+__all__ = ["BUSY_PRESSURE", "MAX_SKIP", "SPIN_NS", "Spin", "configured_budget", "machine_busy", "one_cpu"]
