@@ -75,13 +75,13 @@ def test_sigkilled_brokerctl_takes_its_authorizer_and_program(tmp_path, form):
         authorizer = wait_for(lambda: _read_pid(apid), timeout=30, what="the authorizer to start")
         program = wait_for(lambda: _read_pid(ppid), timeout=30, what="the program to start")
         broker.kill()
-        broker.wait()
+        broker.wait(timeout=60)
         wait_for(lambda: _gone(program), timeout=10, what="the traced program to die with its broker")
         wait_for(lambda: _gone(authorizer), timeout=10, what="the authorizer to die with its broker")
     finally:
         if broker.poll() is None:
             broker.kill()
-            broker.wait()
+            broker.wait(timeout=60)
         _kill(authorizer)
         _kill(program)
         broker.stderr.close()
@@ -119,11 +119,11 @@ def test_sigkilled_serve_takes_its_session_instances(tmp_path, form):
         instance = wait_for(lambda: _read_pid(apid), timeout=30, what="the instance to start")
         wait_for(lambda: _read_pid(ppid), timeout=30, what="the program to start")
         served.proc.kill()
-        served.proc.wait()
+        served.proc.wait(timeout=60)
         wait_for(lambda: _gone(instance), timeout=10, what="the instance to die with serve")
     finally:
         run.kill()
-        run.communicate()
+        run.communicate(timeout=120)
         _kill(instance)
         served.kill()
         d.stop()
@@ -152,12 +152,12 @@ def test_sigkilled_replay_takes_its_authorizer(tmp_path):
     try:
         authorizer = wait_for(lambda: _read_pid(apid), timeout=30, what="the authorizer to start")
         replay.kill()
-        replay.wait()
+        replay.wait(timeout=60)
         wait_for(lambda: _gone(authorizer), timeout=10, what="the authorizer to die with replay")
     finally:
         if replay.poll() is None:
             replay.kill()
-            replay.wait()
+            replay.wait(timeout=60)
         _kill(authorizer)
 
 
@@ -223,7 +223,7 @@ def test_notify_listener_closed_calls_fail_with_enosys(tmp_path):
         wait_for(lambda: "4242 0" in results(), timeout=30, what="a judged getppid")
         program = _read_pid(pidfile)
         broker.kill()
-        broker.wait()
+        broker.wait(timeout=60)
         n = len(results())
         wait_for(lambda: len(results()) > n + 3, timeout=30, what="the program to go on without its broker")
         lines = results()
@@ -232,7 +232,7 @@ def test_notify_listener_closed_calls_fail_with_enosys(tmp_path):
     finally:
         if broker.poll() is None:
             broker.kill()
-            broker.wait()
+            broker.wait(timeout=60)
         _kill(program)
         broker.stderr.close()
 

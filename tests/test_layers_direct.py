@@ -75,11 +75,11 @@ def test_the_program_is_brokerctl_itself_and_strace_attaches(tree):
             _, err = s.communicate(timeout=30)
         finally:
             s.kill()
-            s.wait()
+            s.wait(timeout=60)
         assert s.returncode == 0, err
     finally:
         p.kill()
-        p.wait()
+        p.wait(timeout=60)
 
 
 def test_nested_run_narrows_and_never_widens(tree):
@@ -126,7 +126,7 @@ def test_kernel_only_session_cannot_change_processes_outside(tree):
         assert victim.poll() is None
     finally:
         victim.kill()
-        victim.wait()
+        victim.wait(timeout=60)
 
 
 def test_kernel_only_session_refuses_cgroup_and_cpu_wide_perf_events(tree, cprog):
@@ -141,7 +141,7 @@ def test_kernel_only_session_refuses_cgroup_and_cpu_wide_perf_events(tree, cprog
     reach = cprog("reach")
     cgroup = f"{mount}{path}"
     native = subprocess.run(["sh", "-c", f"{reach} perfcg {cgroup}; {reach} perfall"],
-                            capture_output=True, text=True).stdout
+                            capture_output=True, text=True, timeout=120).stdout
     if mount is None or path is None or native != "perfcg ok\nperfall ok\n":
         pytest.skip(f"no cgroup-v2 perf events here ({native.strip()!r})")
     pol = policy(tree, "kernel", tree / "box")

@@ -16,7 +16,7 @@ import sys
 import pytest
 from conftest import BROKERCTL
 from daemon_fixtures import OTHER_PY, _cmd, as_user, shared_dir
-from waiting import wait_for
+from waiting import read_line, wait_for
 
 from brokerd.tracer import landlock
 
@@ -246,7 +246,7 @@ def test_process_madvise_does_not_reach_outside_the_session(mode, ctl):
         r = ctl(mode, "run", "--", sys.executable, "-S", "-c", MADVISE, str(victim.pid))
     finally:
         victim.kill()
-        victim.wait()
+        victim.wait(timeout=60)
     expected = {"landlock": ["outside EPERM", "inside ENOMEM"],
                 "refused": ["outside EPERM", "inside EPERM"],  # pidfd_open outside: the guard; madvise: the profile
                 "opted-out": ["outside ENOMEM", "inside ENOMEM"]}[mode]
@@ -306,7 +306,7 @@ def test_limits_and_priorities_of_outside_processes_stay_out_of_reach(mode, back
         assert victim.poll() is None
     finally:
         victim.kill()
-        victim.wait()
+        victim.wait(timeout=60)
 
 
 @pytest.mark.parametrize("stable", ["copy", "no-stable-args"])
@@ -365,7 +365,7 @@ def test_ptrace_mode_calls_do_not_reach_outside(mode, ctl, victim, cprog):
                 f"{reach} peek $(cat {pidfile}); {reach} peek {outside.pid}; exec {reach} peek $$")
     finally:
         outside.kill()
-        outside.wait()
+        outside.wait(timeout=60)
     beyond = {c: "ok" if mode == "opted-out" else "fail EPERM" for c in PEEK}  # --no-landlock: the broker only
     if mode == "landlock" and os.geteuid() == 0:
         beyond["perf"] = "ok"  # CAP_PERFMON skips the kernel's ptrace check; the guard (no wall) is stricter
@@ -390,8 +390,8 @@ def test_cgroup_and_cpu_wide_perf_events_do_not_reach_the_broker(mode, ctl, cpro
     if os.geteuid() != 0:
         pytest.skip("needs root: without CAP_PERFMON the kernel refuses these events itself")
     cgroup, reach = _own_cgroup2_dir(), cprog("reach")
-    native = subprocess.run([reach, "perfcg", str(cgroup)], capture_output=True, text=True).stdout \
-        + subprocess.run([reach, "perfall"], capture_output=True, text=True).stdout
+    native = subprocess.run([reach, "perfcg", str(cgroup)], capture_output=True, text=True, timeout=120).stdout \
+        + subprocess.run([reach, "perfall"], capture_output=True, text=True, timeout=120).stdout
     if cgroup is None or native != "perfcg ok\nperfall ok\n":
         pytest.skip(f"no cgroup-v2 perf events here ({native.strip()!r})")
     r = ctl(mode, "run", "--", "sh", "-c", f"{reach} perfcg {cgroup}; {reach} perfall; exec {reach} peek $$")
@@ -418,7 +418,7 @@ def test_wall_costs_signals_to_outside_processes_only(ctl):
             assert r.stdout == f"outside-{outcome}\ninside 143\n", (mode, r.stderr)
     finally:
         outside.kill()
-        outside.wait()
+        outside.wait(timeout=60)
 
 
 def test_attached_program_cannot_reach_the_attaching_broker(cprog, tmp_path):
@@ -433,7 +433,7 @@ def test_attached_program_cannot_reach_the_attaching_broker(cprog, tmp_path):
     att = subprocess.Popen([*BROKERCTL, "attach", "-f", str(svc.pid), "-e", "trace=getppid"],
                            stderr=subprocess.PIPE, text=True)
     try:
-        assert "attached to" in att.stderr.readline()
+        assert "attached to" in read_line(att.stderr)
         pidfile.write_text(str(att.pid))
         assert svc.wait(timeout=30) == 0
         assert out.read_text() == "mem fail EACCES\npidfd fail EPERM\nvia fail EACCES\n", att.stderr
