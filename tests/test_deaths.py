@@ -261,3 +261,67 @@ def test_a_finished_session_lets_its_authorizer_write_its_last_records(tmp_path)
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout == "True\n", r.stderr
     assert out.read_text() == "finished\n", r.stderr
+
+
+# Forks a daemon first (setsid, then a second fork: a session and process
+# group of its own, as daemonizing programs do), waits until it says its pid,
+# then answers every question with cont.
+DAEMONIZES = r'''
+import os, sys, time
+pidfile = sys.argv[1]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        with open(pidfile + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(pidfile + ".tmp", pidfile)
+        time.sleep(600)
+    os._exit(0)
+while not os.path.exists(pidfile):
+    time.sleep(0.01)
+for line in sys.stdin:
+    print("cont", flush=True)
+'''
+
+
+def _cells_here() -> bool:
+    """Can this process make the cgroups the wardens kill?"""
+    from brokerd.decision import tether
+
+    path = tether.cell()
+    if path is not None:
+        os.rmdir(path)
+    return path is not None
+
+
+@pytest.mark.parametrize("end", ["session-ends", "brokerctl-killed"])
+def test_an_authorizers_setsid_child_does_not_outlive_the_session(tmp_path, end):
+    """An authorizer whose child leaves its process group (setsid, as every
+    daemon does): the warden killed only the group, so the child outlived
+    the session, and a SIGKILLed brokerctl, for ever.  Now each authorizer
+    runs in a cgroup of its own that the warden kills whole."""
+    if not _cells_here():
+        pytest.skip("no cgroup v2 with cgroup.kill writable here (root or a delegated subtree, "
+                    "Linux 5.14+): a setsid'd child escapes the process group the warden kills")
+    script = tmp_path / "daemonizes.py"
+    script.write_text(DAEMONIZES)
+    dpid = tmp_path / "daemon.pid"
+    cmd = f"{sys.executable} -u {script} {dpid}"
+    daemon = None
+    if end == "session-ends":
+        r = subprocess.run([*BROKERCTL, "run", "-a", cmd, "--", "true"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        daemon = _read_pid(dpid)
+    else:
+        broker = subprocess.Popen([*BROKERCTL, "run", "-a", cmd, "--", "sleep", "600"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            daemon = wait_for(lambda: _read_pid(dpid), timeout=30, what="the authorizer's daemon to start")
+        finally:
+            broker.kill()
+            broker.wait(timeout=60)
+    try:
+        assert daemon is not None
+        wait_for(lambda: _gone(daemon), timeout=30, what="the authorizer's setsid'd child to die with its session")
+    finally:
+        _kill(daemon)
