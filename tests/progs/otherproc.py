@@ -42,6 +42,8 @@ def calls(pid: int) -> dict[str, tuple]:
     page = (ctypes.c_uint64 * 2)(UNMAPPED, 4096)
     head, size, nodes = ctypes.c_void_p(), ctypes.c_size_t(), ctypes.c_ulong(1)
     return {
+        "kill": (62, pid, 0),  # signal 0: the permission check alone
+        "tgkill": (234, pid, pid, 0),
         "process_vm_readv": (310, pid, local, 1, remote, 1, 0),
         "process_vm_writev": (311, pid, local, 1, remote, 1, 0),
         "kcmp": (312, pid, pid, 0, 0, 0),  # KCMP_FILE of descriptor 0 with itself
