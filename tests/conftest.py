@@ -66,6 +66,17 @@ def policy_mode(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["default", "python"])
+def accel_mode(request, monkeypatch):
+    """Parametrizes a test over both stop loops: the default (the compiled
+    calls of brokerd.tracer.accel where scripts/setup built them) and the
+    pure-Python fallback (BROKERD_ACCEL=0).  Module-wide:
+    ``pytestmark = pytest.mark.usefixtures("accel_mode")``."""
+    if request.param == "python":
+        monkeypatch.setenv("BROKERD_ACCEL", "0")
+    return request.param
+
+
 def brokerctl(*args: str, input: str | None = None, timeout: float = 60, env=None) -> subprocess.CompletedProcess:
     """Run `brokerctl ARGS`, capturing output (text); under policy_mode "process",
     `run` and `attach` get --policy-process."""

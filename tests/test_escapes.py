@@ -7,6 +7,9 @@ import subprocess
 import pytest
 from conftest import brokerctl
 
+#: every test here runs with the compiled stop-loop calls and with the pure-Python fallback
+pytestmark = pytest.mark.usefixtures("accel_mode")
+
 DENY_HOST = '*openat *"/etc/hostname"* => skip-fail EACCES'
 
 

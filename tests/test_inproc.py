@@ -11,6 +11,9 @@ import textwrap
 import pytest
 from conftest import brokerctl
 
+#: every test here runs with the compiled stop-loop calls and with the pure-Python fallback
+pytestmark = pytest.mark.usefixtures("accel_mode")
+
 POLICY = '''
 import os, signal, sys, time
 from brokerd.clients.authorizer import Authorizer, cont, skip_fail

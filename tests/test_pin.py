@@ -19,13 +19,17 @@ OPENS = "trace=open,openat,creat,openat2"
 SET_INFO_KERNEL = tuple(map(int, re.findall(r"\d+", os.uname().release)[:2])) >= (6, 16)
 
 
-@pytest.fixture(autouse=True, params=["set-syscall-info", "getregs-setregs"])
+@pytest.fixture(autouse=True, params=["set-syscall-info", "getregs-setregs", "set-syscall-info-python"])
 def rewrite_by(request, monkeypatch):
     """Every test here runs with the pin's registers changed both ways: one
     PTRACE_SET_SYSCALL_INFO (where the kernel has it) and the GETREGS +
-    SETREGS fallback (forced by BROKERD_NO_SET_SYSCALL_INFO)."""
+    SETREGS fallback (forced by BROKERD_NO_SET_SYSCALL_INFO); the first with
+    the compiled stop-loop calls (brokerd.tracer.accel, where built) and
+    again with the pure-Python stop loop (BROKERD_ACCEL=0)."""
     if request.param == "getregs-setregs":
         monkeypatch.setenv("BROKERD_NO_SET_SYSCALL_INFO", "1")
+    if request.param == "set-syscall-info-python":
+        monkeypatch.setenv("BROKERD_ACCEL", "0")
     return request.param
 
 
@@ -143,7 +147,7 @@ def test_a_pinned_open_is_rewritten_in_one_ptrace_request(rewrite_by, rules, tmp
     requests a pinned open; 17% of the shim's busy time in py-spy); with the
     fallback forced, or on older kernels, GETREGS + SETREGS as before.  Either
     way the program reads its file."""
-    if rewrite_by == "set-syscall-info" and not SET_INFO_KERNEL:
+    if rewrite_by.startswith("set-syscall-info") and not SET_INFO_KERNEL:
         pytest.skip(f"kernel {os.uname().release} has no PTRACE_SET_SYSCALL_INFO (6.16+)")
     f = tmp_path / "f"
     f.write_text("content\n")
@@ -156,7 +160,7 @@ def test_a_pinned_open_is_rewritten_in_one_ptrace_request(rewrite_by, rules, tmp
     calls = log.read_text()
     set_info = len(re.findall(r"ptrace\(0x4212 .*= 0$", calls, re.M))
     setregs = calls.count("ptrace(PTRACE_SETREGS")
-    if rewrite_by == "set-syscall-info":
+    if rewrite_by.startswith("set-syscall-info"):
         assert set_info >= 51 and setregs < 10, (set_info, setregs)
     else:
         assert set_info == 0 and setregs >= 51, (set_info, setregs)

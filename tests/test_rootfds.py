@@ -14,7 +14,8 @@ import pytest
 from conftest import BROKERCTL
 from waiting import read_line, read_rest
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chroot, mounts and ns_last_pid need root")
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="chroot, mounts and ns_last_pid need root"),
+              pytest.mark.usefixtures("accel_mode")]  # compiled stop-loop calls and the pure-Python fallback
 
 
 def _files(tmp_path, jail_at: str):

@@ -8,6 +8,9 @@ from __future__ import annotations
 import pytest
 from conftest import RESOLVING, brokerctl
 
+#: every test here runs with the compiled stop-loop calls and with the pure-Python fallback
+pytestmark = pytest.mark.usefixtures("accel_mode")
+
 POLICY = 'while read -r l; do case "$l" in *bk-bad*) echo "skip-fail EACCES";; *) echo cont;; esac; done'
 
 

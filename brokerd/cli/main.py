@@ -166,7 +166,9 @@ class _Version(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object,
                  option_string: str | None = None) -> NoReturn:
-        print(f"{PROG} {_version()}")
+        from brokerd.tracer.accel import describe
+
+        print(f"{PROG} {_version()}\n{describe()}")
         parser.exit()
 
 

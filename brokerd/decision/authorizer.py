@@ -133,6 +133,7 @@ class Authorizer:
         self.on_fetch: Callable[[int, int, int, int], bytes] | None = None
         self.greeting_timeout = max(timeout, GREETING_TIMEOUT)
         self.pidfd = -1  # set by spawn(): lets close() make sure the process ends
+        self.sync = False  # answers come later, from its descriptor
         #: set by spawn(): SIGKILLs the process group when released (reap) or when the broker dies
         self.ward: Ward | None = None
         self.mode = "new"  # new -> greeting -> plain | hello ; dead

@@ -27,22 +27,23 @@ def cache_key(pos: int, event: SyscallEvent) -> tuple:
 class VerdictCache:
     """Replies marked ``; cache``, by :func:`cache_key`."""
 
-    __slots__ = ("_replies", "size")
+    __slots__ = ("replies", "size")
 
     def __init__(self, size: int = VERDICT_CACHE_SIZE) -> None:
-        self._replies: dict[tuple, Reply] = {}
+        #: (read directly by Stack.known_answer, once per question)
+        self.replies: dict[tuple, Reply] = {}
         self.size = size
 
     def __len__(self) -> int:
-        return len(self._replies)
+        return len(self.replies)
 
     def get(self, pos: int, event: SyscallEvent) -> Reply | None:
-        if not self._replies:  # the common case: nobody caches
+        if not self.replies:  # the common case: nobody caches
             return None
-        return self._replies.get(cache_key(pos, event))
+        return self.replies.get(cache_key(pos, event))
 
     def put(self, pos: int, event: SyscallEvent, reply: Reply) -> None:
         """Keep ``reply`` (the answer of ``pos`` to ``event`` as it saw it)."""
-        if len(self._replies) >= self.size:
-            self._replies.clear()
-        self._replies[cache_key(pos, event)] = reply
+        if len(self.replies) >= self.size:
+            self.replies.clear()
+        self.replies[cache_key(pos, event)] = reply

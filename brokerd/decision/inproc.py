@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from brokerd.clients.authorizer import Authorizer as Policy
 from brokerd.decision.authorizer import DEFAULT_TIMEOUT, apply_hello
@@ -60,46 +61,47 @@ class _Alarm:
     armed it lets the timer stop.  So a busy session sets the timer about
     once per deadline, an idle one not at all, and no timer runs for long
     after the last question (a kernel-only session clears it before its
-    exec: brokerd.tracer.direct)."""
+    exec: brokerd.tracer.direct).
 
-    armed = False
-    installed = False
-    ticking = False  # the timer is set (it will fire, or has and the handler has not run yet)
-    due = 0.0  # time.monotonic() of the armed question's deadline
+    One instance (:data:`_ALARM`), not class attributes: assigning a class
+    attribute invalidates the type's attribute cache, and every question
+    assigns ``due`` and ``armed`` twice (issue #13)."""
 
-    @classmethod
-    def install(cls) -> bool:
-        if not cls.installed:
+    __slots__ = ("armed", "installed", "ticking", "due")
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.installed = False
+        self.ticking = False  # the timer is set (it will fire, or has and the handler has not run yet)
+        self.due = 0.0  # time.monotonic() of the armed question's deadline
+
+    def install(self) -> bool:
+        if not self.installed:
             if threading.current_thread() is not threading.main_thread():
                 return False  # signals reach only the main thread: no bound (documented)
-            signal.signal(signal.SIGALRM, cls._fire)
-            cls.installed = True
+            signal.signal(signal.SIGALRM, self._fire)
+            self.installed = True
         return True
 
-    @classmethod
-    def start(cls, due: float, timeout: float) -> None:
-        """Arm a question whose deadline is ``due`` (``timeout`` from now)."""
-        cls.due = due
-        cls.armed = True  # (before the test: a handler running in between sees this question)
-        if not cls.ticking:
-            cls.ticking = True
-            signal.setitimer(signal.ITIMER_REAL, timeout)
-
-    @classmethod
-    def _fire(cls, signum: int, frame: object) -> None:
-        cls.ticking = False
-        if not cls.armed:
+    def _fire(self, signum: int, frame: object) -> None:
+        self.ticking = False
+        if not self.armed:
             return  # between questions: the timer stops
-        left = cls.due - time.monotonic()
+        left = self.due - time.monotonic()
         if left <= _ALARM_SLACK:
-            cls.armed = False
+            self.armed = False
             raise Overrun
-        cls.ticking = True  # a later question (or a stray alarm): on to its own deadline
+        self.ticking = True  # a later question (or a stray alarm): on to its own deadline
         signal.setitimer(signal.ITIMER_REAL, left)
+
+
+_ALARM = _Alarm()
 
 
 class InProcess(LocalAuthorizer):
     """``policy`` asked synchronously inside the broker, with a deadline."""
+
+    sync = True  # ask() answers before it returns, always (the shim takes the answer inline)
 
     def __init__(self, policy: Policy, *, timeout: float = DEFAULT_TIMEOUT, default: Verdict = DENY,
                  trace: frozenset[str] | None = None, signals: bool = False,
@@ -113,7 +115,7 @@ class InProcess(LocalAuthorizer):
         self.dead_reason = ""
         self._session = policy.session()
         self._log = log or (lambda msg: print(f"brokerd: {msg}", file=sys.stderr, flush=True))
-        self._timed = math.isfinite(timeout) and _Alarm.install()
+        self._timed = math.isfinite(timeout) and _ALARM.install()
 
     def action(self, name: str) -> tuple[str, int]:
         """As a connection: a call its kernel layer settles is not asked about."""
@@ -137,8 +139,9 @@ class InProcess(LocalAuthorizer):
         if self.mode == "dead":
             answer(self._default(event), f"authorizer {self.name} is gone ({self.dead_reason})")
             return
-        try:
-            reply = self._call(self._session.decide, event)
+        try:  # a syscall entry (the hot path) needs no id on its Reply: the shim reads only the verdict
+            reply = self._call(self._session.decide_entry if type(event) is SyscallEvent else self._session.decide,
+                               event, now)
         except _Failed as e:  # the shim prints the reason, as for a process
             answer(self._default(event), f"authorizer {self.name} {e}")
             return
@@ -163,10 +166,24 @@ class InProcess(LocalAuthorizer):
         except _Failed as e:
             self._log(f"authorizer {self.name}: error {code} {text} ({e})")
 
-    def _call(self, fn: Callable[[object], object], arg: object) -> object:
-        """``fn(arg)`` under the deadline; what escapes becomes :class:`_Failed`."""
+    def _call(self, fn: Callable[[Any], object], arg: object, now: float | None = None) -> object:
+        """``fn(arg)`` under the deadline (``timeout`` from ``now``, default
+        the clock's now); what escapes becomes :class:`_Failed`.  The timer
+        is armed as :class:`_Alarm` says (no system call per question while
+        it runs)."""
         try:
-            return self._bounded(fn, arg)
+            if not self._timed:
+                return fn(arg)
+            alarm = _ALARM
+            alarm.due = (time.monotonic() if now is None else now) + self.timeout
+            alarm.armed = True  # (before the test: a handler running in between sees this question)
+            if not alarm.ticking:
+                alarm.ticking = True
+                signal.setitimer(signal.ITIMER_REAL, self.timeout)
+            try:
+                return fn(arg)
+            finally:
+                alarm.armed = False
         except Overrun:  # also when the alarm lands while the timer is being disarmed
             raise _Failed(f"did not answer within {self.timeout:g}s") from None
         except SystemExit as e:
@@ -174,17 +191,6 @@ class InProcess(LocalAuthorizer):
             raise _Failed(f"exited ({e.code})") from None
         except Exception as e:  # noqa: BLE001 - a policy bug must never reach the broker's loop
             raise _Failed(f"raised {type(e).__name__}: {e}") from None
-
-    def _bounded(self, fn: Callable[[object], object], arg: object) -> object:
-        """``fn(arg)`` with its deadline armed (:class:`_Alarm`: no system
-        call per question while the timer runs)."""
-        if not self._timed:
-            return fn(arg)
-        _Alarm.start(time.monotonic() + self.timeout, self.timeout)
-        try:
-            return fn(arg)
-        finally:
-            _Alarm.armed = False
 
     def _die(self, reason: str) -> None:
         if self.mode != "dead":

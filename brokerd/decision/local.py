@@ -26,6 +26,7 @@ class LocalAuthorizer:
     rules: tuple[ArgRule, ...] = ()
     verdicts: frozenset[str] | None = None
     greeting_timeout = 0.0
+    sync = False  # a subclass may answer later (the operator); InProcess never does
 
     def __init__(self, name: str, trace: frozenset[str] | None = None, *, rfd: int = -1,
                  signals: bool = False, events: frozenset[str] = frozenset()) -> None:

@@ -41,6 +41,9 @@ class Member(Protocol):
     static: StaticRules
     rules: tuple[ArgRule, ...]
     verdicts: frozenset[str] | None  # the only verdicts it promised to give
+    #: True: :meth:`ask` always calls ``answer`` before it returns (an in-process
+    #: policy), so the shim takes the answer inline instead of through a callback
+    sync: bool
 
     @property
     def ready(self) -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, overload
 
-from brokerd.decision.cache import VerdictCache
+from brokerd.decision.cache import VerdictCache, cache_key
 from brokerd.decision.member import Member
 from brokerd.decision.rules import ALLOW, ENTRY_VERDICTS, TRACE, ArgRule, combine
 from brokerd.protocol.record import replace
@@ -127,18 +127,18 @@ class EntryWalk:
         if type(verdict) is Cont and not sets:  # the common answer: none of the tests below
             self._pos += 1
             if self._pos == len(self._order):
-                self._end(Decision("cont", self._call))
+                self._end("cont")
             return
         if not isinstance(verdict, ENTRY_VERDICTS):
             raise VerdictError("bad-verdict", f"{type(verdict).__name__.lower()} is not a verdict for a syscall entry")
         who = self._order[self._pos]
         self._sets.extend(sets)
         if isinstance(verdict, SkipFail):
-            self._end(Decision("skip-fail", self._call, verdict.errno, decided_by=who))
+            self._end("skip-fail", verdict.errno, who)
         elif isinstance(verdict, SkipOk):
-            self._end(Decision("skip-ok", self._call, verdict.value, decided_by=who))
+            self._end("skip-ok", verdict.value, who)
         elif isinstance(verdict, Kill):
-            self._end(Decision("kill", self._call, decided_by=who))
+            self._end("kill", 0, who)
         else:
             if isinstance(verdict, Step):
                 self._steppers.append(who)
@@ -147,13 +147,11 @@ class EntryWalk:
                 self._rewritten = True
             self._pos += 1
             if self._pos == len(self._order):
-                self._end(Decision("cont", self._call))
+                self._end("cont")
 
-    def _end(self, decision: Decision) -> None:
-        decision.steppers = self._steppers if decision.action == "cont" else []
-        decision.sets = self._sets
-        decision.rewritten = self._rewritten
-        self.decision = decision
+    def _end(self, action: str, value: int = 0, who: int | None = None) -> None:
+        self.decision = Decision(action, self._call, value, self._steppers if action == "cont" else [],
+                                 self._sets, who, self._rewritten)
 
 
 class ExitWalk:
@@ -290,7 +288,8 @@ class Stack(Sequence[Member]):
                     return Reply(rule.verdict)
             if self._members[pos].action(event.call.name) == ALLOW:
                 return Reply(Cont())  # asked only for its rules (guards): none matched
-        return self.cache.get(pos, event)
+        replies = self.cache.replies  # (not cache.get: one Python call less per question)
+        return replies.get(cache_key(pos, event)) if replies else None
 
     def remember(self, pos: int, event: SyscallEvent, reply: Reply) -> None:
         """Member ``pos`` answered ``event``: keep the answer if it said ``; cache``."""

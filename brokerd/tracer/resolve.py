@@ -28,6 +28,8 @@ from collections import deque
 
 from brokerd.protocol.record import Record, _set
 
+from .accel import accel
+
 MAX_LINKS = 40  # the kernel's own limit (ELOOP)
 ATTEMPTS = 3  # walks tried when a link changes under the resolver
 MAGIC = re.compile(rb"/proc/\d+(?:/task/\d+)?/(?:fd/\d+|cwd|root|exe|map_files/[^/]+|ns/[^/]+)\Z")
@@ -161,6 +163,16 @@ def plain_path(root: bytes | int, path: bytes, follow_last: bool = True) -> os.s
         return _plain_under(rfd, path, follow_last)
     finally:
         os.close(rfd)
+
+
+def plain_ident(root: bytes | int, path: bytes, follow_last: bool = True) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of what :func:`plain_path` finds; from a kept
+    root descriptor in one compiled call where brokerd.tracer.accel is built."""
+    if accel is not None and isinstance(root, int):
+        ident: tuple[int, int] | None = accel.plain_stat(root, path, follow_last)
+        return ident
+    st = plain_path(root, path, follow_last)
+    return None if st is None else (st.st_dev, st.st_ino)
 
 
 def _plain_under(rfd: int, path: bytes, follow_last: bool) -> os.stat_result | None:

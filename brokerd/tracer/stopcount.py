@@ -14,7 +14,9 @@ Keys: a syscall name is a stop at its entry (seccomp or syscall-entry stop),
 event, ``signal:NAME`` a signal-delivery stop.  ``broker_cpu_s`` is the
 broker process's own CPU time (user + system; in-process policies run in
 it), ``children_cpu_s`` that of its reaped children (the program and
-authorizer processes).  Counting is a dictionary increment per stop; it is
+authorizer processes).  ``accel`` counts what the compiled stop loop did
+(``{"stops": N}``: seccomp stops it fetched), null where it is not in use
+(brokerd.tracer.accel).  Counting is a dictionary increment per stop; it is
 done only when asked (``on``: the shim's stop path tests it and skips
 even the key's formatting otherwise).
 """
@@ -26,6 +28,8 @@ import resource
 import sys
 import time
 from collections import Counter
+
+from .accel import accel
 
 ENV = "BROKERD_STOP_COUNTS"
 
@@ -47,7 +51,8 @@ class StopCounter:
         return {"stops": dict(self.counts.most_common()), "total": sum(self.counts.values()),
                 "broker_cpu_s": round(me.ru_utime + me.ru_stime, 3),
                 "children_cpu_s": round(kids.ru_utime + kids.ru_stime, 3),
-                "wall_s": round(time.monotonic() - self.t0, 3)}
+                "wall_s": round(time.monotonic() - self.t0, 3),
+                "accel": accel.counts() if accel is not None else None}
 
     def report(self) -> None:
         """Append the summary to ``$BROKERD_STOP_COUNTS`` if it is set (a

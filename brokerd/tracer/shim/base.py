@@ -117,6 +117,9 @@ class ShimBase:
         if stable_args:
             self.internal_trace |= ROOT_CALLS
         self._mem = _Mem(0)
+        #: per x86_64 call number: 1 + the index of the path argument its plan decodes
+        #: (0: none); the compiled seccomp stop reads that path with the stop (brokerd.tracer.accel)
+        self._path_reads = bytearray(512)
         self._saved_dispositions: dict[signal.Signals, Any] = {}
         self.stats = {"stops": 0, "decisions": 0}
         #: children that stopped and exited before their parent's fork/clone event

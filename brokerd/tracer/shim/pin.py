@@ -37,6 +37,7 @@ from brokerd.protocol.abi import Abi
 from brokerd.protocol.args import constant
 
 from .. import ptrace as pt
+from ..accel import accel
 from .base import ShimBase
 from .consts import MASK64, O_CREAT, O_TMPFILE_BIT
 from .thread import _Thread
@@ -144,6 +145,16 @@ SECCOMP_SET_MODE_FILTER, PR_SET_SECCOMP = 1, 22
 FILTER_INSTALLS: dict[str, int] = {"seccomp": SECCOMP_SET_MODE_FILTER, "prctl": PR_SET_SECCOMP}
 
 
+def _set_info(tid: int, op: int, nr: int, args: tuple[int, ...]) -> bool:
+    """:func:`.ptrace.set_syscall_info`, in one compiled call where brokerd.tracer.accel is built."""
+    if accel is None or not pt.SET_INFO_WORKS:
+        return pt.set_syscall_info(tid, op, nr, args)
+    if accel.set_info(tid, op, nr, args):
+        return True
+    pt.SET_INFO_WORKS = False  # refused as unknown: GETREGS/SETREGS from now on, as ptrace.py does
+    return False
+
+
 class Pin(ShimBase):
     """Pinned opens: an allowed open made as ``openat2`` of the judged real path, following no symlink."""
 
@@ -204,7 +215,7 @@ class Pin(ShimBase):
         values are the stop's own (``t.raw``, the call's number), so no
         GETREGS is needed; GETREGS + SETREGS otherwise."""
         names, own = abi.arg_regs, t.raw
-        if len(own) == 6 and pt.set_syscall_info(t.tid, pt.INFO_SECCOMP, nr, args + own[len(args):]):
+        if len(own) == 6 and _set_info(t.tid, pt.INFO_SECCOMP, nr, args + own[len(args):]):
             changed = {name: (v, o) for name, v, o in zip(names, args, own, strict=False)}
             assert t.spec is not None
             changed["orig_rax"] = (nr, t.spec.nr | abi.nr_bit)

@@ -16,7 +16,7 @@ from brokerd.protocol.types import (
 
 from .. import ptrace as pt
 from ..guard import OWNER_MEMORY, owner_form
-from ..resolve import plain_path, resolve
+from ..resolve import plain_ident, resolve
 from ..scratch import Region
 from .base import ShimBase
 from .consts import (
@@ -89,10 +89,10 @@ class Stable(ShimBase):
         pinnable = pinned(spec.name, raw, v.data, path) if pin else None
         if pinnable is not None:  # already its real path, if the kernel's walk meets no symlink
             rfd = self._roots.get(t.tid, t)
-            st = plain_path(root if rfd is None else rfd, path, follow)
-            if st is not None:
+            ident = plain_ident(root if rfd is None else rfd, path, follow)
+            if ident is not None:
                 t.pin = pinnable
-                return ("inode", st.st_dev, st.st_ino), path
+                return ("inode", *ident), path
         r = resolve(root, path, t.tgid, t.tid, follow)  # one resolution: note and expectation agree
         if r is None:
             return None, None

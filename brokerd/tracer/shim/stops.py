@@ -17,6 +17,7 @@ from brokerd.protocol.types import (
 )
 
 from .. import ptrace as pt
+from ..accel import accel
 from ..procfs import tgid_of
 from ..scratch import mapped_in
 from ..states import strays_text
@@ -161,7 +162,7 @@ class Stops(ShimBase):
         elif self.attached or (t is not None and t.state == "inject"):
             pt.syscall(tid, sig)  # (mid-injection, after a group-stop: the injected call's exit must stop)
         else:
-            pt.cont(tid, sig)
+            _cont(tid, sig)
 
     def _choose_exec_events(self, t: _Thread) -> None:
         """At a new tracee's first stop: does it need to stop at its exec?
@@ -410,10 +411,16 @@ class Stops(ShimBase):
         self._on_tracee(t.tid, fn, *args)
 
 
-def _stop_now() -> tuple[int, int] | None:
+def _stop_now_py() -> tuple[int, int] | None:
     """One ``waitpid`` that does not wait: a stop (or exit) waiting, or None."""
     got = os.waitpid(-1, pt.WNOHANG | pt.WALL)
     return got if got[0] else None
+
+
+#: the same ``waitpid`` in one compiled call where brokerd.tracer.accel is built
+_stop_now: Callable[[], tuple[int, int] | None] = accel.wait_any if accel is not None else _stop_now_py
+#: PTRACE_CONT (the same request and OSError, compiled or through ctypes)
+_cont: Callable[..., None] = accel.cont if accel is not None else pt.cont
 
 
 def _exec_args(pid: int) -> tuple:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import mmap
+import os
 from typing import TYPE_CHECKING, Any
 
 from brokerd.decision.stack import Decision, EntryWalk, ExitWalk
 from brokerd.protocol.abi import Abi, SyscallSpec
 
 from .. import ptrace as pt
+from ..accel import accel
 from ..states import State, move
 
 if TYPE_CHECKING:
@@ -16,29 +18,55 @@ if TYPE_CHECKING:
     from .pin import Pinned
 
 
+#: the limit the decoder reads a path with (pathsize + 1): what the compiled stop reads
+PATH_READ = 4097
+#: strings up to this limit are read by the compiled call (longer: page by page here)
+CSTR_IN_C = 1 << 16
+
+
 class _Mem:
     """Tracee memory for the argument decoder (process_vm_readv)."""
 
-    __slots__ = ("pid",)
+    __slots__ = ("pid", "pre")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        #: (tid, address, what read_cstr(address, PATH_READ) gave or its errno): the path
+        #: the compiled seccomp stop read with the stop, for this stop's decoding only
+        self.pre: tuple[int, int, tuple[bytes, bool] | int] | None = None
 
     def read(self, addr: int, size: int) -> bytes:
         return pt.read_memory(self.pid, addr, size)
 
     def read_cstr(self, addr: int, limit: int) -> tuple[bytes, bool]:
-        out = b""
-        while len(out) <= limit:
-            chunk = 4096 - ((addr + len(out)) & 4095)
-            data = pt.read_memory(self.pid, addr + len(out), min(chunk, limit + 1 - len(out)))
-            nul = data.find(b"\0")
-            if nul >= 0:
-                return out + data[:nul], True
-            out += data
-            if not data:
-                break
-        return out[:limit], False
+        pre = self.pre
+        if pre is not None and limit == PATH_READ and pre[0] == self.pid and pre[1] == addr:
+            self.pre = None
+            got = pre[2]
+            if isinstance(got, int):
+                raise OSError(got, f"process_vm_readv({self.pid}, {addr:#x}): {os.strerror(got)}")
+            return got
+        if accel is not None and limit <= CSTR_IN_C:
+            return accel.read_cstr(self.pid, addr, limit)
+        return read_cstr_py(self.pid, addr, limit)
+
+
+def read_cstr_py(pid: int, addr: int, limit: int) -> tuple[bytes, bool]:
+    """A NUL-terminated string of at most ``limit`` bytes at ``addr``, read
+    page by page (a string may end just before unmapped memory): (its bytes,
+    True) when the NUL came, (the first ``limit`` bytes, False) when not.
+    The compiled ``accel.read_cstr`` gives the same (tests/test_accel.py)."""
+    out = b""
+    while len(out) <= limit:
+        chunk = 4096 - ((addr + len(out)) & 4095)
+        data = pt.read_memory(pid, addr + len(out), min(chunk, limit + 1 - len(out)))
+        nul = data.find(b"\0")
+        if nul >= 0:
+            return out + data[:nul], True
+        out += data
+        if not data:
+            break
+    return out[:limit], False
 
 
 class _Thread:

@@ -1,0 +1,378 @@
+/* brokerd's optional stop-loop accelerator (brokerd/tracer/accel/__init__.py).
+ *
+ * The shim's common stop, a seccomp stop of a judged open, costs about a dozen
+ * system calls; made through ctypes each one is a Python-level wrapper, an
+ * argument conversion and an errno dance (about a microsecond each, more than
+ * the call itself).  These functions make the same calls, with the same
+ * results and errors, in one C call each, and fuse the ones that always come
+ * together (the stop's GET_SYSCALL_INFO, the unpack of its six arguments and
+ * the read of its path).  Nothing here decides anything: every verdict, every
+ * check of what was read, stays in the Python that calls them.
+ *
+ * The tracee is hostile: every address it gives is read with
+ * process_vm_readv (bounded, page by page, never past 2^64), every result is
+ * checked, and a failure is an OSError with the errno, as from the ctypes
+ * path.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef PTRACE_GET_SYSCALL_INFO
+#define PTRACE_GET_SYSCALL_INFO 0x420e
+#endif
+#define PTRACE_SET_SYSCALL_INFO_ 0x4212 /* Linux 6.16+ */
+#define INFO_SECCOMP 3
+#ifndef __WALL
+#define __WALL 0x40000000
+#endif
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+#define RESOLVE_NO_SYMLINKS_ 0x04
+#define RESOLVE_IN_ROOT_ 0x10
+#define PAGE 4096
+/* the longest C string read at once: the decoder asks for at most a path and one */
+#define CSTR_MAX (1 << 20)
+
+/* struct ptrace_syscall_info (linux/ptrace.h), laid out as the kernel's */
+struct info {
+    uint8_t op;
+    uint8_t pad[3];
+    uint32_t arch;
+    uint64_t ip;
+    uint64_t sp;
+    union {
+        struct { uint64_t nr; uint64_t args[6]; } entry;
+        struct { int64_t rval; uint8_t is_error; } exit;
+        struct { uint64_t nr; uint64_t args[6]; uint32_t ret_data; } seccomp;
+    } u;
+};
+
+/* what PTRACE_SET_SYSCALL_INFO reads (ptrace.py's _SET_INFO) */
+struct set_info {
+    uint8_t op;
+    uint8_t reserved[3];
+    uint32_t flags;
+    uint64_t ip, sp;
+    uint64_t nr;
+    uint64_t args[6];
+    uint32_t ret_data;
+    uint32_t pad;
+};
+
+struct open_how_ {
+    uint64_t flags, mode, resolve;
+};
+
+static unsigned long long counter_stops; /* seccomp stops fetched here */
+
+static PyObject *os_error(int err, const char *what, long pid)
+{
+    PyObject *msg = PyUnicode_FromFormat("%s(%ld): %s", what, pid, strerror(err));
+    if (msg == NULL)
+        return NULL;
+    PyObject *args = Py_BuildValue("(iO)", err, msg);
+    Py_DECREF(msg);
+    if (args == NULL)
+        return NULL;
+    PyErr_SetObject(PyExc_OSError, args);
+    Py_DECREF(args);
+    return NULL;
+}
+
+static PyObject *args_tuple(const uint64_t *a)
+{
+    PyObject *t = PyTuple_New(6);
+    if (t == NULL)
+        return NULL;
+    for (int i = 0; i < 6; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(a[i]);
+        if (v == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
+
+/* Read a NUL-terminated string of at most ``limit`` bytes (the NUL not
+ * counted) at ``addr`` of ``pid`` into ``out`` (room for limit bytes), page
+ * by page, as _Mem.read_cstr: 1 and the length when a NUL came, 0 and the
+ * length read when none did within limit (or memory ended exactly at a page
+ * boundary with nothing more), -1 and errno set when a read failed. */
+static int read_cstr(pid_t pid, uint64_t addr, size_t limit, char *out, size_t *len)
+{
+    size_t got = 0;
+    while (got <= limit) {
+        uint64_t at = addr + got;
+        if (at < addr) { /* past the end of the address space */
+            errno = EFAULT;
+            return -1;
+        }
+        size_t chunk = PAGE - (size_t)(at & (PAGE - 1));
+        size_t want = limit + 1 - got;
+        if (want > chunk)
+            want = chunk;
+        char buf[PAGE];
+        struct iovec local = {buf, want}, remote = {(void *)(uintptr_t)at, want};
+        ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+        if (n < 0)
+            return -1;
+        char *nul = memchr(buf, 0, (size_t)n);
+        if (nul != NULL) {
+            size_t k = (size_t)(nul - buf);
+            if (got + k > limit) /* cannot happen: got + n <= limit + 1 and the NUL is not counted */
+                k = limit - got;
+            memcpy(out + got, buf, k);
+            *len = got + k;
+            return 1;
+        }
+        size_t keep = (size_t)n;
+        if (got + keep > limit)
+            keep = limit - got; /* the byte past the limit: read only to know there is one */
+        memcpy(out + got, buf, keep);
+        got += (size_t)n;
+        if (n == 0)
+            break;
+    }
+    *len = got > limit ? limit : got;
+    return 0;
+}
+
+static PyObject *cstr_result(pid_t pid, uint64_t addr, Py_ssize_t limit)
+{
+    if (limit < 0 || limit > CSTR_MAX) {
+        PyErr_SetString(PyExc_ValueError, "string limit out of range");
+        return NULL;
+    }
+    char small[PAGE + 2];
+    char *out = (size_t)limit + 1 <= sizeof small ? small : PyMem_Malloc((size_t)limit + 1);
+    if (out == NULL)
+        return PyErr_NoMemory();
+    size_t len = 0;
+    int r = read_cstr(pid, addr, (size_t)limit, out, &len);
+    PyObject *res = NULL;
+    if (r < 0)
+        os_error(errno, "process_vm_readv", pid);
+    else
+        res = Py_BuildValue("(y#O)", out, (Py_ssize_t)len, r ? Py_True : Py_False);
+    if (out != small)
+        PyMem_Free(out);
+    return res;
+}
+
+PyDoc_STRVAR(read_cstr_doc, "read_cstr(pid, addr, limit) -> (bytes, complete): _Mem.read_cstr in one call.");
+
+static PyObject *py_read_cstr(PyObject *self, PyObject *args)
+{
+    int pid;
+    unsigned long long addr;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "iKn", &pid, &addr, &limit))
+        return NULL;
+    return cstr_result(pid, addr, limit);
+}
+
+PyDoc_STRVAR(seccomp_info_doc,
+             "seccomp_info(tid, paths) -> None | (arch, nr, args, ip, ret_data, path)\n\n"
+             "PTRACE_GET_SYSCALL_INFO at a seccomp stop (None: the stop is not one),\n"
+             "its six arguments as ints, and, when ``paths`` (bytes indexed by the x86_64\n"
+             "call number: 0 none, else 1 + the path argument's index) names one for\n"
+             "this call, that argument's string read as read_cstr(tid, arg, 4097) would\n"
+             "((bytes, complete); an int errno when unreadable; None when not read).");
+
+static PyObject *py_seccomp_info(PyObject *self, PyObject *args)
+{
+    int tid;
+    Py_buffer paths = {0};
+    if (!PyArg_ParseTuple(args, "iy*", &tid, &paths))
+        return NULL;
+    struct info info;
+    memset(&info, 0, sizeof info);
+    long r = ptrace(PTRACE_GET_SYSCALL_INFO, tid, (void *)sizeof info, &info);
+    if (r == -1) {
+        int err = errno;
+        PyBuffer_Release(&paths);
+        return os_error(err, "ptrace(0x420e)", tid);
+    }
+    if (info.op != INFO_SECCOMP) {
+        PyBuffer_Release(&paths);
+        Py_RETURN_NONE;
+    }
+    counter_stops++;
+    PyObject *path = NULL;
+    uint64_t nr = info.u.seccomp.nr;
+    unsigned char slot = 0;
+    if (info.arch == 0xC000003E /* AUDIT_ARCH_X86_64 */ && nr < (uint64_t)paths.len)
+        slot = ((const unsigned char *)paths.buf)[nr];
+    PyBuffer_Release(&paths);
+    if (slot >= 1 && slot <= 6) {
+        uint64_t addr = info.u.seccomp.args[slot - 1];
+        if (addr == 0) {
+            path = Py_None; /* a NULL pointer: the decoder says so itself */
+            Py_INCREF(path);
+        } else {
+            path = cstr_result(tid, addr, 4097);
+            if (path == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_OSError))
+                    return NULL;
+                PyErr_Clear();
+                path = PyLong_FromLong(EFAULT);
+                if (path == NULL)
+                    return NULL;
+            }
+        }
+    } else {
+        path = Py_None;
+        Py_INCREF(path);
+    }
+    PyObject *a = args_tuple(info.u.seccomp.args);
+    if (a == NULL) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    return Py_BuildValue("(IKNKIN)", info.arch, (unsigned long long)nr, a, (unsigned long long)info.ip,
+                         info.u.seccomp.ret_data, path);
+}
+
+PyDoc_STRVAR(plain_stat_doc,
+             "plain_stat(rootfd, path, follow) -> None | (st_dev, st_ino)\n\n"
+             "resolve.plain_path in one call: openat2(rootfd, path, O_PATH|O_CLOEXEC\n"
+             "[|O_NOFOLLOW], RESOLVE_NO_SYMLINKS|RESOLVE_IN_ROOT), fstat, close.");
+
+static PyObject *py_plain_stat(PyObject *self, PyObject *args)
+{
+    int rootfd, follow;
+    const char *path;
+    Py_ssize_t len;
+    if (!PyArg_ParseTuple(args, "iy#p", &rootfd, &path, &len, &follow))
+        return NULL;
+    if ((Py_ssize_t)strlen(path) != len)
+        Py_RETURN_NONE; /* a NUL inside: no such path */
+    struct open_how_ how = {O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW), 0,
+                            RESOLVE_NO_SYMLINKS_ | RESOLVE_IN_ROOT_};
+    long fd = syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+    if (fd < 0)
+        Py_RETURN_NONE;
+    struct stat st;
+    int r = fstat((int)fd, &st);
+    close((int)fd);
+    if (r < 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(KK)", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+}
+
+PyDoc_STRVAR(set_info_doc,
+             "set_info(tid, op, nr, args) -> bool: PTRACE_SET_SYSCALL_INFO (ptrace.set_syscall_info's\n"
+             "request): False when the kernel refuses it as unknown (EIO, EINVAL), OSError otherwise.");
+
+static PyObject *py_set_info(PyObject *self, PyObject *args)
+{
+    int tid, op;
+    unsigned long long nr;
+    PyObject *seq;
+    if (!PyArg_ParseTuple(args, "iiKO", &tid, &op, &nr, &seq))
+        return NULL;
+    PyObject *fast = PySequence_Fast(seq, "set_info: args must be a sequence");
+    if (fast == NULL)
+        return NULL;
+    if (PySequence_Fast_GET_SIZE(fast) != 6) {
+        Py_DECREF(fast);
+        PyErr_SetString(PyExc_ValueError, "set_info: six arguments");
+        return NULL;
+    }
+    struct set_info si;
+    memset(&si, 0, sizeof si);
+    si.op = (uint8_t)op;
+    si.nr = nr;
+    for (int i = 0; i < 6; i++) {
+        unsigned long long v = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(fast, i));
+        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return NULL;
+        }
+        si.args[i] = v;
+    }
+    Py_DECREF(fast);
+    if (ptrace(PTRACE_SET_SYSCALL_INFO_, tid, (void *)sizeof si, &si) == -1) {
+        int err = errno;
+        if (err == EIO || err == EINVAL)
+            Py_RETURN_FALSE;
+        return os_error(err, "ptrace(0x4212)", tid);
+    }
+    Py_RETURN_TRUE;
+}
+
+PyDoc_STRVAR(cont_doc, "cont(tid, sig=0): PTRACE_CONT, OSError on failure.");
+
+static PyObject *py_cont(PyObject *self, PyObject *args)
+{
+    int tid, sig = 0;
+    if (!PyArg_ParseTuple(args, "i|i", &tid, &sig))
+        return NULL;
+    if (ptrace(PTRACE_CONT, tid, NULL, (void *)(long)sig) == -1)
+        return os_error(errno, "ptrace(0x7)", tid);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(wait_any_doc,
+             "wait_any() -> None | (tid, status): one waitpid(-1, WNOHANG|__WALL);\n"
+             "ChildProcessError when there is no child, as os.waitpid.");
+
+static PyObject *py_wait_any(PyObject *self, PyObject *noargs)
+{
+    for (;;) {
+        int status = 0;
+        pid_t p = waitpid(-1, &status, WNOHANG | __WALL);
+        if (p > 0)
+            return Py_BuildValue("(ii)", (int)p, status);
+        if (p == 0)
+            Py_RETURN_NONE;
+        if (errno == EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                return NULL;
+            continue;
+        }
+        return PyErr_SetFromErrno(PyExc_OSError); /* ECHILD: ChildProcessError */
+    }
+}
+
+PyDoc_STRVAR(counts_doc, "counts() -> {'stops': N}: seccomp stops fetched by this module.");
+
+static PyObject *py_counts(PyObject *self, PyObject *noargs)
+{
+    return Py_BuildValue("{sK}", "stops", counter_stops);
+}
+
+static PyMethodDef methods[] = {
+    {"seccomp_info", py_seccomp_info, METH_VARARGS, seccomp_info_doc},
+    {"read_cstr", py_read_cstr, METH_VARARGS, read_cstr_doc},
+    {"plain_stat", py_plain_stat, METH_VARARGS, plain_stat_doc},
+    {"set_info", py_set_info, METH_VARARGS, set_info_doc},
+    {"cont", py_cont, METH_VARARGS, cont_doc},
+    {"wait_any", py_wait_any, METH_NOARGS, wait_any_doc},
+    {"counts", py_counts, METH_NOARGS, counts_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_accel", "brokerd's compiled stop-loop calls (see brokerd/tracer/accel).", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__accel(void)
+{
+    return PyModule_Create(&module);
+}
