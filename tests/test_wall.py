@@ -374,6 +374,39 @@ def test_ptrace_mode_calls_do_not_reach_outside(mode, ctl, victim, cprog):
     assert r.stdout.splitlines() == want, r.stderr
 
 
+OTHERPROC = os.path.join(os.path.dirname(__file__), "progs", "otherproc.py")
+
+
+def _results(out: str) -> dict[str, str]:
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_call_on_another_process_reaches_outside_the_session(mode, ctl):
+    """Every call acting on another process by pid or pidfd
+    (tests/progs/otherproc.py's table), on a process outside a traced
+    session: each that reaches it natively is refused (EPERM), by the wall
+    or the guard (or, under `refused`, the container profile), whether
+    the wall checks it or not (as root perf_event_open and process_madvise
+    pass the wall: before, perf_event_open reached it).  With --no-landlock
+    the user let the program reach outside processes: as natively."""
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        native = _results(subprocess.run([sys.executable, "-S", OTHERPROC, str(victim.pid)], capture_output=True,
+                                         text=True, timeout=120).stdout)
+        r = ctl(mode, "run", "--", sys.executable, "-S", OTHERPROC, str(victim.pid))
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait(timeout=60)
+    got = _results(r.stdout)
+    reached = {c for c, v in native.items() if v not in ("EPERM", "EACCES")}
+    if mode == "opted-out":
+        assert got == native, r.stderr
+    else:
+        assert {c: got.get(c) for c in reached} == {c: "EPERM" for c in reached}, (native, r.stdout, r.stderr)
+
+
 def _own_cgroup2_dir() -> str | None:
     """This process's cgroup-v2 directory (the broker's and its program's too), or None."""
     mount = next((ln.split(" - ")[0].split()[4] for ln in open("/proc/self/mountinfo") if " - cgroup2 " in ln), None)
