@@ -259,6 +259,8 @@ class Bench:
                     # the same decision by a clients.authorizer policy inside the broker (no process hop)
                     Cmd("brokerd in-process py, openat", brokerctl("-a", "py:inproc_cont:az", "--", *argv),
                         cwd=str(AUTHZ)),
+                    Cmd("brokerd in-process py, openat, BROKERD_ACCEL=0",
+                        ["env", "BROKERD_ACCEL=0", *brokerctl("-a", "py:inproc_cont:az", "--", *argv)], cwd=str(AUTHZ)),
                     Cmd("brokerd 4 in-process py, openat",
                         brokerctl(*["-a", "py:inproc_cont:az"] * 4, "--", *argv), cwd=str(AUTHZ)),
                     # the same without the stable copy and the check at exit (its second stop)
@@ -462,6 +464,12 @@ class Bench:
                 cwd=str(AUTHZ)),
             Cmd("brokerd in-process py, all on one CPU (--cpu)",
                 brokerctl("--cpu", c0, "-a", "py:inproc_cont:az", "--", *argv), cwd=str(AUTHZ)),
+            Cmd("brokerd 4 in-process py, all on one CPU (--cpu)",
+                brokerctl("--cpu", c0, *["-a", "py:inproc_cont:az"] * 4, "--", *argv), cwd=str(AUTHZ)),
+            # the same with the pure-Python stop loop (brokerd.tracer.accel off): the accelerator's share
+            Cmd("brokerd in-process py, all on one CPU (--cpu), BROKERD_ACCEL=0",
+                ["env", "BROKERD_ACCEL=0", *brokerctl("--cpu", c0, "-a", "py:inproc_cont:az", "--", *argv)],
+                cwd=str(AUTHZ)),
             Cmd("C tracer floor, scheduler's choice", [str(build("floor")), "cont", *argv]),
             Cmd("C tracer floor, all on one CPU", [taskset, "-c", c0, str(build("floor")), "cont", *argv]),
         ]

@@ -790,9 +790,9 @@ _ARGV_CAP = 4096  # pointers walked at most
 def _mk_scalar(i: int, kind: str, w: _Widths) -> Decoder:
     mask = w.mask
     if kind in ("int", "fd", "pid", "uid"):
-        return lambda raw, mem, s, p: Int(_s32(raw[i]))
+        return _memo(i, lambda r: Int(_s32(r)))
     if kind == "uint":
-        return lambda raw, mem, s, p: Int(raw[i] & _M32)
+        return _memo(i, lambda r: Int(r & _M32))
     if kind == "long":
         if mask == _M32:
             return lambda raw, mem, s, p: Int(_s32(raw[i]))
@@ -802,33 +802,39 @@ def _mk_scalar(i: int, kind: str, w: _Widths) -> Decoder:
     if kind in ("hex", "ptr"):
         return lambda raw, mem, s, p: Ptr(raw[i] & mask)
     if kind == "mode":
-        return lambda raw, mem, s, p: _oct(raw[i] & 0o7777777)
+        return _memo(i, lambda r: Oct(r & 0o7777777))
     raise AssertionError(kind)
 
 
-def _oct(mode: int) -> Oct:
-    """``Oct(mode)``, the same object for the same mode (values are
-    immutable; an open's mode is one of a few, and 0 when it creates nothing)."""
-    v = _OCTS.get(mode)
-    if v is None:
-        if len(_OCTS) >= _OCTS_KEPT:  # bounded: a program may pass any value
-            _OCTS.clear()
-        v = _OCTS[mode] = Oct(mode)
-    return v
+def _memo(i: int, make: Callable[[int], Value]) -> Decoder:
+    """The decoder of register ``i`` whose value depends on nothing else
+    (flags, ints, modes): ``make(register)``, kept per register value, so
+    the same flag word costs one dict lookup (values are immutable; a
+    program repeats a few words).  Bounded: a program may pass anything."""
+    seen: dict[int, Value] = {}
+
+    def decode(raw: Sequence[int], mem: Memory, s: int, p: int) -> Value:
+        r = raw[i]
+        v = seen.get(r)
+        if v is None:
+            if len(seen) >= _MEMO_KEPT:
+                seen.clear()
+            v = seen[r] = make(r)
+        return v
+    return decode
 
 
-_OCTS: dict[int, Oct] = {}
-_OCTS_KEPT = 1024
+_MEMO_KEPT = 256
 
 
 def _mk_flags(i: int, fs: FlagSet, w: _Widths) -> Decoder:
-    fmt = fs.format
+    fmt = fs._format  # (memoized per register value by _memo, not by FlagSet.format's shared cache)
     if fs.width == "s32":
-        return lambda raw, mem, s, p: fmt(_s32(raw[i]))
+        return _memo(i, lambda r: fmt(_s32(r)))
     if fs.width == "reg":
         mask = w.mask
-        return lambda raw, mem, s, p: fmt(raw[i] & mask)
-    return lambda raw, mem, s, p: fmt(raw[i] & _M32)
+        return _memo(i, lambda r: fmt(r & mask))
+    return _memo(i, lambda r: fmt(r & _M32))
 
 
 def _mk_decoder(i: int, kind: str, w: _Widths) -> Decoder:

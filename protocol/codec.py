@@ -1036,7 +1036,28 @@ def _fmt_call(call: Call) -> str:
     name = _fmt_name(call.name)
     if not call.args:
         return name
-    return name + " " + ", ".join([_fmt(a, 0) for a in call.args])
+    return name + " " + ", ".join([_fmt_arg(a) for a in call.args])
+
+
+def _fmt_arg(v: Value) -> str:
+    """``_fmt(v, 0)``, kept for the very value objects the decoder shares
+    (``brokerd.protocol.args``: a flag word, a mode, an fd decode to the
+    same object each time): by identity, with the value held, so an id is
+    never reused while its entry lives.  Strings (new each call) are not
+    kept."""
+    hit = _ARG_TEXT.get(id(v))
+    if hit is not None and hit[0] is v:
+        return hit[1]
+    text = _fmt(v, 0)
+    t = type(v)
+    if t is Sym or t is Oct or t is Int:
+        if len(_ARG_TEXT) >= _CACHE_MAX:
+            _ARG_TEXT.clear()
+        _ARG_TEXT[id(v)] = (v, text)
+    return text
+
+
+_ARG_TEXT: dict[int, tuple[Value, str]] = {}
 
 
 def format_call(call: Call) -> str:
@@ -1081,8 +1102,10 @@ def _fmt_result(r: object) -> str:
 
 
 def _fmt_abi(abi: object) -> str:
-    if type(abi) is not str or _abi_full(abi) is None:
-        raise _err("syntax", f"bad ABI {abi!r}")
+    if type(abi) is not str or abi not in _GOOD_IDENTS:  # (an ABI name is an identifier: checked once)
+        if type(abi) is not str or _abi_full(abi) is None:
+            raise _err("syntax", f"bad ABI {abi!r}")
+        _remember(_GOOD_IDENTS, abi)
     return abi
 
 

@@ -5,6 +5,7 @@ verdict, an error line, and the program goes on."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 
@@ -155,3 +156,40 @@ def test_bad_references_are_one_line(tmp_path, monkeypatch, ref, why):
     r = brokerctl("run", "-a", ref, "--", "true", env={"PYTHONPATH": str(tmp_path)})
     assert r.returncode == 2
     assert why in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+EXIT_AFTER_A_QUESTION = '''
+import time
+from brokerd.clients.authorizer import Authorizer, cont
+from brokerd.decision.inproc import InProcess
+from brokerd.protocol.types import Call, Str, SyscallEvent
+
+az = Authorizer("p")
+az.on("openat")(lambda call: cont())
+member = InProcess(az, timeout=0.2, trace=frozenset({"openat"}))
+member.greet("1", 0.0)
+member.ask(SyscallEvent(1, 1, 1, "x86_64", Call("openat", (Str(b"/x"),))), lambda reply, why: None,
+           time.monotonic())
+
+
+class SlowExit:
+    def __del__(self):  # the broker's exit takes a while (torn down after Python reset SIGALRM's action)
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            pass
+
+
+slow = SlowExit()
+'''
+
+
+def test_the_deadline_timer_does_not_outlive_the_broker(tmp_path):
+    """The deadline timer keeps running after a question (it is set again
+    only when it stops); at exit Python gives SIGALRM its default action
+    back, so a timer still running then killed the broker (exit status
+    142, "Alarm clock") instead of letting it exit with the program's
+    status: the timer is stopped at exit (without it this exits 142)."""
+    script = tmp_path / "exit_after_a_question.py"
+    script.write_text(EXIT_AFTER_A_QUESTION)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (0, "")

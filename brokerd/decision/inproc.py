@@ -19,6 +19,7 @@ Python code and interruptible waits, not a single long C call.  See docs/policie
 
 from __future__ import annotations
 
+import atexit
 import math
 import signal
 import sys
@@ -80,8 +81,18 @@ class _Alarm:
             if threading.current_thread() is not threading.main_thread():
                 return False  # signals reach only the main thread: no bound (documented)
             signal.signal(signal.SIGALRM, self._fire)
+            atexit.register(self.stop)
             self.installed = True
         return True
+
+    def stop(self) -> None:
+        """Stop the timer (at exit: Python puts SIGALRM's default action back
+        as it finalizes, and a timer still running then would kill the
+        broker with SIGALRM, exit status 142, instead of the program's)."""
+        self.armed = False
+        if self.ticking:
+            self.ticking = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _fire(self, signum: int, frame: object) -> None:
         self.ticking = False

@@ -162,7 +162,7 @@ class NotifyShim(Shim):
         return pid
 
     # -- the program's processes are its children, not tracees ---------------
-    def _on_status(self, tid: int, status: int) -> None:
+    def _on_status(self, tid: int, status: int, info: tuple | None = None) -> None:
         if tid == self.main_pid and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
             self.main_status = status
             self.threads.pop(tid, None)

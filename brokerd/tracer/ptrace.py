@@ -163,6 +163,12 @@ def ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
     return ret
 
 
+def wait_any() -> tuple[int, int] | None:
+    """One ``waitpid`` that does not wait: a stop (or exit) waiting, or None."""
+    got = os.waitpid(-1, WNOHANG | WALL)
+    return got if got[0] else None
+
+
 def seize(pid: int, options: int) -> None:
     ptrace(PTRACE_SEIZE, pid, 0, options)
 

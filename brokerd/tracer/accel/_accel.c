@@ -18,6 +18,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
@@ -42,6 +43,8 @@
 #define RESOLVE_NO_SYMLINKS_ 0x04
 #define RESOLVE_IN_ROOT_ 0x10
 #define PAGE 4096
+/* the wait status of a PTRACE_EVENT_SECCOMP stop (stops.py's SECCOMP_STOP) */
+#define SECCOMP_STOP_STATUS ((((7 /* PTRACE_EVENT_SECCOMP */ << 8) | SIGTRAP) << 8) | 0x7f)
 /* the longest C string read at once: the decoder asks for at most a path and one */
 #define CSTR_MAX (1 << 20)
 
@@ -79,7 +82,7 @@ static unsigned long long counter_stops; /* seccomp stops fetched here */
 
 static PyObject *os_error(int err, const char *what, long pid)
 {
-    PyObject *msg = PyUnicode_FromFormat("%s(%ld): %s", what, pid, strerror(err));
+    PyObject *msg = PyUnicode_FromFormat("%s%ld): %s", what, pid, strerror(err));
     if (msg == NULL)
         return NULL;
     PyObject *args = Py_BuildValue("(iO)", err, msg);
@@ -165,7 +168,7 @@ static PyObject *cstr_result(pid_t pid, uint64_t addr, Py_ssize_t limit)
     int r = read_cstr(pid, addr, (size_t)limit, out, &len);
     PyObject *res = NULL;
     if (r < 0)
-        os_error(errno, "process_vm_readv", pid);
+        os_error(errno, "process_vm_readv(", pid);
     else
         res = Py_BuildValue("(y#O)", out, (Py_ssize_t)len, r ? Py_True : Py_False);
     if (out != small)
@@ -193,50 +196,35 @@ PyDoc_STRVAR(seccomp_info_doc,
              "this call, that argument's string read as read_cstr(tid, arg, 4097) would\n"
              "((bytes, complete); an int errno when unreadable; None when not read).");
 
-static PyObject *py_seccomp_info(PyObject *self, PyObject *args)
+/* seccomp_info's answer for tid (see its doc), NULL with an exception set */
+static PyObject *seccomp_fetch(int tid, const unsigned char *paths, Py_ssize_t npaths)
 {
-    int tid;
-    Py_buffer paths = {0};
-    if (!PyArg_ParseTuple(args, "iy*", &tid, &paths))
-        return NULL;
     struct info info;
     memset(&info, 0, sizeof info);
-    long r = ptrace(PTRACE_GET_SYSCALL_INFO, tid, (void *)sizeof info, &info);
-    if (r == -1) {
-        int err = errno;
-        PyBuffer_Release(&paths);
-        return os_error(err, "ptrace(0x420e)", tid);
-    }
-    if (info.op != INFO_SECCOMP) {
-        PyBuffer_Release(&paths);
+    if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, (void *)sizeof info, &info) == -1)
+        return os_error(errno, "ptrace(0x420e, ", tid);
+    if (info.op != INFO_SECCOMP)
         Py_RETURN_NONE;
-    }
     counter_stops++;
-    PyObject *path = NULL;
+    PyObject *path;
     uint64_t nr = info.u.seccomp.nr;
     unsigned char slot = 0;
-    if (info.arch == 0xC000003E /* AUDIT_ARCH_X86_64 */ && nr < (uint64_t)paths.len)
-        slot = ((const unsigned char *)paths.buf)[nr];
-    PyBuffer_Release(&paths);
-    if (slot >= 1 && slot <= 6) {
-        uint64_t addr = info.u.seccomp.args[slot - 1];
-        if (addr == 0) {
-            path = Py_None; /* a NULL pointer: the decoder says so itself */
-            Py_INCREF(path);
-        } else {
-            path = cstr_result(tid, addr, 4097);
-            if (path == NULL) {
-                if (!PyErr_ExceptionMatches(PyExc_OSError))
-                    return NULL;
-                PyErr_Clear();
-                path = PyLong_FromLong(EFAULT);
-                if (path == NULL)
-                    return NULL;
-            }
-        }
-    } else {
+    if (info.arch == 0xC000003E /* AUDIT_ARCH_X86_64 */ && nr < (uint64_t)npaths)
+        slot = paths[nr];
+    uint64_t addr = slot >= 1 && slot <= 6 ? info.u.seccomp.args[slot - 1] : 0;
+    if (addr == 0) { /* nothing to read (or NULL: the decoder says so itself) */
         path = Py_None;
         Py_INCREF(path);
+    } else {
+        path = cstr_result(tid, addr, 4097);
+        if (path == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_OSError))
+                return NULL;
+            PyErr_Clear();
+            path = PyLong_FromLong(EFAULT);
+            if (path == NULL)
+                return NULL;
+        }
     }
     PyObject *a = args_tuple(info.u.seccomp.args);
     if (a == NULL) {
@@ -245,6 +233,67 @@ static PyObject *py_seccomp_info(PyObject *self, PyObject *args)
     }
     return Py_BuildValue("(IKNKIN)", info.arch, (unsigned long long)nr, a, (unsigned long long)info.ip,
                          info.u.seccomp.ret_data, path);
+}
+
+static PyObject *py_seccomp_info(PyObject *self, PyObject *args)
+{
+    int tid;
+    Py_buffer paths = {0};
+    if (!PyArg_ParseTuple(args, "iy*", &tid, &paths))
+        return NULL;
+    PyObject *r = seccomp_fetch(tid, paths.buf, paths.len);
+    PyBuffer_Release(&paths);
+    return r;
+}
+
+PyDoc_STRVAR(next_stop_doc,
+             "next_stop(paths) -> None | (tid, status, info)\n\n"
+             "wait_any() and, for a seccomp stop, seccomp_info(tid, paths) with it (info:\n"
+             "its answer; None when the stop is another kind, or the fetch failed: the\n"
+             "caller fetches again and meets the error where it handles the tracee).");
+
+static PyObject *py_next_stop(PyObject *self, PyObject *args)
+{
+    Py_buffer paths = {0};
+    if (!PyArg_ParseTuple(args, "y*", &paths))
+        return NULL;
+    int status = 0;
+    pid_t p;
+    for (;;) {
+        p = waitpid(-1, &status, WNOHANG | __WALL);
+        if (p >= 0)
+            break;
+        if (errno == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                PyBuffer_Release(&paths);
+                return NULL;
+            }
+            continue;
+        }
+        PyBuffer_Release(&paths);
+        return PyErr_SetFromErrno(PyExc_OSError); /* ECHILD: ChildProcessError */
+    }
+    if (p == 0) {
+        PyBuffer_Release(&paths);
+        Py_RETURN_NONE;
+    }
+    PyObject *info = NULL;
+    if (status == SECCOMP_STOP_STATUS) {
+        info = seccomp_fetch(p, paths.buf, paths.len);
+        if (info == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_OSError)) {
+                PyBuffer_Release(&paths);
+                return NULL;
+            }
+            PyErr_Clear();
+        }
+    }
+    PyBuffer_Release(&paths);
+    if (info == NULL) {
+        info = Py_None;
+        Py_INCREF(info);
+    }
+    return Py_BuildValue("(iiN)", (int)p, status, info);
 }
 
 PyDoc_STRVAR(plain_stat_doc,
@@ -278,20 +327,17 @@ PyDoc_STRVAR(set_info_doc,
              "set_info(tid, op, nr, args) -> bool: PTRACE_SET_SYSCALL_INFO (ptrace.set_syscall_info's\n"
              "request): False when the kernel refuses it as unknown (EIO, EINVAL), OSError otherwise.");
 
-static PyObject *py_set_info(PyObject *self, PyObject *args)
+/* PTRACE_SET_SYSCALL_INFO of op, nr and the six ints of ``seq``: 1 done, 0 refused
+ * as unknown (EIO, EINVAL), -1 with an exception set */
+static int set_info_c(int tid, int op, unsigned long long nr, PyObject *seq)
 {
-    int tid, op;
-    unsigned long long nr;
-    PyObject *seq;
-    if (!PyArg_ParseTuple(args, "iiKO", &tid, &op, &nr, &seq))
-        return NULL;
     PyObject *fast = PySequence_Fast(seq, "set_info: args must be a sequence");
     if (fast == NULL)
-        return NULL;
+        return -1;
     if (PySequence_Fast_GET_SIZE(fast) != 6) {
         Py_DECREF(fast);
         PyErr_SetString(PyExc_ValueError, "set_info: six arguments");
-        return NULL;
+        return -1;
     }
     struct set_info si;
     memset(&si, 0, sizeof si);
@@ -301,7 +347,7 @@ static PyObject *py_set_info(PyObject *self, PyObject *args)
         unsigned long long v = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(fast, i));
         if (v == (unsigned long long)-1 && PyErr_Occurred()) {
             Py_DECREF(fast);
-            return NULL;
+            return -1;
         }
         si.args[i] = v;
     }
@@ -309,9 +355,63 @@ static PyObject *py_set_info(PyObject *self, PyObject *args)
     if (ptrace(PTRACE_SET_SYSCALL_INFO_, tid, (void *)sizeof si, &si) == -1) {
         int err = errno;
         if (err == EIO || err == EINVAL)
-            Py_RETURN_FALSE;
-        return os_error(err, "ptrace(0x4212)", tid);
+            return 0;
+        os_error(err, "ptrace(0x4212, ", tid);
+        return -1;
     }
+    return 1;
+}
+
+static PyObject *py_set_info(PyObject *self, PyObject *args)
+{
+    int tid, op;
+    unsigned long long nr;
+    PyObject *seq;
+    if (!PyArg_ParseTuple(args, "iiKO", &tid, &op, &nr, &seq))
+        return NULL;
+    int r = set_info_c(tid, op, nr, seq);
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+PyDoc_STRVAR(pin_cont_doc,
+             "pin_cont(tid, view, offset, data, nr, args) -> bool\n\n"
+             "A pinned open's last steps in one call: ``data`` (struct open_how and the\n"
+             "path) written into the shim's writable mapping ``view`` of the sealed\n"
+             "scratch region at ``offset``, the call made ``nr`` with ``args`` by\n"
+             "PTRACE_SET_SYSCALL_INFO, PTRACE_CONT.  False, nothing resumed, where the\n"
+             "kernel refuses the request as unknown (EIO, EINVAL): the caller changes\n"
+             "the registers otherwise.  OSError when a request fails (the tracee is gone).");
+
+static PyObject *py_pin_cont(PyObject *self, PyObject *args)
+{
+    int tid;
+    PyObject *view, *seq;
+    Py_ssize_t off;
+    Py_buffer data = {0};
+    unsigned long long nr;
+    if (!PyArg_ParseTuple(args, "iOny*KO", &tid, &view, &off, &data, &nr, &seq))
+        return NULL;
+    Py_buffer dst = {0};
+    if (PyObject_GetBuffer(view, &dst, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    int bad = off < 0 || data.len > dst.len || off > dst.len - data.len;
+    if (!bad)
+        memcpy((char *)dst.buf + off, data.buf, (size_t)data.len);
+    PyBuffer_Release(&dst);
+    PyBuffer_Release(&data);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "pin_cont: outside the scratch region");
+        return NULL;
+    }
+    int r = set_info_c(tid, INFO_SECCOMP, nr, seq);
+    if (r <= 0)
+        return r < 0 ? NULL : PyBool_FromLong(0);
+    if (ptrace(PTRACE_CONT, tid, NULL, NULL) == -1)
+        return os_error(errno, "ptrace(0x7, ", tid);
     Py_RETURN_TRUE;
 }
 
@@ -323,7 +423,7 @@ static PyObject *py_cont(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "i|i", &tid, &sig))
         return NULL;
     if (ptrace(PTRACE_CONT, tid, NULL, (void *)(long)sig) == -1)
-        return os_error(errno, "ptrace(0x7)", tid);
+        return os_error(errno, "ptrace(0x7, ", tid);
     Py_RETURN_NONE;
 }
 
@@ -362,7 +462,9 @@ static PyMethodDef methods[] = {
     {"plain_stat", py_plain_stat, METH_VARARGS, plain_stat_doc},
     {"set_info", py_set_info, METH_VARARGS, set_info_doc},
     {"cont", py_cont, METH_VARARGS, cont_doc},
+    {"pin_cont", py_pin_cont, METH_VARARGS, pin_cont_doc},
     {"wait_any", py_wait_any, METH_NOARGS, wait_any_doc},
+    {"next_stop", py_next_stop, METH_VARARGS, next_stop_doc},
     {"counts", py_counts, METH_NOARGS, counts_doc},
     {NULL, NULL, 0, NULL},
 };

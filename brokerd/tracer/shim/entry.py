@@ -58,33 +58,34 @@ class Entry(ShimBase):
 
     _taken: tuple[Reply, str] | None = None  # a synchronous member's answer (_take)
 
-    def _on_seccomp(self, t: _Thread) -> None:
+    def _on_seccomp(self, t: _Thread, info: tuple | None = None) -> None:
         """A seccomp stop.  One PTRACE_GET_SYSCALL_INFO tells all: the call,
         and the filter's data (``ret_data``, what PTRACE_GETEVENTMSG would
         give: a second request per stop before)."""
         if accel is not None:
-            self._on_seccomp_accel(t)
+            self._on_seccomp_accel(t, info)
             return
-        info = pt.get_syscall_info(t.tid, self._info)
-        if info.op != pt.INFO_SECCOMP:
+        si = pt.get_syscall_info(t.tid, self._info)
+        if si.op != pt.INFO_SECCOMP:
             self._resume(t.tid)
             return
-        sc = info.u.seccomp
+        sc = si.u.seccomp
         if t.state == "inject":  # one of our injected calls meets the filter: let it run
             self._injected_entry(t, sc.nr, sc.args)
             return
         if sc.ret_data != TRACE_MARK:
             self._foreign_trace(t)
             return
-        self._on_entry(t, info.arch, sc.nr, ARGS.unpack(sc.args), info.instruction_pointer)
+        self._on_entry(t, si.arch, sc.nr, ARGS.unpack(sc.args), si.instruction_pointer)
 
-    def _on_seccomp_accel(self, t: _Thread) -> None:
+    def _on_seccomp_accel(self, t: _Thread, info: tuple | None) -> None:
         """:meth:`_on_seccomp` with the compiled calls (brokerd.tracer.accel):
         the stop's information, its arguments and the path a judged call's
-        plan reads, in one C call.  The path is handed to the decoder for
-        this stop only (``_Mem.pre``), so nothing read here outlives it."""
+        plan reads, in one C call (``info``: made with the wait already).
+        The path is handed to the decoder for this stop only (``_Mem.pre``),
+        so nothing read here outlives it."""
         assert accel is not None
-        got = accel.seccomp_info(t.tid, self._path_reads)
+        got = info if info is not None else accel.seccomp_info(t.tid, self._path_reads)
         if got is None:
             self._resume(t.tid)
             return
@@ -177,12 +178,15 @@ class Entry(ShimBase):
         args = decode_args(spec, raw, self._mem, strsize=self.strsize)  # (its decoders read only their registers)
         ev_id = self._next_id
         self._next_id += 1
-        notes = _path_notes(t.tid, spec, raw, args, plan.paths) if plan.paths else ()
         t.verify = t.pin = t.repointed = None
-        if plan.real is not None and notes:
-            t.verify, real = self._expected_object(t, spec, raw, args, plan.pin_form and self._may_pin(t, abi))
-            if real is not None:
-                notes += ((plan.real, Str(real)),)
+        pin = plan.pin_form and self._may_pin(t, abi)
+        notes = self._pinned_notes(t, plan, raw, args) if pin else None
+        if notes is None:
+            notes = _path_notes(t.tid, spec, raw, args, plan.paths) if plan.paths else ()
+            if plan.real is not None and notes:
+                t.verify, real = self._expected_object(t, spec, raw, args, pin)
+                if real is not None:
+                    notes += ((plan.real, Str(real)),)
         if self._symbolizer is not None:
             notes += (("caller", Str(self._symbolizer.caller(t.tgid, ip).encode())),)
         ev = SyscallEvent(ev_id, t.tgid, t.tid, abi.name, Call(spec.name, args), notes)
@@ -277,13 +281,15 @@ class Entry(ShimBase):
         are fed without asking; an in-process member's answer is taken here
         and now, without a callback), or apply the decision once it is made."""
         stack = self.stack
+        members = stack.members
         while (nxt := walk.next()) is not None:
             pos, ev = nxt
-            known = stack.known_answer(pos, ev, t.abi)
-            if known is not None:  # its own argument rule, or its cached verdict for this very call
-                walk.feed(known.verdict, known.sets)
-                continue
-            member = stack.members[pos]
+            member = members[pos]
+            if member.rules or stack.cache.replies:  # (neither: nothing the broker could know for it)
+                known = stack.known_answer(pos, ev, t.abi)
+                if known is not None:  # its own argument rule, or its cached verdict for this very call
+                    walk.feed(known.verdict, known.sets)
+                    continue
             if member.sync:  # it answers inside ask(): no partial, no second trip through _on_tracee
                 self._taken = None
                 member.ask(ev, self._take, time.monotonic())
@@ -398,8 +404,9 @@ class Entry(ShimBase):
                 self._resume(tid)
             return
         if t.pin is not None and d.stabilize and not d.steppers and not t.guard_exit:
-            if not self._pin_open(t, d):
-                return  # scratch memory is being injected, or a slot awaited; the call comes back
+            pinned = self._pin_open(t, d)
+            if pinned != "pinned":
+                return  # resumed already, or scratch memory is being injected, or a slot awaited (the call comes back)
         elif d.rewritten or d.stabilize:
             if not self._rewrite(t, d):
                 return  # scratch memory is being injected; the call comes back

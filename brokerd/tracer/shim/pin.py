@@ -185,26 +185,44 @@ class Pin(ShimBase):
         if op is not None and rawargs[0] & 0xFFFFFFFF == op:
             self._own_filters.add(t.tgid)
 
-    def _pin_open(self, t: _Thread, d: Decision) -> bool:
+    def _pin_open(self, t: _Thread, d: Decision) -> str:
         """Make the judged open ``openat2(AT_FDCWD, REALPATH, &how, sizeof how)``
         from the read-only scratch region: nothing is left to check at exit.
-        False when the region is being made or every slot is held (the call
+        "pinned": the caller resumes it; "resumed": pinned and resumed in one
+        compiled call (brokerd.tracer.accel; the caller has nothing left to
+        do); "wait": the region is being made or every slot is held (the call
         comes back to :meth:`_apply_entry`)."""
         pin, abi = t.pin, t.abi
         assert pin is not None and abi is not None
         region = self._regions.get(t.tgid)
         if region is None:
             self._inject_region(t, pt.getregs(t.tid, self._regs), d)
-            return False
+            return "wait"
         how_at = region.slot(t.tid)  # one write: how, then the path
         if how_at is None:
             t.state = "slotwait"
             self._slot_waiters.append(t)
-            return False
-        region.write(how_at, pin)
-        self._repoint(t, abi, SYS_OPENAT2, (AT_FDCWD & MASK64, how_at + HOW_ROOM, how_at, OPEN_HOW.size))
+            return "wait"
+        args = (AT_FDCWD & MASK64, how_at + HOW_ROOM, how_at, OPEN_HOW.size)
         t.verify = None  # the kernel follows no symlink: what it opens is the judged path
-        return True
+        own = t.raw
+        if (accel is not None and pt.SET_INFO_WORKS and len(own) == 6 and not self._detaching
+                and accel.pin_cont(t.tid, region.view, how_at - region.addr, pin, SYS_OPENAT2, args + own[4:])):
+            self._repointed(t, abi, SYS_OPENAT2, args)
+            t.state = "run"
+            self._mark_run(t)
+            return "resumed"
+        region.write(how_at, pin)
+        self._repoint(t, abi, SYS_OPENAT2, args)
+        return "pinned"
+
+    def _repointed(self, t: _Thread, abi: Abi, nr: int, args: tuple[int, ...]) -> None:
+        """Keep in ``t.repointed`` that the call at its seccomp stop was made
+        ``nr`` with ``args`` instead of its own values (``t.raw``)."""
+        changed = {name: (v, o) for name, v, o in zip(abi.arg_regs, args, t.raw, strict=False)}
+        assert t.spec is not None
+        changed["orig_rax"] = (nr, t.spec.nr | abi.nr_bit)
+        t.repointed = changed
 
     def _repoint(self, t: _Thread, abi: Abi, nr: int, args: tuple[int, ...]) -> None:
         """Make the call thread ``t`` is stopped at (its seccomp stop) call
@@ -214,15 +232,12 @@ class Pin(ShimBase):
         PTRACE_SET_SYSCALL_INFO where the kernel has it (6.16+): the program's
         values are the stop's own (``t.raw``, the call's number), so no
         GETREGS is needed; GETREGS + SETREGS otherwise."""
-        names, own = abi.arg_regs, t.raw
+        own = t.raw
         if len(own) == 6 and _set_info(t.tid, pt.INFO_SECCOMP, nr, args + own[len(args):]):
-            changed = {name: (v, o) for name, v, o in zip(names, args, own, strict=False)}
-            assert t.spec is not None
-            changed["orig_rax"] = (nr, t.spec.nr | abi.nr_bit)
-            t.repointed = changed
+            self._repointed(t, abi, nr, args)
             return
         regs = pt.getregs(t.tid, self._regs)
-        new = dict(zip(names, args, strict=False))
+        new = dict(zip(abi.arg_regs, args, strict=False))
         new["orig_rax"] = nr
         t.repointed = {name: (v, getattr(regs, name)) for name, v in new.items()}
         for name, v in new.items():

@@ -6,6 +6,7 @@ import ctypes
 import errno as E
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from brokerd.decision.stack import Decision
 from brokerd.protocol.abi import Abi, SyscallSpec
@@ -121,6 +122,37 @@ class Stable(ShimBase):
                 return None, None
             return (("exe", st.st_dev, st.st_ino) if elf else None), r.path
         return ("inode", st.st_dev, st.st_ino), r.path
+
+    def _pinned_notes(self, t: _Thread, plan: Any, raw: tuple[int, ...], args: tuple) -> tuple | None:
+        """The common judged open at once: an absolute path that is already
+        its real path (canonical, no symlink on the kernel's walk from the
+        thread's kept root, :func:`.resolve.plain_ident`), to be pinned.
+        Its ``pathN`` and ``realN`` notes (the path itself: folding a
+        canonical path changes nothing), with ``t.verify`` and ``t.pin`` set
+        as :meth:`_expected_object` sets them for it.  None, nothing set,
+        for any other open: the general path then works it out."""
+        spec = plan.spec
+        pidx, fidx = OPEN_CALLS[spec.name]
+        v = args[pidx] if pidx < len(args) else None
+        if not isinstance(v, Str) or v.truncated or len(plan.paths) != 1:
+            return None
+        path = v.data
+        flags = raw[fidx] if fidx is not None and fidx < len(raw) else O_CREAT
+        if flags & O_TMPFILE_BIT == O_TMPFILE_BIT:
+            return None
+        pin = pinned(spec.name, raw, path, path)  # None unless absolute and canonical (and more)
+        if pin is None:
+            return None
+        rfd = self._roots.get(t.tid, t)
+        if rfd is None:
+            return None
+        follow = not (flags & O_NOFOLLOW or flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL)
+        ident = plain_ident(rfd, path, follow)
+        if ident is None:
+            return None
+        t.verify, t.pin = ("inode", *ident), pin
+        note = Str(path)
+        return ((plan.paths[0][1], note), (plan.real, note))
 
     def _opened_expected(self, t: _Thread, fd: int, expect: tuple) -> bool:
         """Is descriptor ``fd`` (or, for an exec, the new program) the very

@@ -47,11 +47,13 @@ class Stops(ShimBase):
             self.threads[tid] = t
         return t
 
-    def _on_status(self, tid: int, status: int) -> None:
+    def _on_status(self, tid: int, status: int, info: tuple | None = None) -> None:
+        """A stop (or exit) of ``tid``; ``info``: its seccomp information,
+        fetched with the stop by the compiled wait (brokerd.tracer.accel)."""
         t = self.threads.get(tid)
         if status == SECCOMP_STOP and t is not None and t.saved_mask is None and not self._detaching:
             t.running = False  # the common stop, a known tracee's seccomp stop: one test, not a dozen
-            self._on_seccomp(t)
+            self._on_seccomp(t, info)
             return
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             self._on_exit(tid, status)
@@ -363,16 +365,16 @@ class Stops(ShimBase):
         call at once stops again within microseconds, and the shim's CPU
         need not go idle and be woken for it."""
         self.loop.more_children = False
+        next_stop = self._next_stop
         for n in range(REAP_BATCH):
             try:  # after a stop handled (a tracee resumed), its next stop is often due in microseconds
-                got = self._stop_spin.until(_stop_now) if n else _stop_now()
+                got = self._stop_spin.until(next_stop) if n else next_stop()
             except ChildProcessError:
                 return
             if got is None:
                 return
-            tid, status = got
             self.stats["stops"] += 1
-            self._on_tracee(tid, self._on_status, tid, status)
+            self._on_tracee(got[0], self._on_status, *got)  # (tid, status[, seccomp info])
         self.loop.more_children = True
 
     def _on_tracee(self, tid: int, fn: Callable[..., None], *args: object) -> None:
@@ -411,14 +413,6 @@ class Stops(ShimBase):
         self._on_tracee(t.tid, fn, *args)
 
 
-def _stop_now_py() -> tuple[int, int] | None:
-    """One ``waitpid`` that does not wait: a stop (or exit) waiting, or None."""
-    got = os.waitpid(-1, pt.WNOHANG | pt.WALL)
-    return got if got[0] else None
-
-
-#: the same ``waitpid`` in one compiled call where brokerd.tracer.accel is built
-_stop_now: Callable[[], tuple[int, int] | None] = accel.wait_any if accel is not None else _stop_now_py
 #: PTRACE_CONT (the same request and OSError, compiled or through ctypes)
 _cont: Callable[..., None] = accel.cont if accel is not None else pt.cont
 
