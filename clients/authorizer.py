@@ -67,6 +67,7 @@ from brokerd.protocol.types import (
     Cont,
     Deliver,
     Error,
+    Event,
     Fail,
     Field,
     Hello,
@@ -1224,7 +1225,13 @@ class Session:
     def feed(self, line: bytes | str) -> bytes:
         """One line from the broker -> the bytes to send back (maybe empty).
         Async handlers are not allowed here (use :meth:`Authorizer.serve`)."""
-        job = self.start(line)
+        try:
+            ev = codec.parse_event(line)
+        except ProtocolError as e:
+            return self._unreadable(e) or b""
+        if type(ev) is SyscallEvent:  # the common line: decided without a job (decide_entry)
+            return self._reply(ev.id, self.decide_entry(ev, "run()"))
+        job = self._started(ev)
         if job is None:
             return b""
         if isinstance(job, bytes):
@@ -1259,9 +1266,17 @@ class Session:
         try:
             ev = codec.parse_event(line)
         except ProtocolError as e:
-            self.protocol_error(e)
-            # a line we cannot read still takes its place in a plain stream
-            return codec.format_reply(self.az.failsafe) if self.mode == "plain" else None
+            return self._unreadable(e)
+        return self._started(ev)
+
+    def _unreadable(self, e: ProtocolError) -> bytes | None:
+        """A line that does not parse: logged; in a plain stream it still takes
+        its place (the failsafe answers it)."""
+        self.protocol_error(e)
+        return codec.format_reply(self.az.failsafe) if self.mode == "plain" else None
+
+    def _started(self, ev: Event) -> _Job | bytes | None:
+        """:meth:`start` for a parsed event."""
         out = self.start_event(ev)
         if isinstance(out, Reply):
             return self._reply(out.id, out)  # type: ignore[arg-type]
@@ -1282,7 +1297,7 @@ class Session:
             return self._crash_verdict(job)
         return self._verdict(job, result)
 
-    def decide_entry(self, ev: SyscallEvent) -> Reply:
+    def decide_entry(self, ev: SyscallEvent, where: str = "an in-process session") -> Reply:
         """:meth:`decide` for a syscall entry, its Reply's id not necessarily
         set (an in-process caller reads only the verdict, the sets and
         ``cache``): the hot path of an in-process policy, one handler call
@@ -1306,7 +1321,7 @@ class Session:
                 if type(result) is not Reply and _isawaitable(result):
                     if hasattr(result, "close"):
                         result.close()
-                    raise TypeError("async handlers need Authorizer.serve(), not an in-process session")
+                    raise TypeError(f"async handlers need Authorizer.serve(), not {where}")
             except Exception:  # noqa: BLE001 - a policy bug must not kill the session
                 return self._crash_verdict(_Job("entry", ev, fn, call))
         if (type(result) is Reply and not result.cache and type(result.verdict) is Cont

@@ -13,7 +13,7 @@ module is imported (issue 13: brokerctl's start-up).
 
 from __future__ import annotations
 
-from .record import Record, _set
+from .record import Record, _set, slot_setters
 
 # ---------------------------------------------------------------------------
 # Argument values (the syntax of one argument of a call line)
@@ -27,7 +27,10 @@ class Int(Record):
     value: int
 
     def __init__(self, value: int) -> None:
-        _set(self, "value", value)
+        _int_value(self, value)
+
+
+(_int_value,) = slot_setters(Int)  # (made on every judged call)
 
 
 class Ptr(Record):
@@ -75,12 +78,15 @@ class Str(Record):
     total: int | None
 
     def __init__(self, data: bytes, total: int | None = None) -> None:
-        _set(self, "data", data)
-        _set(self, "total", total)
+        _str_data(self, data)
+        _str_total(self, total)
 
     @property
     def truncated(self) -> bool:
         return self.total is not None and self.total > len(self.data)
+
+
+_str_data, _str_total = slot_setters(Str)  # (made on every judged call)
 
 
 class Addr(Record):
@@ -138,8 +144,11 @@ class Call(Record):
     args: tuple[Value, ...]
 
     def __init__(self, name: str, args: tuple[Value, ...] = ()) -> None:
-        _set(self, "name", name)
-        _set(self, "args", args)
+        _call_name(self, name)
+        _call_args(self, args)
+
+
+_call_name, _call_args = slot_setters(Call)  # (made on every judged call)
 
 
 # ---------------------------------------------------------------------------
@@ -200,12 +209,15 @@ class SyscallEvent(Record):
         call: Call,
         notes: tuple[tuple[str, Value], ...] = (),
     ) -> None:
-        _set(self, "id", id)
-        _set(self, "pid", pid)
-        _set(self, "tid", tid)
-        _set(self, "abi", abi)
-        _set(self, "call", call)
-        _set(self, "notes", notes)
+        _syscallevent_id(self, id)
+        _syscallevent_pid(self, pid)
+        _syscallevent_tid(self, tid)
+        _syscallevent_abi(self, abi)
+        _syscallevent_call(self, call)
+        _syscallevent_notes(self, notes)
+
+
+_syscallevent_id, _syscallevent_pid, _syscallevent_tid, _syscallevent_abi, _syscallevent_call, _syscallevent_notes = slot_setters(SyscallEvent)  # (made on every judged call)
 
 
 class SysretEvent(Record):
@@ -461,7 +473,10 @@ class Reply(Record):
         sets: tuple[SetMem, ...] = (),
         cache: bool = False,
     ) -> None:
-        _set(self, "verdict", verdict)
-        _set(self, "id", id)
-        _set(self, "sets", sets)
-        _set(self, "cache", cache)
+        _reply_verdict(self, verdict)
+        _reply_id(self, id)
+        _reply_sets(self, sets)
+        _reply_cache(self, cache)
+
+
+_reply_verdict, _reply_id, _reply_sets, _reply_cache = slot_setters(Reply)  # (made on every judged call)

@@ -10,6 +10,7 @@ import ctypes
 import json
 import mmap
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -171,3 +172,43 @@ def test_compiled_plain_check_is_plain_path(tmp_path):
         assert accel.plain_stat(root, os.fsencode(tmp_path / "d") + b"\0/f", True) is None
     finally:
         os.close(root)
+
+
+#: an in-process policy that writes what it saw of each openat's path (its protocol value) to $SEEN
+SEEN_POLICY = """import os
+from brokerd.clients.authorizer import Authorizer, cont
+az = Authorizer('seen')
+@az.on('openat')
+def openat(c):
+    with open(os.environ['SEEN'], 'a') as f:
+        f.write(repr(c.event.call.args[1])[:200] + '\\n')
+    return cont()
+"""
+
+
+def test_hostile_path_pointers_read_as_in_python(cprog, tmp_path):
+    """openat with a NULL path, an unmapped one, 4096 bytes with no NUL
+    before unmapped memory, a path across a page boundary, one over PATH_MAX
+    and the top of the address space: with the compiled stop loop and with
+    the pure-Python one the program gets the native results, and the policy
+    is shown the same values (a pointer where nothing is readable, a
+    truncated string where no NUL came)."""
+    (tmp_path / "seenpol.py").write_text(SEEN_POLICY)
+    target = tmp_path / "f"
+    target.write_text("x")
+    prog = str(cprog("badpaths"))
+    native = subprocess.run([prog, str(target)], capture_output=True, text=True, timeout=30)
+    assert native.returncode == 0, native.stderr
+    seen = {}
+    for mode in ("1", "0"):
+        log = tmp_path / f"seen{mode}"
+        env = dict(os.environ, BROKERD_ACCEL=mode, SEEN=str(log), PYTHONPATH=str(tmp_path))
+        r = subprocess.run([*BROKERCTL, "run", "-e", "trace=openat", "-a", "py:seenpol:az", "--", prog, str(target)],
+                           capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+        assert r.returncode == 0 and r.stdout == native.stdout, (mode, r.stdout, native.stdout, r.stderr[-2000:])
+        assert "Traceback" not in r.stderr, r.stderr[-2000:]
+        # (addresses differ from run to run: ASLR)
+        seen[mode] = [re.sub(r"Ptr\(value=[1-9]\d*\)", "Ptr(ADDR)", ln) for ln in log.read_text().splitlines()]
+    assert seen["1"] == seen["0"], seen
+    assert seen["1"].count("Ptr(ADDR)") >= 3 and "Ptr(value=0)" in seen["1"], seen["1"]  # unmapped, no NUL before unmapped memory, the top; NULL
+    assert any(os.fsencode(target) in ln.encode() for ln in seen["1"]), seen["1"]  # the crossing path, read whole

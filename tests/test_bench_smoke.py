@@ -93,3 +93,16 @@ def test_bench_parts_run_the_program_under_one_part_without_a_tracer(tmp_path, p
     assert lines[:4] == ["TracerPid:", "0", "Seccomp:", seccomp], p.stdout
     assert "made=0" in lines and (tmp_path / "out").read_text() == "x\n"
     assert lines[-1] == ("read=0" if part == "filter" else "read=1")  # the layer holds without the broker
+
+
+def test_policy_path_micro_prints_one_figure_per_stack():
+    """bench/policy_path.py (the broker's Python from a decoded openat to its
+    Decision, in a loop) runs a real shim's entry pipeline with in-process
+    members and prints one line per stack size (never a time asserted)."""
+    p = subprocess.run([sys.executable, "-m", "bench.policy_path", "--calls", "200", "--members", "1",
+                        "--members", "4"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.splitlines()
+    assert len(lines) == 2, p.stdout
+    assert re.match(r"policy path, 1 in-process member: [\d.]+ us CPU per decision", lines[0]), lines[0]
+    assert re.match(r"policy path, 4 in-process members: [\d.]+ us CPU per decision", lines[1]), lines[1]

@@ -315,11 +315,14 @@ def test_owner_flipped_in_memory_after_the_check_never_wins(stable, ctl, victim,
     it between the program itself and the authorizer while the main thread
     sets it 2000 times each way.  The guard judges a read-only copy the call
     then uses: never won.  Without the copy (--no-stable-args, the user's
-    unsafe choice) the flip wins, which shows the test can see the race."""
+    unsafe choice) the flip wins, which shows the test can see the race (it
+    must win at least once: 20000 tries each way there, as a faster shim
+    leaves a narrower window; 2000 once saw no win under load)."""
     authz, pidfile, sigfile = victim
     opts = ("--no-stable-args",) if stable == "no-stable-args" else ()
+    rounds = 20000 if opts else 2000
     r = ctl("opted-out", "run", *opts, "-e", "trace=openat", "-a", authz, "--", "sh", "-c",
-            f'exec {cprog("reach")} ownrace $(cat {pidfile})')
+            f'exec {cprog("reach")} ownrace $(cat {pidfile}) {rounds}')
     lines = r.stdout.splitlines()
     assert [ln.split()[1] for ln in lines] == ["F_SETOWN_EX", "FIOSETOWN"], r.stderr
     if stable == "copy":

@@ -12,8 +12,8 @@
  *   reach setown-ex PID PATH   the same with F_SETOWN_EX (F_OWNER_PID)
  *   reach fiosetown PID PATH   the same on a socket with ioctl(FIOSETOWN)
  *   reach siocspgrp PID PATH   the same on a socket with ioctl(SIOCSPGRP), high bits set in the command
- *   reach ownrace PID          a thread flips the owner in memory between the caller and PID while
- *                              F_SETOWN_EX and ioctl(FIOSETOWN) name it 2000 times each; prints
+ *   reach ownrace PID [N]      a thread flips the owner in memory between the caller and PID while
+ *                              F_SETOWN_EX and ioctl(FIOSETOWN) name it N (2000) times each; prints
  *                              "ownrace WHAT won N" (times PID became the owner) or "ownrace WHAT never"
  *   reach pidfdrace PID        a thread flips descriptor 100 between a /proc/CHILD directory (a child
  *                              of ours, SIGIO ignored) and /proc/PID while the main thread sends SIGIO
@@ -245,7 +245,8 @@ int main(int argc, char **argv) {
         race_pid = race_self;
         pthread_t t;
         pthread_create(&t, NULL, flipper, NULL);
-        int won_ex = owner_race(p[0], 0, pid, 2000), won_ioctl = owner_race(p[0], 1, pid, 2000);
+        int n = argc > 3 ? atoi(argv[3]) : 2000;
+        int won_ex = owner_race(p[0], 0, pid, n), won_ioctl = owner_race(p[0], 1, pid, n);
         race_stop = 1;
         pthread_join(t, NULL);
         const char *what[] = {"F_SETOWN_EX", "FIOSETOWN"};

@@ -9,7 +9,6 @@ import struct
 import time
 from collections.abc import Callable, Collection, Sequence
 from functools import partial
-from typing import cast
 
 from brokerd.decision.audit import AuditRecord
 from brokerd.decision.defaults import NEVER_DENIED
@@ -291,9 +290,10 @@ class Entry(ShimBase):
                     walk.feed(known.verdict, known.sets)
                     continue
             if member.sync:  # it answers inside ask(): no partial, no second trip through _on_tracee
-                self._taken = None
-                member.ask(ev, self._take, time.monotonic())
-                taken = cast("tuple[Reply, str] | None", self._taken)  # (set by _take meanwhile)
+                try:
+                    member.ask(ev, self._take, time.monotonic())
+                finally:
+                    taken, self._taken = self._taken, None  # (None between questions, whatever ask did)
                 if taken is None:
                     raise ValueError(f"authorizer {member.name} did not answer")  # (_on_tracee: killed, fail closed)
                 self._take_entry_answer(t, walk, pos, *taken)
@@ -490,7 +490,7 @@ def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple,
         if i >= len(args):
             continue
         v = args[i]
-        if type(v) is not Str or not v.data or v.truncated:
+        if type(v) is not Str or not v.data or (v.total is not None and v.truncated):
             continue
         path = v.data if v.data[:1] == b"/" else _absolute(tid, spec.args, raw, i, v.data)
         if path is not None:

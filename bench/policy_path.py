@@ -1,0 +1,108 @@
+"""The broker's Python from a decoded call to its Decision, in a loop (issue #13, `lean2` round).
+
+    .venv/bin/python -m bench.policy_path                  # 1 and 4 in-process members
+    .venv/bin/python -m bench.policy_path --members 4 --calls 50000
+    .venv/bin/python -m bench.policy_path --profile        # cProfile of one run, by own time
+
+A real :class:`brokerd.tracer.shim.Shim` (nothing launched, nothing traced)
+judges an openat "made" by this very process: ``Entry._on_entry`` with the
+registers of ``openat(AT_FDCWD, "/etc/passwd", O_RDONLY|O_CLOEXEC)`` whose
+path is in this process's memory (read back with one ``process_vm_readv``,
+as from a tracee), through the entry plan, the decoder, the event, the
+walk, the in-process members (bench/authz/inproc_cont.py: ``cont``) and
+the Decision; ``_apply_entry`` (the ptrace requests) is replaced by a list
+append.  Stable arguments are off (their ``openat2`` check is the stop's
+work, not the policy path's).  Prints CPU microseconds per decision
+(``time.process_time``), the median and the minimum of 5 runs: a figure
+for one machine at one moment, to compare two checkouts in alternation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+AUTHZ = Path(__file__).resolve().parent / "authz"
+AUDIT_ARCH_X86_64 = 0xC000003E
+
+
+def prepared(members: int):
+    """A shim with ``members`` in-process members, and one decision as a function of no arguments."""
+    from brokerd.protocol.abi import ABIS
+
+    from brokerd.decision.inproc import InProcess
+    from brokerd.tracer.shim import Shim, _Thread
+    from brokerd.tracer.states import State
+
+    sys.path.insert(0, str(AUTHZ))
+    inproc_cont = __import__("inproc_cont")  # bench/authz/inproc_cont.py: answers cont
+
+    stack = [InProcess(inproc_cont.az, timeout=5.0, trace=frozenset({"openat"})) for _ in range(members)]
+    shim = Shim(stack, stable_args=False, log=lambda m: None)
+    for m in stack:
+        m.greet("1", 0.0)
+    shim.stack.forget()
+    decided: list = []
+    shim._apply_entry = lambda t, d: decided.append(d)  # type: ignore[method-assign]
+    pid = os.getpid()
+    t = shim.threads[pid] = _Thread(pid, pid)
+    path = ctypes.create_string_buffer(b"/etc/passwd\0")
+    raw = (0xFFFFFF9C, ctypes.addressof(path), os.O_RDONLY | os.O_CLOEXEC, 0, 0, 0)
+    nr = ABIS["x86_64"].by_name["openat"].nr
+
+    def one() -> None:
+        t._state = State.RUN  # (the stop's own move, skipped here)
+        shim._on_entry(t, AUDIT_ARCH_X86_64, nr, raw, 0)
+
+    one()
+    if len(decided) != 1 or decided[0].action != "cont":
+        raise SystemExit(f"bench.policy_path: expected one cont decision, got {decided!r}")
+    one._keep = (path, decided)  # type: ignore[attr-defined]  # (the buffer must outlive the loop)
+    return one, decided
+
+
+def measure(members: int, calls: int, runs: int = 5) -> tuple[float, float]:
+    """(median, min) CPU us per decision over ``runs`` runs of ``calls`` decisions."""
+    one, decided = prepared(members)
+    for _ in range(min(calls, 2000)):  # warm: plans, decoder plans, caches
+        one()
+    per = []
+    for _ in range(runs):
+        decided.clear()
+        c0 = time.process_time()
+        for _ in range(calls):
+            one()
+        per.append((time.process_time() - c0) / calls * 1e6)
+    return statistics.median(per), min(per)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.policy_path", description=__doc__.split("\n")[0])
+    p.add_argument("--members", type=int, action="append", help="in-process members (repeatable; default 1 and 4)")
+    p.add_argument("--calls", type=int, default=30000, help="decisions per run (5 runs)")
+    p.add_argument("--profile", action="store_true", help="cProfile one run instead (by own time)")
+    a = p.parse_args(argv)
+    members = a.members or [1, 4]
+    if a.profile:
+        import cProfile
+        import pstats
+
+        one, _ = prepared(members[0])
+        prof = cProfile.Profile()
+        prof.runcall(lambda: [one() for _ in range(a.calls)])
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return 0
+    for m in members:
+        med, low = measure(m, a.calls)
+        print(f"policy path, {m} in-process member{'s' if m > 1 else ''}: "
+              f"{med:.2f} us CPU per decision (min {low:.2f}; {a.calls} calls x 5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
