@@ -30,7 +30,7 @@ def _build(name: str, extra: tuple[str, ...] = ()) -> Path:
         cc = shutil.which("gcc") or shutil.which("cc")
         if cc is None:
             pytest.fail("gcc is required to build the tracee programs (scripts/setup installs it)")
-        subprocess.run([cc, "-O1", "-Wall", "-o", str(out), str(src), "-lpthread", *extra], check=True)
+        subprocess.run([cc, "-O1", "-Wall", "-o", str(out), str(src), "-lpthread", *extra], check=True, timeout=120)
     return out
 
 
@@ -197,7 +197,7 @@ class Tmux:
         return wait_for(self.screen, timeout, f"{text!r} on the screen", until=found, interval=0.1)
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.server, "kill-server"], capture_output=True, env=self._env)
+        subprocess.run(["tmux", "-L", self.server, "kill-server"], capture_output=True, env=self._env, timeout=120)
         if self._socket:  # tmux leaves it behind
             Path(self._socket).unlink(missing_ok=True)
 

@@ -16,7 +16,7 @@ import sysconfig
 import time
 from pathlib import Path
 
-from waiting import wait_for
+from waiting import read_rest, wait_for
 
 BROKERD = [sys.executable, "-m", "brokerd.daemon.main"]
 BROKERCTL = [sys.executable, "-m", "brokerd.cli.main"]
@@ -153,7 +153,7 @@ class Daemon:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
+                self.proc.wait(timeout=60)
         self._logf.close()
         self.notify.close()
         return self.proc.returncode
@@ -221,7 +221,7 @@ class Served:
 
         def registered():
             if self.proc.poll() is not None:
-                raise AssertionError(f"serve {name} exited: {self.proc.stderr.read()}")
+                raise AssertionError(f"serve {name} exited: {read_rest(self.proc.stderr)}")
             return [a for a in daemon.query("authorizers") if a["name"] == name and a["id"] not in before]
 
         self.id = wait_for(registered, what=f"authorizer {name} to register")[0]["id"]

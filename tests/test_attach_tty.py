@@ -46,7 +46,7 @@ def test_ask_deny_allow_save_detach_replay(tmux, cprog, tmp_path):
         assert svc.poll() is None
     finally:
         svc.kill()
-        svc.wait()
+        svc.wait(timeout=60)
     saved = policy.read_text()
     assert 'verdict = "skip-fail EACCES"' in saved and 'verdict = "allow"' in saved
     check = brokerctl("policy", "check", str(policy))

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 from conftest import BROKERCTL
-from waiting import wait_for
+from waiting import read_line, read_rest, wait_for
 
 DENY_HOSTNAME = 'while read -r l; do case "$l" in *hostname*) echo "skip-fail EACCES";; *) echo cont;; esac; done'
 
@@ -35,14 +35,14 @@ def service(cprog, tmp_path):
     wait_for(lambda: _lines(out), 30, "the service to start", until=lambda lines: len(lines) >= 3)
     yield svc, out
     svc.kill()
-    svc.wait()
+    svc.wait(timeout=60)
 
 
 def _attach(pid: int, *extra: str) -> subprocess.Popen:
     att = subprocess.Popen([*BROKERCTL, "attach", str(pid), "-e", "trace=openat", *extra],
                            stderr=subprocess.PIPE, text=True)
-    line = att.stderr.readline()
-    assert "attached to" in line, line + att.stderr.read()
+    line = read_line(att.stderr)
+    assert "attached to" in line, line + read_rest(att.stderr)
     return att
 
 
@@ -66,7 +66,7 @@ def test_watch_only_attach_survives_head(service):
 def test_watch_only_attach_survives_brokerctl_going_away(service, sig):
     svc, out = service
     att = _attach(svc.pid)
-    assert "openat(" in att.stderr.readline()  # tracing for real
+    assert "openat(" in read_line(att.stderr)  # tracing for real
     att.send_signal(sig)
     att.wait(timeout=30)
     _goes_on_untraced(svc, out)
@@ -76,7 +76,7 @@ def test_watch_only_attach_survives_brokerctl_going_away(service, sig):
 def test_enforcing_attach_kills_by_default_when_brokerctl_dies(service, sig):
     svc, out = service
     att = _attach(svc.pid, "-a", DENY_HOSTNAME)
-    assert "EACCES" in att.stderr.readline()
+    assert "EACCES" in read_line(att.stderr)
     att.send_signal(sig)
     att.wait(timeout=30)
     assert svc.wait(timeout=30) == -signal.SIGKILL
@@ -85,7 +85,7 @@ def test_enforcing_attach_kills_by_default_when_brokerctl_dies(service, sig):
 def test_enforcing_attach_on_exit_detach_leaves_it_running(service):
     svc, out = service
     att = _attach(svc.pid, "-a", DENY_HOSTNAME, "--on-exit", "detach")
-    assert "EACCES" in att.stderr.readline()
+    assert "EACCES" in read_line(att.stderr)
     att.send_signal(signal.SIGKILL)
     att.wait(timeout=30)
     _goes_on_untraced(svc, out)
@@ -98,7 +98,7 @@ def test_attach_exits_with_the_program_s_status(tmp_path):
         att = _attach(prog.pid)
         go.touch()
         assert att.wait(timeout=30) == 7
-        assert "has exited (exit status 7)" in att.stderr.read()
+        assert "has exited (exit status 7)" in read_rest(att.stderr)
     finally:
         prog.kill()
-        prog.wait()
+        prog.wait(timeout=60)

@@ -39,7 +39,7 @@ def test_installed_copy_works_for_every_user(tmp_path):
 
 def _check_install(d: Path) -> None:
     system_python = d / "system-python"  # stands in for /usr/bin/python3
-    subprocess.run([OTHER_PY, "-m", "venv", "--without-pip", str(system_python)], check=True)
+    subprocess.run([OTHER_PY, "-m", "venv", "--without-pip", str(system_python)], check=True, timeout=120)
     env = dict(os.environ, BROKERD_PREFIX=str(d / "opt"), BROKERD_BINDIR=str(d / "bin"),
                BROKERD_PYTHONS=str(system_python / "bin" / "python"))
     r = subprocess.run([str(ROOT / "scripts" / "install-system"), "--no-units"], env=env, capture_output=True,

@@ -9,6 +9,7 @@ import re
 import subprocess
 
 from conftest import BROKERCTL, brokerctl
+from waiting import read_line
 
 HOSTNAME = open("/etc/hostname").read()
 
@@ -59,13 +60,13 @@ def test_run_dash_p_attaches_with_a_hint(tmp_path):
     try:
         att = subprocess.Popen([*BROKERCTL, "run", "-p", str(prog.pid), "-e", "trace=openat"],
                                stderr=subprocess.PIPE, text=True)
-        assert "means brokerctl attach" in att.stderr.readline()
-        assert "attached to" in att.stderr.readline()
+        assert "means brokerctl attach" in read_line(att.stderr)
+        assert "attached to" in read_line(att.stderr)
         go.touch()
         assert att.wait(timeout=30) == 5
     finally:
         prog.kill()
-        prog.wait()
+        prog.wait(timeout=60)
 
 
 def test_bad_output_file_is_named():

@@ -25,6 +25,7 @@ from brokerd.clients.authorizer import (
 )
 from brokerd.protocol import codec
 from conftest import brokerctl
+from waiting import read_line
 
 GREETING = b"hello 1 role=broker session=7\n"
 
@@ -122,10 +123,10 @@ def test_blocking_loop_over_real_pipes(tmp_path):
     p = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     p.stdin.write(GREETING)
     p.stdin.flush()
-    assert p.stdout.readline().startswith(b"hello 1 role=authorizer name=pipe trace=unlinkat")
+    assert read_line(p.stdout).startswith(b"hello 1 role=authorizer name=pipe trace=unlinkat")
     p.stdin.write(b'hello 1 role=broker\nsyscall 3 5 5 x86_64 unlinkat AT_FDCWD, "x", 0\n')
     p.stdin.flush()
-    assert p.stdout.readline() == b"3 skip-fail EROFS\n"
+    assert read_line(p.stdout) == b"3 skip-fail EROFS\n"
     p.stdin.close()
     assert p.wait(timeout=10) == 0
 

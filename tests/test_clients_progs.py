@@ -115,7 +115,7 @@ def build_c(directory, name: str, source: str, *flags: str):
     src = directory / f"{name}.c"
     src.write_text(source)
     out = directory / name
-    subprocess.run([cc, "-O1", "-Wall", "-o", str(out), str(src), *flags], check=True)
+    subprocess.run([cc, "-O1", "-Wall", "-o", str(out), str(src), *flags], check=True, timeout=120)
     return str(out)
 
 
@@ -131,11 +131,11 @@ def progs(tmp_path_factory):
 
 def test_fsops_native(progs, tmp_path):
     r = subprocess.run([progs["fsops"], "open:/etc/hostname", f"write:{tmp_path}/f", "open:/nonexistent",
-                        f"symlink:/etc:{tmp_path}/l", "getcpu"], capture_output=True, text=True)
+                        f"symlink:/etc:{tmp_path}/l", "getcpu"], capture_output=True, text=True, timeout=120)
     assert r.stdout.splitlines() == ["open ok", "write ok", "open ENOENT", "symlink ok", "getcpu ok"]
 
 
 def test_tiny_native(progs):
-    r = subprocess.run([progs["tiny"]], capture_output=True, text=True)
+    r = subprocess.run([progs["tiny"]], capture_output=True, text=True, timeout=120)
     assert r.stdout == "jailed\nescaped\n"
     assert r.returncode == 0

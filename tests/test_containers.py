@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BROKERCTL
-from waiting import wait_for
+from waiting import read_line, read_rest, wait_for
 
 from brokerd.tracer import seccomp
 
@@ -84,12 +84,12 @@ def test_watch_only_attach_works_in_a_container(cprog, tmp_path):
         wait_lines(3)
         att = subprocess.Popen([str(cprog("confine")), "--", *BROKERCTL, "attach", str(svc.pid), "-e", "trace=openat"],
                                stderr=subprocess.PIPE, text=True)
-        assert "attached to" in att.stderr.readline()
+        assert "attached to" in read_line(att.stderr)
         n = len(lines())
         wait_lines(n + 10)
         att.send_signal(signal.SIGINT)
         assert att.wait(timeout=20) == 0
-        shown = att.stderr.read()
+        shown = read_rest(att.stderr)
         assert 'openat(AT_FDCWD, "/etc/hostname"' in shown, shown
         assert "brokerd:" not in shown, shown
         during = lines()[n + 1: n + 10]
@@ -97,7 +97,7 @@ def test_watch_only_attach_works_in_a_container(cprog, tmp_path):
         assert svc.poll() is None
     finally:
         svc.kill()
-        svc.wait()
+        svc.wait(timeout=60)
 
 
 

@@ -49,7 +49,7 @@ def world(tmp_path, cprog):
     for p in procs:
         if p.poll() is None:
             p.kill()
-        p.communicate()
+        p.communicate(timeout=120)
     for s in served:
         s.kill()
     d.stop()

@@ -75,13 +75,13 @@ def test_sigkilled_brokerctl_takes_its_authorizer_and_program(tmp_path, form):
         authorizer = wait_for(lambda: _read_pid(apid), timeout=30, what="the authorizer to start")
         program = wait_for(lambda: _read_pid(ppid), timeout=30, what="the program to start")
         broker.kill()
-        broker.wait()
+        broker.wait(timeout=60)
         wait_for(lambda: _gone(program), timeout=10, what="the traced program to die with its broker")
         wait_for(lambda: _gone(authorizer), timeout=10, what="the authorizer to die with its broker")
     finally:
         if broker.poll() is None:
             broker.kill()
-            broker.wait()
+            broker.wait(timeout=60)
         _kill(authorizer)
         _kill(program)
         broker.stderr.close()
@@ -119,11 +119,11 @@ def test_sigkilled_serve_takes_its_session_instances(tmp_path, form):
         instance = wait_for(lambda: _read_pid(apid), timeout=30, what="the instance to start")
         wait_for(lambda: _read_pid(ppid), timeout=30, what="the program to start")
         served.proc.kill()
-        served.proc.wait()
+        served.proc.wait(timeout=60)
         wait_for(lambda: _gone(instance), timeout=10, what="the instance to die with serve")
     finally:
         run.kill()
-        run.communicate()
+        run.communicate(timeout=120)
         _kill(instance)
         served.kill()
         d.stop()
@@ -152,12 +152,12 @@ def test_sigkilled_replay_takes_its_authorizer(tmp_path):
     try:
         authorizer = wait_for(lambda: _read_pid(apid), timeout=30, what="the authorizer to start")
         replay.kill()
-        replay.wait()
+        replay.wait(timeout=60)
         wait_for(lambda: _gone(authorizer), timeout=10, what="the authorizer to die with replay")
     finally:
         if replay.poll() is None:
             replay.kill()
-            replay.wait()
+            replay.wait(timeout=60)
         _kill(authorizer)
 
 
@@ -223,7 +223,7 @@ def test_notify_listener_closed_calls_fail_with_enosys(tmp_path):
         wait_for(lambda: "4242 0" in results(), timeout=30, what="a judged getppid")
         program = _read_pid(pidfile)
         broker.kill()
-        broker.wait()
+        broker.wait(timeout=60)
         n = len(results())
         wait_for(lambda: len(results()) > n + 3, timeout=30, what="the program to go on without its broker")
         lines = results()
@@ -232,7 +232,7 @@ def test_notify_listener_closed_calls_fail_with_enosys(tmp_path):
     finally:
         if broker.poll() is None:
             broker.kill()
-            broker.wait()
+            broker.wait(timeout=60)
         _kill(program)
         broker.stderr.close()
 
@@ -261,3 +261,67 @@ def test_a_finished_session_lets_its_authorizer_write_its_last_records(tmp_path)
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout == "True\n", r.stderr
     assert out.read_text() == "finished\n", r.stderr
+
+
+# Forks a daemon first (setsid, then a second fork: a session and process
+# group of its own, as daemonizing programs do), waits until it says its pid,
+# then answers every question with cont.
+DAEMONIZES = r'''
+import os, sys, time
+pidfile = sys.argv[1]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        with open(pidfile + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(pidfile + ".tmp", pidfile)
+        time.sleep(600)
+    os._exit(0)
+while not os.path.exists(pidfile):
+    time.sleep(0.01)
+for line in sys.stdin:
+    print("cont", flush=True)
+'''
+
+
+def _cells_here() -> bool:
+    """Can this process make the cgroups the wardens kill?"""
+    from brokerd.decision import tether
+
+    path = tether.cell()
+    if path is not None:
+        os.rmdir(path)
+    return path is not None
+
+
+@pytest.mark.parametrize("end", ["session-ends", "brokerctl-killed"])
+def test_an_authorizers_setsid_child_does_not_outlive_the_session(tmp_path, end):
+    """An authorizer whose child leaves its process group (setsid, as every
+    daemon does): the warden killed only the group, so the child outlived
+    the session, and a SIGKILLed brokerctl, for ever.  Now each authorizer
+    runs in a cgroup of its own that the warden kills whole."""
+    if not _cells_here():
+        pytest.skip("no cgroup v2 with cgroup.kill writable here (root or a delegated subtree, "
+                    "Linux 5.14+): a setsid'd child escapes the process group the warden kills")
+    script = tmp_path / "daemonizes.py"
+    script.write_text(DAEMONIZES)
+    dpid = tmp_path / "daemon.pid"
+    cmd = f"{sys.executable} -u {script} {dpid}"
+    daemon = None
+    if end == "session-ends":
+        r = subprocess.run([*BROKERCTL, "run", "-a", cmd, "--", "true"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        daemon = _read_pid(dpid)
+    else:
+        broker = subprocess.Popen([*BROKERCTL, "run", "-a", cmd, "--", "sleep", "600"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            daemon = wait_for(lambda: _read_pid(dpid), timeout=30, what="the authorizer's daemon to start")
+        finally:
+            broker.kill()
+            broker.wait(timeout=60)
+    try:
+        assert daemon is not None
+        wait_for(lambda: _gone(daemon), timeout=30, what="the authorizer's setsid'd child to die with its session")
+    finally:
+        _kill(daemon)

@@ -15,7 +15,7 @@ DENY_HOST = '*openat *"/etc/hostname"* => skip-fail EACCES'
 
 def test_clone_untraced_child_is_still_traced(cprog, rules):
     prog = str(cprog("calls"))
-    native = subprocess.run([prog, "untraced"], capture_output=True, text=True).stdout
+    native = subprocess.run([prog, "untraced"], capture_output=True, text=True, timeout=120).stdout
     assert native == "untraced-child-open ok 0\n"
     r = brokerctl("run", "-e", "trace=openat", "-a", rules(DENY_HOST), "--", prog, "untraced")
     assert r.stdout == "untraced-child-open fail EACCES\n", r.stderr
@@ -64,7 +64,7 @@ def test_io_uring_denied_by_default(cprog):
     prog = str(cprog("calls"))
     assert brokerctl("run", "--", prog, "io_uring").stdout == "io_uring_setup fail EPERM\n"
     r = brokerctl("run", "--allow-io-uring", "--", prog, "io_uring")
-    native = subprocess.run([prog, "io_uring"], capture_output=True, text=True).stdout
+    native = subprocess.run([prog, "io_uring"], capture_output=True, text=True, timeout=120).stdout
     assert r.stdout == native
 
 
@@ -88,7 +88,7 @@ def test_stopping_own_group_does_not_stop_the_broker(rules, tmp_path):
         # returned (outside any syscall): any SIGSTOP the group kill sent the
         # broker has been sent by then, so it is pending or has stopped it
         def stopped_sh() -> int | None:
-            kids = subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True).stdout
+            kids = subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sh"], capture_output=True, text=True, timeout=120).stdout
             return next((int(k) for k in kids.split() if _stopped_after_a_call(int(k))), None)
 
         sh = wait_for(stopped_sh, 60, "the program to stop itself")
@@ -112,7 +112,7 @@ def test_stopping_own_group_does_not_stop_the_broker(rules, tmp_path):
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+            p.wait(timeout=60)
 
 
 def _stopped_after_a_call(pid: int) -> bool:

@@ -17,7 +17,7 @@ EXAMPLES = Path(__file__).parent.parent / "clients" / "examples"
 def _awk() -> str:
     awk = shutil.which("awk")
     assert awk, "awk is required"
-    version = subprocess.run([awk, "-W", "version"], capture_output=True, text=True).stdout
+    version = subprocess.run([awk, "-W", "version"], capture_output=True, text=True, timeout=120).stdout
     interactive = "-W interactive " if "mawk" in version else ""
     return f"{awk} {interactive}-f {EXAMPLES / 'deny-shadow.awk'}"
 
@@ -25,7 +25,7 @@ def _awk() -> str:
 @pytest.fixture(scope="module")
 def c_authorizer(tmp_path_factory):
     out = tmp_path_factory.mktemp("c") / "deny-shadow"
-    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(out), str(EXAMPLES / "deny-shadow.c")], check=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(out), str(EXAMPLES / "deny-shadow.c")], check=True, timeout=120)
     return str(out)
 
 

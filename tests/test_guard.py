@@ -24,7 +24,7 @@ def protected():
     p = subprocess.Popen(["sleep", "60"], start_new_session=True)
     yield p.pid
     p.kill()
-    p.wait()
+    p.wait(timeout=60)
 
 
 def test_guarded_calls_are_the_process_access_class() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import BROKERCTL, brokerctl
@@ -75,11 +77,11 @@ def test_the_program_is_brokerctl_itself_and_strace_attaches(tree):
             _, err = s.communicate(timeout=30)
         finally:
             s.kill()
-            s.wait()
+            s.wait(timeout=60)
         assert s.returncode == 0, err
     finally:
         p.kill()
-        p.wait()
+        p.wait(timeout=60)
 
 
 def test_nested_run_narrows_and_never_widens(tree):
@@ -126,7 +128,7 @@ def test_kernel_only_session_cannot_change_processes_outside(tree):
         assert victim.poll() is None
     finally:
         victim.kill()
-        victim.wait()
+        victim.wait(timeout=60)
 
 
 def test_kernel_only_session_refuses_cgroup_and_cpu_wide_perf_events(tree, cprog):
@@ -141,16 +143,75 @@ def test_kernel_only_session_refuses_cgroup_and_cpu_wide_perf_events(tree, cprog
     reach = cprog("reach")
     cgroup = f"{mount}{path}"
     native = subprocess.run(["sh", "-c", f"{reach} perfcg {cgroup}; {reach} perfall"],
-                            capture_output=True, text=True).stdout
+                            capture_output=True, text=True, timeout=120).stdout
     if mount is None or path is None or native != "perfcg ok\nperfall ok\n":
         pytest.skip(f"no cgroup-v2 perf events here ({native.strip()!r})")
     pol = policy(tree, "kernel", tree / "box")
     r = brokerctl("run", "--policy", pol, "--", "sh", "-c",
-                  f"{reach} perfcg {cgroup}; {reach} perfall; exec {reach} peek $$")
+                  f"{reach} perfcg {cgroup}; {reach} perfall; exec {reach} peek 0")
     assert "no tracer" in r.stderr
     lines = r.stdout.splitlines()
     assert lines[:2] == ["perfcg fail EPERM", "perfall fail EPERM"], r.stderr
     assert "perf ok" in lines, r.stdout
+
+
+OTHERPROC = str(Path(__file__).parent / "progs" / "otherproc.py")
+REFUSED = ("EPERM", "EACCES")
+
+
+def _otherproc(*argv: str) -> dict[str, str]:
+    """tests/progs/otherproc.py's results: call -> ok or the errno's name."""
+    out = subprocess.run([*argv], capture_output=True, text=True, timeout=120).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+@pytest.mark.parametrize("wall", ["wall", "no-landlock"])
+def test_kernel_only_session_reaches_no_process_outside(tree, wall):
+    """Every call that acts on another process by pid or pidfd
+    (tests/progs/otherproc.py's table), on a process outside a kernel-only
+    session: the wall refuses those that check ptrace-mode access, but as
+    root process_madvise (MADV_COLD/PAGEOUT of another session's memory)
+    and perf_event_open (CAP_PERFMON skips the check: samples of another
+    session's shim) passed it, and there is no guard.  Now the filter lets
+    perf_event_open name only the caller (pid 0) and refuses process_madvise
+    (a pidfd's process cannot be known in the filter); every call that
+    reaches the process natively is refused.  With --no-landlock the user
+    chose to let the program reach outside processes: all reach, as natively."""
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        native = _otherproc(sys.executable, "-S", OTHERPROC, str(victim.pid))
+        reached = {c for c, r in native.items() if r not in REFUSED}
+        pol = policy(tree, "kernel", tree / "box")
+        opts = ("--no-landlock",) if wall == "no-landlock" else ()
+        r = brokerctl("run", *opts, "--policy", pol, "--", sys.executable, "-S", OTHERPROC, str(victim.pid))
+        assert "no tracer" in r.stderr, r.stderr
+        got = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait(timeout=60)
+    if wall == "no-landlock":
+        assert got == native, r.stderr
+        return
+    if not {"process_madvise", "perf_event_open"} <= reached:
+        pytest.skip(f"process_madvise/perf_event_open do not reach another process here (not root?): {native}")
+    assert {c: got[c] for c in reached} == {c: "EPERM" for c in reached}, (native, got)
+
+
+def test_kernel_only_session_keeps_the_calls_on_the_caller(tree):
+    """What stays of them in a kernel-only session: those the wall judges
+    work on a process of the session as natively; perf_event_open on the
+    caller itself (pid 0) works; process_madvise and perf_event_open of another pid, the session's own
+    children included, fail with EPERM (the fidelity cost of no broker:
+    the filter cannot tell the session's processes from others)."""
+    pol = policy(tree, "kernel", tree / "box")
+    script = f"{sys.executable} -S {OTHERPROC} $$; {sys.executable} -S {OTHERPROC} 0 | grep perf_event_open"
+    r = brokerctl("run", "--policy", pol, "--", "sh", "-c", script)
+    lines = r.stdout.splitlines()
+    got = dict(line.split(" ", 1) for line in lines[:-1])
+    assert got.pop("process_madvise") == "EPERM" and got.pop("perf_event_open") == "EPERM", r.stdout + r.stderr
+    assert not [c for c, v in got.items() if v in REFUSED], r.stdout
+    assert lines[-1] == "perf_event_open ok", r.stdout + r.stderr
 
 
 def test_a_kernel_only_program_outlives_the_policy_deadline(tree):

@@ -85,7 +85,7 @@ def test_make_learn_enforce_then_changed_build_denied(tmp_path, secret):
             (proj / f).unlink(missing_ok=True)
 
     policy, r = learn_and_enforce(tmp_path, proj, ["make"], reset)
-    assert subprocess.run([str(proj / "hello")], capture_output=True, text=True).stdout == "hello, confined\n"
+    assert subprocess.run([str(proj / "hello")], capture_output=True, text=True, timeout=120).stdout == "hello, confined\n"
     text = policy.read_text()
     assert f'path = ["{proj}/**"]' in text  # the build tree, collapsed, read-write
     assert 'path = ["/usr/**"]' in text  # the system, read-only
@@ -160,10 +160,10 @@ def test_git_commit_learn_enforce_then_message_from_outside_denied(tmp_path, sec
     repo.mkdir()
     env = _git_env(tmp_path)
     git = ["git", "commit", "-q", "-a", "-m", "change"]
-    subprocess.run(["git", "init", "-q", str(repo)], check=True, env={**os.environ, **env})
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, env={**os.environ, **env}, timeout=120)
     (repo / "file.txt").write_text("0\n")
-    subprocess.run(["git", "-C", str(repo), "add", "file.txt"], check=True, env={**os.environ, **env})
-    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", "first"], check=True, env={**os.environ, **env})
+    subprocess.run(["git", "-C", str(repo), "add", "file.txt"], check=True, env={**os.environ, **env}, timeout=120)
+    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", "first"], check=True, env={**os.environ, **env}, timeout=120)
     n = iter(range(1, 100))
 
     def reset():  # each commit needs a change to commit
@@ -172,7 +172,7 @@ def test_git_commit_learn_enforce_then_message_from_outside_denied(tmp_path, sec
     reset()
     learn_and_enforce(tmp_path, repo, git, reset, env)
     log = subprocess.run(["git", "-C", str(repo), "log", "--oneline"], capture_output=True, text=True,
-                         env={**os.environ, **env}).stdout
+                         env={**os.environ, **env}, timeout=120).stdout
     assert len(log.splitlines()) == 4  # first + two learning commits + the enforced one
 
     reset()
@@ -181,7 +181,7 @@ def test_git_commit_learn_enforce_then_message_from_outside_denied(tmp_path, sec
     assert r.returncode != 0
     assert "Permission denied" in r.stderr
     log2 = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True, text=True,
-                          env={**os.environ, **env}).stdout
+                          env={**os.environ, **env}, timeout=120).stdout
     assert "TOP-SECRET" not in log2
 
 

@@ -48,7 +48,7 @@ def test_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):
         assert f"1 answer(s) added to {policy}" in screen
     finally:
         svc.kill()
-        svc.wait()
+        svc.wait(timeout=60)
     text = policy.read_text()
     assert str(secret) in text and "operator" in text
     check = brokerctl("policy", "check", str(policy))
@@ -79,8 +79,8 @@ def test_run_ask_from_learned_policy_adds_the_answers(tmux, cprog, tmp_path):
 
 def test_run_ask_needs_a_terminal(tmp_path):
     r = subprocess.run([sys.executable, "-m", "brokerd.cli.main", "run", "--ask", "-e", "trace=openat", "--",
-                        "true"], capture_output=True, text=True, start_new_session=True, stdin=subprocess.DEVNULL)
+                        "true"], capture_output=True, text=True, start_new_session=True, stdin=subprocess.DEVNULL, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no terminal" in r.stderr, r.stderr
     r = subprocess.run([sys.executable, "-m", "brokerd.cli.main", "run", "--learned", "x.toml", "--", "true"],
-                       capture_output=True, text=True, cwd=tmp_path)
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and "need --ask" in r.stderr, r.stderr

@@ -62,7 +62,7 @@ def test_sandbox_base_widened_by_what_make_needed(tmp_path, proj):
     _reset(proj)
     r = bctl("run", "--policy", str(policy), "--", "make", cwd=proj)
     assert r.returncode == 0, r.stderr
-    assert subprocess.run([str(proj / "hello")], capture_output=True, text=True).stdout == "hello, confined\n"
+    assert subprocess.run([str(proj / "hello")], capture_output=True, text=True, timeout=120).stdout == "hello, confined\n"
     # the base still decides the rest: its tree is writable (never learned), the secret is not readable
     r = bctl("run", "--policy", str(policy), "--", "sh", "-c", f"echo new > {proj}/new.txt; cat {secret}", cwd=proj)
     assert (proj / "new.txt").read_text() == "new\n"

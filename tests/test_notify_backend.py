@@ -44,8 +44,8 @@ def _child_sh(p: subprocess.Popen) -> int:
     authorizer, a child of brokerctl too for a moment."""
     def find() -> int | None:
         out = subprocess.run(["pgrep", "-P", str(p.pid), "-f", "^sh -c while"], capture_output=True,
-                             text=True).stdout.split()
-        assert p.poll() is None, p.communicate()[1]
+                             text=True, timeout=120).stdout.split()
+        assert p.poll() is None, p.communicate(timeout=120)[1]
         return int(out[0]) if out else None
     return wait_for(find, 30, "the launched program")
 
@@ -80,7 +80,7 @@ def test_program_under_notify_can_be_straced(authz, tmp_path):
         assert "wait4" in out.read_text() or "clone" in out.read_text()
     finally:
         os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        p.wait(timeout=60)
 
 
 def test_static_rules_hold_when_the_broker_is_killed(authz, tmp_path):
@@ -97,7 +97,7 @@ def test_static_rules_hold_when_the_broker_is_killed(authz, tmp_path):
         sh = _child_sh(p)
         wait_for(lambda: log.exists() and log.read_text().count("\n") >= 2, 30, "the program's first denials")
         p.kill()
-        p.wait()
+        p.wait(timeout=60)
         n = len(log.read_text().splitlines())
         wait_for(lambda: len(log.read_text().splitlines()) > n + 3, 30, "the program to go on without its broker")
         lines = log.read_text().splitlines()
@@ -109,7 +109,7 @@ def test_static_rules_hold_when_the_broker_is_killed(authz, tmp_path):
         except ProcessLookupError:
             pass
         if sh:
-            subprocess.run(["pkill", "-KILL", "-P", str(sh)], capture_output=True)
+            subprocess.run(["pkill", "-KILL", "-P", str(sh)], capture_output=True, timeout=120)
             try:
                 os.kill(sh, signal.SIGKILL)
             except ProcessLookupError:

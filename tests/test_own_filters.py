@@ -19,7 +19,7 @@ DENY_HOST = '*openat *"/etc/hostname"* => skip-fail EACCES'
 
 def test_own_seccomp_listener_is_refused(cprog, rules):
     prog = str(cprog("ownfilter"))
-    native = subprocess.run([prog, "listener", "/etc/hostname"], capture_output=True, text=True).stdout
+    native = subprocess.run([prog, "listener", "/etc/hostname"], capture_output=True, text=True, timeout=120).stdout
     assert native == "listener ok\nopen ok\n"
     # under the broker the listener would continue the open the policy denies
     r = brokerctl("run", "-e", "trace=openat", "-a", rules(DENY_HOST), "--", prog, "listener", "/etc/hostname")
@@ -41,7 +41,7 @@ def test_filter_refuses_new_listener_statically():
 
 def test_own_ret_trace_filter_fails_with_enosys_as_natively(cprog, rules):
     prog = str(cprog("ownfilter"))
-    native = subprocess.run([prog, "trace", "/etc/hostname"], capture_output=True, text=True).stdout
+    native = subprocess.run([prog, "trace", "/etc/hostname"], capture_output=True, text=True, timeout=120).stdout
     assert native == "getppid fail ENOSYS\nopen fail ENOSYS\n"
     # getppid: a call the broker does not stop; openat: one it does (and would deny)
     r = brokerctl("run", "-e", "trace=openat", "-a", rules(DENY_HOST), "--", prog, "trace", "/etc/hostname")

@@ -99,7 +99,7 @@ def test_opens_behave_as_natively_pinned_or_not(cprog, rules, tree, tmp_path):
     EACCES...): the same descriptors, flags (F_GETFL: O_LARGEFILE as native),
     modes and errnos as without the broker."""
     prog = str(cprog("openfid"))
-    native = subprocess.run([prog, str(tree)], capture_output=True, text=True)
+    native = subprocess.run([prog, str(tree)], capture_output=True, text=True, timeout=120)
     assert native.returncode == 0 and "nobody-private fail EACCES" in native.stdout, native
     counts = tmp_path / "stops.jsonl"
     r = brokerctl("run", "-e", OPENS, "-a", rules(), "--", prog, str(tree), env={"BROKERD_STOP_COUNTS": str(counts)})
@@ -118,7 +118,7 @@ def test_a_program_with_its_own_filter_keeps_its_opens_unpinned(cprog, rules, ho
     Without the mark both opens failed with ENOSYS."""
     prog = str(cprog("ownfilter"))
     argv = [prog, "noopenat2", "/etc/hostname", *(["prctl"] if how == "prctl" else [])]
-    native = subprocess.run(argv, capture_output=True, text=True).stdout
+    native = subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout
     assert native == "open ok\nchild-open ok\n"
     r = brokerctl("run", "-e", "trace=openat", "-a", rules(), "--", *argv)
     assert r.stdout == native, r.stderr

@@ -164,7 +164,7 @@ def test_signals_stay_inside_the_session(holes):
         assert outside.poll() is None
     finally:
         outside.kill()
-        outside.wait()
+        outside.wait(timeout=60)
 
 
 def _ioprio(pid: int) -> int:
@@ -207,7 +207,7 @@ def test_calls_on_other_processes_stay_inside_the_session(holes):
         assert victim.poll() is None
     finally:
         victim.kill()
-        victim.wait()
+        victim.wait(timeout=60)
 
 
 # -- issue #12: a sandbox people can use ----------------------------------------

@@ -50,5 +50,5 @@ def test_a_normal_user_sandboxes_their_own_build(tmp_path, mode):
 
     from daemon_fixtures import as_user
     native = subprocess.run(["sh", "-c", f"cat {secret}"], capture_output=True, text=True,
-                            preexec_fn=as_user(NOBODY), cwd="/")
+                            preexec_fn=as_user(NOBODY), cwd="/", timeout=120)
     assert native.stdout == "outside\n"

@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 from conftest import BROKERCTL
+from waiting import read_line, read_rest
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="chroot, mounts and ns_last_pid need root"),
               pytest.mark.usefixtures("accel_mode")]  # compiled stop-loop calls and the pure-Python fallback
@@ -43,7 +44,7 @@ def test_after_a_chroot_opens_resolve_in_the_new_root(cprog, rules, tmp_path):
     failed with ELOOP."""
     jail, d = _files(tmp_path, str(tmp_path / "d"))
     argv = [str(cprog("rootswap")), "chroot", str(jail), str(d / "f")]
-    native = subprocess.run(argv, capture_output=True, text=True)
+    native = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert native.stdout == "before outside\nafter inside\n", native
     r = _run(rules(), argv)
     assert r.stdout == native.stdout, r.stderr[-2000:]
@@ -58,7 +59,7 @@ def test_a_reused_pid_never_gets_the_former_process_root(cprog, rules, tmp_path)
     open failed: EACCES at the check at exit (ELOOP where it was pinned)."""
     jail, d = _files(tmp_path, "/")
     argv = [str(cprog("rootswap")), "reuse", str(jail), str(d), str(d / "f")]
-    native = subprocess.run(argv, capture_output=True, text=True)
+    native = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     if "noreuse" in native.stdout:
         pytest.skip("the machine forks too busily to have the same pid twice")
     assert native.stdout == "first outside\nsecond inside\n", native
@@ -86,16 +87,16 @@ def test_roots_of_exited_processes_are_closed(cprog, rules, tmp_path):
                           str(cprog("rootswap")), "many", "300", str(f)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert p.stdout.readline() == "start\n"
+        assert read_line(p.stdout) == "start\n"
         before = _fds(p.pid)
         p.stdin.write("\n")
         p.stdin.flush()
-        assert p.stdout.readline() == "done\n"
+        assert read_line(p.stdout) == "done\n"
         after = _fds(p.pid)
         p.stdin.write("\n")
         p.stdin.flush()
-        assert p.wait(timeout=60) == 0, p.stderr.read()[-2000:]
+        assert p.wait(timeout=60) == 0, read_rest(p.stderr)[-2000:]
     finally:
         p.kill()
-        p.wait()
+        p.wait(timeout=60)
     assert after <= before + 1, (before, after)

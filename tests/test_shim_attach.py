@@ -7,7 +7,7 @@ import signal
 import subprocess
 
 from conftest import BROKERCTL, brokerctl
-from waiting import wait_for
+from waiting import read_line, read_rest, wait_for
 
 DENY_HOSTNAME = 'while read -r l; do case "$l" in *hostname*) echo "skip-fail EACCES";; *) echo cont;; esac; done'
 
@@ -41,12 +41,12 @@ def test_attach_steer_and_detach(cprog, tmp_path):
         _wait_lines(out, 3)
         att = subprocess.Popen([*BROKERCTL, "attach", str(svc.pid), "-e", "trace=openat", "-a", DENY_HOSTNAME],
                                stderr=subprocess.PIPE, text=True)
-        assert "attached to" in att.stderr.readline()
+        assert "attached to" in read_line(att.stderr)
         n = len(_lines(out))
         _wait_lines(out, n + 10)
         att.send_signal(signal.SIGINT)
         assert att.wait(timeout=10) == 0
-        assert "detached" in att.stderr.read()
+        assert "detached" in read_rest(att.stderr)
         during = _lines(out)[n + 1: n + 10]
         assert during and all(line.endswith("EACCES") for line in during), during
         assert _status(svc.pid)["TracerPid"].strip() == "0"
@@ -60,7 +60,7 @@ def test_attach_steer_and_detach(cprog, tmp_path):
         assert nums == list(range(len(nums)))
     finally:
         svc.kill()
-        svc.wait()
+        svc.wait(timeout=60)
 
 
 def _wait_state(pid: int, states: str, timeout: float = 30) -> None:
@@ -77,7 +77,7 @@ def test_detach_leaves_stopped_process_stopped(cprog, tmp_path):
         os.kill(svc.pid, signal.SIGSTOP)
         _wait_state(svc.pid, "T")
         att = subprocess.Popen([*BROKERCTL, "attach", str(svc.pid)], stderr=subprocess.PIPE, text=True)
-        assert "attached to" in att.stderr.readline()
+        assert "attached to" in read_line(att.stderr)
         att.send_signal(signal.SIGINT)
         assert att.wait(timeout=10) == 0
         st = _status(svc.pid)
@@ -88,7 +88,7 @@ def test_detach_leaves_stopped_process_stopped(cprog, tmp_path):
         _wait_lines(out, n + 2)  # it runs again
     finally:
         svc.kill()
-        svc.wait()
+        svc.wait(timeout=60)
 
 
 def test_attach_refusals():
@@ -100,7 +100,7 @@ def test_attach_refusals():
     sleeper = subprocess.Popen(["strace", "-o", "/dev/null", "sleep", "30"])
     try:
         def traced_child() -> int | None:
-            kids = subprocess.run(["pgrep", "-P", str(sleeper.pid)], capture_output=True, text=True).stdout.split()
+            kids = subprocess.run(["pgrep", "-P", str(sleeper.pid)], capture_output=True, text=True, timeout=120).stdout.split()
             return next((int(k) for k in kids if _tracer_of(int(k)) == str(sleeper.pid)), None)
 
         child = wait_for(traced_child, 20, "strace to trace its child")
@@ -109,4 +109,4 @@ def test_attach_refusals():
         assert f"already traced by pid {sleeper.pid}" in r.stderr
     finally:
         sleeper.kill()
-        sleeper.wait()
+        sleeper.wait(timeout=60)

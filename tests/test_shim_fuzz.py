@@ -96,7 +96,7 @@ def _run_bounded(argv: list[str], timeout: float, marker: str, what: str,
             for pid in _leftovers(marker):
                 os.kill(pid, 9)
             p.kill()
-            p.wait()
+            p.wait(timeout=60)
             err.seek(0)
             raise AssertionError(f"brokerctl hung: {what}\n{err.read()[-2000:]}\ntracees:\n{states}") from None
         out.seek(0)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from conftest import BROKERCTL, brokerctl
-from waiting import text_of, wait_for
+from waiting import read_line, text_of, wait_for
 
 
 def test_threads_are_traced(cprog, rules):
@@ -59,14 +59,14 @@ def test_shim_killed_tracee_dies(cprog, rules, tmp_path):
     tracees = _descendants(p.pid)
     assert tracees
     p.kill()
-    p.wait()
+    p.wait(timeout=60)
     # the kernel kills them (EXITKILL)
     wait_for(lambda: [pid for pid in tracees if _alive(pid)], 20, "the tracees to die with the broker",
              until=lambda survivors: not survivors)
 
 
 def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, timeout=120).stdout
     kids = [int(x) for x in out.split()]
     return kids + [d for k in kids for d in _descendants(k)]
 
@@ -97,7 +97,7 @@ def test_sigstop_sigcont_job_control(cprog, rules, tmp_path):
     end = tmp_path / "end"
     p = subprocess.Popen([*BROKERCTL, "run", "-a", rules(), "--", sys.executable, "-c", TICKER, str(end)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = p.stdout.readline()
+    first = read_line(p.stdout)
     assert first.strip() == "0"
     child = _descendants(p.pid)
     py = [c for c in child if _alive(c)][0]
@@ -116,7 +116,7 @@ def test_signal_delivered_natively(cprog, rules):
     p = subprocess.Popen([*BROKERCTL, "run", "-a", rules(), "--", "sleep", "30"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # the program runs (so the broker watches its signals): a loaded machine starts slowly
-    wait_for(lambda: subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sleep"], capture_output=True).returncode == 0,
+    wait_for(lambda: subprocess.run(["pgrep", "-P", str(p.pid), "-x", "sleep"], capture_output=True, timeout=120).returncode == 0,
              30, "the program")
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=10) == 128 + signal.SIGTERM
@@ -154,7 +154,7 @@ def test_signal_before_the_program_starts(authz, tmp_path, sig):
             raise AssertionError(f"brokerctl still runs 20 s after {sig.name}: the signal was dropped") from None
     finally:
         p.kill()
-        p.wait()
+        p.wait(timeout=60)
     assert p.returncode == 128 + sig, err
     assert not started.exists(), "the program ran"
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
@@ -181,7 +181,7 @@ def test_sigterm_after_the_main_program_reaches_its_background_children(rules, t
             raise AssertionError("brokerctl still waits 20 s after SIGTERM: the signal was dropped") from None
     finally:
         p.kill()
-        p.wait()
+        p.wait(timeout=60)
     assert p.returncode == 5, err
 
 
@@ -195,7 +195,7 @@ def test_exec_from_non_leader_thread(cprog, rules):
 
 def test_eintr_and_restart_native(cprog, rules):
     prog = str(cprog("calls"))
-    native = subprocess.run([prog, "eintr", "restart"], capture_output=True, text=True).stdout
+    native = subprocess.run([prog, "eintr", "restart"], capture_output=True, text=True, timeout=120).stdout
     assert native == "read fail EINTR\nread ok 1\n"
     for trace in ("trace=read", "trace=all"):
         r = brokerctl("run", "-e", trace, "-a", rules(), "--", prog, "eintr", "restart")
@@ -325,5 +325,5 @@ def test_sigterm_reaches_a_busy_multithreaded_program(cprog, tmp_path, where):
             raise AssertionError("brokerctl still runs 10 s after SIGTERM: the signal was not read") from None
     finally:
         p.kill()
-        p.wait()
+        p.wait(timeout=60)
     assert p.returncode == 128 + signal.SIGTERM, err

@@ -135,7 +135,7 @@ def test_on_failure_deny_lets_the_program_exit(tmp_path, cprog):
     finally:
         if p.poll() is None:
             p.kill()
-            p.communicate()
+            p.communicate(timeout=120)
         served.kill()
         d.stop()
 

@@ -97,7 +97,7 @@ def test_launcher_runs_the_checkout_without_site(tmp_path):
 
     launcher = tmp_path / "brokerctl"
     subprocess.run([str(ROOT / "scripts" / "write-launcher"), str(launcher), sys.executable,
-                    sysconfig.get_paths()["purelib"], str(ROOT)], check=True)
+                    sysconfig.get_paths()["purelib"], str(ROOT)], check=True, timeout=120)
     (tmp_path / "mine.py").write_text(
         "from brokerd.clients.authorizer import Authorizer, cont, skip_fail\n"
         "az = Authorizer('mine')\n"

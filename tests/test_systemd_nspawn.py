@@ -55,7 +55,7 @@ def container(tmp_path_factory):
     _need("systemd-nspawn")
     base = _image()
     root = tmp_path_factory.mktemp("nspawn") / "root"
-    subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(root)], check=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(root)], check=True, timeout=600)
     src = root / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "_build", "__pycache__", "*.egg-info"))
     # wheels built here (the container reaches no package index by itself), installed offline there
@@ -86,21 +86,21 @@ def container(tmp_path_factory):
         # the container's systemd first: killing systemd-nspawn alone leaves it
         # running, reparented to the host's init (seen: a booted container left
         # behind by every run); its PID namespace dies with it
-        kids = subprocess.run(["pgrep", "-P", str(boot.pid)], capture_output=True, text=True).stdout.split()
+        kids = subprocess.run(["pgrep", "-P", str(boot.pid)], capture_output=True, text=True, timeout=120).stdout.split()
         for kid in map(int, kids):
             try:
                 os.kill(kid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         boot.send_signal(signal.SIGKILL)
-        boot.wait()
+        boot.wait(timeout=60)
         shutil.rmtree(root, ignore_errors=True)
 
 
 def _leader(nspawn_pid: int) -> int:
     """The container's PID 1 as seen from here: the child of systemd-nspawn running systemd."""
     def systemd_child() -> int | None:
-        kids = subprocess.run(["pgrep", "-P", str(nspawn_pid)], capture_output=True, text=True).stdout.split()
+        kids = subprocess.run(["pgrep", "-P", str(nspawn_pid)], capture_output=True, text=True, timeout=120).stdout.split()
         return next((int(k) for k in kids if text_of(f"/proc/{k}/comm").strip() == "systemd"), None)
 
     return wait_for(systemd_child, 60, "systemd-nspawn to start the container's systemd", interval=0.2)

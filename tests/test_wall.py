@@ -16,7 +16,7 @@ import sys
 import pytest
 from conftest import BROKERCTL
 from daemon_fixtures import OTHER_PY, _cmd, as_user, shared_dir
-from waiting import wait_for
+from waiting import read_line, wait_for
 
 from brokerd.tracer import landlock
 
@@ -246,7 +246,7 @@ def test_process_madvise_does_not_reach_outside_the_session(mode, ctl):
         r = ctl(mode, "run", "--", sys.executable, "-S", "-c", MADVISE, str(victim.pid))
     finally:
         victim.kill()
-        victim.wait()
+        victim.wait(timeout=60)
     expected = {"landlock": ["outside EPERM", "inside ENOMEM"],
                 "refused": ["outside EPERM", "inside EPERM"],  # pidfd_open outside: the guard; madvise: the profile
                 "opted-out": ["outside ENOMEM", "inside ENOMEM"]}[mode]
@@ -306,7 +306,7 @@ def test_limits_and_priorities_of_outside_processes_stay_out_of_reach(mode, back
         assert victim.poll() is None
     finally:
         victim.kill()
-        victim.wait()
+        victim.wait(timeout=60)
 
 
 @pytest.mark.parametrize("stable", ["copy", "no-stable-args"])
@@ -359,7 +359,10 @@ def test_ptrace_mode_calls_do_not_reach_outside(mode, ctl, victim, cprog):
     """get_robust_list, move_pages, migrate_pages and perf_event_open need
     ptrace-mode access, which the wall refuses outside the session.  Before,
     the guard did not know them: without Landlock they reached the
-    authorizer and any outside process."""
+    authorizer and any outside process.  As root perf_event_open passes the
+    wall (CAP_PERFMON skips the kernel's ptrace check): the guard refuses it
+    outside the session too (before, root's perf event on another session's
+    process was opened)."""
     authz, pidfile, _ = victim
     reach = cprog("reach")
     outside = subprocess.Popen(["sleep", "60"], start_new_session=True)
@@ -368,12 +371,43 @@ def test_ptrace_mode_calls_do_not_reach_outside(mode, ctl, victim, cprog):
                 f"{reach} peek $(cat {pidfile}); {reach} peek {outside.pid}; exec {reach} peek $$")
     finally:
         outside.kill()
-        outside.wait()
+        outside.wait(timeout=60)
     beyond = {c: "ok" if mode == "opted-out" else "fail EPERM" for c in PEEK}  # --no-landlock: the broker only
-    if mode == "landlock" and os.geteuid() == 0:
-        beyond["perf"] = "ok"  # CAP_PERFMON skips the kernel's ptrace check; the guard (no wall) is stricter
     want = [f"{c} fail EPERM" for c in PEEK] + [f"{c} {beyond[c]}" for c in PEEK] + [f"{c} ok" for c in PEEK]
     assert r.stdout.splitlines() == want, r.stderr
+
+
+OTHERPROC = os.path.join(os.path.dirname(__file__), "progs", "otherproc.py")
+
+
+def _results(out: str) -> dict[str, str]:
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_call_on_another_process_reaches_outside_the_session(mode, ctl):
+    """Every call acting on another process by pid or pidfd
+    (tests/progs/otherproc.py's table), on a process outside a traced
+    session: each that reaches it natively is refused (EPERM), by the wall
+    or the guard (or, under `refused`, the container profile), whether
+    the wall checks it or not (as root perf_event_open and process_madvise
+    pass the wall: before, perf_event_open reached it).  With --no-landlock
+    the user let the program reach outside processes: as natively."""
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        native = _results(subprocess.run([sys.executable, "-S", OTHERPROC, str(victim.pid)], capture_output=True,
+                                         text=True, timeout=120).stdout)
+        r = ctl(mode, "run", "--", sys.executable, "-S", OTHERPROC, str(victim.pid))
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait(timeout=60)
+    got = _results(r.stdout)
+    reached = {c for c, v in native.items() if v not in ("EPERM", "EACCES")}
+    if mode == "opted-out":
+        assert got == native, r.stderr
+    else:
+        assert {c: got.get(c) for c in reached} == {c: "EPERM" for c in reached}, (native, r.stdout, r.stderr)
 
 
 def _own_cgroup2_dir() -> str | None:
@@ -393,8 +427,8 @@ def test_cgroup_and_cpu_wide_perf_events_do_not_reach_the_broker(mode, ctl, cpro
     if os.geteuid() != 0:
         pytest.skip("needs root: without CAP_PERFMON the kernel refuses these events itself")
     cgroup, reach = _own_cgroup2_dir(), cprog("reach")
-    native = subprocess.run([reach, "perfcg", str(cgroup)], capture_output=True, text=True).stdout \
-        + subprocess.run([reach, "perfall"], capture_output=True, text=True).stdout
+    native = subprocess.run([reach, "perfcg", str(cgroup)], capture_output=True, text=True, timeout=120).stdout \
+        + subprocess.run([reach, "perfall"], capture_output=True, text=True, timeout=120).stdout
     if cgroup is None or native != "perfcg ok\nperfall ok\n":
         pytest.skip(f"no cgroup-v2 perf events here ({native.strip()!r})")
     r = ctl(mode, "run", "--", "sh", "-c", f"{reach} perfcg {cgroup}; {reach} perfall; exec {reach} peek $$")
@@ -421,7 +455,7 @@ def test_wall_costs_signals_to_outside_processes_only(ctl):
             assert r.stdout == f"outside-{outcome}\ninside 143\n", (mode, r.stderr)
     finally:
         outside.kill()
-        outside.wait()
+        outside.wait(timeout=60)
 
 
 def test_attached_program_cannot_reach_the_attaching_broker(cprog, tmp_path):
@@ -436,7 +470,7 @@ def test_attached_program_cannot_reach_the_attaching_broker(cprog, tmp_path):
     att = subprocess.Popen([*BROKERCTL, "attach", "-f", str(svc.pid), "-e", "trace=getppid"],
                            stderr=subprocess.PIPE, text=True)
     try:
-        assert "attached to" in att.stderr.readline()
+        assert "attached to" in read_line(att.stderr)
         pidfile.write_text(str(att.pid))
         assert svc.wait(timeout=30) == 0
         assert out.read_text() == "mem fail EACCES\npidfd fail EPERM\nvia fail EACCES\n", att.stderr

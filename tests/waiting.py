@@ -9,10 +9,11 @@ screen, a process state), which is usually why."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, AnyStr, TypeVar
 
 T = TypeVar("T")
 
@@ -56,6 +57,46 @@ def wait_for_text(path: Path | str, pattern: str, timeout: float = 60) -> str:
     start) matches in it."""
     return wait_for(lambda: text_of(path), timeout, f"{pattern!r} in {path}",
                     until=lambda text: re.search(pattern, text, re.M))
+
+
+def read_line(stream: IO[AnyStr], timeout: float = TIMEOUT, what: str = "a line") -> AnyStr:
+    """``stream.readline()`` (a child's pipe) with a deadline: a program that
+    hangs without writing its line fails the test instead of blocking it
+    until pytest-timeout stops the whole run."""
+    return _within(stream.readline, timeout, what)
+
+
+def read_rest(stream: IO[AnyStr], timeout: float = TIMEOUT) -> AnyStr | str:
+    """``stream.read()`` (to the end of a child's pipe) with a deadline; for
+    failure messages and finished processes: on timeout a note instead of
+    the text (a grandchild may hold the pipe open)."""
+    try:
+        return _within(stream.read, timeout, "the end of the output")
+    except AssertionError as e:
+        return f"<{e}>"
+
+
+def _within(call: Callable[[], T], timeout: float, what: str) -> T:
+    """``call()`` in a thread, waited for at most ``timeout`` seconds (a
+    blocked read cannot be interrupted; the thread ends when the test's
+    teardown kills the writer)."""
+    box: list = []
+
+    def run() -> None:
+        try:
+            box.append((True, call()))
+        except BaseException as e:  # handed to the caller
+            box.append((False, e))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if not box:
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
 
 
 def _shown(value: object) -> str:

@@ -82,10 +82,12 @@ _SIGNALS = names_in("signal-send")
 #: reach another process without ptrace-mode access, so a Landlock domain lets them through
 _NO_ACCESS_CHECK = frozenset({"pidfd_open", "process_mrelease"})
 #: need ptrace-mode access, yet a Landlock domain lets them reach a process
-#: outside it (seen on 6.18: process_madvise of another session's process
-#: ran): refused outside the session unless the user opted out of the wall,
-#: as the process-control calls are
-_WALL_BLIND = frozenset({"process_madvise"})
+#: outside it (seen on 6.18, as root: process_madvise of another session's
+#: process ran; perf_event_open's check is skipped with CAP_PERFMON, so its
+#: samples read another session's shim's registers and stack): refused
+#: outside the session unless the user opted out of the wall, as the
+#: process-control calls are (the kernel-only filter: only the caller)
+WALL_BLIND = frozenset({"process_madvise", "perf_event_open"})
 #: calls whose ``pid`` argument is no pid when a flag is set: (flags argument,
 #: bit).  perf_event_open's PERF_FLAG_PID_CGROUP makes it a cgroup directory's
 #: descriptor: every process in that cgroup (and beneath it) on a CPU
@@ -286,7 +288,7 @@ class Guard:
                 return ("deny", E.EPERM)  # the number judged may name another process when the call runs
         emulated = (self.emulate_signals if name in _SIGNALS
                     else self.emulate_domain and name not in _NO_ACCESS_CHECK
-                    or self.emulate_control and name in _WALL_BLIND)
+                    or self.emulate_control and name in WALL_BLIND)
         # a thread id names its process too (tkill, tgkill, ptrace): _outside looks at both
         hit = any(p > 0 and self._outside(p, emulated) for p in pids)
         return ("deny", E.EPERM) if hit else None

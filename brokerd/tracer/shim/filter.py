@@ -18,6 +18,7 @@ from ..guard import (
     OWNER_KIND,
     PID_AS_CGROUP,
     PID_MEANS_ALL,
+    WALL_BLIND,
 )
 from .base import ShimBase
 from .consts import (
@@ -55,8 +56,8 @@ class Filter(ShimBase):
         decide, the stack's static answers (ALLOW, ERRNO, KILL_PROCESS) for
         the rest, so those hold in the kernel whatever happens to us.
         ``control_outside``: for a session with no broker left to judge the
-        process-control calls (a kernel-only session), what those calls get
-        unless they name the caller itself."""
+        calls that reach other processes (a kernel-only session), what those
+        calls get unless they name the caller itself (:func:`_kernel_only`)."""
         kernel = {
             "allow": lambda e: seccomp.RET_ALLOW,
             "trace": lambda e: stop,
@@ -92,10 +93,8 @@ class Filter(ShimBase):
                     # prlimit64(0, ...) (glibc's getrlimit), sched_setaffinity(0, ...),
                     # setpriority(PRIO_PROCESS, 0, ...): the caller itself
                     action = _self_only(spec, stop)
-                if control_outside is not None and name in CONTROL and action == seccomp.RET_ALLOW:
-                    action = _self_only(spec, control_outside)
                 if control_outside is not None and action == seccomp.RET_ALLOW:
-                    action = _one_process_only(name, spec, control_outside)
+                    action = _kernel_only(name, spec, control_outside, walled=self.wall is not None)
                 if what == "allow":  # the members' argument rules, in front of the broker's own tests
                     action = self._behind_rules(abi, spec, kernel, stop, action)
                 if handoff is not None and name == "sendmsg" and isinstance(action, int):
@@ -202,12 +201,25 @@ class Filter(ShimBase):
         return rule
 
 
-def _one_process_only(name: str, spec: SyscallSpec, other: int) -> seccomp.Action:
+def _kernel_only(name: str, spec: SyscallSpec, other: int, walled: bool) -> seccomp.Action:
+    """An allowed call in a session no broker will judge (kernel-only): the
+    calls the guard would keep inside the session (the process-control
+    class, and under the wall the calls it is blind to: ``WALL_BLIND``) may
+    name only the caller; a call aimed at every process or a cgroup gets
+    ``other`` whatever the wall (:func:`_one_process_only`).  Without the
+    wall (``--no-landlock``: the user let the program reach outside
+    processes) the blind calls run as the policy says."""
+    if name in CONTROL or walled and name in WALL_BLIND:
+        return _one_process_only(name, spec, other, _self_only(spec, other))
+    return _one_process_only(name, spec, other)
+
+
+def _one_process_only(name: str, spec: SyscallSpec, other: int,
+                      action: seccomp.Action = seccomp.RET_ALLOW) -> seccomp.Action:
     """``other`` for a call aimed at a cgroup (its pid argument a descriptor)
     or at every process (pid -1), where the guard would refuse it
     (perf_event_open: it samples other sessions' brokers too, and no
-    Landlock domain looks at it); the call as it was otherwise."""
-    action: seccomp.Action = seccomp.RET_ALLOW
+    Landlock domain looks at it); ``action`` otherwise."""
     if name in PID_MEANS_ALL:
         action = seccomp.ArgEquals(spec.args.index("pid"), 0xFFFFFFFF, other, action, low32=True)
     if name in PID_AS_CGROUP:
@@ -218,11 +230,13 @@ def _one_process_only(name: str, spec: SyscallSpec, other: int) -> seccomp.Actio
 
 def _self_only(spec: SyscallSpec, other: int) -> seccomp.Action:
     """Allow a process-control call (prlimit64, sched_*, setpriority,
-    ioprio_set) only where it names the caller itself (pid 0, or
-    which=process with who 0); ``other`` for any other target.  No Landlock
-    domain covers these calls and a kernel-only session has no guard, so
-    the filter cannot tell the session's own processes from the rest: only
-    the caller is sure to be inside."""
+    ioprio_set) or perf_event_open only where it names the caller itself
+    (pid 0, or which=process with who 0); ``other`` for any other target,
+    and always for a call naming its target by a pidfd (process_madvise: a
+    filter cannot tell whose process a descriptor is).  No Landlock domain
+    covers these calls and a kernel-only session has no guard, so the
+    filter cannot tell the session's own processes from the rest: only the
+    caller is sure to be inside."""
     if "pid" in spec.args:
         return seccomp.ArgEquals(spec.args.index("pid"), 0, seccomp.RET_ALLOW, other, low32=True)
     which = next((i for i, k in enumerate(spec.args[:-1]) if k in WHO_TARGETS), None)
