@@ -267,18 +267,24 @@ def test_a_finished_session_lets_its_authorizer_write_its_last_records(tmp_path)
 # group of its own, as daemonizing programs do), waits until it says its pid,
 # then answers every question with cont.
 DAEMONIZES = r'''
-import os, sys, time
+import os, signal, sys
 pidfile = sys.argv[1]
+r, w = os.pipe()
 if os.fork() == 0:
+    os.close(r)
     os.setsid()
     if os.fork() == 0:
         with open(pidfile + ".tmp", "w") as f:
             f.write(str(os.getpid()))
         os.rename(pidfile + ".tmp", pidfile)
-        time.sleep(600)
+        os.write(w, b"x")
+        os.close(w)
+        while True:  # a daemon: lives until killed
+            signal.pause()
     os._exit(0)
-while not os.path.exists(pidfile):
-    time.sleep(0.01)
+os.close(w)
+os.read(r, 1)  # the daemon has written its pid (or died: end of file)
+os.close(r)
 for line in sys.stdin:
     print("cont", flush=True)
 '''
