@@ -60,10 +60,9 @@ class Entry(ShimBase):
     def _on_seccomp(self, t: _Thread, info: tuple | None = None) -> None:
         """A seccomp stop.  One PTRACE_GET_SYSCALL_INFO tells all: the call,
         and the filter's data (``ret_data``, what PTRACE_GETEVENTMSG would
-        give: a second request per stop before)."""
-        if accel is not None:
-            self._on_seccomp_accel(t, info)
-            return
+        give: a second request per stop before).  With the compiled calls
+        loaded, :meth:`_on_seccomp_accel` takes this method's place (below
+        the class)."""
         si = pt.get_syscall_info(t.tid, self._info)
         if si.op != pt.INFO_SECCOMP:
             self._resume(t.tid)

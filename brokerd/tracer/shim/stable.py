@@ -35,7 +35,7 @@ from .consts import (
     SHM_REMAP,
 )
 from .entry import _absolute
-from .pin import pinned
+from .pin import Pinned, pinned
 from .thread import _Thread
 
 
@@ -84,16 +84,13 @@ class Stable(ShimBase):
                 return None, None
         if flags & O_TMPFILE_BIT == O_TMPFILE_BIT:
             return None, None
-        # O_NOFOLLOW, and O_CREAT|O_EXCL, open a final symlink itself (or fail)
-        follow = not (flags & O_NOFOLLOW or flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL)
+        follow = _follows(flags)
         root = b"/proc/%d/root" % t.tid
         pinnable = pinned(spec.name, raw, v.data, path) if pin else None
         if pinnable is not None:  # already its real path, if the kernel's walk meets no symlink
-            rfd = self._roots.get(t.tid, t)
-            ident = plain_ident(root if rfd is None else rfd, path, follow)
-            if ident is not None:
-                t.pin = pinnable
-                return ("inode", *ident), path
+            expect = self._pin_plain(t, pinnable, path, follow, root)
+            if expect is not None:
+                return expect, path
         r = resolve(root, path, t.tgid, t.tid, follow)  # one resolution: note and expectation agree
         if r is None:
             return None, None
@@ -143,16 +140,27 @@ class Stable(ShimBase):
         pin = pinned(spec.name, raw, path, path)  # None unless absolute and canonical (and more)
         if pin is None:
             return None
-        rfd = self._roots.get(t.tid, t)
-        if rfd is None:
+        expect = self._pin_plain(t, pin, path, _follows(flags), None)
+        if expect is None:
             return None
-        follow = not (flags & O_NOFOLLOW or flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL)
-        ident = plain_ident(rfd, path, follow)
-        if ident is None:
-            return None
-        t.verify, t.pin = ("inode", *ident), pin
+        t.verify = expect
         note = Str(path)
         return ((plan.paths[0][1], note), (plan.real, note))
+
+    def _pin_plain(self, t: _Thread, pin: Pinned, path: bytes, follow: bool, root: bytes | None) -> tuple | None:
+        """Pin the open (``t.pin``) if the kernel's walk of ``path`` from the
+        thread's kept root (else ``root``; None: no pin without a kept root)
+        meets no symlink: what it must open, or None (nothing set)."""
+        at: int | bytes | None = self._roots.get(t.tid, t)
+        if at is None:
+            at = root
+        if at is None:
+            return None
+        ident = plain_ident(at, path, follow)
+        if ident is None:
+            return None
+        t.pin = pin
+        return ("inode", *ident)
 
     def _opened_expected(self, t: _Thread, fd: int, expect: tuple) -> bool:
         """Is descriptor ``fd`` (or, for an exec, the new program) the very
@@ -332,3 +340,9 @@ class Stable(ShimBase):
         setattr(regs, abi.arg_regs[argi], where[0])
         pt.setregs(t.tid, regs)
         return tuple(where[0] if i == argi else a for i, a in enumerate(rawargs))
+
+
+def _follows(flags: int) -> bool:
+    """Does an open with ``flags`` follow a final symlink?  O_NOFOLLOW, and
+    O_CREAT|O_EXCL, open the link itself (or fail)."""
+    return not (flags & O_NOFOLLOW or flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL)
