@@ -472,6 +472,12 @@ class Bench:
                 cwd=str(AUTHZ)),
             Cmd("C tracer floor, scheduler's choice", [str(build("floor")), "cont", *argv]),
             Cmd("C tracer floor, all on one CPU", [taskset, "-c", c0, str(build("floor")), "cont", *argv]),
+            # what any tracer pays on one CPU for brokerd's guarantees (the pinned open's system
+            # calls), and for one question to the least Python authorizer (bench/c/floor.c)
+            Cmd("C tracer floor + a pinned open's calls, all on one CPU",
+                [taskset, "-c", c0, str(build("floor")), "pin", *argv]),
+            Cmd("C tracer floor + a minimal Python authorizer, all on one CPU",
+                ["env", f"FLOOR_PYTHON={sys.executable}", taskset, "-c", c0, str(build("floor")), "ask", *argv]),
         ]
         if self.strace:
             sb = [self.strace, "-f", "-o", "/dev/null", "--seccomp-bpf", "-e", "trace=openat", *argv]
@@ -495,7 +501,10 @@ class Bench:
                        "pays an inter-processor wake-up, which is expensive in a VM. An in-process decision "
                        "is two (tracee -> shim -> tracee), strace's two stops per call four. On one CPU no "
                        "wake-up crosses CPUs and what is left is each tracer's own CPU per call: the C tracer "
-                       "floor (bench/c/floor.c) is what any tracer pays for one seccomp stop.")
+                       "floor (bench/c/floor.c) is what any tracer pays for one seccomp stop; with a pinned open's "
+                       "calls (path read, plain-path check, SET_SYSCALL_INFO), what any tracer pays for the "
+                       "guarantees brokerd gives a judged open; with a minimal Python authorizer (reads lines, "
+                       "answers cont, no parsing), what any external Python decision costs on one CPU.")
         self.data["placement_us"] = ov
         if self.strace:
             one = ov["strace --seccomp-bpf, all on one CPU"]
