@@ -17,6 +17,7 @@ whole command's wall time, start-up included.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -68,15 +69,19 @@ def build_dir() -> Path:
 
 
 def build(name: str) -> Path:
-    """bench/c/NAME.c -> BUILD/NAME (rebuilt when a source is newer)."""
+    """bench/c/NAME.c -> BUILD/NAME-HASH, HASH of the sources: checkouts of
+    other versions sharing the build directory (worktrees, an older clone)
+    never run each other's builds, whatever the files' times."""
     src = CSRC / f"{name}.c"
-    out = build_dir() / name
-    newest = max(src.stat().st_mtime, (CSRC / "common.h").stat().st_mtime)
-    if not out.exists() or out.stat().st_mtime < newest:
+    digest = hashlib.sha256(src.read_bytes() + (CSRC / "common.h").read_bytes()).hexdigest()[:12]
+    out = build_dir() / f"{name}-{digest}"
+    if not out.exists():
         cc = shutil.which("gcc") or shutil.which("cc")
         if cc is None:
             raise SystemExit("bench: gcc is required (scripts/setup installs it)")
-        subprocess.run([cc, "-O2", "-Wall", "-o", str(out), str(src), "-lpthread"], check=True)
+        part = out.with_name(f"{out.name}.{os.getpid()}")  # (a build running beside never sees half a file)
+        subprocess.run([cc, "-O2", "-Wall", "-o", str(part), str(src), "-lpthread"], check=True, timeout=120)
+        os.replace(part, out)
     return out
 
 
