@@ -471,6 +471,9 @@ class Bench:
                 brokerctl("--cpu", c0, "-a", "py:inproc_cont:az", "--", *argv), cwd=str(AUTHZ)),
             Cmd("brokerd 4 in-process py, all on one CPU (--cpu)",
                 brokerctl("--cpu", c0, *["-a", "py:inproc_cont:az"] * 4, "--", *argv), cwd=str(AUTHZ)),
+            # the same without the stable arguments' guarantees (UNSAFE): the pinned open's share
+            Cmd("brokerd in-process py, all on one CPU (--cpu), --no-stable-args",
+                brokerctl("--cpu", c0, "--no-stable-args", "-a", "py:inproc_cont:az", "--", *argv), cwd=str(AUTHZ)),
             # the same with the pure-Python stop loop (brokerd.tracer.accel off): the accelerator's share
             Cmd("brokerd in-process py, all on one CPU (--cpu), BROKERD_ACCEL=0",
                 ["env", "BROKERD_ACCEL=0", *brokerctl("--cpu", c0, "-a", "py:inproc_cont:az", "--", *argv)],

@@ -57,7 +57,8 @@ def test_bench_quick_placement_prints_the_one_cpu_floors():
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    for row in ("brokerd in-process py, all on one CPU (--cpu)", "C tracer floor, all on one CPU",
+    for row in ("brokerd in-process py, all on one CPU (--cpu)",
+                "brokerd in-process py, all on one CPU (--cpu), --no-stable-args", "C tracer floor, all on one CPU",
                 "C tracer floor + a pinned open's calls, all on one CPU",
                 "C tracer floor + a minimal Python authorizer, all on one CPU"):
         assert re.search(rf"^\| {re.escape(row)} +\| -?[\d.]+ +\|", p.stdout, re.M), f"no row {row!r}:\n{p.stdout}"
