@@ -486,3 +486,127 @@ def test_listing_outside_descriptors_stays_allowed(mode, ctl):
     # the wall refuses opening another process's descriptors, not listing them (ls, lsof-like tools)
     r = ctl(mode, "run", "--", "sh", "-c", "ls /proc/1/fd >/dev/null && echo listed")
     assert r.stdout == "listed\n", r.stderr
+
+
+SETNS = r"""
+import ctypes, errno, os, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+outside, ns, flag = int(sys.argv[1]), sys.argv[2], int(sys.argv[3], 0)
+def join(pid, how):
+    try:
+        fd = os.pidfd_open(pid) if how == "pidfd" else os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY)
+    except OSError as e:
+        return errno.errorcode[e.errno]
+    r = libc.syscall(308, fd, flag)
+    return errno.errorcode[ctypes.get_errno()] if r < 0 else "ok"
+def setns(who, pid, how):  # in a child of ours: a user namespace joined cannot be left
+    r, w = os.pipe()
+    p = os.fork()
+    if p == 0:
+        os.write(w, join(pid, how).encode())
+        os._exit(0)
+    os.close(w)
+    print(who, how, os.read(r, 100).decode())
+    os.waitpid(p, 0)
+child = subprocess.Popen(["unshare", "-U", "sleep", "60"] if ns == "user" else ["sleep", "60"])
+mine = os.readlink("/proc/self/ns/user")
+for _ in range(100000):  # until the child is in a user namespace of its own (unshare -U has run)
+    if ns != "user" or os.readlink(f"/proc/{child.pid}/ns/user") != mine:
+        break
+for how in ("pidfd", "nsfd"):
+    setns("outside", outside, how)
+    setns("broker", os.getppid(), how)
+    setns("inside", child.pid, how)
+child.kill()
+child.wait()
+"""
+
+
+def _setns_expected(mode: str) -> list[str]:
+    """What SETNS prints: outside the session refused but with --no-landlock,
+    the broker always; inside as natively, but under `refused`, whose profile
+    refuses kcmp too: the guard cannot rule out that the caller's child
+    shares its descriptor table (a pidfd re-pointed after the check), so
+    EPERM (fail closed, as for the other pidfd calls)."""
+    beyond = {"pidfd": "ok", "nsfd": "ok"} if mode == "opted-out" else {"pidfd": "EPERM", "nsfd": "EACCES"}
+    inside = "EPERM" if mode == "refused" else "ok"
+    return [line for how in ("pidfd", "nsfd") for line in (
+        f"outside {how} {beyond[how]}", f"broker {how} {'EPERM' if how == 'pidfd' else 'EACCES'}",
+        f"inside {how} {inside}")]
+
+
+@pytest.mark.usefixtures("accel_mode")
+@pytest.mark.parametrize("mode", MODES)
+def test_namespaces_of_outside_processes_cannot_be_joined(mode, ctl):
+    """setns(pidfd, CLONE_NEW*) joins the namespaces of the process the pidfd
+    names; the kernel checks ptrace-mode access, which the wall refuses
+    outside the session, but where the guard stands in for the wall it did
+    not know setns: a root program joined another session's namespaces
+    (here a UTS namespace), by pidfd and by an open /proc/PID/ns/* file.
+    Now both are refused outside the session (the broker's own: always);
+    inside it setns works as natively."""
+    if os.geteuid() != 0:
+        pytest.skip("the root case (CAP_SYS_ADMIN); test_unprivileged_program_cannot_join_... is the other")
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        r = ctl(mode, "run", "--", sys.executable, "-S", "-c", SETNS, str(victim.pid), "uts", "0x04000000")
+    finally:
+        victim.kill()
+        victim.wait(timeout=60)
+    assert r.stdout.splitlines() == _setns_expected(mode), r.stderr
+
+
+@pytest.mark.usefixtures("accel_mode")
+@pytest.mark.parametrize("mode", MODES)
+def test_unprivileged_program_cannot_join_the_user_namespace_of_another(mode, ctl, tmp_path):
+    """As an unprivileged user, setns(pidfd, CLONE_NEWUSER) joins the user
+    namespace another process of the same uid made (``unshare -U``): the
+    caller owns it, so has the capability there.  Refused outside the
+    session as for root; the program's own child's namespace can be joined."""
+    if not os.path.exists(OTHER_PY):
+        pytest.skip("no system python for another user")
+    d = shared_dir(tmp_path)
+    victim = subprocess.Popen(["unshare", "-U", "sleep", "60"], start_new_session=True, preexec_fn=as_user(NOBODY))
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{victim.pid}/ns/user") != os.readlink("/proc/self/ns/user"), 20,
+                 "the victim's user namespace")
+        r = ctl(mode, "run", "--", OTHER_PY, "-S", "-c", SETNS, str(victim.pid), "user", "0x10000000",
+                user=NOBODY, cwd=str(d))
+    finally:
+        victim.kill()
+        victim.wait(timeout=60)
+    assert r.stdout.splitlines() == _setns_expected(mode), r.stderr
+
+
+NS_THROUGH_FD = r"""
+import errno, os, sys
+d = os.open(f"/proc/{sys.argv[1]}/ns", os.O_PATH)  # the directory itself: listing stays allowed
+try:
+    os.close(os.open(f"/proc/self/fd/{d}/uts", os.O_RDONLY))
+    print("ok")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"""
+
+
+@pytest.mark.usefixtures("accel_mode")
+@pytest.mark.parametrize("mode", MODES)
+def test_namespace_reached_through_a_descriptor_is_checked_at_exit(mode, ctl):
+    """/proc/self/fd/N/uts, N an O_PATH descriptor of an outside process's
+    /proc/PID/ns: the guard's walk of the path stops at the program's own
+    fd/ directory, and the kernel opens the outside process's namespace.
+    Without the wall the guard now checks the namespace descriptor at the
+    exit stop: one that only processes outside the session are in (here a
+    UTS namespace of the victim's own) is closed again, EACCES."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a UTS namespace of the victim's own)")
+    victim = subprocess.Popen(["unshare", "-u", "sleep", "60"], start_new_session=True)
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{victim.pid}/ns/uts") != os.readlink("/proc/self/ns/uts"), 20,
+                 "the victim's UTS namespace")
+        r = ctl(mode, "run", "--", sys.executable, "-S", "-c", NS_THROUGH_FD, str(victim.pid))
+    finally:
+        victim.kill()
+        victim.wait(timeout=60)
+    assert r.stdout == ("ok\n" if mode == "opted-out" else "EACCES\n"), r.stderr

@@ -4,8 +4,9 @@ not signal, stop, ptrace or read the memory of the shim or its authorizers.
 The calls that name another process (the tables' ``process-access`` class:
 kill and friends, ptrace, process_vm_readv/writev, pidfd_open, pidfd_getfd,
 pidfd_send_signal, process_madvise, process_mrelease, kcmp, get_robust_list,
-move_pages, migrate_pages, perf_event_open) always stop (they are rare), and
-are judged here before any authorizer sees them:
+move_pages, migrate_pages, perf_event_open), and setns (which joins the
+namespaces of the process a pidfd names: :data:`JOINS`), always stop (they
+are rare), and are judged here before any authorizer sees them:
 
 * aimed at a protected process (any of its ``pid`` arguments, or the process
   behind its pidfd): EPERM;
@@ -38,12 +39,13 @@ program away from every process outside it.  Where there is none (no
 Landlock, ``--no-landlock``, attach), the guard also checks the roads the
 domain would close:
 
-* opens through ``/proc/PID/{mem,fd/N,map_files/N}`` of a process outside the
+* opens through ``/proc/PID/{mem,fd/N,map_files/N,ns/NS}`` of a process outside the
   session: refused at entry when the path (resolved as the program would,
   ``/proc/self`` and symlinks included) leads there, and checked again at the
   exit stop on what the kernel really opened (a ``/proc`` entry of such a
-  process, or an anonymous pipe no process of the session holds), which is
-  closed again and fails with EACCES;
+  process, an anonymous pipe no process of the session holds, a namespace
+  only processes outside the session are in), which is closed again and
+  fails with EACCES;
 * the owner commands that choose who gets SIGIO/SIGURG (``fcntl``'s
   ``F_SETOWN``/``F_SETOWN_EX``, a socket's ``ioctl(FIOSETOWN/SIOCSPGRP)``)
   naming a protected process, where the kernel has no Landlock signal scope
@@ -65,16 +67,23 @@ from brokerd.protocol.record import Record, _set
 
 from .procfs import (
     AT_FDCWD,
+    NS_LINK,
     PROC_FILES,
     PROC_PATH,
     holds,
+    in_namespace,
     pgrp_and_ppid,
     proc_entry_of,
     tgid_of,
     uids_of,
 )
 
-GUARDED = names_in("process-access")
+#: calls that join the namespaces of the process a pidfd in argument 0 names (setns; given a
+#: namespace descriptor instead, what the open of /proc/PID/ns/* judged).  The kernel checks
+#: ptrace-mode access on that process, so the wall refuses one outside the session; where no
+#: wall stands (no Landlock, ``--no-landlock``, attach) only the guard does
+JOINS = frozenset({"setns"})
+GUARDED = names_in("process-access") | JOINS
 #: change another process; the kernel checks only uids (no Landlock domain covers these)
 CONTROL = names_in("process-control")
 _GROUP = names_in("signal-group")
@@ -338,8 +347,9 @@ class Guard:
 
     def opened_ok(self, tid: int, tgid: int, fd: int) -> bool:
         """At the exit stop of a checked open: did the kernel open a /proc
-        entry of a process outside the session, or an anonymous pipe (only
-        reachable through /proc/PID/fd) that no process of the session holds?"""
+        entry of a process outside the session, an anonymous pipe (only
+        reachable through /proc/PID/fd) that no process of the session holds,
+        or a namespace only processes outside the session are in?"""
         try:
             link = os.readlink(f"/proc/{tid}/fd/{fd}")
         except OSError:
@@ -349,7 +359,24 @@ class Guard:
             return not self._outside(int(m.group(2) or m.group(1)), self.emulate_domain)
         if link.startswith("pipe:["):
             return self._held_in_session(link, tid, tgid, fd)
+        if NS_LINK.fullmatch(link):
+            return self._namespace_in_reach(link, tgid)
         return True
+
+    def _namespace_in_reach(self, link: str, tgid: int) -> bool:
+        """A namespace descriptor the program opened (for setns): one a
+        process it may reach is in (its own, mostly), or that no process is
+        in (a bind-mounted one: ``ip netns``), not one only processes out of
+        its reach are in (opened through their ``/proc/PID/ns``)."""
+        if in_namespace(tgid, link):
+            return True
+        beyond = False
+        for p in _all_pids():
+            if in_namespace(p, link):
+                if not self._outside(p, self.emulate_domain):
+                    return True
+                beyond = True
+        return not beyond
 
     def _held_in_session(self, link: str, tid: int, tgid: int, fd: int) -> bool:
         """Does a process that may hold this pipe hold it: the caller (another

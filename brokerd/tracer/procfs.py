@@ -10,9 +10,12 @@ import stat
 from brokerd.protocol.args import constant
 
 #: /proc/PID entries a Landlock domain keeps from outside processes: ``mem`` itself, and what
-#: lies beneath ``fd/`` and ``map_files/`` (listing those directories stays allowed, as with the wall)
+#: lies beneath ``fd/``, ``map_files/`` and ``ns/`` (a namespace descriptor, for setns; listing
+#: those directories stays allowed, as with the wall)
 PROC_FILES = frozenset({"mem"})
-PROC_DIRS = frozenset({"fd", "map_files"})
+PROC_DIRS = frozenset({"fd", "map_files", "ns"})
+#: what /proc/PID/fd/N of a namespace descriptor reads: ``TYPE:[INODE]``
+NS_LINK = re.compile(r"(cgroup|ipc|mnt|net|pid|time|user|uts):\[\d+\]")
 PROC_PATH = re.compile(r"/proc/(\d+)/(?:task/(\d+)/)?([^/]*)")
 AT_FDCWD = constant("AT_FDCWD")
 MAX_LINKS = 40
@@ -79,12 +82,25 @@ def holds(pid: int, link: str, skip: int = -1) -> bool:
     return False
 
 
+def in_namespace(pid: int, link: str) -> bool:
+    """Is process ``pid`` in the namespace ``link`` (``TYPE:[INODE]``) names,
+    or does it make its children there (``pid_for_children``, ``time_for_children``)?"""
+    kind = link.split(":", 1)[0]
+    for entry in (kind, f"{kind}_for_children"):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/{entry}") == link:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes) -> tuple[int, str] | None:
     """(PID, entry) when ``path``, resolved as thread ``tid`` would resolve it
     (its root, cwd or ``dirfd``; ``/proc/self``, ``/proc/thread-self`` and
     symlinks followed), goes through ``/proc/PID/ENTRY`` (or
     ``/proc/PID/task/TID/ENTRY``, reported as TID): ``mem``, or anything beneath
-    ``fd/`` or ``map_files/``."""
+    ``fd/``, ``map_files/`` or ``ns/``."""
     root = f"/proc/{tid}/root"
     if path.startswith(b"/"):
         cur = ""

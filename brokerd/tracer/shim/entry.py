@@ -155,7 +155,8 @@ class Entry(ShimBase):
             return
         order = plan.order
         if not order:
-            if t.guard_exit:
+            if t.guard_exit:  # (nobody asked: the exit check's undo needs the call's ABI, not a stale one)
+                t.abi, t.spec = plan.abi, spec
                 t.state = "verify"
                 self._to_exit_stop(t)
                 return
