@@ -17,6 +17,7 @@ whole command's wall time, start-up included.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -68,15 +69,19 @@ def build_dir() -> Path:
 
 
 def build(name: str) -> Path:
-    """bench/c/NAME.c -> BUILD/NAME (rebuilt when a source is newer)."""
+    """bench/c/NAME.c -> BUILD/NAME-HASH, HASH of the sources: checkouts of
+    other versions sharing the build directory (worktrees, an older clone)
+    never run each other's builds, whatever the files' times."""
     src = CSRC / f"{name}.c"
-    out = build_dir() / name
-    newest = max(src.stat().st_mtime, (CSRC / "common.h").stat().st_mtime)
-    if not out.exists() or out.stat().st_mtime < newest:
+    digest = hashlib.sha256(src.read_bytes() + (CSRC / "common.h").read_bytes()).hexdigest()[:12]
+    out = build_dir() / f"{name}-{digest}"
+    if not out.exists():
         cc = shutil.which("gcc") or shutil.which("cc")
         if cc is None:
             raise SystemExit("bench: gcc is required (scripts/setup installs it)")
-        subprocess.run([cc, "-O2", "-Wall", "-o", str(out), str(src), "-lpthread"], check=True)
+        part = out.with_name(f"{out.name}.{os.getpid()}")  # (a build running beside never sees half a file)
+        subprocess.run([cc, "-O2", "-Wall", "-o", str(part), str(src), "-lpthread"], check=True, timeout=120)
+        os.replace(part, out)
     return out
 
 
@@ -466,12 +471,21 @@ class Bench:
                 brokerctl("--cpu", c0, "-a", "py:inproc_cont:az", "--", *argv), cwd=str(AUTHZ)),
             Cmd("brokerd 4 in-process py, all on one CPU (--cpu)",
                 brokerctl("--cpu", c0, *["-a", "py:inproc_cont:az"] * 4, "--", *argv), cwd=str(AUTHZ)),
+            # the same without the stable arguments' guarantees (UNSAFE): the pinned open's share
+            Cmd("brokerd in-process py, all on one CPU (--cpu), --no-stable-args",
+                brokerctl("--cpu", c0, "--no-stable-args", "-a", "py:inproc_cont:az", "--", *argv), cwd=str(AUTHZ)),
             # the same with the pure-Python stop loop (brokerd.tracer.accel off): the accelerator's share
             Cmd("brokerd in-process py, all on one CPU (--cpu), BROKERD_ACCEL=0",
                 ["env", "BROKERD_ACCEL=0", *brokerctl("--cpu", c0, "-a", "py:inproc_cont:az", "--", *argv)],
                 cwd=str(AUTHZ)),
             Cmd("C tracer floor, scheduler's choice", [str(build("floor")), "cont", *argv]),
             Cmd("C tracer floor, all on one CPU", [taskset, "-c", c0, str(build("floor")), "cont", *argv]),
+            # what any tracer pays on one CPU for brokerd's guarantees (the pinned open's system
+            # calls), and for one question to the least Python authorizer (bench/c/floor.c)
+            Cmd("C tracer floor + a pinned open's calls, all on one CPU",
+                [taskset, "-c", c0, str(build("floor")), "pin", *argv]),
+            Cmd("C tracer floor + a minimal Python authorizer, all on one CPU",
+                ["env", f"FLOOR_PYTHON={sys.executable}", taskset, "-c", c0, str(build("floor")), "ask", *argv]),
         ]
         if self.strace:
             sb = [self.strace, "-f", "-o", "/dev/null", "--seccomp-bpf", "-e", "trace=openat", *argv]
@@ -495,7 +509,10 @@ class Bench:
                        "pays an inter-processor wake-up, which is expensive in a VM. An in-process decision "
                        "is two (tracee -> shim -> tracee), strace's two stops per call four. On one CPU no "
                        "wake-up crosses CPUs and what is left is each tracer's own CPU per call: the C tracer "
-                       "floor (bench/c/floor.c) is what any tracer pays for one seccomp stop.")
+                       "floor (bench/c/floor.c) is what any tracer pays for one seccomp stop; with a pinned open's "
+                       "calls (path read, plain-path check, SET_SYSCALL_INFO), what any tracer pays for the "
+                       "guarantees brokerd gives a judged open; with a minimal Python authorizer (reads lines, "
+                       "answers cont, no parsing), what any external Python decision costs on one CPU.")
         self.data["placement_us"] = ov
         if self.strace:
             one = ov["strace --seccomp-bpf, all on one CPU"]

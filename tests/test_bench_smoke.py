@@ -45,6 +45,25 @@ def test_bench_quick_micro_prints_table():
             assert re.search(rf"^\| {re.escape(target)}.*\| (PASS|MISS) +\|$", out, re.M), f"no target {target!r}"
 
 
+def test_bench_quick_placement_prints_the_one_cpu_floors():
+    """The placement section runs every one-CPU row, the C floors included
+    (a pinned open's calls; one question to a minimal Python authorizer)."""
+    if shutil.which("gcc") is None or shutil.which("taskset") is None:
+        pytest.skip("gcc and taskset are required (scripts/setup installs them)")
+    if len(__import__("os").sched_getaffinity(0)) < 2:
+        pytest.skip("the placement section needs 2 CPUs")
+    p = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "placement", "--rounds", "1", "--scale", "0.05"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    for row in ("brokerd in-process py, all on one CPU (--cpu)",
+                "brokerd in-process py, all on one CPU (--cpu), --no-stable-args", "C tracer floor, all on one CPU",
+                "C tracer floor + a pinned open's calls, all on one CPU",
+                "C tracer floor + a minimal Python authorizer, all on one CPU"):
+        assert re.search(rf"^\| {re.escape(row)} +\| -?[\d.]+ +\|", p.stdout, re.M), f"no row {row!r}:\n{p.stdout}"
+
+
 def test_bench_rejects_unknown_section():
     p = subprocess.run([sys.executable, "-m", "bench", "--only", "nope"], cwd=ROOT, capture_output=True, text=True,
                        timeout=60)
