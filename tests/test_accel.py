@@ -290,6 +290,8 @@ exited(1, 4)
 out["skip"] = (reap(sp), sp._skip, sp._backoff)  # one wait polls once only
 exited(1, 5)
 out["miss2"] = (reap(sp), sp._skip, sp._backoff)
+import brokerd.spin
+brokerd.spin.machine_busy = lambda now: False  # (as the busy test given to reap above: a loaded machine)
 py = Spin(budget_ns=200_000, max_skip=8, yields=True)
 py.until(lambda: None); a = (py._skip, py._backoff)
 py.until(lambda: None); b = (py._skip, py._backoff)
