@@ -58,7 +58,7 @@ from .types import Addr, Array, Fail, Field, Int, Oct, Ok, Ptr, Result, Str, Str
 
 __all__ = [
     "FLAGSETS", "KINDS", "WHO_TARGETS", "Encoded", "FlagSet", "Memory", "check_kind", "constant", "decode_args",
-    "decode_outbufs", "decode_result", "encode_args", "format_flags", "pack_sockaddr",
+    "decode_outbufs", "decode_result", "encode_args", "entry_decoder", "format_flags", "pack_sockaddr",
     "unpack_sockaddr", "value_to_int",
 ]
 
@@ -1248,6 +1248,13 @@ def decode_args(spec: SyscallSpec, raw: Sequence[int], mem: Memory, *, strsize: 
     if p is None or p.spec is not spec:
         p = _build(spec)
     return p.decode(raw, mem, strsize, pathsize)
+
+
+def entry_decoder(spec: SyscallSpec) -> Callable[[Sequence[int], Memory, int, int], tuple[Value, ...]]:
+    """:func:`decode_args` of ``spec`` as one function ``(raw, mem, strsize,
+    pathsize) -> values``, for a caller that keeps it per call (the shim's
+    entry plan): no lookup, no keywords per call (issue #13)."""
+    return _plan(spec).decode
 
 
 def decode_result(spec: SyscallSpec, retval: int) -> Result:

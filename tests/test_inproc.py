@@ -193,3 +193,92 @@ def test_the_deadline_timer_does_not_outlive_the_broker(tmp_path):
     script.write_text(EXIT_AFTER_A_QUESTION)
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stderr) == (0, "")
+
+
+STACK_POLICY = '''
+import os, sys
+from brokerd.clients.authorizer import Authorizer, cached, cont, fail, rewrite, skip_fail, step
+from brokerd.protocol.types import Sym
+
+def seen(who, call):
+    with open(os.environ["STACK_LOG"], "a") as f:
+        f.write(f"{who} {os.path.basename(call.path(1) or '')}\\n")
+
+first = Authorizer("first")
+
+@first.on("openat")
+def first_openat(call):
+    seen("first", call)
+    path = call.path(1) or ""
+    if path.endswith("/a"):  # the next ones see the rewritten call
+        return rewrite("openat", Sym(("AT_FDCWD",)), path[:-1] + "b", Sym(("O_RDONLY",)))
+    if path.endswith("raises"):
+        raise RuntimeError("policy bug")
+    return cont()
+
+second = Authorizer("second")
+
+@second.on("openat")
+def second_openat(call):
+    seen("second", call)
+    path = call.path(1) or ""
+    if path.endswith("secret"):
+        return skip_fail("EACCES")
+    if path.endswith("stepped"):
+        return step()
+    return cont()
+
+@second.on_result("*")
+def second_result(ret):
+    return fail("ENOENT")
+
+third = Authorizer("third")
+
+@third.on("openat")
+def third_openat(call):
+    seen("third", call)
+    return cached(cont()) if (call.path(1) or "").endswith("cached") else cont()
+
+if __name__ == "__main__":
+    {"first": first, "second": second, "third": third}[sys.argv[1]].main()
+'''
+
+
+@pytest.mark.parametrize("where", ["inproc", "process", "mixed"])
+def test_a_stack_walks_alike_in_process_and_as_processes(where, cprog, tmp_path):
+    """Three stacked policies, each in the broker, each a process, or the
+    middle one a process: the same walk (brokerd.decision.stack) whatever
+    they are, in the broker's short cut for policies that all answer in
+    process too: each sees the call as the ones before left it (a rewrite),
+    a denial ends the walk, a raising handler's failsafe too, a stepped
+    call's result comes back to the one that asked, a ``; cache`` answer is
+    not asked again."""
+    (tmp_path / "stackpol.py").write_text(textwrap.dedent(STACK_POLICY))
+    for name in ("a", "b", "secret", "stepped", "raises", "fine", "cached"):
+        (tmp_path / name).write_text(f"file {name}\n")
+    log = tmp_path / "seen"
+
+    def member(name: str, inproc: bool) -> list[str]:
+        return ["-a", f"py:stackpol:{name}" if inproc else f"{sys.executable} -u {tmp_path / 'stackpol.py'} {name}"]
+
+    inproc = {"inproc": (True, True, True), "process": (False, False, False), "mixed": (True, False, True)}[where]
+    files = ("a", "secret", "stepped", "raises", "fine", "cached", "cached")
+    r = brokerctl("run", "-e", "trace=openat",
+                  *member("first", inproc[0]), *member("second", inproc[1]), *member("third", inproc[2]),
+                  "--", str(cprog("opener")), *(str(tmp_path / f) for f in files),
+                  env={"PYTHONPATH": str(tmp_path), "STACK_LOG": str(log)}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = [line.removeprefix(str(tmp_path) + "/") for line in r.stdout.splitlines()]
+    assert out == ["a ok file b", "secret EACCES", "stepped ENOENT", "raises EPERM", "fine ok file fine",
+                   "cached ok file cached", "cached ok file cached"], r.stderr
+    assert "RuntimeError: policy bug" in r.stderr
+    names = {f"file {n}" for n in files} | {"file b"}
+    assert [w for w in log.read_text().splitlines() if f"file {w.split()[1]}" in names] == [
+        "first a", "second b", "third b",
+        "first secret", "second secret",
+        "first stepped", "second stepped", "third stepped",
+        "first raises",
+        "first fine", "second fine", "third fine",
+        "first cached", "second cached", "third cached",
+        "first cached", "second cached",  # the third's cached answer: not asked again
+    ]

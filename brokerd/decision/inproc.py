@@ -125,6 +125,7 @@ class InProcess(LocalAuthorizer):
         self.settled: frozenset[str] = frozenset()  # set by the shim, as for a connection
         self.dead_reason = ""
         self._session = policy.session()
+        self._decide_entry = self._session.decide_entry  # (bound once: looked up per question before)
         self._log = log or (lambda msg: print(f"brokerd: {msg}", file=sys.stderr, flush=True))
         self._timed = math.isfinite(timeout) and _ALARM.install()
 
@@ -147,16 +148,33 @@ class InProcess(LocalAuthorizer):
             self._die(str(e))
 
     def ask(self, event, answer: Answer, now: float) -> None:
+        if type(event) is SyscallEvent:
+            answer(*self.ask_entry(event, now))
+            return
         if self.mode == "dead":
             answer(self._default(event), f"authorizer {self.name} is gone ({self.dead_reason})")
             return
-        try:  # a syscall entry (the hot path) needs no id on its Reply: the shim reads only the verdict
-            reply = self._call(self._session.decide_entry if type(event) is SyscallEvent else self._session.decide,
-                               event, now)
+        try:
+            reply = self._call(self._session.decide, event, now)
         except _Failed as e:  # the shim prints the reason, as for a process
             answer(self._default(event), f"authorizer {self.name} {e}")
             return
         answer(reply if isinstance(reply, Reply) else self._default(event), "")
+
+    def ask_entry(self, event: SyscallEvent, now: float | None = None) -> tuple[Reply, str]:
+        """:meth:`ask` for a syscall entry, its answer returned: (the reply,
+        "") or (the default, why).  The shim's walk of synchronous members
+        calls this directly (no answer callback, no walk object: issue #13);
+        the deadline runs from ``now``, default the clock's now.  The Reply's
+        id is not necessarily set: the shim reads only the verdict, the sets
+        and ``cache``."""
+        if self.mode == "dead":
+            return self._default(event), f"authorizer {self.name} is gone ({self.dead_reason})"
+        try:
+            reply = self._call(self._decide_entry, event, now)
+        except _Failed as e:  # the shim prints the reason, as for a process
+            return self._default(event), f"authorizer {self.name} {e}"
+        return (reply, "") if type(reply) is Reply else (self._default(event), "")
 
     def _default(self, event: object) -> Reply:
         """This member's default answer to ``event``."""

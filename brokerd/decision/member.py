@@ -90,3 +90,12 @@ class Member(Protocol):
     def reap(self, deadline: float) -> None:
         """After the session: wait (until ``deadline``) for its process to end."""
         ...
+
+
+class SyncMember(Member, Protocol):
+    """A member whose answer to a syscall entry is known when its question
+    returns (``sync`` True: an in-process policy), asked without a callback."""
+
+    def ask_entry(self, event: SyscallEvent, now: float | None = None) -> tuple[Reply, str]:
+        """:meth:`ask` for a syscall entry: (its reply, "") or (its default, why)."""
+        ...

@@ -75,20 +75,20 @@ class Decision:
     action: str
     call: Call
     value: int
-    steppers: list[int]
-    sets: list[SetMem]
+    steppers: Sequence[int]
+    sets: Sequence[SetMem]
     decided_by: int | None
     rewritten: bool
     stabilize: bool  # copy the judged strings/paths into read-only scratch first
 
-    def __init__(self, action: str, call: Call, value: int = 0, steppers: list[int] | None = None,
-                 sets: list[SetMem] | None = None, decided_by: int | None = None,
+    def __init__(self, action: str, call: Call, value: int = 0, steppers: Sequence[int] = (),
+                 sets: Sequence[SetMem] = (), decided_by: int | None = None,
                  rewritten: bool = False, stabilize: bool = False) -> None:
         self.action = action
         self.call = call
         self.value = value
-        self.steppers = [] if steppers is None else steppers
-        self.sets = [] if sets is None else sets
+        self.steppers = steppers  # (read only, never changed: an empty tuple is shared)
+        self.sets = sets
         self.decided_by = decided_by
         self.rewritten = rewritten
         self.stabilize = stabilize
@@ -99,11 +99,14 @@ class EntryWalk:
 
     __slots__ = ("event", "_order", "_pos", "decision", "_call", "_steppers", "_sets", "_rewritten")
 
-    def __init__(self, event: SyscallEvent, order: Sequence[int]) -> None:
-        """``order`` lists the stack positions subscribed to this call, in stack order."""
+    def __init__(self, event: SyscallEvent, order: Sequence[int], start: int = 0) -> None:
+        """``order`` lists the stack positions subscribed to this call, in
+        stack order; ``start`` of them answered a plain ``cont`` already (the
+        shim's walk of synchronous members, which needs no walk object until
+        an answer is not that)."""
         self.event = event
         self._order = order
-        self._pos = 0
+        self._pos = start
         self._call = event.call
         self._steppers: list[int] = []
         self._sets: list[SetMem] = []

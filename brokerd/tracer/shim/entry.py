@@ -9,16 +9,15 @@ import struct
 import time
 from collections.abc import Callable, Collection, Sequence
 from functools import partial
+from typing import Any
 
 from brokerd.decision.audit import AuditRecord
 from brokerd.decision.defaults import NEVER_DENIED
+from brokerd.decision.member import SyncMember
 from brokerd.decision.stack import Decision, EntryWalk, VerdictError
-from brokerd.protocol import codec
+from brokerd.protocol import codec, lazyre
 from brokerd.protocol.abi import Abi, SyscallSpec, abi_from_audit
-from brokerd.protocol.args import (
-    decode_args,
-    encode_args,
-)
+from brokerd.protocol.args import encode_args, entry_decoder
 from brokerd.protocol.types import (
     Call,
     Cont,
@@ -34,6 +33,7 @@ from .. import ptrace as pt
 from ..accel import accel
 from ..guard import OWNER_CALLS, PROC_OPEN_CALLS
 from ..resolve import ROOT_CALLS
+from ..states import State, move
 from .base import ShimBase
 from .consts import (
     MASK64,
@@ -45,11 +45,13 @@ from .consts import (
 )
 from .pin import FILTER_INSTALLS, PIN_FORMS
 from .rewrite import stable_positions
-from .thread import _Thread
+from .thread import PATH_READ, _Thread
 
 #: the six argument registers of PTRACE_GET_SYSCALL_INFO as a tuple of ints: one
 #: C call (``tuple()`` of the ctypes array made an int object per item: 1.5 us a call)
 ARGS = struct.Struct("=6Q")
+#: the longest path decoded (the limit the compiled stop reads with, PATH_READ, less its NUL)
+PATHSIZE = PATH_READ - 1
 
 
 class Entry(ShimBase):
@@ -177,10 +179,14 @@ class Entry(ShimBase):
         notes made) starts its walk through the stack."""
         abi, spec = plan.abi, plan.spec
         raw = tuple(rawargs) if plan.mask is None else tuple(a & plan.mask for a in rawargs)
-        self._mem.pid = t.tid
-        args = decode_args(spec, raw, self._mem, strsize=self.strsize)  # (its decoders read only their registers)
+        decode = plan.decode
+        if decode is None:
+            decode = self._ask_plan(plan)
+        mem = self._mem
+        mem.pid = t.tid
+        args = decode(raw, mem, self.strsize, PATHSIZE)  # (its decoders read only their registers)
         ev_id = self._next_id
-        self._next_id += 1
+        self._next_id = ev_id + 1
         t.verify = t.pin = t.repointed = None
         pin = plan.pin_form and self._may_pin(t, abi)
         notes = self._pinned_notes(t, plan, raw, args) if pin else None
@@ -193,11 +199,49 @@ class Entry(ShimBase):
         if self._symbolizer is not None:
             notes += (("caller", Str(self._symbolizer.caller(t.tgid, ip).encode())),)
         ev = SyscallEvent(ev_id, t.tgid, t.tid, abi.name, Call(spec.name, args), notes)
-        t.abi, t.spec, t.raw, t.event_id, t.state = abi, spec, raw, ev_id, "ask"
+        t.abi, t.spec, t.raw, t.event_id = abi, spec, raw, ev_id
+        # (RUN -> ASK is in states.MOVES: the property's check only for another state)
+        t._state = State.ASK if t._state is State.RUN else move(t._state, "ask")
         if self.audit is not None or self._audit_tee is not None:  # (the record's duration)
             t.t0 = time.monotonic()
+        if plan.sync and not self.stack.cache.replies:
+            self._walk_sync(t, plan, ev)
+            return
         t.walk = walk = EntryWalk(ev, plan.order)
         self._advance_entry(t, walk)
+
+    def _ask_plan(self, plan: _Plan) -> Callable[[Sequence[int], Any, int, int], tuple]:
+        """The parts of ``plan`` only a judged call needs, worked out at its
+        first one: its decoder, whether its members can be walked as
+        :meth:`_walk_sync` does, whether its cont copies its strings into the
+        scratch region; its decoder returned."""
+        members = self.stack.members
+        plan.sync = all(members[pos].sync and not members[pos].rules for pos in plan.order)
+        plan.stabilize = self.stable_args and stable_positions(plan.spec) != ((), ())
+        plan.decode = decode = entry_decoder(plan.spec)
+        return decode
+
+    def _walk_sync(self, t: _Thread, plan: _Plan, ev: SyscallEvent) -> None:
+        """The walk of an event whose members all answer synchronously and
+        have no argument rules, with no cached answers about: while each says
+        a plain ``cont`` (the common answer) nothing is kept but how many did,
+        and their cont is decided without a walk object; the first other
+        answer goes on as an :class:`EntryWalk` from there (the same code as
+        any walk).  Issue #13: the walk's bookkeeping was a fifth of an
+        in-process decision."""
+        members = self.stack.members
+        order = plan.order
+        for k, pos in enumerate(order):
+            member: SyncMember = members[pos]  # type: ignore[assignment]  # (plan.sync: each is)
+            reply, reason = member.ask_entry(ev)
+            if type(reply.verdict) is not Cont or reason or reply.sets or reply.cache:
+                t.walk = walk = EntryWalk(ev, order, k)
+                self._take_entry_answer(t, walk, pos, reply, reason)
+                self._advance_entry(t, walk)
+                return
+        d = Decision("cont", ev.call, 0, (), (), None, False, plan.stabilize)
+        self._record(ev, d, t)
+        self._apply_entry(t, d)
 
     def _note_filter_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int]) -> bool:
         """A filter being installed: no more pinned opens in that process (pin.py)."""
@@ -463,7 +507,7 @@ class _Plan:
     static answer and who must be asked."""
 
     __slots__ = ("abi", "spec", "prepare", "checks", "what", "err", "order", "mask", "nargs", "paths",
-                 "never_denied", "real", "pin_form")
+                 "never_denied", "real", "pin_form", "decode", "sync", "stabilize")
 
     def __init__(self, abi: Abi, spec: SyscallSpec,
                  prepare: Callable[[_Thread, Abi, SyscallSpec, Sequence[int]], Sequence[int] | None] | None,
@@ -484,6 +528,11 @@ class _Plan:
         self.never_denied = spec.name in NEVER_DENIED  # not even by fail("deny")
         self.real: str | None = None  # an open whose object is resolved first: its realN note's name
         self.pin_form = False  # an open that may be pinned (pin.py)
+        # worked out at the first judged call (Entry._ask_plan):
+        #: decode_args of the spec as one function (None: not worked out yet)
+        self.decode: Callable[[Sequence[int], Any, int, int], tuple] | None = None
+        self.sync = False  # every member asked answers synchronously and has no rules (Entry._walk_sync)
+        self.stabilize = False  # a cont copies the judged strings/paths into the scratch region first
 
 
 def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple,
@@ -497,12 +546,23 @@ def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple,
         if i >= len(args):
             continue
         v = args[i]
-        if type(v) is not Str or not v.data or (v.total is not None and v.truncated):
+        if type(v) is not Str:
             continue
-        path = v.data if v.data[:1] == b"/" else _absolute(tid, spec.args, raw, i, v.data)
+        data = v.data
+        if not data or (v.total is not None and v.truncated):
+            continue
+        if data[0] == 0x2F and v.total is None and _UNFOLDED.search(data) is None:
+            notes += ((key, v),)  # absolute, nothing to fold: the note is the (immutable) argument itself
+            continue
+        path = data if data[0] == 0x2F else _absolute(tid, spec.args, raw, i, data)  # (0x2F: "/")
         if path is not None:
             notes += ((key, Str(_fold(path).replace(b"//", b"/"))),)
     return notes
+
+
+#: what folding an absolute path changes: a ``.`` or ``..`` component (or a name
+#: beginning with a dot: a false alarm, folded for nothing), an empty one, a trailing ``/``
+_UNFOLDED = lazyre.compile(rb"/\.|//|/\Z")
 
 
 def _fold_bytes(path: bytes) -> bytes:
