@@ -88,7 +88,9 @@ def test_static_rules_hold_when_the_broker_is_killed(authz, tmp_path):
     # the kernel still denies what the static rules deny
     target = tmp_path / "made"
     log = tmp_path / "log"
-    script = f"while :; do mkdir {target} 2>&1 | cut -d: -f3 >> {log}; sleep 0.05; done"
+    # the log is opened once, before: an open for writing is judged by the broker's
+    # guard (its /proc check), so without the broker it fails with ENOSYS, as any judged call
+    script = f"while :; do mkdir {target} 2>&1 | cut -d: -f3 >&3; sleep 0.05; done 3>>{log}"
     p = subprocess.Popen([*BROKERCTL, "run", "--backend", "notify", "-a",
                           authz(NOTIFY_AUTHZ) + " getppid - deny=mkdir:EACCES,mkdirat:EACCES", "--", "sh", "-c", script],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)

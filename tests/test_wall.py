@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 
 import pytest
 from conftest import BROKERCTL
@@ -23,6 +24,9 @@ from brokerd.tracer import landlock
 NOBODY = 65534
 LANDLOCK_SYSCALLS = ("-n", "444", "-n", "445", "-n", "446")
 MODES = ["landlock", "refused", "opted-out"]
+#: a session with no authorizer runs on the notify backend where Landlock is (auto): the guard's
+#: entry checks; ptrace adds its exit checks
+BACKENDS = ["auto", "ptrace"]
 
 AUTHZ = r'''
 import os, signal, sys
@@ -486,3 +490,265 @@ def test_listing_outside_descriptors_stays_allowed(mode, ctl):
     # the wall refuses opening another process's descriptors, not listing them (ls, lsof-like tools)
     r = ctl(mode, "run", "--", "sh", "-c", "ls /proc/1/fd >/dev/null && echo listed")
     assert r.stdout == "listed\n", r.stderr
+
+
+SETNS = r"""
+import ctypes, errno, os, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+outside, ns, flag = int(sys.argv[1]), sys.argv[2], int(sys.argv[3], 0)
+def join(pid, how):
+    try:
+        fd = os.pidfd_open(pid) if how == "pidfd" else os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY)
+    except OSError as e:
+        return errno.errorcode[e.errno]
+    r = libc.syscall(308, fd, flag)
+    return errno.errorcode[ctypes.get_errno()] if r < 0 else "ok"
+def setns(who, pid, how):  # in a child of ours: a user namespace joined cannot be left
+    r, w = os.pipe()
+    p = os.fork()
+    if p == 0:
+        os.write(w, join(pid, how).encode())
+        os._exit(0)
+    os.close(w)
+    print(who, how, os.read(r, 100).decode())
+    os.waitpid(p, 0)
+child = subprocess.Popen(["unshare", "-U", "sleep", "60"] if ns == "user" else ["sleep", "60"])
+mine = os.readlink("/proc/self/ns/user")
+for _ in range(100000):  # until the child is in a user namespace of its own (unshare -U has run)
+    if ns != "user" or os.readlink(f"/proc/{child.pid}/ns/user") != mine:
+        break
+for how in ("pidfd", "nsfd"):
+    setns("outside", outside, how)
+    setns("broker", os.getppid(), how)
+    setns("inside", child.pid, how)
+child.kill()
+child.wait()
+"""
+
+
+def _setns_expected(mode: str) -> list[str]:
+    """What SETNS prints: outside the session refused but with --no-landlock,
+    the broker always; inside as natively, but under `refused`, whose profile
+    refuses kcmp too: the guard cannot rule out that the caller's child
+    shares its descriptor table (a pidfd re-pointed after the check), so
+    EPERM (fail closed, as for the other pidfd calls)."""
+    beyond = {"pidfd": "ok", "nsfd": "ok"} if mode == "opted-out" else {"pidfd": "EPERM", "nsfd": "EACCES"}
+    inside = "EPERM" if mode == "refused" else "ok"
+    return [line for how in ("pidfd", "nsfd") for line in (
+        f"outside {how} {beyond[how]}", f"broker {how} {'EPERM' if how == 'pidfd' else 'EACCES'}",
+        f"inside {how} {inside}")]
+
+
+@pytest.mark.usefixtures("accel_mode")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_namespaces_of_outside_processes_cannot_be_joined(mode, backend, ctl):
+    """setns(pidfd, CLONE_NEW*) joins the namespaces of the process the pidfd
+    names; the kernel checks ptrace-mode access, which the wall refuses
+    outside the session, but where the guard stands in for the wall it did
+    not know setns: a root program joined another session's namespaces
+    (here a UTS namespace), by pidfd and by an open /proc/PID/ns/* file.
+    Now both are refused outside the session (the broker's own: always);
+    inside it setns works as natively."""
+    if os.geteuid() != 0:
+        pytest.skip("the root case (CAP_SYS_ADMIN); test_unprivileged_program_cannot_join_... is the other")
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        r = ctl(mode, "run", "--backend", backend, "--", sys.executable, "-S", "-c", SETNS, str(victim.pid), "uts", "0x04000000")
+    finally:
+        victim.kill()
+        victim.wait(timeout=60)
+    assert r.stdout.splitlines() == _setns_expected(mode), r.stderr
+
+
+@pytest.mark.usefixtures("accel_mode")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_unprivileged_program_cannot_join_the_user_namespace_of_another(mode, backend, ctl, tmp_path):
+    """As an unprivileged user, setns(pidfd, CLONE_NEWUSER) joins the user
+    namespace another process of the same uid made (``unshare -U``): the
+    caller owns it, so has the capability there.  Refused outside the
+    session as for root; the program's own child's namespace can be joined."""
+    if not os.path.exists(OTHER_PY):
+        pytest.skip("no system python for another user")
+    d = shared_dir(tmp_path)
+    victim = subprocess.Popen(["unshare", "-U", "sleep", "60"], start_new_session=True, preexec_fn=as_user(NOBODY))
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{victim.pid}/ns/user") != os.readlink("/proc/self/ns/user"), 20,
+                 "the victim's user namespace")
+        r = ctl(mode, "run", "--backend", backend, "--", OTHER_PY, "-S", "-c", SETNS, str(victim.pid), "user", "0x10000000",
+                user=NOBODY, cwd=str(d))
+    finally:
+        victim.kill()
+        victim.wait(timeout=60)
+    assert r.stdout.splitlines() == _setns_expected(mode), r.stderr
+
+
+NS_THROUGH_FD = r"""
+import errno, os, sys
+d = os.open(f"/proc/{sys.argv[1]}/ns", os.O_PATH)  # the directory itself: listing stays allowed
+try:
+    os.close(os.open(f"/proc/self/fd/{d}/uts", os.O_RDONLY))
+    print("ok")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"""
+
+
+@pytest.mark.usefixtures("accel_mode")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_namespace_reached_through_a_descriptor_is_checked_at_exit(mode, backend, ctl):
+    """/proc/self/fd/N/uts, N an O_PATH descriptor of an outside process's
+    /proc/PID/ns: the guard's walk of the path stops at the program's own
+    fd/ directory, and the kernel opens the outside process's namespace.
+    Without the wall the guard now checks the namespace descriptor at the
+    exit stop: one that only processes outside the session are in (here a
+    UTS namespace of the victim's own) is closed again, EACCES."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a UTS namespace of the victim's own)")
+    victim = subprocess.Popen(["unshare", "-u", "sleep", "60"], start_new_session=True)
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{victim.pid}/ns/uts") != os.readlink("/proc/self/ns/uts"), 20,
+                 "the victim's UTS namespace")
+        r = ctl(mode, "run", "--backend", backend, "--", sys.executable, "-S", "-c", NS_THROUGH_FD, str(victim.pid))
+    finally:
+        victim.kill()
+        victim.wait(timeout=60)
+    assert r.stdout == ("ok\n" if mode == "opted-out" else "EACCES\n"), r.stderr
+
+
+#: /proc/PID files of another process a same-uid (or root) program could open for
+#: writing under the wall on 6.18: the kernel checks the file's owner, not ptrace access
+WRITABLE = ("oom_score_adj", "oom_adj", "clear_refs", "coredump_filter", "timerslack_ns", "autogroup", "sched",
+            "uid_map", "gid_map", "projid_map", "setgroups", "timens_offsets")
+
+PROCWRITE = r"""
+import errno, os, subprocess, sys
+def attempt(who, path, value=None, dirfd=None):
+    try:
+        fd = os.open(path, os.O_WRONLY, dir_fd=dirfd)
+    except OSError as e:
+        print(who, errno.errorcode[e.errno])
+        return
+    try:
+        if value is not None:
+            os.write(fd, value)
+        print(who, "ok")
+    except OSError as e:
+        print(who, "write", errno.errorcode[e.errno])
+    finally:
+        os.close(fd)
+outside, hijack = int(sys.argv[1]), int(sys.argv[2])
+for entry in sys.argv[3:]:  # opened only
+    attempt(f"outside {entry}", f"/proc/{outside}/{entry}")
+attempt("outside oom_score_adj=1000", f"/proc/{outside}/oom_score_adj", b"1000")
+d = os.open(f"/proc/{outside}", os.O_PATH)
+attempt("outside by dirfd", "oom_score_adj", b"1000", dirfd=d)
+attempt("outside by /proc/self/fd", f"/proc/self/fd/{d}/oom_score_adj", b"1000")  # the walk stops at its own fd/
+if hijack:
+    attempt("outside uid_map", f"/proc/{hijack}/uid_map", b"0 0 1")  # its user namespace's root: root
+attempt("broker", f"/proc/{os.getppid()}/oom_score_adj", b"1000")
+attempt("self", "/proc/self/oom_score_adj", b"500")
+child = subprocess.Popen(["sleep", "60"])
+attempt("inside", f"/proc/{child.pid}/oom_score_adj", b"700")
+print("values", open("/proc/self/oom_score_adj").read().strip(), open(f"/proc/{child.pid}/oom_score_adj").read().strip())
+child.kill()
+child.wait()
+"""
+
+
+def _procwrite_expected(mode: str, entries: Sequence[str], hijack: bool) -> list[str]:
+    beyond = "ok" if mode == "opted-out" else "EACCES"  # --no-landlock: the user's choice
+    return ([f"outside {e} {beyond}" for e in entries]
+            + [f"outside {how} {beyond}" for how in ("oom_score_adj=1000", "by dirfd", "by /proc/self/fd")]
+            + ([f"outside uid_map {beyond}"] if hijack else [])
+            + ["broker EACCES", "self ok", "inside ok", "values 500 700"])
+
+
+def _outside_state(pid: int) -> tuple[str, ...]:
+    return tuple(open(f"/proc/{pid}/{e}").read() for e in ("oom_score_adj", "coredump_filter", "uid_map"))
+
+
+@pytest.mark.usefixtures("accel_mode")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_proc_files_of_outside_processes_cannot_be_written(mode, backend, ctl):
+    """/proc/PID/oom_score_adj, clear_refs, uid_map... of another process are
+    plain files whose open the kernel checks by owner (or root's
+    capabilities), not by ptrace-mode access: under the wall a root program
+    opened every one of WRITABLE of another session's processes, made them
+    the OOM killer's first victim, and wrote the uid_map of a user
+    namespace another process had made (mapping its root to the real root).
+    Now opens for writing stop and the guard refuses these entries outside
+    the session (the broker's always), at entry and, for what the path walk
+    cannot see (/proc/self/fd/N of an O_PATH descriptor), at the exit stop.
+    The program's own and its children's still work (`echo 500 >
+    /proc/self/oom_score_adj`)."""
+    if os.geteuid() != 0:
+        pytest.skip("the root case; test_unprivileged_program_cannot_raise_... is the other")
+    entries = [e for e in WRITABLE if os.path.exists(f"/proc/self/{e}")]
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    userns = subprocess.Popen(["unshare", "-U", "sleep", "60"], start_new_session=True)
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{userns.pid}/ns/user") != os.readlink("/proc/self/ns/user"), 20,
+                 "the user namespace to be made")
+        before = _outside_state(victim.pid), _outside_state(userns.pid)
+        r = ctl(mode, "run", "--backend", backend, "--", sys.executable, "-S", "-c", PROCWRITE, str(victim.pid), str(userns.pid),
+                *entries)
+        after = _outside_state(victim.pid), _outside_state(userns.pid)
+    finally:
+        for p in (victim, userns):
+            p.kill()
+            p.wait(timeout=60)
+    assert r.stdout.splitlines() == _procwrite_expected(mode, entries, True), r.stderr
+    assert (after == before) == (mode != "opted-out"), (before, after)
+
+
+@pytest.mark.usefixtures("accel_mode")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_unprivileged_program_cannot_raise_the_oom_score_of_another(mode, backend, ctl, tmp_path):
+    """As an unprivileged user a program may raise the oom_score_adj of any
+    dumpable process of its uid (its /proc files are the uid's): another
+    session's program or authorizer, the OOM killer's first pick.  Refused
+    outside the session, as for root; its own still works."""
+    if not os.path.exists(OTHER_PY):
+        pytest.skip("no system python for another user")
+    d = shared_dir(tmp_path)
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True, preexec_fn=as_user(NOBODY))
+    try:
+        before = _outside_state(victim.pid)
+        r = ctl(mode, "run", "--backend", backend, "--", OTHER_PY, "-S", "-c", PROCWRITE, str(victim.pid), "0", "oom_score_adj",
+                user=NOBODY, cwd=str(d))
+        after = _outside_state(victim.pid)
+    finally:
+        victim.kill()
+        victim.wait(timeout=60)
+    assert r.stdout.splitlines() == _procwrite_expected(mode, ["oom_score_adj"], False), r.stderr
+    assert (after == before) == (mode != "opted-out"), (before, after)
+
+
+@pytest.mark.parametrize("mode", ["refused", "opted-out"])
+def test_proc_files_through_another_procfs_mount_cannot_be_written(mode, ctl, tmp_path):
+    """Where no domain stands (a domain refuses mount), a root program can
+    mount a procfs of its own anywhere: /MNT/PID/oom_score_adj is no path
+    under /proc, so the walk at entry sees nothing.  The exit check knows
+    the file by its file system (procfs) and the end of its path."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (mount)")
+    mnt = tmp_path / "proc"
+    mnt.mkdir()
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        v = victim.pid
+        r = ctl(mode, "run", "--", "unshare", "-m", "sh", "-c",
+                f"mount -t proc proc {mnt} || exit; for p in {v} $PPID; do "
+                f"echo 1000 2>/dev/null > {mnt}/$p/oom_score_adj && echo ok || echo refused; done")
+        changed = open(f"/proc/{v}/oom_score_adj").read().strip() == "1000"
+    finally:
+        victim.kill()
+        victim.wait(timeout=60)
+    assert r.stdout.splitlines() == ["ok" if mode == "opted-out" else "refused", "refused"], r.stderr
+    assert changed == (mode == "opted-out")

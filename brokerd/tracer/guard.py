@@ -4,8 +4,9 @@ not signal, stop, ptrace or read the memory of the shim or its authorizers.
 The calls that name another process (the tables' ``process-access`` class:
 kill and friends, ptrace, process_vm_readv/writev, pidfd_open, pidfd_getfd,
 pidfd_send_signal, process_madvise, process_mrelease, kcmp, get_robust_list,
-move_pages, migrate_pages, perf_event_open) always stop (they are rare), and
-are judged here before any authorizer sees them:
+move_pages, migrate_pages, perf_event_open), and setns (which joins the
+namespaces of the process a pidfd names: :data:`JOINS`), always stop (they
+are rare), and are judged here before any authorizer sees them:
 
 * aimed at a protected process (any of its ``pid`` arguments, or the process
   behind its pidfd): EPERM;
@@ -29,6 +30,13 @@ Aimed at a protected process, or at a user's every process
 (``PRIO_USER``): EPERM; aimed outside the session: EPERM too, unless the
 user opted out of the wall (``--no-landlock``) or attached.
 
+The /proc/PID files that change their process when written and whose open
+the kernel checks by the file's owner only (:data:`.procfs.PROC_WRITABLE`:
+``oom_score_adj``, ``uid_map``...) pass any Landlock domain too: opens for
+writing stop (a flag test in the filter) and such an entry of a process outside
+the session is refused (EACCES), at entry and, on ptrace, at the exit stop on
+what the kernel opened (:meth:`Guard.checks_exit`, :meth:`Guard.opened_ok`).
+
 Which argument names the target is read from the tables' argument kinds
 (``pid``, a pidfd ``fd``, ``dirfd``/``path`` of the opens), not from lists
 of names here.
@@ -38,12 +46,13 @@ program away from every process outside it.  Where there is none (no
 Landlock, ``--no-landlock``, attach), the guard also checks the roads the
 domain would close:
 
-* opens through ``/proc/PID/{mem,fd/N,map_files/N}`` of a process outside the
+* opens through ``/proc/PID/{mem,fd/N,map_files/N,ns/NS}`` of a process outside the
   session: refused at entry when the path (resolved as the program would,
   ``/proc/self`` and symlinks included) leads there, and checked again at the
   exit stop on what the kernel really opened (a ``/proc`` entry of such a
-  process, or an anonymous pipe no process of the session holds), which is
-  closed again and fails with EACCES;
+  process, an anonymous pipe no process of the session holds, a namespace
+  only processes outside the session are in), which is closed again and
+  fails with EACCES;
 * the owner commands that choose who gets SIGIO/SIGURG (``fcntl``'s
   ``F_SETOWN``/``F_SETOWN_EX``, a socket's ``ioctl(FIOSETOWN/SIOCSPGRP)``)
   naming a protected process, where the kernel has no Landlock signal scope
@@ -56,6 +65,7 @@ from __future__ import annotations
 
 import errno as E
 import os
+import re
 import struct
 from collections.abc import Callable, Iterable, Sequence
 
@@ -65,16 +75,24 @@ from brokerd.protocol.record import Record, _set
 
 from .procfs import (
     AT_FDCWD,
+    NS_LINK,
     PROC_FILES,
     PROC_PATH,
+    PROC_WRITABLE,
     holds,
+    in_namespace,
     pgrp_and_ppid,
     proc_entry_of,
     tgid_of,
     uids_of,
 )
 
-GUARDED = names_in("process-access")
+#: calls that join the namespaces of the process a pidfd in argument 0 names (setns; given a
+#: namespace descriptor instead, what the open of /proc/PID/ns/* judged).  The kernel checks
+#: ptrace-mode access on that process, so the wall refuses one outside the session; where no
+#: wall stands (no Landlock, ``--no-landlock``, attach) only the guard does
+JOINS = frozenset({"setns"})
+GUARDED = names_in("process-access") | JOINS
 #: change another process; the kernel checks only uids (no Landlock domain covers these)
 CONTROL = names_in("process-control")
 _GROUP = names_in("signal-group")
@@ -106,9 +124,30 @@ def _open_args() -> dict[str, tuple[int | None, int]]:
     return out
 
 
-#: opens checked when no Landlock domain walls the session in: name -> (dirfd index or None, path index)
+#: opens checked when no Landlock domain walls the session in (all), or for
+#: :data:`~.procfs.PROC_WRITABLE` (those for writing): name -> (dirfd index or None, path index)
 PROC_OPENS = _open_args()
 PROC_OPEN_CALLS = frozenset(PROC_OPENS)
+#: an open's access mode bits (O_WRONLY, O_RDWR); an O_PATH descriptor reads and writes nothing
+O_ACCMODE, O_PATH = 0o3, 0o10000000
+
+
+def _open_access() -> dict[str, tuple[str, int]]:
+    """Where each open call says whether it opens for writing (the tables'
+    kinds): ``("reg", i)``, its ``open_flags`` register; ``("how", i)``, a
+    ``struct open_how`` in memory (openat2); ``("always", -1)``: always (creat)."""
+    out: dict[str, tuple[str, int]] = {}
+    for abi in ABIS.values():
+        for name in names_in("open") & abi.by_name.keys():
+            kinds = [k.split(":")[0] for k in abi.by_name[name].args]
+            form = (("reg", kinds.index("open_flags")) if "open_flags" in kinds
+                    else ("how", kinds.index("open_how")) if "open_how" in kinds else ("always", -1))
+            out.setdefault(name, form)
+    return out
+
+
+#: how each open call gives its access mode (the filter tests the register form)
+OPEN_ACCESS = _open_access()
 #: commands that choose who gets SIGIO (checked without Landlock's signal scope)
 F_SETOWN, F_SETOWN_EX = 8, 15
 FIOSETOWN, SIOCSPGRP = 0x8901, 0x8902
@@ -212,10 +251,15 @@ class Guard:
         #: a launched session the user did not opt out of the wall for: process-control calls
         #: (which no domain covers) aimed outside the session are refused
         self.emulate_control = False
+        #: opens for writing stop (a flag test in the filter) and are checked for
+        #: /proc/PID entries no domain covers (PROC_WRITABLE): every traced session
+        self.write_checks = False
+        #: what an open opened can be checked at its exit stop (not the notify backend)
+        self.exit_stops = True
 
     def calls(self) -> frozenset[str]:
         """The calls this guard judges at their entry."""
-        return (GUARDED | CONTROL | (PROC_OPEN_CALLS if self.proc_checks else frozenset())
+        return (GUARDED | CONTROL | (PROC_OPEN_CALLS if self.proc_checks or self.write_checks else frozenset())
                 | (OWNER_CALLS if self.owner_checks else frozenset()))
 
     def _outside(self, pid: int, emulated: bool) -> bool:
@@ -265,8 +309,19 @@ class Guard:
         if name in OWNER_CALLS:
             return self._judge_owner(name, raw, caller_tid) if self.owner_checks else None
         if name in PROC_OPENS:
-            return self._judge_open(name, raw, caller_tid, caller_tgid) if self.proc_checks else None
+            return self._judge_open(name, raw, caller_tid, caller_tgid) if self.proc_checks or self.write_checks \
+                else None
         return None
+
+    def checks_exit(self, name: str, raw: tuple[int, ...], tid: int) -> bool:
+        """Is what this open (let through at its entry) opened checked at its
+        exit stop?  Every open where the guard stands in for the wall; else
+        one for writing (openat2 always: its flags are in memory, which
+        another thread can change after the entry's look)."""
+        if name not in PROC_OPENS or not self.exit_stops:
+            return False
+        return self.proc_checks or self.write_checks and (OPEN_ACCESS[name][0] == "how"
+                                                          or _for_writing(name, raw, tid))
 
     def _judge_target(self, name: str, target: _Target, raw: tuple[int, ...], caller_tid: int,
                       caller_tgid: int) -> tuple[str, int] | None:
@@ -324,32 +379,71 @@ class Guard:
         hit = any(self._outside(p, self.emulate_signals) for p in members)
         return ("deny", E.EPERM) if hit else None
 
+    def pin_suffices(self, tid: int, real: bytes) -> bool:
+        """May an open of thread ``tid`` pinned to ``real`` (a path with no
+        symlink, not under /proc: openat2 follows none) skip the exit check?
+        Where the wall stands (no mount can be made under it), when its
+        directory is on no procfs: a procfs mounted elsewhere (a chroot's
+        ``/srv/jail/proc``) holds /proc/PID entries under other paths."""
+        parent = real.rpartition(b"/")[0] or b"/"
+        return not self.proc_checks and not _on_procfs(f"/proc/{tid}/root{os.fsdecode(parent)}")
+
     def _judge_open(self, name: str, raw: tuple[int, ...], tid: int, tgid: int) -> tuple[str, int] | None:
+        writing = self.write_checks and _for_writing(name, raw, tid)
+        if not (self.proc_checks or writing):
+            return None  # a read under the wall: /proc/PID/mem, fd/... of others are the kernel's to refuse
         dirfd_at, path_at = PROC_OPENS[name]
         try:
             path = _read_cstr(tid, raw[path_at])
         except OSError:
             return None  # the kernel answers EFAULT itself
         dirfd = _s32(raw[dirfd_at]) if dirfd_at is not None else AT_FDCWD
-        hit = proc_entry_of(tid, tgid, dirfd, path)
-        if hit is not None and self._outside(hit[0], self.emulate_domain):
-            return ("deny", E.EACCES)
-        return None
+        hit = proc_entry_of(tid, tgid, dirfd, path, PROC_FILES | PROC_WRITABLE if writing else PROC_FILES,
+                            lambda pid: pid == tgid or self.in_session(tgid_of(pid)))
+        return ("deny", E.EACCES) if hit is not None and self._entry_outside(*hit) else None
+
+    def _entry_outside(self, pid: int, entry: str) -> bool:
+        """Is /proc/PID/ENTRY (opened for writing, if a PROC_WRITABLE one) out of the program's reach?"""
+        if entry in PROC_WRITABLE:  # no domain covers these: as the process-control calls
+            return self._outside(pid, self.emulate_control)
+        return self.proc_checks and self._outside(pid, self.emulate_domain)
 
     def opened_ok(self, tid: int, tgid: int, fd: int) -> bool:
         """At the exit stop of a checked open: did the kernel open a /proc
-        entry of a process outside the session, or an anonymous pipe (only
-        reachable through /proc/PID/fd) that no process of the session holds?"""
+        entry of a process outside the session, an anonymous pipe (only
+        reachable through /proc/PID/fd) that no process of the session holds,
+        or a namespace only processes outside the session are in?"""
         try:
             link = os.readlink(f"/proc/{tid}/fd/{fd}")
         except OSError:
             return True  # gone: nothing left to protect
-        m = PROC_PATH.match(link)
-        if m and m.group(3) in PROC_FILES:
-            return not self._outside(int(m.group(2) or m.group(1)), self.emulate_domain)
+        entry = _proc_entry_opened(tid, fd, link)
+        if entry is not None and entry[1] in PROC_WRITABLE:
+            return not (_opened_for_writing(tid, fd) and self._entry_outside(*entry))
+        if not self.proc_checks:
+            return True  # the wall refuses the rest
+        if entry is not None and entry[1] in PROC_FILES:
+            return not self._entry_outside(*entry)
         if link.startswith("pipe:["):
             return self._held_in_session(link, tid, tgid, fd)
+        if NS_LINK.fullmatch(link):
+            return self._namespace_in_reach(link, tgid)
         return True
+
+    def _namespace_in_reach(self, link: str, tgid: int) -> bool:
+        """A namespace descriptor the program opened (for setns): one a
+        process it may reach is in (its own, mostly), or that no process is
+        in (a bind-mounted one: ``ip netns``), not one only processes out of
+        its reach are in (opened through their ``/proc/PID/ns``)."""
+        if in_namespace(tgid, link):
+            return True
+        beyond = False
+        for p in _all_pids():
+            if in_namespace(p, link):
+                if not self._outside(p, self.emulate_domain):
+                    return True
+                beyond = True
+        return not beyond
 
     def _held_in_session(self, link: str, tid: int, tgid: int, fd: int) -> bool:
         """Does a process that may hold this pipe hold it: the caller (another
@@ -410,6 +504,64 @@ def _wide(name: str, target: _Target, raw: Sequence[int]) -> bool:
     if flag is not None and len(raw) > flag[0] and raw[flag[0]] & flag[1]:
         return True
     return name in PID_MEANS_ALL and any(_s32(raw[i]) == -1 for i in target.pids if i < len(raw))
+
+
+def _for_writing(name: str, raw: Sequence[int], tid: int) -> bool:
+    """Does this open ask for write access (O_WRONLY or O_RDWR, not O_PATH)?
+    openat2's flags are read from memory here (the exit check reads what
+    the kernel really did); an unreadable ``open_how`` counts as writing."""
+    form, at = OPEN_ACCESS[name]
+    if form == "always":
+        return True
+    if form == "how":
+        try:
+            flags = struct.unpack("=Q", _read(tid, raw[at], 8))[0]
+        except (OSError, struct.error, IndexError):
+            return True
+    else:
+        flags = raw[at] if at < len(raw) else 0
+    return bool(flags & O_ACCMODE) and not flags & O_PATH
+
+
+def _opened_for_writing(tid: int, fd: int) -> bool:
+    """Was descriptor ``fd`` of ``tid`` opened for writing (its ``fdinfo`` flags)?  Unknown: yes."""
+    try:
+        with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as f:
+            for line in f:
+                if line.startswith(b"flags:"):
+                    flags = int(line.split()[1], 8)
+                    return bool(flags & O_ACCMODE) and not flags & O_PATH
+    except (OSError, ValueError, IndexError):
+        pass
+    return True
+
+
+#: the end of a path to a /proc/PID entry, wherever that procfs is mounted
+_PROC_TAIL = re.compile(r"/(\d+)/(?:task/(\d+)/)?([^/]+)")
+PROC_SUPER_MAGIC = 0x9FA0
+
+
+def _proc_entry_opened(tid: int, fd: int, link: str) -> tuple[int, str] | None:
+    """(PID, entry) when descriptor ``fd`` of ``tid`` is a /proc/PID (or
+    /proc/PID/task/TID) entry: by its path, or for a PROC_WRITABLE entry of
+    a procfs mounted elsewhere (root may mount one anywhere), by the file
+    system it is on and the end of its path."""
+    m = PROC_PATH.match(link)
+    if m:
+        return int(m.group(2) or m.group(1)), m.group(3)
+    m = _PROC_TAIL.search(link)
+    if m and m.end() == len(link) and m.group(3) in PROC_WRITABLE and _on_procfs(f"/proc/{tid}/fd/{fd}"):
+        return int(m.group(2) or m.group(1)), m.group(3)
+    return None
+
+
+def _on_procfs(path: str) -> bool:
+    import ctypes
+
+    from .ptrace import _libc
+
+    buf = ctypes.create_string_buffer(256)  # struct statfs (120 bytes on x86_64): f_type first
+    return _libc.statfs(os.fsencode(path), buf) == 0 and struct.unpack_from("=q", buf.raw)[0] == PROC_SUPER_MAGIC
 
 
 def _owner_of(form: str, arg: int, tid: int) -> tuple[int, int]:

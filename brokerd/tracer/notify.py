@@ -101,6 +101,8 @@ class NotifyShim(Shim):
 
         self.internal_trace = GUARDED | CONTROL
         self.guard.in_session = self._in_session  # the notify meaning of "in the session" (below)
+        # no exit stop: an open for writing is checked at its notification only, on the path then
+        self.guard.exit_stops = False
         self._action_cache.clear()
         self._listener = -1
         self._recv = ctypes.create_string_buffer(NOTIF.size)

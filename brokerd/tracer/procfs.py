@@ -6,13 +6,36 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
 
 from brokerd.protocol.args import constant
 
 #: /proc/PID entries a Landlock domain keeps from outside processes: ``mem`` itself, and what
-#: lies beneath ``fd/`` and ``map_files/`` (listing those directories stays allowed, as with the wall)
+#: lies beneath ``fd/``, ``map_files/`` and ``ns/`` (a namespace descriptor, for setns; listing
+#: those directories stays allowed, as with the wall)
 PROC_FILES = frozenset({"mem"})
-PROC_DIRS = frozenset({"fd", "map_files"})
+PROC_DIRS = frozenset({"fd", "map_files", "ns"})
+#: /proc/PID entries that change their process when written and whose open for
+#: writing the kernel checks only by the file's owner (the process's uid while it
+#: is dumpable) or a capability root has, never ptrace-mode access: no Landlock
+#: domain covers them, so the guard refuses opening them for writing outside the
+#: session (seen open under the wall on 6.18, as root; the owner's uid too where
+#: the file mode allows).  Self-only ones are left out: the kernel refuses another
+#: process's ``comm``, ``loginuid``, ``attr/*`` itself
+PROC_WRITABLE = frozenset({
+    "oom_score_adj", "oom_adj",  # make it the OOM killer's first victim
+    "clear_refs",  # clear its referenced/soft-dirty bits, reset its peak RSS
+    "coredump_filter",  # what its core dump holds
+    "timerslack_ns",  # its timer slack (CAP_SYS_NICE)
+    "autogroup",  # the nice value of its scheduling autogroup
+    "sched",  # reset its scheduler statistics
+    "uid_map", "gid_map", "projid_map", "setgroups",  # map a user namespace it made, before it does
+    "timens_offsets",  # clock offsets of a time namespace it made, before it enters
+    "make-it-fail", "fail-nth",  # fault injection into it (CONFIG_FAULT_INJECTION)
+    "latency",  # clear its latency records (CONFIG_LATENCYTOP)
+})
+#: what /proc/PID/fd/N of a namespace descriptor reads: ``TYPE:[INODE]``
+NS_LINK = re.compile(r"(cgroup|ipc|mnt|net|pid|time|user|uts):\[\d+\]")
 PROC_PATH = re.compile(r"/proc/(\d+)/(?:task/(\d+)/)?([^/]*)")
 AT_FDCWD = constant("AT_FDCWD")
 MAX_LINKS = 40
@@ -79,12 +102,29 @@ def holds(pid: int, link: str, skip: int = -1) -> bool:
     return False
 
 
-def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes) -> tuple[int, str] | None:
+def in_namespace(pid: int, link: str) -> bool:
+    """Is process ``pid`` in the namespace ``link`` (``TYPE:[INODE]``) names,
+    or does it make its children there (``pid_for_children``, ``time_for_children``)?"""
+    kind = link.split(":", 1)[0]
+    for entry in (kind, f"{kind}_for_children"):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/{entry}") == link:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes, files: frozenset[str] = PROC_FILES,
+                  through: Callable[[int], bool] = lambda pid: False) -> tuple[int, str] | None:
     """(PID, entry) when ``path``, resolved as thread ``tid`` would resolve it
     (its root, cwd or ``dirfd``; ``/proc/self``, ``/proc/thread-self`` and
     symlinks followed), goes through ``/proc/PID/ENTRY`` (or
-    ``/proc/PID/task/TID/ENTRY``, reported as TID): ``mem``, or anything beneath
-    ``fd/`` or ``map_files/``."""
+    ``/proc/PID/task/TID/ENTRY``, reported as TID): one of ``files`` (``mem``),
+    or anything beneath ``fd/``, ``map_files/`` or ``ns/``.  Beneath the
+    ``fd/`` of a process ``through`` says the program may reach (its own),
+    the descriptor's link is followed instead: ``/proc/self/fd/N/ENTRY``, N
+    a descriptor of another process's ``/proc/PID``, is that process's ENTRY."""
     root = f"/proc/{tid}/root"
     if path.startswith(b"/"):
         cur = ""
@@ -109,8 +149,10 @@ def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes) -> tuple[int, st
         elif cur == "/proc/thread-self":
             cur = f"/proc/{tgid}/task/{tid}"
         m = PROC_PATH.fullmatch(cur)
-        if m and (m.group(3) in PROC_FILES or m.group(3) in PROC_DIRS and todo):
-            return int(m.group(2) or m.group(1)), m.group(3)
+        if m and (m.group(3) in files or m.group(3) in PROC_DIRS and todo):
+            pid = int(m.group(2) or m.group(1))
+            if not (m.group(3) == "fd" and through(pid)):
+                return pid, m.group(3)
         try:
             target = os.readlink(root + cur) if stat.S_ISLNK(os.lstat(root + cur).st_mode) else None
         except OSError:

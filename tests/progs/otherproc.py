@@ -1,4 +1,5 @@
-"""Every call that acts on another process named by a pid or a pidfd, tried
+"""Every call that acts on another process named by a pid or a pidfd (setns
+too: it joins the namespaces of the process a pidfd names), tried
 on PID (argv[1]), each harmlessly: one line per call, ``NAME ok`` or
 ``NAME ERRNAME`` (``setup ERRNAME``: its pidfd could not be had).  Whether the
 call reached the process reads from the result: EPERM/EACCES is a refusal;
@@ -23,6 +24,7 @@ REACHED = {"process_vm_readv": "EFAULT", "process_vm_writev": "EFAULT", "process
 UNMAPPED = 0x10000  # nobody maps it: access granted, then EFAULT/ENOMEM
 MADV_COLD = 20
 PERF_TYPE_SOFTWARE, PERF_ATTR_SIZE = 1, 128
+CLONE_NEWUTS = 0x04000000
 
 
 def _perf_attr() -> ctypes.Array:
@@ -54,6 +56,7 @@ def calls(pid: int) -> dict[str, tuple]:
         "pidfd_getfd": (438, "pidfd", 0, 0),
         "pidfd_send_signal": (424, "pidfd", 0, None, 0),
         "process_madvise": (440, "pidfd", page, 1, MADV_COLD, 0),
+        "setns": (308, "pidfd", CLONE_NEWUTS),  # join its UTS namespace (the same one here: no change)
     }
 
 

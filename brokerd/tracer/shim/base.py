@@ -165,6 +165,9 @@ class ShimBase:
         otherwise from the broker's own processes only."""
         self.guard.proc_checks = proc
         self.guard.owner_checks = owner
+        # no domain covers writes to /proc/PID/oom_score_adj and the like: opens for
+        # writing stop (a flag test in the filter) and are checked, wall or not
+        self.guard.write_checks = True
         self.guard.emulate_domain = emulate and proc
         self.guard.emulate_signals = emulate and owner
         # no domain covers prlimit/sched/priority calls: outside the session they are refused

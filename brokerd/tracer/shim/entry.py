@@ -43,7 +43,7 @@ from .consts import (
     UFFD_USER_MODE_ONLY,
     USER_LIMIT,
 )
-from .pin import FILTER_INSTALLS, PIN_FORMS
+from .pin import FILTER_INSTALLS, HOW_ROOM, PIN_FORMS
 from .rewrite import stable_positions
 from .thread import PATH_READ, _Thread
 
@@ -154,25 +154,31 @@ class Entry(ShimBase):
                 return  # answered here
         if plan.what != "trace":  # settled by static rules: no round trip (attach mode gets here)
             if plan.what == "allow":
-                t.state = "run"
-                self._resume(t.tid)
+                self._run_unasked(t, plan)
             else:
                 t.raw = ()
                 self._apply_entry(t, Decision("skip-fail" if plan.what == "deny" else "kill", Call(spec.name), plan.err))
             return
         order = plan.order
         if not order:
-            if t.guard_exit:
-                t.state = "verify"
-                self._to_exit_stop(t)
-                return
-            t.state = "run"
-            self._resume(t.tid)
+            self._run_unasked(t, plan)
             return
         if self.forced is not None and not plan.never_denied:
             self._apply_entry(t, Decision("skip-fail", Call(spec.name), self.forced.errno))
             return
         self._ask_entry(t, plan, rawargs, ip)
+
+    def _run_unasked(self, t: _Thread, plan: _Plan) -> None:
+        """Let a call nobody is asked about run; an open the guard checks
+        (``guard_exit``: an open for writing, any open without the wall) to
+        its exit stop, where what it opened is looked at."""
+        if t.guard_exit:  # (the exit check's undo needs the call's ABI, not a stale one)
+            t.abi, t.spec = plan.abi, plan.spec
+            t.state = "verify"
+            self._to_exit_stop(t)
+            return
+        t.state = "run"
+        self._resume(t.tid)
 
     def _ask_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int], ip: int) -> None:
         """A call someone must be asked about: its event (arguments decoded,
@@ -267,7 +273,8 @@ class Entry(ShimBase):
         outside the session) is answered here; True when it was."""
         name = plan.spec.name
         mask = plan.abi.reg_mask
-        verdict = self.guard.judge(name, tuple(a & mask for a in rawargs), t.tid, t.tgid)
+        raw = tuple(a & mask for a in rawargs)
+        verdict = self.guard.judge(name, raw, t.tid, t.tgid)
         if verdict is not None:
             what, value = verdict
             t.raw = ()
@@ -276,7 +283,7 @@ class Entry(ShimBase):
                       + ("denied" if what == "deny" else "sent to the rest of the group only"))
             self._apply_entry(t, Decision("skip-fail" if what == "deny" else "skip-ok", Call(name), value))
             return True
-        t.guard_exit = name in PROC_OPEN_CALLS  # what was opened is checked at the exit stop
+        t.guard_exit = self.guard.checks_exit(name, raw, t.tid)  # what was opened is checked at the exit stop
         return False
 
     def _plan(self, arch: int, nr: int) -> _Plan | None:
@@ -451,7 +458,9 @@ class Entry(ShimBase):
                 t.state = "run"
                 self._resume(tid)
             return
-        if t.pin is not None and d.stabilize and not d.steppers and not t.guard_exit:
+        if t.pin is not None and d.stabilize and not d.steppers and not (
+                t.guard_exit and not self.guard.pin_suffices(t.tid, t.pin[HOW_ROOM:-1])):
+            t.guard_exit = False  # (an open for writing pinned to a path on no procfs: nothing to check)
             pinned = self._pin_open(t, d)
             if pinned != "pinned":
                 return  # resumed already, or scratch memory is being injected, or a slot awaited (the call comes back)

@@ -12,6 +12,8 @@ from brokerd.protocol.args import WHO_TARGETS
 from .. import seccomp
 from ..guard import (
     CONTROL,
+    O_ACCMODE,
+    OPEN_ACCESS,
     OWNER_BY_CALL,
     OWNER_CALLS,
     OWNER_CMD_BIT,
@@ -172,7 +174,10 @@ class Filter(ShimBase):
         TRACE), so creating one fails with EBUSY, as when a listener exists;
         where opens are pinned (``installs_stop``), installing a filter of its
         own stops (``seccomp``/``prctl``: pin.py); without Landlock's signal
-        scope, fcntl's owner commands stop for the guard."""
+        scope, fcntl's owner commands stop for the guard; opens for writing
+        stop for it (O_WRONLY/O_RDWR by a flag test; creat and openat2, whose
+        flags are in memory, always), which no domain keeps from another
+        process's /proc/PID/oom_score_adj and the like (procfs.PROC_WRITABLE)."""
         if not isinstance(action, int) or action not in (seccomp.RET_ALLOW, stop):
             return action
         rest: seccomp.Action = action
@@ -186,6 +191,9 @@ class Filter(ShimBase):
             return seccomp.FlagTest(0, UFFD_USER_MODE_ONLY, action, seccomp.ret_errno(E.EPERM))
         if name in OWNER_CALLS and self.guard.owner_checks and action == seccomp.RET_ALLOW:
             return self._owner_rule(name, stop, action)
+        if name in OPEN_ACCESS and self.guard.write_checks and action == seccomp.RET_ALLOW:
+            form, at = OPEN_ACCESS[name]
+            return seccomp.FlagTest(at, O_ACCMODE, stop, action) if form == "reg" else stop
         return action
 
     @staticmethod
