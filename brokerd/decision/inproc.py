@@ -24,8 +24,8 @@ import math
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from brokerd.clients.authorizer import Authorizer as Policy
@@ -74,7 +74,7 @@ class _Alarm:
         self.armed = False
         self.installed = False
         self.ticking = False  # the timer is set (it will fire, or has and the handler has not run yet)
-        self.due = 0.0  # time.monotonic() of the armed question's deadline
+        self.due = 0.0  # monotonic() of the armed question's deadline
 
     def install(self) -> bool:
         if not self.installed:
@@ -98,12 +98,16 @@ class _Alarm:
         self.ticking = False
         if not self.armed:
             return  # between questions: the timer stops
-        left = self.due - time.monotonic()
+        left = self.due - monotonic()
         if left <= _ALARM_SLACK:
             self.armed = False
             raise Overrun
-        self.ticking = True  # a later question (or a stray alarm): on to its own deadline
-        signal.setitimer(signal.ITIMER_REAL, left)
+        self.start(left)  # a later question (or a stray alarm): on to its own deadline
+
+    def start(self, seconds: float) -> None:
+        """Set the timer (it is not running): it fires in ``seconds``."""
+        self.ticking = True
+        signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
 _ALARM = _Alarm()
@@ -170,10 +174,9 @@ class InProcess(LocalAuthorizer):
         and ``cache``."""
         if self.mode == "dead":
             return self._default(event), f"authorizer {self.name} is gone ({self.dead_reason})"
-        try:
-            reply = self._call(self._decide_entry, event, now)
-        except _Failed as e:  # the shim prints the reason, as for a process
-            return self._default(event), f"authorizer {self.name} {e}"
+        reply, why = self._guarded(self._decide_entry, event, now)
+        if why:
+            return self._default(event), f"authorizer {self.name} {why}"
         return (reply, "") if type(reply) is Reply else (self._default(event), "")
 
     def _default(self, event: object) -> Reply:
@@ -196,30 +199,41 @@ class InProcess(LocalAuthorizer):
             self._log(f"authorizer {self.name}: error {code} {text} ({e})")
 
     def _call(self, fn: Callable[[Any], object], arg: object, now: float | None = None) -> object:
+        """``fn(arg)`` under the deadline (:meth:`_guarded`); what escapes becomes :class:`_Failed`."""
+        value, why = self._guarded(fn, arg, now)
+        if why:
+            raise _Failed(why)
+        return value
+
+    def _guarded(self, fn: Callable[[Any], object], arg: object, now: float | None = None) -> tuple[object, str]:
         """``fn(arg)`` under the deadline (``timeout`` from ``now``, default
-        the clock's now); what escapes becomes :class:`_Failed`.  The timer
-        is armed as :class:`_Alarm` says (no system call per question while
-        it runs)."""
+        the clock's now): (its value, "") or (None, what escaped, as the
+        error line says it).  The timer is armed as :class:`_Alarm` says (no
+        system call per question while it runs)."""
         try:
             if not self._timed:
-                return fn(arg)
+                return fn(arg), ""
             alarm = _ALARM
-            alarm.due = (time.monotonic() if now is None else now) + self.timeout
+            alarm.due = (monotonic() if now is None else now) + self.timeout
             alarm.armed = True  # (before the test: a handler running in between sees this question)
             if not alarm.ticking:
-                alarm.ticking = True
-                signal.setitimer(signal.ITIMER_REAL, self.timeout)
+                alarm.start(self.timeout)
             try:
-                return fn(arg)
+                return fn(arg), ""
             finally:
                 alarm.armed = False
-        except Overrun:  # also when the alarm lands while the timer is being disarmed
-            raise _Failed(f"did not answer within {self.timeout:g}s") from None
-        except SystemExit as e:
+        except (Overrun, SystemExit, Exception) as e:  # noqa: BLE001 - a policy bug must never reach the broker's loop
+            return None, self._failure(e)
+
+    def _failure(self, e: BaseException) -> str:
+        """What escaped a policy call (:meth:`_guarded`), as
+        the error line says it; a policy that exited is gone from now on."""
+        if isinstance(e, Overrun):  # also when the alarm lands while the timer is being disarmed
+            return f"did not answer within {self.timeout:g}s"
+        if isinstance(e, SystemExit):
             self._die(f"exited ({e.code})")
-            raise _Failed(f"exited ({e.code})") from None
-        except Exception as e:  # noqa: BLE001 - a policy bug must never reach the broker's loop
-            raise _Failed(f"raised {type(e).__name__}: {e}") from None
+            return f"exited ({e.code})"
+        return f"raised {type(e).__name__}: {e}"
 
     def _die(self, reason: str) -> None:
         if self.mode != "dead":

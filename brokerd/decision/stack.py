@@ -66,7 +66,9 @@ class Decision:
     ``steppers`` are the stack positions that asked for the result, in stack
     order; ``sets`` the memory edits to apply before the call, in order;
     ``decided_by`` the stack position whose verdict ended the walk (None when
-    everyone said cont).
+    everyone said cont).  The shim shares one plain ``cont`` per call whose
+    strings it does not copy (``Entry._walk_sync``, its ``call`` the name
+    only): only a walk's own Decision may be changed.
     """
 
     __slots__ = (
@@ -87,7 +89,7 @@ class Decision:
         self.action = action
         self.call = call
         self.value = value
-        self.steppers = steppers  # (read only, never changed: an empty tuple is shared)
+        self.steppers = steppers  # (read only: an empty tuple is shared)
         self.sets = sets
         self.decided_by = decided_by
         self.rewritten = rewritten

@@ -33,7 +33,7 @@ from .. import ptrace as pt
 from ..accel import accel
 from ..guard import OWNER_CALLS, PROC_OPEN_CALLS
 from ..resolve import ROOT_CALLS
-from ..states import State, move
+from ..states import ASK, RUN, move
 from .base import ShimBase
 from .consts import (
     MASK64,
@@ -205,9 +205,13 @@ class Entry(ShimBase):
         if self._symbolizer is not None:
             notes += (("caller", Str(self._symbolizer.caller(t.tgid, ip).encode())),)
         ev = SyscallEvent(ev_id, t.tgid, t.tid, abi.name, Call(spec.name, args), notes)
-        t.abi, t.spec, t.raw, t.event_id = abi, spec, raw, ev_id
-        # (RUN -> ASK is in states.MOVES: the property's check only for another state)
-        t._state = State.ASK if t._state is State.RUN else move(t._state, "ask")
+        t.abi = abi
+        t.spec = spec
+        t.raw = raw
+        t.event_id = ev_id
+        # (RUN -> ASK is in states.MOVES: the property's check only for another state; State.ASK
+        # is a lookup through the enum's class, 0.2 us: the module's names)
+        t._state = ASK if t._state is RUN else move(t._state, "ask")
         if self.audit is not None or self._audit_tee is not None:  # (the record's duration)
             t.t0 = time.monotonic()
         if plan.sync and not self.stack.cache.replies:
@@ -224,6 +228,8 @@ class Entry(ShimBase):
         members = self.stack.members
         plan.sync = all(members[pos].sync and not members[pos].rules for pos in plan.order)
         plan.stabilize = self.stable_args and stable_positions(plan.spec) != ((), ())
+        # a plain cont of a call whose strings are not copied: nothing in it differs per call
+        plan.cont = None if plan.stabilize else Decision("cont", Call(plan.spec.name))
         plan.decode = decode = entry_decoder(plan.spec)
         return decode
 
@@ -237,15 +243,15 @@ class Entry(ShimBase):
         in-process decision."""
         members = self.stack.members
         order = plan.order
-        for k, pos in enumerate(order):
+        for pos in order:
             member: SyncMember = members[pos]  # type: ignore[assignment]  # (plan.sync: each is)
             reply, reason = member.ask_entry(ev)
             if type(reply.verdict) is not Cont or reason or reply.sets or reply.cache:
-                t.walk = walk = EntryWalk(ev, order, k)
+                t.walk = walk = EntryWalk(ev, order, order.index(pos))  # (the ones before it said cont)
                 self._take_entry_answer(t, walk, pos, reply, reason)
                 self._advance_entry(t, walk)
                 return
-        d = Decision("cont", ev.call, 0, (), (), None, False, plan.stabilize)
+        d = plan.cont or Decision("cont", ev.call, 0, (), (), None, False, True)
         self._record(ev, d, t)
         self._apply_entry(t, d)
 
@@ -516,7 +522,7 @@ class _Plan:
     static answer and who must be asked."""
 
     __slots__ = ("abi", "spec", "prepare", "checks", "what", "err", "order", "mask", "nargs", "paths",
-                 "never_denied", "real", "pin_form", "decode", "sync", "stabilize")
+                 "never_denied", "real", "pin_form", "decode", "sync", "stabilize", "cont")
 
     def __init__(self, abi: Abi, spec: SyscallSpec,
                  prepare: Callable[[_Thread, Abi, SyscallSpec, Sequence[int]], Sequence[int] | None] | None,
@@ -542,6 +548,9 @@ class _Plan:
         self.decode: Callable[[Sequence[int], Any, int, int], tuple] | None = None
         self.sync = False  # every member asked answers synchronously and has no rules (Entry._walk_sync)
         self.stabilize = False  # a cont copies the judged strings/paths into the scratch region first
+        #: when it does not: the Decision of every plain cont, shared (read only; its call is
+        #: the name only: a cont that is not rewritten runs the call as the program made it)
+        self.cont: Decision | None = None
 
 
 def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple,
