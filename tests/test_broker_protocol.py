@@ -3,6 +3,8 @@ buffers on demand, the authorizer's own default verdict, proc events."""
 
 from __future__ import annotations
 
+import re
+
 from conftest import brokerctl
 
 FETCHER = r'''
@@ -51,6 +53,21 @@ def test_path_notes_resolve_cwd_and_dotdot(cprog, tmp_path):
     brokerctl("run", "-e", "trace=openat", "-a", spy, "--", "sh", "-c",
               f"cd {tmp_path} && {cprog('opener')} ./sub/../x")
     assert f'"./sub/../x", O_RDONLY, 00 ; path2="{tmp_path}/x"' in log.read_text()
+
+
+def test_absolute_path_notes_are_folded(cprog, tmp_path):
+    """An absolute path's note is folded as a relative one's is (``..``,
+    ``.``, doubled and trailing slashes); one with nothing to fold is
+    itself (the broker then shares the argument's value)."""
+    log = tmp_path / "log"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "x").write_text("x\n")
+    spy = f"sh -c 'while read -r l; do printf \"%s\\n\" \"$l\" >> {log}; echo cont; done'"
+    r = brokerctl("run", "-e", "trace=openat", "-a", spy, "--", str(cprog("opener")),
+                  f"{tmp_path}/sub/../x", f"{tmp_path}//./x", f"{tmp_path}/x", f"{tmp_path}/sub/")
+    assert r.stdout.count(" ok x") == 3, r.stdout + r.stderr
+    notes = [re.search(r'path2="[^"]*"', line)[0] for line in log.read_text().splitlines() if str(tmp_path) in line]
+    assert notes == [f'path2="{tmp_path}/x"'] * 3 + [f'path2="{tmp_path}/sub"']
 
 
 def test_sysret_carries_out_buffer(cprog, rules, tmp_path):

@@ -9,7 +9,7 @@ import struct
 import time
 from collections.abc import Callable, Collection, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from brokerd.decision.audit import AuditRecord
 from brokerd.decision.defaults import NEVER_DENIED
@@ -225,8 +225,9 @@ class Entry(ShimBase):
         first one: its decoder, whether its members can be walked as
         :meth:`_walk_sync` does, whether its cont copies its strings into the
         scratch region; its decoder returned."""
-        members = self.stack.members
-        plan.sync = all(members[pos].sync and not members[pos].rules for pos in plan.order)
+        members = [(pos, self.stack.members[pos]) for pos in plan.order]
+        if all(m.sync and not m.rules for _, m in members):
+            plan.sync = tuple((pos, cast(SyncMember, m).ask_entry) for pos, m in members)
         plan.stabilize = self.stable_args and stable_positions(plan.spec) != ((), ())
         # a plain cont of a call whose strings are not copied: nothing in it differs per call
         plan.cont = None if plan.stabilize else Decision("cont", Call(plan.spec.name))
@@ -241,12 +242,10 @@ class Entry(ShimBase):
         answer goes on as an :class:`EntryWalk` from there (the same code as
         any walk).  Issue #13: the walk's bookkeeping was a fifth of an
         in-process decision."""
-        members = self.stack.members
-        order = plan.order
-        for pos in order:
-            member: SyncMember = members[pos]  # type: ignore[assignment]  # (plan.sync: each is)
-            reply, reason = member.ask_entry(ev)
+        for pos, ask in plan.sync:
+            reply, reason = ask(ev)
             if type(reply.verdict) is not Cont or reason or reply.sets or reply.cache:
+                order = plan.order
                 t.walk = walk = EntryWalk(ev, order, order.index(pos))  # (the ones before it said cont)
                 self._take_entry_answer(t, walk, pos, reply, reason)
                 self._advance_entry(t, walk)
@@ -546,7 +545,9 @@ class _Plan:
         # worked out at the first judged call (Entry._ask_plan):
         #: decode_args of the spec as one function (None: not worked out yet)
         self.decode: Callable[[Sequence[int], Any, int, int], tuple] | None = None
-        self.sync = False  # every member asked answers synchronously and has no rules (Entry._walk_sync)
+        #: when every member asked answers synchronously and has no rules: their
+        #: (position, ask_entry) in order (Entry._walk_sync); else ()
+        self.sync: tuple[tuple[int, Callable[[SyscallEvent], tuple[Reply, str]]], ...] = ()
         self.stabilize = False  # a cont copies the judged strings/paths into the scratch region first
         #: when it does not: the Decision of every plain cont, shared (read only; its call is
         #: the name only: a cont that is not rewritten runs the call as the program made it)
