@@ -69,6 +69,16 @@ def test_the_accelerator_decides_the_stops(tmp_path):
     _, summary = _session(tmp_path, {})
     assert summary["stops"].get("openat", 0) >= 41, summary
     assert summary["accel"] is not None and summary["accel"]["stops"] >= 41, summary
+    assert summary["accel"]["reaped"] >= 41, summary  # and the loop itself is the compiled one
+
+
+@needs_accel
+def test_BROKERD_CLOOP_0_keeps_the_python_loop(tmp_path):
+    """BROKERD_CLOOP=0: the compiled calls, made one by one from the Python
+    loop (the compiled loop, accel.reap, off): the same session."""
+    _, summary = _session(tmp_path, {"BROKERD_CLOOP": "0"})
+    assert summary["stops"].get("openat", 0) >= 41, summary
+    assert summary["accel"]["stops"] >= 41 and summary["accel"]["reaped"] == 0, summary
 
 
 def test_BROKERD_ACCEL_0_is_the_pure_python_stop_loop(tmp_path):
@@ -212,3 +222,142 @@ def test_hostile_path_pointers_read_as_in_python(cprog, tmp_path):
     assert seen["1"] == seen["0"], seen
     assert seen["1"].count("Ptr(ADDR)") >= 3 and "Ptr(value=0)" in seen["1"], seen["1"]  # unmapped, no NUL before unmapped memory, the top; NULL
     assert any(os.fsencode(target) in ln.encode() for ln in seen["1"]), seen["1"]  # the crossing path, read whole
+
+
+#: accel.reap (the compiled stop loop) driven in a fresh interpreter over children that only
+#: exit (its waitpid(-1) would take the test process's own children's statuses): prints JSON
+REAP_SCRIPT = r'''
+import errno, json, os, sys, time
+from brokerd.tracer.accel import accel
+from brokerd.spin import Spin
+
+out = {}
+seen = []
+
+
+def on_status(tid, status, info):
+    seen.append((tid, os.WEXITSTATUS(status), info))
+    code = os.WEXITSTATUS(status)
+    if code == 7:
+        raise OSError(errno.ESRCH, "gone")
+    if code == 8:
+        raise RuntimeError("a bug in a handler")
+
+
+def on_seccomp(*a):
+    raise AssertionError("no seccomp stop here")
+
+
+failed = []
+no_paths = bytes(512)
+
+
+def exited(n, first=1):
+    """n children that exited (zombies, not reaped): their pids"""
+    pids = []
+    for i in range(n):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(first + i)
+        pids.append(pid)
+    for pid in pids:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    return pids
+
+
+def reap(spin, batch=64, busy=lambda now: False):
+    return accel.reap(no_paths, on_seccomp, on_status, lambda tid, e: failed.append((tid, str(e))), spin, busy,
+                      batch)
+
+
+# no child at all: nothing handled, no error
+out["none"] = reap(object())
+# three exited children, a batch of two: two handled, more waiting; the third next time
+pids = exited(3)
+out["batch2"] = reap(Spin(budget_ns=1000, max_skip=8, yields=True), 2)
+out["rest"] = reap(Spin(budget_ns=1000, max_skip=8, yields=True))
+out["seen"] = sorted(code for _, code, info in seen if info is None)
+# a child that stays: the wait after a stop spins, misses, backs off as Spin.until does
+r, w = os.pipe()
+stay = os.fork()
+if stay == 0:
+    os.read(r, 1)
+    os._exit(0)
+sp = Spin(budget_ns=200_000, max_skip=8, yields=True)
+exited(1, 3)
+out["miss"] = (reap(sp), sp._skip, sp._backoff)
+exited(1, 4)
+out["skip"] = (reap(sp), sp._skip, sp._backoff)  # one wait polls once only
+exited(1, 5)
+out["miss2"] = (reap(sp), sp._skip, sp._backoff)
+import brokerd.spin
+brokerd.spin.machine_busy = lambda now: False  # (as the busy test given to reap above: a loaded machine)
+py = Spin(budget_ns=200_000, max_skip=8, yields=True)
+py.until(lambda: None); a = (py._skip, py._backoff)
+py.until(lambda: None); b = (py._skip, py._backoff)
+py.until(lambda: None); c = (py._skip, py._backoff)
+out["python"] = [a, b, c]
+# the machine busy: no spinning, no back-off
+sp2 = Spin(budget_ns=10_000_000_000, max_skip=8, yields=False)
+exited(1, 6)
+t0 = time.monotonic()
+out["busy"] = (reap(sp2, busy=lambda now: True), sp2._skip, sp2._backoff, time.monotonic() - t0 < 5)
+# a busy test that fails, a Spin without its fields: the error comes out, the stop was handled
+exited(1, 6)
+try:
+    reap(sp2, busy=lambda now: 1 / 0)
+except ZeroDivisionError:
+    out["busy_error"] = "ZeroDivisionError"
+exited(1, 6)
+try:
+    reap(object())
+except AttributeError:
+    out["no_fields"] = "AttributeError"
+# a handler's OSError goes to on_failed; anything else ends the loop with the error
+exited(1, 7)
+out["oserror"] = reap(Spin(budget_ns=0))
+out["failed"] = [e for _, e in failed]
+exited(1, 8)
+try:
+    reap(Spin(budget_ns=0))
+except RuntimeError as e:
+    out["bug"] = str(e)
+# wrong arguments: TypeError, nothing waited for
+for bad in ((None, on_seccomp, on_status, on_status, sp, on_status, 1), (no_paths,), (no_paths, 1, 2, 3, 4, 5, "x")):
+    try:
+        accel.reap(*bad)
+    except TypeError:
+        out.setdefault("typeerrors", 0)
+        out["typeerrors"] += 1
+os.write(w, b"x")
+os.waitpid(stay, 0)
+out["counts"] = accel.counts()["reaped"]
+print(json.dumps(out))
+'''
+
+
+@needs_accel
+def test_compiled_loop_waits_and_backs_off_as_the_python_one(tmp_path):
+    """accel.reap, Stops._reap's loop in C, on hostile and odd input: no
+    child at all, a batch bound that leaves stops waiting, a wait that
+    misses (its back-off written back to the Spin exactly as Spin.until
+    would set it, and a wait that backs off polls once only), a busy
+    machine (no spinning at all), a handler's OSError (to on_failed, the
+    loop goes on), any other error, a busy test that raises, a Spin
+    without its fields, arguments of the wrong type: an exception or the
+    documented answer, never a crash and never an endless wait."""
+    r = subprocess.run([sys.executable, "-c", REAP_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["none"] == [0, 0]
+    assert out["batch2"] == [2, 1] and out["rest"] == [1, 0] and out["seen"][:3] == [1, 2, 3], out
+    assert out["miss"] == [[1, 0], 1, 1], out
+    assert out["skip"] == [[1, 0], 0, 1], out
+    assert out["miss2"] == [[1, 0], 2, 2], out
+    assert out["python"] == [[1, 1], [0, 1], [2, 2]], out  # the same steps in Spin.until
+    assert out["busy"] == [[1, 0], 0, 0, True], out
+    assert out["busy_error"] == "ZeroDivisionError" and out["no_fields"] == "AttributeError", out
+    assert out["oserror"] == [1, 0] and out["failed"] == ["[Errno 3] gone"], out
+    assert out["bug"] == "a bug in a handler", out
+    assert out["typeerrors"] == 3, out
+    assert out["counts"] >= 9, out

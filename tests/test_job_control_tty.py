@@ -8,6 +8,11 @@ import shlex
 import sys
 import time
 
+import pytest
+
+#: the compiled stop loop and the pure-Python one (conftest.accel_mode)
+pytestmark = pytest.mark.usefixtures("accel_mode")
+
 
 def test_ctrl_z_fg_ctrl_c(tmux, rules):
     loop = "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done"

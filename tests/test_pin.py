@@ -60,8 +60,11 @@ def test_directory_swapped_for_a_symlink_never_wins_a_pinned_open(cprog, authz, 
     the kernel, following no symlink, fails it (ELOOP) if the swap came in
     between.  With the pin's resolve flags removed (resolve=0 in pin.py),
     this test saw the outside file 241 and 179 times in 3000."""
-    c, stops = _dirswap(cprog, authz, tmp_path)
-    assert c["bad"] == 0, c
+    for i in range(3):  # (a swapper thread descheduled for the whole run meets one shape only: again)
+        c, stops = _dirswap(cprog, authz, tmp_path / str(i))
+        assert c["bad"] == 0, c
+        if c["good"] > 0 and c["denied"] > 0:
+            break
     assert c["good"] > 0 and c["denied"] > 0, c  # both shapes of DIR/sub were met
     # pinned, not checked at exit: one stop per open (the loader's own opens aside)
     assert stops["openat"] >= 3000 and stops.get("exit:openat", 0) <= 5, stops

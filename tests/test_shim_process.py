@@ -11,6 +11,9 @@ import pytest
 from conftest import BROKERCTL, brokerctl
 from waiting import read_line, text_of, wait_for
 
+#: the compiled stop loop and the pure-Python one (conftest.accel_mode)
+pytestmark = pytest.mark.usefixtures("accel_mode")
+
 
 def test_threads_are_traced(cprog, rules):
     r = brokerctl("run", "-e", "trace=openat", "-a", rules('*openat *"/etc/hostname"* => skip-fail EACCES'),

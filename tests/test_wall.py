@@ -752,3 +752,60 @@ def test_proc_files_through_another_procfs_mount_cannot_be_written(mode, ctl, tm
         victim.wait(timeout=60)
     assert r.stdout.splitlines() == ["ok" if mode == "opted-out" else "refused", "refused"], r.stderr
     assert changed == (mode == "opted-out")
+
+
+EVERY_WRITABLE = r"""
+import errno, os, stat, sys
+base = f"/proc/{sys.argv[1]}"
+SKIP = {"fd", "fdinfo", "map_files", "ns", "net", "task", "cwd", "root", "exe", "mem"}  # mem: test_root_cannot_...
+for root in (base, f"{base}/task/{sys.argv[1]}"):
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIP]
+        for f in files:
+            path = f"{dirpath}/{f}"
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue
+            if f in SKIP or not mode & 0o222 or stat.S_ISLNK(mode):
+                continue
+            try:
+                value = open(path, "rb").read()[:64].split(b"\n")[0] or b"0"
+            except OSError:
+                value = b"0"
+            try:
+                fd = os.open(path, os.O_WRONLY)
+            except OSError as e:
+                print(path[len(base):], "open", errno.errorcode[e.errno])
+                continue
+            try:
+                os.write(fd, value)  # what it holds: no change where it is let through
+                print(path[len(base):], "written")
+            except OSError as e:
+                print(path[len(base):], "write", errno.errorcode[e.errno])
+            finally:
+                os.close(fd)
+"""
+
+
+@pytest.mark.parametrize("mode", ["landlock", "refused"])
+def test_no_proc_file_of_an_outside_process_is_written(mode, ctl):
+    """Every /proc/PID (and task/TID) file with a write bit, of a process
+    outside the session: opened for writing and given back what it holds.
+    None is written: the wall or the guard refuses the open (ptrace-mode
+    files; procfs.PROC_WRITABLE), or the kernel the write (the files a
+    process may write only for itself: comm, loginuid, attr/*).  A kernel
+    that adds a writable entry the guard does not know fails here."""
+    if os.geteuid() != 0:
+        pytest.skip("as root every file the kernel lets through is open: the widest case")
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        r = ctl(mode, "run", "--backend", "ptrace", "--", sys.executable, "-S", "-c", EVERY_WRITABLE, str(victim.pid))
+        native = subprocess.run([sys.executable, "-S", "-c", EVERY_WRITABLE, str(victim.pid)], capture_output=True,
+                                text=True, timeout=120).stdout
+    finally:
+        victim.kill()
+        victim.wait(timeout=60)
+    assert "oom_score_adj written" in native, native  # natively they are (the test sees them)
+    lines = r.stdout.splitlines()
+    assert len(lines) >= 20 and not [ln for ln in lines if ln.endswith(" written")], r.stdout + r.stderr

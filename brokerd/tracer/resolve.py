@@ -25,6 +25,7 @@ import re
 import stat
 import struct
 from collections import deque
+from collections.abc import Callable
 
 from brokerd.protocol.record import Record, _set
 
@@ -168,11 +169,21 @@ def plain_path(root: bytes | int, path: bytes, follow_last: bool = True) -> os.s
 def plain_ident(root: bytes | int, path: bytes, follow_last: bool = True) -> tuple[int, int] | None:
     """``(st_dev, st_ino)`` of what :func:`plain_path` finds; from a kept
     root descriptor in one compiled call where brokerd.tracer.accel is built."""
-    if accel is not None and isinstance(root, int):
-        ident: tuple[int, int] | None = accel.plain_stat(root, path, follow_last)
-        return ident
+    if isinstance(root, int):
+        return plain_ident_at(root, path, follow_last)
     st = plain_path(root, path, follow_last)
     return None if st is None else (st.st_dev, st.st_ino)
+
+
+def _plain_ident_at_py(rootfd: int, path: bytes, follow_last: bool) -> tuple[int, int] | None:
+    st = plain_path(rootfd, path, follow_last)
+    return None if st is None else (st.st_dev, st.st_ino)
+
+
+#: :func:`plain_ident` from a kept root descriptor: the compiled call itself where
+#: brokerd.tracer.accel is built (a judged open's check, no Python frame around it)
+plain_ident_at: Callable[[int, bytes, bool], tuple[int, int] | None] = (
+    accel.plain_stat if accel is not None else _plain_ident_at_py)
 
 
 def _plain_under(rfd: int, path: bytes, follow_last: bool) -> os.stat_result | None:

@@ -21,7 +21,9 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <sched.h>
 #include <string.h>
+#include <time.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -79,6 +81,7 @@ struct open_how_ {
 };
 
 static unsigned long long counter_stops; /* seccomp stops fetched here */
+static unsigned long long counter_reaped; /* stops the compiled loop (reap) handed to Python */
 
 static PyObject *os_error(int err, const char *what, long pid)
 {
@@ -449,11 +452,242 @@ static PyObject *py_wait_any(PyObject *self, PyObject *noargs)
     }
 }
 
-PyDoc_STRVAR(counts_doc, "counts() -> {'stops': N}: seccomp stops fetched by this module.");
+/* one waitpid(-1, WNOHANG|__WALL): the tid (0: nothing waiting), -1 with an
+ * exception set (ChildProcessError for ECHILD, as os.waitpid) */
+static pid_t wait_one(int *status)
+{
+    for (;;) {
+        pid_t p = waitpid(-1, status, WNOHANG | __WALL);
+        if (p >= 0)
+            return p;
+        if (errno == EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            continue;
+        }
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+}
+
+static long long monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* brokerd.spin.Spin's fields, read when the loop first waits and written back */
+struct spin {
+    PyObject *obj;
+    int loaded, yields;
+    long long budget_ns, max_skip, skip, backoff;
+};
+
+static int spin_field(PyObject *obj, const char *name, long long *out)
+{
+    PyObject *v = PyObject_GetAttrString(obj, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int spin_load(struct spin *sp)
+{
+    if (sp->loaded)
+        return 0;
+    long long yields;
+    if (spin_field(sp->obj, "budget_ns", &sp->budget_ns) < 0 || spin_field(sp->obj, "max_skip", &sp->max_skip) < 0
+        || spin_field(sp->obj, "yields", &yields) < 0 || spin_field(sp->obj, "_skip", &sp->skip) < 0
+        || spin_field(sp->obj, "_backoff", &sp->backoff) < 0)
+        return -1;
+    sp->yields = yields != 0;
+    sp->loaded = 1;
+    return 0;
+}
+
+static int spin_store(struct spin *sp)
+{
+    if (!sp->loaded)
+        return 0;
+    PyObject *skip = PyLong_FromLongLong(sp->skip), *backoff = PyLong_FromLongLong(sp->backoff);
+    int r = -1;
+    if (skip != NULL && backoff != NULL && PyObject_SetAttrString(sp->obj, "_skip", skip) == 0
+        && PyObject_SetAttrString(sp->obj, "_backoff", backoff) == 0)
+        r = 0;
+    Py_XDECREF(skip);
+    Py_XDECREF(backoff);
+    return r;
+}
+
+/* Spin.until(wait_one) after a first poll that saw nothing, with its state in
+ * ``sp``: the tid (0: none came), -1 with an exception set.  The same steps:
+ * a wait that backs off polls once only; on one CPU give the CPU up once and
+ * poll again; no spinning while ``busy(now)`` says the machine is busy; else
+ * poll for up to budget_ns, and a miss doubles the back-off. */
+static pid_t spin_wait(struct spin *sp, PyObject *busy, int *status)
+{
+    if (spin_load(sp) < 0)
+        return -1;
+    if (sp->skip) {
+        sp->skip--;
+        return 0;
+    }
+    pid_t p;
+    if (sp->yields) {
+        sched_yield();
+        p = wait_one(status);
+        if (p != 0)
+            return p;
+    }
+    long long now = monotonic_ns();
+    PyObject *b = PyObject_CallFunction(busy, "L", now);
+    if (b == NULL)
+        return -1;
+    int is_busy = PyObject_IsTrue(b);
+    Py_DECREF(b);
+    if (is_busy < 0)
+        return -1;
+    if (is_busy)
+        return 0;
+    long long end = now + sp->budget_ns;
+    while (monotonic_ns() < end) {
+        p = wait_one(status);
+        if (p != 0)
+            return p;
+    }
+    long long next = sp->backoff ? 2 * sp->backoff : 1;
+    sp->backoff = next < sp->max_skip ? next : sp->max_skip;
+    sp->skip = sp->backoff;
+    return 0;
+}
+
+/* Hand stop (tid, status) to Python: a seccomp stop fetched whole to
+ * on_seccomp(tid, arch, nr, args, ip, ret_data, path), anything else (or a
+ * fetch that failed) to on_status(tid, status, None); an OSError, ValueError
+ * or OverflowError from either to on_failed(tid, error) (Stops._tracee_failed).
+ * 0, or -1 with any other exception set. */
+static int dispatch(pid_t tid, int status, const unsigned char *paths, Py_ssize_t npaths, PyObject *on_seccomp,
+                    PyObject *on_status, PyObject *on_failed)
+{
+    PyObject *r = NULL;
+    PyObject *info = status == SECCOMP_STOP_STATUS ? seccomp_fetch(tid, paths, npaths) : Py_None;
+    if (info == Py_None)
+        Py_INCREF(info);
+    if (info == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_OSError))
+            return -1;
+        PyErr_Clear(); /* the handler fetches again and meets the error where it handles the tracee */
+        info = Py_None;
+        Py_INCREF(info);
+    }
+    counter_reaped++;
+    if (info != Py_None) {
+        PyObject *tidobj = PyLong_FromLong((long)tid);
+        if (tidobj != NULL) {
+            PyObject *argv[7] = {tidobj};
+            for (int i = 0; i < 6; i++)
+                argv[i + 1] = PyTuple_GET_ITEM(info, i);
+            r = PyObject_Vectorcall(on_seccomp, argv, 7, NULL);
+            Py_DECREF(tidobj);
+        }
+    } else {
+        r = PyObject_CallFunction(on_status, "iiO", (int)tid, status, info);
+    }
+    Py_DECREF(info);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_OSError) && !PyErr_ExceptionMatches(PyExc_ValueError)
+        && !PyErr_ExceptionMatches(PyExc_OverflowError))
+        return -1;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    r = PyObject_CallFunction(on_failed, "iO", (int)tid, value != NULL ? value : Py_None);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+PyDoc_STRVAR(reap_doc,
+             "reap(paths, on_seccomp, on_status, on_failed, spin, busy, batch) -> (handled, more)\n\n"
+             "Stops._reap's loop in one call: up to ``batch`` stops, each waited for\n"
+             "(after the first) as ``spin.until`` waits (its back-off state read from\n"
+             "and written back to the brokerd.spin.Spin ``spin``; ``busy(now_ns)``:\n"
+             "spin.machine_busy), a seccomp stop fetched as next_stop fetches it and\n"
+             "handed to on_seccomp(tid, arch, nr, args, ip, ret_data, path), any other\n"
+             "to on_status(tid, status, None); a handler's OSError, ValueError or\n"
+             "OverflowError goes to on_failed(tid, error).  ``more``: the batch ended\n"
+             "with stops maybe still waiting; no children at all ends it quietly.");
+
+static PyObject *py_reap(PyObject *self, PyObject *args)
+{
+    Py_buffer paths = {0};
+    PyObject *on_seccomp, *on_status, *on_failed, *busy;
+    struct spin sp = {0};
+    int batch;
+    if (!PyArg_ParseTuple(args, "y*OOOOOi", &paths, &on_seccomp, &on_status, &on_failed, &sp.obj, &busy, &batch))
+        return NULL;
+    long handled = 0;
+    int more = 0, failed = 0;
+    for (int n = 0; n < batch; n++) {
+        int status = 0;
+        pid_t p = wait_one(&status);
+        if (p == 0 && n > 0)
+            p = spin_wait(&sp, busy, &status);
+        if (p > 0 && n > 0) { /* a hit of Spin.until: no back-off after it */
+            if (spin_load(&sp) < 0) {
+                failed = 1;
+                break;
+            }
+            sp.backoff = 0;
+        }
+        if (p < 0) {
+            if (PyErr_ExceptionMatches(PyExc_ChildProcessError))
+                PyErr_Clear(); /* no tracee left: the loop ends */
+            else
+                failed = 1;
+            break;
+        }
+        if (p == 0)
+            break;
+        handled++;
+        if (dispatch(p, status, paths.buf, paths.len, on_seccomp, on_status, on_failed) < 0) {
+            failed = 1;
+            break;
+        }
+        if (n == batch - 1)
+            more = 1;
+    }
+    PyBuffer_Release(&paths);
+    if (failed) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        spin_store(&sp);
+        PyErr_Restore(type, value, tb);
+        return NULL;
+    }
+    if (spin_store(&sp) < 0)
+        return NULL;
+    return Py_BuildValue("(li)", handled, more);
+}
+
+PyDoc_STRVAR(counts_doc, "counts() -> {'stops': N, 'reaped': M}: seccomp stops fetched by this module,\n"
+             "stops its loop (reap) handed to Python.");
 
 static PyObject *py_counts(PyObject *self, PyObject *noargs)
 {
-    return Py_BuildValue("{sK}", "stops", counter_stops);
+    return Py_BuildValue("{sKsK}", "stops", counter_stops, "reaped", counter_reaped);
 }
 
 static PyMethodDef methods[] = {
@@ -465,6 +699,7 @@ static PyMethodDef methods[] = {
     {"pin_cont", py_pin_cont, METH_VARARGS, pin_cont_doc},
     {"wait_any", py_wait_any, METH_NOARGS, wait_any_doc},
     {"next_stop", py_next_stop, METH_VARARGS, next_stop_doc},
+    {"reap", py_reap, METH_VARARGS, reap_doc},
     {"counts", py_counts, METH_NOARGS, counts_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -81,15 +81,20 @@ class Entry(ShimBase):
     def _on_seccomp_accel(self, t: _Thread, info: tuple | None = None) -> None:
         """:meth:`_on_seccomp` with the compiled calls (brokerd.tracer.accel):
         the stop's information, its arguments and the path a judged call's
-        plan reads, in one C call (``info``: made with the wait already).
-        The path is handed to the decoder for this stop only (``_Mem.pre``),
-        so nothing read here outlives it."""
+        plan reads, in one C call (``info``: made with the wait already)."""
         assert accel is not None
         got = info if info is not None else accel.seccomp_info(t.tid, self._path_reads)
         if got is None:
             self._resume(t.tid)
             return
-        arch, nr, args, ip, ret_data, path = got
+        self._seccomp_entry(t, *got)
+
+    def _seccomp_entry(self, t: _Thread, arch: int, nr: int, args: tuple[int, ...], ip: int, ret_data: int,
+                       path: tuple[bytes, bool] | int | None) -> None:
+        """A seccomp stop's call, fetched by the compiled calls with the path
+        its plan reads (``path``: see ``accel.seccomp_info``).  The path is
+        handed to the decoder for this stop only (``_Mem.pre``), so nothing
+        read here outlives it."""
         if t.state == "inject":
             self._injected_entry(t, nr, args)
             return

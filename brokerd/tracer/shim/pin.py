@@ -63,6 +63,8 @@ for _name in ("O_WRONLY", "O_RDWR", "O_CREAT", "O_EXCL", "O_NOCTTY", "O_TRUNC", 
 O_PATH_FLAGS = constant("O_DIRECTORY") | constant("O_NOFOLLOW") | O_PATH | constant("O_CLOEXEC")
 S_IALLUGO = 0o7777
 PATH_MAX = 4096
+_AT_FDCWD_REG = AT_FDCWD & MASK64  # (the pinned call's registers, made at every pinned open)
+_HOW_SIZE = OPEN_HOW.size
 
 
 #: what a pinned open writes to its scratch slot: ``struct open_how`` padded
@@ -185,7 +187,7 @@ class Pin(ShimBase):
         """May this call of thread ``t`` be pinned?  A 64-bit call, of a
         process known to have no seccomp filter of its own (a forked child
         counts once its parent's fork event has told whose filters it has)."""
-        if abi.name != "x86_64" or t.tgid in self._own_filters or not self._pins_opens():
+        if abi.name != "x86_64" or t.tgid in self._own_filters or not (self._pin_ok or self._pins_opens()):
             return False
         leader = self.threads.get(t.tgid)
         return t.tgid == self.main_pid or (leader is not None and leader.announced)
@@ -215,7 +217,7 @@ class Pin(ShimBase):
             t.state = "slotwait"
             self._slot_waiters.append(t)
             return "wait"
-        args = (AT_FDCWD & MASK64, how_at + HOW_ROOM, how_at, OPEN_HOW.size)
+        args = (_AT_FDCWD_REG, how_at + HOW_ROOM, how_at, _HOW_SIZE)
         t.verify = None  # the kernel follows no symlink: what it opens is the judged path
         own = t.raw
         if (accel is not None and pt.SET_INFO_WORKS and len(own) == 6 and not self._detaching

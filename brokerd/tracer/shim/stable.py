@@ -17,7 +17,7 @@ from brokerd.protocol.types import (
 
 from .. import ptrace as pt
 from ..guard import OWNER_MEMORY, owner_form
-from ..resolve import plain_ident, resolve
+from ..resolve import plain_ident, plain_ident_at, resolve
 from ..scratch import Region
 from .base import ShimBase
 from .consts import (
@@ -131,7 +131,8 @@ class Stable(ShimBase):
         spec = plan.spec
         pidx, fidx = OPEN_CALLS[spec.name]
         v = args[pidx] if pidx < len(args) else None
-        if not isinstance(v, Str) or v.truncated or len(plan.paths) != 1:
+        # (a Str with no total is whole: the note is that very value, no copy made)
+        if type(v) is not Str or v.total is not None or len(plan.paths) != 1:
             return None
         path = v.data
         flags = raw[fidx] if fidx is not None and fidx < len(raw) else O_CREAT
@@ -144,19 +145,19 @@ class Stable(ShimBase):
         if expect is None:
             return None
         t.verify = expect
-        note = Str(path)
-        return ((plan.paths[0][1], note), (plan.real, note))
+        return ((plan.paths[0][1], v), (plan.real, v))
 
     def _pin_plain(self, t: _Thread, pin: Pinned, path: bytes, follow: bool, root: bytes | None) -> tuple | None:
         """Pin the open (``t.pin``) if the kernel's walk of ``path`` from the
         thread's kept root (else ``root``; None: no pin without a kept root)
         meets no symlink: what it must open, or None (nothing set)."""
-        at: int | bytes | None = self._roots.get(t.tid, t)
-        if at is None:
-            at = root
-        if at is None:
+        at = self._roots.get(t.tid, t)
+        if at is not None:
+            ident = plain_ident_at(at, path, follow)
+        elif root is not None:
+            ident = plain_ident(root, path, follow)
+        else:
             return None
-        ident = plain_ident(at, path, follow)
         if ident is None:
             return None
         t.pin = pin

@@ -15,6 +15,7 @@ from brokerd.protocol.types import (
     Str,
     Sym,
 )
+from brokerd.spin import machine_busy
 
 from .. import ptrace as pt
 from ..accel import accel
@@ -128,6 +129,17 @@ class Stops(ShimBase):
             if self.stops.on:
                 self.stops.add(f"signal:{_signame(sig)}")
             self._on_signal(t, sig)
+
+    def _on_seccomp_stop(self, tid: int, arch: int, nr: int, args: tuple[int, ...], ip: int, ret_data: int,
+                         path: tuple[bytes, bool] | int | None) -> None:
+        """The compiled loop's seccomp stop (``accel.reap``), fetched whole:
+        :meth:`_on_status`'s common case without its tests, the rest to it."""
+        t = self.threads.get(tid)
+        if t is None or t.saved_mask is not None or self._detaching:
+            self._on_status(tid, SECCOMP_STOP, (arch, nr, args, ip, ret_data, path))
+            return
+        t.running = False
+        self._seccomp_entry(t, arch, nr, args, ip, ret_data, path)
 
     def _inherit_region(self, t: _Thread, c: _Thread) -> None:
         """At ``t``'s fork/vfork/clone event: the child ``c`` (another process)
@@ -365,6 +377,13 @@ class Stops(ShimBase):
         call at once stops again within microseconds, and the shim's CPU
         need not go idle and be woken for it."""
         self.loop.more_children = False
+        if self._compiled_loop:  # the same loop in one compiled call (accel.reap)
+            assert accel is not None
+            handled, more = accel.reap(self._path_reads, self._on_seccomp_stop, self._on_status, self._tracee_failed,
+                                       self._stop_spin, machine_busy, REAP_BATCH)
+            self.stats["stops"] += handled
+            self.loop.more_children = bool(more)
+            return
         next_stop, on_status = self._next_stop, self._on_status
         for n in range(REAP_BATCH):
             try:  # after a stop handled (a tracee resumed), its next stop is often due in microseconds
