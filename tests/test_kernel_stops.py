@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from conftest import brokerctl
+
+from brokerd.tracer import landlock
+from brokerd.tracer.layers import bars_procfs_writes
+from brokerd.tracer.procfs import procfs_mounts
 
 CONT = "while read -r l; do echo cont; done"
 
@@ -166,3 +171,59 @@ def test_exec_from_a_second_thread_without_a_region(tmp_path, cprog):
     assert r.returncode == 0, r.stderr
     assert r.stdout == "hi\n"
     assert rep["stops"]["event:exec"] == 1, rep
+
+
+WRITES = 'for i in 1 2 3 4 5; do echo x > "$1/f$i"; done; echo 1000 > "/proc/$2/oom_score_adj" 2>/dev/null || echo refused'
+
+
+@pytest.mark.skipif(landlock.abi_version() < 1, reason="needs Landlock")
+@pytest.mark.parametrize("rw", ["tmp", "root"])
+def test_write_opens_stop_only_where_no_layer_bars_procfs(tmp_path, rw):
+    """Opens for writing stop so that the guard can refuse another process's
+    /proc/PID/oom_score_adj (no ptrace-mode check covers it).  Under a sandbox
+    layer that allows writing only where no procfs is mounted, the kernel
+    refuses those itself: no write open stops (a C build's output files were
+    an entry and an exit stop each); a layer allowing writes on / keeps them
+    stopping.  Either way the outside process's file is not written."""
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        before = open(f"/proc/{victim.pid}/oom_score_adj").read()
+        where = str(tmp_path) if rw == "tmp" else "/"
+        rep, r = _stops(tmp_path, "--policy", f"sandbox:{where},--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/bin",
+                        "--", "sh", "-c", WRITES, "sh", str(tmp_path), str(victim.pid))
+        after = open(f"/proc/{victim.pid}/oom_score_adj").read()
+    finally:
+        victim.kill()
+        victim.wait(timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "refused", (r.stdout, r.stderr)
+    assert [(tmp_path / f"f{i}").read_text() for i in range(1, 6)] == ["x\n"] * 5
+    assert after == before
+    if rw == "tmp":
+        assert "openat" not in rep["stops"] and "exit:openat" not in rep["stops"], rep
+    else:
+        assert rep["stops"].get("openat", 0) >= 6, rep  # five files and the /proc file
+
+
+def test_procfs_mounts_are_read_from_mountinfo():
+    text = ("22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+            "30 27 0:5 / /dev rw - devtmpfs udev rw\n"
+            "41 30 0:21 /1/oom_score_adj /srv/a\\040b/x rw - proc proc rw\n"
+            "42 27 0:40 / /srv/proc\\134 rw - tmpfs proc rw\n")  # a tmpfs *named* proc is not one
+    assert procfs_mounts(text) == ("/proc", "/srv/a b/x")
+
+
+def test_only_a_layer_allowing_no_write_near_procfs_bars_it():
+    w = landlock.ACCESS_FS["write_file"][0]
+    r = landlock.ACCESS_FS["read_file"][0]
+
+    def layer(*rules: tuple[str, int], handled: int = w | r) -> landlock.Layer:
+        return landlock.Layer(handled, paths=tuple(landlock.PathRule(p, a) for p, a in rules))
+
+    assert bars_procfs_writes([layer(("/tmp", w), ("/", r))], ["/proc"])
+    assert not bars_procfs_writes([layer(("/", w))], ["/proc"])  # above it
+    assert not bars_procfs_writes([layer(("/proc/self", w))], ["/proc"])  # beneath it
+    assert not bars_procfs_writes([layer(("/srv", w))], ["/proc", "/srv/jail/proc"])  # another procfs beneath a rule
+    assert not bars_procfs_writes([layer(("/tmp", w), handled=r)], ["/proc"])  # writes not handled at all
+    assert bars_procfs_writes([layer(("/", w)), layer(("/tmp", w))], ["/proc"])  # one narrowing layer suffices
+    assert not bars_procfs_writes([], ["/proc"])
+    assert bars_procfs_writes([layer(("/procfoo", w))], ["/proc"])  # a sibling that only starts alike

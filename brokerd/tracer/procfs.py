@@ -165,3 +165,17 @@ def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes, files: frozenset
         cur = cur.rsplit("/", 1)[0] if not target.startswith("/") else ""
         todo.extend(c for c in target.split("/")[::-1] if c)
     return None
+
+
+def procfs_mounts(mountinfo: str) -> tuple[str, ...]:
+    """The mount points of every procfs in ``mountinfo`` (the text of
+    /proc/PID/mountinfo), a bind mount of one /proc file included: field 5
+    is the mount point (octal escapes for space, tab, newline, backslash),
+    the type follows the `` - `` separator."""
+    points = []
+    for line in mountinfo.splitlines():
+        head, sep, tail = line.partition(" - ")
+        fields = head.split()
+        if sep and len(fields) > 4 and tail.split(" ", 1)[0] == "proc":
+            points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return tuple(points)

@@ -277,8 +277,8 @@ class Entry(ShimBase):
         """The guard's calls (docs/security.md): one aimed at the broker (or
         outside the session) is answered here; True when it was."""
         name = plan.spec.name
-        mask = plan.abi.reg_mask
-        raw = tuple(a & mask for a in rawargs)
+        # (a generator over the six registers was 1.3 us of every guarded call: only a 32-bit ABI masks)
+        raw = tuple(rawargs) if plan.mask is None else tuple(a & plan.mask for a in rawargs)
         verdict = self.guard.judge(name, raw, t.tid, t.tgid)
         if verdict is not None:
             what, value = verdict

@@ -14,6 +14,7 @@ from brokerd.decision.stack import Stack
 from .. import auditlog, landlock, seccomp
 from .. import layers as kernel_layers
 from .. import ptrace as pt
+from ..procfs import procfs_mounts
 from .base import ShimBase, _symbolizer
 from .consts import (
     OPTIONS,
@@ -142,6 +143,10 @@ class Launch(ShimBase):
         for a, settled in zip(self.stack, self.layer_plan.settled, strict=True):
             if hasattr(a, "settled"):
                 a.settled = settled
+        procfs_at = _procfs_mounts() if self.guard.write_checks and self.layer_plan.layers else None
+        if procfs_at is not None and kernel_layers.bars_procfs_writes(self.layer_plan.layers, procfs_at):
+            self.guard.write_checks = False  # the kernel refuses every /proc write: opens for writing need not stop
+            self._guarded = self.guard.calls()
         self._action_cache.clear()
         self.stack.forget()
 
@@ -366,3 +371,14 @@ class Launch(ShimBase):
             pt.detach(tid, sig)
         except ProcessLookupError:
             pass
+
+
+def _procfs_mounts() -> tuple[str, ...] | None:
+    """Where procfs is mounted (with its /proc files bound elsewhere), as this
+    process and the program it launches see it; None if unknown (unreadable)."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return procfs_mounts(f.read())
+    except OSError:
+        return None
+
