@@ -834,11 +834,13 @@ os.mkdir(own)
 attempt("own freeze", f"{own}/cgroup.freeze", b"1")
 attempt("own thaw", f"{own}/cgroup.freeze", b"0")
 attempt("own kill", f"{own}/cgroup.kill", b"1")
+attempt("own limit", f"{own}/cgroup.max.descendants", b"5")
 os.mkdir(f"{own}/sub")
 os.rmdir(f"{own}/sub")
 attempt("own move self", f"{own}/cgroup.procs", str(os.getpid()).encode())
 attempt("broker freeze", f"{broker_cg}/cgroup.freeze", b"1")
 attempt("broker kill", f"{broker_cg}/cgroup.kill", b"1")
+attempt("broker limit", f"{broker_cg}/cgroup.max.descendants", b"0")  # any file of a cgroup holding it
 os.chdir(broker_cg)
 attempt("broker kill by cwd", "cgroup.kill", b"1")
 attempt("broker kill by /proc/self/cwd", "/proc/self/cwd/cgroup.kill", b"1")  # the broker's own cwd, to the broker
@@ -915,8 +917,8 @@ def _into(cgroup: str):
 
 def _cgroupwrite_expected(mode: str, v1: bool) -> list[str]:
     beyond = "ok" if mode == "opted-out" else "EACCES"  # --no-landlock: the broker's own only
-    return (["own freeze ok", "own thaw ok", "own kill ok", f"own move self {beyond}",
-             "broker freeze EACCES", "broker kill EACCES", "broker kill by cwd EACCES",
+    return (["own freeze ok", "own thaw ok", "own kill ok", "own limit ok", f"own move self {beyond}",
+             "broker freeze EACCES", "broker kill EACCES", "broker limit EACCES", "broker kill by cwd EACCES",
              "broker kill by /proc/self/cwd EACCES", "broker kill by a symlink EACCES"]
             + [f"outside {what} {beyond}" for what in ("move", "freeze", "kill")]
             + ([f"outside v1 {what} {beyond}" for what in ("freeze", "move")] if v1 else []))
@@ -975,3 +977,29 @@ def test_cgroups_holding_outside_processes_cannot_be_frozen_killed_or_joined(mod
     if mode != "opted-out":
         assert alive and f"/{os.path.basename(top)}/outside\n" in where and frozen == "0", (alive, where, frozen)
         assert v1_state == "THAWED"
+
+
+@pytest.mark.parametrize("mode", ["refused", "opted-out"])
+def test_a_cgroup_file_bound_elsewhere_is_judged_as_itself(mode, ctl, tmp_path):
+    """Where no domain refuses mount, a root program can bind its broker's
+    ``cgroup.kill`` onto a file elsewhere: the kernel then names it by that
+    path, in no cgroup directory.  The guard finds the file's cgroup only
+    where the directory the kernel names holds that very file on that very
+    mount, and refuses it otherwise (before the check it would have walked
+    the wrong directory)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (mount, cgroup files)")
+    base = _v2_base()
+    if base is None:
+        pytest.skip("no writable cgroup v2 with cgroup.kill and cgroup.freeze (Linux 5.14+) here")
+    top = os.path.join(base, f"bk-bind-{os.getpid()}-{mode}")
+    spot = tmp_path / "spot"
+    spot.write_text("")
+    try:
+        os.mkdir(top)
+        r = ctl(mode, "run", "--", "unshare", "-m", "sh", "-c",
+                f"mount --bind {top}/cgroup.kill {spot} || exit; echo 1 2>/dev/null > {spot} && echo ok || echo refused",
+                preexec_fn=_into(top))
+    finally:
+        _remove_cgroups(top)
+    assert (r.stdout, r.returncode) == ("refused\n", 0), r.stderr

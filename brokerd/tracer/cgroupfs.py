@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import struct
 from collections.abc import Callable
 
 CGROUP_SUPER_MAGIC = 0x27E0EB
@@ -28,10 +27,11 @@ def fs_type(path: str) -> int | None:
     link such as /proc/TID/fd/N is followed to its object); None if unknown."""
     from .ptrace import _libc  # the broker's one handle on libc
 
-    buf = ctypes.create_string_buffer(256)  # struct statfs (120 bytes on x86_64): f_type first
-    if _libc.statfs(os.fsencode(path), buf) != 0:
-        return None
-    return int(struct.unpack_from("=q", buf.raw)[0])
+    buf = _STATFS()  # struct statfs (120 bytes on x86_64): f_type first
+    return int(buf[0]) if _libc.statfs(os.fsencode(path), buf) == 0 else None
+
+
+_STATFS = ctypes.c_long * 16
 
 
 def on_cgroupfs(path: str) -> bool:

@@ -415,8 +415,11 @@ class Guard:
         leads in the thread's root, as the walk that looked for /proc/PID
         entries found it) a cgroup file the program may not write?  On ptrace
         the exit stop judges again what was really opened."""
+        where = f"/proc/{tid}/root{real}"
+        if not cgroupfs.on_cgroupfs(where):
+            return False  # (one statfs: the usual case)
         try:
-            fd = os.open(f"/proc/{tid}/root{real}", os.O_PATH | os.O_CLOEXEC)
+            fd = os.open(where, os.O_PATH | os.O_CLOEXEC)
         except OSError:
             return False  # nothing there (yet): the kernel makes no file on a cgroup file system
         try:
@@ -458,7 +461,7 @@ class Guard:
             link = os.readlink(f"/proc/{tid}/fd/{fd}")
         except OSError:
             return True  # gone: nothing left to protect
-        if self.write_checks and _opened_for_writing(tid, fd) and self._cgroup_opened_refused(tid, fd):
+        if self.write_checks and self._cgroup_opened_refused(tid, fd):
             return False
         entry = _proc_entry_opened(tid, fd, link)
         if entry is not None and entry[1] in PROC_WRITABLE:
@@ -474,8 +477,8 @@ class Guard:
         return True
 
     def _cgroup_opened_refused(self, tid: int, fd: int) -> bool:
-        """Is descriptor ``fd`` of ``tid`` a cgroup file it may not write?"""
-        if not cgroupfs.on_cgroupfs(f"/proc/{tid}/fd/{fd}"):
+        """Is descriptor ``fd`` of ``tid`` a cgroup file opened for writing that it may not write?"""
+        if not cgroupfs.on_cgroupfs(f"/proc/{tid}/fd/{fd}") or not _opened_for_writing(tid, fd):
             return False
         try:
             mine = os.open(f"/proc/{tid}/fd/{fd}", os.O_PATH | os.O_CLOEXEC)
