@@ -6,8 +6,10 @@
  * the call itself).  These functions make the same calls, with the same
  * results and errors, in one C call each, and fuse the ones that always come
  * together (the stop's GET_SYSCALL_INFO, the unpack of its six arguments and
- * the read of its path).  Nothing here decides anything: every verdict, every
- * check of what was read, stays in the Python that calls them.
+ * the read of its path); ``reap`` runs the stop loop itself (wait, spin,
+ * fetch) and calls Python once per stop.  Nothing here decides anything:
+ * every verdict, every check of what was read, stays in the Python that
+ * calls them.
  *
  * The tracee is hostile: every address it gives is read with
  * process_vm_readv (bounded, page by page, never past 2^64), every result is

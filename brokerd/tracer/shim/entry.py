@@ -33,7 +33,7 @@ from .. import ptrace as pt
 from ..accel import accel
 from ..guard import OWNER_CALLS, PROC_OPEN_CALLS
 from ..resolve import ROOT_CALLS
-from ..states import ASK, RUN, move
+from ..states import ASK, INJECT, RUN, move
 from .base import ShimBase
 from .consts import (
     MASK64,
@@ -95,7 +95,7 @@ class Entry(ShimBase):
         its plan reads (``path``: see ``accel.seccomp_info``).  The path is
         handed to the decoder for this stop only (``_Mem.pre``), so nothing
         read here outlives it."""
-        if t.state == "inject":
+        if t._state is INJECT:
             self._injected_entry(t, nr, args)
             return
         if ret_data != TRACE_MARK:

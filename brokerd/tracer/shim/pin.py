@@ -38,6 +38,7 @@ from brokerd.protocol.args import constant
 
 from .. import ptrace as pt
 from ..accel import accel
+from ..states import RUN
 from .base import ShimBase
 from .consts import MASK64, O_CREAT, O_TMPFILE_BIT
 from .thread import _Thread
@@ -223,7 +224,7 @@ class Pin(ShimBase):
         if (accel is not None and pt.SET_INFO_WORKS and len(own) == 6 and not self._detaching
                 and accel.pin_cont(t.tid, region.view, how_at - region.addr, pin, SYS_OPENAT2, args + own[4:])):
             self._repointed(t, abi, SYS_OPENAT2, args)
-            t.state = "run"
+            t._state = RUN  # (a move to RUN is always in states.MOVES: the property's check skipped)
             self._mark_run(t)
             return "resumed"
         region.write(how_at, pin)
