@@ -251,6 +251,24 @@ static PyObject *py_seccomp_info(PyObject *self, PyObject *args)
     return r;
 }
 
+/* one waitpid(-1, WNOHANG|__WALL): the tid (0: nothing waiting), -1 with an
+ * exception set (ChildProcessError for ECHILD, as os.waitpid) */
+static pid_t wait_one(int *status)
+{
+    for (;;) {
+        pid_t p = waitpid(-1, status, WNOHANG | __WALL);
+        if (p >= 0)
+            return p;
+        if (errno == EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            continue;
+        }
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+}
+
 PyDoc_STRVAR(next_stop_doc,
              "next_stop(paths) -> None | (tid, status, info)\n\n"
              "wait_any() and, for a seccomp stop, seccomp_info(tid, paths) with it (info:\n"
@@ -263,20 +281,10 @@ static PyObject *py_next_stop(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*", &paths))
         return NULL;
     int status = 0;
-    pid_t p;
-    for (;;) {
-        p = waitpid(-1, &status, WNOHANG | __WALL);
-        if (p >= 0)
-            break;
-        if (errno == EINTR) {
-            if (PyErr_CheckSignals() < 0) {
-                PyBuffer_Release(&paths);
-                return NULL;
-            }
-            continue;
-        }
+    pid_t p = wait_one(&status);
+    if (p < 0) {
         PyBuffer_Release(&paths);
-        return PyErr_SetFromErrno(PyExc_OSError); /* ECHILD: ChildProcessError */
+        return NULL; /* ECHILD: ChildProcessError */
     }
     if (p == 0) {
         PyBuffer_Release(&paths);
@@ -454,23 +462,6 @@ static PyObject *py_wait_any(PyObject *self, PyObject *noargs)
     }
 }
 
-/* one waitpid(-1, WNOHANG|__WALL): the tid (0: nothing waiting), -1 with an
- * exception set (ChildProcessError for ECHILD, as os.waitpid) */
-static pid_t wait_one(int *status)
-{
-    for (;;) {
-        pid_t p = waitpid(-1, status, WNOHANG | __WALL);
-        if (p >= 0)
-            return p;
-        if (errno == EINTR) {
-            if (PyErr_CheckSignals() < 0)
-                return -1;
-            continue;
-        }
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-}
 
 static long long monotonic_ns(void)
 {
