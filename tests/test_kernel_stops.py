@@ -11,7 +11,7 @@ from conftest import brokerctl
 
 from brokerd.tracer import landlock
 from brokerd.tracer.layers import bars_procfs_writes
-from brokerd.tracer.procfs import procfs_mounts
+from brokerd.tracer.procfs import WRITE_GUARDED_FS, procfs_mounts
 
 CONT = "while read -r l; do echo cont; done"
 
@@ -208,8 +208,17 @@ def test_procfs_mounts_are_read_from_mountinfo():
     text = ("22 27 0:21 / /proc rw,relatime - proc proc rw\n"
             "30 27 0:5 / /dev rw - devtmpfs udev rw\n"
             "41 30 0:21 /1/oom_score_adj /srv/a\\040b/x rw - proc proc rw\n"
-            "42 27 0:40 / /srv/proc\\134 rw - tmpfs proc rw\n")  # a tmpfs *named* proc is not one
+            "42 27 0:40 / /srv/proc\\134 rw - tmpfs proc rw\n"  # a tmpfs *named* proc is not one
+            "43 31 0:34 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer\n"
+            "44 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n")
     assert procfs_mounts(text) == ("/proc", "/srv/a b/x")
+    # cgroup files act on other processes too: a layer must allow no write near them either
+    assert procfs_mounts(text, WRITE_GUARDED_FS) == ("/proc", "/srv/a b/x", "/sys/fs/cgroup/freezer",
+                                                     "/sys/fs/cgroup/unified")
+    w = landlock.ACCESS_FS["write_file"][0]
+    sys_writable = landlock.Layer(w, paths=(landlock.PathRule("/sys/fs", w),))
+    assert not bars_procfs_writes([sys_writable], procfs_mounts(text, WRITE_GUARDED_FS))
+    assert bars_procfs_writes([sys_writable], procfs_mounts(text))
 
 
 def test_only_a_layer_allowing_no_write_near_procfs_bars_it():

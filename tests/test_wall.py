@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 
 import pytest
@@ -61,7 +62,8 @@ def ctl(cprog):
 
     def run(mode: str, *args: str, user: int | None = None, popen: bool = False, **kw):
         env = {k: v for k, v in os.environ.items() if k != "BROKERD_SOCKET"}
-        common = dict(text=True, env=env, preexec_fn=as_user(user) if user is not None else None, **kw)
+        pre = kw.pop("preexec_fn", None) or (as_user(user) if user is not None else None)
+        common = dict(text=True, env=env, preexec_fn=pre, **kw)
         if popen:
             return subprocess.Popen(argv(mode, args, user), **common)
         return subprocess.run(argv(mode, args, user), capture_output=True, timeout=60, **common)
@@ -809,3 +811,167 @@ def test_no_proc_file_of_an_outside_process_is_written(mode, ctl):
     assert "oom_score_adj written" in native, native  # natively they are (the test sees them)
     lines = r.stdout.splitlines()
     assert len(lines) >= 20 and not [ln for ln in lines if ln.endswith(" written")], r.stdout + r.stderr
+
+
+CGROUPWRITE = r"""
+import errno, os, sys
+outside_cg, broker_cg, outside_pid, v1_cg = sys.argv[1:5]
+def attempt(who, path, value):
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError as e:
+        print(who, errno.errorcode[e.errno])
+        return
+    try:
+        os.write(fd, value)
+        print(who, "ok")
+    except OSError as e:
+        print(who, "write", errno.errorcode[e.errno])
+    finally:
+        os.close(fd)
+own = f"{broker_cg}/own"  # made beneath its own cgroup (mkdir: no open for writing)
+os.mkdir(own)
+attempt("own freeze", f"{own}/cgroup.freeze", b"1")
+attempt("own thaw", f"{own}/cgroup.freeze", b"0")
+attempt("own kill", f"{own}/cgroup.kill", b"1")
+os.mkdir(f"{own}/sub")
+os.rmdir(f"{own}/sub")
+attempt("own move self", f"{own}/cgroup.procs", str(os.getpid()).encode())
+attempt("broker freeze", f"{broker_cg}/cgroup.freeze", b"1")
+attempt("broker kill", f"{broker_cg}/cgroup.kill", b"1")
+os.chdir(broker_cg)
+attempt("broker kill by cwd", "cgroup.kill", b"1")
+attempt("broker kill by /proc/self/cwd", "/proc/self/cwd/cgroup.kill", b"1")  # the broker's own cwd, to the broker
+link = f"/tmp/bk-cgroup-{os.getpid()}"
+os.symlink("/proc/self/cwd", link)
+attempt("broker kill by a symlink", f"{link}/cgroup.kill", b"1")
+os.unlink(link)
+attempt("outside move", f"{own}/cgroup.procs", outside_pid.encode())
+attempt("outside freeze", f"{outside_cg}/cgroup.freeze", b"1")
+attempt("outside kill", f"{outside_cg}/cgroup.kill", b"1")
+if v1_cg:
+    attempt("outside v1 freeze", f"{v1_cg}/freezer.state", b"FROZEN")
+    attempt("outside v1 move", f"{v1_cg}/tasks", outside_pid.encode())  # already there: no change
+"""
+
+
+def _v2_base() -> str | None:
+    """A cgroup-v2 directory this process may make cgroups in (its own), or None."""
+    base = _own_cgroup2_dir()
+    if base is None or not os.path.exists(os.path.join(base, "cgroup.procs")):
+        return None
+    probe = os.path.join(base, f"bk-probe-{os.getpid()}")
+    try:
+        os.mkdir(probe)
+    except OSError:
+        return None
+    ok = os.path.exists(os.path.join(probe, "cgroup.kill")) and os.path.exists(os.path.join(probe, "cgroup.freeze"))
+    os.rmdir(probe)
+    return base if ok else None
+
+
+def _v1_freezer() -> str | None:
+    """The v1 freezer hierarchy's mount point, if one is mounted (and writable)."""
+    for ln in open("/proc/self/mountinfo"):
+        head, _, tail = ln.partition(" - ")
+        if tail.startswith("cgroup ") and "freezer" in tail.split()[-1].split(","):
+            return head.split()[4]
+    return None
+
+
+def _remove_cgroups(*tops: str) -> None:
+    """Thaw and kill whatever the cgroups ``tops`` and those beneath them
+    hold (a v1-frozen process dies only once thawed), and remove them, bottom up."""
+    dirs = sorted((w[0] for t in tops if t and os.path.isdir(t) for w in os.walk(t)), key=lambda d: -d.count("/"))
+    for d, (name, value) in ((d, nv) for d in dirs for nv in (("freezer.state", "THAWED"), ("cgroup.freeze", "0"))):
+        with contextlib.suppress(OSError), open(os.path.join(d, name), "w") as f:
+            f.write(value)
+    for d, name in ((d, n) for d in dirs for n in ("cgroup.procs", "tasks")):
+        with contextlib.suppress(OSError), open(os.path.join(d, name)) as f:
+            for pid in f.read().split():
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+    for d in dirs:
+        wait_for(lambda d=d: _rmdir(d), 20, f"{d} to be removed")
+
+
+def _rmdir(d: str) -> bool:
+    try:
+        os.rmdir(d)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _into(cgroup: str):
+    """A preexec_fn that moves the child into ``cgroup``."""
+    def move() -> None:
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+    return move
+
+
+def _cgroupwrite_expected(mode: str, v1: bool) -> list[str]:
+    beyond = "ok" if mode == "opted-out" else "EACCES"  # --no-landlock: the broker's own only
+    return (["own freeze ok", "own thaw ok", "own kill ok", f"own move self {beyond}",
+             "broker freeze EACCES", "broker kill EACCES", "broker kill by cwd EACCES",
+             "broker kill by /proc/self/cwd EACCES", "broker kill by a symlink EACCES"]
+            + [f"outside {what} {beyond}" for what in ("move", "freeze", "kill")]
+            + ([f"outside v1 {what} {beyond}" for what in ("freeze", "move")] if v1 else []))
+
+
+@pytest.mark.usefixtures("accel_mode")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_cgroups_holding_outside_processes_cannot_be_frozen_killed_or_joined(mode, backend, ctl):
+    """Writing ``cgroup.kill`` (SIGKILL to every process of a cgroup),
+    ``cgroup.freeze``, v1 ``freezer.state``, and ``cgroup.procs``/``tasks``
+    (move a process into a cgroup) is checked by the file's permissions
+    only, never by ptrace-mode access: under the wall a root program froze
+    a cgroup holding an outside process, and could kill one holding its
+    broker.  Now an open for writing of a cgroup file whose cgroup (or one
+    beneath) holds a process outside the session is refused (the broker's
+    in every mode), and ``cgroup.procs``/``tasks`` unless ``--no-landlock``
+    (the pid comes later, by write(2)).  The program's own cgroup work
+    (make one, freeze, thaw and kill it, remove one) still works."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: cgroup files are root's here")
+    base = _v2_base()
+    if base is None:
+        pytest.skip("no writable cgroup v2 with cgroup.kill and cgroup.freeze (Linux 5.14+) here")
+    top = os.path.join(base, f"bk-wall-{os.getpid()}-{mode}-{backend}")
+    v1_mount = _v1_freezer()
+    v1 = os.path.join(v1_mount, f"bk-wall-{os.getpid()}-{mode}-{backend}") if v1_mount else ""
+    outside_cg, broker_cg = os.path.join(top, "outside"), os.path.join(top, "broker")
+    victim = None
+    try:
+        for d in (top, outside_cg, broker_cg, *([v1] if v1 else [])):
+            os.mkdir(d)
+        victim = subprocess.Popen(["sleep", "60"], start_new_session=True, preexec_fn=_into(outside_cg))
+        if v1:
+            with open(os.path.join(v1, "tasks"), "w") as f:
+                f.write(str(victim.pid))
+        # a broker frozen by a regression would hang the run (its program, frozen too, holds the pipes): thawed
+        watchdog = threading.Timer(20, _remove_cgroups, (broker_cg,))
+        watchdog.start()
+        try:
+            r = ctl(mode, "run", "--backend", backend, "--", sys.executable, "-S", "-c", CGROUPWRITE, outside_cg,
+                    broker_cg, str(victim.pid), v1, preexec_fn=_into(broker_cg))
+        finally:
+            watchdog.cancel()
+        alive = victim.poll() is None
+        where = open(f"/proc/{victim.pid}/cgroup").read() if alive else ""
+        frozen = open(os.path.join(outside_cg, "cgroup.freeze")).read().strip()
+        v1_state = open(os.path.join(v1, "freezer.state")).read().strip() if v1 else "THAWED"
+    finally:
+        _remove_cgroups(top, v1)  # thaws and kills what they hold, the victim included
+        if victim is not None:
+            victim.kill()
+            victim.wait(timeout=60)
+    assert r.stdout.splitlines() == _cgroupwrite_expected(mode, bool(v1)), r.stderr
+    assert r.returncode == 0, r.stderr
+    if mode != "opted-out":
+        assert alive and f"/{os.path.basename(top)}/outside\n" in where and frozen == "0", (alive, where, frozen)
+        assert v1_state == "THAWED"

@@ -73,8 +73,11 @@ from brokerd.protocol.abi import ABIS, names_in
 from brokerd.protocol.args import WHO_TARGETS
 from brokerd.protocol.record import Record, _set
 
+from . import cgroupfs
 from .procfs import (
     AT_FDCWD,
+    CGROUP_DEFAULT_RULE,
+    CGROUP_WRITABLE,
     NS_LINK,
     PROC_FILES,
     PROC_PATH,
@@ -384,9 +387,11 @@ class Guard:
         symlink, not under /proc: openat2 follows none) skip the exit check?
         Where the wall stands (no mount can be made under it), when its
         directory is on no procfs: a procfs mounted elsewhere (a chroot's
-        ``/srv/jail/proc``) holds /proc/PID entries under other paths."""
-        parent = real.rpartition(b"/")[0] or b"/"
-        return not self.proc_checks and not _on_procfs(f"/proc/{tid}/root{os.fsdecode(parent)}")
+        ``/srv/jail/proc``) holds /proc/PID entries under other paths; nor on
+        a cgroup file system (a cgroup directory renamed after the check puts
+        another cgroup's ``cgroup.kill`` at the judged path)."""
+        parent = f"/proc/{tid}/root{os.fsdecode(real.rpartition(b'/')[0] or b'/')}"
+        return not self.proc_checks and cgroupfs.fs_type(parent) not in _EXIT_CHECKED_FS
 
     def _judge_open(self, name: str, raw: tuple[int, ...], tid: int, tgid: int) -> tuple[str, int] | None:
         writing = self.write_checks and _for_writing(name, raw, tid)
@@ -398,9 +403,45 @@ class Guard:
         except OSError:
             return None  # the kernel answers EFAULT itself
         dirfd = _s32(raw[dirfd_at]) if dirfd_at is not None else AT_FDCWD
+        end: list[str] = []
         hit = proc_entry_of(tid, tgid, dirfd, path, PROC_FILES | PROC_WRITABLE if writing else PROC_FILES,
-                            lambda pid: pid == tgid or self.in_session(tgid_of(pid)))
-        return ("deny", E.EACCES) if hit is not None and self._entry_outside(*hit) else None
+                            lambda pid: pid == tgid or self.in_session(tgid_of(pid)), end)
+        if hit is not None and self._entry_outside(*hit):
+            return ("deny", E.EACCES)
+        return ("deny", E.EACCES) if writing and end and self._cgroup_path_refused(tid, end[0]) else None
+
+    def _cgroup_path_refused(self, tid: int, real: str) -> bool:
+        """At the entry of an open for writing: is ``real`` (where the path
+        leads in the thread's root, as the walk that looked for /proc/PID
+        entries found it) a cgroup file the program may not write?  On ptrace
+        the exit stop judges again what was really opened."""
+        try:
+            fd = os.open(f"/proc/{tid}/root{real}", os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return False  # nothing there (yet): the kernel makes no file on a cgroup file system
+        try:
+            return self._cgroup_file_refused(fd)
+        finally:
+            os.close(fd)
+
+    def _cgroup_file_refused(self, fd: int) -> bool:
+        """Is the object the broker's descriptor ``fd`` names a cgroup file
+        the program may not open for writing (procfs.CGROUP_WRITABLE)?
+        ``moves``: unless the user opted out of the wall; ``members``: when
+        its cgroup, or one beneath, holds a process outside the session (the
+        broker's always); one whose cgroup cannot be told: refused."""
+        found = cgroupfs.cgroup_of(fd)
+        if found is None:
+            return False
+        dfd, name = found
+        if dfd < 0:
+            return True
+        try:
+            if CGROUP_WRITABLE.get(name, CGROUP_DEFAULT_RULE) == "moves":
+                return self.emulate_control
+            return cgroupfs.holds_any(f"/proc/self/fd/{dfd}", lambda pid: self._outside(pid, self.emulate_control))
+        finally:
+            os.close(dfd)
 
     def _entry_outside(self, pid: int, entry: str) -> bool:
         """Is /proc/PID/ENTRY (opened for writing, if a PROC_WRITABLE one) out of the program's reach?"""
@@ -417,6 +458,8 @@ class Guard:
             link = os.readlink(f"/proc/{tid}/fd/{fd}")
         except OSError:
             return True  # gone: nothing left to protect
+        if self.write_checks and _opened_for_writing(tid, fd) and self._cgroup_opened_refused(tid, fd):
+            return False
         entry = _proc_entry_opened(tid, fd, link)
         if entry is not None and entry[1] in PROC_WRITABLE:
             return not (_opened_for_writing(tid, fd) and self._entry_outside(*entry))
@@ -429,6 +472,19 @@ class Guard:
         if NS_LINK.fullmatch(link):
             return self._namespace_in_reach(link, tgid)
         return True
+
+    def _cgroup_opened_refused(self, tid: int, fd: int) -> bool:
+        """Is descriptor ``fd`` of ``tid`` a cgroup file it may not write?"""
+        if not cgroupfs.on_cgroupfs(f"/proc/{tid}/fd/{fd}"):
+            return False
+        try:
+            mine = os.open(f"/proc/{tid}/fd/{fd}", os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return False  # gone: nothing left to protect
+        try:
+            return self._cgroup_file_refused(mine)
+        finally:
+            os.close(mine)
 
     def _namespace_in_reach(self, link: str, tgid: int) -> bool:
         """A namespace descriptor the program opened (for setns): one a
@@ -539,6 +595,9 @@ def _opened_for_writing(tid: int, fd: int) -> bool:
 #: the end of a path to a /proc/PID entry, wherever that procfs is mounted
 _PROC_TAIL = re.compile(r"/(\d+)/(?:task/(\d+)/)?([^/]+)")
 PROC_SUPER_MAGIC = 0x9FA0
+#: file systems whose opens a pin cannot vouch for: /proc/PID entries, cgroup files (a
+#: cgroup directory renamed between the check and the open puts another cgroup's file there)
+_EXIT_CHECKED_FS = frozenset({PROC_SUPER_MAGIC, *cgroupfs.CGROUP_MAGICS})
 
 
 def _proc_entry_opened(tid: int, fd: int, link: str) -> tuple[int, str] | None:
@@ -556,12 +615,7 @@ def _proc_entry_opened(tid: int, fd: int, link: str) -> tuple[int, str] | None:
 
 
 def _on_procfs(path: str) -> bool:
-    import ctypes
-
-    from .ptrace import _libc
-
-    buf = ctypes.create_string_buffer(256)  # struct statfs (120 bytes on x86_64): f_type first
-    return _libc.statfs(os.fsencode(path), buf) == 0 and struct.unpack_from("=q", buf.raw)[0] == PROC_SUPER_MAGIC
+    return cgroupfs.fs_type(path) == PROC_SUPER_MAGIC
 
 
 def _owner_of(form: str, arg: int, tid: int) -> tuple[int, int]:

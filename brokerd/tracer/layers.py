@@ -107,14 +107,17 @@ def plan(specs: Sequence[tuple[str, LayerSpec | None]], abi: int, log: Callable[
 
 
 def bars_procfs_writes(layers: Iterable[landlock.Layer], procfs_at: Iterable[str]) -> bool:
-    """Does one of ``layers`` keep every procfs file (mounted at ``procfs_at``)
-    from being opened for writing?  So when it handles ``write_file`` and
-    none of its write rules lies on, beneath or above a procfs mount (rule
-    paths resolved as the kernel resolved them when the rule was made).  Then
-    another process's /proc/PID/oom_score_adj and the like (procfs.PROC_WRITABLE,
-    which no ptrace-mode check covers) are the kernel's to refuse, and opens for
-    writing need not stop for the guard: a domain also refuses mount, so no
-    procfs appears later where the layer allows writing."""
+    """Does one of ``layers`` keep every procfs and cgroup file (their file
+    systems mounted at ``procfs_at``: procfs.WRITE_GUARDED_FS) from being
+    opened for writing?  So when it handles ``write_file`` and none of its
+    write rules lies on, beneath or above such a mount (rule paths resolved
+    as the kernel resolved them when the rule was made).  Then another
+    process's /proc/PID/oom_score_adj and the like (procfs.PROC_WRITABLE),
+    and the ``cgroup.kill``, ``cgroup.freeze``, ``cgroup.procs`` of a cgroup
+    holding it (procfs.CGROUP_WRITABLE), which no ptrace-mode check covers,
+    are the kernel's to refuse, and opens for writing need not stop for the
+    guard: a domain also refuses mount, so no such file system appears later
+    where the layer allows writing."""
     write = landlock.ACCESS_FS["write_file"][0]
     mounts = [m.rstrip("/") + "/" for m in procfs_at]
     for layer in layers:

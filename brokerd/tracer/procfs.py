@@ -34,6 +34,24 @@ PROC_WRITABLE = frozenset({
     "make-it-fail", "fail-nth",  # fault injection into it (CONFIG_FAULT_INJECTION)
     "latency",  # clear its latency records (CONFIG_LATENCYTOP)
 })
+#: cgroup files (cgroup v1 or v2, wherever mounted) whose write acts on processes
+#: that no Landlock domain or ptrace-mode check protects (seen on 6.18: under the
+#: wall a root program froze a cgroup holding an outside process): how the guard
+#: judges opening one for writing.  ``members``: the write acts on every process of
+#: the cgroup and of those beneath it, refused when one is outside the session (the
+#: rule of every file not named here too: ``memory.max`` OOM-kills them, ``cpu.max``
+#: starves them); ``moves``: it moves the process whose pid write(2) gives later,
+#: unseen at the open: refused unless the user opted out of the wall
+CGROUP_WRITABLE: dict[str, str] = {
+    "cgroup.kill": "members",  # SIGKILL to every one of them (v2, 5.14+)
+    "cgroup.freeze": "members",  # freeze them (v2, 5.2+)
+    "freezer.state": "members",  # freeze them (v1 freezer)
+    "cgroup.procs": "moves", "cgroup.threads": "moves", "tasks": "moves",  # move any process in
+}
+CGROUP_DEFAULT_RULE = "members"
+#: file systems a Landlock layer must keep every write from before opens for writing
+#: need not stop (layers.bars_procfs_writes): their files act on other processes
+WRITE_GUARDED_FS = frozenset({"proc", "cgroup", "cgroup2"})
 #: what /proc/PID/fd/N of a namespace descriptor reads: ``TYPE:[INODE]``
 NS_LINK = re.compile(r"(cgroup|ipc|mnt|net|pid|time|user|uts):\[\d+\]")
 PROC_PATH = re.compile(r"/proc/(\d+)/(?:task/(\d+)/)?([^/]*)")
@@ -116,7 +134,8 @@ def in_namespace(pid: int, link: str) -> bool:
 
 
 def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes, files: frozenset[str] = PROC_FILES,
-                  through: Callable[[int], bool] = lambda pid: False) -> tuple[int, str] | None:
+                  through: Callable[[int], bool] = lambda pid: False,
+                  end: list[str] | None = None) -> tuple[int, str] | None:
     """(PID, entry) when ``path``, resolved as thread ``tid`` would resolve it
     (its root, cwd or ``dirfd``; ``/proc/self``, ``/proc/thread-self`` and
     symlinks followed), goes through ``/proc/PID/ENTRY`` (or
@@ -124,7 +143,9 @@ def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes, files: frozenset
     or anything beneath ``fd/``, ``map_files/`` or ``ns/``.  Beneath the
     ``fd/`` of a process ``through`` says the program may reach (its own),
     the descriptor's link is followed instead: ``/proc/self/fd/N/ENTRY``, N
-    a descriptor of another process's ``/proc/PID``, is that process's ENTRY."""
+    a descriptor of another process's ``/proc/PID``, is that process's ENTRY.
+    When the walk ends elsewhere, the path it ended on (in the thread's
+    root, every symlink followed) is appended to ``end``."""
     root = f"/proc/{tid}/root"
     if path.startswith(b"/"):
         cur = ""
@@ -164,11 +185,14 @@ def proc_entry_of(tid: int, tgid: int, dirfd: int, path: bytes, files: frozenset
             return None
         cur = cur.rsplit("/", 1)[0] if not target.startswith("/") else ""
         todo.extend(c for c in target.split("/")[::-1] if c)
+    if end is not None:
+        end.append(cur or "/")
     return None
 
 
-def procfs_mounts(mountinfo: str) -> tuple[str, ...]:
-    """The mount points of every procfs in ``mountinfo`` (the text of
+def procfs_mounts(mountinfo: str, types: frozenset[str] = frozenset({"proc"})) -> tuple[str, ...]:
+    """The mount points of every procfs (or file system of ``types``:
+    :data:`WRITE_GUARDED_FS`) in ``mountinfo`` (the text of
     /proc/PID/mountinfo), a bind mount of one /proc file included: field 5
     is the mount point (octal escapes for space, tab, newline, backslash),
     the type follows the `` - `` separator."""
@@ -176,6 +200,6 @@ def procfs_mounts(mountinfo: str) -> tuple[str, ...]:
     for line in mountinfo.splitlines():
         head, sep, tail = line.partition(" - ")
         fields = head.split()
-        if sep and len(fields) > 4 and tail.split(" ", 1)[0] == "proc":
+        if sep and len(fields) > 4 and tail.split(" ", 1)[0] in types:
             points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
     return tuple(points)

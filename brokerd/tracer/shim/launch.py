@@ -14,7 +14,7 @@ from brokerd.decision.stack import Stack
 from .. import auditlog, landlock, seccomp
 from .. import layers as kernel_layers
 from .. import ptrace as pt
-from ..procfs import procfs_mounts
+from ..procfs import WRITE_GUARDED_FS, procfs_mounts
 from .base import ShimBase, _symbolizer
 from .consts import (
     OPTIONS,
@@ -145,7 +145,7 @@ class Launch(ShimBase):
                 a.settled = settled
         procfs_at = _procfs_mounts() if self.guard.write_checks and self.layer_plan.layers else None
         if procfs_at is not None and kernel_layers.bars_procfs_writes(self.layer_plan.layers, procfs_at):
-            self.guard.write_checks = False  # the kernel refuses every /proc write: opens for writing need not stop
+            self.guard.write_checks = False  # the kernel refuses every /proc and cgroup write: opens need not stop
             self._guarded = self.guard.calls()
         self._action_cache.clear()
         self.stack.forget()
@@ -374,11 +374,11 @@ class Launch(ShimBase):
 
 
 def _procfs_mounts() -> tuple[str, ...] | None:
-    """Where procfs is mounted (with its /proc files bound elsewhere), as this
+    """Where procfs and cgroup file systems are mounted (with their files bound elsewhere), as this
     process and the program it launches see it; None if unknown (unreadable)."""
     try:
         with open("/proc/self/mountinfo") as f:
-            return procfs_mounts(f.read())
+            return procfs_mounts(f.read(), WRITE_GUARDED_FS)
     except OSError:
         return None
 
