@@ -282,3 +282,19 @@ def test_a_stack_walks_alike_in_process_and_as_processes(where, cprog, tmp_path)
         "first cached", "second cached", "third cached",
         "first cached", "second cached",  # the third's cached answer: not asked again
     ]
+
+
+def test_each_stacked_member_gets_its_own_deadline(tmp_path, monkeypatch):
+    """Two in-process policies, each answering "slow" in 0.6 s of its 1 s
+    deadline: the second's deadline runs from its own question, not from
+    the first's (both answer in time: no default, no error line), and a
+    looping one after them is still cut at its own deadline."""
+    (tmp_path / "flakypol.py").write_text(textwrap.dedent(POLICY))
+    for name in ("slow", "loops", "fine"):
+        (tmp_path / name).write_text(name + "\n")
+    monkeypatch.chdir(tmp_path)
+    r = brokerctl("run", "--timeout", "1", "-a", "py:flakypol:az", "-a", "py:flakypol:az", "--", "cat",
+                  "slow", "loops", "fine", env={"PYTHONPATH": str(tmp_path)}, timeout=120)
+    assert r.stdout == "slow\nfine\n", r.stderr
+    assert r.stderr.count("did not answer within 1s") == 1  # the loop, by the first (the second is not asked)
+    assert r.stderr.count("Operation not permitted") == 1
