@@ -626,8 +626,9 @@ def test_namespace_reached_through_a_descriptor_is_checked_at_exit(mode, backend
 WRITABLE = ("oom_score_adj", "oom_adj", "clear_refs", "coredump_filter", "timerslack_ns", "autogroup", "sched",
             "uid_map", "gid_map", "projid_map", "setgroups", "timens_offsets")
 
-PROCWRITE = r"""
-import errno, os, subprocess, sys
+#: the test programs' one step: open PATH for writing (relative to DIRFD), write VALUE, print the outcome
+ATTEMPT = r"""
+import errno, os
 def attempt(who, path, value=None, dirfd=None):
     try:
         fd = os.open(path, os.O_WRONLY, dir_fd=dirfd)
@@ -642,6 +643,10 @@ def attempt(who, path, value=None, dirfd=None):
         print(who, "write", errno.errorcode[e.errno])
     finally:
         os.close(fd)
+"""
+
+PROCWRITE = ATTEMPT + r"""
+import subprocess, sys
 outside, hijack = int(sys.argv[1]), int(sys.argv[2])
 for entry in sys.argv[3:]:  # opened only
     attempt(f"outside {entry}", f"/proc/{outside}/{entry}")
@@ -813,22 +818,9 @@ def test_no_proc_file_of_an_outside_process_is_written(mode, ctl):
     assert len(lines) >= 20 and not [ln for ln in lines if ln.endswith(" written")], r.stdout + r.stderr
 
 
-CGROUPWRITE = r"""
-import errno, os, sys
+CGROUPWRITE = ATTEMPT + r"""
+import sys
 outside_cg, broker_cg, outside_pid, v1_cg = sys.argv[1:5]
-def attempt(who, path, value):
-    try:
-        fd = os.open(path, os.O_WRONLY)
-    except OSError as e:
-        print(who, errno.errorcode[e.errno])
-        return
-    try:
-        os.write(fd, value)
-        print(who, "ok")
-    except OSError as e:
-        print(who, "write", errno.errorcode[e.errno])
-    finally:
-        os.close(fd)
 own = f"{broker_cg}/own"  # made beneath its own cgroup (mkdir: no open for writing)
 os.mkdir(own)
 attempt("own freeze", f"{own}/cgroup.freeze", b"1")
