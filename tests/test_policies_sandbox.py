@@ -286,3 +286,18 @@ def test_clone3_allowed_by_name_is_judged_on_its_flags(box, cprog):
     r = brokerctl("run", "--no-stable-args", "--policy",
                   f"sandbox:{box},{SYSTEM_RO},--ro={os.path.dirname(prog)},--allow-syscall=clone3", "--", prog, "newuser")
     assert r.stdout.splitlines() == ["newuser: clone3 ENOSYS"], r.stderr
+
+
+def test_bash_with_no_shlvl_does_not_read_bashrc(box):
+    """A top-level ``bash -c`` (SHLVL unset or 0: cron, services, a test
+    harness) sources ~/.bashrc when its stdin is a network connection, which
+    it tests with ``getpeername``; ENOSYS from the box counted as one, so every
+    such bash said "bash: HOME/.bashrc: Permission denied".  getpeername and
+    getsockname run as natively (ENOTSOCK on a pipe)."""
+    home = box.parent / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("echo rc-read\n")
+    r = brokerctl("run", "--policy", f"sandbox:{box},{SYSTEM_RO},--ro=/usr/bin", "--", "bash", "-c", "echo ok",
+                  input="", env={"SHLVL": "0", "HOME": str(home)})
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
+    assert "bashrc" not in r.stderr

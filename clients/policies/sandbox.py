@@ -115,6 +115,7 @@ pipe pipe2 eventfd eventfd2 poll ppoll ppoll_time64 select _newselect pselect6 p
 epoll_create epoll_create1 epoll_ctl epoll_wait epoll_pwait epoll_pwait2
 timerfd_create timerfd_settime timerfd_gettime signalfd signalfd4 setitimer getitimer
 timer_create timer_settime timer_gettime timer_getoverrun timer_delete memfd_create ioctl
+getsockname getpeername
 """.split())
 
 #: Path-checked, reading / writing (so only below the read-write
