@@ -68,7 +68,10 @@ def test_read_only_dirs_are_not_writable(box, progs):  # noqa: F811
     ro = box.parent / "ro"
     ro.mkdir()
     (ro / "f").write_text("ro\n")
-    r = brokerctl("run", "--policy", f"sandbox:{box},--ro={ro},{SYSTEM_RO},--ro={os.path.dirname(progs['fsops'])}",
+    (box.parent / "rw").mkdir()
+    # directories before and after an option (argparse's plain parse said "unrecognized arguments")
+    r = brokerctl("run", "--policy", f"sandbox:{box.parent / 'rw'},--ro={ro},{box},{SYSTEM_RO},"
+                  f"--ro={os.path.dirname(progs['fsops'])}",
                   "--", progs["fsops"],
                   f"open:{ro}/f", f"write:{ro}/f", f"chmod:{ro}/f", f"rename:{ro}/f:{box}/f")
     assert r.stdout.splitlines() == ["open ok", "write EACCES", "chmod EACCES", "rename EACCES"]
