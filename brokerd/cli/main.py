@@ -597,6 +597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: no command given; {PROG} --help lists them (e.g. {PROG} run -- PROG)", file=sys.stderr)
         return 2
     try:
+        if argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+            # (argparse would only say COMMAND is missing: name the word it did not know)
+            raise UsageError(f"unknown option {argv[0]!r}: options go after the command "
+                             f"(see {PROG} --help, {PROG} COMMAND --help)")
         args = parser.parse_args(argv)
         if args.command == "run":
             return cmd_run(args)
