@@ -304,3 +304,16 @@ def test_bash_with_no_shlvl_does_not_read_bashrc(box):
                   input="", env={"SHLVL": "0", "HOME": str(home)})
     assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
     assert "bashrc" not in r.stderr
+
+
+def test_a_sleep_interrupted_by_sigchld_resumes(box):
+    """Under a tracer even an ignored signal (SIGCHLD at its default) stops
+    the thread and interrupts its call; the kernel resumes a sleep, a timed
+    futex or poll with ``restart_syscall``, which the box answered ENOSYS:
+    "sleep: cannot read realtime clock: Function not implemented", and
+    Python's threads died of "The futex facility returned an unexpected
+    error code" (abort).  restart_syscall is safe, as in every default."""
+    r = brokerctl("run", "--policy", f"sandbox:{box},/dev/null,{SYSTEM_RO},--ro=/usr/bin", "--",
+                  "sh", "-c", "sleep 0.05 & exec sleep 0.5")
+    assert r.returncode == 0, r.stderr
+    assert "Function not implemented" not in r.stderr

@@ -96,7 +96,7 @@ read write readv writev pread64 pwrite64 preadv pwritev preadv2 pwritev2 close c
 fstat fstat64 fstatfs fstatfs64 lseek _llseek getdents getdents64 dup dup2 dup3 fcntl fcntl64
 flock fsync fdatasync syncfs fadvise64 fadvise64_64 fchdir sendfile sendfile64 splice tee copy_file_range
 mmap mmap2 mprotect munmap brk madvise mremap msync mincore mlock mlock2 munlock mlockall munlockall
-rt_sigaction rt_sigprocmask rt_sigreturn sigreturn sigaltstack rt_sigsuspend rt_sigpending
+rt_sigaction rt_sigprocmask rt_sigreturn sigreturn restart_syscall sigaltstack rt_sigsuspend rt_sigpending
 rt_sigtimedwait rt_sigtimedwait_time64 pause alarm
 getpid getppid gettid getuid geteuid getgid getegid getuid32 geteuid32 getgid32 getegid32
 getresuid getresgid getresuid32 getresgid32 getgroups getgroups32 getpgrp getpgid getsid setpgid
