@@ -80,3 +80,18 @@ def test_run_trace_on_the_notify_backend_shows_calls_without_results():
     assert r.returncode == 0 and r.stdout == HOSTNAME, r.stderr
     assert re.search(r'^\[pid \d+\] openat\(AT_FDCWD, "/etc/hostname", O_RDONLY, 00\) = \?$', r.stderr, re.M), r.stderr
     assert "EPERM" not in r.stderr  # a tracing operator never denies
+
+
+def test_an_interrupted_call_shows_as_strace_shows_it():
+    """A sleep an ignored signal interrupts (under a tracer it does) ends with
+    the kernel's restart code, which the program never sees: ``= ?
+    ERESTART_RESTARTBLOCK (Interrupted by signal)`` as in strace, then
+    restart_syscall (was ``= -1 516 (Unknown error 516)``).  SIGWINCH every
+    0.1 s: one lands in the sleep however late it starts on a loaded machine."""
+    r = brokerctl("run", "--backend", "ptrace", "-e", "trace=clock_nanosleep,restart_syscall", "--", "sh", "-c",
+                  "(for i in 1 2 3 4 5 6 7 8; do sleep 0.1; kill -WINCH $$ 2>/dev/null; done) & exec sleep 1")
+    assert r.returncode == 0, r.stderr
+    assert "Unknown error" not in r.stderr
+    assert re.search(r"clock_nanosleep\(.*tv_sec=1, .* = \? ERESTART_RESTARTBLOCK \(Interrupted by signal\)$",
+                     r.stderr, re.M), r.stderr
+    assert re.search(r"restart_syscall\(\) = 0$", r.stderr, re.M), r.stderr

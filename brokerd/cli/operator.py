@@ -46,6 +46,14 @@ from brokerd.protocol.types import (
 if TYPE_CHECKING:  # not imported at run time: learn imports this module's users
     from brokerd.cli.learn import AskSession
 
+#: the kernel's own codes for an interrupted call it will restart (never seen
+#: by the program), shown as strace shows them: ``= ? ERESTARTSYS (...)``
+RESTART_CODES = {
+    512: "ERESTARTSYS (To be restarted if SA_RESTART is set)",
+    513: "ERESTARTNOINTR (To be restarted)",
+    514: "ERESTARTNOHAND (To be restarted if no handler)",
+    516: "ERESTART_RESTARTBLOCK (Interrupted by signal)",
+}
 PROMPT = "[a]llow [d]eny [A]lways allow [D]always deny [s]tep [k]ill (d ERRNO to choose): "
 
 
@@ -241,7 +249,8 @@ class Operator(LocalAuthorizer):
         st.seconds += dt
         if isinstance(event.result, Fail):
             st.errors += 1
-            res = f"-1 {errno_name(event.result.errno)} ({os.strerror(event.result.errno)})"
+            n = event.result.errno
+            res = f"? {RESTART_CODES[n]}" if n in RESTART_CODES else f"-1 {errno_name(n)} ({os.strerror(n)})"
         else:
             res = codec.format_value(event.result.value)
             if self.display.fd_paths and _returns_fd(event) and isinstance(event.result.value, Int):
