@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 from conftest import BROKERCTL, brokerctl
@@ -116,3 +117,36 @@ def test_static_rules_hold_when_the_broker_is_killed(authz, tmp_path):
                 os.kill(sh, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+SIGNALLING_AUTHZ = r'''
+import os, signal, sys, time
+sys.stdin.readline()
+print("hello 1 role=authorizer name=sig trace=getppid verdicts=cont,skip-fail,skip-ok", flush=True)
+for line in sys.stdin:
+    if line.startswith("syscall"):
+        f = line.split()
+        os.kill(int(f[2]), signal.SIGUSR1)  # while the call waits for this answer
+        time.sleep(0.2)
+        print(f[1], "cont", flush=True)
+'''
+
+HANDLED_SIGNAL_PROG = r'''
+import ctypes, os, signal
+signal.signal(signal.SIGUSR1, lambda *a: None)  # Python's handlers have no SA_RESTART
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.syscall(110)  # getppid: never fails natively
+print("getppid", "EINTR" if r < 0 and ctypes.get_errno() == 4 else "ok" if r == os.getppid() else r)
+'''
+
+
+def test_a_handled_signal_does_not_fail_a_call_the_broker_is_deciding(authz):
+    """A signal caught by a handler without SA_RESTART, arriving while the
+    broker decides a notified call, used to end the call with EINTR, even
+    getppid or fork, which never fail so natively (Python's fork raised
+    InterruptedError).  The filter waits killable once the broker has the
+    call (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, Linux 5.19); the signal
+    is handled when the call returns, as for any call that does not block."""
+    r = brokerctl("run", "--backend", "notify", "-a", authz(SIGNALLING_AUTHZ), "--",
+                  sys.executable, "-c", HANDLED_SIGNAL_PROG)
+    assert (r.returncode, r.stdout) == (0, "getppid ok\n"), r.stderr

@@ -46,6 +46,10 @@ from .procfs import pgrp_and_ppid
 from .shim import LaunchError, Shim, _Thread
 
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
+#: Linux 5.19: once the broker has received a notification, only a fatal
+#: signal interrupts the parked call (an interrupted one came back -ERESTARTSYS,
+#: i.e. EINTR under a handler without SA_RESTART: fork() failed with EINTR)
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 32
 SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
 SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 IOCTL_RECV = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)
@@ -138,7 +142,13 @@ class NotifyShim(Shim):
         def prepare(go: int) -> None:
             ours.close()
             hand_over = _HandOver(theirs.fileno(), nonce)
-            fd = seccomp.install(insns, flags=SECCOMP_FILTER_FLAG_NEW_LISTENER)
+            try:
+                fd = seccomp.install(insns, flags=SECCOMP_FILTER_FLAG_NEW_LISTENER
+                                     | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
+            except OSError as e:  # before 5.19: calls a signal interrupts may fail with EINTR
+                if e.errno != E.EINVAL:
+                    raise
+                fd = seccomp.install(insns, flags=SECCOMP_FILTER_FLAG_NEW_LISTENER)
             hand_over.send(fd)  # the one call the filter lets through: nothing else may run before it
             os.read(go, 1)  # until the broker is ready (this read may itself be notified)
             os.close(fd)
