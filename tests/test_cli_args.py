@@ -97,3 +97,16 @@ def test_nonsense_numbers_are_refused():
     for value in ("nan", "inf", "0", "-1", "soon"):
         r = brokerctl("run", "--timeout", value, "--", "true")
         assert r.returncode == 2 and "--timeout" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_a_cpu_this_machine_lacks_is_named_with_the_cpus_it_has():
+    have = sorted(os.sched_getaffinity(0))
+    r = brokerctl("run", "--cpu", str(have[-1] + 1000), "--", "true")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "no such CPU here" in r.stderr and f"CPUs {have[0]}" in r.stderr, r.stderr
+
+
+def test_an_unknown_option_before_the_command_is_named():
+    r = brokerctl("--bogus", "run", "--", "true")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "'--bogus'" in r.stderr, r.stderr

@@ -8,6 +8,7 @@ program's status (128+N when a signal N killed it), as a shell would.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -362,7 +363,21 @@ def _pin(spec: str) -> None:
     except ValueError:
         raise UsageError(f"--cpu {spec}: expected CPU numbers like 0 or 0-1,3") from None
     except OSError as e:
+        if e.errno == errno.EINVAL:  # none of them is a CPU this process may run on
+            raise UsageError(f"--cpu {spec}: no such CPU here (this process may use CPUs "
+                             f"{_cpu_list(os.sched_getaffinity(0))})") from None
         raise UsageError(f"--cpu {spec}: {e.strerror}") from None
+
+
+def _cpu_list(cpus: set[int]) -> str:
+    """``{0, 1, 2, 5}`` as ``0-2,5`` (the form ``--cpu`` takes)."""
+    runs: list[list[int]] = []
+    for c in sorted(cpus):
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -582,6 +597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: no command given; {PROG} --help lists them (e.g. {PROG} run -- PROG)", file=sys.stderr)
         return 2
     try:
+        if argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+            # (argparse would only say COMMAND is missing: name the word it did not know)
+            raise UsageError(f"unknown option {argv[0]!r}: options go after the command "
+                             f"(see {PROG} --help, {PROG} COMMAND --help)")
         args = parser.parse_args(argv)
         if args.command == "run":
             return cmd_run(args)
