@@ -58,7 +58,7 @@ from .types import Addr, Array, Fail, Field, Int, Oct, Ok, Ptr, Result, Str, Str
 
 __all__ = [
     "FLAGSETS", "KINDS", "WHO_TARGETS", "Encoded", "FlagSet", "Memory", "check_kind", "constant", "decode_args",
-    "decode_outbufs", "decode_result", "encode_args", "entry_decoder", "format_flags", "pack_sockaddr",
+    "decode_outbufs", "decode_result", "encode_args", "entry_decoder", "entry_decoder_given", "format_flags", "pack_sockaddr",
     "unpack_sockaddr", "value_to_int",
 ]
 
@@ -821,6 +821,7 @@ def _memo(i: int, make: Callable[[int], Value]) -> Decoder:
                 seen.clear()
             v = seen[r] = make(r)
         return v
+    decode.memo = (i, seen)  # type: ignore[attr-defined]  # (_joined looks it up inline)
     return decode
 
 
@@ -1176,24 +1177,31 @@ class _Plan(Record):
         _set(self, "decode", _joined(entry))
 
 
-def _joined(fs: tuple[Decoder, ...]) -> Callable[[Sequence[int], Memory, int, int], tuple[Value, ...]]:
+def _joined(fs: tuple[Decoder, ...], given: int | None = None) -> Callable[..., tuple[Value, ...]]:
     """One function returning the tuple of ``fs``'s values: a call's decode
-    without a comprehension's frame and list (every judged call, issue #13)."""
-    if len(fs) == 0:
-        return lambda r, m, s, p: ()
-    if len(fs) == 1:
-        (a,) = fs
-        return lambda r, m, s, p: (a(r, m, s, p),)
-    if len(fs) == 2:
-        a, b = fs
-        return lambda r, m, s, p: (a(r, m, s, p), b(r, m, s, p))
-    if len(fs) == 3:
-        a, b, c = fs
-        return lambda r, m, s, p: (a(r, m, s, p), b(r, m, s, p), c(r, m, s, p))
-    if len(fs) == 4:
-        a, b, c, d = fs
-        return lambda r, m, s, p: (a(r, m, s, p), b(r, m, s, p), c(r, m, s, p), d(r, m, s, p))
-    return lambda r, m, s, p: tuple([f(r, m, s, p) for f in fs])
+    in one frame (every judged call, issue #13): no comprehension, and a
+    memoized register (:func:`_memo`: flags, ints, modes) looked up inline in
+    its dict, its decoder called only when the value is not there yet (the
+    ``or``: every Value is truthy, and a falsy one would only cost the call).
+    With ``given``, the function takes a fifth argument, the value of
+    argument ``given`` already decoded (a path the compiled stop read with
+    the stop: :func:`entry_decoder_given`)."""
+    env: dict[str, object] = {}
+    parts = []
+    for n, f in enumerate(fs):
+        if n == given:
+            parts.append("v")
+            continue
+        env[f"f{n}"] = f
+        call = f"f{n}(r, m, s, p)"
+        memo = getattr(f, "memo", None)
+        if memo is not None:
+            env[f"g{n}"] = memo[1].get  # (the dict is cleared, never replaced: the bound get stays right)
+            call = f"(g{n}(r[{memo[0]}]) or {call})"
+        parts.append(call)
+    params = "r, m, s, p" if given is None else "r, m, s, p, v"
+    body = ", ".join(parts) + ("," if len(parts) == 1 else "")
+    return eval(f"lambda {params}: ({body})", env)  # noqa: S307 - source made here from names only
 
 
 _PLANS: dict[int, _Plan] = {}
@@ -1255,6 +1263,14 @@ def entry_decoder(spec: SyscallSpec) -> Callable[[Sequence[int], Memory, int, in
     pathsize) -> values``, for a caller that keeps it per call (the shim's
     entry plan): no lookup, no keywords per call (issue #13)."""
     return _plan(spec).decode
+
+
+def entry_decoder_given(spec: SyscallSpec, i: int) -> Callable[..., tuple[Value, ...]]:
+    """:func:`entry_decoder` whose argument ``i`` is given already decoded,
+    as a fifth argument: ``(raw, mem, strsize, pathsize, value) -> values``
+    (the shim's path read with the stop: no decoder frames for it)."""
+    plan = _plan(spec)
+    return _joined(plan.entry, i)
 
 
 def decode_result(spec: SyscallSpec, retval: int) -> Result:

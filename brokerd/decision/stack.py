@@ -67,7 +67,7 @@ class Decision:
     order; ``sets`` the memory edits to apply before the call, in order;
     ``decided_by`` the stack position whose verdict ended the walk (None when
     everyone said cont).  The shim shares one plain ``cont`` per call whose
-    strings it does not copy (``Entry._walk_sync``, its ``call`` the name
+    strings it does not copy (``Entry._ask_entry``, its ``call`` the name
     only): only a walk's own Decision may be changed.
     """
 

@@ -316,6 +316,19 @@ class Guard:
                 else None
         return None
 
+    def quiet_reads(self, name: str) -> int | None:
+        """The flags register of open ``name`` when such an open *not* for
+        writing (:func:`writes`) is none of the guard's business: :meth:`judge`
+        gives no verdict and :meth:`checks_exit` says False without reading
+        anything.  The shim's fused entry (Entry._fused) tests the flags
+        inline and asks the guard only about opens for writing; None: every
+        open of ``name`` is judged (no wall: /proc opens checked; openat2's
+        flags in memory; creat; not an open)."""
+        if self.proc_checks or name not in PROC_OPENS:
+            return None
+        form, at = OPEN_ACCESS[name]
+        return at if form == "reg" else None
+
     def checks_exit(self, name: str, raw: tuple[int, ...], tid: int) -> bool:
         """Is what this open (let through at its entry) opened checked at its
         exit stop?  Every open where the guard stands in for the wall; else
@@ -579,6 +592,12 @@ def _for_writing(name: str, raw: Sequence[int], tid: int) -> bool:
             return True
     else:
         flags = raw[at] if at < len(raw) else 0
+    return writes(flags)
+
+
+def writes(flags: int) -> bool:
+    """Do open flags ``flags`` ask for write access (O_WRONLY or O_RDWR, not O_PATH)?
+    (Entry._fused tests the same inline, for :meth:`Guard.quiet_reads`'s opens.)"""
     return bool(flags & O_ACCMODE) and not flags & O_PATH
 
 

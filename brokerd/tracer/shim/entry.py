@@ -17,7 +17,7 @@ from brokerd.decision.member import SyncMember
 from brokerd.decision.stack import Decision, EntryWalk, VerdictError
 from brokerd.protocol import codec, lazyre
 from brokerd.protocol.abi import Abi, SyscallSpec, abi_from_audit
-from brokerd.protocol.args import encode_args, entry_decoder
+from brokerd.protocol.args import encode_args, entry_decoder, entry_decoder_given
 from brokerd.protocol.types import (
     Call,
     Cont,
@@ -180,9 +180,15 @@ class Entry(ShimBase):
         t.state = "run"
         self._resume(t.tid)
 
-    def _ask_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int], ip: int) -> None:
+    def _ask_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int], ip: int,
+                   path: tuple[bytes, bool] | int | None = None) -> None:
         """A call someone must be asked about: its event (arguments decoded,
-        notes made) starts its walk through the stack."""
+        notes made) starts its walk through the stack; when its members all
+        answer synchronously (``plan.sync``) they are asked here and a plain
+        ``cont`` applied at once (the fused entry, docs/shim.md: one frame
+        for all of it but the members, the pin and the event's objects).
+        ``path``: the compiled stop's read of argument ``plan.given`` (see
+        ``accel.seccomp_info``), decoded here without the decoder's frames."""
         abi, spec = plan.abi, plan.spec
         raw = tuple(rawargs) if plan.mask is None else tuple(a & plan.mask for a in rawargs)
         decode = plan.decode
@@ -190,7 +196,11 @@ class Entry(ShimBase):
             decode = self._ask_plan(plan)
         mem = self._mem
         mem.pid = t.tid
-        args = decode(raw, mem, self.strsize, PATHSIZE)  # (its decoders read only their registers)
+        if type(path) is tuple and path[1] and len(path[0]) <= PATHSIZE and plan.decode_given is not None:
+            # what _cstr makes of a whole string the stop read: a Str of it (its decoders read only registers)
+            args = plan.decode_given(raw, mem, self.strsize, PATHSIZE, Str(path[0]))
+        else:
+            args = decode(raw, mem, self.strsize, PATHSIZE)  # (its decoders read only their registers)
         ev_id = self._next_id
         self._next_id = ev_id + 1
         t.verify = t.pin = t.repointed = None
@@ -215,15 +225,38 @@ class Entry(ShimBase):
         if self.audit is not None or self._audit_tee is not None:  # (the record's duration)
             t.t0 = time.monotonic()
         if plan.sync and not self.stack.cache.replies:
-            self._walk_sync(t, plan, ev)
+            # the walk of members that all answer synchronously and have no argument rules, with no
+            # cached answers about: while each says a plain cont (the common answer) nothing is kept;
+            # the first other answer goes on as an EntryWalk from there (issue #13: the walk's
+            # bookkeeping was a fifth of an in-process decision)
+            for pos, ask in plan.sync:
+                reply, reason = ask(ev)
+                if type(reply.verdict) is not Cont or reason or reply.sets or reply.cache:
+                    self._walk_from(t, plan, ev, pos, reply, reason)
+                    return
+            d = plan.cont or Decision("cont", ev.call, 0, (), (), None, False, True)
+            if self.audit is None and self._audit_tee is None:
+                self.stats["decisions"] += 1  # (_record's all, then)
+            else:
+                self._record(ev, d, t)
+            self._apply_entry(t, d)
             return
         t.walk = walk = EntryWalk(ev, plan.order)
+        self._advance_entry(t, walk)
+
+    def _walk_from(self, t: _Thread, plan: _Plan, ev: SyscallEvent, pos: int, reply: Reply, reason: str) -> None:
+        """The synchronous walk met an answer other than a plain cont, from
+        member ``pos`` (the ones before it said cont): an :class:`EntryWalk`
+        from there, the same code as any walk."""
+        order = plan.order
+        t.walk = walk = EntryWalk(ev, order, order.index(pos))
+        self._take_entry_answer(t, walk, pos, reply, reason)
         self._advance_entry(t, walk)
 
     def _ask_plan(self, plan: _Plan) -> Callable[[Sequence[int], Any, int, int], tuple]:
         """The parts of ``plan`` only a judged call needs, worked out at its
         first one: its decoder, whether its members can be walked as
-        :meth:`_walk_sync` does, whether its cont copies its strings into the
+        :meth:`_ask_entry` does, whether its cont copies its strings into the
         scratch region; its decoder returned."""
         members = [(pos, self.stack.members[pos]) for pos in plan.order]
         if all(m.sync and not m.rules for _, m in members):
@@ -232,27 +265,13 @@ class Entry(ShimBase):
         # a plain cont of a call whose strings are not copied: nothing in it differs per call
         plan.cont = None if plan.stabilize else Decision("cont", Call(plan.spec.name))
         plan.decode = decode = entry_decoder(plan.spec)
+        if plan.given >= 0:
+            plan.decode_given = entry_decoder_given(plan.spec, plan.given)
+        quiet = self.guard.quiet_reads(plan.spec.name) if plan.checks == (Entry._guard_entry,) else None
+        plan.quiet = -1 if not plan.checks else quiet if quiet is not None else -2
+        # the compiled stop may hand this call straight to _ask_entry (Stops._on_seccomp_stop)
+        plan.fused = bool(plan.sync) and plan.prepare is None and plan.quiet != -2
         return decode
-
-    def _walk_sync(self, t: _Thread, plan: _Plan, ev: SyscallEvent) -> None:
-        """The walk of an event whose members all answer synchronously and
-        have no argument rules, with no cached answers about: while each says
-        a plain ``cont`` (the common answer) nothing is kept but how many did,
-        and their cont is decided without a walk object; the first other
-        answer goes on as an :class:`EntryWalk` from there (the same code as
-        any walk).  Issue #13: the walk's bookkeeping was a fifth of an
-        in-process decision."""
-        for pos, ask in plan.sync:
-            reply, reason = ask(ev)
-            if type(reply.verdict) is not Cont or reason or reply.sets or reply.cache:
-                order = plan.order
-                t.walk = walk = EntryWalk(ev, order, order.index(pos))  # (the ones before it said cont)
-                self._take_entry_answer(t, walk, pos, reply, reason)
-                self._advance_entry(t, walk)
-                return
-        d = plan.cont or Decision("cont", ev.call, 0, (), (), None, False, True)
-        self._record(ev, d, t)
-        self._apply_entry(t, d)
 
     def _note_filter_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int]) -> bool:
         """A filter being installed: no more pinned opens in that process (pin.py)."""
@@ -317,6 +336,7 @@ class Entry(ShimBase):
             self._action_cache.plans[(arch, nr)] = plan
         if plan.paths and plan.order and plan.mask is None and 0 <= nr < len(self._path_reads):
             self._path_reads[nr] = plan.paths[0][0] + 1  # the compiled stop reads this path (accel)
+            plan.given = plan.paths[0][0]
         return plan
 
     def _preparer(self, name: str) -> Callable[[_Thread, Abi, SyscallSpec, Sequence[int]], Sequence[int] | None] | None:
@@ -521,7 +541,8 @@ class _Plan:
     static answer and who must be asked."""
 
     __slots__ = ("abi", "spec", "prepare", "checks", "what", "err", "order", "mask", "nargs", "paths",
-                 "never_denied", "real", "pin_form", "decode", "sync", "stabilize", "cont")
+                 "never_denied", "real", "pin_form", "decode", "sync", "stabilize", "cont", "given",
+                 "decode_given", "quiet", "fused")
 
     def __init__(self, abi: Abi, spec: SyscallSpec,
                  prepare: Callable[[_Thread, Abi, SyscallSpec, Sequence[int]], Sequence[int] | None] | None,
@@ -546,12 +567,24 @@ class _Plan:
         #: decode_args of the spec as one function (None: not worked out yet)
         self.decode: Callable[[Sequence[int], Any, int, int], tuple] | None = None
         #: when every member asked answers synchronously and has no rules: their
-        #: (position, ask_entry) in order (Entry._walk_sync); else ()
+        #: (position, ask_entry) in order (Entry._ask_entry); else ()
         self.sync: tuple[tuple[int, Callable[[SyscallEvent], tuple[Reply, str]]], ...] = ()
         self.stabilize = False  # a cont copies the judged strings/paths into the scratch region first
         #: when it does not: the Decision of every plain cont, shared (read only; its call is
         #: the name only: a cont that is not rewritten runs the call as the program made it)
         self.cont: Decision | None = None
+        #: the argument the compiled stop reads with the stop (x86_64, accel.seccomp_info), or -1
+        self.given = -1
+        #: the decoder taking that argument as its fifth argument (args.entry_decoder_given)
+        self.decode_given: Callable[..., tuple] | None = None
+        #: the guard's part: -1 none (no checks at all), else the flags register of an open
+        #: whose reads it leaves alone (Guard.quiet_reads; opens for writing go to
+        #: _guard_entry), -2 any other check (no fused entry)
+        self.quiet = -2
+        #: the compiled stop hands this call straight to _ask_entry when nothing else is
+        #: to be done first (Stops._on_seccomp_stop): all members synchronous, no preparer,
+        #: no check but the guard's quiet reads
+        self.fused = False
 
 
 def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple,

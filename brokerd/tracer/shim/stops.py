@@ -19,9 +19,10 @@ from brokerd.spin import machine_busy
 
 from .. import ptrace as pt
 from ..accel import accel
+from ..guard import O_ACCMODE, O_PATH
 from ..procfs import tgid_of
 from ..scratch import mapped_in
-from ..states import strays_text
+from ..states import RUN, strays_text
 from .base import ShimBase
 from .consts import (
     EVENT_NAMES,
@@ -29,6 +30,7 @@ from .consts import (
     OPTIONS_NO_EXEC,
     STOP_SIGNALS,
     SYSCALL_STOP,
+    TRACE_MARK,
 )
 from .entry import ARGS
 from .loop import REAP_BATCH
@@ -133,12 +135,34 @@ class Stops(ShimBase):
     def _on_seccomp_stop(self, tid: int, arch: int, nr: int, args: tuple[int, ...], ip: int, ret_data: int,
                          path: tuple[bytes, bool] | int | None) -> None:
         """The compiled loop's seccomp stop (``accel.reap``), fetched whole:
-        :meth:`_on_status`'s common case without its tests, the rest to it."""
+        :meth:`_on_status`'s common case without its tests, the rest to it.
+
+        The fused entry (issue #13: frames, not their speed, are the cost):
+        a call of a plan marked ``fused`` (Entry._ask_plan), from a running
+        thread, marked by the broker's filter, with nothing to replay and no
+        ``fail("deny")`` in force, goes straight to
+        :meth:`Entry._ask_entry`: every branch of :meth:`Entry._seccomp_entry`
+        and :meth:`Entry._on_entry` it skips is one that does nothing for it.
+        The guard's only part then is an open for writing (Guard.quiet_reads:
+        a read is none of its business), which it judges as ever."""
         t = self.threads.get(tid)
         if t is None or t.saved_mask is not None or self._detaching:
             self._on_status(tid, SECCOMP_STOP, (arch, nr, args, ip, ret_data, path))
             return
         t.running = False
+        plan = self._action_cache.plans.get((arch, nr))
+        if (plan is not None and plan.fused and ret_data == TRACE_MARK and t._state is RUN and t.replay is None
+                and self.forced is None):
+            if self.stops.on:
+                self.stops.add(plan.spec.name)
+            q = plan.quiet
+            if q >= 0 and args[q] & O_ACCMODE and not args[q] & O_PATH:  # guard.writes(): for writing
+                if self._guard_entry(t, plan, args):
+                    return  # answered by the guard
+            else:
+                t.guard_exit = False
+            self._ask_entry(t, plan, args, ip, path)
+            return
         self._seccomp_entry(t, arch, nr, args, ip, ret_data, path)
 
     def _inherit_region(self, t: _Thread, c: _Thread) -> None:
