@@ -14,6 +14,12 @@ import os
 from types import ModuleType
 
 ENV = "BROKERD_ACCEL"
+#: the compiled calls the package makes: an object built from an older
+#: ``_accel.c`` (a checkout updated without ``scripts/build-accel``) lacks some
+#: and is not used, rather than end every session in an AttributeError
+#: (tests/test_accel.py checks that every ``accel.NAME`` the package uses is here)
+NEEDED = ("reap", "next_stop", "seccomp_info", "read_cstr", "plain_stat", "pin_cont", "pin_plain", "pin_setup",
+          "set_info", "cont", "counts")
 
 
 def _load() -> tuple[ModuleType | None, str]:
@@ -24,6 +30,9 @@ def _load() -> tuple[ModuleType | None, str]:
         from . import _accel  # type: ignore[attr-defined]
     except ImportError as e:
         return None, f"not built ({e}; scripts/build-accel builds it)"
+    missing = [n for n in NEEDED if not hasattr(_accel, n)]
+    if missing:
+        return None, f"built from an older _accel.c (no {', '.join(missing)}; scripts/build-accel rebuilds it)"
     return _accel, ""
 
 
@@ -35,4 +44,4 @@ def describe() -> str:
     return "stop-loop accelerator: on" if accel is not None else f"stop-loop accelerator: off ({why_not})"
 
 
-__all__ = ["ENV", "accel", "describe", "why_not"]
+__all__ = ["ENV", "NEEDED", "accel", "describe", "why_not"]
