@@ -51,7 +51,7 @@ from brokerd.protocol.types import (
 )
 
 from brokerd.decision.rules import NO_RULES, StaticRules, parse_static
-from brokerd.decision.tether import Ward, sh_argv, spawn_warded
+from brokerd.decision.tether import PYTHON_IGNORED, Ward, sh_argv, spawn_warded
 
 
 class JournalError(Exception):
@@ -273,7 +273,7 @@ class Peer:
         try:
             self.pid, self._ward = spawn_warded("/bin/sh", sh_argv(self.command), os.environ,
                                                 fds=[(to_r, 0), (from_w, 1)],
-                                                sigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+                                                sigdef=PYTHON_IGNORED)
         finally:
             os.close(to_r)
             os.close(from_w)

@@ -68,7 +68,10 @@ def test_read_only_dirs_are_not_writable(box, progs):  # noqa: F811
     ro = box.parent / "ro"
     ro.mkdir()
     (ro / "f").write_text("ro\n")
-    r = brokerctl("run", "--policy", f"sandbox:{box},--ro={ro},{SYSTEM_RO},--ro={os.path.dirname(progs['fsops'])}",
+    (box.parent / "rw").mkdir()
+    # directories before and after an option (argparse's plain parse said "unrecognized arguments")
+    r = brokerctl("run", "--policy", f"sandbox:{box.parent / 'rw'},--ro={ro},{box},{SYSTEM_RO},"
+                  f"--ro={os.path.dirname(progs['fsops'])}",
                   "--", progs["fsops"],
                   f"open:{ro}/f", f"write:{ro}/f", f"chmod:{ro}/f", f"rename:{ro}/f:{box}/f")
     assert r.stdout.splitlines() == ["open ok", "write EACCES", "chmod EACCES", "rename EACCES"]
@@ -286,3 +289,18 @@ def test_clone3_allowed_by_name_is_judged_on_its_flags(box, cprog):
     r = brokerctl("run", "--no-stable-args", "--policy",
                   f"sandbox:{box},{SYSTEM_RO},--ro={os.path.dirname(prog)},--allow-syscall=clone3", "--", prog, "newuser")
     assert r.stdout.splitlines() == ["newuser: clone3 ENOSYS"], r.stderr
+
+
+def test_bash_with_no_shlvl_does_not_read_bashrc(box):
+    """A top-level ``bash -c`` (SHLVL unset or 0: cron, services, a test
+    harness) sources ~/.bashrc when its stdin is a network connection, which
+    it tests with ``getpeername``; ENOSYS from the box counted as one, so every
+    such bash said "bash: HOME/.bashrc: Permission denied".  getpeername and
+    getsockname run as natively (ENOTSOCK on a pipe)."""
+    home = box.parent / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("echo rc-read\n")
+    r = brokerctl("run", "--policy", f"sandbox:{box},{SYSTEM_RO},--ro=/usr/bin", "--", "bash", "-c", "echo ok",
+                  input="", env={"SHLVL": "0", "HOME": str(home)})
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
+    assert "bashrc" not in r.stderr

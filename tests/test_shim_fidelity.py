@@ -154,3 +154,20 @@ def test_calls_wait_for_a_free_scratch_slot(cprog):
                         "/etc/hostname"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "opened 40\n", r.stderr
+
+
+@pytest.mark.parametrize("mode", ["notify", "ptrace", "kernel-only"])
+def test_the_program_gets_sigpipe_at_its_default_action(mode, tmp_path):
+    """``yes | head -1`` ends quietly as natively: the program does not
+    inherit the SIG_IGN Python gives SIGPIPE and SIGXFSZ at start-up (yes
+    said "Broken pipe"; SigIgn had bits 13 and 25), whichever way it runs:
+    the notify backend (no authorizer), ptrace, or no tracer at all."""
+    script = "yes | head -n 1; grep SigIgn /proc/self/status"
+    args = {"notify": [], "ptrace": ["--backend", "ptrace"]}.get(mode)
+    if args is None:
+        (tmp_path / "allow.toml").write_text('name = "allow"\ndefault = "allow"\n')
+        args = ["--policy", str(tmp_path / "allow.toml")]
+    native = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+    r = brokerctl("run", *args, "--", "sh", "-c", script)
+    assert (r.returncode, r.stdout) == (0, native.stdout), r.stderr
+    assert "Broken pipe" not in r.stderr

@@ -14,7 +14,6 @@ import json
 import os
 import pwd
 import shlex
-import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -196,7 +195,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 # serve
 # ----------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    from brokerd.decision.tether import sh_argv, spawn_warded
+    from brokerd.decision.tether import PYTHON_IGNORED, sh_argv, spawn_warded
 
     argv = list(args.command)
     if argv and argv[0] == "--":
@@ -245,7 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 # and their wardens what they forked
                 sock = offer.sock.fileno()
                 pid, warden = spawn_warded("/bin/sh", sh_argv(command), env, fds=[(sock, 0), (sock, 1)],
-                                           sigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+                                           sigdef=PYTHON_IGNORED)
                 children[pid] = warden
             except OSError as e:
                 print(f"{PROG}: serve: cannot start {command!r}: {e.strerror}", file=sys.stderr, flush=True)

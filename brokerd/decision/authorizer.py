@@ -30,7 +30,7 @@ from collections.abc import Callable
 from brokerd.decision.defaults import DEFAULT_VERDICTS, DENY, default_reply
 from brokerd.decision.member import Answer
 from brokerd.decision.rules import ALLOW, NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
-from brokerd.decision.tether import Ward, sh_argv, spawn_warded
+from brokerd.decision.tether import PYTHON_IGNORED, Ward, sh_argv, spawn_warded
 from brokerd.protocol import codec
 from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
@@ -607,7 +607,7 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
         sh_argv(command),
         env if env is not None else os.environ,
         fds=fds,
-        sigdef=(signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE),
+        sigdef=(signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, *PYTHON_IGNORED),
     )
     os.close(to_r)
     os.close(from_w)

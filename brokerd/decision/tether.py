@@ -53,6 +53,10 @@ import signal
 from collections.abc import Iterable, Mapping, Sequence
 
 PR_SET_PDEATHSIG = 1
+#: the signals Python ignores at start-up (SIG_IGN survives exec): whatever the
+#: broker starts gets them back at their default action, as subprocess's
+#: ``restore_signals`` does, or ``yes | head -1`` says "Broken pipe"
+PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
 #: first words that make ``exec CMD`` mean something else than ``CMD``: the
 #: shell's keywords and builtins (``exit 3`` must stay the shell's own exit)
 NOT_A_PROGRAM = frozenset("""

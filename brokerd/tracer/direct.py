@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 from brokerd.decision.member import Member
 from brokerd.decision.stack import Stack
+from brokerd.decision.tether import PYTHON_IGNORED
 from brokerd.protocol.abi import ABIS
 
 from . import landlock, seccomp
@@ -91,6 +92,8 @@ def exec_direct(shim: Shim, argv: Sequence[str], env: dict[str, str] | None = No
     # an in-process policy's deadline timer (ITIMER_REAL, left running between
     # questions: decision/inproc.py) survives exec: the program would die of SIGALRM seconds later
     signal.setitimer(signal.ITIMER_REAL, 0)
+    for s in PYTHON_IGNORED:  # SIG_IGN survives exec: the program would get EPIPE, not SIGPIPE
+        signal.signal(s, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, shim.loop.old_mask)
     try:  # the wall first, as in a launched child; then the layers, each only narrowing
         for layer in ([shim.wall] if shim.wall is not None else []) + list(shim.layer_plan.layers):

@@ -220,7 +220,7 @@ def build(argv: Sequence[str]) -> Authorizer:
     p.add_argument("--allow-family", action="append", default=[], metavar="AF_NAME",
                    help="allow every address of this family (e.g. AF_NETLINK)")
     p.add_argument("--log", action="store_true", help="print every denial on stderr")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)  # RULE,--log,RULE: rules anywhere among the options
     try:
         rules = [parse_rule(r) for r in a.rules]
     except ValueError as e:

@@ -115,6 +115,7 @@ pipe pipe2 eventfd eventfd2 poll ppoll ppoll_time64 select _newselect pselect6 p
 epoll_create epoll_create1 epoll_ctl epoll_wait epoll_pwait epoll_pwait2
 timerfd_create timerfd_settime timerfd_gettime signalfd signalfd4 setitimer getitimer
 timer_create timer_settime timer_gettime timer_getoverrun timer_delete memfd_create ioctl
+getsockname getpeername
 """.split())
 
 #: Path-checked, reading / writing (so only below the read-write
@@ -197,7 +198,7 @@ def build(argv: Sequence[str]) -> Authorizer:
     p.add_argument("--log", action="store_true", help="print every denial on stderr")
     p.add_argument("--hide-outside", action="store_true",
                    help="with Landlock too, judge metadata look-ups per call (ENOENT outside; slower)")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)  # DIR,--ro=X,DIR: positionals anywhere
     for d in (*a.dirs, *a.ro):
         if not os.path.exists(d):  # a typo would silently deny everything below it
             print(f"sandbox: warning: {d} does not exist (create it, or nothing can be opened there)",

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from brokerd.decision.authorizer import EOF_GRACE, KILL_GRACE, Authorizer
 from brokerd.decision.stack import Stack
+from brokerd.decision.tether import PYTHON_IGNORED
 
 from .. import auditlog, landlock, seccomp
 from .. import layers as kernel_layers
@@ -210,6 +211,8 @@ class Launch(ShimBase):
                 os.close(w)
                 for s, disp in self._saved_dispositions.items():
                     signal.signal(s, signal.SIG_DFL if disp in (None, signal.default_int_handler) else disp)
+                for s in PYTHON_IGNORED:
+                    signal.signal(s, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, self.loop.old_mask)
                 if self.wall is not None:
                     try:
