@@ -1155,7 +1155,7 @@ def format_event(ev: Event) -> bytes:
     last = _last_event
     if last[0] is ev:
         return last[1]
-    line = _format_event(ev)
+    line = _fmt_syscall(ev) if type(ev) is SyscallEvent else _format_event(ev)
     if len(line) > MAX_LINE:
         raise _err("line-too-long", f"formatted line of {len(line)} bytes (limit {MAX_LINE})")
     _last_event = (ev, line)  # one assignment: a reader in another thread sees a matching pair
@@ -1163,6 +1163,80 @@ def format_event(ev: Event) -> bytes:
 
 
 _last_event: tuple[object, bytes] = (object(), b"")
+
+
+def _value_texts(values: tuple[Value, ...]) -> list[str]:
+    """The texts of a syscall line's arguments: what ``_fmt(v, 0)`` gives
+    each, with the commonest kinds written without a call per value (issue
+    #13: formatting was a fifth of the shim's side of an external question):
+    a short string's text is kept by its bytes (:func:`_quoted`), a
+    decoder's shared value (flags, modes, fds) by identity
+    (:func:`_fmt_arg`)."""
+    out: list[str] = []
+    append = out.append
+    get_arg = _ARG_TEXT.get
+    for v in values:
+        if type(v) is Str:
+            d = v.data
+            if type(d) is bytes and v.total is None:
+                append(_QUOTED.get(d) or _quoted(d))
+                continue
+        else:
+            hit = get_arg(id(v))
+            if hit is not None and hit[0] is v:
+                append(hit[1])
+                continue
+        append(_fmt_arg(v))
+    return out
+
+
+def _notes_text(notes: tuple[tuple[str, Value], ...]) -> str:
+    """:func:`_fmt_notes` with :func:`_value_texts`' shortcuts (notes are
+    mostly paths)."""
+    parts = []
+    for k, v in notes:
+        if type(k) is not str or k not in _GOOD_IDENTS:
+            return _fmt_notes(notes)  # (checks the key, says what is wrong)
+        if type(v) is Str and type(d := v.data) is bytes and v.total is None:
+            parts.append(f"{k}={_QUOTED.get(d) or _quoted(d)}")
+        else:
+            parts.append(f"{k}={_fmt_arg(v)}")
+    return " ; " + " ".join(parts)
+
+
+def _quoted(data: bytes) -> str:
+    """:func:`quote`, kept for a short string (bounded like the parse caches)."""
+    text = quote(data)
+    if len(data) <= 256:
+        if len(_QUOTED) >= _CACHE_MAX:
+            _QUOTED.clear()
+        _QUOTED[data] = text
+    return text
+
+
+#: bytes of a short string -> its quoted text (see :func:`_value_texts`)
+_QUOTED: dict[bytes, str] = {}
+
+
+def _fmt_syscall(ev: Any) -> bytes:
+    """The line of a :class:`SyscallEvent` whose header fields are plainly
+    valid (the only kind the shim makes); anything else goes the general
+    way (:func:`_format_event`), which checks every field and says what is
+    wrong."""
+    eid, pid, tid, abi, call = ev.id, ev.pid, ev.tid, ev.abi, ev.call
+    if not (type(eid) is int and 0 <= eid <= _U63 and type(pid) is int and 0 <= pid <= _PID_MAX
+            and type(tid) is int and 0 <= tid <= _PID_MAX and type(abi) is str and abi in _GOOD_IDENTS
+            and type(call) is Call and type(name := call.name) is str and name in _GOOD_IDENTS):
+        return _format_event(ev)
+    args = call.args
+    notes = ev.notes
+    if args:
+        line = f"syscall {eid} {pid} {tid} {abi} {name} {', '.join(_value_texts(args))}"
+    else:
+        line = f"syscall {eid} {pid} {tid} {abi} {name}"
+    if notes:
+        return f"{line}{_notes_text(notes)}\n".encode("ascii")
+    return f"{line}\n".encode("ascii")
 
 
 def _format_event(event: Event) -> bytes:

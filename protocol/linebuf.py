@@ -84,6 +84,13 @@ class LineBuffer:
         return len(self._buf)
 
     @property
+    def idle(self) -> bool:
+        """Nothing held: no part of a line, no line to iterate, not skipping
+        one.  The next bytes fed start a line (a reader may then take a read
+        of one whole line as that line without feeding it)."""
+        return not self._buf and not self._out and not self._discarding
+
+    @property
     def discarding(self) -> bool:
         """True while skipping the tail of an over-long line."""
         return self._discarding

@@ -551,6 +551,45 @@ def test_a_reply_already_waiting_is_taken_when_the_question_is_sent(conn):
         assert len(c.answers) == 1 and c.a.next_deadline() is not None
 
 
+def test_a_plain_cont_read_with_its_question_answers_it_and_keeps_nothing(conn):
+    """The usual round trip (nothing else outstanding, the reply ``cont``
+    read right after the question) is answered without a question kept or
+    a line parsed: the same answer as ever, nothing left open, and only the
+    very line ``cont`` (``ID cont`` with this ID in handshake mode) taken so."""
+    for mode, line, expect in (("plain", "cont", Reply(Cont())), ("hello", "1 cont", Reply(Cont(), 1))):
+        c = conn(mode)
+        os.write(c.to_w, line.encode() + b"\n")
+        c.ask(_ev(1))
+        assert c.answers == [(expect, "")]
+        assert c.a.next_deadline() is None and not c.a._fifo and not c.a._by_id
+        assert (c.a.answered, c.a.defaulted) == (1, 0)
+    c = conn()
+    os.write(c.to_w, b"2 cont\n")  # another question's ID: answers nothing, question 1 stays open
+    c.ask(_ev(1))
+    assert c.answers == [] and c.a.next_deadline() is not None
+    assert any(line.startswith("error unknown-id") for line in c.sent())
+
+
+def test_a_partial_line_held_before_a_question_is_part_of_its_reply(conn):
+    """Bytes of a line read earlier (no newline yet) and a ``cont`` read
+    with the next question make one line, judged whole: garbage here, so the
+    default (plain mode), or an ID no question has (handshake mode)."""
+    c = conn("plain")
+    os.write(c.to_w, b"?? ")
+    c.a.on_readable(0.0)
+    os.write(c.to_w, b"cont\n")
+    c.ask(_ev(1))
+    assert c.answers == [(Reply(SkipFail(errno.EPERM)), c.answers[0][1])]
+    assert c.answers[0][1].startswith("bad line")
+    c = conn()
+    os.write(c.to_w, b"9")
+    c.a.on_readable(0.0)
+    os.write(c.to_w, b"1 cont\n")  # the line is "91 cont"
+    c.ask(_ev(1))
+    assert c.answers == [] and c.a.next_deadline() is not None
+    assert any(line.startswith("error unknown-id") for line in c.sent())
+
+
 def test_a_question_asked_from_an_answer_gets_the_reply_read_with_it(conn):
     """An answer's callback asking the same authorizer again (the next step of
     a walk) while its lines are being handled: no nested read, and the reply

@@ -339,3 +339,31 @@ def test_the_formatters_memos_never_let_a_bad_line_through() -> None:
         for _ in range(2):
             with pytest.raises(ProtocolError):
                 format_event(bad)  # type: ignore[arg-type]
+
+
+odd_fields = st.one_of(st.just(True), st.just(-1), st.just(2**63), st.just("x86-64"), st.just("a b"))
+
+
+@PROPS
+@given(st.builds(SyscallEvent, st.one_of(ids, odd_fields), st.one_of(pids, odd_fields), pids,
+                 st.one_of(abis, odd_fields), st.one_of(calls, st.builds(Call, st.just("a b"))),
+                 st.one_of(notes, st.just((("bad key", Int(1)),)), st.just(((1, Int(1)),)))),
+       st.sampled_from([Str(bytearray(b"x")), Str("x"), Str(b"x" * 300), Str(b"\x00\"\\"), Sym(("O_RDONLY",))]))
+def test_the_syscall_line_shortcut_writes_what_the_general_formatter_does(ev: SyscallEvent, extra: Str) -> None:
+    """format_event's shortcut for syscall events (the texts it keeps by
+    bytes and by identity, its header checks) gives the general formatter's
+    line, or refuses what it refuses, the first time and the second."""
+    from brokerd.protocol import codec
+
+    for e in (ev, SyscallEvent(ev.id, ev.pid, ev.tid, ev.abi, Call(ev.call.name, ev.call.args + (extra,))
+                               if type(ev.call.name) is str else ev.call, ev.notes + (("k", extra),))):
+        for _ in range(2):
+            try:
+                want: bytes | str = codec._format_event(e)
+            except ProtocolError as err:
+                want = err.code
+            try:
+                got: bytes | str = codec._fmt_syscall(e)
+            except ProtocolError as err:
+                got = err.code
+            assert got == want

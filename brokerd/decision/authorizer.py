@@ -38,6 +38,7 @@ from brokerd.protocol.layers import LayerSpec, parse_layer
 from brokerd.protocol.linebuf import LineBuffer, PartialLine, TooLong
 from brokerd.protocol.selection import TraceError, parse_trace, unknown_names
 from brokerd.protocol.types import (
+    Cont,
     Data,
     Error,
     Fetch,
@@ -85,6 +86,11 @@ class _Question:
         self.answer = answer
         self.kind = kind
         self.name = name
+
+
+#: the answer of a plain ``cont`` line (immutable: one is shared)
+_CONT = Cont()
+_CONT_REPLY = Reply(_CONT)
 
 
 def _leading_id(line: bytes) -> int | None:
@@ -216,12 +222,51 @@ class Authorizer:
             answer(default_reply(type(event), _call_name(event), self.default),
                    f"event cannot be sent to {self.name}: {e.message}")
             return
+        if self._fifo or self._out or self._reading:
+            self._enqueue(event, answer, now)
+            self._send(line)
+            if not self._out and not self._reading and self.mode != "dead":
+                self._await_reply(now)
+            return
+        # Nothing outstanding (the usual question): the reply read right after
+        # it answers it alone, and a plain ``cont`` (one bytes compare) needs
+        # no question kept, no line buffer and no parsing (issue #13).
+        try:
+            n = os.write(self.wfd, line)
+        except BlockingIOError:
+            n = 0
+        except OSError as e:
+            self._enqueue(event, answer, now)
+            self._die(f"write failed: {e.strerror}")
+            return
+        if n != len(line):
+            self._enqueue(event, answer, now)
+            self._send(line[n:])
+            return
+        try:
+            data = self.spin.until(self._read_now)
+        except OSError as e:
+            self._enqueue(event, answer, now)
+            self._die(f"read failed: {e.strerror}")
+            return
+        if self.mode != "hello":
+            if data == b"cont\n" and self._lines.idle:
+                self.answered += 1
+                answer(_CONT_REPLY, "")
+                return
+        elif data == b"%d cont\n" % event.id and self._lines.idle:
+            self.answered += 1
+            answer(Reply(_CONT, event.id), "")
+            return
+        self._enqueue(event, answer, now)
+        if data is not None:
+            self._take(data)
+
+    def _enqueue(self, event: SyscallEvent | SysretEvent | SignalEvent, answer: Answer, now: float) -> None:
+        """Keep a question sent (or about to be) until its answer or deadline."""
         q = _Question(event.id, now + self.timeout, answer, type(event), _call_name(event))
         self._fifo.append(q)
         self._by_id[event.id] = q
-        self._send(line)
-        if not self._out and not self._reading and self.mode != "dead":
-            self._await_reply(now)
 
     def _await_reply(self, now: float) -> None:
         """Read the reply right after its question, spinning briefly
@@ -300,8 +345,7 @@ class Authorizer:
             self._die("closed its output (exited?)")
             return
         lines = self._lines
-        if (len(data) <= ONE_LINE_MAX and data.find(b"\n") == len(data) - 1
-                and not lines.pending and not lines.discarding and not len(lines)):
+        if len(data) <= ONE_LINE_MAX and data.find(b"\n") == len(data) - 1 and lines.idle:
             # One whole line and nothing held (the usual read: one reply, e.g.
             # ``cont``): what the buffer would give, without its bookkeeping.
             self._reading = True
