@@ -17,9 +17,9 @@ ENV = "BROKERD_ACCEL"
 #: the compiled calls the package makes: an object built from an older
 #: ``_accel.c`` (a checkout updated without ``scripts/build-accel``) lacks some
 #: and is not used, rather than end every session in an AttributeError
-#: (tests/test_accel.py checks that every ``accel.NAME`` the package uses is here)
-NEEDED = ("reap", "next_stop", "seccomp_info", "read_cstr", "plain_stat", "pin_cont", "pin_plain", "pin_setup",
-          "set_info", "cont", "counts")
+#: (tests/test_accel.py checks that these are exactly the ``accel.NAME``s the package uses)
+NEEDED = ("reap", "next_stop", "seccomp_info", "read_cstr", "plain_stat", "pin_open", "pin_plain", "pin_setup",
+          "set_info", "cont", "counts", "maker")
 
 
 def _load() -> tuple[ModuleType | None, str]:
