@@ -2,7 +2,7 @@
 
 Errors in arguments or in starting the program are one line on stderr and a
 non-zero exit, never a traceback.  ``brokerctl run`` exits with the traced
-program's status (128+N when a signal N killed it), as a shell would.
+program's status; when a signal N killed it, brokerctl dies of N too (a shell shows 128+N).
 """
 
 from __future__ import annotations
@@ -476,7 +476,11 @@ def _run(args: argparse.Namespace, argv: list[str], operator, out) -> int:
     starter.close()
     if operator is not None and args.summary:
         say(operator.out, operator.summary())
-    return _finish(daemon, status)
+    status = _finish(daemon, status)
+    st = shim.main_status
+    if st is not None and os.WIFSIGNALED(st) and status == 128 + os.WTERMSIG(st):
+        _ending.signal = os.WTERMSIG(st)  # console() ends brokerctl the same way
+    return status
 
 
 def _run_display(args: argparse.Namespace):
@@ -635,6 +639,38 @@ class _ending:
     """How console() ends brokerctl (set by the command that ran)."""
 
     quick = False
+    signal = 0  #: the signal that killed the program run: brokerctl dies of it too
+
+
+def _die_of(sig: int, finalize: bool) -> None:
+    """End killed by ``sig``, as the program was (strace does the same): a
+    shell tells a death by a signal from an exit status, so Ctrl-C ends a
+    shell loop of brokerctl runs (an exit 130 let the loop go on), xargs
+    stops, make says "Interrupt".  No core file of brokerctl's own
+    (RLIMIT_CORE 0).  ``finalize``: the user's code ran in this process (a
+    ``py:`` authorizer): its atexit functions run and its open files are
+    flushed first, as an exit would.  Returns only if ``sig`` did not kill."""
+    if finalize:
+        import atexit
+        import gc
+        import io
+
+        atexit._run_exitfuncs()
+        for obj in gc.get_objects():
+            if isinstance(obj, io.IOBase):
+                try:
+                    obj.flush()
+                except (OSError, ValueError):  # closed, or a pipe nobody reads
+                    pass
+    import resource
+
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (OSError, ValueError):
+        pass
+    signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+    os.kill(os.getpid(), sig)
 
 
 def console(argv: Sequence[str] | None = None) -> NoReturn:
@@ -648,12 +684,16 @@ def console(argv: Sequence[str] | None = None) -> NoReturn:
     ``--audit``, ``--save-policy``, the shipped policies' own)."""
     status = main(argv)
     if not _ending.quick:
+        if _ending.signal:
+            _die_of(_ending.signal, finalize=True)
         sys.exit(status)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe: what the normal exit would have said nothing about
             pass
+    if _ending.signal:
+        _die_of(_ending.signal, finalize=False)
     os._exit(status)
 
 
