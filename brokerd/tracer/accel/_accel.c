@@ -881,10 +881,139 @@ static struct PyModuleDef module = {
     methods, NULL, NULL, NULL, NULL,
 };
 
+static int add_fast_methods(PyObject *m); /* (at the end of the file) */
+
 PyMODINIT_FUNC PyInit__accel(void)
 {
     str_inode = PyUnicode_InternFromString("inode");
     if (str_inode == NULL)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && add_fast_methods(m) < 0)
+        Py_CLEAR(m);
+    return m;
+}
+
+#include <structmember.h> /* PyMemberDef, T_OBJECT_EX (Python 3.11) */
+
+/* ---- Objects made without their __init__'s Python frame (issue #13) ----------
+ * maker(cls, names, fixed=()) -> f(*values): makes an instance of cls (a
+ * class of slots only: a protocol Record, the shim's Decision) with slot
+ * names[i] set to values[i] and each (name, value) of ``fixed`` set as given:
+ * what cls(*values) does when cls's __init__ only stores its arguments (and
+ * those constants), without the Python frame (a few hundred nanoseconds of
+ * every judged call each).  Every slot of cls must be named in one or the
+ * other (an unset slot would raise AttributeError when read): the Python
+ * side makes makers from cls.__slots__ and tests that what they make equals
+ * cls(*values) (tests/test_fused.py).  Decides nothing. */
+
+static PyObject *made(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* self: (cls, offsets as bytes of Py_ssize_t: the values' then the fixed ones', fixed values) */
+    PyTypeObject *cls = (PyTypeObject *)PyTuple_GET_ITEM(self, 0);
+    PyObject *offsets = PyTuple_GET_ITEM(self, 1);
+    PyObject *fixed = PyTuple_GET_ITEM(self, 2);
+    Py_ssize_t k = PyTuple_GET_SIZE(fixed);
+    Py_ssize_t n = PyBytes_GET_SIZE(offsets) / (Py_ssize_t)sizeof(Py_ssize_t) - k;
+    if (nargs != n) {
+        PyErr_Format(PyExc_TypeError, "making %s takes %zd arguments (%zd given)", cls->tp_name, n, nargs);
+        return NULL;
+    }
+    PyObject *obj = cls->tp_alloc(cls, 0);
+    if (obj == NULL)
+        return NULL;
+    const Py_ssize_t *at = (const Py_ssize_t *)PyBytes_AS_STRING(offsets);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_INCREF(args[i]);
+        *(PyObject **)((char *)obj + at[i]) = args[i];
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *v = PyTuple_GET_ITEM(fixed, i);
+        Py_INCREF(v);
+        *(PyObject **)((char *)obj + at[n + i]) = v;
+    }
+    return obj;
+}
+
+static PyMethodDef made_def = {"made", (PyCFunction)(void (*)(void))made, METH_FASTCALL,
+                               "An instance of the maker's class with its slots set, in order."};
+
+/* the offset of cls's writable object slot ``name``, or -1 with TypeError (or AttributeError) set */
+static Py_ssize_t slot_offset(PyTypeObject *tp, PyObject *name)
+{
+    PyObject *d = PyObject_GetAttr((PyObject *)tp, name);
+    if (d == NULL)
+        return -1;
+    Py_ssize_t off = -1;
+    if (Py_IS_TYPE(d, &PyMemberDescr_Type) && PyType_IsSubtype(tp, PyDescr_TYPE(d))) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY) && m->offset > 0
+            && m->offset + (Py_ssize_t)sizeof(PyObject *) <= tp->tp_basicsize)
+            off = m->offset;
+    }
+    Py_DECREF(d);
+    if (off < 0)
+        PyErr_Format(PyExc_TypeError, "maker: %R is not an object slot of %s", name, tp->tp_name);
+    return off;
+}
+
+PyDoc_STRVAR(maker_doc,
+             "maker(cls, names, fixed=()) -> f(*values): makes cls's instances with slot names[i]\n"
+             "set to values[i] and each (name, value) of fixed set so, as cls(*values) does when its\n"
+             "__init__ only stores them (no Python frame).  TypeError unless every name is a writable\n"
+             "object slot of cls, a class of slots only.");
+
+static PyObject *py_maker(PyObject *self, PyObject *args)
+{
+    PyObject *cls, *names, *fixed = NULL;
+    if (!PyArg_ParseTuple(args, "O!O!|O!", &PyType_Type, &cls, &PyTuple_Type, &names, &PyTuple_Type, &fixed))
+        return NULL;
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) || tp->tp_itemsize != 0 || tp->tp_dictoffset != 0) {
+        PyErr_Format(PyExc_TypeError, "maker: %s is not a class of slots only", tp->tp_name);
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(names), k = fixed != NULL ? PyTuple_GET_SIZE(fixed) : 0;
+    PyObject *values = PyTuple_New(k);
+    PyObject *offsets = PyBytes_FromStringAndSize(NULL, (n + k) * (Py_ssize_t)sizeof(Py_ssize_t));
+    if (values == NULL || offsets == NULL)
+        goto fail;
+    Py_ssize_t *at = (Py_ssize_t *)PyBytes_AS_STRING(offsets);
+    for (Py_ssize_t i = 0; i < n + k; i++) {
+        PyObject *name = i < n ? PyTuple_GET_ITEM(names, i) : NULL;
+        if (i >= n) {
+            PyObject *pair = PyTuple_GET_ITEM(fixed, i - n);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError, "maker: fixed holds (name, value) pairs");
+                goto fail;
+            }
+            name = PyTuple_GET_ITEM(pair, 0);
+            Py_INCREF(PyTuple_GET_ITEM(pair, 1));
+            PyTuple_SET_ITEM(values, i - n, PyTuple_GET_ITEM(pair, 1));
+        }
+        if ((at[i] = slot_offset(tp, name)) < 0)
+            goto fail;
+    }
+    PyObject *state = PyTuple_Pack(3, cls, offsets, values);
+    Py_DECREF(offsets);
+    Py_DECREF(values);
+    if (state == NULL)
+        return NULL;
+    PyObject *f = PyCFunction_New(&made_def, state);
+    Py_DECREF(state);
+    return f;
+fail:
+    Py_XDECREF(values);
+    Py_XDECREF(offsets);
+    return NULL;
+}
+
+static PyMethodDef fast_methods[] = {
+    {"maker", py_maker, METH_VARARGS, maker_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static int add_fast_methods(PyObject *m)
+{
+    return PyModule_AddFunctions(m, fast_methods);
 }
