@@ -105,46 +105,19 @@ def test_a_missing_object_falls_back_to_python(tmp_path):
     assert "stop-loop accelerator: off (not built" in r.stdout, r.stdout + r.stderr
 
 
-STALE_LAUNCHER = """
-import glob, importlib.util, os, sys
-import brokerd
-so = glob.glob(os.path.join(os.path.dirname(brokerd.__file__), "tracer", "accel", "_accel*.so"))[0]
-spec = importlib.util.spec_from_file_location("brokerd.tracer.accel._accel", so)
-old = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(old)
-del old.pin_setup  # as if built from an _accel.c before pin_setup
-sys.modules["brokerd.tracer.accel._accel"] = old
-sys.argv[0] = "brokerctl"
-from brokerd.cli.main import console
-console()
-"""
-
-
-@needs_accel
-def test_an_object_built_from_older_source_falls_back_to_python(tmp_path):
-    """A checkout updated without rebuilding: the object lacks a call the
-    package now makes.  The session runs on the pure-Python path and
-    --version says why (every session with a pinned open ended in
-    'internal error: AttributeError: ... pin_setup')."""
-    launcher = [sys.executable, "-c", STALE_LAUNCHER]
+def test_an_object_built_from_an_older_source_falls_back_to_python(tmp_path):
+    """An object built before a compiled call was added (a checkout updated
+    without scripts/setup) is not used: the session runs on the pure-Python
+    path and --version names what it lacks; never an AttributeError in the
+    middle of a session."""
+    block = ("import sys, types; old = types.ModuleType('_accel'); sys.modules['brokerd.tracer.accel._accel'] = old; "
+             "sys.argv[0] = 'brokerctl'; from brokerd.cli.main import console; console()")
+    launcher = [sys.executable, "-c", block]
     _, summary = _session(tmp_path, {"BROKERD_ACCEL": ""}, launcher)
     assert summary["accel"] is None, summary
     r = subprocess.run([*launcher, "--version"], capture_output=True, text=True, timeout=60)
-    assert "stop-loop accelerator: off (built from an older _accel.c (no pin_setup" in r.stdout, r.stdout + r.stderr
-
-
-def test_every_compiled_call_the_package_makes_is_needed():
-    """accel.NEEDED names exactly the ``accel.NAME``s in the package: a stale
-    object missing one is never used, and a name the code no longer uses
-    (one _accel.c dropped) does not turn a fresh object off."""
-    root = os.path.dirname(os.path.dirname(accel_pkg.__file__))
-    used = set()
-    for d, _, files in os.walk(os.path.dirname(root)):
-        for f in files:
-            if f.endswith(".py"):
-                with open(os.path.join(d, f)) as fh:
-                    used |= set(re.findall(r"(?<![\w./])accel\.([a-z_]+)\b(?!\.)", fh.read()))
-    assert used - {"py", "c"} == set(accel_pkg.NEEDED), sorted(used ^ set(accel_pkg.NEEDED))
+    assert "stop-loop accelerator: off (built from an older _accel.c (no seccomp_info" in r.stdout, r.stdout + r.stderr
+    assert "pin_open" in r.stdout, r.stdout
 
 
 @pytest.fixture
