@@ -244,7 +244,7 @@ for line in sys.stdin:
 def test_tracee_killed_just_before_its_answer(authz, tmp_path, cprog):
     """Item 1: SIGKILL from outside, then the answer at once: the answer
     meets a thread that is no longer stopped (ESRCH).  The session reports
-    the program killed (137), no traceback."""
+    the program killed (brokerctl dies of SIGKILL too), no traceback."""
     slow = tmp_path / "slow"
     slow.write_text("x")
     statuses = set()
@@ -253,4 +253,4 @@ def test_tracee_killed_just_before_its_answer(authz, tmp_path, cprog):
                       timeout=60)
         _no_traceback(r)
         statuses.add(r.returncode)
-    assert statuses == {137}, r.stderr
+    assert statuses == {-9}, r.stderr
