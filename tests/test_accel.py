@@ -17,6 +17,8 @@ import sys
 
 import pytest
 from conftest import BROKERCTL, brokerctl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from brokerd.tracer import accel as accel_pkg
 from brokerd.tracer.resolve import plain_path
@@ -180,6 +182,99 @@ def test_compiled_plain_check_is_plain_path(tmp_path):
             want = None if st is None else (st.st_dev, st.st_ino)
             assert accel.plain_stat(root, raw, follow) == want, (path, follow)
         assert accel.plain_stat(root, os.fsencode(tmp_path / "d") + b"\0/f", True) is None
+    finally:
+        os.close(root)
+
+
+def _pin_tree(tmp_path) -> bytes:
+    """A directory with a file, a symlink to the directory and a final
+    symlink to the file: its path."""
+    (tmp_path / "d").mkdir(exist_ok=True)
+    (tmp_path / "d" / "f").write_text("x")
+    for link, target in (("l", tmp_path / "d"), ("d/lf", tmp_path / "d" / "f")):
+        if not (tmp_path / link).is_symlink():
+            (tmp_path / link).symlink_to(target)
+    return os.fsencode(tmp_path)
+
+
+def _pins_alike(root: int, path: bytes, flags: int, mode: int) -> object:
+    """What accel.pin_plain gives, after checking the pure-Python plain_pin gives the same."""
+    from brokerd.tracer.shim.pin import _plain_pin_py
+
+    got = accel.pin_plain(root, path, flags, mode)
+    assert got == _plain_pin_py(root, path, flags, mode), (path, oct(flags), oct(mode), got)
+    return got
+
+
+@needs_accel
+def test_compiled_pin_is_the_python_one(tmp_path):
+    """accel.pin_plain (a judged open's pin worked out in one call) gives the
+    slot bytes and the expectation the Python steps give, and None where
+    they do: paths that are not their own real path (relative, ``.``,
+    ``..``, doubled or trailing slashes, a symlink on the way, a final
+    symlink followed), /proc, a NUL inside, PATH_MAX, O_TMPFILE, unknown
+    flag bits; O_PATH's flags and the mode masked as the kernel's
+    build_open_how masks them, flags above 32 bits ignored but by the
+    follow test, as the Python's."""
+    from brokerd.tracer.shim.pin import HOW_ROOM, OPEN_HOW, PIN_RESOLVE
+
+    base = _pin_tree(tmp_path)
+    f = base + b"/d/f"
+    root = os.open("/", os.O_PATH | os.O_CLOEXEC)
+    try:
+        st = os.stat(f)
+        rd, cx = os.O_RDONLY, os.O_CLOEXEC
+        pin, expect = _pins_alike(root, f, rd | cx, 0o644)
+        assert expect == ("inode", st.st_dev, st.st_ino)
+        assert pin == OPEN_HOW.pack(rd | cx, 0, PIN_RESOLVE).ljust(HOW_ROOM, b"\0") + f + b"\0"
+        assert _pins_alike(root, b"/", os.O_DIRECTORY, 0) is not None
+        creat = _pins_alike(root, f, os.O_CREAT | os.O_WRONLY, 0o170755)
+        assert creat is not None and OPEN_HOW.unpack(creat[0][:24])[1] == 0o755  # S_IALLUGO
+        path_flags = os.O_PATH | os.O_NOFOLLOW | os.O_RDWR | os.O_APPEND
+        got = _pins_alike(root, f, path_flags, 0o777)
+        assert got is not None and OPEN_HOW.unpack(got[0][:24])[:2] == (os.O_PATH | os.O_NOFOLLOW, 0)
+        high = _pins_alike(root, f, (1 << 40) | rd, 0)
+        assert high is not None and OPEN_HOW.unpack(high[0][:24])[0] == rd
+        lf = base + b"/d/lf"
+        assert _pins_alike(root, lf, rd, 0) is None  # a final symlink, followed
+        assert _pins_alike(root, lf, rd | os.O_NOFOLLOW, 0) is not None  # (the link itself: O_NOFOLLOW)
+        assert _pins_alike(root, lf, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600) is not None
+        nope = [base + b"/l/f", base + b"/d/absent", b"d/f", b"", b"//etc/passwd", base + b"//d/f",
+                base + b"/./d/f", base + b"/d/../d/f", base + b"/d/.", base + b"/d/..", base + b"/d/",
+                b"/proc", b"/proc/self/fd/0", b"/proc/", base + b"/d\0/f", f + b"\0",
+                b"/" + b"a" * 4095]
+        for path in nope:
+            assert _pins_alike(root, path, rd, 0) is None, path
+        for flags in (os.O_TMPFILE | os.O_RDWR, 1 << 30, 1 << 31):
+            assert _pins_alike(root, f, flags, 0o600) is None, oct(flags)
+        odd = base + b"/.d..x"  # dots that are no . or .. component
+        os.mkdir(odd)
+        for path in (odd, odd + b"/..."):
+            if path != odd:
+                os.mkdir(path)
+            assert _pins_alike(root, path, os.O_DIRECTORY, 0) is not None, path
+        assert accel.pin_plain(root, b"/" + b"a" * 4094, rd, 0) is None  # (absent: the check's ENOENT)
+        for bad in ((root, "/etc", rd, 0), (-1, f, rd, 0), (root, f, "x", 0), (root, f, rd)):
+            with pytest.raises((TypeError, ValueError)):
+                accel.pin_plain(*bad)
+    finally:
+        os.close(root)
+
+
+@needs_accel
+@settings(max_examples=300, deadline=None)
+@given(tail=st.lists(st.sampled_from([b"/", b".", b"..", b"d", b"f", b"l", b"lf", b"x", b"\0"]), max_size=8),
+       flags=st.sampled_from([0, os.O_NOFOLLOW, os.O_CREAT | os.O_EXCL, os.O_DIRECTORY, os.O_PATH, os.O_TMPFILE,
+                              1 << 30, os.O_CREAT | os.O_WRONLY]),
+       mode=st.integers(min_value=0, max_value=2**64 - 1))
+def test_compiled_pin_is_the_python_one_for_any_path(tmp_path_factory, tail, flags, mode):
+    """Paths made of slashes, dots, names, symlinks and NULs under a real
+    tree, any flags of a few kinds and any mode: the compiled pin and the
+    Python one agree, always."""
+    base = _pin_tree(tmp_path_factory.getbasetemp())
+    root = os.open("/", os.O_PATH | os.O_CLOEXEC)
+    try:
+        _pins_alike(root, base + b"".join(tail), flags, mode)
     finally:
         os.close(root)
 

@@ -4,6 +4,7 @@ Never asserts a time or a ratio: those depend on the machine."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -125,3 +126,20 @@ def test_policy_path_micro_prints_one_figure_per_stack():
     assert len(lines) == 2, p.stdout
     assert re.match(r"policy path, 1 in-process member: [\d.]+ us CPU per decision", lines[0]), lines[0]
     assert re.match(r"policy path, 4 in-process members: [\d.]+ us CPU per decision", lines[1]), lines[1]
+
+
+@pytest.mark.parametrize("accel_env", ["", "0"])
+def test_pin_path_micro_pins_and_prints_the_pins_share(accel_env):
+    """bench/pin_path.py (a judged open's policy path with stable arguments
+    on, its pin's plain-path check real) pins the open, on the compiled and
+    on the pure-Python path, and prints both runs and their difference
+    (never a time asserted)."""
+    env = dict(os.environ, BROKERD_ACCEL=accel_env)
+    p = subprocess.run([sys.executable, "-m", "bench.pin_path", "--calls", "200"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.splitlines()
+    assert len(lines) == 3, p.stdout
+    assert re.match(r"--no-stable-args: [\d.]+ us CPU per decision", lines[0]), lines[0]
+    assert re.match(r"pinned: [\d.]+ us CPU per decision", lines[1]), lines[1]
+    assert re.match(r"the pin: -?[\d.]+ us", lines[2]), lines[2]

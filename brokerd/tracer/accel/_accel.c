@@ -336,6 +336,139 @@ static PyObject *py_plain_stat(PyObject *self, PyObject *args)
     return Py_BuildValue("(KK)", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
 }
 
+/* the pin's constants (pin.py's tables), given once by pin_setup: nothing of
+ * the open flags' meaning is written twice */
+static struct {
+    int ready;
+    uint64_t valid, o_path, o_path_keep, o_creat, o_tmpfile, o_excl, o_nofollow, resolve;
+    Py_ssize_t room, path_max;
+} pin_conf;
+static PyObject *str_inode; /* "inode": the first item of the expectation pin_plain returns */
+
+PyDoc_STRVAR(pin_setup_doc,
+             "pin_setup(valid, o_path, o_path_keep, o_creat, o_tmpfile, o_excl, o_nofollow, resolve, room,\n"
+             "path_max): pin.py's constants for pin_plain (VALID_OPEN_FLAGS, O_PATH, the flags O_PATH\n"
+             "keeps, O_CREAT, O_TMPFILE less O_DIRECTORY, O_EXCL, O_NOFOLLOW, the pin's resolve flags,\n"
+             "HOW_ROOM, PATH_MAX).");
+
+static PyObject *py_pin_setup(PyObject *self, PyObject *args)
+{
+    unsigned long long v[8];
+    Py_ssize_t room, path_max;
+    if (!PyArg_ParseTuple(args, "KKKKKKKKnn", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &room,
+                          &path_max))
+        return NULL;
+    if (room < (Py_ssize_t)sizeof(struct open_how_) || room > 4096 || path_max < 2 || path_max > (1 << 20)) {
+        PyErr_SetString(PyExc_ValueError, "pin_setup: sizes out of range");
+        return NULL;
+    }
+    pin_conf.valid = v[0], pin_conf.o_path = v[1], pin_conf.o_path_keep = v[2], pin_conf.o_creat = v[3];
+    pin_conf.o_tmpfile = v[4], pin_conf.o_excl = v[5], pin_conf.o_nofollow = v[6], pin_conf.resolve = v[7];
+    pin_conf.room = room, pin_conf.path_max = path_max;
+    pin_conf.ready = 1;
+    Py_RETURN_NONE;
+}
+
+/* pin.canonical: absolute, no "." or ".." component, no doubled or trailing slash ("/" itself is) */
+static int canonical_path(const char *p, Py_ssize_t n)
+{
+    if (n < 1 || p[0] != '/')
+        return 0;
+    if (n == 1)
+        return 1;
+    if (p[n - 1] == '/')
+        return 0;
+    for (Py_ssize_t i = 0; i < n - 1; i++) {
+        if (p[i] != '/')
+            continue; /* a component starts at i + 1 (< n: the path does not end with "/") */
+        if (p[i + 1] == '/')
+            return 0;
+        if (p[i + 1] == '.') {
+            if (i + 2 == n || p[i + 2] == '/')
+                return 0;
+            if (p[i + 2] == '.' && (i + 3 == n || p[i + 3] == '/'))
+                return 0;
+        }
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(pin_plain_doc,
+             "pin_plain(rootfd, path, flags, mode) -> None | (pinned, (\"inode\", st_dev, st_ino))\n\n"
+             "pin.plain_pin in one call: for an open with ``flags`` and ``mode`` of canonical absolute\n"
+             "``path`` (not /proc, shorter than PATH_MAX, no O_TMPFILE, only known flag bits), the\n"
+             "pin's slot bytes (struct open_how as pin.open_how makes it, padded to HOW_ROOM, then\n"
+             "the path and its NUL) and the object the path names under kept root ``rootfd`` when\n"
+             "no component is a symlink (plain_stat's check, final symlink followed unless the open\n"
+             "does not follow it).  None where the open is not pinned this way.");
+
+static PyObject *py_pin_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "pin_plain: four arguments");
+        return NULL;
+    }
+    if (!pin_conf.ready) {
+        PyErr_SetString(PyExc_RuntimeError, "pin_plain before pin_setup");
+        return NULL;
+    }
+    if (!PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "pin_plain: path must be bytes");
+        return NULL;
+    }
+    long rootfd = PyLong_AsLong(args[0]);
+    if (rootfd == -1 && PyErr_Occurred())
+        return NULL;
+    if (rootfd < 0 || rootfd > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "pin_plain: not a descriptor");
+        return NULL;
+    }
+    uint64_t flags = PyLong_AsUnsignedLongLongMask(args[2]);
+    if (flags == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    uint64_t mode = PyLong_AsUnsignedLongLongMask(args[3]);
+    if (mode == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    const char *path = PyBytes_AS_STRING(args[1]);
+    Py_ssize_t len = PyBytes_GET_SIZE(args[1]);
+    if ((flags & pin_conf.o_tmpfile) == pin_conf.o_tmpfile || len >= pin_conf.path_max
+        || memchr(path, 0, (size_t)len) != NULL || !canonical_path(path, len))
+        Py_RETURN_NONE;
+    if (len >= 5 && memcmp(path, "/proc", 5) == 0 && (len == 5 || path[5] == '/'))
+        Py_RETURN_NONE; /* magic links and per-process files: their own rules (security.md) */
+    /* the follow test sees the call's own flags (stable._follows), the how its 32 bits */
+    int follow = !(flags & pin_conf.o_nofollow)
+                 && (flags & (pin_conf.o_creat | pin_conf.o_excl)) != (pin_conf.o_creat | pin_conf.o_excl);
+    uint64_t hflags = flags & 0xFFFFFFFFu;
+    if (hflags & ~pin_conf.valid)
+        Py_RETURN_NONE;
+    if (hflags & pin_conf.o_path)
+        hflags &= pin_conf.o_path_keep;
+    mode &= 07777;
+    if (!(hflags & (pin_conf.o_creat | pin_conf.o_tmpfile)))
+        mode = 0;
+    struct open_how_ check = {O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW), 0,
+                              RESOLVE_NO_SYMLINKS_ | RESOLVE_IN_ROOT_};
+    long fd = syscall(SYS_openat2, (int)rootfd, path, &check, sizeof check);
+    if (fd < 0)
+        Py_RETURN_NONE;
+    struct stat st;
+    int r = fstat((int)fd, &st);
+    close((int)fd);
+    if (r < 0)
+        Py_RETURN_NONE;
+    PyObject *pin = PyBytes_FromStringAndSize(NULL, pin_conf.room + len + 1);
+    if (pin == NULL)
+        return NULL;
+    char *out = PyBytes_AS_STRING(pin);
+    struct open_how_ how = {hflags, mode, pin_conf.resolve};
+    memset(out, 0, (size_t)pin_conf.room);
+    memcpy(out, &how, sizeof how);
+    memcpy(out + pin_conf.room, path, (size_t)len);
+    out[pin_conf.room + len] = 0;
+    return Py_BuildValue("(N(OKK))", pin, str_inode, (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+}
+
 PyDoc_STRVAR(set_info_doc,
              "set_info(tid, op, nr, args) -> bool: PTRACE_SET_SYSCALL_INFO (ptrace.set_syscall_info's\n"
              "request): False when the kernel refuses it as unknown (EIO, EINVAL), OSError otherwise.");
@@ -690,6 +823,8 @@ static PyMethodDef methods[] = {
     {"set_info", py_set_info, METH_VARARGS, set_info_doc},
     {"cont", py_cont, METH_VARARGS, cont_doc},
     {"pin_cont", py_pin_cont, METH_VARARGS, pin_cont_doc},
+    {"pin_setup", py_pin_setup, METH_VARARGS, pin_setup_doc},
+    {"pin_plain", (PyCFunction)(void (*)(void))py_pin_plain, METH_FASTCALL, pin_plain_doc},
     {"wait_any", py_wait_any, METH_NOARGS, wait_any_doc},
     {"next_stop", py_next_stop, METH_VARARGS, next_stop_doc},
     {"reap", py_reap, METH_VARARGS, reap_doc},
@@ -704,5 +839,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__accel(void)
 {
+    str_inode = PyUnicode_InternFromString("inode");
+    if (str_inode == NULL)
+        return NULL;
     return PyModule_Create(&module);
 }

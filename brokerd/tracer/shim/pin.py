@@ -30,7 +30,7 @@ import ctypes
 import functools
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from brokerd.decision.stack import Decision
 from brokerd.protocol.abi import Abi
@@ -38,9 +38,10 @@ from brokerd.protocol.args import constant
 
 from .. import ptrace as pt
 from ..accel import accel
+from ..resolve import plain_ident_at
 from ..states import RUN
 from .base import ShimBase
-from .consts import MASK64, O_CREAT, O_TMPFILE_BIT
+from .consts import MASK64, O_CREAT, O_EXCL, O_NOFOLLOW, O_TMPFILE_BIT, OPEN_CALLS
 from .thread import _Thread
 
 SYS_OPENAT2 = 437  # x86_64
@@ -54,6 +55,9 @@ HOW_ROOM = 32  # the path follows the struct in the slot, 16-byte aligned
 #: at exit (their openat does not force O_LARGEFILE, openat2 would)
 PIN_FORMS: dict[str, tuple[int | None, int]] = {"open": (1, 2), "openat": (2, 3), "creat": (None, 1)}
 CREAT_FLAGS = O_CREAT | constant("O_WRONLY") | constant("O_TRUNC")
+#: the same calls: name -> (path argument index, flags argument index or None, mode argument index)
+PIN_ARGS: dict[str, tuple[int, int | None, int]] = {
+    name: (OPEN_CALLS[name][0], fidx, midx) for name, (fidx, midx) in PIN_FORMS.items()}
 O_PATH = constant("O_PATH")
 #: the kernel's VALID_OPEN_FLAGS (x86_64)
 VALID_OPEN_FLAGS = 0
@@ -135,6 +139,40 @@ def canonical(path: bytes) -> bool:
     return path[:1] == b"/" and (path == b"/" or NOT_CANONICAL.search(path) is None)
 
 
+def follows(flags: int) -> bool:
+    """Does an open with ``flags`` follow a final symlink?  O_NOFOLLOW, and
+    O_CREAT|O_EXCL, open the link itself (or fail)."""
+    return not (flags & O_NOFOLLOW or flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL)
+
+
+def _plain_pin_py(rootfd: int, path: bytes, flags: int, mode: int) -> tuple[Pinned, tuple] | None:
+    if flags & O_TMPFILE_BIT == O_TMPFILE_BIT or b"\0" in path:
+        return None
+    pin = pinned_path(flags, mode, path)
+    if pin is None:
+        return None
+    ident = plain_ident_at(rootfd, path, follows(flags))
+    return None if ident is None else (pin, ("inode", *ident))
+
+
+#: The common judged open pinned at once: an open with ``flags`` and ``mode``
+#: (an x86_64 call's own registers; creat's implied flags) of ``path``, which
+#: is absolute and canonical (:func:`pinned_path`, no O_TMPFILE), and names
+#: under the thread's kept root descriptor ``rootfd`` an object with no
+#: symlink on the kernel's walk (:func:`.resolve.plain_ident_at`, the final
+#: one followed as the open follows it): ``(what its scratch slot is to
+#: hold, ("inode", st_dev, st_ino))``, what the open must have opened if it
+#: ends up unpinned.  None otherwise.  One compiled call where
+#: brokerd.tracer.accel is built (``accel.pin_plain``, tests/test_accel.py
+#: holds it to this Python): its tests, the check's three system calls and
+#: the slot's bytes were a dozen Python calls of every judged open.
+plain_pin: Callable[[int, bytes, int, int], tuple[Pinned, tuple] | None] = _plain_pin_py
+if accel is not None:
+    accel.pin_setup(VALID_OPEN_FLAGS, O_PATH, O_PATH_FLAGS, O_CREAT, O_TMPFILE_BIT, O_EXCL, O_NOFOLLOW,
+                    PIN_RESOLVE, HOW_ROOM, PATH_MAX)
+    plain_pin = accel.pin_plain
+
+
 _OPENAT2_WORKS: bool | None = None
 
 
@@ -213,19 +251,27 @@ class Pin(ShimBase):
         if region is None:
             self._inject_region(t, pt.getregs(t.tid, self._regs), d)
             return "wait"
-        how_at = region.slot(t.tid)  # one write: how, then the path
-        if how_at is None:
-            t.state = "slotwait"
-            self._slot_waiters.append(t)
-            return "wait"
+        off = region.slots.get(t.tid)  # (its slot, held since its first one: no call to take it)
+        if off is None:
+            how_at = region.slot(t.tid)  # one write: how, then the path
+            if how_at is None:
+                t.state = "slotwait"
+                self._slot_waiters.append(t)
+                return "wait"
+        else:
+            how_at = region.addr + off
         args = (_AT_FDCWD_REG, how_at + HOW_ROOM, how_at, _HOW_SIZE)
         t.verify = None  # the kernel follows no symlink: what it opens is the judged path
         own = t.raw
         if (accel is not None and pt.SET_INFO_WORKS and len(own) == 6 and not self._detaching
                 and accel.pin_cont(t.tid, region.view, how_at - region.addr, pin, SYS_OPENAT2, args + own[4:])):
-            self._repointed(t, abi, SYS_OPENAT2, args)
+            # _repointed and _mark_run, written out: two Python calls of every pinned open
+            assert t.spec is not None
+            t.repointed = (abi.arg_regs, args, own, SYS_OPENAT2, t.spec.nr | abi.nr_bit)
             t._state = RUN  # (a move to RUN is always in states.MOVES: the property's check skipped)
-            self._mark_run(t)
+            self._resume_count = n = self._resume_count + 1
+            t.resumed = n
+            t.running = True
             return "resumed"
         region.write(how_at, pin)
         self._repoint(t, abi, SYS_OPENAT2, args)

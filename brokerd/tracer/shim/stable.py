@@ -27,15 +27,13 @@ from .consts import (
     MASK64,
     MREMAP_FIXED,
     O_CREAT,
-    O_EXCL,
-    O_NOFOLLOW,
     O_TMPFILE_BIT,
     OLD_MMAP_ARGS,
     OPEN_CALLS,
     SHM_REMAP,
 )
 from .entry import _absolute
-from .pin import Pinned, pinned
+from .pin import CREAT_FLAGS, PIN_ARGS, Pinned, follows, pinned, plain_pin
 from .thread import _Thread
 
 
@@ -84,7 +82,7 @@ class Stable(ShimBase):
                 return None, None
         if flags & O_TMPFILE_BIT == O_TMPFILE_BIT:
             return None, None
-        follow = _follows(flags)
+        follow = follows(flags)
         root = b"/proc/%d/root" % t.tid
         pinnable = pinned(spec.name, raw, v.data, path) if pin else None
         if pinnable is not None:  # already its real path, if the kernel's walk meets no symlink
@@ -123,28 +121,23 @@ class Stable(ShimBase):
     def _pinned_notes(self, t: _Thread, plan: Any, raw: tuple[int, ...], args: tuple) -> tuple | None:
         """The common judged open at once: an absolute path that is already
         its real path (canonical, no symlink on the kernel's walk from the
-        thread's kept root, :func:`.resolve.plain_ident`), to be pinned.
-        Its ``pathN`` and ``realN`` notes (the path itself: folding a
+        thread's kept root: :func:`.pin.plain_pin`, one compiled call), to be
+        pinned.  Its ``pathN`` and ``realN`` notes (the path itself: folding a
         canonical path changes nothing), with ``t.verify`` and ``t.pin`` set
         as :meth:`_expected_object` sets them for it.  None, nothing set,
         for any other open: the general path then works it out."""
-        spec = plan.spec
-        pidx, fidx = OPEN_CALLS[spec.name]
+        pidx, fidx, midx = PIN_ARGS[plan.spec.name]
         v = args[pidx] if pidx < len(args) else None
         # (a Str with no total is whole: the note is that very value, no copy made)
-        if type(v) is not Str or v.total is not None or len(plan.paths) != 1:
+        if type(v) is not Str or v.total is not None or midx >= len(raw):
             return None
-        path = v.data
-        flags = raw[fidx] if fidx is not None and fidx < len(raw) else O_CREAT
-        if flags & O_TMPFILE_BIT == O_TMPFILE_BIT:
+        rootfd = self._roots.get(t.tid, t)
+        if rootfd is None:
             return None
-        pin = pinned(spec.name, raw, path, path)  # None unless absolute and canonical (and more)
-        if pin is None:
+        got = plain_pin(rootfd, v.data, CREAT_FLAGS if fidx is None else raw[fidx], raw[midx])
+        if got is None:
             return None
-        expect = self._pin_plain(t, pin, path, _follows(flags), None)
-        if expect is None:
-            return None
-        t.verify = expect
+        t.pin, t.verify = got
         return ((plan.paths[0][1], v), (plan.real, v))
 
     def _pin_plain(self, t: _Thread, pin: Pinned, path: bytes, follow: bool, root: bytes | None) -> tuple | None:
@@ -342,8 +335,3 @@ class Stable(ShimBase):
         pt.setregs(t.tid, regs)
         return tuple(where[0] if i == argi else a for i, a in enumerate(rawargs))
 
-
-def _follows(flags: int) -> bool:
-    """Does an open with ``flags`` follow a final symlink?  O_NOFOLLOW, and
-    O_CREAT|O_EXCL, open the link itself (or fail)."""
-    return not (flags & O_NOFOLLOW or flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL)
