@@ -10,7 +10,7 @@ arguments on, so the open is pinned: the plain-path check (its ``openat2``,
 ``fstat``, ``close`` are real), the notes, the decision and ``_pin_open``
 with a scratch region that is an anonymous mapping of this process.  Only
 the three ptrace requests are left out (this process traces nobody): the
-compiled ``pin_cont`` is replaced by a stub that copies the bytes into the
+compiled ``pin_open`` is replaced by a stub that copies the bytes into the
 mapping, and the resume of the unpinned run by ``_mark_run``.  The
 difference between the two runs is the pin's CPU in the shim, less its
 SET_SYSCALL_INFO.  Prints CPU microseconds per decision
@@ -30,6 +30,7 @@ from pathlib import Path
 
 AUTHZ = Path(__file__).resolve().parent / "authz"
 AUDIT_ARCH_X86_64 = 0xC000003E
+AT_FDCWD = 2**64 - 100
 
 
 class _Stub:
@@ -42,9 +43,9 @@ class _Stub:
         return getattr(self._real, name)
 
     @staticmethod
-    def pin_cont(tid: int, view: mmap.mmap, off: int, data: bytes, nr: int, args: tuple) -> bool:
+    def pin_open(tid: int, view: mmap.mmap, off: int, addr: int, data: bytes, own: tuple) -> tuple:
         view[off:off + len(data)] = data
-        return True
+        return (AT_FDCWD, addr + 32, addr, 24)
 
 
 def prepared(stable: bool):

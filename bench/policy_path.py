@@ -5,13 +5,15 @@
     .venv/bin/python -m bench.policy_path --profile        # cProfile of one run, by own time
 
 A real :class:`brokerd.tracer.shim.Shim` (nothing launched, nothing traced)
-judges an openat "made" by this very process: ``Entry._on_entry`` with the
-registers of ``openat(AT_FDCWD, "/etc/passwd", O_RDONLY|O_CLOEXEC)`` whose
-path is in this process's memory (read back with one ``process_vm_readv``,
-as from a tracee), through the entry plan, the decoder, the event, the
-walk, the in-process members (bench/authz/inproc_cont.py: ``cont``) and
-the Decision; ``_apply_entry`` (the ptrace requests) is replaced by a list
-append.  Stable arguments are off (their ``openat2`` check is the stop's
+judges an openat "made" by this very process: the compiled stop loop's
+entry, ``Stops._on_seccomp_stop``, with the registers of
+``openat(AT_FDCWD, "/etc/passwd", O_RDONLY|O_CLOEXEC)`` and the path as the
+compiled stop reads it with the stop (``--general``, or without the
+compiled calls: ``Entry._on_entry``, the pure-Python loop's road, the path
+read back from this process's memory with one ``process_vm_readv``, as from
+a tracee), through the entry plan, the decoder, the event, the walk, the
+in-process members (bench/authz/inproc_cont.py: ``cont``) and the
+Decision; ``_apply_entry`` (the ptrace requests) only keeps the last one.  Stable arguments are off (their ``openat2`` check is the stop's
 work, not the policy path's).  Prints CPU microseconds per decision
 (``time.process_time``), the median and the minimum of 5 runs: a figure
 for one machine at one moment, to compare two checkouts in alternation.
@@ -31,12 +33,16 @@ AUTHZ = Path(__file__).resolve().parent / "authz"
 AUDIT_ARCH_X86_64 = 0xC000003E
 
 
-def prepared(members: int):
-    """A shim with ``members`` in-process members, and one decision as a function of no arguments."""
+def prepared(members: int, general: bool = False):
+    """A shim with ``members`` in-process members, and one decision as a
+    function of no arguments (through the compiled stop's entry unless
+    ``general`` or the compiled calls are missing)."""
     from brokerd.protocol.abi import ABIS
 
     from brokerd.decision.inproc import InProcess
+    from brokerd.tracer.accel import accel
     from brokerd.tracer.shim import Shim, _Thread
+    from brokerd.tracer.shim.consts import TRACE_MARK
     from brokerd.tracer.states import State
 
     sys.path.insert(0, str(AUTHZ))
@@ -48,7 +54,8 @@ def prepared(members: int):
         m.greet("1", 0.0)
     shim.stack.forget()
     decided: list = []
-    shim._apply_entry = lambda t, d: decided.append(d)  # type: ignore[method-assign]
+    # (the last one only: a growing list would make the collector's work part of the figure)
+    shim._apply_entry = lambda t, d: decided.__setitem__(slice(None), [d])  # type: ignore[method-assign]
     pid = os.getpid()
     t = shim.threads[pid] = _Thread(pid, pid)
     path = ctypes.create_string_buffer(b"/etc/passwd\0")
@@ -59,6 +66,13 @@ def prepared(members: int):
         t._state = State.RUN  # (the stop's own move, skipped here)
         shim._on_entry(t, AUDIT_ARCH_X86_64, nr, raw, 0)
 
+    if accel is not None and not general:
+        stop, read = shim._on_seccomp_stop, (b"/etc/passwd", True)  # (what the compiled stop reads)
+
+        def one() -> None:
+            t._state = State.RUN
+            stop(pid, AUDIT_ARCH_X86_64, nr, raw, 0, TRACE_MARK, read)
+
     one()
     if len(decided) != 1 or decided[0].action != "cont":
         raise SystemExit(f"bench.policy_path: expected one cont decision, got {decided!r}")
@@ -66,9 +80,9 @@ def prepared(members: int):
     return one, decided
 
 
-def measure(members: int, calls: int, runs: int = 5) -> tuple[float, float]:
+def measure(members: int, calls: int, runs: int = 5, general: bool = False) -> tuple[float, float]:
     """(median, min) CPU us per decision over ``runs`` runs of ``calls`` decisions."""
-    one, decided = prepared(members)
+    one, decided = prepared(members, general)
     for _ in range(min(calls, 2000)):  # warm: plans, decoder plans, caches
         one()
     per = []
@@ -86,19 +100,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--members", type=int, action="append", help="in-process members (repeatable; default 1 and 4)")
     p.add_argument("--calls", type=int, default=30000, help="decisions per run (5 runs)")
     p.add_argument("--profile", action="store_true", help="cProfile one run instead (by own time)")
+    p.add_argument("--general", action="store_true",
+                   help="the general entry (Entry._on_entry), not the compiled stop's (Stops._on_seccomp_stop)")
     a = p.parse_args(argv)
     members = a.members or [1, 4]
     if a.profile:
         import cProfile
         import pstats
 
-        one, _ = prepared(members[0])
+        one, _ = prepared(members[0], a.general)
         prof = cProfile.Profile()
         prof.runcall(lambda: [one() for _ in range(a.calls)])
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         return 0
     for m in members:
-        med, low = measure(m, a.calls)
+        med, low = measure(m, a.calls, general=a.general)
         print(f"policy path, {m} in-process member{'s' if m > 1 else ''}: "
               f"{med:.2f} us CPU per decision (min {low:.2f}; {a.calls} calls x 5)")
     return 0

@@ -1220,6 +1220,9 @@ class Session:
         self.state: dict[str, Any] = {}
         self._pending: dict[int, Syscall] = {}
         self.stats = {"events": 0, "errors": 0}
+        #: how decide_entry makes a handler's Syscall, (event, session) -> Syscall (an
+        #: in-process member's broker sets a compiled maker: brokerd.tracer.makers)
+        self.new_call: Callable[[SyscallEvent, Session], Syscall] = Syscall
 
     # -- sync -------------------------------------------------------------
     def feed(self, line: bytes | str) -> bytes:
@@ -1309,7 +1312,7 @@ class Session:
         name = ev.call.name
         entry = self.az.handlers.entry
         fn = entry.get(name) or entry.get("*")
-        call = Syscall(ev, self)
+        call = self.new_call(ev, self)
         if fn is None:
             if self._wants_result(name):
                 self._pending[ev.id] = call

@@ -239,6 +239,7 @@ def test_compiled_pin_is_the_python_one(tmp_path):
         assert _pins_alike(root, lf, rd, 0) is None  # a final symlink, followed
         assert _pins_alike(root, lf, rd | os.O_NOFOLLOW, 0) is not None  # (the link itself: O_NOFOLLOW)
         assert _pins_alike(root, lf, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600) is not None
+        assert _pins_alike(root, lf, os.O_PATH | os.O_CREAT | os.O_EXCL, 0o600) is None  # (O_PATH: followed)
         nope = [base + b"/l/f", base + b"/d/absent", b"d/f", b"", b"//etc/passwd", base + b"//d/f",
                 base + b"/./d/f", base + b"/d/../d/f", base + b"/d/.", base + b"/d/..", base + b"/d/",
                 b"/proc", b"/proc/self/fd/0", b"/proc/", base + b"/d\0/f", f + b"\0",
@@ -265,7 +266,7 @@ def test_compiled_pin_is_the_python_one(tmp_path):
 @settings(max_examples=300, deadline=None)
 @given(tail=st.lists(st.sampled_from([b"/", b".", b"..", b"d", b"f", b"l", b"lf", b"x", b"\0"]), max_size=8),
        flags=st.sampled_from([0, os.O_NOFOLLOW, os.O_CREAT | os.O_EXCL, os.O_DIRECTORY, os.O_PATH, os.O_TMPFILE,
-                              1 << 30, os.O_CREAT | os.O_WRONLY]),
+                              1 << 30, os.O_CREAT | os.O_WRONLY, os.O_PATH | os.O_CREAT | os.O_EXCL]),
        mode=st.integers(min_value=0, max_value=2**64 - 1))
 def test_compiled_pin_is_the_python_one_for_any_path(tmp_path_factory, tail, flags, mode):
     """Paths made of slashes, dots, names, symlinks and NULs under a real
@@ -277,6 +278,42 @@ def test_compiled_pin_is_the_python_one_for_any_path(tmp_path_factory, tail, fla
         _pins_alike(root, base + b"".join(tail), flags, mode)
     finally:
         os.close(root)
+
+
+@needs_accel
+def test_compiled_pin_open_refuses_what_is_not_a_slot():
+    """accel.pin_open (a pinned open's write, SET_SYSCALL_INFO and CONT)
+    writes nothing outside the shim's mapping and makes no request on bad
+    input: an offset before, across or past the end of the region, a pin
+    that is not bytes, the stop's arguments not a tuple of six, a tid or
+    an address out of range; on a thread that is no tracee of ours the
+    request fails with ESRCH (an OSError, as from the Python path)."""
+    view = mmap.mmap(-1, 4096)
+    pin = b"p" * 100
+    own = (1, 2, 3, 4, 5, 6)
+    bad = [
+        ((1, view, -1, 0x1000, pin, own), ValueError),
+        ((1, view, 4000, 0x1000, pin, own), ValueError),
+        ((1, view, 4096, 0x1000, pin, own), ValueError),
+        ((1, view, 2**62, 0x1000, pin, own), ValueError),
+        ((1, view, 0, 0x1000, "p", own), TypeError),
+        ((1, view, 0, 0x1000, pin, list(own)), TypeError),
+        ((1, view, 0, 0x1000, pin, own[:5]), TypeError),
+        ((1, view, 0, 0x1000, pin, (*own[:5], "x")), TypeError),
+        ((0, view, 0, 0x1000, pin, own), ValueError),
+        ((2**40, view, 0, 0x1000, pin, own), (ValueError, OverflowError)),
+        ((1, view, 0, 2**64 - 8, pin, own), ValueError),
+        ((1, view, 0, -1, pin, own), OverflowError),
+        ((1, b"read-only" * 500, 0, 0x1000, pin, own), BufferError),
+        ((1, view, 0, 0x1000, pin), TypeError),
+    ]
+    for args, err in bad:
+        with pytest.raises(err):
+            accel.pin_open(*args)
+        assert view[:] == bytes(4096), args  # nothing written
+    with pytest.raises(OSError) as e:
+        accel.pin_open(os.getpid(), view, 4096 - 100, 0x1000, pin, own)  # (no tracee of ours)
+    assert e.value.errno == 3 and view[-100:] == pin
 
 
 #: an in-process policy that writes what it saw of each openat's path (its protocol value) to $SEEN

@@ -190,3 +190,39 @@ def test_the_fused_entry_is_taken_and_decodes_alike(shim, monkeypatch):
     shim.forced = SkipFail(1)
     _, d = _openat(shim, b"/etc/hostname", os.O_RDONLY)
     assert via == ["general"] and (d.action, d.value) == ("skip-fail", 1)
+
+
+def test_made_objects_are_the_constructed_ones(monkeypatch):
+    """brokerd.tracer.makers: what a maker makes (one compiled call where
+    built) equals what the class makes, for every class the judged call's
+    path makes that way; a maker refuses what is not a slot; without the
+    compiled calls a maker is the class itself."""
+    from brokerd.clients.authorizer import Syscall
+    from brokerd.protocol.types import Call, Int, Str, SyscallEvent
+
+    from brokerd.decision.stack import Decision
+    from brokerd.tracer import makers
+    from brokerd.tracer.accel import accel
+
+    s = makers.maker(Str)(b"/etc/passwd", None)
+    assert s == Str(b"/etc/passwd") and type(s) is Str and hash(s) == hash(Str(b"/etc/passwd"))
+    c = makers.maker(Call)("openat", (Int(-100), s))
+    assert c == Call("openat", (Int(-100), Str(b"/etc/passwd")))
+    e = makers.maker(SyscallEvent)(7, 1, 2, "x86_64", c, (("path2", s),))
+    assert e == SyscallEvent(7, 1, 2, "x86_64", c, (("path2", s),))
+    d = makers.maker(Decision)("cont", c, 0, (), (), None, False, True)
+    assert [getattr(d, n) for n in Decision.__slots__] == ["cont", c, 0, (), (), None, False, True]
+    call = makers.maker(Syscall, (("_spec", False), ("_notes", None)))(e, None)
+    assert (call.event, call.session, call.name, call.notes, call.spec.name) == (e, None, "openat", {"path2": s},
+                                                                                 "openat")
+    if accel is not None:
+        with pytest.raises(TypeError):
+            accel.maker(Str, ("data", "total"))(b"x")  # every field, positionally
+        with pytest.raises((TypeError, AttributeError)):
+            accel.maker(Str, ("data", "nothere"))
+        with pytest.raises(TypeError):
+            accel.maker(int, ())  # not a class of slots
+        with pytest.raises(TypeError):
+            accel.maker(Syscall, ("event",), (("_spec",),))  # fixed: (name, value) pairs
+    monkeypatch.setattr(makers, "accel", None)
+    assert makers.maker(Str) is Str

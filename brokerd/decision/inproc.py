@@ -29,6 +29,7 @@ from time import monotonic
 from typing import Any
 
 from brokerd.clients.authorizer import Authorizer as Policy
+from brokerd.clients.authorizer import Syscall
 from brokerd.decision.authorizer import DEFAULT_TIMEOUT, apply_hello
 from brokerd.decision.defaults import DENY, default_reply
 from brokerd.decision.local import LocalAuthorizer
@@ -39,6 +40,7 @@ from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.layers import LayerSpec
 from brokerd.protocol.types import Error, Hello, Reply, SyscallEvent, Verdict
+from brokerd.tracer.makers import maker
 
 #: an alarm this close before the deadline counts (the timer and the clock may differ slightly)
 _ALARM_SLACK = 0.005
@@ -129,6 +131,7 @@ class InProcess(LocalAuthorizer):
         self.settled: frozenset[str] = frozenset()  # set by the shim, as for a connection
         self.dead_reason = ""
         self._session = policy.session()
+        self._session.new_call = _new_call  # (its Syscall objects made in one compiled call where built)
         self._decide_entry = self._session.decide_entry  # (bound once: looked up per question before)
         self._log = log or (lambda msg: print(f"brokerd: {msg}", file=sys.stderr, flush=True))
         self._timed = math.isfinite(timeout) and _ALARM.install()
@@ -254,6 +257,17 @@ class InProcess(LocalAuthorizer):
             self.mode = "dead"
             self.dead_reason = reason
             self._log(f"authorizer {self.name} {reason}; its questions get the default verdict")
+
+
+def _syscall_maker() -> Callable[[SyscallEvent, Any], Syscall]:
+    """:class:`Syscall` made as ``Syscall(event, session)`` does, in one
+    compiled call where brokerd.tracer.accel is built (no ``__init__``
+    frame per member per decision, issue #13)."""
+    made = maker(Syscall, (("_spec", False), ("_notes", None)))
+    return Syscall if made is Syscall else made
+
+
+_new_call = _syscall_maker()
 
 
 class _Failed(Exception):

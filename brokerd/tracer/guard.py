@@ -316,6 +316,22 @@ class Guard:
                 else None
         return None
 
+    def judge_entry(self, name: str, raw: tuple[int, ...], caller_tid: int,
+                    caller_tgid: int) -> tuple[tuple[str, int] | None, bool]:
+        """:meth:`judge`, and :meth:`checks_exit` when that lets the call
+        through, at once: (the verdict or None, check at exit?).  An open's
+        "for writing?" is worked out once (twice before: every judged open
+        read its flags, openat2's from memory, in each)."""
+        if name not in PROC_OPENS:
+            return self.judge(name, raw, caller_tid, caller_tgid), False
+        writing = self.write_checks and _for_writing(name, raw, caller_tid)
+        if self.proc_checks or writing:
+            verdict = self._judge_open(name, raw, caller_tid, caller_tgid, writing)
+            if verdict is not None:
+                return verdict, False
+        return None, self.exit_stops and (self.proc_checks or self.write_checks
+                                          and (OPEN_ACCESS[name][0] == "how" or writing))
+
     def quiet_reads(self, name: str) -> int | None:
         """The flags register of open ``name`` when such an open *not* for
         writing (:func:`writes`) is none of the guard's business: :meth:`judge`
@@ -406,8 +422,10 @@ class Guard:
         parent = f"/proc/{tid}/root{os.fsdecode(real.rpartition(b'/')[0] or b'/')}"
         return not self.proc_checks and cgroupfs.fs_type(parent) not in _EXIT_CHECKED_FS
 
-    def _judge_open(self, name: str, raw: tuple[int, ...], tid: int, tgid: int) -> tuple[str, int] | None:
-        writing = self.write_checks and _for_writing(name, raw, tid)
+    def _judge_open(self, name: str, raw: tuple[int, ...], tid: int, tgid: int,
+                    writing: bool | None = None) -> tuple[str, int] | None:
+        if writing is None:  # (judge_entry worked it out already)
+            writing = self.write_checks and _for_writing(name, raw, tid)
         if not (self.proc_checks or writing):
             return None  # a read under the wall: /proc/PID/mem, fd/... of others are the kernel's to refuse
         dirfd_at, path_at = PROC_OPENS[name]

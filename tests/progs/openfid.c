@@ -65,6 +65,9 @@ int main(int argc, char **argv) {
     show("creat-excl", openat(AT_FDCWD, at("new1"), O_CREAT | O_EXCL | O_WRONLY, 0640));
     show("creat-excl-again", openat(AT_FDCWD, at("new1"), O_CREAT | O_EXCL | O_WRONLY, 0640));
     show("creat-excl-on-link", openat(AT_FDCWD, at("link"), O_CREAT | O_EXCL | O_WRONLY, 0640));
+    /* O_PATH drops O_CREAT and O_EXCL: the link is followed (the broker once judged the link itself, ELOOP) */
+    show("path-creat-excl-on-link", openat(AT_FDCWD, at("link"), O_PATH | O_CREAT | O_EXCL, 0640));
+    show("path-creat-excl-dangling", openat(AT_FDCWD, at("dangling"), O_PATH | O_CREAT | O_EXCL, 0640));
     show("creat-mode-high-bits", openat(AT_FDCWD, at("new2"), O_CREAT | O_WRONLY, 0177777));
     show("creat-through-dangling", openat(AT_FDCWD, at("dangling"), O_CREAT | O_WRONLY, 0600));
     show("creat-directory", openat(AT_FDCWD, at("new3"), O_CREAT | O_DIRECTORY | O_RDWR, 0600));

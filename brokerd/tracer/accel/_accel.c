@@ -436,9 +436,10 @@ static PyObject *py_pin_plain(PyObject *self, PyObject *const *args, Py_ssize_t 
         Py_RETURN_NONE;
     if (len >= 5 && memcmp(path, "/proc", 5) == 0 && (len == 5 || path[5] == '/'))
         Py_RETURN_NONE; /* magic links and per-process files: their own rules (security.md) */
-    /* the follow test sees the call's own flags (stable._follows), the how its 32 bits */
+    /* the follow test sees the call's own flags (pin.follows: O_PATH drops O_CREAT|O_EXCL), the how its 32 bits */
     int follow = !(flags & pin_conf.o_nofollow)
-                 && (flags & (pin_conf.o_creat | pin_conf.o_excl)) != (pin_conf.o_creat | pin_conf.o_excl);
+                 && ((flags & pin_conf.o_path)
+                     || (flags & (pin_conf.o_creat | pin_conf.o_excl)) != (pin_conf.o_creat | pin_conf.o_excl));
     uint64_t hflags = flags & 0xFFFFFFFFu;
     if (hflags & ~pin_conf.valid)
         Py_RETURN_NONE;
@@ -473,9 +474,27 @@ PyDoc_STRVAR(set_info_doc,
              "set_info(tid, op, nr, args) -> bool: PTRACE_SET_SYSCALL_INFO (ptrace.set_syscall_info's\n"
              "request): False when the kernel refuses it as unknown (EIO, EINVAL), OSError otherwise.");
 
-/* PTRACE_SET_SYSCALL_INFO of op, nr and the six ints of ``seq``: 1 done, 0 refused
- * as unknown (EIO, EINVAL), -1 with an exception set */
-static int set_info_c(int tid, int op, unsigned long long nr, PyObject *seq)
+/* PTRACE_SET_SYSCALL_INFO of op, nr and six arguments: 1 done, 0 refused as
+ * unknown (EIO, EINVAL), -1 with an exception set */
+static int set_info_args(int tid, int op, unsigned long long nr, const uint64_t *args)
+{
+    struct set_info si;
+    memset(&si, 0, sizeof si);
+    si.op = (uint8_t)op;
+    si.nr = nr;
+    memcpy(si.args, args, sizeof si.args);
+    if (ptrace(PTRACE_SET_SYSCALL_INFO_, tid, (void *)sizeof si, &si) == -1) {
+        int err = errno;
+        if (err == EIO || err == EINVAL)
+            return 0;
+        os_error(err, "ptrace(0x4212, ", tid);
+        return -1;
+    }
+    return 1;
+}
+
+/* the six ints of ``seq`` into ``out``: 0, or -1 with an exception set */
+static int six_args(PyObject *seq, uint64_t *out)
 {
     PyObject *fast = PySequence_Fast(seq, "set_info: args must be a sequence");
     if (fast == NULL)
@@ -485,27 +504,25 @@ static int set_info_c(int tid, int op, unsigned long long nr, PyObject *seq)
         PyErr_SetString(PyExc_ValueError, "set_info: six arguments");
         return -1;
     }
-    struct set_info si;
-    memset(&si, 0, sizeof si);
-    si.op = (uint8_t)op;
-    si.nr = nr;
     for (int i = 0; i < 6; i++) {
         unsigned long long v = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(fast, i));
         if (v == (unsigned long long)-1 && PyErr_Occurred()) {
             Py_DECREF(fast);
             return -1;
         }
-        si.args[i] = v;
+        out[i] = v;
     }
     Py_DECREF(fast);
-    if (ptrace(PTRACE_SET_SYSCALL_INFO_, tid, (void *)sizeof si, &si) == -1) {
-        int err = errno;
-        if (err == EIO || err == EINVAL)
-            return 0;
-        os_error(err, "ptrace(0x4212, ", tid);
+    return 0;
+}
+
+/* PTRACE_SET_SYSCALL_INFO of op, nr and the six ints of ``seq``: as set_info_args */
+static int set_info_c(int tid, int op, unsigned long long nr, PyObject *seq)
+{
+    uint64_t args[6];
+    if (six_args(seq, args) < 0)
         return -1;
-    }
-    return 1;
+    return set_info_args(tid, op, nr, args);
 }
 
 static PyObject *py_set_info(PyObject *self, PyObject *args)
@@ -521,44 +538,71 @@ static PyObject *py_set_info(PyObject *self, PyObject *args)
     return PyBool_FromLong(r);
 }
 
-PyDoc_STRVAR(pin_cont_doc,
-             "pin_cont(tid, view, offset, data, nr, args) -> bool\n\n"
-             "A pinned open's last steps in one call: ``data`` (struct open_how and the\n"
-             "path) written into the shim's writable mapping ``view`` of the sealed\n"
-             "scratch region at ``offset``, the call made ``nr`` with ``args`` by\n"
-             "PTRACE_SET_SYSCALL_INFO, PTRACE_CONT.  False, nothing resumed, where the\n"
-             "kernel refuses the request as unknown (EIO, EINVAL): the caller changes\n"
-             "the registers otherwise.  OSError when a request fails (the tracee is gone).");
+PyDoc_STRVAR(pin_open_doc,
+             "pin_open(tid, view, off, addr, pin, own) -> None | (AT_FDCWD, addr + HOW_ROOM, addr, 24)\n\n"
+             "A pinned open's last steps in one call: ``pin`` (pin_plain's slot bytes)\n"
+             "written at ``off`` of ``view`` (the shim's mapping of the sealed region; ``addr``: the\n"
+             "same place in the tracee), the call made openat2(AT_FDCWD, addr + HOW_ROOM, addr,\n"
+             "sizeof struct open_how) with ``own``'s (the stop's six arguments) last two, PTRACE_CONT.\n"
+             "The four arguments set (as unsigned registers), or None, nothing resumed, where the\n"
+             "kernel refuses PTRACE_SET_SYSCALL_INFO as unknown.  OSError when a request fails.");
 
-static PyObject *py_pin_cont(PyObject *self, PyObject *args)
+static PyObject *py_pin_open(PyObject *self, PyObject *const *argv, Py_ssize_t nargs)
 {
-    int tid;
-    PyObject *view, *seq;
-    Py_ssize_t off;
-    Py_buffer data = {0};
-    unsigned long long nr;
-    if (!PyArg_ParseTuple(args, "iOny*KO", &tid, &view, &off, &data, &nr, &seq))
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "pin_open: six arguments");
         return NULL;
+    }
+    if (!pin_conf.ready) {
+        PyErr_SetString(PyExc_RuntimeError, "pin_open before pin_setup");
+        return NULL;
+    }
+    long tid = PyLong_AsLong(argv[0]);
+    if (tid == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t off = PyLong_AsSsize_t(argv[2]);
+    if (off == -1 && PyErr_Occurred())
+        return NULL;
+    uint64_t addr = PyLong_AsUnsignedLongLong(argv[3]);
+    if (addr == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    if (!PyBytes_Check(argv[4]) || !PyTuple_Check(argv[5]) || PyTuple_GET_SIZE(argv[5]) != 6) {
+        PyErr_SetString(PyExc_TypeError, "pin_open: pin must be bytes, own a tuple of six");
+        return NULL;
+    }
+    if (tid <= 0 || tid > INT32_MAX || addr > UINT64_MAX - (uint64_t)pin_conf.room) {
+        PyErr_SetString(PyExc_ValueError, "pin_open: tid or address out of range");
+        return NULL;
+    }
+    uint64_t args[6] = {(uint64_t)(int64_t)AT_FDCWD, addr + (uint64_t)pin_conf.room, addr,
+                        sizeof(struct open_how_), 0, 0};
+    for (int i = 4; i < 6; i++) {
+        args[i] = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(argv[5], i));
+        if (args[i] == (uint64_t)-1 && PyErr_Occurred())
+            return NULL;
+    }
     Py_buffer dst = {0};
-    if (PyObject_GetBuffer(view, &dst, PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&data);
+    if (PyObject_GetBuffer(argv[1], &dst, PyBUF_WRITABLE) < 0)
         return NULL;
-    }
-    int bad = off < 0 || data.len > dst.len || off > dst.len - data.len;
+    Py_ssize_t len = PyBytes_GET_SIZE(argv[4]);
+    int bad = off < 0 || len > dst.len || off > dst.len - len;
     if (!bad)
-        memcpy((char *)dst.buf + off, data.buf, (size_t)data.len);
+        memcpy((char *)dst.buf + off, PyBytes_AS_STRING(argv[4]), (size_t)len);
     PyBuffer_Release(&dst);
-    PyBuffer_Release(&data);
     if (bad) {
-        PyErr_SetString(PyExc_ValueError, "pin_cont: outside the scratch region");
+        PyErr_SetString(PyExc_ValueError, "pin_open: outside the scratch region");
         return NULL;
     }
-    int r = set_info_c(tid, INFO_SECCOMP, nr, seq);
-    if (r <= 0)
-        return r < 0 ? NULL : PyBool_FromLong(0);
-    if (ptrace(PTRACE_CONT, tid, NULL, NULL) == -1)
-        return os_error(errno, "ptrace(0x7, ", tid);
-    Py_RETURN_TRUE;
+    int r = set_info_args((int)tid, INFO_SECCOMP, SYS_openat2, args);
+    if (r <= 0) {
+        if (r < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (ptrace(PTRACE_CONT, (int)tid, NULL, NULL) == -1)
+        return os_error(errno, "ptrace(0x7, ", (int)tid);
+    return Py_BuildValue("(KKKK)", (unsigned long long)args[0], (unsigned long long)args[1],
+                         (unsigned long long)args[2], (unsigned long long)args[3]);
 }
 
 PyDoc_STRVAR(cont_doc, "cont(tid, sig=0): PTRACE_CONT, OSError on failure.");
@@ -822,9 +866,9 @@ static PyMethodDef methods[] = {
     {"plain_stat", py_plain_stat, METH_VARARGS, plain_stat_doc},
     {"set_info", py_set_info, METH_VARARGS, set_info_doc},
     {"cont", py_cont, METH_VARARGS, cont_doc},
-    {"pin_cont", py_pin_cont, METH_VARARGS, pin_cont_doc},
     {"pin_setup", py_pin_setup, METH_VARARGS, pin_setup_doc},
     {"pin_plain", (PyCFunction)(void (*)(void))py_pin_plain, METH_FASTCALL, pin_plain_doc},
+    {"pin_open", (PyCFunction)(void (*)(void))py_pin_open, METH_FASTCALL, pin_open_doc},
     {"wait_any", py_wait_any, METH_NOARGS, wait_any_doc},
     {"next_stop", py_next_stop, METH_VARARGS, next_stop_doc},
     {"reap", py_reap, METH_VARARGS, reap_doc},
@@ -837,10 +881,139 @@ static struct PyModuleDef module = {
     methods, NULL, NULL, NULL, NULL,
 };
 
+static int add_fast_methods(PyObject *m); /* (at the end of the file) */
+
 PyMODINIT_FUNC PyInit__accel(void)
 {
     str_inode = PyUnicode_InternFromString("inode");
     if (str_inode == NULL)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && add_fast_methods(m) < 0)
+        Py_CLEAR(m);
+    return m;
+}
+
+#include <structmember.h> /* PyMemberDef, T_OBJECT_EX (Python 3.11) */
+
+/* ---- Objects made without their __init__'s Python frame (issue #13) ----------
+ * maker(cls, names, fixed=()) -> f(*values): makes an instance of cls (a
+ * class of slots only: a protocol Record, the shim's Decision) with slot
+ * names[i] set to values[i] and each (name, value) of ``fixed`` set as given:
+ * what cls(*values) does when cls's __init__ only stores its arguments (and
+ * those constants), without the Python frame (a few hundred nanoseconds of
+ * every judged call each).  Every slot of cls must be named in one or the
+ * other (an unset slot would raise AttributeError when read): the Python
+ * side makes makers from cls.__slots__ and tests that what they make equals
+ * cls(*values) (tests/test_fused.py).  Decides nothing. */
+
+static PyObject *made(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* self: (cls, offsets as bytes of Py_ssize_t: the values' then the fixed ones', fixed values) */
+    PyTypeObject *cls = (PyTypeObject *)PyTuple_GET_ITEM(self, 0);
+    PyObject *offsets = PyTuple_GET_ITEM(self, 1);
+    PyObject *fixed = PyTuple_GET_ITEM(self, 2);
+    Py_ssize_t k = PyTuple_GET_SIZE(fixed);
+    Py_ssize_t n = PyBytes_GET_SIZE(offsets) / (Py_ssize_t)sizeof(Py_ssize_t) - k;
+    if (nargs != n) {
+        PyErr_Format(PyExc_TypeError, "making %s takes %zd arguments (%zd given)", cls->tp_name, n, nargs);
+        return NULL;
+    }
+    PyObject *obj = cls->tp_alloc(cls, 0);
+    if (obj == NULL)
+        return NULL;
+    const Py_ssize_t *at = (const Py_ssize_t *)PyBytes_AS_STRING(offsets);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_INCREF(args[i]);
+        *(PyObject **)((char *)obj + at[i]) = args[i];
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *v = PyTuple_GET_ITEM(fixed, i);
+        Py_INCREF(v);
+        *(PyObject **)((char *)obj + at[n + i]) = v;
+    }
+    return obj;
+}
+
+static PyMethodDef made_def = {"made", (PyCFunction)(void (*)(void))made, METH_FASTCALL,
+                               "An instance of the maker's class with its slots set, in order."};
+
+/* the offset of cls's writable object slot ``name``, or -1 with TypeError (or AttributeError) set */
+static Py_ssize_t slot_offset(PyTypeObject *tp, PyObject *name)
+{
+    PyObject *d = PyObject_GetAttr((PyObject *)tp, name);
+    if (d == NULL)
+        return -1;
+    Py_ssize_t off = -1;
+    if (Py_IS_TYPE(d, &PyMemberDescr_Type) && PyType_IsSubtype(tp, PyDescr_TYPE(d))) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY) && m->offset > 0
+            && m->offset + (Py_ssize_t)sizeof(PyObject *) <= tp->tp_basicsize)
+            off = m->offset;
+    }
+    Py_DECREF(d);
+    if (off < 0)
+        PyErr_Format(PyExc_TypeError, "maker: %R is not an object slot of %s", name, tp->tp_name);
+    return off;
+}
+
+PyDoc_STRVAR(maker_doc,
+             "maker(cls, names, fixed=()) -> f(*values): makes cls's instances with slot names[i]\n"
+             "set to values[i] and each (name, value) of fixed set so, as cls(*values) does when its\n"
+             "__init__ only stores them (no Python frame).  TypeError unless every name is a writable\n"
+             "object slot of cls, a class of slots only.");
+
+static PyObject *py_maker(PyObject *self, PyObject *args)
+{
+    PyObject *cls, *names, *fixed = NULL;
+    if (!PyArg_ParseTuple(args, "O!O!|O!", &PyType_Type, &cls, &PyTuple_Type, &names, &PyTuple_Type, &fixed))
+        return NULL;
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) || tp->tp_itemsize != 0 || tp->tp_dictoffset != 0) {
+        PyErr_Format(PyExc_TypeError, "maker: %s is not a class of slots only", tp->tp_name);
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(names), k = fixed != NULL ? PyTuple_GET_SIZE(fixed) : 0;
+    PyObject *values = PyTuple_New(k);
+    PyObject *offsets = PyBytes_FromStringAndSize(NULL, (n + k) * (Py_ssize_t)sizeof(Py_ssize_t));
+    if (values == NULL || offsets == NULL)
+        goto fail;
+    Py_ssize_t *at = (Py_ssize_t *)PyBytes_AS_STRING(offsets);
+    for (Py_ssize_t i = 0; i < n + k; i++) {
+        PyObject *name = i < n ? PyTuple_GET_ITEM(names, i) : NULL;
+        if (i >= n) {
+            PyObject *pair = PyTuple_GET_ITEM(fixed, i - n);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError, "maker: fixed holds (name, value) pairs");
+                goto fail;
+            }
+            name = PyTuple_GET_ITEM(pair, 0);
+            Py_INCREF(PyTuple_GET_ITEM(pair, 1));
+            PyTuple_SET_ITEM(values, i - n, PyTuple_GET_ITEM(pair, 1));
+        }
+        if ((at[i] = slot_offset(tp, name)) < 0)
+            goto fail;
+    }
+    PyObject *state = PyTuple_Pack(3, cls, offsets, values);
+    Py_DECREF(offsets);
+    Py_DECREF(values);
+    if (state == NULL)
+        return NULL;
+    PyObject *f = PyCFunction_New(&made_def, state);
+    Py_DECREF(state);
+    return f;
+fail:
+    Py_XDECREF(values);
+    Py_XDECREF(offsets);
+    return NULL;
+}
+
+static PyMethodDef fast_methods[] = {
+    {"maker", py_maker, METH_VARARGS, maker_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static int add_fast_methods(PyObject *m)
+{
+    return PyModule_AddFunctions(m, fast_methods);
 }

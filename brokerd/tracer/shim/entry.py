@@ -32,6 +32,7 @@ from brokerd.protocol.types import (
 from .. import ptrace as pt
 from ..accel import accel
 from ..guard import OWNER_CALLS, PROC_OPEN_CALLS
+from ..makers import maker
 from ..resolve import ROOT_CALLS
 from ..states import ASK, INJECT, RUN, move
 from .base import ShimBase
@@ -200,7 +201,7 @@ class Entry(ShimBase):
         mem.pid = t.tid
         if type(path) is tuple and path[1] and len(path[0]) <= PATHSIZE and plan.decode_given is not None:
             # what _cstr makes of a whole string the stop read: a Str of it (its decoders read only registers)
-            args = plan.decode_given(raw, mem, self.strsize, PATHSIZE, Str(path[0]))
+            args = plan.decode_given(raw, mem, self.strsize, PATHSIZE, _str(path[0], None))
         else:
             args = decode(raw, mem, self.strsize, PATHSIZE)  # (its decoders read only their registers)
         ev_id = self._next_id
@@ -216,7 +217,7 @@ class Entry(ShimBase):
                     notes += ((plan.real, Str(real)),)
         if self._symbolizer is not None:
             notes += (("caller", Str(self._symbolizer.caller(t.tgid, ip).encode())),)
-        ev = SyscallEvent(ev_id, t.tgid, t.tid, abi.name, Call(spec.name, args), notes)
+        ev = _event(ev_id, t.tgid, t.tid, abi.name, _call(spec.name, args), notes)
         t.abi = abi
         t.spec = spec
         t.raw = raw
@@ -248,7 +249,7 @@ class Entry(ShimBase):
             t.walk = walk = EntryWalk(ev, plan.order)
             self._advance_entry(t, walk)
             return
-        d = plan.cont or Decision("cont", ev.call, 0, (), (), None, False, True)
+        d = plan.cont or _decision("cont", ev.call, 0, (), (), None, False, True)
         if self.audit is None and self._audit_tee is None:
             self.stats["decisions"] += 1  # (_record's all, then)
         else:
@@ -320,7 +321,7 @@ class Entry(ShimBase):
         name = plan.spec.name
         # (a generator over the six registers was 1.3 us of every guarded call: only a 32-bit ABI masks)
         raw = tuple(rawargs) if plan.mask is None else tuple(a & plan.mask for a in rawargs)
-        verdict = self.guard.judge(name, raw, t.tid, t.tgid)
+        verdict, t.guard_exit = self.guard.judge_entry(name, raw, t.tid, t.tgid)
         if verdict is not None:
             what, value = verdict
             t.raw = ()
@@ -329,8 +330,7 @@ class Entry(ShimBase):
                       + ("denied" if what == "deny" else "sent to the rest of the group only"))
             self._apply_entry(t, Decision("skip-fail" if what == "deny" else "skip-ok", Call(name), value))
             return True
-        t.guard_exit = self.guard.checks_exit(name, raw, t.tid)  # what was opened is checked at the exit stop
-        return False
+        return False  # (guard_exit: what was opened is checked at the exit stop)
 
     def _plan(self, arch: int, nr: int) -> _Plan | None:
         """What the entry of call ``nr`` of ``arch`` needs, worked out once
@@ -555,6 +555,12 @@ if accel is not None:  # the compiled stop's handler is _on_seccomp itself: one 
 
 #: entry plans kept at most (numbers no table names get one each: bounded)
 _PLANS_KEPT = 4096
+
+#: the objects every judged call makes (see maker)
+_str = maker(Str)
+_call = maker(Call)
+_event = maker(SyscallEvent)
+_decision = maker(Decision)
 
 
 class _Plan:

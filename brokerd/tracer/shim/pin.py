@@ -141,8 +141,12 @@ def canonical(path: bytes) -> bool:
 
 def follows(flags: int) -> bool:
     """Does an open with ``flags`` follow a final symlink?  O_NOFOLLOW, and
-    O_CREAT|O_EXCL, open the link itself (or fail)."""
-    return not (flags & O_NOFOLLOW or flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL)
+    O_CREAT|O_EXCL, open the link itself (or fail); not with O_PATH, which
+    drops O_CREAT and O_EXCL (``build_open_how``): O_PATH|O_CREAT|O_EXCL
+    follows it as O_PATH does."""
+    if flags & O_NOFOLLOW:
+        return False
+    return bool(flags & O_PATH) or flags & (O_CREAT | O_EXCL) != O_CREAT | O_EXCL
 
 
 def _plain_pin_py(rootfd: int, path: bytes, flags: int, mode: int) -> tuple[Pinned, tuple] | None:
@@ -228,8 +232,10 @@ class Pin(ShimBase):
         counts once its parent's fork event has told whose filters it has)."""
         if abi.name != "x86_64" or t.tgid in self._own_filters or not (self._pin_ok or self._pins_opens()):
             return False
+        if t.tgid == self.main_pid:
+            return True
         leader = self.threads.get(t.tgid)
-        return t.tgid == self.main_pid or (leader is not None and leader.announced)
+        return leader is not None and leader.announced
 
     def _note_filter(self, t: _Thread, name: str, rawargs: Sequence[int]) -> None:
         """A ``seccomp``/``prctl`` call installing a filter: no more pinned
@@ -258,23 +264,23 @@ class Pin(ShimBase):
                 t.state = "slotwait"
                 self._slot_waiters.append(t)
                 return "wait"
+            off = how_at - region.addr
         else:
             how_at = region.addr + off
-        args = (_AT_FDCWD_REG, how_at + HOW_ROOM, how_at, _HOW_SIZE)
         t.verify = None  # the kernel follows no symlink: what it opens is the judged path
         own = t.raw
-        if (accel is not None and pt.SET_INFO_WORKS and len(own) == 6 and not self._detaching
-                and accel.pin_cont(t.tid, region.view, how_at - region.addr, pin, SYS_OPENAT2, args + own[4:])):
-            # _repointed and _mark_run, written out: two Python calls of every pinned open
-            assert t.spec is not None
-            t.repointed = (abi.arg_regs, args, own, SYS_OPENAT2, t.spec.nr | abi.nr_bit)
-            t._state = RUN  # (a move to RUN is always in states.MOVES: the property's check skipped)
-            self._resume_count = n = self._resume_count + 1
-            t.resumed = n
-            t.running = True
-            return "resumed"
+        if accel is not None and pt.SET_INFO_WORKS and not self._detaching and len(own) == 6:
+            args = accel.pin_open(t.tid, region.view, off, how_at, pin, own)  # (None: no SET_SYSCALL_INFO)
+            if args is not None:  # written, made openat2, resumed; _repointed and _mark_run written out:
+                assert t.spec is not None  # two Python calls of every pinned open
+                t.repointed = (abi.arg_regs, args, own, SYS_OPENAT2, t.spec.nr | abi.nr_bit)
+                t._state = RUN  # (a move to RUN is always in states.MOVES: the property's check skipped)
+                self._resume_count = n = self._resume_count + 1
+                t.resumed = n
+                t.running = True
+                return "resumed"
         region.write(how_at, pin)
-        self._repoint(t, abi, SYS_OPENAT2, args)
+        self._repoint(t, abi, SYS_OPENAT2, (_AT_FDCWD_REG, how_at + HOW_ROOM, how_at, _HOW_SIZE))
         return "pinned"
 
     def _repointed(self, t: _Thread, abi: Abi, nr: int, args: tuple[int, ...]) -> None:
