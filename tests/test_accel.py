@@ -105,6 +105,21 @@ def test_a_missing_object_falls_back_to_python(tmp_path):
     assert "stop-loop accelerator: off (not built" in r.stdout, r.stdout + r.stderr
 
 
+def test_an_object_built_from_an_older_source_falls_back_to_python(tmp_path):
+    """An object built before a compiled call was added (a checkout updated
+    without scripts/setup) is not used: the session runs on the pure-Python
+    path and --version names what it lacks; never an AttributeError in the
+    middle of a session."""
+    block = ("import sys, types; old = types.ModuleType('_accel'); sys.modules['brokerd.tracer.accel._accel'] = old; "
+             "sys.argv[0] = 'brokerctl'; from brokerd.cli.main import console; console()")
+    launcher = [sys.executable, "-c", block]
+    _, summary = _session(tmp_path, {"BROKERD_ACCEL": ""}, launcher)
+    assert summary["accel"] is None, summary
+    r = subprocess.run([*launcher, "--version"], capture_output=True, text=True, timeout=60)
+    assert "stop-loop accelerator: off (built from an older _accel.c (no seccomp_info" in r.stdout, r.stdout + r.stderr
+    assert "pin_open" in r.stdout, r.stdout
+
+
 @pytest.fixture
 def guarded():
     """Two pages of this process's memory, the second one inaccessible: (the

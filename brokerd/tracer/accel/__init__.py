@@ -16,6 +16,13 @@ from types import ModuleType
 ENV = "BROKERD_ACCEL"
 
 
+#: the compiled calls the shim uses: an object built from an older _accel.c (a
+#: checkout updated without scripts/setup) lacks some, and is not used at all
+#: rather than failing the first session that needs one
+CALLS = ("seccomp_info", "read_cstr", "plain_stat", "set_info", "cont", "pin_setup", "pin_plain", "pin_open",
+         "wait_any", "next_stop", "reap", "counts")
+
+
 def _load() -> tuple[ModuleType | None, str]:
     """The module and why not, when it is not used."""
     if os.environ.get(ENV, "") == "0":
@@ -24,6 +31,9 @@ def _load() -> tuple[ModuleType | None, str]:
         from . import _accel  # type: ignore[attr-defined]
     except ImportError as e:
         return None, f"not built ({e}; scripts/build-accel builds it)"
+    missing = [name for name in CALLS if not hasattr(_accel, name)]
+    if missing:
+        return None, f"built from an older _accel.c (no {', '.join(missing)}; scripts/build-accel builds it again)"
     return _accel, ""
 
 
@@ -35,4 +45,4 @@ def describe() -> str:
     return "stop-loop accelerator: on" if accel is not None else f"stop-loop accelerator: off ({why_not})"
 
 
-__all__ = ["ENV", "accel", "describe", "why_not"]
+__all__ = ["CALLS", "ENV", "accel", "describe", "why_not"]
