@@ -175,7 +175,9 @@ def test_fuzz_the_shim(cprog, tmp_path):
         r = _run_bounded([*BROKERCTL, "run", *opts, *stack, "--", chaos, str(seed), str(d),
                           str(rnd.randrange(10, 120))], 90, str(d), what)
         assert "Traceback" not in r.stderr, f"{what}\n{r.stderr[-3000:]}"
-        assert r.returncode in (0, 7, 9) or r.returncode >= 126, f"{what}: status {r.returncode}\n{r.stderr[-2000:]}"
+        # (a signal's death: brokerctl dies of it too, a negative status here)
+        assert r.returncode in (0, 7, 9) or r.returncode >= 126 or r.returncode < 0, \
+            f"{what}: status {r.returncode}\n{r.stderr[-2000:]}"
         assert not _leftovers(str(d)), f"{what}: tracees left behind"
         runs += 1
     assert runs >= 5
