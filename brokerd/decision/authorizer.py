@@ -30,7 +30,7 @@ from collections.abc import Callable
 from brokerd.decision.defaults import DEFAULT_VERDICTS, DENY, default_reply
 from brokerd.decision.member import Answer
 from brokerd.decision.rules import ALLOW, NO_RULES, TRACE, ArgRule, parse_arg_rule, parse_static
-from brokerd.decision.tether import PYTHON_IGNORED, Ward, sh_argv, spawn_warded
+from brokerd.decision.tether import Ward, sh_argv, spawn_warded
 from brokerd.protocol import codec
 from brokerd.protocol.codec import VERSION
 from brokerd.protocol.errors import ProtocolError
@@ -210,24 +210,36 @@ class Authorizer:
         the authorizer is dead or answers within a short spin
         (:meth:`_await_reply`).  Replies that come later are read by the loop
         as before; deadlines are unchanged."""
+        if self.ask_cont(event, lambda: answer, now):
+            answer(_CONT_REPLY if self.mode != "hello" else Reply(_CONT, event.id), "")
+
+    def ask_cont(self, event: SyscallEvent | SysretEvent | SignalEvent, later: Callable[[], Answer],
+                 now: float) -> bool:
+        """:meth:`ask`, for a caller that can go on at once after a plain
+        ``cont``: True when the reply read right after the question was that
+        (``later`` is then never called); else ``later()`` is called once
+        (before anything is read or answered) to make the answer callback,
+        which gets the answer exactly once, now or later, as with :meth:`ask`
+        (issue #13: the shim's walk needs no callback, walk object or frame
+        of its own for the usual answer)."""
         if self.mode == "dead":
             self.defaulted += 1
-            answer(default_reply(type(event), _call_name(event), self.default),
-                   f"authorizer {self.name} is gone ({self.dead_reason})")
-            return
+            later()(default_reply(type(event), _call_name(event), self.default),
+                    f"authorizer {self.name} is gone ({self.dead_reason})")
+            return False
         try:
             line = codec.format_event(event)
         except ProtocolError as e:  # e.g. longer than the line limit: never sent half
             self.defaulted += 1
-            answer(default_reply(type(event), _call_name(event), self.default),
-                   f"event cannot be sent to {self.name}: {e.message}")
-            return
+            later()(default_reply(type(event), _call_name(event), self.default),
+                    f"event cannot be sent to {self.name}: {e.message}")
+            return False
         if self._fifo or self._out or self._reading:
-            self._enqueue(event, answer, now)
+            self._enqueue(event, later(), now)
             self._send(line)
             if not self._out and not self._reading and self.mode != "dead":
                 self._await_reply(now)
-            return
+            return False
         # Nothing outstanding (the usual question): the reply read right after
         # it answers it alone, and a plain ``cont`` (one bytes compare) needs
         # no question kept, no line buffer and no parsing (issue #13).
@@ -236,31 +248,26 @@ class Authorizer:
         except BlockingIOError:
             n = 0
         except OSError as e:
-            self._enqueue(event, answer, now)
+            self._enqueue(event, later(), now)
             self._die(f"write failed: {e.strerror}")
-            return
+            return False
         if n != len(line):
-            self._enqueue(event, answer, now)
+            self._enqueue(event, later(), now)
             self._send(line[n:])
-            return
+            return False
         try:
             data = self.spin.until(self._read_now)
         except OSError as e:
-            self._enqueue(event, answer, now)
+            self._enqueue(event, later(), now)
             self._die(f"read failed: {e.strerror}")
-            return
-        if self.mode != "hello":
-            if data == b"cont\n" and self._lines.idle:
-                self.answered += 1
-                answer(_CONT_REPLY, "")
-                return
-        elif data == b"%d cont\n" % event.id and self._lines.idle:
+            return False
+        if (data == b"cont\n" if self.mode != "hello" else data == b"%d cont\n" % event.id) and self._lines.idle:
             self.answered += 1
-            answer(Reply(_CONT, event.id), "")
-            return
-        self._enqueue(event, answer, now)
+            return True
+        self._enqueue(event, later(), now)
         if data is not None:
             self._take(data)
+        return False
 
     def _enqueue(self, event: SyscallEvent | SysretEvent | SignalEvent, answer: Answer, now: float) -> None:
         """Keep a question sent (or about to be) until its answer or deadline."""
@@ -651,7 +658,7 @@ def spawn(command: str, *, name: str | None = None, env: dict[str, str] | None =
         sh_argv(command),
         env if env is not None else os.environ,
         fds=fds,
-        sigdef=(signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, *PYTHON_IGNORED),
+        sigdef=(signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE),
     )
     os.close(to_r)
     os.close(from_w)

@@ -187,7 +187,9 @@ class Entry(ShimBase):
         notes made) starts its walk through the stack; when its members all
         answer synchronously (``plan.sync``) they are asked here and a plain
         ``cont`` applied at once (the fused entry, docs/shim.md: one frame
-        for all of it but the members, the pin and the event's objects).
+        for all of it but the members, the pin and the event's objects);
+        members that are all processes (``plan.quick``) alike while each
+        answers a plain ``cont`` with its question.
         ``path``: the compiled stop's read of argument ``plan.given`` (see
         ``accel.seccomp_info``), decoded here without the decoder's frames."""
         abi, spec = plan.abi, plan.spec
@@ -235,15 +237,33 @@ class Entry(ShimBase):
                 if type(reply.verdict) is not Cont or reason or reply.sets or reply.cache:
                     self._walk_from(t, plan, ev, pos, reply, reason)
                     return
-            d = plan.cont or _decision("cont", ev.call, 0, (), (), None, False, True)
-            if self.audit is None and self._audit_tee is None:
-                self.stats["decisions"] += 1  # (_record's all, then)
-            else:
-                self._record(ev, d, t)
-            self._apply_entry(t, d)
+        elif plan.quick and not self.stack.cache.replies:
+            # members that are processes, the same way: while each answers a plain cont read right
+            # after its question (Authorizer.ask_cont) not even a callback is kept; any other answer,
+            # or one that comes later, goes on as an EntryWalk from that member (_walk_later)
+            now = time.monotonic()
+            for pos, ask_cont in plan.quick:
+                if not ask_cont(ev, partial(self._walk_later, t, plan, ev, pos), now):
+                    return
+        else:
+            t.walk = walk = EntryWalk(ev, plan.order)
+            self._advance_entry(t, walk)
             return
-        t.walk = walk = EntryWalk(ev, plan.order)
-        self._advance_entry(t, walk)
+        d = plan.cont or _decision("cont", ev.call, 0, (), (), None, False, True)
+        if self.audit is None and self._audit_tee is None:
+            self.stats["decisions"] += 1  # (_record's all, then)
+        else:
+            self._record(ev, d, t)
+        self._apply_entry(t, d)
+
+    def _walk_later(self, t: _Thread, plan: _Plan, ev: SyscallEvent, pos: int) -> Callable[[Reply, str], None]:
+        """Member ``pos`` of a quick walk (``plan.quick``) did not answer a
+        plain cont with its question: an :class:`EntryWalk` from there (the
+        ones before it said cont) and the answer callback any walk's member
+        gets (:meth:`_advance_entry`)."""
+        order = plan.order
+        t.walk = walk = EntryWalk(ev, order, order.index(pos))
+        return partial(self._on_tracee, t.tid, self._on_entry_answer, t, walk, pos)
 
     def _walk_from(self, t: _Thread, plan: _Plan, ev: SyscallEvent, pos: int, reply: Reply, reason: str) -> None:
         """The synchronous walk met an answer other than a plain cont, from
@@ -262,6 +282,8 @@ class Entry(ShimBase):
         members = [(pos, self.stack.members[pos]) for pos in plan.order]
         if all(m.sync and not m.rules for _, m in members):
             plan.sync = tuple((pos, cast(SyncMember, m).ask_entry) for pos, m in members)
+        elif all(not m.rules and callable(getattr(m, "ask_cont", None)) for _, m in members):
+            plan.quick = tuple((pos, cast(Any, m).ask_cont) for pos, m in members)
         plan.stabilize = self.stable_args and stable_positions(plan.spec) != ((), ())
         # a plain cont of a call whose strings are not copied: nothing in it differs per call
         plan.cont = None if plan.stabilize else Decision("cont", Call(plan.spec.name))
@@ -271,7 +293,7 @@ class Entry(ShimBase):
         quiet = self.guard.quiet_reads(plan.spec.name) if plan.checks == (Entry._guard_entry,) else None
         plan.quiet = -1 if not plan.checks else quiet if quiet is not None else -2
         # the compiled stop may hand this call straight to _ask_entry (Stops._on_seccomp_stop)
-        plan.fused = bool(plan.sync) and plan.prepare is None and plan.quiet != -2
+        plan.fused = bool(plan.sync or plan.quick) and plan.prepare is None and plan.quiet != -2
         return decode
 
     def _note_filter_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int]) -> bool:
@@ -548,7 +570,7 @@ class _Plan:
 
     __slots__ = ("abi", "spec", "prepare", "checks", "what", "err", "order", "mask", "nargs", "paths",
                  "never_denied", "real", "pin_form", "decode", "sync", "stabilize", "cont", "given",
-                 "decode_given", "quiet", "fused")
+                 "decode_given", "quiet", "fused", "quick")
 
     def __init__(self, abi: Abi, spec: SyscallSpec,
                  prepare: Callable[[_Thread, Abi, SyscallSpec, Sequence[int]], Sequence[int] | None] | None,
@@ -575,6 +597,9 @@ class _Plan:
         #: when every member asked answers synchronously and has no rules: their
         #: (position, ask_entry) in order (Entry._ask_entry); else ()
         self.sync: tuple[tuple[int, Callable[[SyscallEvent], tuple[Reply, str]]], ...] = ()
+        #: else, when every member asked is a process (Authorizer.ask_cont) and has no rules:
+        #: their (position, ask_cont) in order (Entry._ask_entry); else ()
+        self.quick: tuple[tuple[int, Callable[..., bool]], ...] = ()
         self.stabilize = False  # a cont copies the judged strings/paths into the scratch region first
         #: when it does not: the Decision of every plain cont, shared (read only; its call is
         #: the name only: a cont that is not rewritten runs the call as the program made it)
