@@ -55,7 +55,7 @@ from typing import Any, TypeGuard
 
 from brokerd.protocol import codec
 from brokerd.protocol.abi import ABIS, SyscallSpec
-from brokerd.protocol.args import FLAGSETS, WHO_TARGETS, constant, value_to_int
+from brokerd.protocol.args import FLAGSETS, WHO_TARGETS, constant, open_follows, value_to_int
 from brokerd.protocol.consts import errno_number, signal_number
 from brokerd.protocol.errors import ProtocolError
 from brokerd.protocol.layers import LayerSpec, layer_attrs, parse_layer
@@ -356,7 +356,7 @@ _NOFOLLOW = frozenset({
 })
 # (call, 0-based argument) that are path-kind but not looked up: a symlink's contents.
 _NOT_LOOKED_UP = frozenset({("symlink", 0), ("symlinkat", 0)})
-_O_NOFOLLOW, _O_CREAT, _O_EXCL = constant("O_NOFOLLOW"), constant("O_CREAT"), constant("O_EXCL")
+_O_CREAT = constant("O_CREAT")
 _AT_SYMLINK_NOFOLLOW, _AT_SYMLINK_FOLLOW = constant("AT_SYMLINK_NOFOLLOW"), constant("AT_SYMLINK_FOLLOW")
 _AT_EMPTY_PATH, _AT_FDCWD = constant("AT_EMPTY_PATH"), constant("AT_FDCWD")
 _MAGIC_LINK = re.compile(r"/proc/\d+(?:/task/\d+)?/(?:fd/\d+|cwd|root|exe)\Z")  # the broker's realN for them
@@ -609,7 +609,7 @@ class Syscall:
         for j, k in enumerate(self.spec.args if self.spec else ()):
             if k == "open_flags":
                 fl = self.num(j)
-                if fl & _O_NOFOLLOW or fl & (_O_CREAT | _O_EXCL) == _O_CREAT | _O_EXCL:
+                if not open_follows(fl):
                     return False
             elif k == "at_flags" and self.num(j) & _AT_SYMLINK_NOFOLLOW:
                 return False

@@ -515,6 +515,21 @@ def constant(name: str) -> int:
     of writing their own copies.  KeyError if unknown or ambiguous."""
     return _GLOBAL_NAMES[name]
 
+
+def open_follows(flags: int) -> bool:
+    """Does an open with ``flags`` follow a final symlink?  O_NOFOLLOW, and
+    O_CREAT|O_EXCL, open the link itself (or fail); not with O_PATH, which
+    drops O_CREAT and O_EXCL (the kernel's ``build_open_how``):
+    O_PATH|O_CREAT|O_EXCL follows it as O_PATH does.  (The tracer's pin and
+    the client library's path resolution both ask this.)"""
+    if flags & _O_NOFOLLOW:
+        return False
+    return bool(flags & _O_PATH) or flags & _O_CREAT_EXCL != _O_CREAT_EXCL
+
+
+_O_NOFOLLOW, _O_PATH = _GLOBAL_NAMES["O_NOFOLLOW"], _GLOBAL_NAMES["O_PATH"]
+_O_CREAT_EXCL = _GLOBAL_NAMES["O_CREAT"] | _GLOBAL_NAMES["O_EXCL"]
+
 # ---------------------------------------------------------------------------
 # Kind vocabulary
 # ---------------------------------------------------------------------------

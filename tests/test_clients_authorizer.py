@@ -13,6 +13,7 @@ import pytest
 import trio
 from brokerd.clients.authorizer import (
     Authorizer,
+    Syscall,
     cont,
     deliver,
     fail,
@@ -281,3 +282,19 @@ def test_cached_marks_only_entry_answers_that_are_no_step():
     assert s.feed(b'syscall 3 9 9 x86_64 openat AT_FDCWD, "/x", O_RDONLY, 00\n') == b"3 skip-fail EACCES ; cache\n"
     assert s.feed(b"syscall 4 9 9 x86_64 getuid\n") == b"4 step\n"  # its result comes back to the handler
     assert s.feed(b"sysret 4 9 9 x86_64 getuid ok 5\n") == b"4 ok 0\n"
+
+
+@pytest.mark.parametrize("flags, follows", [
+    ("O_RDONLY", True), ("O_RDONLY|O_NOFOLLOW", False), ("O_WRONLY|O_CREAT|O_EXCL", False),
+    ("O_PATH|O_CREAT|O_EXCL", True),  # O_PATH drops O_CREAT|O_EXCL: the kernel follows the link
+    ("O_PATH|O_NOFOLLOW", False)])
+def test_an_open_path_is_resolved_as_the_kernel_follows_it(tmp_path, flags, follows):
+    """Without the broker's realN note (--no-stable-args), the library
+    resolves the path itself: through a final symlink exactly when the
+    open follows one (it said O_PATH|O_CREAT|O_EXCL did not)."""
+    (tmp_path / "target").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    ev = codec.parse_event(f'syscall 1 {os.getpid()} {os.getpid()} x86_64 openat AT_FDCWD, "{tmp_path}/link", '
+                           f'{flags}, 0')
+    got = Syscall(ev).resolve_path(1)
+    assert got == str(tmp_path / ("target" if follows else "link")), got

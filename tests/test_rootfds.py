@@ -100,3 +100,61 @@ def test_roots_of_exited_processes_are_closed(cprog, rules, tmp_path):
         p.kill()
         p.wait(timeout=60)
     assert after <= before + 1, (before, after)
+
+
+def test_resolving_from_a_kept_root_is_resolving_through_its_path(tmp_path):
+    """resolve() from a kept root descriptor (the general path of a judged
+    open, since session 8) gives what resolving through the root's path
+    gives, in a root that is not the broker's: absolute links restarting at
+    that root, relative and chained links, a link to a directory on the
+    way, ``.`` and ``..`` (stopping at the root), a final link followed or
+    not, a dangling link, an absent component, a loop, a magic link of
+    this process's own, and the root itself."""
+    from brokerd.tracer.resolve import resolve
+
+    jail = tmp_path / "jail"
+    (jail / "a" / "b").mkdir(parents=True)
+    (jail / "a" / "b" / "f").write_text("x")
+    os.symlink("/a/b", jail / "abs")  # absolute: the jail's /a/b, never the broker's
+    os.symlink("b/f", jail / "a" / "rel")
+    os.symlink("rel", jail / "a" / "chain")
+    os.symlink("/nowhere", jail / "dangling")
+    os.symlink("loop", jail / "loop")
+    os.symlink("/proc", jail / "proc")
+    me = os.getpid()
+    j = os.fsencode(jail)
+    in_jail = [b"/a/b/f", b"/abs/f", b"/a/rel", b"/a/chain", b"/abs/../a/./b/f", b"/../../a/b/f", b"/dangling",
+               b"/absent/x", b"/a/b/absent", b"/loop", b"/loop/x", b"/", b"/abs", b"/proc/self/fd/0", b"/a/rel/x"]
+    # and in the broker's own root: the magic links of this process's /proc
+    at_root = [j + p for p in in_jail] + [b"/proc/self/fd/0", b"/proc/self/fd/0/x", b"/proc/thread-self/cwd",
+                                          b"/proc/%d/cwd" % me, b"/proc/%d/root/proc/self/exe" % me]
+    for root, paths in ((j, in_jail), (b"/", at_root)):
+        _same_from_kept_root(root, paths, me)
+    fd = os.open(jail, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        assert resolve(j, b"/abs/f", me, me, True, fd).path == b"/a/b/f"  # (in the jail)
+        assert resolve(j, b"/a/chain", me, me, False, fd).path == b"/a/chain"
+    finally:
+        os.close(fd)
+
+
+def _same_from_kept_root(root: bytes, paths: list[bytes], me: int) -> None:
+    from brokerd.tracer.resolve import resolve
+
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for path in paths:
+            for follow in (True, False):
+                via_path = resolve(root, path, me, me, follow)
+                via_fd = resolve(root, path, me, me, follow, fd)
+                if via_path is None or via_fd is None:
+                    assert via_path is via_fd is None, (path, follow, via_path, via_fd)
+                    continue
+                st_p, st_f = via_path.st, via_fd.st
+                assert (via_path.path, via_path.exists, via_path.parent) == (via_fd.path, via_fd.exists,
+                                                                           via_fd.parent), (path, follow)
+                assert (st_p is None) == (st_f is None), (path, follow)
+                if st_p is not None and st_f is not None:
+                    assert (st_p.st_dev, st_p.st_ino, st_p.st_mode) == (st_f.st_dev, st_f.st_ino, st_f.st_mode)
+    finally:
+        os.close(fd)

@@ -63,21 +63,65 @@ class _Changed(Exception):
     """A link changed while it was being read: walk again."""
 
 
-def resolve(root: bytes, path: bytes, tgid: int, tid: int, follow_last: bool = True) -> Resolved | None:
+def resolve(root: bytes, path: bytes, tgid: int, tid: int, follow_last: bool = True,
+            at: int | None = None) -> Resolved | None:
     """Resolve absolute ``path`` under ``root`` (``/proc/TID/root``) for
     thread ``tid`` of process ``tgid``; ``follow_last=False`` for opens that
     do not follow a final symlink (``O_NOFOLLOW``, ``O_CREAT|O_EXCL``).
-    None when it cannot be resolved soundly here (too many links, a magic
-    link in the middle, an unreadable directory, a path that keeps changing)."""
+    ``at``: the thread's kept root descriptor (:class:`RootFds`), looked up
+    from instead of ``root`` (each lookup through ``/proc/TID/root`` is a
+    procfs walk and a ptrace access check).  None when it cannot be
+    resolved soundly here (too many links, a magic link in the middle, an
+    unreadable directory, a path that keeps changing)."""
+    fs = _PathFs(root) if at is None else _FdFs(at)
     for _ in range(ATTEMPTS):
         try:
-            return _walk(root, path, tgid, tid, follow_last)
+            return _walk(fs, path, tgid, tid, follow_last)
         except _Changed:
             continue
     return None
 
 
-def _walk(root: bytes, path: bytes, tgid: int, tid: int, follow_last: bool) -> Resolved | None:
+class _PathFs:
+    """The tracee's file system seen through ``/proc/TID/root``."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: bytes) -> None:
+        self.root = root
+
+    def lstat(self, path: bytes) -> os.stat_result:
+        return os.lstat(self.root + path)
+
+    def stat(self, path: bytes) -> os.stat_result:
+        return os.stat(self.root + path)
+
+    def readlink(self, path: bytes) -> bytes:
+        return os.readlink(self.root + path)
+
+
+class _FdFs:
+    """The tracee's file system seen from a kept descriptor of its root:
+    absolute paths looked up relative to it, as ``/proc/TID/root`` + path
+    looks them up (a symlink met on the way, only possible in a race, is
+    followed alike: from the broker's root)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def lstat(self, path: bytes) -> os.stat_result:
+        return os.lstat(path[1:] or b".", dir_fd=self.fd)
+
+    def stat(self, path: bytes) -> os.stat_result:
+        return os.stat(path[1:] or b".", dir_fd=self.fd)
+
+    def readlink(self, path: bytes) -> bytes:
+        return os.readlink(path[1:], dir_fd=self.fd)
+
+
+def _walk(fs: _PathFs | _FdFs, path: bytes, tgid: int, tid: int, follow_last: bool) -> Resolved | None:
     parts = deque(p for p in path.split(b"/") if p)
     cur = b""  # the real path so far; b"" is "/"
     cur_st: os.stat_result | None = None  # lstat of cur, when the walk just took it
@@ -99,7 +143,7 @@ def _walk(root: bytes, path: bytes, tgid: int, tid: int, follow_last: bool) -> R
             continue
         last = not parts
         try:
-            st = os.lstat(root + cand)
+            st = fs.lstat(cand)
         except FileNotFoundError:
             if last:
                 return Resolved(cand, False, cur or b"/")
@@ -113,7 +157,7 @@ def _walk(root: bytes, path: bytes, tgid: int, tid: int, follow_last: bool) -> R
             if not last:
                 return None  # through another object's magic link: not resolved here
             try:
-                obj = os.stat(root + cand)
+                obj = fs.stat(cand)
             except FileNotFoundError:
                 raise _Changed from None
             except OSError:
@@ -123,7 +167,7 @@ def _walk(root: bytes, path: bytes, tgid: int, tid: int, follow_last: bool) -> R
         if links > MAX_LINKS:
             return None
         try:
-            target = os.readlink(root + cand)
+            target = fs.readlink(cand)
         except OSError:
             raise _Changed from None  # gone or no longer a link since the lstat
         if target.startswith(b"/"):
@@ -131,13 +175,13 @@ def _walk(root: bytes, path: bytes, tgid: int, tid: int, follow_last: bool) -> R
         parts.extendleft(reversed([p for p in target.split(b"/") if p]))
     if not cur:
         try:
-            return Resolved(b"/", True, b"/", os.stat(root + b"/"))
+            return Resolved(b"/", True, b"/", fs.stat(b"/"))
         except OSError:
             return None
     if cur_st is not None:  # the last component, just looked at: no second lstat
         return Resolved(cur, True, cur.rsplit(b"/", 1)[0] or b"/", cur_st)
     try:
-        st = os.lstat(root + cur)
+        st = fs.lstat(cur)
     except FileNotFoundError:
         raise _Changed from None
     except OSError:
@@ -199,9 +243,10 @@ def _plain_under(rfd: int, path: bytes, follow_last: bool) -> os.stat_result | N
 
 class RootFds:
     """O_PATH descriptors of tracee threads' roots, one per thread, kept
-    between calls: :func:`plain_path` then walks from the kept descriptor
-    instead of opening ``/proc/TID/root`` (and closing it) for every judged
-    open.  At most ``limit`` are kept (the oldest closed first); a thread's
+    between calls: :func:`plain_path` (and :func:`resolve`, for an open
+    that is not plain) then walks from the kept descriptor instead of
+    opening ``/proc/TID/root`` (and closing it, or looking up through it
+    once per component) for every judged open.  At most ``limit`` are kept (the oldest closed first); a thread's
     is closed when it exits or execs (:meth:`forget`), and each is kept with
     the thread record it was opened for, so a reused tid never gets a
     former thread's root.
@@ -214,14 +259,16 @@ class RootFds:
     on every resolution opens ``/proc/TID/root`` again, as before.  A root
     changed behind the broker's back (a ``pivot_root`` by a process outside
     the session in a mount namespace the program made) can at worst make a
-    call fail, never open something other than the judged path: only
-    :func:`plain_path` uses the kept root, and what it says is that the
-    judged path names an object with no symlink on the way.  A pinned open
-    then runs as ``openat2`` of exactly that path with
-    ``RESOLVE_NO_SYMLINKS`` in the thread's actual root: it opens what the
-    judged path names there, or fails (ELOOP, ENOENT).  An unpinned one is
-    checked at exit against the object the stale walk found: another object
-    is closed and the call fails with EACCES."""
+    call fail, never open something other than the judged path: what
+    :func:`plain_path` (or a :func:`resolve` that found no symlink) says
+    from a stale root is that the judged path names an object with no
+    symlink on the way.  A pinned open then runs as ``openat2`` of exactly
+    that path with ``RESOLVE_NO_SYMLINKS`` in the thread's actual root: it
+    opens what the judged path names there, or fails (ELOOP, ENOENT).  An
+    unpinned one is checked at exit against the object the stale walk
+    found: another object is closed and the call fails with EACCES (a
+    path that does not exist yet is checked by its path under
+    ``/proc/TID/root``, the actual root, as before)."""
 
     def __init__(self, limit: int = 64) -> None:
         self.limit = limit

@@ -254,6 +254,12 @@ class Entry(ShimBase):
             self.stats["decisions"] += 1  # (_record's all, then)
         else:
             self._record(ev, d, t)
+        # _apply_entry's pinned open, at once (t.pin: set by _pinned_notes, which mypy cannot see)
+        if t.pin is not None and d.stabilize and not t.guard_exit:  # type: ignore[unreachable]
+            t.decision = d  # type: ignore[unreachable]  # (a plain cont: no sets, no steppers)
+            if self._pin_open(t, d) == "pinned":
+                self._go_on(t, d)
+            return  # (else resumed already, or the call comes back to _apply_entry)
         self._apply_entry(t, d)
 
     def _walk_later(self, t: _Thread, plan: _Plan, ev: SyscallEvent, pos: int) -> Callable[[Reply, str], None]:
@@ -514,6 +520,11 @@ class Entry(ShimBase):
         elif d.rewritten or d.stabilize:
             if not self._rewrite(t, d):
                 return  # scratch memory is being injected; the call comes back
+        self._go_on(t, d)
+
+    def _go_on(self, t: _Thread, d: Decision) -> None:
+        """The end of :meth:`_apply_entry` for a call that runs: resumed, or
+        to its exit stop when someone stepped it or what it opens is checked."""
         if d.steppers:
             t.state = "step"
             self._to_exit_stop(t)
@@ -522,7 +533,7 @@ class Entry(ShimBase):
             self._to_exit_stop(t)
         else:
             t.state = "run"
-            self._resume(tid)
+            self._resume(t.tid)
 
     def _fetch(self, event_id: int, argn: int, offset: int, length: int) -> bytes:
         """More of a buffer argument of a call still waiting for its verdict

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 
 from brokerd.decision.stack import Decision
 from brokerd.protocol.abi import Abi
-from brokerd.protocol.args import constant
+from brokerd.protocol.args import constant, open_follows
 
 from .. import ptrace as pt
 from ..accel import accel
@@ -139,14 +139,8 @@ def canonical(path: bytes) -> bool:
     return path[:1] == b"/" and (path == b"/" or NOT_CANONICAL.search(path) is None)
 
 
-def follows(flags: int) -> bool:
-    """Does an open with ``flags`` follow a final symlink?  O_NOFOLLOW, and
-    O_CREAT|O_EXCL, open the link itself (or fail); not with O_PATH, which
-    drops O_CREAT and O_EXCL (``build_open_how``): O_PATH|O_CREAT|O_EXCL
-    follows it as O_PATH does."""
-    if flags & O_NOFOLLOW:
-        return False
-    return bool(flags & O_PATH) or flags & (O_CREAT | O_EXCL) != O_CREAT | O_EXCL
+#: does an open with these flags follow a final symlink (one answer for the tracer and the client library)
+follows = open_follows
 
 
 def _plain_pin_py(rootfd: int, path: bytes, flags: int, mode: int) -> tuple[Pinned, tuple] | None:

@@ -85,11 +85,14 @@ class Stable(ShimBase):
         follow = follows(flags)
         root = b"/proc/%d/root" % t.tid
         pinnable = pinned(spec.name, raw, v.data, path) if pin else None
-        if pinnable is not None:  # already its real path, if the kernel's walk meets no symlink
+        at = self._roots.get(t.tid, t)
+        # already its real path, if the kernel's walk meets no symlink (from a kept root
+        # _pinned_notes has just asked that, in vain: resolve() below pins it if it is so now)
+        if pinnable is not None and at is None:
             expect = self._pin_plain(t, pinnable, path, follow, root)
             if expect is not None:
                 return expect, path
-        r = resolve(root, path, t.tgid, t.tid, follow)  # one resolution: note and expectation agree
+        r = resolve(root, path, t.tgid, t.tid, follow, at)  # one resolution: note and expectation agree
         if r is None:
             return None, None
         if pin:
