@@ -23,10 +23,10 @@ import argparse
 import ctypes
 import mmap
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
+
+from bench.policy_path import cpu_per_call
 
 AUTHZ = Path(__file__).resolve().parent / "authz"
 AUDIT_ARCH_X86_64 = 0xC000003E
@@ -97,16 +97,7 @@ def prepared(stable: bool):
 
 def measure(stable: bool, calls: int, runs: int = 5) -> tuple[float, float]:
     """(median, min) CPU us per decision over ``runs`` runs of ``calls`` decisions."""
-    one = prepared(stable)
-    for _ in range(min(calls, 2000)):
-        one()
-    per = []
-    for _ in range(runs):
-        c0 = time.process_time()
-        for _ in range(calls):
-            one()
-        per.append((time.process_time() - c0) / calls * 1e6)
-    return statistics.median(per), min(per)
+    return cpu_per_call(prepared(stable), calls, runs)
 
 
 def main(argv: list[str] | None = None) -> int:

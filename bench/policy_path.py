@@ -27,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 AUTHZ = Path(__file__).resolve().parent / "authz"
@@ -80,19 +81,28 @@ def prepared(members: int, general: bool = False):
     return one, decided
 
 
-def measure(members: int, calls: int, runs: int = 5, general: bool = False) -> tuple[float, float]:
-    """(median, min) CPU us per decision over ``runs`` runs of ``calls`` decisions."""
-    one, decided = prepared(members, general)
-    for _ in range(min(calls, 2000)):  # warm: plans, decoder plans, caches
+def cpu_per_call(one: Callable[[], None], calls: int, runs: int = 5,
+                 before_run: Callable[[], None] | None = None) -> tuple[float, float]:
+    """(median, min) CPU us per ``one()`` over ``runs`` runs of ``calls``
+    calls, after a warm-up (plans, decoder plans, caches); ``before_run``
+    outside the timed part of each run.  (bench.pin_path uses it too.)"""
+    for _ in range(min(calls, 2000)):
         one()
     per = []
     for _ in range(runs):
-        decided.clear()
+        if before_run is not None:
+            before_run()
         c0 = time.process_time()
         for _ in range(calls):
             one()
         per.append((time.process_time() - c0) / calls * 1e6)
     return statistics.median(per), min(per)
+
+
+def measure(members: int, calls: int, runs: int = 5, general: bool = False) -> tuple[float, float]:
+    """(median, min) CPU us per decision over ``runs`` runs of ``calls`` decisions."""
+    one, decided = prepared(members, general)
+    return cpu_per_call(one, calls, runs, decided.clear)
 
 
 def main(argv: list[str] | None = None) -> int:
