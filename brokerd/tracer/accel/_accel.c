@@ -1054,6 +1054,9 @@ enum { ASK_NOTHING = 0, ASK_DATA = 1, ASK_WRITE_FAILED = 2, ASK_PARTIAL = 3, ASK
 #define ASK_MAX_LINE 65536 /* codec.MAX_LINE */
 
 static unsigned long long counter_asked; /* questions ask_open answered with a plain cont and pinned */
+/* where ask_open's waits took their reply: the read right after the write, the one after giving the
+ * CPU up, the spin; and the waits that took none (docs/performance.md: who runs when on one CPU) */
+static unsigned long long counter_first, counter_yield, counter_spin, counter_none;
 static PyObject *s_skip, *s_backoff, *s_yields, *s_budget_ns, *s_max_skip; /* Spin's fields */
 
 /* the length of codec.quote(p): '"', then each byte as itself (0x20..0x7e but '"' and
@@ -1224,8 +1227,11 @@ static ssize_t reply_hit(PyObject *spin, ssize_t r)
 static ssize_t wait_reply(int fd, char *buf, PyObject *spin, PyObject *busy)
 {
     ssize_t r = read_reply(fd, buf);
-    if (r != -1)
+    if (r != -1) {
+        counter_first++;
         return reply_hit(spin, r);
+    }
+    counter_none++; /* (until a later read takes it) */
     long long skip, yields, budget, max_skip, backoff;
     if (spin_attr(spin, s_skip, &skip) < 0)
         return -3;
@@ -1236,8 +1242,10 @@ static ssize_t wait_reply(int fd, char *buf, PyObject *spin, PyObject *busy)
     if (yields) { /* one CPU: the authorizer runs only if this process lets it */
         sched_yield();
         r = read_reply(fd, buf);
-        if (r != -1)
+        if (r != -1) {
+            counter_none--, counter_yield++;
             return reply_hit(spin, r);
+        }
     }
     long long now = monotonic_ns();
     PyObject *b = PyObject_CallFunction(busy, "L", now);
@@ -1254,8 +1262,10 @@ static ssize_t wait_reply(int fd, char *buf, PyObject *spin, PyObject *busy)
     long long end = now + budget;
     while (monotonic_ns() < end) {
         r = read_reply(fd, buf);
-        if (r != -1)
+        if (r != -1) {
+            counter_none--, counter_spin++;
             return reply_hit(spin, r);
+        }
     }
     if (spin_attr(spin, s_backoff, &backoff) < 0 || spin_attr(spin, s_max_skip, &max_skip) < 0)
         return -3;
@@ -1410,17 +1420,21 @@ static PyObject *py_ask_open(PyObject *self, PyObject *const *argv, Py_ssize_t n
                          (unsigned long long)set[2], (unsigned long long)set[3]);
 }
 
-PyDoc_STRVAR(asked_count_doc, "asked_count() -> N: questions ask_open answered with a plain cont and pinned.");
+PyDoc_STRVAR(ask_counts_doc,
+             "ask_counts() -> {'asked': N, 'first': F, 'yield': Y, 'spin': S, 'none': M}: questions ask_open\n"
+             "answered with a plain cont and pinned; its waits' replies read right after the write, after\n"
+             "giving the CPU up, in the spin; waits that read none.");
 
-static PyObject *py_asked_count(PyObject *self, PyObject *noargs)
+static PyObject *py_ask_counts(PyObject *self, PyObject *noargs)
 {
-    return PyLong_FromUnsignedLongLong(counter_asked);
+    return Py_BuildValue("{sKsKsKsKsK}", "asked", counter_asked, "first", counter_first, "yield", counter_yield,
+                         "spin", counter_spin, "none", counter_none);
 }
 
 static PyMethodDef ask_methods[] = {
     {"ask_open", (PyCFunction)(void (*)(void))py_ask_open, METH_FASTCALL, ask_open_doc},
     {"event_line", py_event_line, METH_VARARGS, event_line_doc},
-    {"asked_count", py_asked_count, METH_NOARGS, asked_count_doc},
+    {"ask_counts", py_ask_counts, METH_NOARGS, ask_counts_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -93,7 +93,7 @@ class Ext(ShimBase):
         pinned, with its strings copied (``plan.stabilize``) and the path the
         compiled stop reads; else None."""
         if (accel is None or len(plan.quick) != 1 or not plan.pin_form or not plan.stabilize or not plan.fused
-                or plan.decode_given is None or plan.real is None or not plan.paths or plan.mask is not None):
+                or plan.decode_given is None or plan.real is None or not plan.paths or plan.abi.name != "x86_64"):
             return None
         member = self.stack.members[plan.quick[0][0]]
         pidx, fidx, midx = PIN_ARGS[plan.spec.name]
@@ -131,7 +131,8 @@ class Ext(ShimBase):
         data = path[0]
         if (not path[1] or len(data) > PATHSIZE or self.stack.cache.replies or self.audit is not None
                 or self._audit_tee is not None or self._symbolizer is not None or self._detaching
-                or not pt.SET_INFO_WORKS or not self._may_pin(t, plan.abi)):
+                or not pt.SET_INFO_WORKS or not (t.tgid == self.main_pid and self._pin_ok and t.tgid not in self._own_filters
+                                                  or self._may_pin(t, plan.abi))):
             return False
         region = self._regions.get(t.tgid)
         if region is None:
