@@ -190,9 +190,11 @@ def test_the_lines_sent_are_the_same_either_road(cprog, authz, tmp_path, target,
 @needs_accel
 def test_a_cont_split_over_two_reads_is_still_a_cont(cprog, authz, tmp_path, target):
     """The reply comes as ``co`` then ``nt\\n``: the first read holds half a
-    line, which is no answer: the rest, read later, makes it ``cont``."""
+    line, which is no answer: the rest, read later, makes it ``cont``.  (On
+    one CPU, as the tests below: the wait gives the CPU to the authorizer,
+    so the compiled road is the one that reads the reply's first part.)"""
     reply = 'os.write(1, b"co"); time.sleep(0.02); os.write(1, b"nt\\n")'
-    r, heard, stats = _run(cprog, authz, tmp_path, reply, [target] * 6)
+    r, heard, stats = _run(cprog, authz, tmp_path, reply, [target] * 6, "--cpu", _one_cpu())
     assert r.returncode == 0, r.stderr[-2000:]
     assert _results(r) == ["ok"] * 6, (r.stdout, r.stderr[-2000:])
 
@@ -202,7 +204,7 @@ def test_contx_is_not_cont(cprog, authz, tmp_path, target):
     """``contx`` (plain mode) is no ``cont`` (a rewrite to an unknown call:
     refused, the default applies, EPERM), never taken for one by a prefix compare."""
     reply = 'os.write(1, b"contx\\n" if k >= 5 else b"cont\\n")'
-    r, heard, stats = _run(cprog, authz, tmp_path, reply, [target] * 7)
+    r, heard, stats = _run(cprog, authz, tmp_path, reply, [target] * 7, "--cpu", _one_cpu())
     assert r.returncode == 0, r.stderr[-2000:]
     assert _results(r) == ["ok"] * 4 + ["EPERM"] * 3, (r.stdout, r.stderr[-2000:])
 
@@ -214,7 +216,7 @@ def test_cont_for_another_id_answers_nothing(cprog, authz, tmp_path, target):
     question's ID, a denial here, is the one applied."""
     reply = ('os.write(1, f"{int(eid) + 1000} cont\\n".encode()); time.sleep(0.01); '
              'os.write(1, f"{eid} skip-fail EACCES\\n".encode() if k >= 5 else f"{eid} cont\\n".encode())')
-    r, heard, stats = _run(cprog, authz, tmp_path, reply, [target] * 7, hello=True)
+    r, heard, stats = _run(cprog, authz, tmp_path, reply, [target] * 7, "--cpu", _one_cpu(), hello=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _results(r) == ["ok"] * 4 + ["EACCES"] * 3, (r.stdout, r.stderr[-2000:])
     assert sum(line.startswith("error unknown-id") for line in heard) >= 6, heard
@@ -237,7 +239,7 @@ def test_a_denial_a_late_reply_and_a_dead_authorizer(cprog, authz, tmp_path, tar
              '        time.sleep(0.05) if k == 6 else None\n'
              '        sys.exit(0) if k == 7 else None\n'
              '        os.write(1, b"cont\\n") if k != 5 else None')
-    r, heard, stats = _run(cprog, authz, tmp_path, reply, [target] * 8)
+    r, heard, stats = _run(cprog, authz, tmp_path, reply, [target] * 8, "--cpu", _one_cpu())
     assert r.returncode == 0, r.stderr[-2000:]
     assert _results(r) == ["ok"] * 4 + ["ENOENT", "ok", "EPERM", "EPERM"], (r.stdout, r.stderr[-2000:])
     assert "closed its output" in r.stderr, r.stderr[-2000:]
