@@ -300,6 +300,7 @@ class Entry(ShimBase):
         plan.quiet = -1 if not plan.checks else quiet if quiet is not None else -2
         # the compiled stop may hand this call straight to _ask_entry (Stops._on_seccomp_stop)
         plan.fused = bool(plan.sync or plan.quick) and plan.prepare is None and plan.quiet != -2
+        plan.ext = self._ext_plan(plan)  # (the compiled external question's, ext.py)
         return decode
 
     def _note_filter_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int]) -> bool:
@@ -581,7 +582,7 @@ class _Plan:
 
     __slots__ = ("abi", "spec", "prepare", "checks", "what", "err", "order", "mask", "nargs", "paths",
                  "never_denied", "real", "pin_form", "decode", "sync", "stabilize", "cont", "given",
-                 "decode_given", "quiet", "fused", "quick")
+                 "decode_given", "quiet", "fused", "quick", "ext")
 
     def __init__(self, abi: Abi, spec: SyscallSpec,
                  prepare: Callable[[_Thread, Abi, SyscallSpec, Sequence[int]], Sequence[int] | None] | None,
@@ -627,6 +628,8 @@ class _Plan:
         #: to be done first (Stops._on_seccomp_stop): all members synchronous, no preparer,
         #: no check but the guard's quiet reads
         self.fused = False
+        #: a fused quick plan's compiled external question (ext.ExtPlan), or None
+        self.ext: Any = None
 
 
 def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple,

@@ -161,6 +161,8 @@ class Stops(ShimBase):
                     return  # answered by the guard
             else:
                 t.guard_exit = False
+            if plan.ext is not None and type(path) is tuple and not t.guard_exit and self._ask_ext(t, plan, args, path):
+                return  # asked, answered a plain cont and pinned in one compiled call (ext.py)
             self._ask_entry(t, plan, args, ip, path)
             return
         self._seccomp_entry(t, arch, nr, args, ip, ret_data, path)
