@@ -281,3 +281,13 @@ def test_sendmsg_destination_changed_after_the_check_never_wins(cprog, how):
                 got[name] += 1
     assert got["bad"] == 0, (c, got)
     assert c["sent"] > 0 and c["denied"] > 0 and c["badlen"] == 0, c
+
+
+@pytest.mark.parametrize("opts,wins", [((), False), (("--no-stable-args",), True)])
+def test_a_link_swapped_under_a_truncating_open_never_empties_the_denied_file(cprog, authz, tmp_path, opts, wins):
+    # the check at exit closed what a swapped link led to, but O_TRUNC had emptied it already
+    # (2982 of 3000 opens emptied the denied file); an open that creates or truncates is now
+    # pinned to its judged real path (openat2 following no symlink) even through a link
+    c = _swap(cprog, authz, tmp_path, *opts, mode=("trunc",))
+    assert (c["bad"] > 0) == wins, c
+    assert c["good"] > 0, c

@@ -34,6 +34,7 @@ from .consts import (
     OPEN_CALLS,
     OPEN_HOW_SIZES,
     SHM_REMAP,
+    WRITES_AT_OPEN,
 )
 from .entry import _absolute
 from .pin import CREAT_FLAGS, PIN_ARGS, Pinned, follows, pinned, plain_pin
@@ -99,7 +100,10 @@ class Stable(ShimBase):
         if r is None:
             return None, None
         if pin:
-            t.pin = pinned(spec.name, raw, v.data, r.path)
+            # an open that creates or truncates is pinned to its real path even when the path it
+            # gave leads there otherwise (relative, through symlinks): the check at exit comes
+            # after the kernel made or emptied whatever a swapped link led to
+            t.pin = pinned(spec.name, raw, r.path if flags & WRITES_AT_OPEN else v.data, r.path)
         if not r.exists:
             # what will be there then: the open must have opened what is *then*
             # at the judged place, in the judged directory (not a link's target)
