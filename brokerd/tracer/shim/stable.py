@@ -102,8 +102,10 @@ class Stable(ShimBase):
         if pin:
             # an open that creates or truncates is pinned to its real path even when the path it
             # gave leads there otherwise (relative, through symlinks): the check at exit comes
-            # after the kernel made or emptied whatever a swapped link led to
-            t.pin = pinned(spec.name, raw, r.path if flags & WRITES_AT_OPEN else v.data, r.path)
+            # after the kernel made or emptied whatever a swapped link led to.  Only while roots
+            # are kept (``at``): after a chroot a relative path's base, read from /proc/TID/cwd,
+            # is the broker's view of it, and the pin would open another file than the one asked
+            t.pin = pinned(spec.name, raw, r.path if flags & WRITES_AT_OPEN and at is not None else v.data, r.path)
         if not r.exists:
             # what will be there then: the open must have opened what is *then*
             # at the judged place, in the judged directory (not a link's target)
