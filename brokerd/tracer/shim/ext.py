@@ -3,7 +3,7 @@
 The common external decision (issue #13): a judged open of a plain absolute
 path (the pin's kind, pin.py), one authorizer process subscribed, nothing
 outstanding with it.  The quick walk (``plan.quick``, Entry._ask_entry)
-spent about two dozen Python frames on it: the decode, the notes, the event
+spent about fifteen Python frames on it: the decode, the notes, the event
 and its line, the write, the spin's polls, the compare, the pin.  Here the
 shim checks in Python only what it alone knows (the thread may be pinned,
 its scratch slot and kept root exist, nobody needs the event object: no
