@@ -381,3 +381,21 @@ def test_ask_open_waits_and_backs_off_as_spin_until(asking, monkeypatch):
     # one CPU: the CPU given up once (the reply already there is read after it)
     one = Spin(budget_ns=0, yields=True)
     assert asking.ask(b"cont\n", spin=one) == (ASK_CONT_UNPINNED, None)
+
+
+@needs_accel
+def test_audit_trace_output_and_stacked_members_see_every_call(cprog, authz, tmp_path, target):
+    """What needs the event object keeps the Python road: an audit record
+    per decision, strace-like output per call; two members are asked in
+    turn (the quick walk).  The outcomes are the same."""
+    audit, shown = tmp_path / "audit.jsonl", tmp_path / "shown.txt"
+    for i, opts in enumerate((("--audit", str(audit)), ("-o", str(shown)), ("-a", authz(AUTHZ.replace(
+            "REPLY", 'os.write(1, b"cont\\n")')) + f" {tmp_path / 'second.jsonl'}"))):
+        (tmp_path / str(i)).mkdir()
+        r, heard, stats = _run(cprog, authz, tmp_path / str(i), 'os.write(1, b"cont\\n")', [target] * 5,
+                               "--cpu", _one_cpu(), *opts)
+        assert r.returncode == 0 and _results(r) == ["ok"] * 5, r.stderr[-2000:]
+        assert stats["accel"]["asked"] == 0, stats
+    assert sum('"/target' in line or "/target" in line for line in audit.read_text().splitlines()) == 5
+    assert shown.read_text().count("/target\"") == 5
+    assert sum("/target" in json.loads(x) for x in (tmp_path / "second.jsonl").read_text().splitlines()) == 5

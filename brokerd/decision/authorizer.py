@@ -317,15 +317,16 @@ class Authorizer:
         if accel is None or (self.mode != "plain" and self.mode != "hello") or self._fifo or self._out \
                 or self._reading or not self._lines.idle:
             return None
-        got = accel.ask_open(self.wfd, self.rfd, self.spin, machine_busy, self.mode == "hello", ev_id, pid, tid,
-                             parts, path, rootfd, flags, mode, view, off, addr, own)
+        got: tuple[int, ...] | None = accel.ask_open(self.wfd, self.rfd, self.spin, machine_busy, self.mode == "hello",
+                                                     ev_id, pid, tid, parts, path, rootfd, flags, mode, view, off,
+                                                     addr, own)
         if got is None:
             return None
         if len(got) == 2:
             self._sent = (ev_id, got[0], got[1])
             return None
         self.answered += 1
-        return cast(tuple[int, ...], got)
+        return got
 
     def _enqueue(self, event: SyscallEvent | SysretEvent | SignalEvent, answer: Answer, now: float) -> None:
         """Keep a question sent (or about to be) until its answer or deadline."""
