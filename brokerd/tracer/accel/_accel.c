@@ -84,6 +84,7 @@ struct open_how_ {
 
 static unsigned long long counter_stops; /* seccomp stops fetched here */
 static unsigned long long counter_reaped; /* stops the compiled loop (reap) handed to Python */
+static unsigned long long counter_fused; /* judged opens the fused stop worked here (its section, below) */
 
 static PyObject *os_error(int err, const char *what, long pid)
 {
@@ -852,12 +853,12 @@ static PyObject *py_reap(PyObject *self, PyObject *args)
     return Py_BuildValue("(li)", handled, more);
 }
 
-PyDoc_STRVAR(counts_doc, "counts() -> {'stops': N, 'reaped': M}: seccomp stops fetched by this module,\n"
-             "stops its loop (reap) handed to Python.");
+PyDoc_STRVAR(counts_doc, "counts() -> {'stops': N, 'reaped': M, 'fused': F}: seccomp stops fetched by this\n"
+             "module, stops its loop (reap) handed to Python, judged opens the fused stop worked itself.");
 
 static PyObject *py_counts(PyObject *self, PyObject *noargs)
 {
-    return Py_BuildValue("{sKsK}", "stops", counter_stops, "reaped", counter_reaped);
+    return Py_BuildValue("{sKsKsK}", "stops", counter_stops, "reaped", counter_reaped, "fused", counter_fused);
 }
 
 static PyMethodDef methods[] = {
@@ -1063,7 +1064,7 @@ static struct {
         *verify, *pin, *repointed, *abi, *spec, *raw, *event_id, *mode, *stats, *events, *new_call, *timed, *timeout,
         *due, *armed, *ticking, *start, *ask_entry, *fused_answer, *walk_from, *verdict, *sets, *decisions, *decision,
         *slots, *addr, *view, *set_info_works, *resume_count, *resumed, *pin_and_go, *star, *dead, *new_, *cont,
-        *empty;
+        *empty, *add;
 } fs_names;
 static PyObject *fs_one, *fs_zero; /* 1 and 0 (small ints, kept) */
 
@@ -1089,7 +1090,7 @@ static int fs_intern(void)
     FS_NAME(decisions, "decisions") FS_NAME(decision, "decision") FS_NAME(slots, "slots") FS_NAME(addr, "addr")
     FS_NAME(view, "view") FS_NAME(set_info_works, "SET_INFO_WORKS") FS_NAME(resume_count, "_resume_count")
     FS_NAME(resumed, "resumed") FS_NAME(pin_and_go, "_pin_and_go") FS_NAME(star, "*") FS_NAME(dead, "dead")
-    FS_NAME(new_, "new") FS_NAME(cont, "cont") FS_NAME(empty, "")
+    FS_NAME(new_, "new") FS_NAME(cont, "cont") FS_NAME(empty, "") FS_NAME(add, "add")
 #undef FS_NAME
     if ((fs_one = PyLong_FromLong(1)) == NULL || (fs_zero = PyLong_FromLong(0)) == NULL)
         return -1;
@@ -1294,6 +1295,16 @@ static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObje
     PyObject *vstr = NULL, *dargs = NULL, *idobj = NULL, *notes = NULL, *call = NULL, *ev = NULL, *tgid = NULL;
     PyObject *d = NULL, *region = NULL, *off = NULL, *how_at = NULL, *set = NULL;
     int ret = -1;
+    int counting = fs_truth(S[FS_STOPS], fs_names.on); /* --stop-counts: StopCounter.add(name) */
+    if (counting < 0)
+        goto done;
+    if (counting) {
+        PyObject *r = PyObject_CallMethodOneArg(S[FS_STOPS], fs_names.add, F[FP_SPEC_NAME]);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+    }
+    counter_fused++;
     if (PyObject_SetAttr(t, fs_names.running, Py_False) < 0 || PyObject_SetAttr(t, fs_names.guard_exit, Py_False) < 0
         || PyObject_SetAttr(S[FS_MEM], fs_names.pid, tidobj) < 0)
         goto done;
@@ -1498,7 +1509,6 @@ static int fs_stop(PyObject *const *S, PyObject *const *argv)
             goto done;
     } else if (q != -1)
         goto done;
-    FS_GATE(!fs_truth(S[FS_STOPS], fs_names.on) ? 1 : PyErr_Occurred() ? -1 : 0);
     PyObject *cache = PyObject_GetAttr(S[FS_STACK], fs_names.cache);
     if (cache == NULL)
         goto fail;

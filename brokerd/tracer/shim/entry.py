@@ -320,8 +320,8 @@ class Entry(ShimBase):
         hands what it does not work itself to :meth:`Stops._on_seccomp_stop`;
         that method itself without the compiled road."""
         fallback = cast(Any, self)._on_seccomp_stop
-        if fused_stop is None:
-            return fallback
+        if fused_stop is None or os.environ.get("BROKERD_CSTOP", "") == "0":
+            return fallback  # (BROKERD_CSTOP=0: the Python road only, to compare)
         return fused_stop((
             self, fallback, self.threads, self._action_cache.plans, self._own_filters, self.stats,
             self._roots.kept, self._mem, self.stops, self.stack, self._regions, pt, _str, _call, _event, _decision,
