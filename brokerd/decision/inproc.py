@@ -202,12 +202,17 @@ class InProcess(LocalAuthorizer):
         needs to ask this member itself, as :meth:`ask_entry` and
         ``Session.decide_entry`` would: (its session, the handlers by call
         name, the result handlers, the deadline's alarm, the plain ``cont()``
-        reply); None when its session decides otherwise (a subclass)."""
+        reply, the session's counters, how it makes a handler's Syscall,
+        whether the deadline is kept, the deadline: fixed when made); None
+        when its session decides otherwise (a subclass)."""
         session = self._session
         if type(session) is not Session or self._decide_entry != session.decide_entry:
             return None
         handlers = session.az.handlers
-        return (session, handlers.entry, handlers.result, _ALARM, PLAIN_CONT)
+        if type(handlers.entry) is not dict or type(handlers.result) is not dict or type(session.stats) is not dict:
+            return None
+        return (session, handlers.entry, handlers.result, _ALARM, PLAIN_CONT, session.stats, session.new_call,
+                self._timed, self.timeout)
 
     def _fused_answer(self, event: SyscallEvent, fn: Any, call: Syscall, result: object,
                       error: BaseException | None) -> tuple[Reply, str]:

@@ -1048,15 +1048,20 @@ static int add_fast_methods(PyObject *m)
 enum {
     FS_SHIM, FS_FALLBACK, FS_THREADS, FS_PLANS, FS_OWN_FILTERS, FS_STATS, FS_ROOT_FDS, FS_MEM, FS_STOPS, FS_STACK,
     FS_REGIONS, FS_PT, FS_MK_STR, FS_MK_CALL, FS_MK_EVENT, FS_MK_DECISION, FS_ASK, FS_RUN, FS_CONT_TYPE,
-    FS_TRACE_MARK, FS_ACCMODE, FS_O_PATH, FS_PATHSIZE, FS_N
+    FS_TRACE_MARK, FS_ACCMODE, FS_O_PATH, FS_PATHSIZE, FS_PLAN_TYPE, FS_THREAD_TYPE, FS_OPENAT2, FS_N
 };
+/* the state's constants as C values, and _Plan.fast's offset (fused_stop sets them; one layout per process) */
+static uint64_t fs_accmode, fs_o_path;
+static Py_ssize_t fs_pathsize, fs_fast_offset;
+static PyObject *fs_empty; /* () */
 /* a plan's ``fast`` tuple (Entry._fast_plan), in this order */
 enum {
     FP_SPEC_NAME, FP_ABI_NAME, FP_ABI, FP_SPEC, FP_DECODE, FP_PATH_NOTE, FP_REAL_NOTE, FP_FLAGS_AT, FP_CREAT_FLAGS,
     FP_MODE_AT, FP_ARG_REGS, FP_OWN_NR, FP_MEMBERS, FP_QUIET, FP_N
 };
 /* one member of it (InProcess.fused_parts, after its position and itself) */
-enum { FM_POS, FM_MEMBER, FM_SESSION, FM_ENTRY, FM_RESULT, FM_ALARM, FM_CONT, FM_N };
+enum { FM_POS, FM_MEMBER, FM_SESSION, FM_ENTRY, FM_RESULT, FM_ALARM, FM_CONT, FM_STATS, FM_NEW_CALL, FM_TIMED,
+       FM_TIMEOUT, FM_N };
 
 static struct {
     PyObject *fast, *saved_mask, *detaching, *state_, *replay, *forced, *on, *cache, *replies, *audit, *audit_tee,
@@ -1099,15 +1104,65 @@ static int fs_intern(void)
     return 0;
 }
 
-/* attribute ``name`` of ``o`` is None: 1, not: 0, -1 with an exception set */
-static int fs_is_none(PyObject *o, PyObject *name)
+/* The thread's and the shim's attributes are read and written in their
+ * __dict__ (Entry._make_fused checks that no class of theirs makes any of
+ * these names a descriptor): a generic getattr was most of this road's cost.
+ * fs_dget: the value (borrowed), ``dflt`` (the class's default, which
+ * Entry._make_fused checks too) when the dict has none, NULL on an error. */
+static PyObject *fs_dget(PyObject *dict, PyObject *name, PyObject *dflt)
 {
-    PyObject *v = PyObject_GetAttr(o, name);
+    PyObject *v = PyDict_GetItemWithError(dict, name);
+    if (v == NULL && !PyErr_Occurred()) {
+        if (dflt == NULL)
+            PyErr_SetObject(PyExc_AttributeError, name);
+        return dflt;
+    }
+    return v;
+}
+
+/* ``o.name = v`` in __dict__ ``dict``, with ``v`` a new reference stolen (NULL: the error of making it) */
+static int fs_dset_new(PyObject *dict, PyObject *name, PyObject *v)
+{
     if (v == NULL)
         return -1;
-    int r = v == Py_None;
+    int r = PyDict_SetItem(dict, name, v);
     Py_DECREF(v);
     return r;
+}
+
+/* _Alarm's slots (due, armed, ticking) by offset, worked out for its class once */
+static struct {
+    PyTypeObject *type;
+    Py_ssize_t due, armed, ticking;
+} fs_alarm;
+
+static Py_ssize_t slot_offset(PyTypeObject *tp, PyObject *name); /* (the makers' section) */
+
+static int fs_alarm_slots(PyObject *alarm)
+{
+    PyTypeObject *tp = Py_TYPE(alarm);
+    if (fs_alarm.type == tp)
+        return 0;
+    Py_ssize_t due = slot_offset(tp, fs_names.due), armed = due < 0 ? -1 : slot_offset(tp, fs_names.armed);
+    Py_ssize_t ticking = armed < 0 ? -1 : slot_offset(tp, fs_names.ticking);
+    if (ticking < 0)
+        return -1;
+    fs_alarm.due = due, fs_alarm.armed = armed, fs_alarm.ticking = ticking;
+    Py_INCREF(tp);
+    Py_XDECREF(fs_alarm.type);
+    fs_alarm.type = tp;
+    return 0;
+}
+
+/* slot ``off`` of ``o`` set to ``v`` (a new reference stolen; NULL: the error of making it) */
+static int fs_slot_set_new(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    if (v == NULL)
+        return -1;
+    PyObject **at = (PyObject **)((char *)o + off), *old = *at;
+    *at = v;
+    Py_XDECREF(old);
+    return 0;
 }
 
 /* attribute ``name`` of ``o`` is true: 1, false: 0, -1 with an exception set */
@@ -1128,16 +1183,6 @@ static int fs_is(PyObject *o, PyObject *name, PyObject *what)
     if (v == NULL)
         return -1;
     int r = v == what;
-    Py_DECREF(v);
-    return r;
-}
-
-/* ``o.name = v`` with a new reference ``v`` stolen (NULL: the error of making it) */
-static int fs_set_new(PyObject *o, PyObject *name, PyObject *v)
-{
-    if (v == NULL)
-        return -1;
-    int r = PyObject_SetAttr(o, name, v);
     Py_DECREF(v);
     return r;
 }
@@ -1213,48 +1258,45 @@ static PyObject *fs_ask(PyObject *const *mem, PyObject *ev, PyObject *name)
         return PyObject_CallMethodOneArg(m, fs_names.ask_entry, ev);
     Py_INCREF(fn);
     PyObject *call = NULL, *res = NULL, *out = NULL;
-    PyObject *stats = PyObject_GetAttr(session, fs_names.stats);
-    if (stats == NULL || fs_count(stats, fs_names.events) < 0)
-        goto done;
-    PyObject *new_call = PyObject_GetAttr(session, fs_names.new_call);
-    if (new_call == NULL)
+    if (fs_count(mem[FM_STATS], fs_names.events) < 0)
         goto done;
     PyObject *cargs[2] = {ev, session};
-    call = PyObject_Vectorcall(new_call, cargs, 2, NULL);
-    Py_DECREF(new_call);
+    call = PyObject_Vectorcall(mem[FM_NEW_CALL], cargs, 2, NULL);
     if (call == NULL)
         goto done;
-    int timed = fs_truth(m, fs_names.timed);
-    if (timed < 0)
-        goto done;
+    int timed = mem[FM_TIMED] == Py_True;
     if (timed) { /* alarm.due = monotonic() + timeout; armed; the timer started unless it runs */
-        PyObject *timeout = PyObject_GetAttr(m, fs_names.timeout);
-        if (timeout == NULL)
+        if (fs_alarm_slots(alarm) < 0)
             goto done;
         PyObject *now = PyFloat_FromDouble((double)monotonic_ns() / 1e9);
-        PyObject *due = now != NULL ? PyNumber_Add(now, timeout) : NULL;
+        PyObject *due = now != NULL ? PyNumber_Add(now, mem[FM_TIMEOUT]) : NULL;
         Py_XDECREF(now);
-        int ticking = -1;
-        if (due != NULL && fs_set_new(alarm, fs_names.due, due) == 0
-            && PyObject_SetAttr(alarm, fs_names.armed, Py_True) == 0)
-            ticking = fs_truth(alarm, fs_names.ticking);
-        if (ticking == 0) {
-            PyObject *s = PyObject_CallMethodOneArg(alarm, fs_names.start, timeout);
-            ticking = s != NULL ? 1 : -1;
-            Py_XDECREF(s);
-        }
-        Py_DECREF(timeout);
-        if (ticking < 0)
+        if (due == NULL)
             goto done;
+        fs_slot_set_new(alarm, fs_alarm.due, due);
+        Py_INCREF(Py_True);
+        fs_slot_set_new(alarm, fs_alarm.armed, Py_True);
+        PyObject *ticking = *(PyObject **)((char *)alarm + fs_alarm.ticking);
+        int on = ticking != NULL ? PyObject_IsTrue(ticking) : 0;
+        if (on < 0)
+            goto done;
+        if (!on) {
+            PyObject *s = PyObject_CallMethodOneArg(alarm, fs_names.start, mem[FM_TIMEOUT]);
+            if (s == NULL)
+                goto done;
+            Py_DECREF(s);
+        }
     }
     res = PyObject_CallOneArg(fn, call);
     if (res != NULL && res == mem[FM_CONT]) {
-        int wants = PySequence_Contains(mem[FM_RESULT], name);
+        int wants = PyDict_Contains(mem[FM_RESULT], name);
         if (wants < 0)
             goto done;
         if (!wants) { /* the plain cont() */
-            if (timed && PyObject_SetAttr(alarm, fs_names.armed, Py_False) < 0)
-                goto done;
+            if (timed) {
+                Py_INCREF(Py_False);
+                fs_slot_set_new(alarm, fs_alarm.armed, Py_False);
+            }
             out = PyTuple_Pack(2, res, fs_names.empty);
             goto done;
         }
@@ -1276,7 +1318,6 @@ static PyObject *fs_ask(PyObject *const *mem, PyObject *ev, PyObject *name)
     out = PyObject_VectorcallMethod(fs_names.fused_answer, fargs, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     Py_XDECREF(error);
 done:
-    Py_XDECREF(stats);
     Py_XDECREF(call);
     Py_XDECREF(res);
     Py_DECREF(fn);
@@ -1286,14 +1327,15 @@ done:
 static PyObject *py_pin_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *py_pin_open(PyObject *self, PyObject *const *argv, Py_ssize_t nargs);
 
-/* The stop past the gate: every effect (see fused_stop).  1 done, -1 with an exception set. */
-static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObject *plan, PyObject *const *argv,
-                     PyObject *pinned)
+/* The stop past the gate: every effect (see fused_stop), ``td`` and ``sd``
+ * the thread's and the shim's __dict__.  1 done, -1 with an exception set. */
+static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObject *td, PyObject *sd, PyObject *plan,
+                     PyObject *const *argv, PyObject *tgid, PyObject *pin, PyObject *verify)
 {
     PyObject *shim = S[FS_SHIM], *tidobj = argv[0], *args = argv[3];
-    PyObject *pbytes = PyTuple_GET_ITEM(argv[6], 0), *pin = PyTuple_GET_ITEM(pinned, 0);
-    PyObject *vstr = NULL, *dargs = NULL, *idobj = NULL, *notes = NULL, *call = NULL, *ev = NULL, *tgid = NULL;
-    PyObject *d = NULL, *region = NULL, *off = NULL, *how_at = NULL, *set = NULL;
+    PyObject *pbytes = PyTuple_GET_ITEM(argv[6], 0);
+    PyObject *vstr = NULL, *dargs = NULL, *idobj = NULL, *notes = NULL, *call = NULL, *ev = NULL;
+    PyObject *d = NULL, *set = NULL, *how_at = NULL;
     int ret = -1;
     int counting = fs_truth(S[FS_STOPS], fs_names.on); /* --stop-counts: StopCounter.add(name) */
     if (counting < 0)
@@ -1305,35 +1347,40 @@ static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObje
         Py_DECREF(r);
     }
     counter_fused++;
-    if (PyObject_SetAttr(t, fs_names.running, Py_False) < 0 || PyObject_SetAttr(t, fs_names.guard_exit, Py_False) < 0
+    if (PyDict_SetItem(td, fs_names.running, Py_False) < 0 || PyDict_SetItem(td, fs_names.guard_exit, Py_False) < 0
         || PyObject_SetAttr(S[FS_MEM], fs_names.pid, tidobj) < 0)
         goto done;
     PyObject *strargs[2] = {pbytes, Py_None};
     if ((vstr = PyObject_Vectorcall(S[FS_MK_STR], strargs, 2, NULL)) == NULL)
         goto done;
-    PyObject *strsize = PyObject_GetAttr(shim, fs_names.strsize);
+    PyObject *strsize = fs_dget(sd, fs_names.strsize, NULL);
     if (strsize == NULL)
         goto done;
     PyObject *dec[5] = {args, S[FS_MEM], strsize, S[FS_PATHSIZE], vstr};
-    dargs = PyObject_Vectorcall(F[FP_DECODE], dec, 5, NULL);
-    Py_DECREF(strsize);
-    if (dargs == NULL || (idobj = PyObject_GetAttr(shim, fs_names.next_id)) == NULL
-        || fs_set_new(shim, fs_names.next_id, PyNumber_Add(idobj, fs_one)) < 0)
+    if ((dargs = PyObject_Vectorcall(F[FP_DECODE], dec, 5, NULL)) == NULL)
         goto done;
-    if (PyObject_SetAttr(t, fs_names.verify, PyTuple_GET_ITEM(pinned, 1)) < 0
-        || PyObject_SetAttr(t, fs_names.pin, pin) < 0 || PyObject_SetAttr(t, fs_names.repointed, Py_None) < 0)
+    if ((idobj = fs_dget(sd, fs_names.next_id, NULL)) == NULL)
         goto done;
-    notes = Py_BuildValue("((OO)(OO))", F[FP_PATH_NOTE], vstr, F[FP_REAL_NOTE], vstr);
+    Py_INCREF(idobj);
+    if (fs_dset_new(sd, fs_names.next_id, PyNumber_Add(idobj, fs_one)) < 0)
+        goto done;
+    if (PyDict_SetItem(td, fs_names.verify, verify) < 0 || PyDict_SetItem(td, fs_names.pin, pin) < 0
+        || PyDict_SetItem(td, fs_names.repointed, Py_None) < 0)
+        goto done;
+    PyObject *n1 = PyTuple_Pack(2, F[FP_PATH_NOTE], vstr), *n2 = PyTuple_Pack(2, F[FP_REAL_NOTE], vstr);
+    if (n1 != NULL && n2 != NULL)
+        notes = PyTuple_Pack(2, n1, n2);
+    Py_XDECREF(n1);
+    Py_XDECREF(n2);
     PyObject *cargs[2] = {F[FP_SPEC_NAME], dargs};
-    if (notes == NULL || (call = PyObject_Vectorcall(S[FS_MK_CALL], cargs, 2, NULL)) == NULL
-        || (tgid = PyObject_GetAttr(t, fs_names.tgid)) == NULL)
+    if (notes == NULL || (call = PyObject_Vectorcall(S[FS_MK_CALL], cargs, 2, NULL)) == NULL)
         goto done;
     PyObject *eargs[6] = {idobj, tgid, tidobj, F[FP_ABI_NAME], call, notes};
     if ((ev = PyObject_Vectorcall(S[FS_MK_EVENT], eargs, 6, NULL)) == NULL)
         goto done;
-    if (PyObject_SetAttr(t, fs_names.abi, F[FP_ABI]) < 0 || PyObject_SetAttr(t, fs_names.spec, F[FP_SPEC]) < 0
-        || PyObject_SetAttr(t, fs_names.raw, args) < 0 || PyObject_SetAttr(t, fs_names.event_id, idobj) < 0
-        || PyObject_SetAttr(t, fs_names.state_, S[FS_ASK]) < 0)
+    if (PyDict_SetItem(td, fs_names.abi, F[FP_ABI]) < 0 || PyDict_SetItem(td, fs_names.spec, F[FP_SPEC]) < 0
+        || PyDict_SetItem(td, fs_names.raw, args) < 0 || PyDict_SetItem(td, fs_names.event_id, idobj) < 0
+        || PyDict_SetItem(td, fs_names.state_, S[FS_ASK]) < 0)
         goto done;
     PyObject *members = F[FP_MEMBERS];
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(members); i++) {
@@ -1346,7 +1393,10 @@ static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObje
             PyErr_SetString(PyExc_TypeError, "fused_stop: a member's answer is not (reply, reason)");
             goto done;
         }
-        int plain = fs_plain(PyTuple_GET_ITEM(answer, 0), PyTuple_GET_ITEM(answer, 1), S[FS_CONT_TYPE]);
+        int plain = PyTuple_GET_ITEM(answer, 0) == PyTuple_GET_ITEM(mt, FM_CONT)
+                            && PyTuple_GET_ITEM(answer, 1) == fs_names.empty
+                        ? 1
+                        : fs_plain(PyTuple_GET_ITEM(answer, 0), PyTuple_GET_ITEM(answer, 1), S[FS_CONT_TYPE]);
         if (plain == 0) { /* the walk goes on in Python from this member */
             PyObject *wargs[7] = {shim, t, plan, ev, PyTuple_GET_ITEM(mt, FM_POS), PyTuple_GET_ITEM(answer, 0),
                                   PyTuple_GET_ITEM(answer, 1)};
@@ -1364,50 +1414,43 @@ static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObje
             goto done;
     }
     /* the decision: _decision("cont", ev.call, 0, (), (), None, False, True) */
-    PyObject *empty = PyTuple_New(0);
-    if (empty == NULL)
-        goto done;
-    PyObject *dargv[8] = {fs_names.cont, call, fs_zero, empty, empty, Py_None, Py_False, Py_True};
+    PyObject *dargv[8] = {fs_names.cont, call, fs_zero, fs_empty, fs_empty, Py_None, Py_False, Py_True};
     d = PyObject_Vectorcall(S[FS_MK_DECISION], dargv, 8, NULL);
-    Py_DECREF(empty);
-    if (d == NULL || fs_count(S[FS_STATS], fs_names.decisions) < 0 || PyObject_SetAttr(t, fs_names.decision, d) < 0)
+    if (d == NULL || fs_count(S[FS_STATS], fs_names.decisions) < 0 || PyDict_SetItem(td, fs_names.decision, d) < 0)
         goto done;
     /* Pin._pin_open's common case: a region with this thread's slot, SET_SYSCALL_INFO */
-    region = PyDict_GetItemWithError(S[FS_REGIONS], tgid);
-    Py_XINCREF(region);
+    PyObject *region = PyDict_GetItemWithError(S[FS_REGIONS], tgid), *off = NULL;
     if (region == NULL && PyErr_Occurred())
         goto done;
+    Py_XINCREF(region);
     if (region != NULL) {
         PyObject *slots = PyObject_GetAttr(region, fs_names.slots);
-        if (slots == NULL)
-            goto done;
-        off = PyDict_GetItemWithError(slots, tidobj);
-        Py_XINCREF(off);
-        Py_DECREF(slots);
-        if (off == NULL && PyErr_Occurred())
-            goto done;
+        if (slots != NULL) {
+            off = PyDict_GetItemWithError(slots, tidobj);
+            Py_XINCREF(off);
+            Py_DECREF(slots);
+        }
     }
-    int go = off != NULL;
-    if (go && (go = fs_truth(S[FS_PT], fs_names.set_info_works)) > 0)
-        go = fs_truth(shim, fs_names.detaching) == 0 ? 1 : -1; /* (a true _detaching: 0 below as -1 is not) */
-    if (go < 0 && PyErr_Occurred())
-        goto done;
-    PyObject *view = NULL;
-    if (go > 0) {
-        PyObject *addr = PyObject_GetAttr(region, fs_names.addr);
-        if (addr == NULL)
-            goto done;
-        how_at = PyNumber_Add(addr, off);
-        Py_DECREF(addr);
-        if (how_at == NULL || PyObject_SetAttr(t, fs_names.verify, Py_None) < 0
-            || (view = PyObject_GetAttr(region, fs_names.view)) == NULL)
-            goto done;
+    int go = 0;
+    if (!PyErr_Occurred() && off != NULL) {
+        go = fs_truth(S[FS_PT], fs_names.set_info_works);
+        PyObject *detaching = go > 0 ? fs_dget(sd, fs_names.detaching, NULL) : NULL;
+        if (go > 0)
+            go = detaching == NULL ? -1 : detaching == Py_False ? 1 : 0;
+    }
+    PyObject *view = NULL, *addr = NULL;
+    if (go > 0 && (addr = PyObject_GetAttr(region, fs_names.addr)) != NULL
+        && (how_at = PyNumber_Add(addr, off)) != NULL && PyDict_SetItem(td, fs_names.verify, Py_None) == 0
+        && (view = PyObject_GetAttr(region, fs_names.view)) != NULL) {
         PyObject *pargs[6] = {tidobj, view, off, how_at, pin, args};
         set = py_pin_open(NULL, pargs, 6);
-        Py_DECREF(view);
-        if (set == NULL)
-            goto done;
     }
+    Py_XDECREF(view);
+    Py_XDECREF(addr);
+    Py_XDECREF(region);
+    Py_XDECREF(off);
+    if (PyErr_Occurred())
+        goto done;
     if (set == NULL || set == Py_None) { /* no slot yet, no SET_SYSCALL_INFO, detaching: Python's pin */
         PyObject *pa[3] = {shim, t, d};
         PyObject *r = PyObject_VectorcallMethod(fs_names.pin_and_go, pa, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -1418,16 +1461,15 @@ static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObje
         goto done;
     }
     /* written, made openat2, resumed: Pin._pin_open's bookkeeping */
-    PyObject *rep = Py_BuildValue("(OOOiO)", F[FP_ARG_REGS], set, args, SYS_openat2, F[FP_OWN_NR]);
-    if (fs_set_new(t, fs_names.repointed, rep) < 0 || PyObject_SetAttr(t, fs_names.state_, S[FS_RUN]) < 0)
+    PyObject *rep = PyTuple_Pack(5, F[FP_ARG_REGS], set, args, S[FS_OPENAT2], F[FP_OWN_NR]);
+    if (fs_dset_new(td, fs_names.repointed, rep) < 0 || PyDict_SetItem(td, fs_names.state_, S[FS_RUN]) < 0)
         goto done;
-    PyObject *count = PyObject_GetAttr(shim, fs_names.resume_count);
+    PyObject *count = fs_dget(sd, fs_names.resume_count, NULL);
     PyObject *n = count != NULL ? PyNumber_Add(count, fs_one) : NULL;
-    Py_XDECREF(count);
     if (n == NULL)
         goto done;
-    int bad = PyObject_SetAttr(shim, fs_names.resume_count, n) < 0 || PyObject_SetAttr(t, fs_names.resumed, n) < 0
-              || PyObject_SetAttr(t, fs_names.running, Py_True) < 0;
+    int bad = PyDict_SetItem(sd, fs_names.resume_count, n) < 0 || PyDict_SetItem(td, fs_names.resumed, n) < 0
+              || PyDict_SetItem(td, fs_names.running, Py_True) < 0;
     Py_DECREF(n);
     if (!bad)
         ret = 1;
@@ -1438,10 +1480,7 @@ done:
     Py_XDECREF(notes);
     Py_XDECREF(call);
     Py_XDECREF(ev);
-    Py_XDECREF(tgid);
     Py_XDECREF(d);
-    Py_XDECREF(region);
-    Py_XDECREF(off);
     Py_XDECREF(how_at);
     Py_XDECREF(set);
     return ret;
@@ -1452,14 +1491,10 @@ done:
  * handler's with the path known not plain, -1 with an exception set. */
 static int fs_stop(PyObject *const *S, PyObject *const *argv)
 {
-    PyObject *shim = S[FS_SHIM], *tidobj = argv[0], *args = argv[3], *path = argv[6];
+    PyObject *tidobj = argv[0], *args = argv[3], *path = argv[6];
     if (!PyTuple_CheckExact(path) || PyTuple_GET_SIZE(path) != 2 || PyTuple_GET_ITEM(path, 1) != Py_True
-        || !PyBytes_CheckExact(PyTuple_GET_ITEM(path, 0)) || !PyTuple_CheckExact(args) || PyTuple_GET_SIZE(args) != 6)
-        return 0;
-    Py_ssize_t pathsize = PyLong_AsSsize_t(S[FS_PATHSIZE]);
-    if (pathsize < 0)
-        return -1;
-    if (PyBytes_GET_SIZE(PyTuple_GET_ITEM(path, 0)) > pathsize)
+        || !PyBytes_CheckExact(PyTuple_GET_ITEM(path, 0)) || !PyTuple_CheckExact(args) || PyTuple_GET_SIZE(args) != 6
+        || PyBytes_GET_SIZE(PyTuple_GET_ITEM(path, 0)) > fs_pathsize)
         return 0;
     int r = PyObject_RichCompareBool(argv[5], S[FS_TRACE_MARK], Py_EQ);
     if (r <= 0)
@@ -1474,102 +1509,109 @@ static int fs_stop(PyObject *const *S, PyObject *const *argv)
     PyObject *t = PyDict_GetItemWithError(S[FS_THREADS], tidobj);
     if (t == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    Py_INCREF(plan);
-    Py_INCREF(t);
-    PyObject *fast = PyObject_GetAttr(plan, fs_names.fast), *tgid = NULL, *pinned = NULL;
-    int ret = -1;
-    if (fast == NULL)
-        goto done;
-    ret = 0;
-    if (!PyTuple_CheckExact(fast) || PyTuple_GET_SIZE(fast) != FP_N)
-        goto done;
+    if (Py_TYPE(plan) != (PyTypeObject *)S[FS_PLAN_TYPE] || Py_TYPE(t) != (PyTypeObject *)S[FS_THREAD_TYPE])
+        return 0;
+    PyObject *fast = *(PyObject **)((char *)plan + fs_fast_offset);
+    if (fast == NULL || !PyTuple_CheckExact(fast) || PyTuple_GET_SIZE(fast) != FP_N)
+        return 0;
     PyObject *const *F = &PyTuple_GET_ITEM(fast, 0);
-    /* Stops._on_seccomp_stop's and Entry._ask_entry's tests, in effect */
+    PyObject *td = PyObject_GenericGetDict(t, NULL), *sd = PyObject_GenericGetDict(S[FS_SHIM], NULL);
+    PyObject *pinned = NULL, *v;
+    int ret = -1;
+    if (td == NULL || sd == NULL)
+        goto done;
+    Py_INCREF(plan);
+    Py_INCREF(fast);
+    Py_INCREF(t);
+    ret = 0;
+    /* Stops._on_seccomp_stop's and Entry._ask_entry's tests, in effect (a default: the class's) */
 #define FS_GATE(expr) \
     do { \
         if ((r = (expr)) <= 0) { \
             ret = r; \
-            goto done; \
+            goto held; \
         } \
     } while (0)
-    FS_GATE(fs_is_none(t, fs_names.saved_mask));
-    FS_GATE(!fs_truth(shim, fs_names.detaching) ? 1 : PyErr_Occurred() ? -1 : 0);
-    FS_GATE(fs_is(t, fs_names.state_, S[FS_RUN]));
-    FS_GATE(fs_is_none(t, fs_names.replay));
-    FS_GATE(fs_is_none(shim, fs_names.forced));
+#define FS_IS(dict, name, dflt, what) ((v = fs_dget(dict, name, dflt)) == NULL ? -1 : v == (what))
+    FS_GATE(FS_IS(td, fs_names.saved_mask, Py_None, Py_None));
+    FS_GATE(FS_IS(sd, fs_names.detaching, NULL, Py_False));
+    FS_GATE(FS_IS(td, fs_names.state_, S[FS_RUN], S[FS_RUN]));
+    FS_GATE(FS_IS(td, fs_names.replay, Py_None, Py_None));
+    FS_GATE(FS_IS(sd, fs_names.forced, NULL, Py_None));
     long q = PyLong_AsLong(F[FP_QUIET]);
     if (q == -1 && PyErr_Occurred())
         goto fail;
     if (q >= 0 && q < 6) { /* an open for writing: the guard's (Guard.quiet_reads), in Python */
         uint64_t flags = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(args, q));
-        uint64_t accmode = PyLong_AsUnsignedLongLongMask(S[FS_ACCMODE]), opath = PyLong_AsUnsignedLongLongMask(S[FS_O_PATH]);
         if (PyErr_Occurred())
             goto fail;
-        if ((flags & accmode) && !(flags & opath))
-            goto done;
+        if ((flags & fs_accmode) && !(flags & fs_o_path))
+            goto held;
     } else if (q != -1)
-        goto done;
+        goto held;
     PyObject *cache = PyObject_GetAttr(S[FS_STACK], fs_names.cache);
     if (cache == NULL)
         goto fail;
     r = fs_truth(cache, fs_names.replies);
     Py_DECREF(cache);
     FS_GATE(r == 0 ? 1 : r < 0 ? -1 : 0);
-    FS_GATE(fs_is_none(shim, fs_names.audit));
-    FS_GATE(fs_is_none(shim, fs_names.audit_tee));
-    FS_GATE(fs_is_none(shim, fs_names.symbolizer));
+    FS_GATE(FS_IS(sd, fs_names.audit, NULL, Py_None));
+    FS_GATE(FS_IS(sd, fs_names.audit_tee, NULL, Py_None));
+    FS_GATE(FS_IS(sd, fs_names.symbolizer, NULL, Py_None));
     /* Pin._may_pin: no filter of its own, pinning on, the main process or an announced one */
-    FS_GATE(fs_is(shim, fs_names.pin_ok, Py_True));
-    if ((tgid = PyObject_GetAttr(t, fs_names.tgid)) == NULL)
+    FS_GATE(FS_IS(sd, fs_names.pin_ok, NULL, Py_True));
+    PyObject *tgid = fs_dget(td, fs_names.tgid, NULL), *main_pid = fs_dget(sd, fs_names.main_pid, NULL);
+    if (tgid == NULL || main_pid == NULL)
         goto fail;
     r = PySet_Contains(S[FS_OWN_FILTERS], tgid);
     FS_GATE(r == 0 ? 1 : r < 0 ? -1 : 0);
-    PyObject *main_pid = PyObject_GetAttr(shim, fs_names.main_pid);
-    if (main_pid == NULL)
-        goto fail;
     r = PyObject_RichCompareBool(tgid, main_pid, Py_EQ);
-    Py_DECREF(main_pid);
     if (r < 0)
         goto fail;
     if (!r) {
         PyObject *leader = PyDict_GetItemWithError(S[FS_THREADS], tgid);
         if (leader == NULL)
-            goto fail_or_done;
+            goto fail_or_held;
         FS_GATE(fs_truth(leader, fs_names.announced));
     }
     /* the kept root (RootFds.get, kept for this very thread), then pin.plain_pin */
     PyObject *kept = PyDict_GetItemWithError(S[FS_ROOT_FDS], tidobj);
     if (kept == NULL)
-        goto fail_or_done;
+        goto fail_or_held;
     if (!PyTuple_CheckExact(kept) || PyTuple_GET_SIZE(kept) != 2 || PyTuple_GET_ITEM(kept, 0) != t)
-        goto done;
+        goto held;
     long fidx = PyLong_AsLong(F[FP_FLAGS_AT]), midx = PyLong_AsLong(F[FP_MODE_AT]);
     if (PyErr_Occurred())
         goto fail;
     if (midx < 0 || midx > 5 || fidx > 5)
-        goto done;
+        goto held;
     PyObject *pp[4] = {PyTuple_GET_ITEM(kept, 1), PyTuple_GET_ITEM(path, 0),
                        fidx < 0 ? F[FP_CREAT_FLAGS] : PyTuple_GET_ITEM(args, fidx), PyTuple_GET_ITEM(args, midx)};
     if ((pinned = py_pin_plain(NULL, pp, 4)) == NULL)
         goto fail;
     if (pinned == Py_None) {
         ret = 2; /* not plain: the Python road's general notes, without this check again */
-        goto done;
+        goto held;
     }
+#undef FS_IS
 #undef FS_GATE
-    ret = fs_decide(S, F, t, plan, argv, pinned);
-    goto done;
-fail_or_done:
+    Py_INCREF(tgid);
+    ret = fs_decide(S, F, t, td, sd, plan, argv, tgid, PyTuple_GET_ITEM(pinned, 0), PyTuple_GET_ITEM(pinned, 1));
+    Py_DECREF(tgid);
+    goto held;
+fail_or_held:
     if (!PyErr_Occurred())
-        goto done;
+        goto held;
 fail:
     ret = -1;
+held:
+    Py_DECREF(t);
+    Py_DECREF(fast);
+    Py_DECREF(plan);
 done:
     Py_XDECREF(pinned);
-    Py_XDECREF(tgid);
-    Py_XDECREF(fast);
-    Py_DECREF(t);
-    Py_DECREF(plan);
+    Py_XDECREF(td);
+    Py_XDECREF(sd);
     return ret;
 }
 
@@ -1616,6 +1658,24 @@ static PyObject *py_fused_stop(PyObject *self, PyObject *args)
     }
     if (fs_intern() < 0)
         return NULL;
+    PyObject *plan_type = PyTuple_GET_ITEM(state, FS_PLAN_TYPE), *thread_type = PyTuple_GET_ITEM(state, FS_THREAD_TYPE);
+    if (!PyType_Check(plan_type) || !PyType_Check(thread_type)) {
+        PyErr_SetString(PyExc_TypeError, "fused_stop: the plan's and the thread's classes");
+        return NULL;
+    }
+    PyObject *fast = PyUnicode_InternFromString("fast");
+    Py_ssize_t off = fast != NULL ? slot_offset((PyTypeObject *)plan_type, fast) : -1;
+    Py_XDECREF(fast);
+    if (off < 0)
+        return NULL;
+    uint64_t accmode = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(state, FS_ACCMODE));
+    uint64_t o_path = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(state, FS_O_PATH));
+    Py_ssize_t pathsize = PyLong_AsSsize_t(PyTuple_GET_ITEM(state, FS_PATHSIZE));
+    if (PyErr_Occurred())
+        return NULL;
+    if (fs_empty == NULL && (fs_empty = PyTuple_New(0)) == NULL)
+        return NULL;
+    fs_accmode = accmode, fs_o_path = o_path, fs_pathsize = pathsize, fs_fast_offset = off;
     return PyCFunction_New(&fused_def, state);
 }
 /* ---- end of the fused stop ---------------------------------------------------- */

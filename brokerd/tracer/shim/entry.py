@@ -44,7 +44,7 @@ from .consts import (
     UFFD_USER_MODE_ONLY,
     USER_LIMIT,
 )
-from .pin import CREAT_FLAGS, FILTER_INSTALLS, HOW_ROOM, PIN_ARGS, PIN_FORMS
+from .pin import CREAT_FLAGS, FILTER_INSTALLS, HOW_ROOM, PIN_ARGS, PIN_FORMS, SYS_OPENAT2
 from .rewrite import stable_positions
 from .thread import PATH_READ, _Thread
 
@@ -320,12 +320,15 @@ class Entry(ShimBase):
         hands what it does not work itself to :meth:`Stops._on_seccomp_stop`;
         that method itself without the compiled road."""
         fallback = cast(Any, self)._on_seccomp_stop
-        if fused_stop is None or os.environ.get("BROKERD_CSTOP", "") == "0":
-            return fallback  # (BROKERD_CSTOP=0: the Python road only, to compare)
+        if (fused_stop is None or os.environ.get("BROKERD_CSTOP", "") == "0"  # (=0: the Python road, to compare)
+                or _descriptors(type(self), _SHIM_FIELDS) or _descriptors(_Thread, _THREAD_FIELDS)
+                or any(getattr(_Thread, name) is not None for name in ("saved_mask", "replay"))
+                or _Thread._state is not RUN):
+            return fallback
         return fused_stop((
             self, fallback, self.threads, self._action_cache.plans, self._own_filters, self.stats,
             self._roots.kept, self._mem, self.stops, self.stack, self._regions, pt, _str, _call, _event, _decision,
-            ASK, RUN, Cont, TRACE_MARK, O_ACCMODE, O_PATH, PATHSIZE))
+            ASK, RUN, Cont, TRACE_MARK, O_ACCMODE, O_PATH, PATHSIZE, _Plan, _Thread, SYS_OPENAT2))
 
     def _ask_plan(self, plan: _Plan) -> Callable[[Sequence[int], Any, int, int], tuple]:
         """The parts of ``plan`` only a judged call needs, worked out at its
@@ -614,6 +617,19 @@ if accel is not None:  # the compiled stop's handler is _on_seccomp itself: one 
 
 #: the compiled road of the common judged open (None: not built, or built before it had one)
 fused_stop: Callable[[tuple], Callable[..., None]] | None = getattr(accel, "fused_stop", None)
+
+#: the shim's and the thread's attributes the compiled road reads and writes in their __dict__
+#: (accel.fused_stop): no class of theirs may make one a descriptor (Entry._make_fused)
+_SHIM_FIELDS = ("_detaching", "forced", "audit", "_audit_tee", "_symbolizer", "_pin_ok", "main_pid", "strsize",
+                "_next_id", "_resume_count")
+_THREAD_FIELDS = ("saved_mask", "_state", "replay", "tgid", "running", "guard_exit", "verify", "pin", "repointed",
+                  "abi", "spec", "raw", "event_id", "decision", "resumed")
+
+
+def _descriptors(cls: type, names: Sequence[str]) -> bool:
+    """Does ``cls`` (or a base) make any of ``names`` a data descriptor (a property, a slot)?"""
+    return any(hasattr(type(getattr(cls, n, None)), "__set__") for n in names)
+
 
 #: entry plans kept at most (numbers no table names get one each: bounded)
 _PLANS_KEPT = 4096
