@@ -1327,6 +1327,58 @@ done:
 static PyObject *py_pin_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *py_pin_open(PyObject *self, PyObject *const *argv, Py_ssize_t nargs);
 
+/* The call's arguments decoded as Entry._fast_plan's parts say, the path
+ * given (``vstr``): what args.entry_decoder_given's function returns, without
+ * its frame.  A part is None (the given path), or (register, memo, decoder):
+ * the memo dict's value for that register when it has a true one (as
+ * args._joined looks it up inline), else decoder(raw, mem, strsize, pathsize). */
+static PyObject *fs_decode(PyObject *parts, PyObject *raw, PyObject *mem, PyObject *strsize, PyObject *pathsize,
+                           PyObject *vstr)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(parts);
+    PyObject *out = PyTuple_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *part = PyTuple_GET_ITEM(parts, i), *v = NULL;
+        if (part == Py_None) {
+            v = vstr;
+            Py_INCREF(v);
+        } else {
+            PyObject *reg = PyTuple_GET_ITEM(part, 0), *memo = PyTuple_GET_ITEM(part, 1);
+            if (memo != Py_None) {
+                Py_ssize_t k = PyLong_AsSsize_t(reg);
+                if (k < 0 || k >= PyTuple_GET_SIZE(raw)) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_IndexError, "fused_stop: a memoized register out of range");
+                    Py_DECREF(out);
+                    return NULL;
+                }
+                v = PyDict_GetItemWithError(memo, PyTuple_GET_ITEM(raw, k));
+                int truth = v != NULL ? PyObject_IsTrue(v) : (PyErr_Occurred() ? -1 : 0);
+                if (truth < 0) {
+                    Py_DECREF(out);
+                    return NULL;
+                }
+                if (truth)
+                    Py_INCREF(v);
+                else
+                    v = NULL;
+            }
+            if (v == NULL) {
+                PyObject *dargs[4] = {raw, mem, strsize, pathsize};
+                v = PyObject_Vectorcall(PyTuple_GET_ITEM(part, 2), dargs, 4, NULL);
+                if (v == NULL) {
+                    Py_DECREF(out);
+                    return NULL;
+                }
+            }
+        }
+        PyTuple_SET_ITEM(out, i, v);
+    }
+    return out;
+}
+
 /* The stop past the gate: every effect (see fused_stop), ``td`` and ``sd``
  * the thread's and the shim's __dict__.  1 done, -1 with an exception set. */
 static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObject *td, PyObject *sd, PyObject *plan,
@@ -1356,8 +1408,7 @@ static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObje
     PyObject *strsize = fs_dget(sd, fs_names.strsize, NULL);
     if (strsize == NULL)
         goto done;
-    PyObject *dec[5] = {args, S[FS_MEM], strsize, S[FS_PATHSIZE], vstr};
-    if ((dargs = PyObject_Vectorcall(F[FP_DECODE], dec, 5, NULL)) == NULL)
+    if ((dargs = fs_decode(F[FP_DECODE], args, S[FS_MEM], strsize, S[FS_PATHSIZE], vstr)) == NULL)
         goto done;
     if ((idobj = fs_dget(sd, fs_names.next_id, NULL)) == NULL)
         goto done;

@@ -17,7 +17,7 @@ from brokerd.decision.member import SyncMember
 from brokerd.decision.stack import Decision, EntryWalk, VerdictError
 from brokerd.protocol import codec, lazyre
 from brokerd.protocol.abi import Abi, SyscallSpec, abi_from_audit
-from brokerd.protocol.args import encode_args, entry_decoder, entry_decoder_given
+from brokerd.protocol.args import encode_args, entry_decoder, entry_decoder_given, entry_decoders
 from brokerd.protocol.types import (
     Call,
     Cont,
@@ -295,7 +295,9 @@ class Entry(ShimBase):
         Only for the common judged open: fused, x86_64, pinnable (stable
         arguments), its path read with the stop, every member an in-process
         policy that can be asked without its Python wrappers (the order
-        of the tuple is the C's, FP_* and FM_*)."""
+        of the tuple is the C's, FP_* and FM_*).  Its decoder is given as
+        its parts (args.entry_decoders: per argument its memo, if any, and
+        its function), which the C calls as args._joined's function does."""
         if (fused_stop is None or not plan.fused or not plan.sync or not plan.pin_form or not plan.stabilize
                 or plan.mask is not None or plan.abi.name != "x86_64" or plan.decode_given is None
                 or plan.real is None or not plan.paths):
@@ -310,7 +312,9 @@ class Entry(ShimBase):
             if got is None:
                 return None
             members.append((pos, self.stack.members[pos], *got))
-        return (plan.spec.name, plan.abi.name, plan.abi, plan.spec, plan.decode_given, plan.paths[0][1], plan.real,
+        decode = tuple(None if i == pidx else (*getattr(f, "memo", (-1, None)), f)
+                       for i, f in enumerate(entry_decoders(plan.spec)))
+        return (plan.spec.name, plan.abi.name, plan.abi, plan.spec, decode, plan.paths[0][1], plan.real,
                 -1 if fidx is None else fidx, CREAT_FLAGS, midx, plan.abi.arg_regs,
                 plan.spec.nr | plan.abi.nr_bit, tuple(members), plan.quiet)
 
