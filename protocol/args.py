@@ -630,7 +630,8 @@ def value_to_int(v: Value, kind: str) -> int:
 # ---------------------------------------------------------------------------
 
 _AF_UNIX, _AF_INET, _AF_INET6 = 1, 2, 10
-_SOCKADDR_MAX = 128  # sizeof(struct sockaddr_storage)
+#: the longest sockaddr the kernel reads (sizeof(struct sockaddr_storage)): longer lengths fail with EINVAL
+SOCKADDR_MAX = _SOCKADDR_MAX = 128
 
 
 def unpack_sockaddr(data: bytes) -> Value:

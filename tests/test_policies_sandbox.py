@@ -56,12 +56,13 @@ def test_relative_paths_cwd_and_dirfd(box, progs):  # noqa: F811
                                      "openat ok", "openat EACCES", "chdir ok", "open ok"]
 
 
-def test_links_denied_unknown_syscalls_enosys(box, progs):  # noqa: F811
+def test_symlinks_denied_unknown_syscalls_enosys(box, progs):  # noqa: F811
     r = run(box, progs["fsops"], f"symlink:/etc/shadow:{box}/s", f"link:{box}/in.txt:{box}/h", "getcpu",
             f"mkdir:{box}/sub", "mkdir:/tmp/brokerd-nope", f"unlink:{box}/in.txt")
-    assert r.stdout.splitlines() == ["symlink EPERM", "link EPERM", "getcpu ENOSYS", "mkdir ok",
+    assert r.stdout.splitlines() == ["symlink EPERM", "link ok", "getcpu ENOSYS", "mkdir ok",
                                      "mkdir EACCES", "unlink ok"]
     assert not os.path.lexists(box / "s")
+    assert (box / "h").read_text() == "inside\n"
 
 
 def test_read_only_dirs_are_not_writable(box, progs):  # noqa: F811
@@ -243,7 +244,7 @@ def test_c_project_builds_and_git_works(tmp_path, landlock_mode):
     script = (f"cd {proj} && make -s -j2 && ./hello && git init -q && git add -A && "
               "git -c user.name=me -c user.email=me@example.org commit -qm build && git log --format=%s; "
               f"cat {secret}; cat {tmp_path}/missing; stat -c %s {secret}")
-    r = brokerctl("run", "--policy", f"sandbox:{proj},/dev/null,--ro=/dev/urandom,--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/etc",
+    r = brokerctl("run", "--policy", f"sandbox:{proj},--ro=/usr,--ro=/lib,--ro=/lib64,--ro=/etc",
                   "--", "sh", "-c", script, env={"HOME": str(proj), "TMPDIR": str(proj / ".tmp")}, timeout=300)
     if landlock_mode == "landlock":
         assert r.stdout.splitlines() == ["42", "build", "8"], r.stderr
@@ -317,3 +318,97 @@ def test_a_sleep_interrupted_by_sigchld_resumes(box):
                   "sh", "-c", "sleep 0.05 & exec sleep 0.5")
     assert r.returncode == 0, r.stderr
     assert "Function not implemented" not in r.stderr
+
+
+# -- session 9: what a Linux user expects a file-system sandbox to allow ---------
+def _python_box(box, *extra: str) -> str:
+    """sandbox:BOX with Python's own tree readable."""
+    trees = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
+    return ",".join((f"sandbox:{box}", SYSTEM_RO, *(f"--ro={t}" for t in sorted(trees)), *extra))
+
+
+def test_shell_redirections_to_dev_null_work(box):
+    """Before: /dev/null was outside every box unless listed, so every
+    ``cmd 2>/dev/null`` of a script failed ("cannot create /dev/null:
+    Permission denied").  The harmless devices are in by default, by their
+    identity: a file named ``null`` elsewhere is judged as a path, a link in
+    the box to /dev/null reaches the device; --no-devices leaves them out."""
+    fake = box.parent / "dev"
+    fake.mkdir()
+    (fake / "null").write_text("not a device\n")
+    os.symlink("/dev/null", box / "sink")  # planted from outside
+    script = (f"ls /nonexistent 2>/dev/null; : > /dev/null && echo x > {box}/sink && echo null-ok; "
+              "head -c 3 /dev/zero | od -An -tx1; "
+              f"head -c 8 /dev/urandom | wc -c; echo x > /dev/full; test -c /dev/null && echo is-char; "
+              f"cat < {fake}/null; echo y > {fake}/null")
+    r = run(box, "sh", "-c", script)
+    assert r.stdout.splitlines() == ["null-ok", " 00 00 00", "8", "is-char"], r.stderr
+    assert "No space left on device" in r.stderr or "I/O error" in r.stderr  # /dev/full, as natively
+    assert r.stderr.count("Permission denied") == 2, r.stderr  # the fake one, read and written
+    assert " /dev/null:" not in r.stderr
+    r = run(box, "sh", "-c", ": > /dev/null && echo null-ok")
+    assert r.stdout == "null-ok\n"
+    r = brokerctl("run", "--policy", f"sandbox:{box},{SYSTEM_RO},--ro=/usr/bin,--no-devices", "--",
+                  "sh", "-c", ": > /dev/null")
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+
+
+def test_asyncio_starts_in_the_box(box):
+    """Before: asyncio's event loop could not start (its self-pipe is
+    ``socket.socketpair()``: ENOSYS).  An AF_UNIX pair, with sends that name
+    no address, reaches nothing outside; other families, a send to an address
+    and ``socket`` stay refused."""
+    code = """
+import asyncio, errno, socket
+async def main():
+    await asyncio.sleep(0)
+    return "loop ok"
+print(asyncio.run(main()))
+def refused(f, *a):
+    try:
+        f(*a)
+        print("allowed")
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+refused(socket.socketpair, socket.AF_INET)
+a, b = socket.socketpair(type=socket.SOCK_DGRAM)
+a.send(b"hi")
+print(b.recv(5).decode())
+refused(a.sendto, b"x", "/dev/log")
+refused(socket.socket)
+"""
+    r = brokerctl("run", "--policy", _python_box(box), "--", sys.executable, "-S", "-c", code)
+    assert r.stdout.splitlines() == ["loop ok", "EAFNOSUPPORT", "hi", "EPERM", "ENOSYS"], r.stderr
+
+
+def test_multiprocessing_pool_runs_with_dev_shm_in_the_box(box):
+    """Before: hard links were always EPERM, so glibc's sem_open (a file made
+    in /dev/shm, then linked to its name) failed and ``multiprocessing.Pool``
+    could not start.  A hard link is allowed when both names are below
+    read-write directories; a --ro or outside file linked in would become
+    writable there: EXDEV, as the kernel layer answers; a new name outside:
+    EACCES."""
+    ro = box.parent / "ro"
+    ro.mkdir()
+    (ro / "f").write_text("ro\n")
+    (box / "sub").mkdir()
+    code = f"""
+import errno, multiprocessing, os
+with multiprocessing.Pool(2) as p:
+    print(p.map(abs, [-1, -2]))
+def link(a, b):
+    try:
+        os.link(a, b)
+        print("ok")
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+link("{box}/in.txt", "{box}/sub/in.txt")
+link("{ro}/f", "{box}/f")
+link("{box.parent}/secret.txt", "{box}/s")
+link("{box}/in.txt", "{box.parent}/out")
+"""
+    r = brokerctl("run", "--policy", _python_box(box, "/dev/shm", f"--ro={ro}"), "--",
+                  sys.executable, "-S", "-c", code)
+    assert r.stdout.splitlines() == ["[1, 2]", "ok", "EXDEV", "EXDEV", "EACCES"], r.stderr
+    assert (box / "sub" / "in.txt").read_text() == "inside\n"
+    assert not (box / "f").exists() and not (box / "s").exists() and not (box.parent / "out").exists()

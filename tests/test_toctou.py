@@ -201,3 +201,34 @@ def test_undone_open_still_gets_its_sysret(cprog, authz, tmp_path):
     sysrets = len(lines) - steps
     assert steps == 2000 and sysrets == steps, (steps, sysrets)
     assert "fail EACCES" in lines, r.stderr[-500:]
+
+
+SECRET_POLICY = 'while read -r l; do case "$l" in *secret*) echo "skip-fail EACCES";; *) echo cont;; esac; done'
+
+
+@pytest.mark.parametrize("how", ["open", "connect"])
+def test_an_argument_unreadable_when_judged_is_not_read_after_the_check(cprog, tmp_path, how):
+    # a path or sockaddr on a page another thread makes PROT_NONE and readable again: the broker
+    # could not read it, so the authorizer judged an address (a deny-list lets it through); the
+    # kernel read it later, readable again, and opened the denied file (771 of 3000) or connected
+    # to the denied port (608 of 3000) before the call failed EFAULT where the broker could not read
+    secret = tmp_path / "secret"
+    secret.write_text("no\n")
+    target = str(secret) if how == "open" else "4444"
+    policy = SECRET_POLICY if how == "open" else SOCK_POLICY
+    r = brokerctl("run", "-e", f"trace={'openat' if how == 'open' else 'connect'}", "-a", policy, "--",
+                  str(cprog("unreadable")), how, "3000", target)
+    words = r.stdout.split()
+    c = dict(zip(words[::2], map(int, words[1::2]), strict=True))
+    assert c["went"] == 0, c
+    assert c["denied"] > 0 and c["efault"] > 0, c  # (both sides of the race were met)
+
+
+def test_the_network_policy_denies_an_unreadable_address(cprog):
+    # the policy itself (without the broker's copy: --no-stable-args) took an unreadable sockaddr
+    # for "no address" (the connected peer) and allowed it
+    r = brokerctl("run", "--no-stable-args", "--policy", "network:127.0.0.1:3333", "--",
+                  str(cprog("unreadable")), "connect", "3000", "4444")
+    words = r.stdout.split()
+    c = dict(zip(words[::2], map(int, words[1::2]), strict=True))
+    assert c["went"] == 0 and c["denied"] > 0, c

@@ -45,7 +45,7 @@ from brokerd.clients.authorizer import (
     sockaddr_of,
 )
 from brokerd.protocol.args import unpack_sockaddr
-from brokerd.protocol.types import Str
+from brokerd.protocol.types import Ptr, Str
 
 from brokerd.globs import glob_to_regex  # noqa: F401  (re-exported: the rule files use it)
 
@@ -162,6 +162,14 @@ def endpoint(call: Syscall, sa: SockAddr | None) -> str | None:
     return None
 
 
+def unreadable(call: Syscall, i: int) -> bool:
+    """Is sockaddr argument ``i`` an address that could not be read (not NULL,
+    which names no address)?  Where it goes is unknown: denied, as an
+    unreadable ``msg_name`` is (call.sockaddr says None for both)."""
+    v = call.arg(i)
+    return isinstance(v, Ptr) and v.value != 0
+
+
 def parse_endpoint(text: str) -> SockAddr | None:
     """:func:`endpoint`'s text back to a SockAddr (None: ``peer``)."""
     if text == PEER:
@@ -265,11 +273,11 @@ def build(argv: Sequence[str]) -> Authorizer:
 
     @az.on("connect", "bind")
     def connect(call: Syscall) -> object:
-        return verdict(call, allowed(call, call.sockaddr(1), call.name == "bind"))
+        return verdict(call, not unreadable(call, 1) and allowed(call, call.sockaddr(1), call.name == "bind"))
 
     @az.on("sendto")
     def sendto(call: Syscall) -> object:
-        return verdict(call, allowed(call, call.sockaddr(4), False))
+        return verdict(call, not unreadable(call, 4) and allowed(call, call.sockaddr(4), False))
 
     @az.on("sendmsg", "sendmmsg")
     def sendmsg(call: Syscall) -> object:

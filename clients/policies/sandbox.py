@@ -18,7 +18,33 @@ syscalls opted in, so that calls added by new kernels are denied by default::
 * A path that reaches no file but an open pipe or socket (``fstat`` as
   ``newfstatat(1, "", AT_EMPTY_PATH)``, ``/proc/self/fd/N`` of a pipe) acts
   on a descriptor already open and is allowed.
-* ``link``/``linkat``/``symlink``/``symlinkat``: always ``EPERM``.
+* ``symlink``/``symlinkat``: always ``EPERM``.  A symlink names any path:
+  planted in the box it points whoever follows it later (the user's own
+  shell, a backup) outside, and under per-call checks a directory renamed
+  to such a link between check and use would carry a checked path out.
+* ``link``/``linkat`` (hard links): both names below read-write
+  directories, so the file is one the program could already read and write
+  and its new name is in the box: nothing becomes reachable that was not (a
+  ``--ro`` or outside file linked in would become writable through the new
+  name: ``EXDEV``, what the kernel layer and a cross-device link say, so
+  ``ln``/``cp -l`` fall back to copying).  ``sem_open`` (multiprocessing's
+  locks) links a file it made in ``/dev/shm``: list ``/dev/shm``.
+* ``/dev/null``, ``/dev/zero``, ``/dev/full``, ``/dev/random``,
+  ``/dev/urandom`` can be opened for reading and writing and looked up (every
+  ``cmd 2>/dev/null`` of a script): they hold no data and reach no other
+  process.  Each is taken at start only if the node at that name is that
+  device (major:minor), and then allowed by its identity (device and inode),
+  as the kernel layer allows it; a node of another name is judged as a path.
+  ``--no-devices`` drops them.  ``/dev/tty`` (the terminal: another
+  program's keystrokes when in the foreground) and ``/dev/shm`` (shared with
+  every process) stay the user's choice: list them.
+* Sockets: ``socketpair`` of ``AF_UNIX`` (no address: it reaches only the
+  process and its children; other families ``EAFNOSUPPORT``), ``sendto``
+  without an address (with one, ``EPERM``: a datagram pair's ``sendto`` may
+  name any socket), the receiving calls, ``shutdown``, ``getsockopt``.
+  ``socket``, ``connect``, ``bind``, ``sendmsg`` stay ``ENOSYS`` (asyncio's
+  self-pipe needs no more).  A call named in ``--allow-syscall`` loses its
+  rule (``sendto`` with the network policy).
 * ``mknod``/``mknodat`` of a character or block device: always ``EPERM`` (a
   ``/dev/kmsg`` or raw-disk node made in a writable directory would reach
   the device); fifos, sockets and regular files are path-checked.
@@ -115,7 +141,7 @@ pipe pipe2 eventfd eventfd2 poll ppoll ppoll_time64 select _newselect pselect6 p
 epoll_create epoll_create1 epoll_ctl epoll_wait epoll_pwait epoll_pwait2
 timerfd_create timerfd_settime timerfd_gettime signalfd signalfd4 setitimer getitimer
 timer_create timer_settime timer_gettime timer_getoverrun timer_delete memfd_create ioctl
-getsockname getpeername
+getsockname getpeername getsockopt socketpair sendto recvfrom recvmsg recvmmsg shutdown
 """.split())
 
 #: Path-checked, reading / writing (so only below the read-write
@@ -149,10 +175,55 @@ NAMESPACES = "|".join(n for n, _ in FLAGSETS["unshare_flags"].bits
 #: clone3's namespace flags (its exit signal has a field of its own), for ``--allow-syscall=clone3``
 CLONE3_NAMESPACES = sum(v for n, v in FLAGSETS["unshare_flags"].bits if n.startswith("CLONE_NEW"))
 RULES = ("ioctl arg2=TIOCSTI => skip-fail EPERM", f"clone arg1&{NAMESPACES} => skip-fail EPERM")
+#: sockets the box makes reach nothing outside it: a pair of connected
+#: AF_UNIX sockets has no address (asyncio's self-pipe, a child's channel),
+#: and a send names no other destination (a datagram pair's ``sendto`` with an
+#: address would reach any named socket, ``/dev/log`` or a daemon's); ``socket``,
+#: ``connect``, ``bind`` and ``sendmsg`` (its address is in memory) stay ENOSYS.
+#: Register tests, so the filter decides them (no stop); dropped for a call
+#: the user names in ``--allow-syscall`` (with the network policy, say)
+SOCKET_RULES = {
+    "socketpair": ("socketpair arg1=AF_UNIX => cont", "socketpair => skip-fail EAFNOSUPPORT"),
+    "sendto": ("sendto arg6=0 => cont", "sendto => skip-fail EPERM"),
+}
 DENIED = ("clone3:ENOSYS",)
-#: what the kernel layer must not settle: link creation (always EPERM here),
-#: device nodes, and the descriptor forms judged by the descriptor's file
-KEEP_PER_CALL = "!%link,%mknod,ftruncate,ftruncate64"
+#: link creation the sandbox never allows: a symlink's target is any path, so
+#: what it reaches can change under the check; a hard link is judged (both
+#: names below read-write directories)
+HARD_LINKS = frozenset({"link", "linkat"}) & LINKS
+SYMLINKS = LINKS - HARD_LINKS
+#: what the kernel layer must not settle: symlink creation (always EPERM
+#: here), device nodes, and the descriptor forms judged by the descriptor's file
+KEEP_PER_CALL = "!symlink,symlinkat,%mknod,ftruncate,ftruncate64"
+#: device nodes every program may read and write: they hold no data and reach
+#: no other process (a sink, endless zeros, a full disk, the kernel's random
+#: numbers); each is taken only if the node at that name is the device these
+#: numbers name, and then allowed by its identity (device and inode), as the
+#: kernel layer allows it, never by a name a program could give another file
+DEVICES = {"/dev/null": (1, 3), "/dev/zero": (1, 5), "/dev/full": (1, 7),
+           "/dev/random": (1, 8), "/dev/urandom": (1, 9)}
+
+
+def harmless_devices() -> dict[str, tuple[int, int]]:
+    """The :data:`DEVICES` present here, as ``path -> (st_dev, st_ino)``."""
+    found = {}
+    for path, (major, minor) in DEVICES.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == (major, minor):
+            found[path] = (st.st_dev, st.st_ino)
+    return found
+
+
+def _is_node(path: str, nodes: dict[str, tuple[int, int]]) -> bool:
+    """Is ``path`` (resolved) one of ``nodes``, by identity?"""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) in nodes.values()
 
 
 def _ancestor(path: str, roots: Sequence[str]) -> bool:
@@ -176,11 +247,14 @@ LOOKUPS = names_in("stat") | names_in("lstat") | names_in("fstat") | names_in("s
 CONTROL = names_in("process-control")
 
 
-def _layer(rw: Sequence[str], ro: Sequence[str], hide_outside: bool):
+def _layer(rw: Sequence[str], ro: Sequence[str], devices: Sequence[str], hide_outside: bool):
     """The same box in the kernel: everything beneath the read-write
-    directories, read and execute beneath the read-only ones, nothing else."""
+    directories, read and execute beneath the read-only ones, read and write
+    of the harmless device nodes (no ``ioctl-dev``: the random pool's
+    root-only ioctls stay out of reach), nothing else."""
     unjudged = (frozenset() if hide_outside else LOOKUPS) | CONTROL
-    return kernel_layer([("all", d) for d in rw] + [("read,execute", d) for d in ro],
+    return kernel_layer([("all", d) for d in rw] + [("read,execute", d) for d in ro]
+                        + [("read,write", d) for d in devices],
                         fs_handled="all", settle=KEEP_PER_CALL, unjudged=sorted(unjudged))
 
 
@@ -198,6 +272,8 @@ def build(argv: Sequence[str]) -> Authorizer:
     p.add_argument("--log", action="store_true", help="print every denial on stderr")
     p.add_argument("--hide-outside", action="store_true",
                    help="with Landlock too, judge metadata look-ups per call (ENOENT outside; slower)")
+    p.add_argument("--no-devices", action="store_true",
+                   help="no /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom unless listed")
     a = p.parse_intermixed_args(argv)  # DIR,--ro=X,DIR: positionals anywhere
     for d in (*a.dirs, *a.ro):
         if not os.path.exists(d):  # a typo would silently deny everything below it
@@ -206,6 +282,8 @@ def build(argv: Sequence[str]) -> Authorizer:
     rw = tuple(_resolve_dir(d) for d in a.dirs)
     ro_only = tuple(_resolve_dir(d) for d in a.ro)
     ro = rw + ro_only
+    devices = {} if a.no_devices else harmless_devices()
+    known = (*ro, *devices)  # the box's ancestors: on the way in
     asked = frozenset(n for s in a.allow_syscall for n in re.split(r"[,+]", s) if n)
     safe = SAFE | asked
     # allowed by name, clone3 is judged per call: its flags are in memory, where
@@ -213,16 +291,20 @@ def build(argv: Sequence[str]) -> Authorizer:
     clone3 = asked & {"clone3"}
     denial = skip_fail(a.errno)
     hidden = skip_fail(errno.ENOENT)
+    moved = skip_fail(errno.EXDEV)  # a hard link that would carry a file into the box
     # calls that need no look run without a stop (static allow); calls it
     # names nowhere fail with ENOSYS in the kernel filter; the layer settles
     # opens, exec, mkdir, unlink, rename... where the kernel has Landlock
-    # links: always EPERM, in the filter (no escape by planting links)
+    # symlinks: always EPERM, in the filter (no escape by planting links)
     traced = OPEN | MKNOD | READ_PATH | WRITE_PATH | FD_WRITE | SIGNALS | (TARGETED & safe) | clone3
-    denied = (*(() if clone3 else DENIED), *(f"{n}:EPERM" for n in sorted(LINKS & all_names())))
-    az = Authorizer("sandbox", trace=traced - LINKS, allow=(safe - traced - {"clone3"}) & all_names(),
-                    deny=denied, rules=RULES, unknown="deny:ENOSYS", layer=_layer(rw, ro_only, a.hide_outside))
+    denied = (*(() if clone3 else DENIED), *(f"{n}:EPERM" for n in sorted(SYMLINKS & all_names())))
+    rules = (*RULES, *(r for n, rs in SOCKET_RULES.items() if n not in asked for r in rs))
+    az = Authorizer("sandbox", trace=traced - SYMLINKS, allow=(safe - traced - {"clone3"}) & all_names(),
+                    deny=denied, rules=rules, unknown="deny:ENOSYS",
+                    layer=_layer(rw, ro_only, tuple(devices), a.hide_outside))
 
-    def judge(call: Syscall, indices: Sequence[int], writing: bool) -> object:
+    def judge(call: Syscall, indices: Sequence[int], writing: bool, outside: object | None = None) -> object:
+        """``outside``: the answer for a path outside the box (default: the denial)."""
         roots = rw if writing else ro
         for i in indices:
             if call.data(i) == b"" and call._at_flags() & AT_EMPTY_PATH and not writing:
@@ -233,11 +315,13 @@ def build(argv: Sequence[str]) -> Authorizer:
             if not path.startswith("/"):
                 continue  # pipe:[N], socket:[N]...: a descriptor already open, not a file
             if not path_under(path, roots):
+                if devices and call.name in OPEN | METADATA and _is_node(path, devices):
+                    continue  # /dev/null...: the node itself, whatever its name
                 if not writing and call.name in METADATA:
-                    return cont_reply if _ancestor(path, roots) else hidden
+                    return cont_reply if _ancestor(path, known) else hidden
                 if not writing and not os.path.lexists(path):
                     return hidden  # what the kernel layer answers too: a missing file is missing
-                return denial
+                return outside or denial
         return cont_reply
 
     @az.on("*")
@@ -254,6 +338,12 @@ def build(argv: Sequence[str]) -> Authorizer:
         if name in OPEN:
             flags = call.open_flags() or 0
             return judge(call, call.path_args(), opens_for_writing(flags))
+        if name in HARD_LINKS:
+            # the new name first, then the file: one from outside the read-write
+            # directories would become writable there; EXDEV, as the layer says
+            idx = call.path_args()
+            verdict = judge(call, idx[1:], True)
+            return verdict if verdict is not cont_reply else judge(call, idx[:1], True, moved)
         if name in MKNOD and not _harmless_node(call):
             return skip_fail(errno.EPERM)
         if name in WRITE_PATH:

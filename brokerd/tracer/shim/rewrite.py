@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from brokerd.decision.stack import Decision
 from brokerd.protocol.abi import SyscallSpec
 from brokerd.protocol.args import (
+    SOCKADDR_MAX,
     Encoded,
     encode_args,
 )
 from brokerd.protocol.types import (
+    Ptr,
     Str,
     Struct,
 )
@@ -50,6 +52,10 @@ class Rewriter(ShimBase):
                 a = args[i] if i < len(args) else None
                 if type(a) is Str:
                     judged.append((i, a))
+            if unreadable(spec, args, t.raw):
+                # judged as an address the broker could not read: the kernel would read what is
+                # there when the call runs, which nobody judged (another thread can map it meanwhile)
+                return self._refuse(t, d, E.EFAULT)
             if any(v.total is not None for _, v in judged):
                 # longer than PATH_MAX: only a prefix was judged; the kernel would refuse it anyway
                 return self._refuse(t, d, E.ENAMETOOLONG)
@@ -137,6 +143,29 @@ def stable_positions(spec: SyscallSpec) -> tuple[tuple[int, ...], tuple[int, ...
         socks = tuple(i for i, k in enumerate(spec.args) if k.startswith("sockaddr:"))
         hit = _STABLE[id(spec)] = (spec, strs, socks)
     return hit[1], hit[2]
+
+
+def unreadable(spec: SyscallSpec, args: Sequence[object], raw: Sequence[int]) -> bool:
+    """Was a string, path or sockaddr argument the kernel will read judged as
+    an address only (:class:`Ptr`, not NULL): memory the broker could not
+    read when it decoded the call?  Natively the call fails with EFAULT; a
+    ``cont`` must not let the kernel read it later, when another thread may
+    have made it readable (``mprotect``, ``mmap``) with bytes nobody judged.
+    A sockaddr counts only for a length the kernel reads (1..128: other
+    lengths fail with EINVAL before any read)."""
+    strs, socks = stable_positions(spec)
+    for i in strs:
+        a = args[i] if i < len(args) else None
+        if type(a) is Ptr and a.value:
+            return True
+    for i in socks:
+        a = args[i] if i < len(args) else None
+        if type(a) is Ptr and a.value:
+            n = int(spec.args[i].split(":")[1])
+            size = raw[n] & 0xFFFFFFFF if n < len(raw) else 0
+            if 0 < size <= SOCKADDR_MAX:
+                return True
+    return False
 
 
 def _relocate(enc: Encoded, index: int, blob: bytes, addr: int) -> bytes:
