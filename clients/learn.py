@@ -369,6 +369,10 @@ def _parent(glob: str) -> str:
     return glob.rsplit("/", 1)[0] or "/"
 
 
+#: why a write grant is a directory the program made itself (mkdir)
+MADE_DIR = "a directory the program created"
+
+
 def _under(glob: str, root: str) -> bool:
     return root == "/" or glob == root or glob.startswith(root + "/")
 
@@ -392,7 +396,7 @@ def _collapses(obs: Observed) -> list[tuple[str, str, str]]:
     for p in made:
         if not any(_under(p, root[:-3]) for _, root, _ in out if root.endswith("/**")):
             name = _generalise(p.rsplit("/", 1)[1]) if obs.paths[p].removed else p.rsplit("/", 1)[1]
-            out.append(("write", f"{_parent(p).rstrip('/')}/{name}/**", "a directory the program created"))
+            out.append(("write", f"{_parent(p).rstrip('/')}/{name}/**", MADE_DIR))
     temps = sorted({f"{_parent(p).rstrip('/')}/{_generalise(p.rsplit('/', 1)[1])}"
                     for p, u in obs.paths.items()
                     if u.created and u.removed and not p.endswith("/**") and not _covered(p, out, "write")})
@@ -538,8 +542,10 @@ def layer_rules(p: Plan) -> tuple[list[tuple[tuple[str, ...], str]], list[str]]:
                 path, rights = pat[:-3] or "/", ({"all"} if g.kind == "write" else {"read"} | run)
                 if path in SYSTEM_TREES:
                     rights.add("execute")  # the kernel opens a program's ELF interpreter (ld.so) to execute it
-                if g.kind == "write" and not os.path.isdir(path):  # made (and removed) by the program:
-                    path = _parent(path)  # a Landlock rule needs an existing directory
+                if g.kind == "write" and (g.what == MADE_DIR or not os.path.isdir(path)):
+                    # made by the program (and maybe removed): a Landlock rule needs an existing
+                    # directory, and the next run (a clean checkout, after `rm -r`) makes it again
+                    path = _parent(path)
                     wider.append(f"{pat} does not exist before the run (the layer allows writing in {path})")
             elif _GLOB.search(pat):
                 path = "/".join(pat.split("/")[:next(i for i, c in enumerate(pat.split("/")) if _GLOB.search(c))])
