@@ -65,6 +65,11 @@ BROKER_RULES_IO_URING = StaticRules(deny=CLONE3_DENIED)
 #: struct clone_args sizes the kernel accepts (CLONE_ARGS_SIZE_VER0 .. PAGE_SIZE);
 #: others fail in the kernel before any child exists, so they run unchanged
 CLONE_ARGS_SIZES = range(64, 4096 + 1)
+#: the sizes openat2 reads ``struct open_how`` with (OPEN_HOW_SIZE_VER0 .. PAGE_SIZE; others:
+#: EINVAL/E2BIG before any read)
+OPEN_HOW_SIZES = range(24, 4096 + 1)
+#: sendmsg's ``struct msghdr`` by pointer width: (its size, msg_namelen's offset); msg_name is first
+MSGHDR = {8: (56, 8), 4: (28, 4)}
 MAP_FIXED = constant("MAP_FIXED")
 MAP_32BIT = constant("MAP_32BIT")
 # A userfaultfd that also handles faults taken by the kernel would freeze the
@@ -104,6 +109,9 @@ def _open_calls() -> dict[str, tuple[int, int | None]]:
 OPEN_CALLS = _open_calls()
 O_CREAT, O_EXCL, O_NOFOLLOW = constant("O_CREAT"), constant("O_EXCL"), constant("O_NOFOLLOW")
 O_TMPFILE_BIT = constant("O_TMPFILE") & ~constant("O_DIRECTORY")  # __O_TMPFILE
+#: open flags whose effect happens in the open itself (a file made, a file emptied), before
+#: any check at its exit could close what it opened: such opens are pinned to their real path
+WRITES_AT_OPEN = O_CREAT | constant("O_TRUNC")
 REGION_CALLS_ALWAYS = REGION_CALLS - {"mmap", "mmap2"}  # mmap: only with MAP_FIXED
 # Terminal signals the broker itself ignores while a program runs: they are
 # meant for the program (which shares the terminal's process group).

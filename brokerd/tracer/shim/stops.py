@@ -332,6 +332,8 @@ class Stops(ShimBase):
         if t.state == "skip":
             self._after_skip(t)
             return
+        if t.sent_one is not None and t.state in ("verify", "step"):
+            rval = self._sent_one(t, rval)  # (then on as any call: resumed, or its sysret)
         if t.guard_exit and t.state in ("verify", "step"):
             t.guard_exit = False
             if rval >= 0 and not self.guard.opened_ok(t.tid, t.tgid, rval):
