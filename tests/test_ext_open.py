@@ -245,13 +245,17 @@ def test_a_denial_a_late_reply_and_a_dead_authorizer(cprog, authz, tmp_path, tar
     assert "closed its output" in r.stderr, r.stderr[-2000:]
 
 
-def test_the_python_road_without_the_compiled_calls(cprog, authz, tmp_path, target):
-    """BROKERD_ACCEL=0: the same answers the same way (the quick walk in Python)."""
+@pytest.mark.parametrize("env", [{"BROKERD_ACCEL": "0"}, {"BROKERD_CLOOP": "0"}], ids=["no-accel", "python-loop"])
+def test_the_python_road_without_the_compiled_calls(cprog, authz, tmp_path, target, env):
+    """BROKERD_ACCEL=0 (no compiled calls) and BROKERD_CLOOP=0 (the Python
+    stop loop, which takes the general road to the quick walk): the same
+    answers the same way, none asked by the compiled question."""
     reply = ('os.write(1, b"contx\\n" if k == 5 else b"co" if k > 5 else b"cont\\n")\n'
              '        (time.sleep(0.01), os.write(1, b"nt\\n")) if k > 5 else None')
-    r, heard, stats = _run(cprog, authz, tmp_path, reply, [target] * 7, env={"BROKERD_ACCEL": "0"})
+    r, heard, stats = _run(cprog, authz, tmp_path, reply, [target] * 7, "--cpu", _one_cpu(), env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _results(r) == ["ok"] * 4 + ["EPERM", "ok", "ok"], (r.stdout, r.stderr[-2000:])
+    assert stats["accel"] is None or stats["accel"]["asked"] == 0, stats
 
 
 class Asking:
