@@ -5,6 +5,7 @@ scratch memory that makes this so cannot be changed by the program."""
 
 from __future__ import annotations
 
+import errno
 import socket
 
 import pytest
@@ -291,3 +292,20 @@ def test_a_link_swapped_under_a_truncating_open_never_empties_the_denied_file(cp
     c = _swap(cprog, authz, tmp_path, *opts, mode=("trunc",))
     assert (c["bad"] > 0) == wins, c
     assert c["good"] > 0, c
+
+
+def test_an_i386_call_of_a_64_bit_process_never_reads_past_a_high_region(cprog, tmp_path):
+    # a 64-bit program filled the MAP_32BIT window, so its scratch region went above 4 GiB; its
+    # int $0x80 unlink of an allowed path was pointed at the judged copy there, but the kernel's
+    # i386 entry took the register's low 32 bits: the program's own memory, holding a denied path,
+    # which was unlinked.  A copy out of a call's pointer reach now fails the call (EFAULT)
+    allowed, victim = tmp_path / "ok", tmp_path / "deny-victim"
+    allowed.write_text("a\n")
+    victim.write_text("v\n")
+    policy = 'while read -r l; do case "$l" in *deny-victim*) echo "skip-fail EACCES";; *) echo cont;; esac; done'
+    r = brokerctl("run", "-e", "trace=unlink,openat", "-a", policy, "--", str(cprog("highregion", ("-static",))),
+                  str(allowed), str(victim))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "region high", r.stdout  # (the attack's setting was made)
+    assert victim.exists() and lines == ["region high", f"unlink {-errno.EFAULT}", "victim there"], r.stdout

@@ -266,9 +266,10 @@ class Stable(ShimBase):
         except OSError:
             blob = b""
         where = region.reserve(t.tid, [size]) if len(blob) == size else None
-        if where is None:
+        if where is None or region.beyond(where, abi.ptr_bytes):
             t.raw = ()
-            self._apply_entry(t, Decision("skip-fail", Call(name), E.EFAULT if len(blob) != size else E.EAGAIN))
+            self._apply_entry(t, Decision("skip-fail", Call(name), E.EAGAIN if where is None and len(blob) == size
+                                          else E.EFAULT))
             return None
         region.write(where[0], blob)
         regs = pt.getregs(t.tid, self._regs)
@@ -442,9 +443,9 @@ class Stable(ShimBase):
         if patch is not None:
             patch(blob)
         where = region.reserve(t.tid, [len(b) for b in blobs], tail)
-        if where is None:
+        if where is None or region.beyond(where, abi.ptr_bytes):  # (no slot; a high region, a 32-bit call)
             t.raw = ()
-            self._apply_entry(t, Decision("skip-fail", Call(name), no_slot))
+            self._apply_entry(t, Decision("skip-fail", Call(name), no_slot if where is None else E.EFAULT))
             return None
         if at is not None:
             blob[at[0]:at[0] + at[1]] = where[1].to_bytes(at[1], "little")
