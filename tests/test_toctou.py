@@ -5,6 +5,7 @@ scratch memory that makes this so cannot be changed by the program."""
 
 from __future__ import annotations
 
+import errno
 import socket
 
 import pytest
@@ -281,3 +282,30 @@ def test_sendmsg_destination_changed_after_the_check_never_wins(cprog, how):
                 got[name] += 1
     assert got["bad"] == 0, (c, got)
     assert c["sent"] > 0 and c["denied"] > 0 and c["badlen"] == 0, c
+
+
+@pytest.mark.parametrize("opts,wins", [((), False), (("--no-stable-args",), True)])
+def test_a_link_swapped_under_a_truncating_open_never_empties_the_denied_file(cprog, authz, tmp_path, opts, wins):
+    # the check at exit closed what a swapped link led to, but O_TRUNC had emptied it already
+    # (2982 of 3000 opens emptied the denied file); an open that creates or truncates is now
+    # pinned to its judged real path (openat2 following no symlink) even through a link
+    c = _swap(cprog, authz, tmp_path, *opts, mode=("trunc",))
+    assert (c["bad"] > 0) == wins, c
+    assert c["good"] > 0, c
+
+
+def test_an_i386_call_of_a_64_bit_process_never_reads_past_a_high_region(cprog, tmp_path):
+    # a 64-bit program filled the MAP_32BIT window, so its scratch region went above 4 GiB; its
+    # int $0x80 unlink of an allowed path was pointed at the judged copy there, but the kernel's
+    # i386 entry took the register's low 32 bits: the program's own memory, holding a denied path,
+    # which was unlinked.  A copy out of a call's pointer reach now fails the call (EFAULT)
+    allowed, victim = tmp_path / "ok", tmp_path / "deny-victim"
+    allowed.write_text("a\n")
+    victim.write_text("v\n")
+    policy = 'while read -r l; do case "$l" in *deny-victim*) echo "skip-fail EACCES";; *) echo cont;; esac; done'
+    r = brokerctl("run", "-e", "trace=unlink,openat", "-a", policy, "--", str(cprog("highregion", ("-static",))),
+                  str(allowed), str(victim))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "region high", r.stdout  # (the attack's setting was made)
+    assert victim.exists() and lines == ["region high", f"unlink {-errno.EFAULT}", "victim there"], r.stdout

@@ -123,6 +123,15 @@ class Region:
             pos = (pos + n + 15) & ~15
         return addrs
 
+    @staticmethod
+    def beyond(addrs: list[int], ptr_bytes: int) -> bool:
+        """Is one of ``addrs`` out of reach of a ``ptr_bytes``-byte pointer?
+        A 64-bit process's region is mapped below 2 GiB when there is room
+        (MAP_32BIT), else anywhere; an ``int $0x80`` call of that process
+        then gets only the low 32 bits of a register pointed at it, which
+        name memory of the program's own, not the judged copy."""
+        return any(a >> (8 * ptr_bytes) for a in addrs)
+
     def write(self, addr: int, data: bytes) -> None:
         """Write through the shim's own writable mapping (the tracee's is read-only)."""
         off = addr - self.addr

@@ -109,6 +109,9 @@ def _open_calls() -> dict[str, tuple[int, int | None]]:
 OPEN_CALLS = _open_calls()
 O_CREAT, O_EXCL, O_NOFOLLOW = constant("O_CREAT"), constant("O_EXCL"), constant("O_NOFOLLOW")
 O_TMPFILE_BIT = constant("O_TMPFILE") & ~constant("O_DIRECTORY")  # __O_TMPFILE
+#: open flags whose effect happens in the open itself (a file made, a file emptied), before
+#: any check at its exit could close what it opened: such opens are pinned to their real path
+WRITES_AT_OPEN = O_CREAT | constant("O_TRUNC")
 REGION_CALLS_ALWAYS = REGION_CALLS - {"mmap", "mmap2"}  # mmap: only with MAP_FIXED
 # Terminal signals the broker itself ignores while a program runs: they are
 # meant for the program (which shares the terminal's process group).

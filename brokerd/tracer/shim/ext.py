@@ -3,7 +3,7 @@
 The common external decision (issue #13): a judged open of a plain absolute
 path (the pin's kind, pin.py), one authorizer process subscribed, nothing
 outstanding with it.  The quick walk (``plan.quick``, Entry._ask_entry)
-spent about two dozen Python frames on it: the decode, the notes, the event
+spent about fifteen Python frames on it: the decode, the notes, the event
 and its line, the write, the spin's polls, the compare, the pin.  Here the
 shim checks in Python only what it alone knows (the thread may be pinned,
 its scratch slot and kept root exist, nobody needs the event object: no
@@ -59,10 +59,10 @@ class ExtPlan:
     the registers that make its line's constant parts, and those parts by
     the values of those registers."""
 
-    __slots__ = ("member", "key", "flags", "mode", "lines", "cont")
+    __slots__ = ("member", "key", "flags", "mode", "lines", "cont", "regs", "own_nr")
 
     def __init__(self, member: Authorizer, key: Callable[[tuple[int, ...]], object], flags: int, mode: int,
-                 cont: Decision) -> None:
+                 cont: Decision, regs: tuple[str, ...], own_nr: int) -> None:
         self.member = member
         self.key = key  # the argument registers the line depends on (all but the path's)
         self.flags = flags  # the flags register (-1: creat's implied flags)
@@ -71,6 +71,9 @@ class ExtPlan:
         self.lines: dict[object, tuple[bytes, ...]] = {}
         #: the Decision a thread keeps (``t.decision``) after a plain cont: a pinned open's
         self.cont = cont
+        #: for ``t.repointed``: the ABI's argument registers, the call's own number as the kernel has it
+        self.regs = regs
+        self.own_nr = own_nr
 
 
 class _NoMemory:
@@ -102,7 +105,8 @@ class Ext(ShimBase):
         regs = [i for i in range(plan.nargs) if i != pidx]
         key: Callable[[tuple[int, ...]], object] = itemgetter(*regs) if regs else (lambda args: ())
         return ExtPlan(member, key, -1 if fidx is None else fidx, midx,
-                       Decision("cont", Call(plan.spec.name), stabilize=True))
+                       Decision("cont", Call(plan.spec.name), stabilize=True), plan.abi.arg_regs,
+                       plan.spec.nr | plan.abi.nr_bit)
 
     def _ext_parts(self, plan: Any, args: tuple[int, ...]) -> tuple[bytes, ...]:
         """The constant parts of the line of plan ``plan``'s event for
@@ -129,16 +133,17 @@ class Ext(ShimBase):
         if it was asked."""
         ext = plan.ext
         data = path[0]
+        tgid, tid = t.tgid, t.tid
         if (not path[1] or len(data) > PATHSIZE or self.stack.cache.replies or self.audit is not None
                 or self._audit_tee is not None or self._symbolizer is not None or self._detaching
-                or not pt.SET_INFO_WORKS or not (t.tgid == self.main_pid and self._pin_ok and t.tgid not in self._own_filters
+                or not pt.SET_INFO_WORKS or not (tgid == self.main_pid and self._pin_ok and tgid not in self._own_filters
                                                   or self._may_pin(t, plan.abi))):
             return False
-        region = self._regions.get(t.tgid)
+        region = self._regions.get(tgid)
         if region is None:
             return False
-        off = region.slots.get(t.tid)
-        rootfd = self._roots.get(t.tid, t)
+        off = region.slots.get(tid)
+        rootfd = self._roots.get(tid, t)
         if off is None or rootfd is None:
             return False
         lines = ext.lines
@@ -151,7 +156,7 @@ class Ext(ShimBase):
         if not parts:
             return False
         ev_id = self._next_id
-        got = ext.member.ask_open(ev_id, t.tgid, t.tid, parts, data, rootfd,
+        got = ext.member.ask_open(ev_id, tgid, tid, parts, data, rootfd,
                                   CREAT_FLAGS if ext.flags < 0 else args[ext.flags], args[ext.mode],
                                   region.view, off, region.addr + off, args)
         if got is None:
@@ -159,13 +164,12 @@ class Ext(ShimBase):
         # what the quick walk leaves: the event's ID taken, the call's facts, the pinned open's
         # registers (for a signal's restart), resumed (_pin_open's compiled branch)
         self._next_id = ev_id + 1
-        abi = plan.abi
-        t.abi = abi
-        t.spec = spec = plan.spec
+        t.abi = plan.abi
+        t.spec = plan.spec
         t.raw = args
         t.event_id = ev_id
         t.verify = t.pin = None
-        t.repointed = (abi.arg_regs, got, args, SYS_OPENAT2, spec.nr | abi.nr_bit)
+        t.repointed = (ext.regs, got, args, SYS_OPENAT2, ext.own_nr)
         t.decision = ext.cont
         self.stats["decisions"] += 1
         self._resume_count = n = self._resume_count + 1

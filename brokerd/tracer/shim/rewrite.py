@@ -88,6 +88,8 @@ class Rewriter(ShimBase):
                 t.state = "slotwait"
                 self._slot_waiters.append(t)
                 return False
+            if region.beyond(addrs, t.abi.ptr_bytes):  # (an i386 call of a 64-bit process, its region high)
+                return self._refuse(t, d, E.EFAULT)
             for (i, blob), addr in zip(blobs, addrs, strict=True):
                 region.write(addr, _relocate(enc, i, blob, addr) if enc is not None else blob)
                 values[i] = addr

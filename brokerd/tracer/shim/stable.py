@@ -34,6 +34,7 @@ from .consts import (
     OPEN_CALLS,
     OPEN_HOW_SIZES,
     SHM_REMAP,
+    WRITES_AT_OPEN,
 )
 from .entry import _absolute
 from .pin import CREAT_FLAGS, PIN_ARGS, Pinned, follows, pinned, plain_pin
@@ -99,7 +100,12 @@ class Stable(ShimBase):
         if r is None:
             return None, None
         if pin:
-            t.pin = pinned(spec.name, raw, v.data, r.path)
+            # an open that creates or truncates is pinned to its real path even when the path it
+            # gave leads there otherwise (relative, through symlinks): the check at exit comes
+            # after the kernel made or emptied whatever a swapped link led to.  Only while roots
+            # are kept (``at``): after a chroot a relative path's base, read from /proc/TID/cwd,
+            # is the broker's view of it, and the pin would open another file than the one asked
+            t.pin = pinned(spec.name, raw, r.path if flags & WRITES_AT_OPEN and at is not None else v.data, r.path)
         if not r.exists:
             # what will be there then: the open must have opened what is *then*
             # at the judged place, in the judged directory (not a link's target)
@@ -260,9 +266,10 @@ class Stable(ShimBase):
         except OSError:
             blob = b""
         where = region.reserve(t.tid, [size]) if len(blob) == size else None
-        if where is None:
+        if where is None or region.beyond(where, abi.ptr_bytes):
             t.raw = ()
-            self._apply_entry(t, Decision("skip-fail", Call(name), E.EFAULT if len(blob) != size else E.EAGAIN))
+            self._apply_entry(t, Decision("skip-fail", Call(name), E.EAGAIN if where is None and len(blob) == size
+                                          else E.EFAULT))
             return None
         region.write(where[0], blob)
         regs = pt.getregs(t.tid, self._regs)
@@ -436,9 +443,9 @@ class Stable(ShimBase):
         if patch is not None:
             patch(blob)
         where = region.reserve(t.tid, [len(b) for b in blobs], tail)
-        if where is None:
+        if where is None or region.beyond(where, abi.ptr_bytes):  # (no slot; a high region, a 32-bit call)
             t.raw = ()
-            self._apply_entry(t, Decision("skip-fail", Call(name), no_slot))
+            self._apply_entry(t, Decision("skip-fail", Call(name), no_slot if where is None else E.EFAULT))
             return None
         if at is not None:
             blob[at[0]:at[0] + at[1]] = where[1].to_bytes(at[1], "little")
