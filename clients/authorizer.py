@@ -1321,16 +1321,38 @@ class Session:
         else:
             try:
                 result = fn(call)
-                if type(result) is not Reply and _isawaitable(result):
-                    if hasattr(result, "close"):
-                        result.close()
-                    raise TypeError(f"async handlers need Authorizer.serve(), not {where}")
             except Exception:  # noqa: BLE001 - a policy bug must not kill the session
                 return self._crash_verdict(_Job("entry", ev, fn, call))
+            if result is _CONT and name not in self.az.handlers.result:
+                return result  # the common answer: as the handler gave it
+        return self.entry_answer(ev, fn, call, result, where)
+
+    def entry_answer(self, ev: SyscallEvent, fn: Handler | None, call: Syscall, result: object,
+                     where: str = "an in-process session") -> Reply:
+        """:meth:`decide_entry`'s answer once handler ``fn`` (None: there
+        was none) gave ``result`` for ``call``: also for a caller that called
+        the handler itself (the broker's compiled road, brokerd.tracer.accel,
+        when the answer is anything but the plain :func:`cont`)."""
+        if type(result) is not Reply and _isawaitable(result):
+            if hasattr(result, "close"):
+                result.close()
+            try:
+                raise TypeError(f"async handlers need Authorizer.serve(), not {where}")
+            except TypeError:
+                return self._crash_verdict(_Job("entry", ev, fn, call))
         if (type(result) is Reply and not result.cache and type(result.verdict) is Cont
-                and name not in self.az.handlers.result):
-            return result  # the common answer: as the handler gave it
+                and ev.call.name not in self.az.handlers.result):
+            return result  # a plain cont: as the handler gave it
         return self._verdict(_Job("entry", ev, fn, call), result)  # type: ignore[return-value]
+
+    def entry_crashed(self, ev: SyscallEvent, fn: Handler, call: Syscall, error: Exception) -> Reply:
+        """:meth:`decide_entry`'s answer when handler ``fn`` raised ``error``
+        (the failsafe, the traceback logged) for a caller that called it
+        itself (the broker's compiled road)."""
+        try:
+            raise error
+        except Exception:  # noqa: BLE001 - as decide_entry
+            return self._crash_verdict(_Job("entry", ev, fn, call))
 
     def start_event(self, ev: object) -> _Job | Reply | Hello | None:
         """An event object: a Reply (or our Hello) to send at once, a job for a handler, or None."""

@@ -369,6 +369,12 @@ def _parent(glob: str) -> str:
     return glob.rsplit("/", 1)[0] or "/"
 
 
+#: why a write grant is a directory the program made itself (mkdir)
+MADE_DIR = "a directory the program created"
+#: a group of files written, some of which the program made (O_CREAT of a missing file)
+MADE_FILES = "made or written"
+
+
 def _under(glob: str, root: str) -> bool:
     return root == "/" or glob == root or glob.startswith(root + "/")
 
@@ -392,7 +398,7 @@ def _collapses(obs: Observed) -> list[tuple[str, str, str]]:
     for p in made:
         if not any(_under(p, root[:-3]) for _, root, _ in out if root.endswith("/**")):
             name = _generalise(p.rsplit("/", 1)[1]) if obs.paths[p].removed else p.rsplit("/", 1)[1]
-            out.append(("write", f"{_parent(p).rstrip('/')}/{name}/**", "a directory the program created"))
+            out.append(("write", f"{_parent(p).rstrip('/')}/{name}/**", MADE_DIR))
     temps = sorted({f"{_parent(p).rstrip('/')}/{_generalise(p.rsplit('/', 1)[1])}"
                     for p, u in obs.paths.items()
                     if u.created and u.removed and not p.endswith("/**") and not _covered(p, out, "write")})
@@ -447,10 +453,10 @@ def plan(obs: Observed) -> Plan:
     for (kind, parent, ok), items in files.items():
         use = Use(kind, ok=ok)
         for _, u in items:
-            use.add(Use(kind, u.calls, u.progs, u.ok))
+            use.add(Use(kind, u.calls, u.progs, u.ok, created=u.created and kind == "write"))
         names = [p for p, _ in items]
         what = ("descriptors that are no files (pipes, sockets)" if names == [ANY_DESCRIPTOR]
-                else (f"{'failed during the run (probes)' if not ok else 'used'}: "
+                else (f"{'failed during the run (probes)' if not ok else MADE_FILES if use.created else 'used'}: "
                     f"{len(names)} file{'s' if len(names) != 1 else ''} in {parent}"))
         paths.append(Grant(kind, "\0".join(names), use, what))
     paths.sort(key=lambda g: (g.kind != "write", "/**" not in g.pattern, g.pattern))
@@ -538,8 +544,10 @@ def layer_rules(p: Plan) -> tuple[list[tuple[tuple[str, ...], str]], list[str]]:
                 path, rights = pat[:-3] or "/", ({"all"} if g.kind == "write" else {"read"} | run)
                 if path in SYSTEM_TREES:
                     rights.add("execute")  # the kernel opens a program's ELF interpreter (ld.so) to execute it
-                if g.kind == "write" and not os.path.isdir(path):  # made (and removed) by the program:
-                    path = _parent(path)  # a Landlock rule needs an existing directory
+                if g.kind == "write" and (g.what == MADE_DIR or not os.path.isdir(path)):
+                    # made by the program (and maybe removed): a Landlock rule needs an existing
+                    # directory, and the next run (a clean checkout, after `rm -r`) makes it again
+                    path = _parent(path)
                     wider.append(f"{pat} does not exist before the run (the layer allows writing in {path})")
             elif _GLOB.search(pat):
                 path = "/".join(pat.split("/")[:next(i for i, c in enumerate(pat.split("/")) if _GLOB.search(c))])
@@ -559,9 +567,13 @@ def layer_rules(p: Plan) -> tuple[list[tuple[tuple[str, ...], str]], list[str]]:
                 rights = ({"read", "write", "truncate"} if g.kind == "write" else {"read"}) | run
                 if pat.startswith("/dev/"):
                     rights.add("ioctl-dev")
-                if g.use.calls & NAMING:
+                made = g.use.created and os.path.isfile(pat)  # not a device the run wrote to
+                if g.use.calls & NAMING or made:
+                    # made (the next run, after it is removed, makes it again: a rule on a
+                    # missing file is left out, so the new file has only what its directory
+                    # gives) or removed: the layer allows that, and a made file's use, in its directory
                     parent = _parent(pat)
-                    rules.setdefault(parent, set()).update({"create", "remove"})
+                    rules.setdefault(parent, set()).update({"create", "remove"} | (rights if made else set()))
                     wider.append(f"{pat} is made or removed (the layer allows that in {parent})")
             rules.setdefault(path or "/", set()).update(rights)
     out = [(("all",) if "all" in r else tuple(sorted(r)), path) for path, r in sorted(rules.items())]
@@ -719,8 +731,9 @@ def parse(text: str) -> Observed:
                 obs.calls.setdefault(c, set()).update(progs)
         elif kind in ("read", "write"):
             ok = not why.startswith("failed")  # probes stay probes
+            made = kind == "write" and why.startswith(MADE_FILES + ":")
             for p in rule.get("path", []):
-                obs.use(obs.paths, p, Use(kind, calls, progs, ok, why=why))
+                obs.use(obs.paths, p, Use(kind, calls, progs, ok, created=made, why=why))
         elif kind == "move":
             for c in calls:
                 for a in rule.get("from", []):

@@ -1281,6 +1281,13 @@ def entry_decoder(spec: SyscallSpec) -> Callable[[Sequence[int], Memory, int, in
     return _plan(spec).decode
 
 
+def entry_decoders(spec: SyscallSpec) -> tuple[Decoder, ...]:
+    """The decoders :func:`entry_decoder` joins, one per argument (a
+    memoized one has ``memo``: its register and dict, see :func:`_memo`),
+    for a caller that joins them itself (the broker's compiled road)."""
+    return _plan(spec).entry
+
+
 def entry_decoder_given(spec: SyscallSpec, i: int) -> Callable[..., tuple[Value, ...]]:
     """:func:`entry_decoder` whose argument ``i`` is given already decoded,
     as a fifth argument: ``(raw, mem, strsize, pathsize, value) -> values``

@@ -245,13 +245,17 @@ def test_a_denial_a_late_reply_and_a_dead_authorizer(cprog, authz, tmp_path, tar
     assert "closed its output" in r.stderr, r.stderr[-2000:]
 
 
-def test_the_python_road_without_the_compiled_calls(cprog, authz, tmp_path, target):
-    """BROKERD_ACCEL=0: the same answers the same way (the quick walk in Python)."""
+@pytest.mark.parametrize("env", [{"BROKERD_ACCEL": "0"}, {"BROKERD_CLOOP": "0"}], ids=["no-accel", "python-loop"])
+def test_the_python_road_without_the_compiled_calls(cprog, authz, tmp_path, target, env):
+    """BROKERD_ACCEL=0 (no compiled calls) and BROKERD_CLOOP=0 (the Python
+    stop loop, which takes the general road to the quick walk): the same
+    answers the same way, none asked by the compiled question."""
     reply = ('os.write(1, b"contx\\n" if k == 5 else b"co" if k > 5 else b"cont\\n")\n'
              '        (time.sleep(0.01), os.write(1, b"nt\\n")) if k > 5 else None')
-    r, heard, stats = _run(cprog, authz, tmp_path, reply, [target] * 7, env={"BROKERD_ACCEL": "0"})
+    r, heard, stats = _run(cprog, authz, tmp_path, reply, [target] * 7, "--cpu", _one_cpu(), env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _results(r) == ["ok"] * 4 + ["EPERM", "ok", "ok"], (r.stdout, r.stderr[-2000:])
+    assert stats["accel"] is None or stats["accel"]["asked"] == 0, stats
 
 
 class Asking:
@@ -399,3 +403,41 @@ def test_audit_trace_output_and_stacked_members_see_every_call(cprog, authz, tmp
     assert sum('"/target' in line or "/target" in line for line in audit.read_text().splitlines()) == 5
     assert shown.read_text().count("/target\"") == 5
     assert sum("/target" in json.loads(x) for x in (tmp_path / "second.jsonl").read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize("what,value", [(ASK_NOTHING, None), (ASK_DATA, b"skip-fail EA"), (ASK_PARTIAL, b"t 1\n")])
+def test_a_question_asked_and_never_taken_up_keeps_its_place(what, value):
+    """Plain mode: a question the compiled road asked whose event never came
+    to ask_cont (``_sent`` for another event: the shim's road in between
+    failed) keeps its place, so its reply (here a denial) is read and
+    dropped, not taken for the next question's; the next question gets its
+    own answer (was: the authorizer was given up, every later question its
+    default)."""
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    os.set_blocking(from_r, False)
+    a = Authorizer("plain", to_r, from_w, trace=frozenset({"openat"}), log=lambda m: None)
+    a.spin = Spin(budget_ns=0)
+    try:
+        a.greet("1", 0.0)
+        os.write(to_w, b"cont\n")
+        a.on_readable(0.0)
+        assert a.mode == "plain"
+        os.read(from_r, 1 << 16)
+        a._sent = (99, what, value)
+        got: list = []
+        ev = SyscallEvent(100, 1, 1, "x86_64", Call("openat", ()), ())
+        assert a.ask_cont(ev, lambda: lambda reply, reason: got.append((reply, reason)), 0.0) is False
+        sent = os.read(from_r, 1 << 16)
+        assert sent.endswith(b"syscall 100 1 1 x86_64 openat\n") and (what != ASK_PARTIAL or sent.startswith(value))
+        os.write(to_w, b"skip-fail EACCES\n"[len(value or b""):] if what == ASK_DATA else b"skip-fail EACCES\n")
+        os.write(to_w, b"cont\n")
+        a.on_readable(0.0)
+        if not got:
+            a.on_readable(0.0)
+        assert [(type(r.verdict).__name__, why) for r, why in got] == [("Cont", "")], got
+        assert a.mode == "plain" and not a._fifo
+    finally:
+        a.kill("test over")
+        os.close(to_w)
+        os.close(from_r)

@@ -328,3 +328,38 @@ def test_a_multi_line_shell_script_is_learned(tmp_path):
     r = bctl("learn", "-o", str(policy), "--merge", "--", *argv, cwd=work)
     assert r.returncode == 0, r.stderr
     assert policy.read_text().count("# run:") == 1
+
+
+def test_a_learned_policy_runs_again_after_the_directory_it_made_is_removed(tmp_path):
+    """Before: a directory the program made (``mkdir build``, ``python3 -m
+    venv v``, ``git init r``) still existed when the policy was written, so
+    its layer rule was on it; on the next run from a clean tree (after ``rm
+    -r``, in CI) a rule on a missing path was left out and the kernel refused
+    to make it again (EACCES).  The layer allows writing in its parent and
+    the per-call rules still decide the name."""
+    work = tmp_path / "w"
+    work.mkdir()
+    out = tmp_path / "out"  # beside the tree it runs in (the tree itself is granted whole)
+    argv = ["sh", "-c", f"mkdir {out} && echo x > {out}/f && cat {out}/f"]
+    policy, r = learn_and_enforce(tmp_path, work, argv, lambda: shutil.rmtree(out, ignore_errors=True))
+    assert r.stdout == "x\n"
+    assert f"{out}/** does not exist before the run" in policy.read_text()
+    r = bctl("run", "--policy", str(policy), "--", "mkdir", str(tmp_path / "other"), cwd=work)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+
+
+def test_a_learned_policy_runs_again_after_the_file_it_made_is_removed(tmp_path):
+    """Before: a file the program wrote outside its tree (``sort -o
+    /tmp/out``, a log) got a layer rule on the file alone; on the next run
+    without it the rule on a missing path was left out and the kernel refused
+    to make it (EACCES).  The layer allows making files in its directory and
+    the per-call rules still decide the name."""
+    work = tmp_path / "w"
+    work.mkdir()
+    out = tmp_path / "out.txt"
+    argv = ["sh", "-c", f"echo x > {out} && cat {out}"]
+    policy, r = learn_and_enforce(tmp_path, work, argv, lambda: out.unlink(missing_ok=True))
+    assert r.stdout == "x\n"
+    assert f"made or written: 1 file in {tmp_path}" in policy.read_text()
+    r = bctl("run", "--policy", str(policy), "--", "sh", "-c", f"echo y > {tmp_path}/other.txt", cwd=work)
+    assert r.returncode != 0 and "Permission denied" in r.stderr

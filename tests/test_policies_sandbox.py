@@ -440,3 +440,27 @@ for target, name in [("in.txt", "d/same"), ("sub/x", "down"), ({str(box)!r} + "/
     r = brokerctl("run", "--policy", _python_box(box), "--", sys.executable, "-S", "-c", code)
     assert r.stdout.splitlines() == ["venv 0 lib", "True", "d/same ok", "down ok", "abs ok", "d/up EPERM",
                                      "out EPERM", "abs-up EPERM"], r.stderr
+
+
+def test_a_script_on_a_terminal_writes_to_dev_stderr(box, tmux, landlock_mode, policy_mode):
+    """Before: on a terminal, ``echo msg >/dev/stderr`` (a reopen of the
+    program's own fd 2, which is the terminal) failed with "cannot create
+    /dev/stderr: Permission denied".  The terminal brokerctl runs in, which
+    the program inherits anyway, is in the box by its identity; /dev/tty
+    (any controlling terminal, even with the output redirected) is not.  A
+    policy run as a process of its own finds no terminal on its descriptors
+    (they are pipes to the broker): there the terminal stays the user's choice."""
+    if policy_mode == "process":
+        pytest.skip("the policy process's standard descriptors are pipes")
+    import re
+    import shlex
+
+    from conftest import BROKERCTL
+    opts = [*(["--no-landlock"] if landlock_mode == "no-landlock" else []),
+            *(["--policy-process"] if policy_mode == "process" else [])]
+    script = "echo via-stderr >/dev/stderr; echo rc=$?; stty size >/dev/null && echo stty-ok; (: </dev/tty) 2>/dev/null || echo tty-refused"
+    cmd = [*BROKERCTL, "run", *opts, "--policy", f"sandbox:{box},{SYSTEM_RO},--ro=/usr/bin", "--", "sh", "-c", script]
+    tmux.send(shlex.join(cmd) + "; echo status=$?", "Enter")
+    screen = tmux.wait_for(re.compile(r"status=\d"))
+    assert "\nvia-stderr" in screen and "\nrc=0" in screen and "\nstty-ok" in screen, screen
+    assert "\ntty-refused" in screen and "\nstatus=0" in screen, screen

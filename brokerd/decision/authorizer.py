@@ -239,9 +239,7 @@ class Authorizer:
             sent, self._sent = self._sent, None
             if sent[0] == event.id:
                 return self._asked(event, later, now, sent[1], sent[2])
-            # (cannot happen: the shim's road from ask_open to here raises nothing) a line it was sent
-            # is matched to no question: its reply could pass for another's, so it is not asked again
-            self._die("internal: a question the compiled road asked was not taken up")
+            self._lost(sent, now)
         if self.mode == "dead":
             self.defaulted += 1
             later()(default_reply(type(event), _call_name(event), self.default),
@@ -291,6 +289,12 @@ class Authorizer:
             self.answered += 1
             return True
         self._enqueue(event, later(), now)
+        self._happened(what, value)
+        return False
+
+    def _happened(self, what: int, value: object) -> None:
+        """What happened to a question just asked (ASK_*, not a plain
+        ``cont``), the question kept already: handled as it happened."""
         if what == ASK_WRITE_FAILED:
             self._die(f"write failed: {os.strerror(cast(int, value))}")
         elif what == ASK_PARTIAL:
@@ -299,7 +303,20 @@ class Authorizer:
             self._die(f"read failed: {os.strerror(cast(int, value))}")
         elif what == ASK_DATA:
             self._take(cast(bytes, value))
-        return False
+
+    def _lost(self, sent: tuple[int, int, object], now: float) -> None:
+        """A question :meth:`ask_open` asked whose event never came to
+        :meth:`ask_cont` (the shim's road in between failed: it has nothing
+        that can).  It was sent all the same: in plain mode it keeps its
+        place as a placeholder, as a question past its deadline does, so its
+        reply is read and dropped, never taken for the next question's; in
+        handshake mode its reply names its own ID, which is not open."""
+        event_id, what, value = sent
+        if what == ASK_CONT_UNPINNED:
+            return  # (its reply was read: nothing of it is left to come)
+        if self.mode != "hello":
+            self._fifo.append(_Question(event_id, now + self.timeout, None, SyscallEvent))
+        self._happened(what, value)
 
     def ask_open(self, ev_id: int, pid: int, tid: int, parts: tuple[bytes, ...], path: bytes, rootfd: int,
                  flags: int, mode: int, view: object, off: int, addr: int, own: tuple[int, ...]

@@ -28,8 +28,9 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
+from brokerd.clients.authorizer import _CONT as PLAIN_CONT
 from brokerd.clients.authorizer import Authorizer as Policy
-from brokerd.clients.authorizer import Syscall
+from brokerd.clients.authorizer import Session, Syscall
 from brokerd.decision.authorizer import DEFAULT_TIMEOUT, apply_hello
 from brokerd.decision.defaults import DENY, default_reply
 from brokerd.decision.local import LocalAuthorizer
@@ -193,6 +194,44 @@ class InProcess(LocalAuthorizer):
                 finally:
                     alarm.armed = False
         except (Overrun, SystemExit, Exception) as e:  # noqa: BLE001 - as _guarded
+            return self._default(event), f"authorizer {self.name} {self._failure(e)}"
+        return (reply, "") if type(reply) is Reply else (self._default(event), "")
+
+    def fused_parts(self) -> tuple[object, ...] | None:
+        """What the compiled road (``accel.fused_stop``, Entry._fast_plan)
+        needs to ask this member itself, as :meth:`ask_entry` and
+        ``Session.decide_entry`` would: (its session, the handlers by call
+        name, the result handlers, the deadline's alarm, the plain ``cont()``
+        reply, the session's counters, how it makes a handler's Syscall,
+        whether the deadline is kept, the deadline: fixed when made); None
+        when its session decides otherwise (a subclass)."""
+        session = self._session
+        if type(session) is not Session or self._decide_entry != session.decide_entry:
+            return None
+        handlers = session.az.handlers
+        if type(handlers.entry) is not dict or type(handlers.result) is not dict or type(session.stats) is not dict:
+            return None
+        return (session, handlers.entry, handlers.result, _ALARM, PLAIN_CONT, session.stats, session.new_call,
+                self._timed, self.timeout)
+
+    def _fused_answer(self, event: SyscallEvent, fn: Any, call: Syscall, result: object,
+                      error: BaseException | None) -> tuple[Reply, str]:
+        """:meth:`ask_entry`'s answer where the compiled road called handler
+        ``fn`` itself, its deadline armed, and got anything but the plain
+        ``cont()``: ``result``, or ``error`` raised.  The same code from there
+        (``Session.entry_answer``, ``entry_crashed``), the same failures."""
+        try:
+            try:
+                if error is None:
+                    reply = self._session.entry_answer(event, fn, call, result)
+                elif isinstance(error, Exception):
+                    reply = self._session.entry_crashed(event, fn, call, error)
+                else:
+                    raise error  # (Overrun, SystemExit: below; anything else goes on up, as from ask_entry)
+            finally:
+                if self._timed:
+                    _ALARM.armed = False
+        except (Overrun, SystemExit, Exception) as e:  # noqa: BLE001 - as ask_entry
             return self._default(event), f"authorizer {self.name} {self._failure(e)}"
         return (reply, "") if type(reply) is Reply else (self._default(event), "")
 

@@ -295,6 +295,13 @@ class RootFds:
         self._fds[tid] = (owner, fd)
         return fd
 
+    @property
+    def kept(self) -> dict[int, tuple[object, int]]:
+        """The kept descriptors, tid -> (its thread's record, fd): read only
+        (the compiled road, ``accel.fused_stop``, looks a thread's up as
+        :meth:`get` does, and hands the rest to it)."""
+        return self._fds
+
     def forget(self, tid: int) -> None:
         """Thread ``tid`` exited or exec'd: its root descriptor is closed."""
         kept = self._fds.pop(tid, None)

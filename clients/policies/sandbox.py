@@ -41,7 +41,10 @@ syscalls opted in, so that calls added by new kernels are denied by default::
   process.  Each is taken at start only if the node at that name is that
   device (major:minor), and then allowed by its identity (device and inode),
   as the kernel layer allows it; a node of another name is judged as a path.
-  ``--no-devices`` drops them.  ``/dev/tty`` (the terminal: another
+  The terminal on the sandbox's own standard descriptors (the one
+  brokerctl runs in, which the program inherits on them anyway) is allowed
+  the same way, with its ioctls, so ``echo msg >/dev/stderr`` works on a
+  terminal.  ``--no-devices`` drops them all.  ``/dev/tty`` (the terminal: another
   program's keystrokes when in the foreground), ``/dev/shm`` (shared with
   every process) and ``/proc`` (every process's command line: ``ps``) stay
   the user's choice: list them.
@@ -224,6 +227,23 @@ def harmless_devices() -> dict[str, tuple[int, int]]:
     return found
 
 
+def inherited_terminal() -> dict[str, tuple[int, int]]:
+    """The terminal on our own standard descriptors (the one brokerctl runs
+    in, which the program inherits on them anyway), as ``path -> (st_dev,
+    st_ino)``: ``echo msg >/dev/stderr`` reopens it through
+    ``/proc/self/fd/2``.  A policy run as a process of its own (pipes to the
+    broker on its descriptors) or by a daemon finds none."""
+    found = {}
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd):
+                st = os.fstat(fd)
+                found[os.ttyname(fd)] = (st.st_dev, st.st_ino)
+        except OSError:
+            continue
+    return found
+
+
 def _is_node(path: str, nodes: dict[str, tuple[int, int]]) -> bool:
     """Is ``path`` (resolved) one of ``nodes``, by identity?"""
     try:
@@ -254,14 +274,17 @@ LOOKUPS = names_in("stat") | names_in("lstat") | names_in("fstat") | names_in("s
 CONTROL = names_in("process-control")
 
 
-def _layer(rw: Sequence[str], ro: Sequence[str], devices: Sequence[str], hide_outside: bool):
+def _layer(rw: Sequence[str], ro: Sequence[str], devices: Sequence[str], terminal: Sequence[str],
+           hide_outside: bool):
     """The same box in the kernel: everything beneath the read-write
     directories, read and execute beneath the read-only ones, read and write
     of the harmless device nodes (no ``ioctl-dev``: the random pool's
-    root-only ioctls stay out of reach), nothing else."""
+    root-only ioctls stay out of reach) and of the inherited terminal (with
+    its ioctls: the program has them on its inherited descriptors, TIOCSTI
+    aside, which the filter refuses), nothing else."""
     unjudged = (frozenset() if hide_outside else LOOKUPS) | CONTROL
     return kernel_layer([("all", d) for d in rw] + [("read,execute", d) for d in ro]
-                        + [("read,write", d) for d in devices],
+                        + [("read,write", d) for d in devices] + [("read,write,ioctl-dev", t) for t in terminal],
                         fs_handled="all", settle=KEEP_PER_CALL, unjudged=sorted(unjudged))
 
 
@@ -280,7 +303,7 @@ def build(argv: Sequence[str]) -> Authorizer:
     p.add_argument("--hide-outside", action="store_true",
                    help="with Landlock too, judge metadata look-ups per call (ENOENT outside; slower)")
     p.add_argument("--no-devices", action="store_true",
-                   help="no /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom unless listed")
+                   help="no /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom, inherited terminal")
     a = p.parse_intermixed_args(argv)  # DIR,--ro=X,DIR: positionals anywhere
     for d in (*a.dirs, *a.ro):
         if not os.path.exists(d):  # a typo would silently deny everything below it
@@ -289,7 +312,8 @@ def build(argv: Sequence[str]) -> Authorizer:
     rw = tuple(_resolve_dir(d) for d in a.dirs)
     ro_only = tuple(_resolve_dir(d) for d in a.ro)
     ro = rw + ro_only
-    devices = {} if a.no_devices else harmless_devices()
+    terminal = {} if a.no_devices else inherited_terminal()
+    devices = {} if a.no_devices else {**harmless_devices(), **terminal}
     known = (*ro, *devices)  # the box's ancestors: on the way in
     asked = frozenset(n for s in a.allow_syscall for n in re.split(r"[,+]", s) if n)
     safe = SAFE | asked
@@ -307,7 +331,8 @@ def build(argv: Sequence[str]) -> Authorizer:
     rules = (*RULES, *(r for n, rs in SOCKET_RULES.items() if n not in asked for r in rs))
     az = Authorizer("sandbox", trace=traced, allow=(safe - traced - {"clone3"}) & all_names(),
                     deny=denied, rules=rules, unknown="deny:ENOSYS",
-                    layer=_layer(rw, ro_only, tuple(devices), a.hide_outside))
+                    layer=_layer(rw, ro_only, tuple(d for d in devices if d not in terminal), tuple(terminal),
+                                 a.hide_outside))
 
     def judge(call: Syscall, indices: Sequence[int], writing: bool, outside: object | None = None) -> object:
         """``outside``: the answer for a path outside the box (default: the denial)."""

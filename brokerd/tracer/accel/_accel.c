@@ -84,6 +84,7 @@ struct open_how_ {
 
 static unsigned long long counter_stops; /* seccomp stops fetched here */
 static unsigned long long counter_reaped; /* stops the compiled loop (reap) handed to Python */
+static unsigned long long counter_fused; /* judged opens the fused stop worked here (its section, below) */
 
 static PyObject *os_error(int err, const char *what, long pid)
 {
@@ -866,12 +867,12 @@ static PyObject *py_reap(PyObject *self, PyObject *args)
     return Py_BuildValue("(li)", handled, more);
 }
 
-PyDoc_STRVAR(counts_doc, "counts() -> {'stops': N, 'reaped': M}: seccomp stops fetched by this module,\n"
-             "stops its loop (reap) handed to Python.");
+PyDoc_STRVAR(counts_doc, "counts() -> {'stops': N, 'reaped': M, 'fused': F}: seccomp stops fetched by this\n"
+             "module, stops its loop (reap) handed to Python, judged opens the fused stop worked itself.");
 
 static PyObject *py_counts(PyObject *self, PyObject *noargs)
 {
-    return Py_BuildValue("{sKsK}", "stops", counter_stops, "reaped", counter_reaped);
+    return Py_BuildValue("{sKsKsK}", "stops", counter_stops, "reaped", counter_reaped, "fused", counter_fused);
 }
 
 static PyMethodDef methods[] = {
@@ -1023,8 +1024,16 @@ fail:
     return NULL;
 }
 
+static PyObject *py_fused_stop(PyObject *self, PyObject *args); /* (the fused stop's section, below) */
+PyDoc_STRVAR(fused_stop_doc,
+             "fused_stop(state) -> f(tid, arch, nr, args, ip, ret_data, path): reap's seccomp handler\n"
+             "that works the common judged open itself and hands every other stop to state's fallback\n"
+             "(Stops._on_seccomp_stop).  ``state``: the tuple Entry._make_fused builds (the fused\n"
+             "stop's section, at the end of this file).");
+
 static PyMethodDef fast_methods[] = {
     {"maker", py_maker, METH_VARARGS, maker_doc},
+    {"fused_stop", py_fused_stop, METH_VARARGS, fused_stop_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1449,3 +1458,707 @@ static int add_ask_methods(PyObject *m)
     return PyModule_AddFunctions(m, ask_methods);
 }
 /* ---- end of the common external question in C ---------------------------------- */
+
+/* ---- The fused stop in C (issue #13, session 9 "cin") ------------------------
+ * fused_stop(state) -> f(tid, arch, nr, args, ip, ret_data, path): what the
+ * compiled loop (reap) hands a seccomp stop to in place of
+ * Stops._on_seccomp_stop.  The common judged open (a running thread, a plan
+ * with a "fast" tuple: fused, x86_64, pinnable, every member an in-process
+ * policy asked synchronously; no audit, symbolizer, stop counts, cached
+ * replies or fail("deny") about; a path read whole, plain under the thread's
+ * kept root) is worked here: its event made, each member's handler called
+ * under its deadline, the plain cont recognised, the open pinned and resumed.
+ * Before anything is changed, any other stop goes to the Python handler as
+ * it was (``fallback``, with False as an eighth argument when only the path
+ * was not plain: its check is not made twice); after, anything but a plain
+ * cont goes to the same Python code the Python road runs from that point
+ * (InProcess._fused_answer, Entry._walk_from, Entry._pin_and_go).  Only the
+ * policies' own functions (and what they call) run as Python.  The Python
+ * road does the same (tests/test_fused_c.py runs both). */
+
+/* state: the tuple Entry._make_fused builds, in this order */
+enum {
+    FS_SHIM, FS_FALLBACK, FS_THREADS, FS_PLANS, FS_OWN_FILTERS, FS_STATS, FS_ROOT_FDS, FS_MEM, FS_STOPS, FS_STACK,
+    FS_REGIONS, FS_PT, FS_MK_STR, FS_MK_CALL, FS_MK_EVENT, FS_MK_DECISION, FS_ASK, FS_RUN, FS_CONT_TYPE,
+    FS_TRACE_MARK, FS_ACCMODE, FS_O_PATH, FS_PATHSIZE, FS_PLAN_TYPE, FS_THREAD_TYPE, FS_OPENAT2, FS_N
+};
+/* the state's constants as C values, and _Plan.fast's offset (fused_stop sets them; one layout per process) */
+static uint64_t fs_accmode, fs_o_path;
+static Py_ssize_t fs_pathsize, fs_fast_offset;
+static PyObject *fs_empty; /* () */
+/* a plan's ``fast`` tuple (Entry._fast_plan), in this order */
+enum {
+    FP_SPEC_NAME, FP_ABI_NAME, FP_ABI, FP_SPEC, FP_DECODE, FP_PATH_NOTE, FP_REAL_NOTE, FP_FLAGS_AT, FP_CREAT_FLAGS,
+    FP_MODE_AT, FP_ARG_REGS, FP_OWN_NR, FP_MEMBERS, FP_QUIET, FP_N
+};
+/* one member of it (InProcess.fused_parts, after its position and itself) */
+enum { FM_POS, FM_MEMBER, FM_SESSION, FM_ENTRY, FM_RESULT, FM_ALARM, FM_CONT, FM_STATS, FM_NEW_CALL, FM_TIMED,
+       FM_TIMEOUT, FM_N };
+
+static struct {
+    PyObject *fast, *saved_mask, *detaching, *state_, *replay, *forced, *on, *cache, *replies, *audit, *audit_tee,
+        *symbolizer, *pin_ok, *main_pid, *tgid, *announced, *running, *guard_exit, *pid, *strsize, *next_id,
+        *verify, *pin, *repointed, *abi, *spec, *raw, *event_id, *mode, *stats, *events, *new_call, *timed, *timeout,
+        *due, *armed, *ticking, *start, *ask_entry, *fused_answer, *walk_from, *verdict, *sets, *decisions, *decision,
+        *slots, *addr, *view, *set_info_works, *resume_count, *resumed, *pin_and_go, *star, *dead, *new_, *cont,
+        *empty, *add;
+} fs_names;
+static PyObject *fs_one, *fs_zero; /* 1 and 0 (small ints, kept) */
+
+static int fs_intern(void)
+{
+    if (fs_names.fast != NULL)
+        return 0;
+#define FS_NAME(field, text) \
+    if ((fs_names.field = PyUnicode_InternFromString(text)) == NULL) \
+        return -1;
+    FS_NAME(saved_mask, "saved_mask") FS_NAME(detaching, "_detaching") FS_NAME(state_, "_state")
+    FS_NAME(replay, "replay") FS_NAME(forced, "forced") FS_NAME(on, "on") FS_NAME(cache, "cache")
+    FS_NAME(replies, "replies") FS_NAME(audit, "audit") FS_NAME(audit_tee, "_audit_tee")
+    FS_NAME(symbolizer, "_symbolizer") FS_NAME(pin_ok, "_pin_ok") FS_NAME(main_pid, "main_pid")
+    FS_NAME(tgid, "tgid") FS_NAME(announced, "announced") FS_NAME(running, "running")
+    FS_NAME(guard_exit, "guard_exit") FS_NAME(pid, "pid") FS_NAME(strsize, "strsize") FS_NAME(next_id, "_next_id")
+    FS_NAME(verify, "verify") FS_NAME(pin, "pin") FS_NAME(repointed, "repointed") FS_NAME(abi, "abi")
+    FS_NAME(spec, "spec") FS_NAME(raw, "raw") FS_NAME(event_id, "event_id") FS_NAME(mode, "mode")
+    FS_NAME(stats, "stats") FS_NAME(events, "events") FS_NAME(new_call, "new_call") FS_NAME(timed, "_timed")
+    FS_NAME(timeout, "timeout") FS_NAME(due, "due") FS_NAME(armed, "armed") FS_NAME(ticking, "ticking")
+    FS_NAME(start, "start") FS_NAME(ask_entry, "ask_entry") FS_NAME(fused_answer, "_fused_answer")
+    FS_NAME(walk_from, "_walk_from") FS_NAME(verdict, "verdict") FS_NAME(sets, "sets")
+    FS_NAME(decisions, "decisions") FS_NAME(decision, "decision") FS_NAME(slots, "slots") FS_NAME(addr, "addr")
+    FS_NAME(view, "view") FS_NAME(set_info_works, "SET_INFO_WORKS") FS_NAME(resume_count, "_resume_count")
+    FS_NAME(resumed, "resumed") FS_NAME(pin_and_go, "_pin_and_go") FS_NAME(star, "*") FS_NAME(dead, "dead")
+    FS_NAME(new_, "new") FS_NAME(cont, "cont") FS_NAME(empty, "") FS_NAME(add, "add")
+#undef FS_NAME
+    if ((fs_one = PyLong_FromLong(1)) == NULL || (fs_zero = PyLong_FromLong(0)) == NULL)
+        return -1;
+    if ((fs_names.fast = PyUnicode_InternFromString("fast")) == NULL)
+        return -1;
+    return 0;
+}
+
+/* The thread's and the shim's attributes are read and written in their
+ * __dict__ (Entry._make_fused checks that no class of theirs makes any of
+ * these names a descriptor): a generic getattr was most of this road's cost.
+ * fs_dget: the value (borrowed), ``dflt`` (the class's default, which
+ * Entry._make_fused checks too) when the dict has none, NULL on an error. */
+static PyObject *fs_dget(PyObject *dict, PyObject *name, PyObject *dflt)
+{
+    PyObject *v = PyDict_GetItemWithError(dict, name);
+    if (v == NULL && !PyErr_Occurred()) {
+        if (dflt == NULL)
+            PyErr_SetObject(PyExc_AttributeError, name);
+        return dflt;
+    }
+    return v;
+}
+
+/* ``o.name = v`` in __dict__ ``dict``, with ``v`` a new reference stolen (NULL: the error of making it) */
+static int fs_dset_new(PyObject *dict, PyObject *name, PyObject *v)
+{
+    if (v == NULL)
+        return -1;
+    int r = PyDict_SetItem(dict, name, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* _Alarm's slots (due, armed, ticking) by offset, worked out for its class once */
+static struct {
+    PyTypeObject *type;
+    Py_ssize_t due, armed, ticking;
+} fs_alarm;
+
+static Py_ssize_t slot_offset(PyTypeObject *tp, PyObject *name); /* (the makers' section) */
+
+static int fs_alarm_slots(PyObject *alarm)
+{
+    PyTypeObject *tp = Py_TYPE(alarm);
+    if (fs_alarm.type == tp)
+        return 0;
+    Py_ssize_t due = slot_offset(tp, fs_names.due), armed = due < 0 ? -1 : slot_offset(tp, fs_names.armed);
+    Py_ssize_t ticking = armed < 0 ? -1 : slot_offset(tp, fs_names.ticking);
+    if (ticking < 0)
+        return -1;
+    fs_alarm.due = due, fs_alarm.armed = armed, fs_alarm.ticking = ticking;
+    Py_INCREF(tp);
+    Py_XDECREF(fs_alarm.type);
+    fs_alarm.type = tp;
+    return 0;
+}
+
+/* slot ``off`` of ``o`` set to ``v`` (a new reference stolen; NULL: the error of making it) */
+static int fs_slot_set_new(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    if (v == NULL)
+        return -1;
+    PyObject **at = (PyObject **)((char *)o + off), *old = *at;
+    *at = v;
+    Py_XDECREF(old);
+    return 0;
+}
+
+/* attribute ``name`` of ``o`` is true: 1, false: 0, -1 with an exception set */
+static int fs_truth(PyObject *o, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* attribute ``name`` of ``o`` is ``what`` (identity): 1, 0, -1 */
+static int fs_is(PyObject *o, PyObject *name, PyObject *what)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        return -1;
+    int r = v == what;
+    Py_DECREF(v);
+    return r;
+}
+
+/* ``d[key] += 1`` (a counter dict): 0, -1 */
+static int fs_count(PyObject *d, PyObject *key)
+{
+    PyObject *v = PyObject_GetItem(d, key);
+    if (v == NULL)
+        return -1;
+    PyObject *n = PyNumber_Add(v, fs_one);
+    Py_DECREF(v);
+    if (n == NULL)
+        return -1;
+    int r = PyObject_SetItem(d, key, n);
+    Py_DECREF(n);
+    return r;
+}
+
+/* an answer (reply, reason) that lets the walk go on at once, as Entry._ask_entry tests it: 1, 0, -1 */
+static int fs_plain(PyObject *reply, PyObject *reason, PyObject *cont_type)
+{
+    int r = PyObject_IsTrue(reason);
+    if (r != 0)
+        return r < 0 ? -1 : 0;
+    PyObject *verdict = PyObject_GetAttr(reply, fs_names.verdict);
+    if (verdict == NULL)
+        return -1;
+    int cont = (PyObject *)Py_TYPE(verdict) == cont_type;
+    Py_DECREF(verdict);
+    if (!cont)
+        return 0;
+    if ((r = fs_truth(reply, fs_names.sets)) != 0)
+        return r < 0 ? -1 : 0;
+    if ((r = fs_truth(reply, fs_names.cache)) != 0)
+        return r < 0 ? -1 : 0;
+    return 1;
+}
+
+/* One member's answer to ``ev`` as (reply, reason), a new reference (NULL: an exception):
+ * InProcess.ask_entry's and Session.decide_entry's common case here, the
+ * handler called under the member's deadline; anything else is theirs. */
+static PyObject *fs_ask(PyObject *const *mem, PyObject *ev, PyObject *name)
+{
+    PyObject *m = mem[FM_MEMBER], *session = mem[FM_SESSION], *alarm = mem[FM_ALARM];
+    int r = fs_is(m, fs_names.mode, fs_names.dead);
+    if (r == 0) {
+        PyObject *smode = PyObject_GetAttr(session, fs_names.mode);
+        if (smode == NULL)
+            return NULL;
+        r = PyUnicode_Check(smode) && PyUnicode_Compare(smode, fs_names.new_) == 0;
+        Py_DECREF(smode);
+    }
+    if (r < 0)
+        return NULL;
+    PyObject *fn = NULL;
+    if (r == 0) { /* entry.get(name) or entry.get("*") */
+        fn = PyDict_GetItemWithError(mem[FM_ENTRY], name);
+        if (fn == NULL && PyErr_Occurred())
+            return NULL;
+        int truth = fn != NULL ? PyObject_IsTrue(fn) : 0;
+        if (truth < 0)
+            return NULL;
+        if (!truth) {
+            fn = PyDict_GetItemWithError(mem[FM_ENTRY], fs_names.star);
+            if (fn == NULL && PyErr_Occurred())
+                return NULL;
+        }
+        if (fn == Py_None)
+            fn = NULL;
+    }
+    if (fn == NULL) /* a dead member, a first question, no handler: its own Python */
+        return PyObject_CallMethodOneArg(m, fs_names.ask_entry, ev);
+    Py_INCREF(fn);
+    PyObject *call = NULL, *res = NULL, *out = NULL;
+    if (fs_count(mem[FM_STATS], fs_names.events) < 0)
+        goto done;
+    PyObject *cargs[2] = {ev, session};
+    call = PyObject_Vectorcall(mem[FM_NEW_CALL], cargs, 2, NULL);
+    if (call == NULL)
+        goto done;
+    int timed = mem[FM_TIMED] == Py_True;
+    if (timed) { /* alarm.due = monotonic() + timeout; armed; the timer started unless it runs */
+        if (fs_alarm_slots(alarm) < 0)
+            goto done;
+        PyObject *now = PyFloat_FromDouble((double)monotonic_ns() / 1e9);
+        PyObject *due = now != NULL ? PyNumber_Add(now, mem[FM_TIMEOUT]) : NULL;
+        Py_XDECREF(now);
+        if (due == NULL)
+            goto done;
+        fs_slot_set_new(alarm, fs_alarm.due, due);
+        Py_INCREF(Py_True);
+        fs_slot_set_new(alarm, fs_alarm.armed, Py_True);
+        PyObject *ticking = *(PyObject **)((char *)alarm + fs_alarm.ticking);
+        int on = ticking != NULL ? PyObject_IsTrue(ticking) : 0;
+        if (on < 0)
+            goto done;
+        if (!on) {
+            PyObject *s = PyObject_CallMethodOneArg(alarm, fs_names.start, mem[FM_TIMEOUT]);
+            if (s == NULL)
+                goto done;
+            Py_DECREF(s);
+        }
+    }
+    res = PyObject_CallOneArg(fn, call);
+    if (res != NULL && res == mem[FM_CONT]) {
+        int wants = PyDict_Contains(mem[FM_RESULT], name);
+        if (wants < 0)
+            goto done;
+        if (!wants) { /* the plain cont() */
+            if (timed) {
+                Py_INCREF(Py_False);
+                fs_slot_set_new(alarm, fs_alarm.armed, Py_False);
+            }
+            out = PyTuple_Pack(2, res, fs_names.empty);
+            goto done;
+        }
+    }
+    PyObject *error = NULL;
+    if (res == NULL) {
+        PyObject *type, *tb;
+        PyErr_Fetch(&type, &error, &tb);
+        PyErr_NormalizeException(&type, &error, &tb);
+        if (tb != NULL && error != NULL)
+            PyException_SetTraceback(error, tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        if (error == NULL)
+            goto done;
+    }
+    /* any other result, or what the handler raised: InProcess's own Python from here (it disarms) */
+    PyObject *fargs[6] = {m, ev, fn, call, res != NULL ? res : Py_None, error != NULL ? error : Py_None};
+    out = PyObject_VectorcallMethod(fs_names.fused_answer, fargs, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_XDECREF(error);
+done:
+    Py_XDECREF(call);
+    Py_XDECREF(res);
+    Py_DECREF(fn);
+    return out;
+}
+
+static PyObject *py_pin_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *py_pin_open(PyObject *self, PyObject *const *argv, Py_ssize_t nargs);
+
+/* The call's arguments decoded as Entry._fast_plan's parts say, the path
+ * given (``vstr``): what args.entry_decoder_given's function returns, without
+ * its frame.  A part is None (the given path), or (register, memo, decoder):
+ * the memo dict's value for that register when it has a true one (as
+ * args._joined looks it up inline), else decoder(raw, mem, strsize, pathsize). */
+static PyObject *fs_decode(PyObject *parts, PyObject *raw, PyObject *mem, PyObject *strsize, PyObject *pathsize,
+                           PyObject *vstr)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(parts);
+    PyObject *out = PyTuple_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *part = PyTuple_GET_ITEM(parts, i), *v = NULL;
+        if (part == Py_None) {
+            v = vstr;
+            Py_INCREF(v);
+        } else {
+            PyObject *reg = PyTuple_GET_ITEM(part, 0), *memo = PyTuple_GET_ITEM(part, 1);
+            if (memo != Py_None) {
+                Py_ssize_t k = PyLong_AsSsize_t(reg);
+                if (k < 0 || k >= PyTuple_GET_SIZE(raw)) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_IndexError, "fused_stop: a memoized register out of range");
+                    Py_DECREF(out);
+                    return NULL;
+                }
+                v = PyDict_GetItemWithError(memo, PyTuple_GET_ITEM(raw, k));
+                int truth = v != NULL ? PyObject_IsTrue(v) : (PyErr_Occurred() ? -1 : 0);
+                if (truth < 0) {
+                    Py_DECREF(out);
+                    return NULL;
+                }
+                if (truth)
+                    Py_INCREF(v);
+                else
+                    v = NULL;
+            }
+            if (v == NULL) {
+                PyObject *dargs[4] = {raw, mem, strsize, pathsize};
+                v = PyObject_Vectorcall(PyTuple_GET_ITEM(part, 2), dargs, 4, NULL);
+                if (v == NULL) {
+                    Py_DECREF(out);
+                    return NULL;
+                }
+            }
+        }
+        PyTuple_SET_ITEM(out, i, v);
+    }
+    return out;
+}
+
+/* The stop past the gate: every effect (see fused_stop), ``td`` and ``sd``
+ * the thread's and the shim's __dict__.  1 done, -1 with an exception set. */
+static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObject *td, PyObject *sd, PyObject *plan,
+                     PyObject *const *argv, PyObject *tgid, PyObject *pin, PyObject *verify)
+{
+    PyObject *shim = S[FS_SHIM], *tidobj = argv[0], *args = argv[3];
+    PyObject *pbytes = PyTuple_GET_ITEM(argv[6], 0);
+    PyObject *vstr = NULL, *dargs = NULL, *idobj = NULL, *notes = NULL, *call = NULL, *ev = NULL;
+    PyObject *d = NULL, *set = NULL, *how_at = NULL;
+    int ret = -1;
+    int counting = fs_truth(S[FS_STOPS], fs_names.on); /* --stop-counts: StopCounter.add(name) */
+    if (counting < 0)
+        goto done;
+    if (counting) {
+        PyObject *r = PyObject_CallMethodOneArg(S[FS_STOPS], fs_names.add, F[FP_SPEC_NAME]);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+    }
+    counter_fused++;
+    if (PyDict_SetItem(td, fs_names.running, Py_False) < 0 || PyDict_SetItem(td, fs_names.guard_exit, Py_False) < 0
+        || PyObject_SetAttr(S[FS_MEM], fs_names.pid, tidobj) < 0)
+        goto done;
+    PyObject *strargs[2] = {pbytes, Py_None};
+    if ((vstr = PyObject_Vectorcall(S[FS_MK_STR], strargs, 2, NULL)) == NULL)
+        goto done;
+    PyObject *strsize = fs_dget(sd, fs_names.strsize, NULL);
+    if (strsize == NULL)
+        goto done;
+    if ((dargs = fs_decode(F[FP_DECODE], args, S[FS_MEM], strsize, S[FS_PATHSIZE], vstr)) == NULL)
+        goto done;
+    if ((idobj = fs_dget(sd, fs_names.next_id, NULL)) == NULL)
+        goto done;
+    Py_INCREF(idobj);
+    if (fs_dset_new(sd, fs_names.next_id, PyNumber_Add(idobj, fs_one)) < 0)
+        goto done;
+    if (PyDict_SetItem(td, fs_names.verify, verify) < 0 || PyDict_SetItem(td, fs_names.pin, pin) < 0
+        || PyDict_SetItem(td, fs_names.repointed, Py_None) < 0)
+        goto done;
+    PyObject *n1 = PyTuple_Pack(2, F[FP_PATH_NOTE], vstr), *n2 = PyTuple_Pack(2, F[FP_REAL_NOTE], vstr);
+    if (n1 != NULL && n2 != NULL)
+        notes = PyTuple_Pack(2, n1, n2);
+    Py_XDECREF(n1);
+    Py_XDECREF(n2);
+    PyObject *cargs[2] = {F[FP_SPEC_NAME], dargs};
+    if (notes == NULL || (call = PyObject_Vectorcall(S[FS_MK_CALL], cargs, 2, NULL)) == NULL)
+        goto done;
+    PyObject *eargs[6] = {idobj, tgid, tidobj, F[FP_ABI_NAME], call, notes};
+    if ((ev = PyObject_Vectorcall(S[FS_MK_EVENT], eargs, 6, NULL)) == NULL)
+        goto done;
+    if (PyDict_SetItem(td, fs_names.abi, F[FP_ABI]) < 0 || PyDict_SetItem(td, fs_names.spec, F[FP_SPEC]) < 0
+        || PyDict_SetItem(td, fs_names.raw, args) < 0 || PyDict_SetItem(td, fs_names.event_id, idobj) < 0
+        || PyDict_SetItem(td, fs_names.state_, S[FS_ASK]) < 0)
+        goto done;
+    PyObject *members = F[FP_MEMBERS];
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(members); i++) {
+        PyObject *mt = PyTuple_GET_ITEM(members, i);
+        PyObject *answer = fs_ask(&PyTuple_GET_ITEM(mt, 0), ev, F[FP_SPEC_NAME]);
+        if (answer == NULL)
+            goto done;
+        if (!PyTuple_Check(answer) || PyTuple_GET_SIZE(answer) != 2) {
+            Py_DECREF(answer);
+            PyErr_SetString(PyExc_TypeError, "fused_stop: a member's answer is not (reply, reason)");
+            goto done;
+        }
+        int plain = PyTuple_GET_ITEM(answer, 0) == PyTuple_GET_ITEM(mt, FM_CONT)
+                            && PyTuple_GET_ITEM(answer, 1) == fs_names.empty
+                        ? 1
+                        : fs_plain(PyTuple_GET_ITEM(answer, 0), PyTuple_GET_ITEM(answer, 1), S[FS_CONT_TYPE]);
+        if (plain == 0) { /* the walk goes on in Python from this member */
+            PyObject *wargs[7] = {shim, t, plan, ev, PyTuple_GET_ITEM(mt, FM_POS), PyTuple_GET_ITEM(answer, 0),
+                                  PyTuple_GET_ITEM(answer, 1)};
+            PyObject *w = PyObject_VectorcallMethod(fs_names.walk_from, wargs, 7 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                                    NULL);
+            Py_DECREF(answer);
+            if (w == NULL)
+                goto done;
+            Py_DECREF(w);
+            ret = 1;
+            goto done;
+        }
+        Py_DECREF(answer);
+        if (plain < 0)
+            goto done;
+    }
+    /* the decision: _decision("cont", ev.call, 0, (), (), None, False, True) */
+    PyObject *dargv[8] = {fs_names.cont, call, fs_zero, fs_empty, fs_empty, Py_None, Py_False, Py_True};
+    d = PyObject_Vectorcall(S[FS_MK_DECISION], dargv, 8, NULL);
+    if (d == NULL || fs_count(S[FS_STATS], fs_names.decisions) < 0 || PyDict_SetItem(td, fs_names.decision, d) < 0)
+        goto done;
+    /* Pin._pin_open's common case: a region with this thread's slot, SET_SYSCALL_INFO */
+    PyObject *region = PyDict_GetItemWithError(S[FS_REGIONS], tgid), *off = NULL;
+    if (region == NULL && PyErr_Occurred())
+        goto done;
+    Py_XINCREF(region);
+    if (region != NULL) {
+        PyObject *slots = PyObject_GetAttr(region, fs_names.slots);
+        if (slots != NULL) {
+            off = PyDict_GetItemWithError(slots, tidobj);
+            Py_XINCREF(off);
+            Py_DECREF(slots);
+        }
+    }
+    int go = 0;
+    if (!PyErr_Occurred() && off != NULL) {
+        go = fs_truth(S[FS_PT], fs_names.set_info_works);
+        PyObject *detaching = go > 0 ? fs_dget(sd, fs_names.detaching, NULL) : NULL;
+        if (go > 0)
+            go = detaching == NULL ? -1 : detaching == Py_False ? 1 : 0;
+    }
+    PyObject *view = NULL, *addr = NULL;
+    if (go > 0 && (addr = PyObject_GetAttr(region, fs_names.addr)) != NULL
+        && (how_at = PyNumber_Add(addr, off)) != NULL && PyDict_SetItem(td, fs_names.verify, Py_None) == 0
+        && (view = PyObject_GetAttr(region, fs_names.view)) != NULL) {
+        PyObject *pargs[6] = {tidobj, view, off, how_at, pin, args};
+        set = py_pin_open(NULL, pargs, 6);
+    }
+    Py_XDECREF(view);
+    Py_XDECREF(addr);
+    Py_XDECREF(region);
+    Py_XDECREF(off);
+    if (PyErr_Occurred())
+        goto done;
+    if (set == NULL || set == Py_None) { /* no slot yet, no SET_SYSCALL_INFO, detaching: Python's pin */
+        PyObject *pa[3] = {shim, t, d};
+        PyObject *r = PyObject_VectorcallMethod(fs_names.pin_and_go, pa, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+        ret = 1;
+        goto done;
+    }
+    /* written, made openat2, resumed: Pin._pin_open's bookkeeping */
+    PyObject *rep = PyTuple_Pack(5, F[FP_ARG_REGS], set, args, S[FS_OPENAT2], F[FP_OWN_NR]);
+    if (fs_dset_new(td, fs_names.repointed, rep) < 0 || PyDict_SetItem(td, fs_names.state_, S[FS_RUN]) < 0)
+        goto done;
+    PyObject *count = fs_dget(sd, fs_names.resume_count, NULL);
+    PyObject *n = count != NULL ? PyNumber_Add(count, fs_one) : NULL;
+    if (n == NULL)
+        goto done;
+    int bad = PyDict_SetItem(sd, fs_names.resume_count, n) < 0 || PyDict_SetItem(td, fs_names.resumed, n) < 0
+              || PyDict_SetItem(td, fs_names.running, Py_True) < 0;
+    Py_DECREF(n);
+    if (!bad)
+        ret = 1;
+done:
+    Py_XDECREF(vstr);
+    Py_XDECREF(dargs);
+    Py_XDECREF(idobj);
+    Py_XDECREF(notes);
+    Py_XDECREF(call);
+    Py_XDECREF(ev);
+    Py_XDECREF(d);
+    Py_XDECREF(how_at);
+    Py_XDECREF(set);
+    return ret;
+}
+
+/* The gate: is this stop the common judged open, its path plain?  Nothing is
+ * changed before fs_decide.  1 done, 0 the Python handler's, 2 the Python
+ * handler's with the path known not plain, -1 with an exception set. */
+static int fs_stop(PyObject *const *S, PyObject *const *argv)
+{
+    PyObject *tidobj = argv[0], *args = argv[3], *path = argv[6];
+    if (!PyTuple_CheckExact(path) || PyTuple_GET_SIZE(path) != 2 || PyTuple_GET_ITEM(path, 1) != Py_True
+        || !PyBytes_CheckExact(PyTuple_GET_ITEM(path, 0)) || !PyTuple_CheckExact(args) || PyTuple_GET_SIZE(args) != 6
+        || PyBytes_GET_SIZE(PyTuple_GET_ITEM(path, 0)) > fs_pathsize)
+        return 0;
+    int r = PyObject_RichCompareBool(argv[5], S[FS_TRACE_MARK], Py_EQ);
+    if (r <= 0)
+        return r;
+    PyObject *key = PyTuple_Pack(2, argv[1], argv[2]);
+    if (key == NULL)
+        return -1;
+    PyObject *plan = PyDict_GetItemWithError(S[FS_PLANS], key);
+    Py_DECREF(key);
+    if (plan == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *t = PyDict_GetItemWithError(S[FS_THREADS], tidobj);
+    if (t == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (Py_TYPE(plan) != (PyTypeObject *)S[FS_PLAN_TYPE] || Py_TYPE(t) != (PyTypeObject *)S[FS_THREAD_TYPE])
+        return 0;
+    PyObject *fast = *(PyObject **)((char *)plan + fs_fast_offset);
+    if (fast == NULL || !PyTuple_CheckExact(fast) || PyTuple_GET_SIZE(fast) != FP_N)
+        return 0;
+    PyObject *const *F = &PyTuple_GET_ITEM(fast, 0);
+    PyObject *td = PyObject_GenericGetDict(t, NULL), *sd = PyObject_GenericGetDict(S[FS_SHIM], NULL);
+    PyObject *pinned = NULL, *v;
+    int ret = -1;
+    if (td == NULL || sd == NULL)
+        goto done;
+    Py_INCREF(plan);
+    Py_INCREF(fast);
+    Py_INCREF(t);
+    ret = 0;
+    /* Stops._on_seccomp_stop's and Entry._ask_entry's tests, in effect (a default: the class's) */
+#define FS_GATE(expr) \
+    do { \
+        if ((r = (expr)) <= 0) { \
+            ret = r; \
+            goto held; \
+        } \
+    } while (0)
+#define FS_IS(dict, name, dflt, what) ((v = fs_dget(dict, name, dflt)) == NULL ? -1 : v == (what))
+    FS_GATE(FS_IS(td, fs_names.saved_mask, Py_None, Py_None));
+    FS_GATE(FS_IS(sd, fs_names.detaching, NULL, Py_False));
+    FS_GATE(FS_IS(td, fs_names.state_, S[FS_RUN], S[FS_RUN]));
+    FS_GATE(FS_IS(td, fs_names.replay, Py_None, Py_None));
+    FS_GATE(FS_IS(sd, fs_names.forced, NULL, Py_None));
+    long q = PyLong_AsLong(F[FP_QUIET]);
+    if (q == -1 && PyErr_Occurred())
+        goto fail;
+    if (q >= 0 && q < 6) { /* an open for writing: the guard's (Guard.quiet_reads), in Python */
+        uint64_t flags = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(args, q));
+        if (PyErr_Occurred())
+            goto fail;
+        if ((flags & fs_accmode) && !(flags & fs_o_path))
+            goto held;
+    } else if (q != -1)
+        goto held;
+    PyObject *cache = PyObject_GetAttr(S[FS_STACK], fs_names.cache);
+    if (cache == NULL)
+        goto fail;
+    r = fs_truth(cache, fs_names.replies);
+    Py_DECREF(cache);
+    FS_GATE(r == 0 ? 1 : r < 0 ? -1 : 0);
+    FS_GATE(FS_IS(sd, fs_names.audit, NULL, Py_None));
+    FS_GATE(FS_IS(sd, fs_names.audit_tee, NULL, Py_None));
+    FS_GATE(FS_IS(sd, fs_names.symbolizer, NULL, Py_None));
+    /* Pin._may_pin: no filter of its own, pinning on, the main process or an announced one */
+    FS_GATE(FS_IS(sd, fs_names.pin_ok, NULL, Py_True));
+    PyObject *tgid = fs_dget(td, fs_names.tgid, NULL), *main_pid = fs_dget(sd, fs_names.main_pid, NULL);
+    if (tgid == NULL || main_pid == NULL)
+        goto fail;
+    r = PySet_Contains(S[FS_OWN_FILTERS], tgid);
+    FS_GATE(r == 0 ? 1 : r < 0 ? -1 : 0);
+    r = PyObject_RichCompareBool(tgid, main_pid, Py_EQ);
+    if (r < 0)
+        goto fail;
+    if (!r) {
+        PyObject *leader = PyDict_GetItemWithError(S[FS_THREADS], tgid);
+        if (leader == NULL)
+            goto fail_or_held;
+        FS_GATE(fs_truth(leader, fs_names.announced));
+    }
+    /* the kept root (RootFds.get, kept for this very thread), then pin.plain_pin */
+    PyObject *kept = PyDict_GetItemWithError(S[FS_ROOT_FDS], tidobj);
+    if (kept == NULL)
+        goto fail_or_held;
+    if (!PyTuple_CheckExact(kept) || PyTuple_GET_SIZE(kept) != 2 || PyTuple_GET_ITEM(kept, 0) != t)
+        goto held;
+    long fidx = PyLong_AsLong(F[FP_FLAGS_AT]), midx = PyLong_AsLong(F[FP_MODE_AT]);
+    if (PyErr_Occurred())
+        goto fail;
+    if (midx < 0 || midx > 5 || fidx > 5)
+        goto held;
+    PyObject *pp[4] = {PyTuple_GET_ITEM(kept, 1), PyTuple_GET_ITEM(path, 0),
+                       fidx < 0 ? F[FP_CREAT_FLAGS] : PyTuple_GET_ITEM(args, fidx), PyTuple_GET_ITEM(args, midx)};
+    if ((pinned = py_pin_plain(NULL, pp, 4)) == NULL)
+        goto fail;
+    if (pinned == Py_None) {
+        ret = 2; /* not plain: the Python road's general notes, without this check again */
+        goto held;
+    }
+#undef FS_IS
+#undef FS_GATE
+    Py_INCREF(tgid);
+    ret = fs_decide(S, F, t, td, sd, plan, argv, tgid, PyTuple_GET_ITEM(pinned, 0), PyTuple_GET_ITEM(pinned, 1));
+    Py_DECREF(tgid);
+    goto held;
+fail_or_held:
+    if (!PyErr_Occurred())
+        goto held;
+fail:
+    ret = -1;
+held:
+    Py_DECREF(t);
+    Py_DECREF(fast);
+    Py_DECREF(plan);
+done:
+    Py_XDECREF(pinned);
+    Py_XDECREF(td);
+    Py_XDECREF(sd);
+    return ret;
+}
+
+static PyObject *fused_call(PyObject *self, PyObject *const *argv, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "fused stop: seven arguments (tid, arch, nr, args, ip, ret_data, path)");
+        return NULL;
+    }
+    PyObject *const *S = &PyTuple_GET_ITEM(self, 0);
+    int r = fs_stop(S, argv);
+    if (r < 0)
+        return NULL;
+    if (r == 1)
+        Py_RETURN_NONE;
+    if (r == 2) {
+        PyObject *a8[8] = {argv[0], argv[1], argv[2], argv[3], argv[4], argv[5], argv[6], Py_False};
+        return PyObject_Vectorcall(S[FS_FALLBACK], a8, 8, NULL);
+    }
+    return PyObject_Vectorcall(S[FS_FALLBACK], argv, 7, NULL);
+}
+
+static PyMethodDef fused_def = {"fused_stop", (PyCFunction)(void (*)(void))fused_call, METH_FASTCALL,
+                                "A seccomp stop (reap's on_seccomp): the common judged open here, the rest to Python."};
+
+static PyObject *py_fused_stop(PyObject *self, PyObject *args)
+{
+    PyObject *state;
+    if (!PyArg_ParseTuple(args, "O!", &PyTuple_Type, &state))
+        return NULL;
+    if (PyTuple_GET_SIZE(state) != FS_N) {
+        PyErr_Format(PyExc_ValueError, "fused_stop: a state of %d items", (int)FS_N);
+        return NULL;
+    }
+    if (!PyDict_Check(PyTuple_GET_ITEM(state, FS_THREADS)) || !PyDict_Check(PyTuple_GET_ITEM(state, FS_PLANS))
+        || !PyAnySet_Check(PyTuple_GET_ITEM(state, FS_OWN_FILTERS)) || !PyDict_Check(PyTuple_GET_ITEM(state, FS_ROOT_FDS))
+        || !PyDict_Check(PyTuple_GET_ITEM(state, FS_REGIONS)) || !PyType_Check(PyTuple_GET_ITEM(state, FS_CONT_TYPE))) {
+        PyErr_SetString(PyExc_TypeError, "fused_stop: threads, plans, root fds, regions dicts, a set, a type");
+        return NULL;
+    }
+    if (!pin_conf.ready) {
+        PyErr_SetString(PyExc_RuntimeError, "fused_stop before pin_setup");
+        return NULL;
+    }
+    if (fs_intern() < 0)
+        return NULL;
+    PyObject *plan_type = PyTuple_GET_ITEM(state, FS_PLAN_TYPE), *thread_type = PyTuple_GET_ITEM(state, FS_THREAD_TYPE);
+    if (!PyType_Check(plan_type) || !PyType_Check(thread_type)) {
+        PyErr_SetString(PyExc_TypeError, "fused_stop: the plan's and the thread's classes");
+        return NULL;
+    }
+    PyObject *fast = PyUnicode_InternFromString("fast");
+    Py_ssize_t off = fast != NULL ? slot_offset((PyTypeObject *)plan_type, fast) : -1;
+    Py_XDECREF(fast);
+    if (off < 0)
+        return NULL;
+    uint64_t accmode = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(state, FS_ACCMODE));
+    uint64_t o_path = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(state, FS_O_PATH));
+    Py_ssize_t pathsize = PyLong_AsSsize_t(PyTuple_GET_ITEM(state, FS_PATHSIZE));
+    if (PyErr_Occurred())
+        return NULL;
+    if (fs_empty == NULL && (fs_empty = PyTuple_New(0)) == NULL)
+        return NULL;
+    fs_accmode = accmode, fs_o_path = o_path, fs_pathsize = pathsize, fs_fast_offset = off;
+    return PyCFunction_New(&fused_def, state);
+}
+/* ---- end of the fused stop ---------------------------------------------------- */

@@ -17,7 +17,7 @@ from brokerd.decision.member import SyncMember
 from brokerd.decision.stack import Decision, EntryWalk, VerdictError
 from brokerd.protocol import codec, lazyre
 from brokerd.protocol.abi import Abi, SyscallSpec, abi_from_audit
-from brokerd.protocol.args import encode_args, entry_decoder, entry_decoder_given
+from brokerd.protocol.args import encode_args, entry_decoder, entry_decoder_given, entry_decoders
 from brokerd.protocol.types import (
     Call,
     Cont,
@@ -31,7 +31,7 @@ from brokerd.protocol.types import (
 
 from .. import ptrace as pt
 from ..accel import accel
-from ..guard import OWNER_CALLS, PROC_OPEN_CALLS
+from ..guard import O_ACCMODE, O_PATH, OWNER_CALLS, PROC_OPEN_CALLS
 from ..makers import maker
 from ..resolve import ROOT_CALLS
 from ..states import ASK, INJECT, RUN, move
@@ -44,7 +44,7 @@ from .consts import (
     UFFD_USER_MODE_ONLY,
     USER_LIMIT,
 )
-from .pin import FILTER_INSTALLS, HOW_ROOM, PIN_FORMS
+from .pin import CREAT_FLAGS, FILTER_INSTALLS, HOW_ROOM, PIN_ARGS, PIN_FORMS, SYS_OPENAT2
 from .rewrite import stable_positions
 from .thread import PATH_READ, _Thread
 
@@ -184,7 +184,7 @@ class Entry(ShimBase):
         self._resume(t.tid)
 
     def _ask_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int], ip: int,
-                   path: tuple[bytes, bool] | int | None = None) -> None:
+                   path: tuple[bytes, bool] | int | None = None, plain: bool | None = None) -> None:
         """A call someone must be asked about: its event (arguments decoded,
         notes made) starts its walk through the stack; when its members all
         answer synchronously (``plan.sync``) they are asked here and a plain
@@ -193,7 +193,10 @@ class Entry(ShimBase):
         members that are all processes (``plan.quick``) alike while each
         answers a plain ``cont`` with its question.
         ``path``: the compiled stop's read of argument ``plan.given`` (see
-        ``accel.seccomp_info``), decoded here without the decoder's frames."""
+        ``accel.seccomp_info``), decoded here without the decoder's frames;
+        ``plain``: False when the compiled road (``accel.fused_stop``) has
+        found that path not plain already (:meth:`_pinned_notes` need not
+        look again)."""
         abi, spec = plan.abi, plan.spec
         raw = tuple(rawargs) if plan.mask is None else tuple(a & plan.mask for a in rawargs)
         decode = plan.decode
@@ -210,7 +213,7 @@ class Entry(ShimBase):
         self._next_id = ev_id + 1
         t.verify = t.pin = t.repointed = None
         pin = plan.pin_form and self._may_pin(t, abi)
-        notes = self._pinned_notes(t, plan, raw, args) if pin else None
+        notes = self._pinned_notes(t, plan, raw, args) if pin and plain is None else None
         if notes is None:
             notes = _path_notes(t.tid, spec, raw, args, plan.paths) if plan.paths else ()
             if plan.real is not None and notes:
@@ -282,6 +285,57 @@ class Entry(ShimBase):
         self._take_entry_answer(t, walk, pos, reply, reason)
         self._advance_entry(t, walk)
 
+    def _pin_and_go(self, t: _Thread, d: Decision) -> None:
+        """A pinned plain cont's last steps (the compiled road's when it cannot pin itself)."""
+        if self._pin_open(t, d) == "pinned":
+            self._go_on(t, d)
+
+    def _fast_plan(self, plan: _Plan) -> tuple | None:
+        """``plan.fast``: what the compiled road (``accel.fused_stop``, the
+        fused stop's section of _accel.c) needs to work a call of ``plan``
+        itself, or None where it hands every call to :meth:`_ask_entry`.
+        Only for the common judged open: fused, x86_64, pinnable (stable
+        arguments), its path read with the stop, every member an in-process
+        policy that can be asked without its Python wrappers (the order
+        of the tuple is the C's, FP_* and FM_*).  Its decoder is given as
+        its parts (args.entry_decoders: per argument its memo, if any, and
+        its function), which the C calls as args._joined's function does."""
+        if (fused_stop is None or not plan.fused or not plan.sync or not plan.pin_form or not plan.stabilize
+                or plan.mask is not None or plan.abi.name != "x86_64" or plan.decode_given is None
+                or plan.real is None or not plan.paths):
+            return None
+        pidx, fidx, midx = PIN_ARGS[plan.spec.name]
+        if pidx != plan.given:
+            return None
+        members = []
+        for pos, _ in plan.sync:
+            parts = getattr(self.stack.members[pos], "fused_parts", None)
+            got = parts() if parts is not None else None
+            if got is None:
+                return None
+            members.append((pos, self.stack.members[pos], *got))
+        decode = tuple(None if i == pidx else (*getattr(f, "memo", (-1, None)), f)
+                       for i, f in enumerate(entry_decoders(plan.spec)))
+        return (plan.spec.name, plan.abi.name, plan.abi, plan.spec, decode, plan.paths[0][1], plan.real,
+                -1 if fidx is None else fidx, CREAT_FLAGS, midx, plan.abi.arg_regs,
+                plan.spec.nr | plan.abi.nr_bit, tuple(members), plan.quiet)
+
+    def _make_fused(self) -> Callable[..., None]:
+        """The compiled loop's seccomp handler: ``accel.fused_stop`` with
+        this shim's state (the order of the tuple is the C's, FS_*), which
+        hands what it does not work itself to :meth:`Stops._on_seccomp_stop`;
+        that method itself without the compiled road."""
+        fallback = cast(Any, self)._on_seccomp_stop
+        if (fused_stop is None or os.environ.get("BROKERD_CSTOP", "") == "0"  # (=0: the Python road, to compare)
+                or _descriptors(type(self), _SHIM_FIELDS) or _descriptors(_Thread, _THREAD_FIELDS)
+                or any(getattr(_Thread, name) is not None for name in ("saved_mask", "replay"))
+                or _Thread._state is not RUN):
+            return fallback
+        return fused_stop((
+            self, fallback, self.threads, self._action_cache.plans, self._own_filters, self.stats,
+            self._roots.kept, self._mem, self.stops, self.stack, self._regions, pt, _str, _call, _event, _decision,
+            ASK, RUN, Cont, TRACE_MARK, O_ACCMODE, O_PATH, PATHSIZE, _Plan, _Thread, SYS_OPENAT2))
+
     def _ask_plan(self, plan: _Plan) -> Callable[[Sequence[int], Any, int, int], tuple]:
         """The parts of ``plan`` only a judged call needs, worked out at its
         first one: its decoder, whether its members can be walked as
@@ -302,6 +356,7 @@ class Entry(ShimBase):
         plan.quiet = -1 if not plan.checks else quiet if quiet is not None else -2
         # the compiled stop may hand this call straight to _ask_entry (Stops._on_seccomp_stop)
         plan.fused = bool(plan.sync or plan.quick) and plan.prepare is None and plan.quiet != -2
+        plan.fast = self._fast_plan(plan)
         plan.ext = self._ext_plan(plan)  # (the compiled external question's, ext.py)
         return decode
 
@@ -577,6 +632,21 @@ _ENTRY_CHECKS: tuple[tuple[Collection[str], Callable[[Entry, _Thread, _Plan, Seq
 if accel is not None:  # the compiled stop's handler is _on_seccomp itself: one Python call less per stop
     Entry._on_seccomp = Entry._on_seccomp_accel  # type: ignore[method-assign]
 
+#: the compiled road of the common judged open (None: not built, or built before it had one)
+fused_stop: Callable[[tuple], Callable[..., None]] | None = getattr(accel, "fused_stop", None)
+
+#: the shim's and the thread's attributes the compiled road reads and writes in their __dict__
+#: (accel.fused_stop): no class of theirs may make one a descriptor (Entry._make_fused)
+_SHIM_FIELDS = ("_detaching", "forced", "audit", "_audit_tee", "_symbolizer", "_pin_ok", "main_pid", "strsize",
+                "_next_id", "_resume_count")
+_THREAD_FIELDS = ("saved_mask", "_state", "replay", "tgid", "running", "guard_exit", "verify", "pin", "repointed",
+                  "abi", "spec", "raw", "event_id", "decision", "resumed")
+
+
+def _descriptors(cls: type, names: Sequence[str]) -> bool:
+    """Does ``cls`` (or a base) make any of ``names`` a data descriptor (a property, a slot)?"""
+    return any(hasattr(type(getattr(cls, n, None)), "__set__") for n in names)
+
 #: calls whose struct argument a policy reads from memory (flags, a destination), copied once
 #: into the read-only slot before anyone judges a call of theirs (Stable)
 JUDGED_COPIES = {"openat2": "_stable_open_how", "sendmsg": "_stable_msghdr", "sendmmsg": "_stable_mmsghdr"}
@@ -598,7 +668,7 @@ class _Plan:
 
     __slots__ = ("abi", "spec", "prepare", "checks", "what", "err", "order", "mask", "nargs", "paths",
                  "never_denied", "real", "pin_form", "decode", "sync", "stabilize", "cont", "given",
-                 "decode_given", "quiet", "fused", "quick", "ext")
+                 "decode_given", "quiet", "fused", "quick", "ext", "fast")
 
     def __init__(self, abi: Abi, spec: SyscallSpec,
                  prepare: Callable[[_Thread, Abi, SyscallSpec, Sequence[int]], Sequence[int] | None] | None,
@@ -644,6 +714,8 @@ class _Plan:
         #: to be done first (Stops._on_seccomp_stop): all members synchronous, no preparer,
         #: no check but the guard's quiet reads
         self.fused = False
+        #: the compiled road works this call itself (Entry._fast_plan; None: it does not)
+        self.fast: tuple | None = None
         #: a fused quick plan's compiled external question (ext.ExtPlan), or None
         self.ext: Any = None
 

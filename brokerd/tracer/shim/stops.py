@@ -43,6 +43,9 @@ SECCOMP_STOP = (((pt.EVENT_SECCOMP << 8) | signal.SIGTRAP) << 8) | 0x7F
 class Stops(ShimBase):
     """Stop dispatch: what each ptrace stop is (syscall, fork/clone, exec, exit, group-stop) and who handles it."""
 
+    #: the compiled loop's seccomp handler (Entry._make_fused), made at its first use
+    _fused: Callable[..., None] | None = None
+
     def _thread(self, tid: int) -> _Thread:
         t = self.threads.get(tid)
         if t is None:
@@ -133,7 +136,7 @@ class Stops(ShimBase):
             self._on_signal(t, sig)
 
     def _on_seccomp_stop(self, tid: int, arch: int, nr: int, args: tuple[int, ...], ip: int, ret_data: int,
-                         path: tuple[bytes, bool] | int | None) -> None:
+                         path: tuple[bytes, bool] | int | None, plain: bool | None = None) -> None:
         """The compiled loop's seccomp stop (``accel.reap``), fetched whole:
         :meth:`_on_status`'s common case without its tests, the rest to it.
 
@@ -144,7 +147,11 @@ class Stops(ShimBase):
         :meth:`Entry._ask_entry`: every branch of :meth:`Entry._seccomp_entry`
         and :meth:`Entry._on_entry` it skips is one that does nothing for it.
         The guard's only part then is an open for writing (Guard.quiet_reads:
-        a read is none of its business), which it judges as ever."""
+        a read is none of its business), which it judges as ever.
+
+        With the compiled road (``accel.fused_stop``, Entry._make_fused) this
+        is what it hands every stop it does not work itself; ``plain`` False:
+        it found the path not plain (Entry._ask_entry)."""
         t = self.threads.get(tid)
         if t is None or t.saved_mask is not None or self._detaching:
             self._on_status(tid, SECCOMP_STOP, (arch, nr, args, ip, ret_data, path))
@@ -163,7 +170,7 @@ class Stops(ShimBase):
                 t.guard_exit = False
             if plan.ext is not None and type(path) is tuple and not t.guard_exit and self._ask_ext(t, plan, args, path):
                 return  # asked, answered a plain cont and pinned in one compiled call (ext.py)
-            self._ask_entry(t, plan, args, ip, path)
+            self._ask_entry(t, plan, args, ip, path, plain)
             return
         self._seccomp_entry(t, arch, nr, args, ip, ret_data, path)
 
@@ -407,7 +414,9 @@ class Stops(ShimBase):
         self.loop.more_children = False
         if self._compiled_loop:  # the same loop in one compiled call (accel.reap)
             assert accel is not None
-            handled, more = accel.reap(self._path_reads, self._on_seccomp_stop, self._on_status, self._tracee_failed,
+            if self._fused is None:
+                self._fused = self._make_fused()
+            handled, more = accel.reap(self._path_reads, self._fused, self._on_status, self._tracee_failed,
                                        self._stop_spin, machine_busy, REAP_BATCH)
             self.stats["stops"] += handled
             self.loop.more_children = bool(more)
