@@ -145,3 +145,52 @@ attempt("self", "/proc/self/oom_score_adj", os.O_WRONLY, b"500")
     assert summary["accel"]["fused"] >= 200, summary
     assert summary["stops"].get("exit:openat", 0) <= 5, summary  # pinned: no exit stop
     assert os.path.exists("/proc/self/oom_score_adj")
+
+
+#: a policy whose deadline passes while the broker starts its timer for the question after the open of
+#: "arm" (as on a loaded machine that takes the CPU from the broker right after its setitimer): the
+#: deadline's Overrun is raised in _Alarm.start itself, before the handler runs
+LATE_START_POLICY = '''
+import os, time
+from brokerd.clients.authorizer import Authorizer, cont
+from brokerd.decision import inproc
+
+_start = inproc._Alarm.start
+late_next = []
+
+def _late_start(self, seconds):
+    _start(self, seconds)
+    if late_next:
+        late_next.clear()
+        time.sleep(seconds + 5)  # the timer fires in here: Overrun from start
+
+inproc._Alarm.start = _late_start
+
+late = Authorizer("late")
+
+@late.on("openat")
+def late_openat(call):
+    if os.path.basename(call.path(1) or "") == "arm":
+        inproc._ALARM.stop()  # (the next question starts the timer)
+        late_next.append(1)
+    return cont()
+'''
+
+
+@pytest.mark.parametrize("cstop", [True, False], ids=["compiled", "python"])
+def test_a_deadline_met_while_the_timer_starts_is_the_default(tmp_path, cprog, cstop):
+    """The deadline's Overrun raised where the timer is started (before the
+    handler runs) is the member's default answer with its error line, as
+    InProcess.ask_entry has it, on the compiled road too: it was raised out
+    of accel.fused_stop and ended the broker (the program killed)."""
+    (tmp_path / "latepol.py").write_text(textwrap.dedent(LATE_START_POLICY))
+    names = [str(tmp_path / name) for name in ("arm", "victim", "after")]
+    for name in names:
+        with open(name, "w") as f:
+            f.write("x\n")
+    env = {"PYTHONPATH": str(tmp_path)} if cstop else {"PYTHONPATH": str(tmp_path), "BROKERD_CSTOP": "0"}
+    r = brokerctl("run", "--timeout", "0.1", "-a", "py:latepol:late", "--", str(cprog("opener", ("-static",))),
+                  *names, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"{names[0]} ok x", f"{names[1]} EPERM", f"{names[2]} ok x"], r.stderr
+    assert r.stderr.count("did not answer within 0.1s") == 1, r.stderr
