@@ -213,7 +213,7 @@ def observe(lines: Sequence[str], *, command: str = "", cwd: str | None = None,
     ``keep``: only these calls (learning on a base: what it denied)."""
     obs = Observed()
     if command:
-        obs.runs.add(command)
+        obs.runs.add(_one_line(command))  # as the header shows it, so merging finds it again
     if cwd:
         obs.trees.add(as_glob(cwd))
     procs = _procs(lines)
@@ -493,7 +493,7 @@ HEADER = "# Learned by `brokerctl learn` (docs/learn.md). Runs it was learned fr
 
 
 def _q(s: str) -> str:
-    return json.dumps(s, ensure_ascii=False)
+    return json.dumps(s, ensure_ascii=False).replace("\x7f", "\\u007f")  # TOML refuses a raw DEL
 
 
 def _list(items: Iterable[str]) -> str:
@@ -600,7 +600,7 @@ def _render_layer(p: Plan) -> str:
            "# if the broker dies."]
     if wider:
         out.append("# Wider than the rules below, so they still decide every call (settle = \"none\"):")
-        out += [f"#   {w}" for w in wider]
+        out += [f"#   {_one_line(w)}" for w in wider]
     else:
         out.append("# Exactly the rules' grants: the calls it decides are not asked about (settle = \"all\").")
     if net:
@@ -614,13 +614,23 @@ def _render_layer(p: Plan) -> str:
     return "\n".join(out + net) + "\n"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` fit for a TOML comment: a control character (a newline of a
+    ``sh -c`` script, a path's) would end the comment or is not allowed in
+    one, so it is shown escaped (``\\n``) and the comment stays one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def _head(p: Plan) -> list[str]:
     out = [HEADER]
-    out += [f"# run: {r}\n" for r in p.runs]
+    out += [f"# run: {_one_line(r)}\n" for r in p.runs]
     out.append("# Enforce: brokerctl run --policy THIS.toml -- PROG ARGS\n")
     out.append("# Check first (lists what it would deny): brokerctl learn --check THIS.toml -- PROG ARGS\n")
     if p.unresolved:
-        out.append(f"# Not learned (a path nobody could resolve; denied): {', '.join(p.unresolved)}\n")
+        out.append(f"# Not learned (a path nobody could resolve; denied): {_one_line(', '.join(p.unresolved))}\n")
     return out
 
 
@@ -637,7 +647,7 @@ def render(p: Plan) -> str:
                'unknown = "deny:ENOSYS"  # calls no run made fail in the kernel filter, as on a kernel without them\n'
                'default = "deny"  # the calls the rules name are asked about; what no rule allows is denied\n'
                'deny_errno = "EACCES"  # paths and addresses no run used\n')
-    out.append(f"# {CALLS}{_by(p.calls.use.progs)}\n")
+    out.append(f"# {CALLS}{_one_line(_by(p.calls.use.progs))}\n")
     out.append(f"allow = {_list(p.calls.use.calls - {'ioctl'})}\n\n")
     out.append(_render_layer(p))
     if "ioctl" in p.calls.use.calls:  # judged per request: TIOCSTI would type into the user's terminal
@@ -741,7 +751,8 @@ def _render_on_base(p: Plan) -> str:
     static = sorted(c for c in calls if asked is not None and c not in asked)
     out = _head(p) + ["\n", BASE_NOTE, f"base = {_q(p.base)}\n", 'name = "learned"\n']
     if static:
-        out.append(f"# calls: the system calls the run made that the base denies in its kernel filter{_by(p.calls.use.progs)}\n")
+        out.append("# calls: the system calls the run made that the base denies in its kernel filter"
+                   f"{_one_line(_by(p.calls.use.progs))}\n")
         out.append(f"allow = {_list(static)}\n")
     out.append("\n" + _render_layer_additions(p))
     out += _ioctl_rules(p) if "ioctl" in p.calls.use.calls else []
@@ -786,7 +797,7 @@ def _render_layer_additions(p: Plan) -> str:
     out = ["# Added to the base's kernel layer (only the rights it handles count)."]
     if wider:
         out.append("# Wider than the rules below, so the broker still judges every call the layer would settle:")
-        out += [f"#   {w}" for w in wider]
+        out += [f"#   {_one_line(w)}" for w in wider]
     out.append("[layer]")
     if wider:
         out.append('settle = "none"')

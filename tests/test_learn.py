@@ -312,3 +312,19 @@ def test_check_reports_calls_no_run_made(tmp_path):
     assert re.search(r"would deny: .* getpriority .*-> skip-fail ENOSYS", r.stderr), r.stderr
     r = bctl("run", "--policy", str(policy), "--", *py, changed, cwd=work, env=env)
     assert r.returncode != 0 and "Function not implemented" in r.stderr  # what the check said
+
+
+def test_a_multi_line_shell_script_is_learned(tmp_path):
+    """Before: the command went into the policy's ``# run:`` comment as it
+    was, so a ``sh -c`` script of several lines ended the comment and learn
+    failed ("internal error, the learned policy does not load: TOML
+    syntax").  The comment shows it escaped, on one line, and merging keeps it."""
+    work = tmp_path / "w"
+    work.mkdir()
+    argv = ["sh", "-c", "echo one > out.txt\ncat out.txt"]
+    policy, r = learn_and_enforce(tmp_path, work, argv, lambda: (work / "out.txt").unlink(missing_ok=True))
+    assert r.stdout == "one\n"
+    assert "# run: sh -c 'echo one > out.txt\\ncat out.txt'\n" in policy.read_text()
+    r = bctl("learn", "-o", str(policy), "--merge", "--", *argv, cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert policy.read_text().count("# run:") == 1

@@ -107,3 +107,17 @@ def test_rule_syntax(rule, host, port, match):
 def test_bad_rules_are_usage_errors(bad):
     r = brokerctl("run", "--policy", f"network:{bad}", "--", "true")
     assert r.returncode != 0
+
+
+def test_files_move_and_link_across_directories_under_the_network_policy(tmp_path):
+    """Before: the network policy's kernel layer (TCP ports only) said
+    nothing about Landlock's ``refer``, which the kernel counts as handled by
+    every layer of a domain that handles a file right (the broker's wall
+    does): every rename or hard link across directories failed with EXDEV
+    (``mv`` fell back to a copy, ``ln`` and ``os.rename`` failed)."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "a").write_text("x\n")
+    r = brokerctl("run", "--policy", "network", "--", sys.executable, "-S", "-c",
+                  f"import os; os.chdir({str(tmp_path)!r}); os.rename('a', 'd/a'); os.link('d/a', 'b'); print('ok')")
+    assert r.stdout == "ok\n", r.stderr
+    assert (tmp_path / "b").read_text() == "x\n"

@@ -412,3 +412,31 @@ link("{box}/in.txt", "{box.parent}/out")
     assert r.stdout.splitlines() == ["[1, 2]", "ok", "EXDEV", "EXDEV", "EACCES"], r.stderr
     assert (box / "sub" / "in.txt").read_text() == "inside\n"
     assert not (box / "f").exists() and not (box / "s").exists() and not (box.parent / "out").exists()
+
+
+def test_python_venv_is_made_in_the_box(box):
+    """Before: every symlink was EPERM, so ``python3 -m venv`` (its ``lib64 ->
+    lib``) failed.  A symlink is made when its target stays in the read-write
+    directories wherever it is moved among them: relative with no ``..``, or
+    absolute below one of them; one leading elsewhere (renamed over a
+    directory between a path check and the call, or followed later by the
+    user) stays EPERM, so the interpreter itself is copied (``--copies``)."""
+    code = f"""
+import errno, os, subprocess, sys
+os.chdir({str(box)!r})
+r = subprocess.run([sys.executable, "-m", "venv", "--copies", "--without-pip", "v"])
+print("venv", r.returncode, os.readlink("v/lib64"))
+print(subprocess.run(["v/bin/python", "-c", "import sys; print(sys.prefix != sys.base_prefix)"],
+                     capture_output=True, text=True).stdout.strip())
+os.mkdir("d")
+for target, name in [("in.txt", "d/same"), ("sub/x", "down"), ({str(box)!r} + "/in.txt", "abs"),
+                     ("../in.txt", "d/up"), ("/etc/passwd", "out"), ({str(box)!r} + "/../secret.txt", "abs-up")]:
+    try:
+        os.symlink(target, name)
+        print(name, "ok")
+    except OSError as e:
+        print(name, errno.errorcode[e.errno])
+"""
+    r = brokerctl("run", "--policy", _python_box(box), "--", sys.executable, "-S", "-c", code)
+    assert r.stdout.splitlines() == ["venv 0 lib", "True", "d/same ok", "down ok", "abs ok", "d/up EPERM",
+                                     "out EPERM", "abs-up EPERM"], r.stderr

@@ -124,6 +124,10 @@ def _regrtest_summary(out: str) -> tuple[str, str]:
 
 
 @pytest.mark.slow
+# pytest-timeout's 600 s (pyproject) would end the whole run ("thread" method) on a slow or loaded
+# machine, where every call of a module's run is one external question: the budget is the traced
+# run's own bound below, plus the native run's
+@pytest.mark.timeout(2700)
 @pytest.mark.skipif(not os.path.exists("/usr/lib/python3.11/test/test_os.py") or not os.path.exists(CPYTHON),
                     reason="needs Debian's python3.11 and libpython3.11-testsuite (scripts/setup installs them)")
 @pytest.mark.parametrize("module", CPYTHON_MODULES)

@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 from waiting import text_of, wait_for
 
-pytestmark = pytest.mark.slow
+# slow; and the module's container (debootstrap up to 900 s, the copy, the wheels, the install) is
+# built in the first test's setup, which pytest-timeout's 600 s (pyproject) counts: a slow mirror
+# would end the whole run ("thread" method) rather than this module
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("BROKERD_NSPAWN_CACHE", "/var/cache/brokerd-test"))

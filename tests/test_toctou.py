@@ -5,6 +5,8 @@ scratch memory that makes this so cannot be changed by the program."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from conftest import RESOLVING, brokerctl
 
@@ -232,3 +234,50 @@ def test_the_network_policy_denies_an_unreadable_address(cprog):
     words = r.stdout.split()
     c = dict(zip(words[::2], map(int, words[1::2]), strict=True))
     assert c["went"] == 0 and c["denied"] > 0, c
+
+
+def test_openat2_flags_flipped_after_the_check_never_win(cprog, tmp_path):
+    # openat2's flags are in memory (struct open_how): a thread flipping O_RDONLY to O_WRONLY
+    # after the check opened the file for writing 125 times in 3000 though every O_WRONLY was
+    # denied; now the struct is copied into the read-only slot before anyone judges it
+    f = tmp_path / "f"
+    f.write_text("x\n")
+    policy = 'while read -r l; do case "$l" in *O_WRONLY*) echo "skip-fail EACCES";; *) echo cont;; esac; done'
+    r = brokerctl("run", "-e", "trace=openat2", "-a", policy, "--", str(cprog("howflip")), str(f), "3000")
+    words = r.stdout.split()
+    c = dict(zip(words[::2], map(int, words[1::2]), strict=True))
+    assert c["write"] == 0, c
+    assert c["read"] > 0 and c["denied"] > 0, c
+    assert f.read_text() == "x\n"
+
+
+@pytest.mark.parametrize("how", ["port", "repoint", "mmsg"])
+def test_sendmsg_destination_changed_after_the_check_never_wins(cprog, how):
+    # sendmsg's msg_name is behind a pointer in a struct msghdr in memory: a thread flipping its
+    # port (97 of 3000 datagrams reached the denied port) or re-pointing msg_name from NULL (the
+    # connected, allowed peer) to the denied address (151 of 3000) after the check won; now the
+    # msghdr and its sockaddr are copied into the read-only slot before the policy reads them.
+    # sendmmsg alike (196 of 3000 calls' datagrams): sent one message at a time, as sendmsg of
+    # the first one's copy, its msg_len written back
+    good, bad = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    with good, bad:
+        for s in (good, bad):
+            s.bind(("127.0.0.1", 0))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            s.setblocking(False)
+        gp, bp = (str(s.getsockname()[1]) for s in (good, bad))
+        r = brokerctl("run", "--policy", f"network:127.0.0.1:{gp}", "--", str(cprog("msgflip")), "3000", gp, bp,
+                      how)
+        words = r.stdout.split()
+        c = dict(zip(words[::2], map(int, words[1::2]), strict=True))
+        got = {}
+        for name, s in (("good", good), ("bad", bad)):
+            got[name] = 0
+            while True:
+                try:
+                    s.recv(16)
+                except BlockingIOError:
+                    break
+                got[name] += 1
+    assert got["bad"] == 0, (c, got)
+    assert c["sent"] > 0 and c["denied"] > 0 and c["badlen"] == 0, c

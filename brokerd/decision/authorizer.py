@@ -26,6 +26,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from brokerd.decision.defaults import DEFAULT_VERDICTS, DENY, default_reply
 from brokerd.decision.member import Answer
@@ -50,7 +51,8 @@ from brokerd.protocol.types import (
     SysretEvent,
     Verdict,
 )
-from brokerd.spin import Spin
+from brokerd.spin import Spin, machine_busy
+from brokerd.tracer.accel import accel
 
 DEFAULT_TIMEOUT = 5.0
 #: the greeting gets at least this long: an interpreter may need a while to
@@ -86,6 +88,14 @@ class _Question:
         self.answer = answer
         self.kind = kind
         self.name = name
+
+
+#: What became of a question written without a plain ``cont`` read right
+#: after it (:meth:`Authorizer.ask_cont`; the compiled ``accel.ask_open``
+#: hands back the same, by these numbers): nothing read yet, bytes read, the
+#: write failed (errno), part of the line not written (the rest), the read
+#: failed (errno), a plain ``cont`` whose open was not pinned (the shim pins it).
+ASK_NOTHING, ASK_DATA, ASK_WRITE_FAILED, ASK_PARTIAL, ASK_READ_FAILED, ASK_CONT_UNPINNED = range(6)
 
 
 #: the answer of a plain ``cont`` line (immutable: one is shared)
@@ -159,6 +169,9 @@ class Authorizer:
         self._reading = False
         #: how ask() waits for a reply before leaving it to the loop
         self.spin = Spin()
+        #: (event ID, what, value): a question the compiled road asked (:meth:`ask_open`) and
+        #: left to :meth:`ask_cont` for that event, which goes on from what happened
+        self._sent: tuple[int, int, object] | None = None
         os.set_blocking(rfd, False)
         os.set_blocking(wfd, False)
 
@@ -222,6 +235,13 @@ class Authorizer:
         which gets the answer exactly once, now or later, as with :meth:`ask`
         (issue #13: the shim's walk needs no callback, walk object or frame
         of its own for the usual answer)."""
+        if self._sent is not None:  # asked already by ask_open (for this very event, unless a stale one)
+            sent, self._sent = self._sent, None
+            if sent[0] == event.id:
+                return self._asked(event, later, now, sent[1], sent[2])
+            # (cannot happen: the shim's road from ask_open to here raises nothing) a line it was sent
+            # is matched to no question: its reply could pass for another's, so it is not asked again
+            self._die("internal: a question the compiled road asked was not taken up")
         if self.mode == "dead":
             self.defaulted += 1
             later()(default_reply(type(event), _call_name(event), self.default),
@@ -248,26 +268,64 @@ class Authorizer:
         except BlockingIOError:
             n = 0
         except OSError as e:
-            self._enqueue(event, later(), now)
-            self._die(f"write failed: {e.strerror}")
-            return False
+            return self._asked(event, later, now, ASK_WRITE_FAILED, e.errno)
         if n != len(line):
-            self._enqueue(event, later(), now)
-            self._send(line[n:])
-            return False
+            return self._asked(event, later, now, ASK_PARTIAL, line[n:])
         try:
             data = self.spin.until(self._read_now)
         except OSError as e:
-            self._enqueue(event, later(), now)
-            self._die(f"read failed: {e.strerror}")
-            return False
+            return self._asked(event, later, now, ASK_READ_FAILED, e.errno)
         if (data == b"cont\n" if self.mode != "hello" else data == b"%d cont\n" % event.id) and self._lines.idle:
             self.answered += 1
             return True
+        return self._asked(event, later, now, ASK_NOTHING if data is None else ASK_DATA, data)
+
+    def _asked(self, event: SyscallEvent | SysretEvent | SignalEvent, later: Callable[[], Answer], now: float,
+               what: int, value: object) -> bool:
+        """The end of :meth:`ask_cont` for a question written (or begun) without
+        a plain ``cont`` read right after it (``what``: see ASK_NOTHING...):
+        kept until its answer or deadline, and what happened handled as it
+        happened.  True only for ASK_CONT_UNPINNED (the compiled road read the
+        plain ``cont``; its open is pinned by the caller)."""
+        if what == ASK_CONT_UNPINNED:
+            self.answered += 1
+            return True
         self._enqueue(event, later(), now)
-        if data is not None:
-            self._take(data)
+        if what == ASK_WRITE_FAILED:
+            self._die(f"write failed: {os.strerror(cast(int, value))}")
+        elif what == ASK_PARTIAL:
+            self._send(cast(bytes, value))
+        elif what == ASK_READ_FAILED:
+            self._die(f"read failed: {os.strerror(cast(int, value))}")
+        elif what == ASK_DATA:
+            self._take(cast(bytes, value))
         return False
+
+    def ask_open(self, ev_id: int, pid: int, tid: int, parts: tuple[bytes, ...], path: bytes, rootfd: int,
+                 flags: int, mode: int, view: object, off: int, addr: int, own: tuple[int, ...]
+                 ) -> tuple[int, ...] | None:
+        """The compiled external question (``accel.ask_open``, docs/shim.md):
+        event ``ev_id``, an open of ``path`` by thread ``tid`` of ``pid`` that
+        the shim pins when allowed (``parts``: its line's constant parts,
+        ``rootfd`` ... ``own``: what ``pin_plain`` and ``pin_open`` take),
+        asked when nothing else is outstanding, as :meth:`ask_cont` asks it.
+        The four arguments of the pinned call when a plain ``cont`` came with
+        the question and the open is pinned and resumed; else None, and the
+        shim's Python road takes the call from its start: when the question
+        was asked, its :meth:`ask_cont` for this event goes on from what
+        happened (``_sent``) instead of asking again."""
+        if accel is None or (self.mode != "plain" and self.mode != "hello") or self._fifo or self._out \
+                or self._reading or not self._lines.idle:
+            return None
+        got = accel.ask_open(self.wfd, self.rfd, self.spin, machine_busy, self.mode == "hello", ev_id, pid, tid,
+                             parts, path, rootfd, flags, mode, view, off, addr, own)
+        if got is None:
+            return None
+        if len(got) == 2:
+            self._sent = (ev_id, got[0], got[1])
+            return None
+        self.answered += 1
+        return cast(tuple[int, ...], got)
 
     def _enqueue(self, event: SyscallEvent | SysretEvent | SignalEvent, answer: Answer, now: float) -> None:
         """Keep a question sent (or about to be) until its answer or deadline."""

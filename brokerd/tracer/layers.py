@@ -62,8 +62,19 @@ def compile_layer(spec: LayerSpec, abi: int) -> landlock.Layer | None:
     scoped = 0
     for s in at.scopes:
         scoped |= landlock.SCOPES[SCOPE_BITS[s]][0]
-    layer = landlock.Layer(_fs_mask(at.fs_handled, abi), net_mask, scoped, tuple(paths), ports)
-    return layer if layer.handles_anything() else None
+    handled = _fs_mask(at.fs_handled, abi)
+    if not handled and not net_mask and not scoped:
+        return None
+    refer, since = _FS["refer"]
+    if abi >= since and not handled & refer:
+        # the kernel counts refer as handled by every layer of a domain that
+        # handles a file right (the wall does), so a layer silent about it
+        # (network ports only, reads only) would make every link or rename
+        # across directories fail with EXDEV: it allows refer beneath / (the
+        # wall's rule); its own rights still bar a move that would widen them
+        handled |= refer
+        paths.append(landlock.PathRule("/", refer))
+    return landlock.Layer(handled, net_mask, scoped, tuple(paths), ports)
 
 
 class Plan(Record):

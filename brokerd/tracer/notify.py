@@ -61,6 +61,9 @@ RESP = struct.Struct("=QqiI")  # id, val, error, flags
 #: kinds whose judgement the kernel would re-read from tracee memory
 UNSTABLE_KINDS = ("path", "str", "sockaddr", "inbuf", "argv", "envp", "open_how", "clone_args")
 NOTIFY_VERDICTS = frozenset({"cont", "skip-fail", "skip-ok"})
+#: calls whose judgement reads a struct in memory behind an opaque ``ptr`` (the destinations in
+#: sendmsg's msghdr, which the network policy reads): the kernel would read it again too
+UNSTABLE_CALLS = frozenset({"sendmsg", "sendmmsg"})
 SYS_SENDMSG = ABIS["x86_64"].nr("sendmsg")  # the launched child is a 64-bit Python
 
 
@@ -84,8 +87,8 @@ def stack_allows_notify(stack: Stack, proc_checks: bool,
     judged = specs.keys() if names is None else names
     for n in judged:
         spec = specs.get(n)
-        if spec is not None and action(n)[0] == "trace" and any(
-                k.split(":")[0] in UNSTABLE_KINDS for k in spec.args):
+        if spec is not None and action(n)[0] == "trace" and (n in UNSTABLE_CALLS or any(
+                k.split(":")[0] in UNSTABLE_KINDS for k in spec.args)):
             return False, f"{n} has memory arguments the kernel would re-read (seccomp_unotify(2))"
     return True, ""
 

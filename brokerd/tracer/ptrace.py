@@ -326,6 +326,19 @@ def read_memory(pid: int, addr: int, size: int) -> bytes:
     return _reader.read(pid, addr, size)
 
 
+def write_user(pid: int, addr: int, data: bytes) -> None:
+    """Write ``data`` at ``addr`` as the kernel writes a call's result into
+    the tracee (``put_user``): only where the program may write itself
+    (process_vm_writev honours page protections; :func:`write_memory` does
+    not).  OSError (EFAULT for a short write) otherwise."""
+    buf = ctypes.create_string_buffer(data, len(data))
+    local, remote = _IOVec(addressof(buf), len(data)), _IOVec(addr, len(data))
+    n = _pvw(pid, byref(local), 1, byref(remote), 1, 0)
+    if n != len(data):
+        err = ctypes.get_errno() if n < 0 else 14
+        raise OSError(err, f"process_vm_writev({pid}, {addr:#x}): {os.strerror(err)}")
+
+
 def write_memory(pid: int, addr: int, data: bytes) -> None:
     """Write ``data`` at ``addr``.  Uses /proc/PID/mem, which (like ptrace
     POKEDATA) may write pages the tracee mapped read-only."""

@@ -102,15 +102,20 @@ class Region:
             off = self.slots[tid] = self.free.pop()
         return self.addr + off
 
-    def reserve(self, tid: int, sizes: list[int]) -> list[int] | None:
+    def reserve(self, tid: int, sizes: list[int], tail: bool = False) -> list[int] | None:
         """Addresses (in the tracee) for blobs of ``sizes`` in the thread's
-        slot, or None if no slot is free (check :meth:`fits` first)."""
+        slot, or None if no slot is free (check :meth:`fits` first).  With
+        ``tail``, at the slot's end: a struct copied at a call's entry
+        (openat2's ``open_how``) stays there while its path, copied at the
+        verdict, goes to the slot's start."""
         at = self.slot(tid)
         if at is None:
             return None
         off = at - self.addr
         addrs = []
-        pos = off
+        pos = off + SLOT_SIZE - sum((n + 15) & ~15 for n in sizes) if tail else off
+        if pos < off:
+            return None
         for n in sizes:
             if pos + n > off + SLOT_SIZE:
                 return None

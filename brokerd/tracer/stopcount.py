@@ -52,7 +52,7 @@ class StopCounter:
                 "broker_cpu_s": round(me.ru_utime + me.ru_stime, 3),
                 "children_cpu_s": round(kids.ru_utime + kids.ru_stime, 3),
                 "wall_s": round(time.monotonic() - self.t0, 3),
-                "accel": accel.counts() if accel is not None else None}
+                "accel": {**accel.counts(), **accel.ask_counts()} if accel is not None else None}
 
     def report(self) -> None:
         """Append the summary to ``$BROKERD_STOP_COUNTS`` if it is set (a

@@ -18,10 +18,16 @@ syscalls opted in, so that calls added by new kernels are denied by default::
 * A path that reaches no file but an open pipe or socket (``fstat`` as
   ``newfstatat(1, "", AT_EMPTY_PATH)``, ``/proc/self/fd/N`` of a pipe) acts
   on a descriptor already open and is allowed.
-* ``symlink``/``symlinkat``: always ``EPERM``.  A symlink names any path:
-  planted in the box it points whoever follows it later (the user's own
-  shell, a backup) outside, and under per-call checks a directory renamed
-  to such a link between check and use would carry a checked path out.
+* ``symlink``/``symlinkat``: only a target that stays in the read-write
+  directories wherever the link is moved among them: relative with no
+  ``..`` (``lib64 -> lib``, ``libx.so -> libx.so.1``), or absolute below one
+  of them, with no ``..``; others ``EPERM``.  A link leading elsewhere,
+  renamed over a directory between the check of a path call and the
+  kernel's use of the path (chmod, chown, utimes, xattrs by path are judged
+  per call even under the kernel layer), would carry a checked path out,
+  and it points whoever follows it later (the user's shell, a backup)
+  outside.  ``python3 -m venv --copies`` works (without ``--copies`` its
+  ``bin/python`` links to the interpreter outside).
 * ``link``/``linkat`` (hard links): both names below read-write
   directories, so the file is one the program could already read and write
   and its new name is in the box: nothing becomes reachable that was not (a
@@ -36,8 +42,9 @@ syscalls opted in, so that calls added by new kernels are denied by default::
   device (major:minor), and then allowed by its identity (device and inode),
   as the kernel layer allows it; a node of another name is judged as a path.
   ``--no-devices`` drops them.  ``/dev/tty`` (the terminal: another
-  program's keystrokes when in the foreground) and ``/dev/shm`` (shared with
-  every process) stay the user's choice: list them.
+  program's keystrokes when in the foreground), ``/dev/shm`` (shared with
+  every process) and ``/proc`` (every process's command line: ``ps``) stay
+  the user's choice: list them.
 * Sockets: ``socketpair`` of ``AF_UNIX`` (no address: it reaches only the
   process and its children; other families ``EAFNOSUPPORT``), ``sendto``
   without an address (with one, ``EPERM``: a datagram pair's ``sendto`` may
@@ -114,6 +121,7 @@ from brokerd.clients.authorizer import (
 )
 from brokerd.protocol.abi import all_names, names_in
 from brokerd.protocol.args import FLAGSETS, constant, value_to_int
+from brokerd.protocol.types import Str
 
 #: Run without any check: they act on memory, signals, the process itself or
 #: descriptors that were judged when opened.
@@ -187,13 +195,12 @@ SOCKET_RULES = {
     "sendto": ("sendto arg6=0 => cont", "sendto => skip-fail EPERM"),
 }
 DENIED = ("clone3:ENOSYS",)
-#: link creation the sandbox never allows: a symlink's target is any path, so
-#: what it reaches can change under the check; a hard link is judged (both
-#: names below read-write directories)
+#: hard links: both names below read-write directories; symlinks: only
+#: pointing down from where they are (no Landlock right can say either)
 HARD_LINKS = frozenset({"link", "linkat"}) & LINKS
 SYMLINKS = LINKS - HARD_LINKS
-#: what the kernel layer must not settle: symlink creation (always EPERM
-#: here), device nodes, and the descriptor forms judged by the descriptor's file
+#: what the kernel layer must not settle: symlink creation (judged on its
+#: target), device nodes, and the descriptor forms judged by the descriptor's file
 KEEP_PER_CALL = "!symlink,symlinkat,%mknod,ftruncate,ftruncate64"
 #: device nodes every program may read and write: they hold no data and reach
 #: no other process (a sink, endless zeros, a full disk, the kernel's random
@@ -295,11 +302,10 @@ def build(argv: Sequence[str]) -> Authorizer:
     # calls that need no look run without a stop (static allow); calls it
     # names nowhere fail with ENOSYS in the kernel filter; the layer settles
     # opens, exec, mkdir, unlink, rename... where the kernel has Landlock
-    # symlinks: always EPERM, in the filter (no escape by planting links)
     traced = OPEN | MKNOD | READ_PATH | WRITE_PATH | FD_WRITE | SIGNALS | (TARGETED & safe) | clone3
-    denied = (*(() if clone3 else DENIED), *(f"{n}:EPERM" for n in sorted(SYMLINKS & all_names())))
+    denied = () if clone3 else DENIED
     rules = (*RULES, *(r for n, rs in SOCKET_RULES.items() if n not in asked for r in rs))
-    az = Authorizer("sandbox", trace=traced - SYMLINKS, allow=(safe - traced - {"clone3"}) & all_names(),
+    az = Authorizer("sandbox", trace=traced, allow=(safe - traced - {"clone3"}) & all_names(),
                     deny=denied, rules=rules, unknown="deny:ENOSYS",
                     layer=_layer(rw, ro_only, tuple(devices), a.hide_outside))
 
@@ -344,6 +350,8 @@ def build(argv: Sequence[str]) -> Authorizer:
             idx = call.path_args()
             verdict = judge(call, idx[1:], True)
             return verdict if verdict is not cont_reply else judge(call, idx[:1], True, moved)
+        if name in SYMLINKS and not _points_inside(call, rw):
+            return skip_fail(errno.EPERM)
         if name in MKNOD and not _harmless_node(call):
             return skip_fail(errno.EPERM)
         if name in WRITE_PATH:
@@ -381,6 +389,21 @@ def _clone3_flags(call: Syscall) -> int:
     the call itself, EFAULT or EINVAL)."""
     v = call.field(0, "flags")
     return 0 if v is None else value_to_int(v, "clone3_flags")
+
+
+def _points_inside(call: Syscall, rw: Sequence[str]) -> bool:
+    """Does a symlink's target (its first argument, never looked up by the
+    call) stay in the read-write directories wherever the link is moved
+    among them: relative and only down from the link's own directory, or
+    absolute and below one of them, with no ``..`` either way?  A link that
+    leads elsewhere, renamed over a directory between the check of a path
+    call and the kernel's use of the path (chmod, chown, utimes, xattrs by
+    path stay per call even under the kernel layer), would carry a checked
+    path out of the box; and it points whoever follows it later outside."""
+    v = call.arg(0)
+    if not isinstance(v, Str) or v.truncated or b".." in v.data.split(b"/"):
+        return False
+    return not v.data.startswith(b"/") or path_under("/" + os.path.normpath(os.fsdecode(v.data)).lstrip("/"), rw)
 
 
 def _harmless_node(call: Syscall) -> bool:

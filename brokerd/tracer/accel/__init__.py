@@ -20,7 +20,7 @@ ENV = "BROKERD_ACCEL"
 #: checkout updated without scripts/setup) lacks some, and is not used at all
 #: rather than failing the first session that needs one
 CALLS = ("seccomp_info", "read_cstr", "plain_stat", "set_info", "cont", "pin_setup", "pin_plain", "pin_open",
-         "wait_any", "next_stop", "reap", "counts")
+         "wait_any", "next_stop", "reap", "counts", "ask_open", "event_line", "ask_counts")
 
 
 def _load() -> tuple[ModuleType | None, str]:

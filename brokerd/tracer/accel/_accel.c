@@ -410,6 +410,44 @@ static int canonical_path(const char *p, Py_ssize_t n)
     return 1;
 }
 
+/* pin_plain's tests and check for an open with ``flags`` and ``mode`` of ``path``
+ * (``len`` bytes) under kept root ``rootfd``: 1 with ``how`` (the pinned
+ * call's struct open_how) and ``st`` (what the path names) set, 0 where the
+ * open is not pinned this way (see pin_plain's doc).  Shared by pin_plain and
+ * ask_open (the compiled external question). */
+static int plain_check(int rootfd, const char *path, Py_ssize_t len, uint64_t flags, uint64_t mode,
+                       struct open_how_ *how, struct stat *st)
+{
+    if ((flags & pin_conf.o_tmpfile) == pin_conf.o_tmpfile || len >= pin_conf.path_max
+        || memchr(path, 0, (size_t)len) != NULL || !canonical_path(path, len))
+        return 0;
+    if (len >= 5 && memcmp(path, "/proc", 5) == 0 && (len == 5 || path[5] == '/'))
+        return 0; /* magic links and per-process files: their own rules (security.md) */
+    /* the follow test sees the call's own flags (pin.follows: O_PATH drops O_CREAT|O_EXCL), the how its 32 bits */
+    int follow = !(flags & pin_conf.o_nofollow)
+                 && ((flags & pin_conf.o_path)
+                     || (flags & (pin_conf.o_creat | pin_conf.o_excl)) != (pin_conf.o_creat | pin_conf.o_excl));
+    uint64_t hflags = flags & 0xFFFFFFFFu;
+    if (hflags & ~pin_conf.valid)
+        return 0;
+    if (hflags & pin_conf.o_path)
+        hflags &= pin_conf.o_path_keep;
+    mode &= 07777;
+    if (!(hflags & (pin_conf.o_creat | pin_conf.o_tmpfile)))
+        mode = 0;
+    struct open_how_ check = {O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW), 0,
+                              RESOLVE_NO_SYMLINKS_ | RESOLVE_IN_ROOT_};
+    long fd = syscall(SYS_openat2, rootfd, path, &check, sizeof check);
+    if (fd < 0)
+        return 0;
+    int r = fstat((int)fd, st);
+    close((int)fd);
+    if (r < 0)
+        return 0;
+    how->flags = hflags, how->mode = mode, how->resolve = pin_conf.resolve;
+    return 1;
+}
+
 PyDoc_STRVAR(pin_plain_doc,
              "pin_plain(rootfd, path, flags, mode) -> None | (pinned, (\"inode\", st_dev, st_ino))\n\n"
              "pin.plain_pin in one call: for an open with ``flags`` and ``mode`` of canonical absolute\n"
@@ -448,38 +486,14 @@ static PyObject *py_pin_plain(PyObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     const char *path = PyBytes_AS_STRING(args[1]);
     Py_ssize_t len = PyBytes_GET_SIZE(args[1]);
-    if ((flags & pin_conf.o_tmpfile) == pin_conf.o_tmpfile || len >= pin_conf.path_max
-        || memchr(path, 0, (size_t)len) != NULL || !canonical_path(path, len))
-        Py_RETURN_NONE;
-    if (len >= 5 && memcmp(path, "/proc", 5) == 0 && (len == 5 || path[5] == '/'))
-        Py_RETURN_NONE; /* magic links and per-process files: their own rules (security.md) */
-    /* the follow test sees the call's own flags (pin.follows: O_PATH drops O_CREAT|O_EXCL), the how its 32 bits */
-    int follow = !(flags & pin_conf.o_nofollow)
-                 && ((flags & pin_conf.o_path)
-                     || (flags & (pin_conf.o_creat | pin_conf.o_excl)) != (pin_conf.o_creat | pin_conf.o_excl));
-    uint64_t hflags = flags & 0xFFFFFFFFu;
-    if (hflags & ~pin_conf.valid)
-        Py_RETURN_NONE;
-    if (hflags & pin_conf.o_path)
-        hflags &= pin_conf.o_path_keep;
-    mode &= 07777;
-    if (!(hflags & (pin_conf.o_creat | pin_conf.o_tmpfile)))
-        mode = 0;
-    struct open_how_ check = {O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW), 0,
-                              RESOLVE_NO_SYMLINKS_ | RESOLVE_IN_ROOT_};
-    long fd = syscall(SYS_openat2, (int)rootfd, path, &check, sizeof check);
-    if (fd < 0)
-        Py_RETURN_NONE;
+    struct open_how_ how;
     struct stat st;
-    int r = fstat((int)fd, &st);
-    close((int)fd);
-    if (r < 0)
+    if (!plain_check((int)rootfd, path, len, flags, mode, &how, &st))
         Py_RETURN_NONE;
     PyObject *pin = PyBytes_FromStringAndSize(NULL, pin_conf.room + len + 1);
     if (pin == NULL)
         return NULL;
     char *out = PyBytes_AS_STRING(pin);
-    struct open_how_ how = {hflags, mode, pin_conf.resolve};
     memset(out, 0, (size_t)pin_conf.room);
     memcpy(out, &how, sizeof how);
     memcpy(out + pin_conf.room, path, (size_t)len);
@@ -918,6 +932,7 @@ static struct PyModuleDef module = {
 };
 
 static int add_fast_methods(PyObject *m); /* (at the end of the file) */
+static int add_ask_methods(PyObject *m); /* (the external question's section, at the end) */
 
 PyMODINIT_FUNC PyInit__accel(void)
 {
@@ -925,7 +940,7 @@ PyMODINIT_FUNC PyInit__accel(void)
     if (str_inode == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && add_fast_methods(m) < 0)
+    if (m != NULL && (add_fast_methods(m) < 0 || add_ask_methods(m) < 0))
         Py_CLEAR(m);
     return m;
 }
@@ -1061,6 +1076,423 @@ static int add_fast_methods(PyObject *m)
 {
     return PyModule_AddFunctions(m, fast_methods);
 }
+
+/* ---- The common external question in C (issue #13, session 9 "ext2") ------------
+ * ask_open(...): one external authorizer asked about a judged open that is
+ * pinned (pin.py), the whole road in one call: pin_plain's check, the event's
+ * line (the Python formatter's constant parts around the quoted path, made once
+ * per plan and registers by brokerd.tracer.shim.ext, byte for byte what
+ * codec.format_event writes: tests/test_ext_open.py), its write, the wait for the
+ * reply as brokerd.spin.Spin.until waits (its state read from and written to the
+ * Spin object), the reply's read, and when it is exactly the plain ``cont`` line,
+ * pin_open's steps (the slot written, SET_SYSCALL_INFO, PTRACE_CONT).  Anything
+ * else is handed back as it happened (ASK_* below) and the Python goes on from
+ * there (Authorizer.ask_cont): this decides nothing, it only makes the same
+ * system calls in one C call. */
+
+/* what happened to a question ask_open asked without getting a plain cont
+ * (brokerd/decision/authorizer.py's ASK_* names, the same numbers) */
+enum { ASK_NOTHING = 0, ASK_DATA = 1, ASK_WRITE_FAILED = 2, ASK_PARTIAL = 3, ASK_READ_FAILED = 4,
+       ASK_CONT_UNPINNED = 5 };
+#define ASK_READ_SIZE 65536 /* authorizer.READ_SIZE */
+#define ASK_MAX_LINE 65536 /* codec.MAX_LINE */
+
+static unsigned long long counter_asked; /* questions ask_open answered with a plain cont and pinned */
+/* where ask_open's waits took their reply: the read right after the write, the one after giving the
+ * CPU up, the spin; and the waits that took none (docs/performance.md: who runs when on one CPU) */
+static unsigned long long counter_first, counter_yield, counter_spin, counter_none;
+static PyObject *s_skip, *s_backoff, *s_yields, *s_budget_ns, *s_max_skip; /* Spin's fields */
+
+/* the length of codec.quote(p): '"', then each byte as itself (0x20..0x7e but '"' and
+ * '\\'), \" \\ \n \r \t, or \xHH, then '"' */
+static Py_ssize_t quoted_len(const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t k = 2;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t')
+            k += 2;
+        else if (c >= 0x20 && c <= 0x7e)
+            k += 1;
+        else
+            k += 4;
+    }
+    return k;
+}
+
+static char *put_quoted(char *o, const unsigned char *p, Py_ssize_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    *o++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        switch (c) {
+        case '"': *o++ = '\\'; *o++ = '"'; break;
+        case '\\': *o++ = '\\'; *o++ = '\\'; break;
+        case '\n': *o++ = '\\'; *o++ = 'n'; break;
+        case '\r': *o++ = '\\'; *o++ = 'r'; break;
+        case '\t': *o++ = '\\'; *o++ = 't'; break;
+        default:
+            if (c >= 0x20 && c <= 0x7e) {
+                *o++ = (char)c;
+            } else {
+                *o++ = '\\'; *o++ = 'x'; *o++ = hex[c >> 4]; *o++ = hex[c & 15];
+            }
+        }
+    }
+    *o++ = '"';
+    return o;
+}
+
+/* The event's line into a new buffer (PyMem_Malloc'd, *len set): "syscall ID PID TID"
+ * then parts[0], the quoted path, parts[1], ... the quoted path, parts[k]; NULL
+ * without an exception when it would be longer than codec.MAX_LINE, NULL with
+ * one on a bad argument or no memory. */
+static char *event_line(unsigned long long id, int pid, int tid, PyObject *parts, const unsigned char *path,
+                        Py_ssize_t plen, Py_ssize_t *len)
+{
+    if (!PyTuple_Check(parts) || PyTuple_GET_SIZE(parts) < 1) {
+        PyErr_SetString(PyExc_TypeError, "ask_open: parts must be a tuple of bytes");
+        return NULL;
+    }
+    Py_ssize_t k = PyTuple_GET_SIZE(parts), q = quoted_len(path, plen), total = 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *b = PyTuple_GET_ITEM(parts, i);
+        if (!PyBytes_Check(b)) {
+            PyErr_SetString(PyExc_TypeError, "ask_open: parts must be a tuple of bytes");
+            return NULL;
+        }
+        total += PyBytes_GET_SIZE(b);
+    }
+    char head[96];
+    int h = snprintf(head, sizeof head, "syscall %llu %d %d", id, pid, tid);
+    if (h < 0 || (size_t)h >= sizeof head) {
+        PyErr_SetString(PyExc_ValueError, "ask_open: bad event header");
+        return NULL;
+    }
+    total += h + (k - 1) * q;
+    *len = total;
+    if (total > ASK_MAX_LINE)
+        return NULL; /* codec: line-too-long; the Python road says so */
+    char *line = PyMem_Malloc((size_t)total);
+    if (line == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    char *o = line;
+    memcpy(o, head, (size_t)h);
+    o += h;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (i > 0)
+            o = put_quoted(o, path, plen);
+        PyObject *b = PyTuple_GET_ITEM(parts, i);
+        memcpy(o, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+        o += PyBytes_GET_SIZE(b);
+    }
+    return line;
+}
+
+PyDoc_STRVAR(event_line_doc,
+             "event_line(id, pid, tid, parts, path) -> bytes | None: the line ask_open writes (None:\n"
+             "longer than codec.MAX_LINE).  For tests: byte for byte codec.format_event's.");
+
+static PyObject *py_event_line(PyObject *self, PyObject *args)
+{
+    unsigned long long id;
+    int pid, tid;
+    PyObject *parts;
+    Py_buffer path = {0};
+    if (!PyArg_ParseTuple(args, "KiiO!y*", &id, &pid, &tid, &PyTuple_Type, &parts, &path))
+        return NULL;
+    Py_ssize_t len = 0;
+    char *line = event_line(id, pid, tid, parts, path.buf, path.len, &len);
+    PyBuffer_Release(&path);
+    if (line == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *r = PyBytes_FromStringAndSize(line, len);
+    PyMem_Free(line);
+    return r;
+}
+
+static int spin_attr(PyObject *spin, PyObject *name, long long *out)
+{
+    PyObject *v = PyObject_GetAttr(spin, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int spin_set_attr(PyObject *spin, PyObject *name, long long value)
+{
+    PyObject *v = PyLong_FromLongLong(value);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_SetAttr(spin, name, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* one non-blocking read (authorizer._read_now): the bytes read (0: the end), -1
+ * nothing there yet, -2 a read error (errno set), -3 an exception (a signal
+ * handler's, at EINTR, as os.read) */
+static ssize_t read_reply(int fd, char *buf)
+{
+    for (;;) {
+        ssize_t r = read(fd, buf, ASK_READ_SIZE);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                return -3;
+            continue;
+        }
+        return errno == EAGAIN || errno == EWOULDBLOCK ? -1 : -2;
+    }
+}
+
+/* a read that got something (or failed) after a wait: Spin.until's hit (back-off 0) */
+static ssize_t reply_hit(PyObject *spin, ssize_t r)
+{
+    long long backoff;
+    if (r < 0)
+        return r; /* (an error: Spin.until raises it from poll(), its state untouched) */
+    if (spin_attr(spin, s_backoff, &backoff) < 0 || (backoff && spin_set_attr(spin, s_backoff, 0) < 0))
+        return -3;
+    return r;
+}
+
+/* Spin.until(self._read_now) with ``spin``'s state, ``busy``: spin.machine_busy.  The
+ * same steps and results as read_reply's, -1 when nothing came within the wait. */
+static ssize_t wait_reply(int fd, char *buf, PyObject *spin, PyObject *busy)
+{
+    ssize_t r = read_reply(fd, buf);
+    if (r != -1) {
+        counter_first++;
+        return reply_hit(spin, r);
+    }
+    counter_none++; /* (until a later read takes it) */
+    long long skip, yields, budget, max_skip, backoff;
+    if (spin_attr(spin, s_skip, &skip) < 0)
+        return -3;
+    if (skip)
+        return spin_set_attr(spin, s_skip, skip - 1) < 0 ? -3 : -1;
+    if (spin_attr(spin, s_yields, &yields) < 0)
+        return -3;
+    if (yields) { /* one CPU: the authorizer runs only if this process lets it */
+        sched_yield();
+        r = read_reply(fd, buf);
+        if (r != -1) {
+            counter_none--, counter_yield++;
+            return reply_hit(spin, r);
+        }
+    }
+    long long now = monotonic_ns();
+    PyObject *b = PyObject_CallFunction(busy, "L", now);
+    if (b == NULL)
+        return -3;
+    int is_busy = PyObject_IsTrue(b);
+    Py_DECREF(b);
+    if (is_busy < 0)
+        return -3;
+    if (is_busy)
+        return -1;
+    if (spin_attr(spin, s_budget_ns, &budget) < 0)
+        return -3;
+    long long end = now + budget;
+    while (monotonic_ns() < end) {
+        r = read_reply(fd, buf);
+        if (r != -1) {
+            counter_none--, counter_spin++;
+            return reply_hit(spin, r);
+        }
+    }
+    if (spin_attr(spin, s_backoff, &backoff) < 0 || spin_attr(spin, s_max_skip, &max_skip) < 0)
+        return -3;
+    backoff = backoff ? 2 * backoff : 1;
+    if (backoff > max_skip)
+        backoff = max_skip;
+    if (spin_set_attr(spin, s_backoff, backoff) < 0 || spin_set_attr(spin, s_skip, backoff) < 0)
+        return -3;
+    return -1;
+}
+
+/* the pinned open's last steps (pin_open's): the slot (struct open_how padded to
+ * HOW_ROOM, the path, its NUL) at ``off`` of ``view``, the call made openat2 of
+ * it, PTRACE_CONT; 1 done (``set`` holds the four arguments set), 0 not (nothing
+ * resumed; the Python road does it again and meets what failed) */
+static int pin_resume(int tid, PyObject *view, Py_ssize_t off, uint64_t addr, const struct open_how_ *how,
+                      const char *path, Py_ssize_t len, const uint64_t *own, uint64_t *set)
+{
+    Py_buffer dst = {0};
+    if (PyObject_GetBuffer(view, &dst, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_ssize_t need = pin_conf.room + len + 1;
+    int ok = off >= 0 && need <= dst.len && off <= dst.len - need && addr <= UINT64_MAX - (uint64_t)pin_conf.room;
+    if (ok) {
+        char *out = (char *)dst.buf + off;
+        memset(out, 0, (size_t)pin_conf.room);
+        memcpy(out, how, sizeof *how);
+        memcpy(out + pin_conf.room, path, (size_t)len);
+        out[pin_conf.room + len] = 0;
+    }
+    PyBuffer_Release(&dst);
+    if (!ok)
+        return 0;
+    uint64_t args[6] = {(uint64_t)(int64_t)AT_FDCWD, addr + (uint64_t)pin_conf.room, addr,
+                        sizeof(struct open_how_), own[4], own[5]};
+    int r = set_info_args(tid, INFO_SECCOMP, SYS_openat2, args);
+    if (r < 0)
+        PyErr_Clear();
+    if (r <= 0 || ptrace(PTRACE_CONT, tid, NULL, NULL) == -1)
+        return 0;
+    memcpy(set, args, 4 * sizeof *set);
+    return 1;
+}
+
+/* (what, value): what became of a question asked without a plain cont back */
+static PyObject *asked(int what, PyObject *value)
+{
+    if (value == NULL)
+        return NULL;
+    return Py_BuildValue("(iN)", what, value);
+}
+
+PyDoc_STRVAR(ask_open_doc,
+             "ask_open(wfd, rfd, spin, busy, hello, id, pid, tid, parts, path, rootfd, flags, mode, view, off,\n"
+             "addr, own) -> None | (what, value) | (AT_FDCWD, addr + HOW_ROOM, addr, 24)\n\n"
+             "One external authorizer (its descriptors, its brokerd.spin.Spin ``spin``, ``busy``:\n"
+             "spin.machine_busy; ``hello``: handshake mode, whose reply is \"ID cont\") asked about a\n"
+             "judged open of ``path`` with ``flags`` and ``mode`` by thread ``tid`` of process ``pid``:\n"
+             "None, nothing asked, where pin_plain(rootfd, path, flags, mode) would give None or the\n"
+             "line (event_line(id, pid, tid, parts, path)) would be too long; else the line written,\n"
+             "the reply waited for and read as Authorizer.ask_cont does, and when it is exactly\n"
+             "the plain cont the open pinned as pin_open(tid, view, off, addr, slot, own) pins it:\n"
+             "its four arguments.  Otherwise (what, value): ASK_NOTHING (None: no reply yet),\n"
+             "ASK_DATA (the bytes read), ASK_WRITE_FAILED / ASK_READ_FAILED (errno), ASK_PARTIAL\n"
+             "(the part of the line not written), ASK_CONT_UNPINNED (None: a plain cont, the pin\n"
+             "not made).");
+
+static PyObject *py_ask_open(PyObject *self, PyObject *const *argv, Py_ssize_t nargs)
+{
+    if (nargs != 17) {
+        PyErr_SetString(PyExc_TypeError, "ask_open: seventeen arguments");
+        return NULL;
+    }
+    if (!pin_conf.ready) {
+        PyErr_SetString(PyExc_RuntimeError, "ask_open before pin_setup");
+        return NULL;
+    }
+    if (!PyBytes_Check(argv[9]) || !PyTuple_Check(argv[16]) || PyTuple_GET_SIZE(argv[16]) != 6) {
+        PyErr_SetString(PyExc_TypeError, "ask_open: path must be bytes, own a tuple of six");
+        return NULL;
+    }
+    int wfd = PyLong_AsLong(argv[0]), rfd = PyLong_AsLong(argv[1]), hello = PyObject_IsTrue(argv[4]);
+    unsigned long long id = PyLong_AsUnsignedLongLong(argv[5]);
+    long pid = PyLong_AsLong(argv[6]), tid = PyLong_AsLong(argv[7]), rootfd = PyLong_AsLong(argv[10]);
+    uint64_t flags = PyLong_AsUnsignedLongLongMask(argv[11]), mode = PyLong_AsUnsignedLongLongMask(argv[12]);
+    Py_ssize_t off = PyLong_AsSsize_t(argv[14]);
+    uint64_t addr = PyLong_AsUnsignedLongLong(argv[15]), own[6];
+    for (int i = 0; i < 6; i++)
+        own[i] = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(argv[16], i));
+    if (PyErr_Occurred())
+        return NULL;
+    if (pid <= 0 || pid > INT32_MAX || tid <= 0 || tid > INT32_MAX || rootfd < 0 || rootfd > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "ask_open: pid, tid or descriptor out of range");
+        return NULL;
+    }
+    const char *path = PyBytes_AS_STRING(argv[9]);
+    Py_ssize_t plen = PyBytes_GET_SIZE(argv[9]);
+    struct open_how_ how;
+    struct stat st;
+    if (!plain_check((int)rootfd, path, plen, flags, mode, &how, &st))
+        Py_RETURN_NONE; /* not plain: the Python road (nothing asked) */
+    Py_ssize_t len = 0;
+    char *line = event_line(id, (int)pid, (int)tid, argv[8], (const unsigned char *)path, plen, &len);
+    if (line == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    ssize_t n;
+    for (;;) {
+        n = write(wfd, line, (size_t)len);
+        if (n >= 0 || errno != EINTR)
+            break;
+        if (PyErr_CheckSignals() < 0) {
+            PyMem_Free(line);
+            return NULL;
+        }
+    }
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        PyMem_Free(line);
+        return asked(ASK_WRITE_FAILED, PyLong_FromLong(errno));
+    }
+    if (n < len) { /* (a full pipe: the rest waits in the output buffer) */
+        PyObject *rest = PyBytes_FromStringAndSize(line + (n > 0 ? n : 0), len - (n > 0 ? n : 0));
+        PyMem_Free(line);
+        return asked(ASK_PARTIAL, rest);
+    }
+    PyMem_Free(line);
+    char buf[ASK_READ_SIZE];
+    ssize_t r = wait_reply(rfd, buf, argv[2], argv[3]);
+    if (r == -3)
+        return NULL;
+    if (r == -2)
+        return asked(ASK_READ_FAILED, PyLong_FromLong(errno));
+    if (r == -1) {
+        Py_INCREF(Py_None);
+        return asked(ASK_NOTHING, Py_None);
+    }
+    char expect[48];
+    int e = hello ? snprintf(expect, sizeof expect, "%llu cont\n", id) : snprintf(expect, sizeof expect, "cont\n");
+    if (r != e || memcmp(buf, expect, (size_t)e) != 0)
+        return asked(ASK_DATA, PyBytes_FromStringAndSize(buf, r));
+    uint64_t set[4];
+    if (!pin_resume((int)tid, argv[13], off, addr, &how, path, plen, own, set)) {
+        Py_INCREF(Py_None);
+        return asked(ASK_CONT_UNPINNED, Py_None);
+    }
+    counter_asked++;
+    return Py_BuildValue("(KKKK)", (unsigned long long)set[0], (unsigned long long)set[1],
+                         (unsigned long long)set[2], (unsigned long long)set[3]);
+}
+
+PyDoc_STRVAR(ask_counts_doc,
+             "ask_counts() -> {'asked': N, 'first': F, 'yield': Y, 'spin': S, 'none': M}: questions ask_open\n"
+             "answered with a plain cont and pinned; its waits' replies read right after the write, after\n"
+             "giving the CPU up, in the spin; waits that read none.");
+
+static PyObject *py_ask_counts(PyObject *self, PyObject *noargs)
+{
+    return Py_BuildValue("{sKsKsKsKsK}", "asked", counter_asked, "first", counter_first, "yield", counter_yield,
+                         "spin", counter_spin, "none", counter_none);
+}
+
+static PyMethodDef ask_methods[] = {
+    {"ask_open", (PyCFunction)(void (*)(void))py_ask_open, METH_FASTCALL, ask_open_doc},
+    {"event_line", py_event_line, METH_VARARGS, event_line_doc},
+    {"ask_counts", py_ask_counts, METH_NOARGS, ask_counts_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static int add_ask_methods(PyObject *m)
+{
+    if ((s_skip = PyUnicode_InternFromString("_skip")) == NULL
+        || (s_backoff = PyUnicode_InternFromString("_backoff")) == NULL
+        || (s_yields = PyUnicode_InternFromString("yields")) == NULL
+        || (s_budget_ns = PyUnicode_InternFromString("budget_ns")) == NULL
+        || (s_max_skip = PyUnicode_InternFromString("max_skip")) == NULL)
+        return -1;
+    return PyModule_AddFunctions(m, ask_methods);
+}
+/* ---- end of the common external question in C ---------------------------------- */
 
 /* ---- The fused stop in C (issue #13, session 9 "cin") ------------------------
  * fused_stop(state) -> f(tid, arch, nr, args, ip, ret_data, path): what the

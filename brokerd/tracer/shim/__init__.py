@@ -24,6 +24,7 @@ from .control import Control
 from .entry import Entry
 from .errors import LaunchError
 from .exitwalk import ExitWalker
+from .ext import Ext
 from .filter import Filter
 from .inject import Inject
 from .launch import Launch, attach_refusal, greet
@@ -38,7 +39,8 @@ from .thread import _Thread
 __all__ = ["BROKER_RULES_IO_URING", "EventLoop", "LaunchError", "Shim", "_Thread", "attach_refusal", "greet"]
 
 
-class Shim(Launch, Filter, Control, Stops, Entry, Rewriter, ExitWalker, Stable, Pin, Inject, Signals, ShimBase):
+class Shim(Launch, Filter, Control, Stops, Entry, Ext, Rewriter, ExitWalker, Stable, Pin, Inject, Signals,
+           ShimBase):
     """One traced session: a program, its descendants and an authorizer stack.
 
     The parts (one module each) share the state of :class:`.base.ShimBase`;

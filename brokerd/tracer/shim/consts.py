@@ -65,6 +65,11 @@ BROKER_RULES_IO_URING = StaticRules(deny=CLONE3_DENIED)
 #: struct clone_args sizes the kernel accepts (CLONE_ARGS_SIZE_VER0 .. PAGE_SIZE);
 #: others fail in the kernel before any child exists, so they run unchanged
 CLONE_ARGS_SIZES = range(64, 4096 + 1)
+#: the sizes openat2 reads ``struct open_how`` with (OPEN_HOW_SIZE_VER0 .. PAGE_SIZE; others:
+#: EINVAL/E2BIG before any read)
+OPEN_HOW_SIZES = range(24, 4096 + 1)
+#: sendmsg's ``struct msghdr`` by pointer width: (its size, msg_namelen's offset); msg_name is first
+MSGHDR = {8: (56, 8), 4: (28, 4)}
 MAP_FIXED = constant("MAP_FIXED")
 MAP_32BIT = constant("MAP_32BIT")
 # A userfaultfd that also handles faults taken by the kernel would freeze the

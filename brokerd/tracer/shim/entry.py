@@ -144,6 +144,7 @@ class Entry(ShimBase):
         spec = plan.spec
         if self.stops.on:
             self.stops.add(spec.name)
+        t.sent_one = None
         if plan.prepare is not None:
             prepared = plan.prepare(t, plan.abi, spec, rawargs)
             if prepared is None:
@@ -173,8 +174,9 @@ class Entry(ShimBase):
         """Let a call nobody is asked about run; an open the guard checks
         (``guard_exit``: an open for writing, any open without the wall) to
         its exit stop, where what it opened is looked at."""
-        if t.guard_exit:  # (the exit check's undo needs the call's ABI, not a stale one)
+        if t.guard_exit or t.sent_one is not None:  # (the exit check's undo needs the call's ABI, not a stale one)
             t.abi, t.spec = plan.abi, plan.spec
+            t.repointed = t.sent_one[1] if t.sent_one is not None else None
             t.state = "verify"
             self._to_exit_stop(t)
             return
@@ -353,6 +355,7 @@ class Entry(ShimBase):
         # the compiled stop may hand this call straight to _ask_entry (Stops._on_seccomp_stop)
         plan.fused = bool(plan.sync or plan.quick) and plan.prepare is None and plan.quiet != -2
         plan.fast = self._fast_plan(plan)
+        plan.ext = self._ext_plan(plan)  # (the compiled external question's, ext.py)
         return decode
 
     def _note_filter_entry(self, t: _Thread, plan: _Plan, rawargs: Sequence[int]) -> bool:
@@ -408,7 +411,7 @@ class Entry(ShimBase):
         checks = tuple(check for names, check in _ENTRY_CHECKS if name in names)
         if name in self._guarded:
             checks += (Entry._guard_entry,)
-        plan = _Plan(abi, spec, self._preparer(name), checks, what, err,
+        plan = _Plan(abi, spec, self._preparer(name, what), checks, what, err,
                      self.stack.order(name) if what == "trace" else ())
         if self.stable_args and name in OPEN_CALLS:
             plan.real = f"real{OPEN_CALLS[name][0] + 1}"
@@ -420,15 +423,21 @@ class Entry(ShimBase):
             plan.given = plan.paths[0][0]
         return plan
 
-    def _preparer(self, name: str) -> Callable[[_Thread, Abi, SyscallSpec, Sequence[int]], Sequence[int] | None] | None:
-        """The broker's own step for call ``name`` before it is judged, which
-        may change the arguments judged (None: the call was answered, or comes
-        back): CLONE_UNTRACED stripped, clone3's and owner commands' memory
-        copied, calls that could reach the scratch region checked."""
+    def _preparer(self, name: str, what: str) -> Callable[[_Thread, Abi, SyscallSpec, Sequence[int]],
+                                                           Sequence[int] | None] | None:
+        """The broker's own step for call ``name`` (``what`` the stack does
+        with it) before it is judged, which may change the arguments judged
+        (None: the call was answered, or comes back): CLONE_UNTRACED
+        stripped, clone3's and owner commands' memory copied, the structs a
+        policy reads from memory copied for a call someone judges
+        (:data:`JUDGED_COPIES`), calls that could reach the scratch region checked."""
         if name == "clone" and self.backend == "ptrace":
             return lambda t, abi, spec, raw: self._strip_untraced(t, abi, raw)
         if name == "clone3" and self._copies_clone3:
             return lambda t, abi, spec, raw: self._stable_clone3(t, abi, raw)
+        if name in JUDGED_COPIES and self._copies_clone3 and what == "trace":
+            copy = getattr(self, JUDGED_COPIES[name])
+            return lambda t, abi, spec, raw: copy(t, abi, raw)
         if name in OWNER_CALLS and self._copies_clone3 and self.guard.owner_checks:
             return lambda t, abi, spec, raw: self._stable_owner(t, abi, name, raw)
         if name in REGION_CALLS:
@@ -548,6 +557,8 @@ class Entry(ShimBase):
         t.decision = d
         for s in d.sets:
             self._set_memory(t, s)
+        if d.action != "cont" or d.rewritten:
+            t.sent_one = None  # (a sendmmsg made sendmsg runs so only as judged: _stable_mmsghdr)
         if d.action == "kill":
             t.state = "run"
             os.kill(t.tgid, signal.SIGKILL)
@@ -578,10 +589,12 @@ class Entry(ShimBase):
     def _go_on(self, t: _Thread, d: Decision) -> None:
         """The end of :meth:`_apply_entry` for a call that runs: resumed, or
         to its exit stop when someone stepped it or what it opens is checked."""
+        if t.sent_one is not None:  # a signal's restart gets the program's own sendmmsg back
+            t.repointed = t.sent_one[1]
         if d.steppers:
             t.state = "step"
             self._to_exit_stop(t)
-        elif (t.verify is not None or t.guard_exit) and d.action == "cont":
+        elif (t.verify is not None or t.guard_exit or t.sent_one is not None) and d.action == "cont":
             t.state = "verify"
             self._to_exit_stop(t)
         else:
@@ -630,6 +643,9 @@ def _descriptors(cls: type, names: Sequence[str]) -> bool:
     """Does ``cls`` (or a base) make any of ``names`` a data descriptor (a property, a slot)?"""
     return any(hasattr(type(getattr(cls, n, None)), "__set__") for n in names)
 
+#: calls whose struct argument a policy reads from memory (flags, a destination), copied once
+#: into the read-only slot before anyone judges a call of theirs (Stable)
+JUDGED_COPIES = {"openat2": "_stable_open_how", "sendmsg": "_stable_msghdr", "sendmmsg": "_stable_mmsghdr"}
 
 #: entry plans kept at most (numbers no table names get one each: bounded)
 _PLANS_KEPT = 4096
@@ -648,7 +664,7 @@ class _Plan:
 
     __slots__ = ("abi", "spec", "prepare", "checks", "what", "err", "order", "mask", "nargs", "paths",
                  "never_denied", "real", "pin_form", "decode", "sync", "stabilize", "cont", "given",
-                 "decode_given", "quiet", "fused", "quick", "fast")
+                 "decode_given", "quiet", "fused", "quick", "ext", "fast")
 
     def __init__(self, abi: Abi, spec: SyscallSpec,
                  prepare: Callable[[_Thread, Abi, SyscallSpec, Sequence[int]], Sequence[int] | None] | None,
@@ -696,6 +712,8 @@ class _Plan:
         self.fused = False
         #: the compiled road works this call itself (Entry._fast_plan; None: it does not)
         self.fast: tuple | None = None
+        #: a fused quick plan's compiled external question (ext.ExtPlan), or None
+        self.ext: Any = None
 
 
 def _path_notes(tid: int, spec: SyscallSpec, raw: tuple[int, ...], args: tuple,

@@ -25,7 +25,10 @@ from .consts import (
     MASK64,
     STABLE_KINDS,
 )
-from .thread import _Thread
+from .thread import _Thread, read_cstr_py
+
+#: the kernel's longest path, its NUL included (getname reads no further)
+PATH_MAX = 4096
 
 
 class Rewriter(ShimBase):
@@ -52,10 +55,11 @@ class Rewriter(ShimBase):
                 a = args[i] if i < len(args) else None
                 if type(a) is Str:
                     judged.append((i, a))
-            if unreadable(spec, args, t.raw):
+            err = unreadable(t.tid, spec, args, t.raw)
+            if err:
                 # judged as an address the broker could not read: the kernel would read what is
                 # there when the call runs, which nobody judged (another thread can map it meanwhile)
-                return self._refuse(t, d, E.EFAULT)
+                return self._refuse(t, d, err)
             if any(v.total is not None for _, v in judged):
                 # longer than PATH_MAX: only a prefix was judged; the kernel would refuse it anyway
                 return self._refuse(t, d, E.ENAMETOOLONG)
@@ -145,27 +149,36 @@ def stable_positions(spec: SyscallSpec) -> tuple[tuple[int, ...], tuple[int, ...
     return hit[1], hit[2]
 
 
-def unreadable(spec: SyscallSpec, args: Sequence[object], raw: Sequence[int]) -> bool:
-    """Was a string, path or sockaddr argument the kernel will read judged as
-    an address only (:class:`Ptr`, not NULL): memory the broker could not
-    read when it decoded the call?  Natively the call fails with EFAULT; a
-    ``cont`` must not let the kernel read it later, when another thread may
-    have made it readable (``mprotect``, ``mmap``) with bytes nobody judged.
-    A sockaddr counts only for a length the kernel reads (1..128: other
-    lengths fail with EINVAL before any read)."""
+def unreadable(tid: int, spec: SyscallSpec, args: Sequence[object], raw: Sequence[int]) -> int:
+    """The errno for a call with a string, path or sockaddr argument the
+    kernel will read that was judged as an address only (:class:`Ptr`, not
+    NULL): memory the broker could not read when it decoded the call (0:
+    none).  A ``cont`` must not let the kernel read it later, when another
+    thread may have made it readable (``mprotect``, ``mmap``) with bytes
+    nobody judged: the call fails as natively it fails on such memory,
+    EFAULT, or ENAMETOOLONG for a path of PATH_MAX bytes with no NUL before
+    the unreadable page (the kernel reads no further; the broker's read looks
+    one byte past).  A sockaddr counts only for a length the kernel reads
+    (1..128: other lengths fail with EINVAL before any read)."""
     strs, socks = stable_positions(spec)
     for i in strs:
         a = args[i] if i < len(args) else None
         if type(a) is Ptr and a.value:
-            return True
+            if spec.args[i] == "path":
+                try:
+                    _, whole = read_cstr_py(tid, a.value, PATH_MAX - 1)
+                except OSError:
+                    return E.EFAULT
+                return E.EFAULT if whole else E.ENAMETOOLONG
+            return E.EFAULT
     for i in socks:
         a = args[i] if i < len(args) else None
         if type(a) is Ptr and a.value:
             n = int(spec.args[i].split(":")[1])
             size = raw[n] & 0xFFFFFFFF if n < len(raw) else 0
             if 0 < size <= SOCKADDR_MAX:
-                return True
-    return False
+                return E.EFAULT
+    return 0
 
 
 def _relocate(enc: Encoded, index: int, blob: bytes, addr: int) -> bytes:

@@ -10,6 +10,7 @@ from typing import Any
 
 from brokerd.decision.stack import Decision
 from brokerd.protocol.abi import Abi, SyscallSpec
+from brokerd.protocol.args import SOCKADDR_MAX
 from brokerd.protocol.types import (
     Call,
     Str,
@@ -26,10 +27,12 @@ from .consts import (
     MAP_FIXED,
     MASK64,
     MREMAP_FIXED,
+    MSGHDR,
     O_CREAT,
     O_TMPFILE_BIT,
     OLD_MMAP_ARGS,
     OPEN_CALLS,
+    OPEN_HOW_SIZES,
     SHM_REMAP,
 )
 from .entry import _absolute
@@ -206,6 +209,15 @@ class Stable(ShimBase):
             return
         self._resume(t.tid)
 
+    @staticmethod
+    def _read_exact(t: _Thread, addr: int, size: int) -> bytearray:
+        """``size`` bytes of ``t``'s memory at ``addr``; empty when not all can be read."""
+        try:
+            got = pt.read_memory(t.tid, addr, size)
+        except OSError:
+            return bytearray()
+        return bytearray(got) if len(got) == size else bytearray()
+
     def _hits_region(self, t: _Thread, name: str, a: tuple[int, ...]) -> bool:
         """Would this call unmap, move or replace (part of) the scratch region?"""
         hits = REGION_HITS.get(name)
@@ -302,14 +314,109 @@ class Stable(ShimBase):
             return rawargs
         return self._stable_copy(t, abi, name, rawargs, 2, OWNER_MEMORY[form], E.EAGAIN)
 
+    def _stable_open_how(self, t: _Thread, abi: Abi, rawargs: Sequence[int]) -> Sequence[int] | None:
+        """openat2's ``struct open_how`` (flags, mode, resolve) is in memory:
+        a policy judging its flags (a write, O_CREAT) read them there, and
+        another thread could change them before the kernel did (a denied
+        O_WRONLY opened 125 times in 3000).  Copied once, at the slot's end
+        (the path's copy goes to its start at the verdict), before anyone
+        judges it; the call, the guard and the authorizers all read the copy."""
+        size = rawargs[3] & abi.reg_mask
+        if size not in OPEN_HOW_SIZES:
+            return rawargs  # EINVAL/E2BIG from the kernel before it reads anything, as natively
+        return self._stable_copy(t, abi, "openat2", rawargs, 2, size, E.EAGAIN, tail=True)
+
+    def _stable_msghdr(self, t: _Thread, abi: Abi, rawargs: Sequence[int],
+                       name: str = "sendmsg") -> Sequence[int] | None:
+        """sendmsg's destination (``msg_name``, and whether there is one) is
+        behind a pointer in a ``struct msghdr`` in memory, which a policy
+        reads (the network policy) and another thread could re-point or
+        change before the kernel reads it (633 datagrams of 3000 reached a
+        denied port).  The msghdr and the sockaddr it names are copied once
+        into the read-only slot, the copy's ``msg_name`` pointed at the
+        sockaddr's copy, before anyone judges it.  The payload (``msg_iov``)
+        and ``msg_control`` stay where they are, as a write's buffer does."""
+        size, namelen_at = MSGHDR[abi.ptr_bytes]
+        width = abi.ptr_bytes
+
+        def msg_name(blob: bytearray) -> tuple[int, int, int] | None:
+            name = int.from_bytes(blob[:width], "little")
+            namelen = int.from_bytes(blob[namelen_at:namelen_at + 4], "little", signed=True)
+            # NULL: no address; a negative length: EINVAL before any read; a longer one is read as 128
+            return (0, width, min(namelen, SOCKADDR_MAX)) if name and namelen > 0 else None
+
+        return self._stable_copy(t, abi, name, rawargs, 1, size, E.EAGAIN, inner=msg_name)
+
+    def _stable_mmsghdr(self, t: _Thread, abi: Abi, rawargs: Sequence[int]) -> Sequence[int] | None:
+        """sendmmsg's destinations are behind pointers in an array of ``struct
+        mmsghdr``, as sendmsg's (:meth:`_stable_msghdr`); a read-only copy of
+        the array cannot be the call's, because the kernel writes each sent
+        message's ``msg_len`` back into it.  So the call sends the first
+        message only, as ``sendmsg`` of its msghdr's copy (sendmmsg may send
+        fewer than asked: callers send the rest again), and at its exit stop
+        the shim writes the byte count into the program's own ``msg_len`` and
+        makes the result 1 (:meth:`_sent_one`).  Only where the broker's filter
+        lets that sendmsg run (else the call is judged as it is)."""
+        sendmsg = abi.by_name.get("sendmsg")
+        if rawargs[2] & 0xFFFFFFFF == 0 or sendmsg is None or not self._runs_rewritten("sendmsg"):
+            return rawargs  # nothing to send: 0 at once, as natively
+        size = MSGHDR[abi.ptr_bytes][0]
+        copied = self._stable_msghdr(t, abi, rawargs, "sendmmsg")
+        if copied is None:
+            return None
+        own = tuple(rawargs)
+        new = (copied[0], copied[1], own[3] & abi.reg_mask)  # sendmsg(fd, &copy, flags)
+        nr = sendmsg.nr | abi.nr_bit
+        regs = pt.getregs(t.tid, self._regs)
+        names = abi.arg_regs
+        changed = {names[0]: (new[0], own[0]), names[1]: (new[1], own[1]), names[2]: (new[2], own[2]),
+                   "orig_rax": (nr, regs.orig_rax)}
+        for reg, (v, _) in changed.items():
+            setattr(regs, reg, v & MASK64)
+        pt.setregs(t.tid, regs)
+        t.sent_one = ((own[1] & abi.reg_mask) + size, changed)
+        return (copied[0], copied[1], 1, *own[3:])  # what the authorizers judge: one message, the copy
+
+    def _runs_rewritten(self, name: str) -> bool:
+        """Does the broker's filter let call ``name`` run when a stopped call
+        is made that call (seccomp checks the changed call again): a stop, or
+        allowed with no argument rule?"""
+        what, _ = self.stack_action(name)
+        return what == "trace" or what == "allow" and not self.stack.guards(name)
+
+    def _sent_one(self, t: _Thread, rval: int) -> int:
+        """At the exit stop of a sendmmsg made sendmsg of its first message
+        (:meth:`_stable_mmsghdr`): the byte count into the program's
+        ``msg_len``, 1 as the result; an error as it is (nothing was sent).
+        Returns the result the call now has."""
+        assert t.sent_one is not None
+        at = t.sent_one[0]
+        t.sent_one = None
+        if rval < 0:
+            return rval
+        try:
+            pt.write_user(t.tid, at, (rval & 0xFFFFFFFF).to_bytes(4, "little"))
+            result = 1
+        except OSError:
+            result = -E.EFAULT  # the kernel's put_user faults too: no message counted
+        regs = pt.getregs(t.tid, self._regs)
+        regs.rax = result & MASK64
+        pt.setregs(t.tid, regs)
+        return result
+
     def _stable_copy(self, t: _Thread, abi: Abi, name: str, rawargs: Sequence[int], argi: int, size: int,
-                     no_slot: int, patch: Callable[[bytearray], None] | None = None) -> Sequence[int] | None:
+                     no_slot: int, patch: Callable[[bytearray], None] | None = None, tail: bool = False,
+                     inner: Callable[[bytearray], tuple[int, int, int] | None] | None = None,
+                     ) -> Sequence[int] | None:
         """Copy the ``size`` bytes argument ``argi`` points to once into the
-        thread's read-only scratch slot (``patch`` may change the copy) and
-        point the call at it.  Returns the new arguments, or None when the
-        call was answered (EFAULT as natively for unreadable memory,
-        ``no_slot`` when every slot is held) or a region is being injected
-        (the call then stops again and is copied)."""
+        thread's read-only scratch slot (``patch`` may change the copy; at
+        the slot's end with ``tail``) and point the call at it.  ``inner``
+        names a pointer in the copy whose bytes are copied too, after it:
+        (its offset, its width, how many bytes), the copy's pointer then
+        pointed at them.  Returns the new arguments, or None when the call
+        was answered (EFAULT as natively for unreadable memory, ``no_slot``
+        when every slot is held) or a region is being injected (the call
+        then stops again and is copied)."""
         mask = abi.reg_mask
         addr = rawargs[argi] & mask
         region = self._regions.get(t.tgid)
@@ -317,21 +424,25 @@ class Stable(ShimBase):
             t.abi = abi
             self._inject_region(t, pt.getregs(t.tid, self._regs), None)
             return None
-        try:
-            blob = bytearray(pt.read_memory(t.tid, addr, size))
-        except OSError:
-            blob = bytearray()
-        if len(blob) != size:  # natively the kernel's copy faults too
+        blobs = [self._read_exact(t, addr, size)]
+        at = inner(blobs[0]) if inner is not None and blobs[0] else None
+        if at is not None:
+            blobs.append(self._read_exact(t, int.from_bytes(blobs[0][at[0]:at[0] + at[1]], "little"), at[2]))
+        if not all(blobs):  # natively the kernel's copy faults too
             t.raw = ()
             self._apply_entry(t, Decision("skip-fail", Call(name), E.EFAULT))
             return None
+        blob = blobs[0]
         if patch is not None:
             patch(blob)
-        where = region.reserve(t.tid, [size])
+        where = region.reserve(t.tid, [len(b) for b in blobs], tail)
         if where is None:
             t.raw = ()
             self._apply_entry(t, Decision("skip-fail", Call(name), no_slot))
             return None
+        if at is not None:
+            blob[at[0]:at[0] + at[1]] = where[1].to_bytes(at[1], "little")
+            region.write(where[1], bytes(blobs[1]))
         region.write(where[0], bytes(blob))
         regs = pt.getregs(t.tid, self._regs)
         setattr(regs, abi.arg_regs[argi], where[0])

@@ -168,6 +168,8 @@ class Stops(ShimBase):
                     return  # answered by the guard
             else:
                 t.guard_exit = False
+            if plan.ext is not None and type(path) is tuple and not t.guard_exit and self._ask_ext(t, plan, args, path):
+                return  # asked, answered a plain cont and pinned in one compiled call (ext.py)
             self._ask_entry(t, plan, args, ip, path, plain)
             return
         self._seccomp_entry(t, arch, nr, args, ip, ret_data, path)
@@ -337,6 +339,8 @@ class Stops(ShimBase):
         if t.state == "skip":
             self._after_skip(t)
             return
+        if t.sent_one is not None and t.state in ("verify", "step"):
+            rval = self._sent_one(t, rval)  # (then on as any call: resumed, or its sysret)
         if t.guard_exit and t.state in ("verify", "step"):
             t.guard_exit = False
             if rval >= 0 and not self.guard.opened_ok(t.tid, t.tgid, rval):

@@ -131,6 +131,9 @@ class _Thread:
     undo_step: bool = False  # an undone open was stepped: its sysret is still owed
     map_flags: int = 0  # extra flags of the injected mmap of the scratch region
     guard_exit: bool = False  # the guard checks what this open opened (no Landlock wall)
+    #: a sendmmsg made sendmsg of its first message (Stable._stable_mmsghdr): (the address of
+    #: that message's msg_len in the program's array, the registers changed), settled at its exit
+    sent_one: tuple[int, dict[str, tuple[int, int]]] | None = None
     #: it exec'd: a fork event arriving late must not hand it its parent's scratch region
     #: (an execve nobody stops, e.g. one a kernel layer settles, can win that race)
     execed: bool = False
