@@ -1519,7 +1519,7 @@ enum {
 };
 /* the state's constants as C values, and _Plan.fast's offset (fused_stop sets them; one layout per process) */
 static uint64_t fs_accmode, fs_o_path;
-static Py_ssize_t fs_pathsize, fs_fast_offset;
+static Py_ssize_t fs_pathsize, fs_fast_offset, fs_mem_pid;
 static PyObject *fs_empty; /* () */
 /* a plan's ``fast`` tuple (Entry._fast_plan), in this order */
 enum {
@@ -1761,8 +1761,12 @@ static PyObject *fs_ask(PyObject *const *mem, PyObject *ev, PyObject *name)
     if (timed) { /* alarm.due = monotonic() + timeout; armed; the timer started unless it runs */
         if (fs_alarm_slots(alarm) < 0)
             goto done;
-        PyObject *now = PyFloat_FromDouble((double)monotonic_ns() / 1e9);
-        PyObject *due = now != NULL ? PyNumber_Add(now, mem[FM_TIMEOUT]) : NULL;
+        double now_s = (double)monotonic_ns() / 1e9; /* time.monotonic() */
+        PyObject *due, *now = NULL;
+        if (PyFloat_CheckExact(mem[FM_TIMEOUT])) /* (a float's sum: no object for now) */
+            due = PyFloat_FromDouble(now_s + PyFloat_AS_DOUBLE(mem[FM_TIMEOUT]));
+        else
+            due = (now = PyFloat_FromDouble(now_s)) != NULL ? PyNumber_Add(now, mem[FM_TIMEOUT]) : NULL;
         Py_XDECREF(now);
         if (due == NULL)
             goto done;
@@ -1785,12 +1789,19 @@ static PyObject *fs_ask(PyObject *const *mem, PyObject *ev, PyObject *name)
         int wants = PyDict_Contains(mem[FM_RESULT], name);
         if (wants < 0)
             goto done;
-        if (!wants) { /* the plain cont() */
+        if (!wants) { /* the plain cont(): (it, "") kept, made once */
             if (timed) {
                 Py_INCREF(Py_False);
                 fs_slot_set_new(alarm, fs_alarm.armed, Py_False);
             }
-            out = PyTuple_Pack(2, res, fs_names.empty);
+            static PyObject *plain;
+            if (plain == NULL || PyTuple_GET_ITEM(plain, 0) != res) {
+                PyObject *made_plain = PyTuple_Pack(2, res, fs_names.empty);
+                if (made_plain == NULL)
+                    goto done;
+                Py_XSETREF(plain, made_plain);
+            }
+            out = Py_NewRef(plain);
             goto done;
         }
     }
@@ -1893,8 +1904,7 @@ static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObje
     counter_fused++;
     fs_tset(t, FT_RUNNING, Py_False);
     fs_tset(t, FT_GUARD_EXIT, Py_False);
-    if (PyObject_SetAttr(S[FS_MEM], fs_names.pid, tidobj) < 0)
-        goto done;
+    fs_slot_set_new(S[FS_MEM], fs_mem_pid, Py_NewRef(tidobj)); /* (_Mem.pid: the decoder's reads) */
     PyObject *strargs[2] = {pbytes, Py_None};
     if ((vstr = PyObject_Vectorcall(S[FS_MK_STR], strargs, 2, NULL)) == NULL)
         goto done;
@@ -2050,8 +2060,17 @@ static int fs_stop(PyObject *const *S, PyObject *const *argv)
     int r = PyObject_RichCompareBool(argv[5], S[FS_TRACE_MARK], Py_EQ);
     if (r <= 0)
         return r;
-    PyObject *key = PyTuple_Pack(2, argv[1], argv[2]);
-    if (key == NULL)
+    /* the plans' key (arch, nr): kept per x86_64 call number (equal, so the same lookup) */
+    static PyObject *keys[512];
+    PyObject *key;
+    unsigned long long nr = PyLong_AsUnsignedLongLongMask(argv[2]), arch = PyLong_AsUnsignedLongLongMask(argv[1]);
+    if (PyErr_Occurred()) /* (any int is taken modulo 2^64: never an error for the stop's ints) */
+        return -1;
+    if (nr < 512 && arch == 0xC000003EULL && PyLong_Check(argv[2]) && Py_SIZE(argv[2]) >= 0) {
+        if (keys[nr] == NULL && (keys[nr] = PyTuple_Pack(2, argv[1], argv[2])) == NULL)
+            return -1;
+        key = Py_NewRef(keys[nr]);
+    } else if ((key = PyTuple_Pack(2, argv[1], argv[2])) == NULL)
         return -1;
     PyObject *plan = PyDict_GetItemWithError(S[FS_PLANS], key);
     Py_DECREF(key);
@@ -2232,7 +2251,11 @@ static PyObject *py_fused_stop(PyObject *self, PyObject *args)
     for (int i = 0; i < FT_N; i++)
         if ((toff[i] = slot_offset((PyTypeObject *)thread_type, tnames[i])) < 0)
             return NULL; /* (TypeError: not a class of slots; Entry._make_fused then uses the Python road) */
+    Py_ssize_t mem_pid = slot_offset(Py_TYPE(PyTuple_GET_ITEM(state, FS_MEM)), fs_names.pid);
+    if (mem_pid < 0)
+        return NULL;
     memcpy(fs_toff, toff, sizeof toff);
+    fs_mem_pid = mem_pid;
     fs_accmode = accmode, fs_o_path = o_path, fs_pathsize = pathsize, fs_fast_offset = off;
     return PyCFunction_New(&fused_def, state);
 }
