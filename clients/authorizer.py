@@ -354,6 +354,9 @@ _NOFOLLOW = frozenset({
     "lsetxattr", "lgetxattr", "llistxattr", "lremovexattr", "readlink", "readlinkat",
     "link", "linkat",
 })
+#: calls whose NULL path means the file behind their dirfd (utimensat(fd, NULL, ...),
+#: glibc's futimens; futimesat likewise), which the kernel changes as the path's
+_NULL_IS_DIRFD = frozenset({"utimensat", "utimensat_time64", "futimesat"})
 # (call, 0-based argument) that are path-kind but not looked up: a symlink's contents.
 _NOT_LOOKED_UP = frozenset({("symlink", 0), ("symlinkat", 0)})
 _O_CREAT = constant("O_CREAT")
@@ -707,6 +710,9 @@ class Syscall:
         cannot be known (unreadable string, unknown descriptor, ELOOP) -
         policies should deny then.  Racy by nature: see docs/policies.md."""
         raw = self.data(i)
+        if raw is None and self.name in _NULL_IS_DIRFD and self._dirfd_for(i) not in (None, _AT_FDCWD) \
+                and self.num(i) == 0:
+            return self.fd_path(self._dirfd_for(i) or 0)  # futimens(fd): the descriptor's file
         if raw is None or (isinstance(self.arg(i), Str) and self.arg(i).truncated):  # type: ignore[union-attr]
             return None
         p = os.fsdecode(raw)

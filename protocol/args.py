@@ -870,13 +870,11 @@ def _scalar(kind: str) -> Callable[[int, int | None, _Widths], Decoder]:
     return lambda i, n, w: _mk_scalar(i, kind, w)
 
 
-def _cstr_in(limit_is_path: bool) -> Callable[[int, int | None, _Widths], Decoder]:
-    def make(i: int, n: int | None, w: _Widths) -> Decoder:
-        mask = w.mask
-        if limit_is_path:
-            return lambda raw, mem, s, p: _cstr(mem, raw[i] & mask, p)
-        return lambda raw, mem, s, p: _cstr(mem, raw[i] & mask, s)
-    return make
+def _cstr_in(i: int, n: int | None, w: _Widths) -> Decoder:
+    """A NUL-terminated string argument, up to ``pathsize`` bytes (paths and
+    strings alike: the kernel reads either whole)."""
+    mask = w.mask
+    return lambda raw, mem, s, p: _cstr(mem, raw[i] & mask, p)
 
 
 def _inbuf_in(i: int, n: int | None, w: _Widths) -> Decoder:
@@ -1146,8 +1144,11 @@ class _Kind(Record):
 _REGISTRY: dict[str, _Kind] = {
     **{k: _Kind(_scalar(k), scalar=True)
        for k in ("int", "uint", "long", "ulong", "hex", "ptr", "fd", "pid", "uid", "mode")},
-    "path": _Kind(_cstr_in(True), pack=_CSTR_PACK),
-    "str": _Kind(_cstr_in(False), pack=_CSTR_PACK),
+    "path": _Kind(_cstr_in, pack=_CSTR_PACK),
+    # NUL-terminated strings the kernel reads whole (xattr names, memfd and key names, mount
+    # strings...): up to pathsize, as PROTOCOL.md section 8 says; a strsize prefix would be judged
+    # as a prefix, and the stable copy refuses a judged prefix (ENAMETOOLONG where natively it works)
+    "str": _Kind(_cstr_in, pack=_CSTR_PACK),
     "inbuf": _Kind(_inbuf_in, pack=_BYTES_PACK, with_n=True),
     "sockaddr": _Kind(_sockaddr_in, pack=_either(_BYTES_PACK, _packer(Struct, _sockaddr_pack)), with_n=True),
     "iovec": _Kind(_iovec_in, pack=_strings_pack(cstr=False), with_n=True),

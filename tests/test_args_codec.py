@@ -82,7 +82,10 @@ def test_null_unreadable_and_truncated() -> None:
     assert vals[0] == Ptr(0)
     vals = A.decode_args(X.by_name["mkdir"], [0xdead0000, 0o755], m)
     assert vals[0] == Ptr(0xdead0000)
-    assert A.decode_args(X.by_name["mq_unlink"], [long], m, strsize=16) == (Str(b"x" * 16, 200),)
+    # a string the kernel reads whole is decoded as a path is (PROTOCOL.md section 8): strsize
+    # bounds data buffers only; pathsize bounds both
+    assert A.decode_args(X.by_name["mq_unlink"], [long], m, strsize=16) == (Str(b"x" * 200),)
+    assert A.decode_args(X.by_name["mq_unlink"], [long], m, pathsize=16) == (Str(b"x" * 16, 200),)
     assert A.decode_args(X.by_name["chdir"], [long], m) == (Str(b"x" * 200),)
 
 

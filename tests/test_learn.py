@@ -363,3 +363,21 @@ def test_a_learned_policy_runs_again_after_the_file_it_made_is_removed(tmp_path)
     assert f"made or written: 1 file in {tmp_path}" in policy.read_text()
     r = bctl("run", "--policy", str(policy), "--", "sh", "-c", f"echo y > {tmp_path}/other.txt", cwd=work)
     assert r.returncode != 0 and "Permission denied" in r.stderr
+
+
+def test_tar_extracts_under_its_learned_policy(tmp_path):
+    """Before: ``tar x`` and ``cp -a`` set times with ``utimensat(fd, NULL,
+    ...)`` (glibc's futimens), whose NULL path nobody resolved: learn said
+    "Not learned (a path nobody could resolve; denied): utimensat" and the
+    enforced run failed ("Cannot utime: Permission denied").  A NULL path
+    of utimensat/futimesat is the file behind the descriptor, as the kernel
+    takes it."""
+    work = tmp_path / "w"
+    (work / "d").mkdir(parents=True)
+    (work / "d" / "a").write_text("a\n")
+    subprocess.run(["tar", "czf", str(work / "t.tgz"), "-C", str(work), "d"], check=True, timeout=60)
+    argv = ["sh", "-c", "mkdir x && tar xzf t.tgz -C x && cp -a d y && cat x/d/a y/a"]
+    policy, r = learn_and_enforce(tmp_path, work, argv,
+                                  lambda: [shutil.rmtree(work / n, ignore_errors=True) for n in ("x", "y")])
+    assert r.stdout == "a\na\n", r.stderr
+    assert "Not learned" not in policy.read_text()

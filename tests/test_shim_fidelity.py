@@ -175,3 +175,38 @@ def test_the_program_gets_sigpipe_at_its_default_action(mode, tmp_path):
     r = brokerctl("run", *args, "--", "sh", "-c", script)
     assert (r.returncode, r.stdout) == (0, native.stdout), r.stderr
     assert "Broken pipe" not in r.stderr
+
+
+LONG_NAMES = r'''
+import os, sys
+f = sys.argv[1]
+for n in (60, 100, 249, 250):
+    try:
+        os.close(os.memfd_create("m" * n)); print("memfd", n, "ok")
+    except OSError as e:
+        print("memfd", n, e.errno)
+for n in (60, 200, 250, 256):
+    try:
+        os.setxattr(f, "user." + "x" * (n - 5), b"v"); print("xattr", n, "ok")
+    except OSError as e:
+        print("xattr", n, e.errno)
+'''
+
+
+def test_string_arguments_longer_than_strsize_work_as_natively(authz, tmp_path):
+    """A string argument the kernel reads whole (a memfd name up to 249
+    bytes, an xattr name up to 255) is judged whole: it was read only to
+    strsize (64), and the stable copy refused the judged prefix with
+    ENAMETOOLONG where natively the call works.  The authorizer sees the
+    whole name."""
+    f = tmp_path / "file"
+    f.write_text("x")
+    argv = [sys.executable, "-c", LONG_NAMES, str(f)]
+    native = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert native.returncode == 0, native.stderr
+    log = tmp_path / "events"
+    traced = brokerctl("run", "-a", authz(ALLOW_ALL) + f" {log}", "--", *argv)
+    assert traced.returncode == 0, traced.stderr
+    assert traced.stdout == native.stdout, traced.stderr
+    assert "memfd 100 ok" in traced.stdout
+    assert '"' + "m" * 249 + '"' in log.read_text()  # judged whole, not "mmm..."...249

@@ -237,8 +237,24 @@ static PyObject *seccomp_fetch(int tid, const unsigned char *paths, Py_ssize_t n
         Py_DECREF(path);
         return NULL;
     }
-    return Py_BuildValue("(IKNKIN)", info.arch, (unsigned long long)nr, a, (unsigned long long)info.ip,
-                         info.u.seccomp.ret_data, path);
+    /* (arch, nr, args, ip, ret_data, path) made item by item: Py_BuildValue parses its format every stop */
+    PyObject *r = PyTuple_New(6);
+    PyObject *items[6] = {PyLong_FromUnsignedLong(info.arch), PyLong_FromUnsignedLongLong(nr), a,
+                          PyLong_FromUnsignedLongLong(info.ip), PyLong_FromUnsignedLong(info.u.seccomp.ret_data), path};
+    int bad = r == NULL;
+    for (int i = 0; i < 6; i++) {
+        if (items[i] == NULL)
+            bad = 1;
+        if (r != NULL && items[i] != NULL)
+            PyTuple_SET_ITEM(r, i, items[i]);
+        else
+            Py_XDECREF(items[i]);
+    }
+    if (bad) {
+        Py_XDECREF(r);
+        return NULL;
+    }
+    return r;
 }
 
 static PyObject *py_seccomp_info(PyObject *self, PyObject *args)
@@ -482,7 +498,15 @@ static PyObject *py_pin_plain(PyObject *self, PyObject *const *args, Py_ssize_t 
     memcpy(out, &how, sizeof how);
     memcpy(out + pin_conf.room, path, (size_t)len);
     out[pin_conf.room + len] = 0;
-    return Py_BuildValue("(N(OKK))", pin, str_inode, (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+    PyObject *dev = PyLong_FromUnsignedLongLong((unsigned long long)st.st_dev);
+    PyObject *ino = PyLong_FromUnsignedLongLong((unsigned long long)st.st_ino);
+    PyObject *expect = dev != NULL && ino != NULL ? PyTuple_Pack(3, str_inode, dev, ino) : NULL;
+    Py_XDECREF(dev);
+    Py_XDECREF(ino);
+    PyObject *got = expect != NULL ? PyTuple_Pack(2, pin, expect) : NULL;
+    Py_DECREF(pin);
+    Py_XDECREF(expect);
+    return got; /* (pin, ("inode", st_dev, st_ino)), made without Py_BuildValue's parse of a format */
 }
 
 PyDoc_STRVAR(set_info_doc,
@@ -616,8 +640,19 @@ static PyObject *py_pin_open(PyObject *self, PyObject *const *argv, Py_ssize_t n
     }
     if (ptrace(PTRACE_CONT, (int)tid, NULL, NULL) == -1)
         return os_error(errno, "ptrace(0x7, ", (int)tid);
-    return Py_BuildValue("(KKKK)", (unsigned long long)args[0], (unsigned long long)args[1],
-                         (unsigned long long)args[2], (unsigned long long)args[3]);
+    /* the four arguments depend on the slot's address only: the last tuple made is kept (immutable) */
+    static PyObject *last_set;
+    static uint64_t last_addr;
+    if (last_set == NULL || last_addr != addr) {
+        PyObject *made_set = Py_BuildValue("(KKKK)", (unsigned long long)args[0], (unsigned long long)args[1],
+                                           (unsigned long long)args[2], (unsigned long long)args[3]);
+        if (made_set == NULL)
+            return NULL;
+        Py_XSETREF(last_set, made_set);
+        last_addr = addr;
+    }
+    Py_INCREF(last_set);
+    return last_set;
 }
 
 PyDoc_STRVAR(cont_doc, "cont(tid, sig=0): PTRACE_CONT, OSError on failure.");
@@ -1478,13 +1513,13 @@ static int add_ask_methods(PyObject *m)
 
 /* state: the tuple Entry._make_fused builds, in this order */
 enum {
-    FS_SHIM, FS_FALLBACK, FS_THREADS, FS_PLANS, FS_OWN_FILTERS, FS_STATS, FS_ROOT_FDS, FS_MEM, FS_STOPS, FS_STACK,
+    FS_SHIM, FS_FALLBACK, FS_THREADS, FS_PLANS, FS_OWN_FILTERS, FS_STATS, FS_ROOT_FDS, FS_MEM, FS_STOPS, FS_REPLIES,
     FS_REGIONS, FS_PT, FS_MK_STR, FS_MK_CALL, FS_MK_EVENT, FS_MK_DECISION, FS_ASK, FS_RUN, FS_CONT_TYPE,
     FS_TRACE_MARK, FS_ACCMODE, FS_O_PATH, FS_PATHSIZE, FS_PLAN_TYPE, FS_THREAD_TYPE, FS_OPENAT2, FS_N
 };
 /* the state's constants as C values, and _Plan.fast's offset (fused_stop sets them; one layout per process) */
 static uint64_t fs_accmode, fs_o_path;
-static Py_ssize_t fs_pathsize, fs_fast_offset;
+static Py_ssize_t fs_pathsize, fs_fast_offset, fs_mem_pid;
 static PyObject *fs_empty; /* () */
 /* a plan's ``fast`` tuple (Entry._fast_plan), in this order */
 enum {
@@ -1536,9 +1571,9 @@ static int fs_intern(void)
     return 0;
 }
 
-/* The thread's and the shim's attributes are read and written in their
- * __dict__ (Entry._make_fused checks that no class of theirs makes any of
- * these names a descriptor): a generic getattr was most of this road's cost.
+/* The shim's attributes are read and written in its __dict__
+ * (Entry._make_fused checks that no class of its makes any of these names a
+ * descriptor): a generic getattr was most of this road's cost.
  * fs_dget: the value (borrowed), ``dflt`` (the class's default, which
  * Entry._make_fused checks too) when the dict has none, NULL on an error. */
 static PyObject *fs_dget(PyObject *dict, PyObject *name, PyObject *dflt)
@@ -1560,6 +1595,32 @@ static int fs_dset_new(PyObject *dict, PyObject *name, PyObject *v)
     int r = PyDict_SetItem(dict, name, v);
     Py_DECREF(v);
     return r;
+}
+
+/* _Thread's fields are slots (thread._slotted): read and written at their
+ * offsets, worked out by fused_stop (a thread's record is never anything else) */
+enum {
+    FT_SAVED_MASK, FT_STATE, FT_REPLAY, FT_TGID, FT_RUNNING, FT_GUARD_EXIT, FT_VERIFY, FT_PIN, FT_REPOINTED, FT_ABI,
+    FT_SPEC, FT_RAW, FT_EVENT_ID, FT_DECISION, FT_RESUMED, FT_ANNOUNCED, FT_N
+};
+static Py_ssize_t fs_toff[FT_N];
+
+/* field ``f`` of thread ``t`` (borrowed), NULL with AttributeError when unset */
+static PyObject *fs_tget(PyObject *t, int f)
+{
+    PyObject *v = *(PyObject **)((char *)t + fs_toff[f]);
+    if (v == NULL)
+        PyErr_SetString(PyExc_AttributeError, "fused_stop: a thread's field is not set");
+    return v;
+}
+
+/* field ``f`` of thread ``t`` set to ``v`` (borrowed) */
+static void fs_tset(PyObject *t, int f, PyObject *v)
+{
+    PyObject **at = (PyObject **)((char *)t + fs_toff[f]), *old = *at;
+    Py_INCREF(v);
+    *at = v;
+    Py_XDECREF(old);
 }
 
 /* _Alarm's slots (due, armed, ticking) by offset, worked out for its class once */
@@ -1700,8 +1761,12 @@ static PyObject *fs_ask(PyObject *const *mem, PyObject *ev, PyObject *name)
     if (timed) { /* alarm.due = monotonic() + timeout; armed; the timer started unless it runs */
         if (fs_alarm_slots(alarm) < 0)
             goto done;
-        PyObject *now = PyFloat_FromDouble((double)monotonic_ns() / 1e9);
-        PyObject *due = now != NULL ? PyNumber_Add(now, mem[FM_TIMEOUT]) : NULL;
+        double now_s = (double)monotonic_ns() / 1e9; /* time.monotonic() */
+        PyObject *due, *now = NULL;
+        if (PyFloat_CheckExact(mem[FM_TIMEOUT])) /* (a float's sum: no object for now) */
+            due = PyFloat_FromDouble(now_s + PyFloat_AS_DOUBLE(mem[FM_TIMEOUT]));
+        else
+            due = (now = PyFloat_FromDouble(now_s)) != NULL ? PyNumber_Add(now, mem[FM_TIMEOUT]) : NULL;
         Py_XDECREF(now);
         if (due == NULL)
             goto done;
@@ -1723,12 +1788,19 @@ static PyObject *fs_ask(PyObject *const *mem, PyObject *ev, PyObject *name)
         int wants = PyDict_Contains(mem[FM_RESULT], name);
         if (wants < 0)
             goto done;
-        if (!wants) { /* the plain cont() */
+        if (!wants) { /* the plain cont(): (it, "") kept, made once */
             if (timed) {
                 Py_INCREF(Py_False);
                 fs_slot_set_new(alarm, fs_alarm.armed, Py_False);
             }
-            out = PyTuple_Pack(2, res, fs_names.empty);
+            static PyObject *plain;
+            if (plain == NULL || PyTuple_GET_ITEM(plain, 0) != res) {
+                PyObject *made_plain = PyTuple_Pack(2, res, fs_names.empty);
+                if (made_plain == NULL)
+                    goto done;
+                Py_XSETREF(plain, made_plain);
+            }
+            out = Py_NewRef(plain);
             goto done;
         }
     }
@@ -1810,9 +1882,8 @@ static PyObject *fs_decode(PyObject *parts, PyObject *raw, PyObject *mem, PyObje
     return out;
 }
 
-/* The stop past the gate: every effect (see fused_stop), ``td`` and ``sd``
- * the thread's and the shim's __dict__.  1 done, -1 with an exception set. */
-static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObject *td, PyObject *sd, PyObject *plan,
+/* The stop past the gate: every effect (see fused_stop), ``sd`` the shim's __dict__.  1 done, -1 with an exception set. */
+static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObject *sd, PyObject *plan,
                      PyObject *const *argv, PyObject *tgid, PyObject *pin, PyObject *verify)
 {
     PyObject *shim = S[FS_SHIM], *tidobj = argv[0], *args = argv[3];
@@ -1830,9 +1901,9 @@ static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObje
         Py_DECREF(r);
     }
     counter_fused++;
-    if (PyDict_SetItem(td, fs_names.running, Py_False) < 0 || PyDict_SetItem(td, fs_names.guard_exit, Py_False) < 0
-        || PyObject_SetAttr(S[FS_MEM], fs_names.pid, tidobj) < 0)
-        goto done;
+    fs_tset(t, FT_RUNNING, Py_False);
+    fs_tset(t, FT_GUARD_EXIT, Py_False);
+    fs_slot_set_new(S[FS_MEM], fs_mem_pid, Py_NewRef(tidobj)); /* (_Mem.pid: the decoder's reads) */
     PyObject *strargs[2] = {pbytes, Py_None};
     if ((vstr = PyObject_Vectorcall(S[FS_MK_STR], strargs, 2, NULL)) == NULL)
         goto done;
@@ -1846,9 +1917,9 @@ static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObje
     Py_INCREF(idobj);
     if (fs_dset_new(sd, fs_names.next_id, PyNumber_Add(idobj, fs_one)) < 0)
         goto done;
-    if (PyDict_SetItem(td, fs_names.verify, verify) < 0 || PyDict_SetItem(td, fs_names.pin, pin) < 0
-        || PyDict_SetItem(td, fs_names.repointed, Py_None) < 0)
-        goto done;
+    fs_tset(t, FT_VERIFY, verify);
+    fs_tset(t, FT_PIN, pin);
+    fs_tset(t, FT_REPOINTED, Py_None);
     PyObject *n1 = PyTuple_Pack(2, F[FP_PATH_NOTE], vstr), *n2 = PyTuple_Pack(2, F[FP_REAL_NOTE], vstr);
     if (n1 != NULL && n2 != NULL)
         notes = PyTuple_Pack(2, n1, n2);
@@ -1860,10 +1931,11 @@ static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObje
     PyObject *eargs[6] = {idobj, tgid, tidobj, F[FP_ABI_NAME], call, notes};
     if ((ev = PyObject_Vectorcall(S[FS_MK_EVENT], eargs, 6, NULL)) == NULL)
         goto done;
-    if (PyDict_SetItem(td, fs_names.abi, F[FP_ABI]) < 0 || PyDict_SetItem(td, fs_names.spec, F[FP_SPEC]) < 0
-        || PyDict_SetItem(td, fs_names.raw, args) < 0 || PyDict_SetItem(td, fs_names.event_id, idobj) < 0
-        || PyDict_SetItem(td, fs_names.state_, S[FS_ASK]) < 0)
-        goto done;
+    fs_tset(t, FT_ABI, F[FP_ABI]);
+    fs_tset(t, FT_SPEC, F[FP_SPEC]);
+    fs_tset(t, FT_RAW, args);
+    fs_tset(t, FT_EVENT_ID, idobj);
+    fs_tset(t, FT_STATE, S[FS_ASK]);
     PyObject *members = F[FP_MEMBERS];
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(members); i++) {
         PyObject *mt = PyTuple_GET_ITEM(members, i);
@@ -1898,8 +1970,9 @@ static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObje
     /* the decision: _decision("cont", ev.call, 0, (), (), None, False, True) */
     PyObject *dargv[8] = {fs_names.cont, call, fs_zero, fs_empty, fs_empty, Py_None, Py_False, Py_True};
     d = PyObject_Vectorcall(S[FS_MK_DECISION], dargv, 8, NULL);
-    if (d == NULL || fs_count(S[FS_STATS], fs_names.decisions) < 0 || PyDict_SetItem(td, fs_names.decision, d) < 0)
+    if (d == NULL || fs_count(S[FS_STATS], fs_names.decisions) < 0)
         goto done;
+    fs_tset(t, FT_DECISION, d);
     /* Pin._pin_open's common case: a region with this thread's slot, SET_SYSCALL_INFO */
     PyObject *region = PyDict_GetItemWithError(S[FS_REGIONS], tgid), *off = NULL;
     if (region == NULL && PyErr_Occurred())
@@ -1922,8 +1995,8 @@ static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObje
     }
     PyObject *view = NULL, *addr = NULL;
     if (go > 0 && (addr = PyObject_GetAttr(region, fs_names.addr)) != NULL
-        && (how_at = PyNumber_Add(addr, off)) != NULL && PyDict_SetItem(td, fs_names.verify, Py_None) == 0
-        && (view = PyObject_GetAttr(region, fs_names.view)) != NULL) {
+        && (how_at = PyNumber_Add(addr, off)) != NULL && (view = PyObject_GetAttr(region, fs_names.view)) != NULL) {
+        fs_tset(t, FT_VERIFY, Py_None);
         PyObject *pargs[6] = {tidobj, view, off, how_at, pin, args};
         set = py_pin_open(NULL, pargs, 6);
     }
@@ -1944,17 +2017,22 @@ static int fs_decide(PyObject *const *S, PyObject *const *F, PyObject *t, PyObje
     }
     /* written, made openat2, resumed: Pin._pin_open's bookkeeping */
     PyObject *rep = PyTuple_Pack(5, F[FP_ARG_REGS], set, args, S[FS_OPENAT2], F[FP_OWN_NR]);
-    if (fs_dset_new(td, fs_names.repointed, rep) < 0 || PyDict_SetItem(td, fs_names.state_, S[FS_RUN]) < 0)
+    if (rep == NULL)
         goto done;
+    fs_tset(t, FT_REPOINTED, rep);
+    Py_DECREF(rep);
+    fs_tset(t, FT_STATE, S[FS_RUN]);
     PyObject *count = fs_dget(sd, fs_names.resume_count, NULL);
     PyObject *n = count != NULL ? PyNumber_Add(count, fs_one) : NULL;
     if (n == NULL)
         goto done;
-    int bad = PyDict_SetItem(sd, fs_names.resume_count, n) < 0 || PyDict_SetItem(td, fs_names.resumed, n) < 0
-              || PyDict_SetItem(td, fs_names.running, Py_True) < 0;
-    Py_DECREF(n);
-    if (!bad)
+    int bad = PyDict_SetItem(sd, fs_names.resume_count, n) < 0;
+    if (!bad) {
+        fs_tset(t, FT_RESUMED, n);
+        fs_tset(t, FT_RUNNING, Py_True);
         ret = 1;
+    }
+    Py_DECREF(n);
 done:
     Py_XDECREF(vstr);
     Py_XDECREF(dargs);
@@ -1981,8 +2059,17 @@ static int fs_stop(PyObject *const *S, PyObject *const *argv)
     int r = PyObject_RichCompareBool(argv[5], S[FS_TRACE_MARK], Py_EQ);
     if (r <= 0)
         return r;
-    PyObject *key = PyTuple_Pack(2, argv[1], argv[2]);
-    if (key == NULL)
+    /* the plans' key (arch, nr): kept per x86_64 call number (equal, so the same lookup) */
+    static PyObject *keys[512];
+    PyObject *key;
+    unsigned long long nr = PyLong_AsUnsignedLongLongMask(argv[2]), arch = PyLong_AsUnsignedLongLongMask(argv[1]);
+    if (PyErr_Occurred()) /* (any int is taken modulo 2^64: never an error for the stop's ints) */
+        return -1;
+    if (nr < 512 && arch == 0xC000003EULL && PyLong_Check(argv[2]) && Py_SIZE(argv[2]) >= 0) {
+        if (keys[nr] == NULL && (keys[nr] = PyTuple_Pack(2, argv[1], argv[2])) == NULL)
+            return -1;
+        key = Py_NewRef(keys[nr]);
+    } else if ((key = PyTuple_Pack(2, argv[1], argv[2])) == NULL)
         return -1;
     PyObject *plan = PyDict_GetItemWithError(S[FS_PLANS], key);
     Py_DECREF(key);
@@ -1997,10 +2084,10 @@ static int fs_stop(PyObject *const *S, PyObject *const *argv)
     if (fast == NULL || !PyTuple_CheckExact(fast) || PyTuple_GET_SIZE(fast) != FP_N)
         return 0;
     PyObject *const *F = &PyTuple_GET_ITEM(fast, 0);
-    PyObject *td = PyObject_GenericGetDict(t, NULL), *sd = PyObject_GenericGetDict(S[FS_SHIM], NULL);
+    PyObject *sd = PyObject_GenericGetDict(S[FS_SHIM], NULL);
     PyObject *pinned = NULL, *v;
     int ret = -1;
-    if (td == NULL || sd == NULL)
+    if (sd == NULL)
         goto done;
     Py_INCREF(plan);
     Py_INCREF(fast);
@@ -2015,10 +2102,10 @@ static int fs_stop(PyObject *const *S, PyObject *const *argv)
         } \
     } while (0)
 #define FS_IS(dict, name, dflt, what) ((v = fs_dget(dict, name, dflt)) == NULL ? -1 : v == (what))
-    FS_GATE(FS_IS(td, fs_names.saved_mask, Py_None, Py_None));
+    FS_GATE((v = fs_tget(t, FT_SAVED_MASK)) == NULL ? -1 : v == Py_None);
     FS_GATE(FS_IS(sd, fs_names.detaching, NULL, Py_False));
-    FS_GATE(FS_IS(td, fs_names.state_, S[FS_RUN], S[FS_RUN]));
-    FS_GATE(FS_IS(td, fs_names.replay, Py_None, Py_None));
+    FS_GATE((v = fs_tget(t, FT_STATE)) == NULL ? -1 : v == S[FS_RUN]);
+    FS_GATE((v = fs_tget(t, FT_REPLAY)) == NULL ? -1 : v == Py_None);
     FS_GATE(FS_IS(sd, fs_names.forced, NULL, Py_None));
     long q = PyLong_AsLong(F[FP_QUIET]);
     if (q == -1 && PyErr_Occurred())
@@ -2031,18 +2118,14 @@ static int fs_stop(PyObject *const *S, PyObject *const *argv)
             goto held;
     } else if (q != -1)
         goto held;
-    PyObject *cache = PyObject_GetAttr(S[FS_STACK], fs_names.cache);
-    if (cache == NULL)
-        goto fail;
-    r = fs_truth(cache, fs_names.replies);
-    Py_DECREF(cache);
-    FS_GATE(r == 0 ? 1 : r < 0 ? -1 : 0);
+    if (PyDict_GET_SIZE(S[FS_REPLIES]) != 0) /* cached replies about: the walk looks them up */
+        goto held;
     FS_GATE(FS_IS(sd, fs_names.audit, NULL, Py_None));
     FS_GATE(FS_IS(sd, fs_names.audit_tee, NULL, Py_None));
     FS_GATE(FS_IS(sd, fs_names.symbolizer, NULL, Py_None));
     /* Pin._may_pin: no filter of its own, pinning on, the main process or an announced one */
     FS_GATE(FS_IS(sd, fs_names.pin_ok, NULL, Py_True));
-    PyObject *tgid = fs_dget(td, fs_names.tgid, NULL), *main_pid = fs_dget(sd, fs_names.main_pid, NULL);
+    PyObject *tgid = fs_tget(t, FT_TGID), *main_pid = fs_dget(sd, fs_names.main_pid, NULL);
     if (tgid == NULL || main_pid == NULL)
         goto fail;
     r = PySet_Contains(S[FS_OWN_FILTERS], tgid);
@@ -2054,7 +2137,9 @@ static int fs_stop(PyObject *const *S, PyObject *const *argv)
         PyObject *leader = PyDict_GetItemWithError(S[FS_THREADS], tgid);
         if (leader == NULL)
             goto fail_or_held;
-        FS_GATE(fs_truth(leader, fs_names.announced));
+        if (Py_TYPE(leader) != Py_TYPE(t))
+            goto held;
+        FS_GATE((v = fs_tget(leader, FT_ANNOUNCED)) == NULL ? -1 : PyObject_IsTrue(v));
     }
     /* the kept root (RootFds.get, kept for this very thread), then pin.plain_pin */
     PyObject *kept = PyDict_GetItemWithError(S[FS_ROOT_FDS], tidobj);
@@ -2078,7 +2163,7 @@ static int fs_stop(PyObject *const *S, PyObject *const *argv)
 #undef FS_IS
 #undef FS_GATE
     Py_INCREF(tgid);
-    ret = fs_decide(S, F, t, td, sd, plan, argv, tgid, PyTuple_GET_ITEM(pinned, 0), PyTuple_GET_ITEM(pinned, 1));
+    ret = fs_decide(S, F, t, sd, plan, argv, tgid, PyTuple_GET_ITEM(pinned, 0), PyTuple_GET_ITEM(pinned, 1));
     Py_DECREF(tgid);
     goto held;
 fail_or_held:
@@ -2092,7 +2177,6 @@ held:
     Py_DECREF(plan);
 done:
     Py_XDECREF(pinned);
-    Py_XDECREF(td);
     Py_XDECREF(sd);
     return ret;
 }
@@ -2130,8 +2214,9 @@ static PyObject *py_fused_stop(PyObject *self, PyObject *args)
     }
     if (!PyDict_Check(PyTuple_GET_ITEM(state, FS_THREADS)) || !PyDict_Check(PyTuple_GET_ITEM(state, FS_PLANS))
         || !PyAnySet_Check(PyTuple_GET_ITEM(state, FS_OWN_FILTERS)) || !PyDict_Check(PyTuple_GET_ITEM(state, FS_ROOT_FDS))
-        || !PyDict_Check(PyTuple_GET_ITEM(state, FS_REGIONS)) || !PyType_Check(PyTuple_GET_ITEM(state, FS_CONT_TYPE))) {
-        PyErr_SetString(PyExc_TypeError, "fused_stop: threads, plans, root fds, regions dicts, a set, a type");
+        || !PyDict_Check(PyTuple_GET_ITEM(state, FS_REGIONS)) || !PyType_Check(PyTuple_GET_ITEM(state, FS_CONT_TYPE))
+        || !PyDict_Check(PyTuple_GET_ITEM(state, FS_REPLIES))) {
+        PyErr_SetString(PyExc_TypeError, "fused_stop: threads, plans, root fds, regions, replies dicts, a set, a type");
         return NULL;
     }
     if (!pin_conf.ready) {
@@ -2157,6 +2242,19 @@ static PyObject *py_fused_stop(PyObject *self, PyObject *args)
         return NULL;
     if (fs_empty == NULL && (fs_empty = PyTuple_New(0)) == NULL)
         return NULL;
+    PyObject *const tnames[FT_N] = {fs_names.saved_mask, fs_names.state_, fs_names.replay, fs_names.tgid,
+                                     fs_names.running, fs_names.guard_exit, fs_names.verify, fs_names.pin,
+                                     fs_names.repointed, fs_names.abi, fs_names.spec, fs_names.raw,
+                                     fs_names.event_id, fs_names.decision, fs_names.resumed, fs_names.announced};
+    Py_ssize_t toff[FT_N];
+    for (int i = 0; i < FT_N; i++)
+        if ((toff[i] = slot_offset((PyTypeObject *)thread_type, tnames[i])) < 0)
+            return NULL; /* (TypeError: not a class of slots; Entry._make_fused then uses the Python road) */
+    Py_ssize_t mem_pid = slot_offset(Py_TYPE(PyTuple_GET_ITEM(state, FS_MEM)), fs_names.pid);
+    if (mem_pid < 0)
+        return NULL;
+    memcpy(fs_toff, toff, sizeof toff);
+    fs_mem_pid = mem_pid;
     fs_accmode = accmode, fs_o_path = o_path, fs_pathsize = pathsize, fs_fast_offset = off;
     return PyCFunction_New(&fused_def, state);
 }

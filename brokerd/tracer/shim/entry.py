@@ -327,13 +327,11 @@ class Entry(ShimBase):
         that method itself without the compiled road."""
         fallback = cast(Any, self)._on_seccomp_stop
         if (fused_stop is None or os.environ.get("BROKERD_CSTOP", "") == "0"  # (=0: the Python road, to compare)
-                or _descriptors(type(self), _SHIM_FIELDS) or _descriptors(_Thread, _THREAD_FIELDS)
-                or any(getattr(_Thread, name) is not None for name in ("saved_mask", "replay"))
-                or _Thread._state is not RUN):
+                or _descriptors(type(self), _SHIM_FIELDS)):
             return fallback
         return fused_stop((
             self, fallback, self.threads, self._action_cache.plans, self._own_filters, self.stats,
-            self._roots.kept, self._mem, self.stops, self.stack, self._regions, pt, _str, _call, _event, _decision,
+            self._roots.kept, self._mem, self.stops, self.stack.cache.replies, self._regions, pt, _str, _call, _event, _decision,
             ASK, RUN, Cont, TRACE_MARK, O_ACCMODE, O_PATH, PATHSIZE, _Plan, _Thread, SYS_OPENAT2))
 
     def _ask_plan(self, plan: _Plan) -> Callable[[Sequence[int], Any, int, int], tuple]:
@@ -635,12 +633,10 @@ if accel is not None:  # the compiled stop's handler is _on_seccomp itself: one 
 #: the compiled road of the common judged open (None: not built, or built before it had one)
 fused_stop: Callable[[tuple], Callable[..., None]] | None = getattr(accel, "fused_stop", None)
 
-#: the shim's and the thread's attributes the compiled road reads and writes in their __dict__
-#: (accel.fused_stop): no class of theirs may make one a descriptor (Entry._make_fused)
+#: the shim's attributes the compiled road reads and writes in its __dict__ (accel.fused_stop):
+#: no class of its may make one a descriptor (Entry._make_fused); a thread's are its slots
 _SHIM_FIELDS = ("_detaching", "forced", "audit", "_audit_tee", "_symbolizer", "_pin_ok", "main_pid", "strsize",
                 "_next_id", "_resume_count")
-_THREAD_FIELDS = ("saved_mask", "_state", "replay", "tgid", "running", "guard_exit", "verify", "pin", "repointed",
-                  "abi", "spec", "raw", "event_id", "decision", "resumed")
 
 
 def _descriptors(cls: type, names: Sequence[str]) -> bool:
