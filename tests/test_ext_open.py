@@ -441,3 +441,47 @@ def test_a_question_asked_and_never_taken_up_keeps_its_place(what, value):
         a.kill("test over")
         os.close(to_w)
         os.close(from_r)
+
+
+
+#: answers cont; about the open of its first argument it first swaps that path's directory for a
+#: symlink to its second argument (as another thread of the program could), then answers late
+#: (past the compiled question's wait: the question is handed back to the Python road)
+SWAP_THEN_CONT = r'''
+import os, sys, time
+target, outside = sys.argv[1], sys.argv[2]
+sub = os.path.dirname(target)
+sys.stdin.readline()
+print("hello 1 role=authorizer name=swapper trace=openat,open", flush=True)
+for line in sys.stdin:
+    f = line.split()
+    if not line.startswith("syscall"):
+        continue
+    if '"' + target + '"' in line and os.path.isdir(sub) and not os.path.islink(sub):
+        os.rename(sub, sub + ".aside")
+        os.symlink(outside, sub)
+        time.sleep(0.05)
+    print(f[1], "cont", flush=True)
+'''
+
+
+@needs_accel
+def test_a_question_handed_back_keeps_the_path_it_asked_about(cprog, authz, tmp_path):
+    """A question the compiled road asked about a plain path, handed back
+    because the reply came late: the Python road made the event again and
+    looked at the path again.  A directory swapped for a symlink in between
+    was then resolved and checked at exit against where the swap led, while
+    the authorizer had judged (and allowed) the plain path: the outside file
+    was opened.  The walk now goes on with the event asked, pinned as
+    judged: the kernel, following no symlink, fails the open (ELOOP)."""
+    d, out = tmp_path / "d", tmp_path / "out"
+    (d / "sub").mkdir(parents=True)
+    out.mkdir()
+    target = d / "sub" / "f"
+    target.write_text("good\n")
+    (out / "f").write_text("bad\n")
+    r = brokerctl("run", "--cpu", _one_cpu(), "-a", authz(SWAP_THEN_CONT) + f" {target} {out}", "--",
+                  "cat", str(target))
+    assert (d / "sub").is_symlink()  # the swap was made while the question was open
+    assert "bad" not in r.stdout, (r.stdout, r.stderr[-2000:])
+    assert r.returncode == 1 and "Too many levels of symbolic links" in r.stderr, (r.returncode, r.stderr[-2000:])

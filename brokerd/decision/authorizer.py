@@ -345,6 +345,13 @@ class Authorizer:
         self.answered += 1
         return got
 
+    def asked(self, ev_id: int) -> bool:
+        """Was event ``ev_id`` asked already by :meth:`ask_open`, its answer
+        still to be taken up by :meth:`ask_cont`?  The shim then goes on
+        with the event that was asked (its path judged plain), not one made
+        again (Stops._on_seccomp_stop)."""
+        return self._sent is not None and self._sent[0] == ev_id
+
     def _enqueue(self, event: SyscallEvent | SysretEvent | SignalEvent, answer: Answer, now: float) -> None:
         """Keep a question sent (or about to be) until its answer or deadline."""
         q = _Question(event.id, now + self.timeout, answer, type(event), _call_name(event))

@@ -196,7 +196,10 @@ class Entry(ShimBase):
         ``accel.seccomp_info``), decoded here without the decoder's frames;
         ``plain``: False when the compiled road (``accel.fused_stop``) has
         found that path not plain already (:meth:`_pinned_notes` need not
-        look again)."""
+        look again); True when the compiled question (ext.py) has asked
+        about it as plain already: the event is that one, pinned as judged
+        even if a component has been swapped for a symlink since
+        (:meth:`_judged_plain`)."""
         abi, spec = plan.abi, plan.spec
         raw = tuple(rawargs) if plan.mask is None else tuple(a & plan.mask for a in rawargs)
         decode = plan.decode
@@ -213,7 +216,11 @@ class Entry(ShimBase):
         self._next_id = ev_id + 1
         t.verify = t.pin = t.repointed = None
         pin = plan.pin_form and self._may_pin(t, abi)
-        notes = self._pinned_notes(t, plan, raw, args) if pin and plain is None else None
+        notes: tuple | None
+        if plain:
+            notes = self._judged_plain(t, plan, raw, args)
+        else:
+            notes = self._pinned_notes(t, plan, raw, args) if pin and plain is None else None
         if notes is None:
             notes = _path_notes(t.tid, spec, raw, args, plan.paths) if plan.paths else ()
             if plan.real is not None and notes:

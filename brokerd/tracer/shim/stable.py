@@ -37,7 +37,7 @@ from .consts import (
     WRITES_AT_OPEN,
 )
 from .entry import _absolute
-from .pin import CREAT_FLAGS, PIN_ARGS, Pinned, follows, pinned, plain_pin
+from .pin import CREAT_FLAGS, PIN_ARGS, Pinned, follows, pinned, pinned_path, plain_pin
 from .thread import _Thread
 
 
@@ -56,6 +56,10 @@ REGION_HITS: dict[str, Callable[[Region, tuple[int, ...]], bool]] = {
     "shmat": lambda r, a: bool(a[2] & SHM_REMAP) and a[1] < r.addr + r.size,
 }
 
+
+#: ``t.verify`` of an open whose judged path is gone (_judged_plain): no
+#: object opened at exit is it
+JUDGED_AWAY: tuple = ("inode",)
 
 class Stable(ShimBase):
     """Stable arguments and the check at exit: what the kernel runs is what was judged."""
@@ -150,6 +154,26 @@ class Stable(ShimBase):
         if got is None:
             return None
         t.pin, t.verify = got
+        return ((plan.paths[0][1], v), (plan.real, v))
+
+    def _judged_plain(self, t: _Thread, plan: Any, raw: tuple[int, ...], args: tuple) -> tuple:
+        """:meth:`_pinned_notes` for an open whose path the compiled question
+        (ext.py) found plain and asked about as such, its answer not yet
+        taken: the event must be the one asked.  When the path is plain no
+        longer (a component swapped for a symlink since: looking again would
+        resolve it, and check at exit against what the swap leads to, which
+        nobody judged), the open is pinned to the judged path all the same:
+        the kernel, following no symlink, fails it (ELOOP) while the swap
+        stands, as it fails any pinned open swapped after its decision; and
+        an answer that does not pin it (a rewrite, a step) finds at exit an
+        object it cannot match, undone (EACCES)."""
+        notes = self._pinned_notes(t, plan, raw, args)
+        if notes is not None:
+            return notes
+        pidx, fidx, midx = PIN_ARGS[plan.spec.name]
+        v = args[pidx]
+        t.pin = pinned_path(CREAT_FLAGS if fidx is None else raw[fidx], raw[midx], v.data)
+        t.verify = JUDGED_AWAY
         return ((plan.paths[0][1], v), (plan.real, v))
 
     def _pin_plain(self, t: _Thread, pin: Pinned, path: bytes, follow: bool, root: bytes | None) -> tuple | None:

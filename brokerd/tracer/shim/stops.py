@@ -168,8 +168,11 @@ class Stops(ShimBase):
                     return  # answered by the guard
             else:
                 t.guard_exit = False
-            if plan.ext is not None and type(path) is tuple and not t.guard_exit and self._ask_ext(t, plan, args, path):
-                return  # asked, answered a plain cont and pinned in one compiled call (ext.py)
+            if plan.ext is not None and type(path) is tuple and not t.guard_exit:
+                if self._ask_ext(t, plan, args, path):
+                    return  # asked, answered a plain cont and pinned in one compiled call (ext.py)
+                if plan.ext.member.asked(self._next_id):
+                    plain = True  # asked with its path judged plain: the walk goes on with that event
             self._ask_entry(t, plan, args, ip, path, plain)
             return
         self._seccomp_entry(t, arch, nr, args, ip, ret_data, path)
