@@ -210,3 +210,34 @@ def test_string_arguments_longer_than_strsize_work_as_natively(authz, tmp_path):
     assert traced.stdout == native.stdout, traced.stderr
     assert "memfd 100 ok" in traced.stdout
     assert '"' + "m" * 249 + '"' in log.read_text()  # judged whole, not "mmm..."...249
+
+
+TRAILING = r'''
+import os, sys
+d = sys.argv[1]
+for p in ("nope/", "nope/.", "file/", "sub/."):
+    try:
+        os.close(os.open(os.path.join(d, p), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)); print(p, "ok")
+    except OSError as e:
+        print(p, e.errno)
+print(sorted(os.listdir(d)), open(os.path.join(d, "file")).read())
+'''
+
+
+def test_a_creating_open_of_a_directory_spelling_fails_as_natively(authz, tmp_path):
+    """open("DIR/nope/", O_CREAT|O_TRUNC) fails EISDIR natively (shutil.copyfile
+    to a missing directory raises FileNotFoundError from it: CPython's
+    test_shutil).  A creating open is pinned to its real path, which drops
+    the trailing slash: the kernel then created the file "nope"."""
+    outs = []
+    for run in ("native", "traced"):
+        d = tmp_path / run
+        (d / "sub").mkdir(parents=True)
+        (d / "file").write_text("keep")
+        argv = [sys.executable, "-c", TRAILING, str(d)]
+        r = (subprocess.run(argv, capture_output=True, text=True, timeout=60) if run == "native"
+             else brokerctl("run", "-a", authz(ALLOW_ALL), "--", *argv))
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout)
+    assert outs[1] == outs[0], outs
+    assert "'nope'" not in outs[1] and "keep" in outs[1]

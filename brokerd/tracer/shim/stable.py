@@ -41,6 +41,12 @@ from .pin import CREAT_FLAGS, PIN_ARGS, Pinned, follows, pinned, pinned_path, pl
 from .thread import _Thread
 
 
+def names_a_directory(path: bytes) -> bool:
+    """Does ``path``'s spelling require a directory (a trailing slash, or a
+    last component ``.`` or ``..``)?"""
+    return path.endswith((b"/", b"/.", b"/..")) or path in (b".", b"..")
+
+
 def _maps_over(r: Region, a: tuple[int, ...]) -> bool:
     return bool(a[3] & MAP_FIXED) and r.covers(a[0], a[1])
 
@@ -109,7 +115,11 @@ class Stable(ShimBase):
             # after the kernel made or emptied whatever a swapped link led to.  Only while roots
             # are kept (``at``): after a chroot a relative path's base, read from /proc/TID/cwd,
             # is the broker's view of it, and the pin would open another file than the one asked
-            t.pin = pinned(spec.name, raw, r.path if flags & WRITES_AT_OPEN and at is not None else v.data, r.path)
+            # (not a path that names a directory by its spelling, "x/", "x/.": its real path drops
+            # that, and the kernel would then create the file "x" where natively the open fails
+            # EISDIR; such an open can neither create nor empty a file, so the check at exit holds)
+            writes = flags & WRITES_AT_OPEN and at is not None and not names_a_directory(v.data)
+            t.pin = pinned(spec.name, raw, r.path if writes else v.data, r.path)
         if not r.exists:
             # what will be there then: the open must have opened what is *then*
             # at the judged place, in the judged directory (not a link's target)
